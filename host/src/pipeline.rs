@@ -1,0 +1,558 @@
+//! The hook pipeline: calls the plugins of a stage in order and merges their verdicts into one
+//! decision. Within a stage the first final verdict wins and `continue` passes on; a plugin's
+//! failure is turned into a verdict by its failure policy. `check-message` also gathers header
+//! edits and spam-score symbols and applies the configured score thresholds.
+//!
+//! The pipeline does no I/O of its own: the SMTP session and `sluice plugin check` both drive
+//! it, so the replay harness behaves exactly as the server does.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{Config, FailurePolicy, ScoringConfig};
+use crate::plugin::bindings::types::{
+    Address, BounceRequest, BounceText, DeliveryReport, Envelope, Header, Message, Session, Verdict,
+};
+use crate::plugin::{self, directory, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime};
+use crate::reply::Reply;
+
+/// What a stage decided.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Decision {
+    /// Nobody objected: the host's default (accept) applies.
+    Continue,
+    /// Accepted by a plugin.
+    Accept,
+    /// Refused permanently.
+    Reject {
+        /// The reply for the client.
+        reply: Reply,
+    },
+    /// Refused temporarily.
+    Tempfail {
+        /// The reply for the client.
+        reply: Reply,
+    },
+    /// Accept and drop.
+    Discard,
+    /// Accept and hold in quarantine.
+    Quarantine {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Decision {
+    /// True when the stage is decided and later plugins are not called.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Decision::Continue)
+    }
+
+    fn from_verdict(v: &Verdict) -> Decision {
+        match v {
+            Verdict::Continue => Decision::Continue,
+            Verdict::Accept => Decision::Accept,
+            Verdict::Reject(r) => Decision::Reject {
+                reply: plugin_reply(r, 550, "5.7.1"),
+            },
+            Verdict::Tempfail(r) => Decision::Tempfail {
+                reply: plugin_reply(r, 451, "4.7.1"),
+            },
+            Verdict::Discard => Decision::Discard,
+            Verdict::Quarantine(reason) => Decision::Quarantine {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    fn from_failure(policy: FailurePolicy) -> Decision {
+        match policy {
+            FailurePolicy::Tempfail => Decision::Tempfail {
+                reply: Reply::plugin_tempfail(),
+            },
+            FailurePolicy::Continue => Decision::Continue,
+            FailurePolicy::Reject => Decision::Reject {
+                reply: Reply::plugin_reject(),
+            },
+        }
+    }
+}
+
+/// A plugin's reply with defaults filled in and control characters removed.
+fn plugin_reply(r: &crate::plugin::bindings::types::Reply, _code: u16, enhanced: &str) -> Reply {
+    let enhanced = if r.enhanced.is_empty() {
+        // Keep the class of the plugin's code with a generic detail.
+        format!("{}{}", r.code / 100, &enhanced[1..])
+    } else {
+        r.enhanced.clone()
+    };
+    let mut text: String = r.text.chars().filter(|c| !c.is_control()).take(400).collect();
+    if text.trim().is_empty() {
+        text = if r.code >= 500 { "Refused" } else { "Try again later" }.to_string();
+    }
+    Reply {
+        code: r.code,
+        enhanced,
+        text,
+    }
+}
+
+/// One plugin call, as reported by `sluice plugin check` and logged by the server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CallRecord {
+    /// The hook.
+    pub hook: Hook,
+    /// The plugin's name.
+    pub plugin: String,
+    /// What the plugin answered, as a decision (after its failure policy, if it failed).
+    pub decision: Decision,
+    /// How the plugin failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<CallFailure>,
+    /// Wall-clock time of the call (instantiation included for the first call), microseconds.
+    pub micros: u64,
+    /// What the plugin logged during the call.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
+    /// Log lines dropped over the plugin's quota.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logs_dropped: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A named score contribution, with the plugin that gave it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScoredSymbol {
+    /// The plugin.
+    pub plugin: String,
+    /// Symbol name.
+    pub name: String,
+    /// Contribution.
+    pub score: f64,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// The outcome of `check-message` for a whole message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageOutcome {
+    /// The final decision (including a score-threshold rejection).
+    pub decision: Decision,
+    /// Sum of every symbol's score.
+    pub score: f64,
+    /// True when the score reached `scoring.spam_threshold`.
+    pub spam: bool,
+    /// Every symbol, in plugin order.
+    pub symbols: Vec<ScoredSymbol>,
+    /// Header fields to add, in order (plugins' and the host's spam headers).
+    pub add_headers: Vec<(String, String)>,
+    /// Header field names to remove.
+    pub remove_headers: Vec<String>,
+}
+
+/// The loaded plugins, in order, and the settings that shape how their verdicts combine.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    plugins: Arc<[Arc<LoadedPlugin>]>,
+    scoring: ScoringConfig,
+}
+
+impl Pipeline {
+    /// A pipeline over already loaded plugins.
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>, scoring: ScoringConfig) -> Pipeline {
+        Pipeline {
+            plugins: plugins.into(),
+            scoring,
+        }
+    }
+
+    /// Loads every enabled plugin of the configured plugin directory, in order. Every plugin
+    /// that fails to load is reported; the pipeline is built only if none did.
+    pub async fn load(runtime: &Runtime, config: &Config) -> Result<Pipeline, Vec<LoadError>> {
+        let dir = config.plugin_dir();
+        let files = directory::scan(&dir, &config.plugins.order).map_err(|e| {
+            vec![LoadError::Directory(format!("plugin directory {}: {e}", dir.display()))]
+        })?;
+        let files: Vec<(String, std::path::PathBuf)> =
+            files.into_iter().map(|f| (f.name, f.path)).collect();
+        Self::load_files(runtime, config, &files).await
+    }
+
+    /// Loads the given plugin files (name, path), in the order given.
+    pub async fn load_files(
+        runtime: &Runtime,
+        config: &Config,
+        files: &[(String, std::path::PathBuf)],
+    ) -> Result<Pipeline, Vec<LoadError>> {
+        let mut plugins = Vec::new();
+        let mut errors = Vec::new();
+        for (name, path) in files {
+            let settings = config.plugin_settings(name);
+            if settings.enabled == Some(false) {
+                tracing::info!(plugin = %name, "plugin disabled in configuration");
+                continue;
+            }
+            match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults).await {
+                Ok(p) => {
+                    tracing::debug!(plugin = %name, version = %p.info.version, cache = ?p.cache, ms = p.compile_ms, "plugin loaded");
+                    plugins.push(p)
+                }
+                Err(e) => errors.push(LoadError::Plugin(e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Pipeline::new(plugins, config.scoring.clone()))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The plugins, in run order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    /// Starts a transaction. It keeps the plugin set it started with.
+    pub fn transaction(&self, session: Session) -> Transaction {
+        Transaction {
+            plugins: self.plugins.clone(),
+            scoring: self.scoring.clone(),
+            instances: (0..self.plugins.len()).map(|_| None).collect(),
+            session,
+            calls: Vec::new(),
+        }
+    }
+
+    /// Calls `on-delivery` of every plugin that wants it, each in a fresh instance. Failures
+    /// are logged and never affect delivery.
+    pub async fn on_delivery(&self, report: &DeliveryReport) -> Vec<CallRecord> {
+        let mut calls = Vec::new();
+        for p in self.plugins.iter().filter(|p| p.wants(Hook::OnDelivery)) {
+            let started = Instant::now();
+            let mut slot = None;
+            let r = match instance(&mut slot, p).await {
+                Ok(i) => i.on_delivery(report).await,
+                Err(f) => Err(f),
+            };
+            let failure = r.err();
+            calls.push(record(Hook::OnDelivery, p, &mut slot, Decision::Continue, failure, started, &report.queue_id));
+        }
+        calls
+    }
+
+    /// Asks the `render-bounce` plugins, in order, for a bounce text; the first that gives one
+    /// wins. `None` means the host's default text.
+    pub async fn render_bounce(
+        &self,
+        request: &BounceRequest,
+    ) -> (Option<BounceText>, Vec<CallRecord>) {
+        let mut calls = Vec::new();
+        for p in self.plugins.iter().filter(|p| p.wants(Hook::RenderBounce)) {
+            let started = Instant::now();
+            let mut slot = None;
+            let r = match instance(&mut slot, p).await {
+                Ok(i) => i.render_bounce(request).await,
+                Err(f) => Err(f),
+            };
+            match r {
+                Ok(text) => {
+                    calls.push(record(Hook::RenderBounce, p, &mut slot, Decision::Continue, None, started, &request.queue_id));
+                    if text.is_some() {
+                        return (text, calls);
+                    }
+                }
+                Err(f) => calls.push(record(Hook::RenderBounce, p, &mut slot, Decision::Continue, Some(f), started, &request.queue_id)),
+            }
+        }
+        (None, calls)
+    }
+}
+
+/// Why the plugin set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The plugin directory could not be read.
+    #[error("{0}")]
+    Directory(String),
+    /// A plugin was refused.
+    #[error(transparent)]
+    Plugin(#[from] plugin::Error),
+}
+
+/// One SMTP transaction's view of the pipeline: the plugin set it started with and its own
+/// plugin instances, created on first use and dropped with the transaction.
+pub struct Transaction {
+    plugins: Arc<[Arc<LoadedPlugin>]>,
+    scoring: ScoringConfig,
+    instances: Vec<Option<PluginInstance>>,
+    session: Session,
+    calls: Vec<CallRecord>,
+}
+
+impl Transaction {
+    /// The session facts every hook receives.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Every call made so far, in order.
+    pub fn calls(&self) -> &[CallRecord] {
+        &self.calls
+    }
+
+    /// Takes the call records (for logging or reporting).
+    pub fn take_calls(&mut self) -> Vec<CallRecord> {
+        std::mem::take(&mut self.calls)
+    }
+
+    /// Runs `verify-sender`.
+    pub async fn verify_sender(&mut self, sender: &Address) -> Decision {
+        let mut decision = Decision::Continue;
+        for i in 0..self.plugins.len() {
+            let p = self.plugins[i].clone();
+            if !p.wants(Hook::VerifySender) {
+                continue;
+            }
+            let started = Instant::now();
+            let r = match instance(&mut self.instances[i], &p).await {
+                Ok(inst) => inst.verify_sender(&self.session, sender).await,
+                Err(f) => Err(f),
+            };
+            decision = self.settle(Hook::VerifySender, i, r, started);
+            if decision.is_final() {
+                break;
+            }
+        }
+        decision
+    }
+
+    /// Runs `check-recipient` for `recipient`; `envelope.recipients` holds those accepted so far.
+    pub async fn check_recipient(&mut self, envelope: &Envelope, recipient: &Address) -> Decision {
+        let mut decision = Decision::Continue;
+        for i in 0..self.plugins.len() {
+            let p = self.plugins[i].clone();
+            if !p.wants(Hook::CheckRecipient) {
+                continue;
+            }
+            let started = Instant::now();
+            let r = match instance(&mut self.instances[i], &p).await {
+                Ok(inst) => inst.check_recipient(&self.session, envelope, recipient).await,
+                Err(f) => Err(f),
+            };
+            decision = self.settle(Hook::CheckRecipient, i, r, started);
+            if decision.is_final() {
+                break;
+            }
+        }
+        decision
+    }
+
+    /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
+    pub async fn check_message(&mut self, envelope: &Envelope, message: &Message) -> MessageOutcome {
+        let mut decision = Decision::Continue;
+        let mut symbols = Vec::new();
+        let mut add_headers = Vec::new();
+        let mut remove_headers = Vec::new();
+        for i in 0..self.plugins.len() {
+            let p = self.plugins[i].clone();
+            if !p.wants(Hook::CheckMessage) {
+                continue;
+            }
+            let started = Instant::now();
+            let r = match instance(&mut self.instances[i], &p).await {
+                Ok(inst) => inst.check_message(&self.session, envelope, message).await,
+                Err(f) => Err(f),
+            };
+            let verdict = match r {
+                Ok(mv) => {
+                    symbols.extend(mv.symbols.iter().map(|s| ScoredSymbol {
+                        plugin: p.name.clone(),
+                        name: s.name.clone(),
+                        score: s.score,
+                        detail: s.detail.clone(),
+                    }));
+                    add_headers.extend(mv.add_headers.iter().map(|h: &Header| (h.name.clone(), h.value.clone())));
+                    remove_headers.extend(mv.remove_headers.iter().cloned());
+                    Ok(mv.verdict)
+                }
+                Err(f) => Err(f),
+            };
+            decision = self.settle(Hook::CheckMessage, i, verdict, started);
+            if decision.is_final() {
+                break;
+            }
+        }
+        let score: f64 = symbols.iter().map(|s| s.score).sum();
+        let spam = score >= self.scoring.spam_threshold;
+        if decision == Decision::Continue {
+            if let Some(limit) = self.scoring.reject_threshold {
+                if score >= limit {
+                    decision = Decision::Reject {
+                        reply: Reply::new(550, "5.7.1", "Message rejected as spam"),
+                    };
+                }
+            }
+        }
+        if self.scoring.add_headers {
+            let tests: Vec<&str> = symbols.iter().map(|s| s.name.as_str()).collect();
+            add_headers.push(("X-Spam-Score".to_string(), format!("{score:.2}")));
+            add_headers.push((
+                "X-Spam-Status".to_string(),
+                format!(
+                    "{}, score={score:.2} required={:.2} tests={}",
+                    if spam { "Yes" } else { "No" },
+                    self.scoring.spam_threshold,
+                    if tests.is_empty() { "none".to_string() } else { tests.join(",") }
+                ),
+            ));
+            // Never let a sender's own spam verdict through.
+            remove_headers.push("X-Spam-Score".to_string());
+            remove_headers.push("X-Spam-Status".to_string());
+        }
+        MessageOutcome {
+            decision,
+            score,
+            spam,
+            symbols,
+            add_headers,
+            remove_headers,
+        }
+    }
+
+    /// Turns one call's result into a decision (applying the failure policy) and records it.
+    fn settle(
+        &mut self,
+        hook: Hook,
+        index: usize,
+        result: Result<Verdict, CallFailure>,
+        started: Instant,
+    ) -> Decision {
+        let p = self.plugins[index].clone();
+        let (decision, failure) = match result {
+            Ok(v) => (Decision::from_verdict(&v), None),
+            Err(f) => (Decision::from_failure(p.limits.on_failure), Some(f)),
+        };
+        let rec = record(hook, &p, &mut self.instances[index], decision.clone(), failure, started, &self.session.transaction_id);
+        self.calls.push(rec);
+        decision
+    }
+}
+
+/// The transaction's instance of `plugin`, created on first use.
+async fn instance<'a>(
+    slot: &'a mut Option<PluginInstance>,
+    plugin: &Arc<LoadedPlugin>,
+) -> Result<&'a mut PluginInstance, CallFailure> {
+    if slot.is_none() {
+        *slot = Some(PluginInstance::new(plugin.clone()).await?);
+    }
+    slot.as_mut().ok_or(CallFailure::EarlierFailure)
+}
+
+/// Builds the record of one call and logs what the plugin logged and how it failed.
+fn record(
+    hook: Hook,
+    plugin: &LoadedPlugin,
+    slot: &mut Option<PluginInstance>,
+    decision: Decision,
+    failure: Option<CallFailure>,
+    started: Instant,
+    txn: &str,
+) -> CallRecord {
+    let (logs, logs_dropped) = slot.as_mut().map(|i| i.take_logs()).unwrap_or_default();
+    for line in &logs {
+        match line.level {
+            "error" => tracing::error!(txn, plugin = %plugin.name, "{}", line.message),
+            "warn" => tracing::warn!(txn, plugin = %plugin.name, "{}", line.message),
+            "info" => tracing::info!(txn, plugin = %plugin.name, "{}", line.message),
+            _ => tracing::debug!(txn, plugin = %plugin.name, "{}", line.message),
+        }
+    }
+    if logs_dropped > 0 {
+        tracing::warn!(txn, plugin = %plugin.name, dropped = logs_dropped, "plugin log lines over quota dropped");
+    }
+    if let Some(f) = &failure {
+        tracing::warn!(txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
+    }
+    CallRecord {
+        hook,
+        plugin: plugin.name.clone(),
+        decision,
+        failure,
+        micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        logs,
+        logs_dropped,
+    }
+}
+
+/// Splits a message's header section into unfolded fields, using `mail-parser` to find them.
+pub fn parse_headers(raw: &[u8]) -> Vec<Header> {
+    let Some(msg) = mail_parser::MessageParser::new().parse_headers(raw) else {
+        return Vec::new();
+    };
+    msg.headers()
+        .iter()
+        .map(|h| {
+            let value = raw
+                .get(h.offset_start as usize..h.offset_end as usize)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            Header {
+                name: h.name.as_str().to_string(),
+                value: unfold(&value),
+            }
+        })
+        .collect()
+}
+
+/// Removes folding line breaks and surrounding whitespace from a raw header value.
+fn unfold(value: &str) -> String {
+    value
+        .replace("\r\n", "")
+        .replace('\n', "")
+        .trim()
+        .to_string()
+}
+
+/// Builds the [`Message`] a plugin receives.
+pub fn message(raw: Vec<u8>) -> Message {
+    Message {
+        headers: parse_headers(&raw),
+        raw,
+    }
+}
+
+/// Convenience for the replay harness and tests: the default plugin set of `config` loaded
+/// from `dir` (used when `config.plugins.dir` is not what the caller wants).
+pub fn plugin_files_in(dir: &Path, order: &[String]) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+    Ok(directory::scan(dir, order)?
+        .into_iter()
+        .map(|f| (f.name, f.path))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_unfolded_in_order() {
+        let raw = b"Subject: hello\r\n  world\r\nFrom: a@b\r\nX-Empty:\r\n\r\nbody\r\n";
+        let h = parse_headers(raw);
+        let pairs: Vec<_> = h.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
+        assert_eq!(pairs, [("Subject", "hello  world"), ("From", "a@b"), ("X-Empty", "")]);
+    }
+
+    #[test]
+    fn plugin_reply_gets_class_matching_defaults() {
+        let r = crate::plugin::bindings::types::Reply { code: 554, enhanced: String::new(), text: "no\x07pe".into() };
+        assert_eq!(plugin_reply(&r, 550, "5.7.1"), Reply::new(554, "5.7.1", "nope"));
+        let r = crate::plugin::bindings::types::Reply { code: 421, enhanced: String::new(), text: String::new() };
+        assert_eq!(plugin_reply(&r, 451, "4.7.1"), Reply::new(421, "4.7.1", "Try again later"));
+    }
+}

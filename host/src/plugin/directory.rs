@@ -1,0 +1,120 @@
+//! Finding the plugins of a plugin directory, and their order.
+//!
+//! A plugin's name is its file name without a leading numeric prefix and `.wasm`
+//! (`10-spam-score.wasm` is `spam-score`). Plugins run in the order of `plugins.order` in the
+//! configuration, then the rest by numeric prefix, then by name. Files that are not `*.wasm`,
+//! and names starting with `.` (temporary files of a "write then rename" install), are ignored.
+
+use std::path::{Path, PathBuf};
+
+/// A plugin file found in the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFile {
+    /// The plugin's name.
+    pub name: String,
+    /// The numeric prefix, if the file name has one.
+    pub prefix: Option<u32>,
+    /// The file.
+    pub path: PathBuf,
+}
+
+/// The plugin name and numeric prefix a file name stands for, or `None` when it is not a
+/// plugin file.
+pub fn parse_file_name(file_name: &str) -> Option<(String, Option<u32>)> {
+    if file_name.starts_with('.') {
+        return None;
+    }
+    let stem = file_name.strip_suffix(".wasm")?;
+    let (prefix, name) = match stem.split_once('-') {
+        Some((digits, rest))
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (digits.parse::<u32>().ok(), rest)
+        }
+        _ => (None, stem),
+    };
+    crate::config::valid_plugin_name(name).then(|| (name.to_string(), prefix))
+}
+
+/// Lists the plugin files of `dir` in run order. Two files with the same plugin name are an
+/// error, since the configuration could not tell them apart.
+pub fn scan(dir: &Path, order: &[String]) -> std::io::Result<Vec<PluginFile>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            continue;
+        };
+        if !entry.file_type()?.is_file() && !entry.path().is_file() {
+            continue;
+        }
+        if let Some((name, prefix)) = parse_file_name(file_name) {
+            files.push(PluginFile {
+                name,
+                prefix,
+                path: entry.path(),
+            });
+        }
+    }
+    sort(&mut files, order);
+    if let Some(w) = files
+        .windows(2)
+        .find(|w| files.iter().filter(|f| f.name == w[0].name).count() > 1)
+    {
+        return Err(std::io::Error::other(format!(
+            "two files in {} are both plugin {:?}: {}",
+            dir.display(),
+            w[0].name,
+            files
+                .iter()
+                .filter(|f| f.name == w[0].name)
+                .map(|f| f.path.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ")
+        )));
+    }
+    Ok(files)
+}
+
+/// Sorts by explicit order, then numeric prefix (files without one last), then name.
+pub fn sort(files: &mut [PluginFile], order: &[String]) {
+    files.sort_by_key(|f| {
+        (
+            order.iter().position(|o| *o == f.name).unwrap_or(usize::MAX),
+            f.prefix.unwrap_or(u32::MAX),
+            f.name.clone(),
+        )
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_prefixes() {
+        assert_eq!(
+            parse_file_name("10-spam-score.wasm"),
+            Some(("spam-score".into(), Some(10)))
+        );
+        assert_eq!(parse_file_name("tagger.wasm"), Some(("tagger".into(), None)));
+        assert_eq!(parse_file_name(".10-x.wasm.tmp"), None);
+        assert_eq!(parse_file_name(".x.wasm"), None);
+        assert_eq!(parse_file_name("x.wasm.part"), None);
+        assert_eq!(parse_file_name("bad name.wasm"), None);
+    }
+
+    #[test]
+    fn explicit_order_then_prefix_then_name() {
+        let f = |name: &str, prefix| PluginFile {
+            name: name.into(),
+            prefix,
+            path: PathBuf::new(),
+        };
+        let mut files = vec![f("z", None), f("b", Some(20)), f("a", Some(30)), f("c", Some(20))];
+        sort(&mut files, &["a".to_string()]);
+        let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "z"]);
+    }
+}

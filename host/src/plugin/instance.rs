@@ -1,0 +1,404 @@
+//! One sandbox for one transaction: a fresh store and instance of a loaded plugin, reused for
+//! that transaction's hooks and then dropped. Every call runs under the plugin's deadline and
+//! memory cap; a failure (trap, deadline, memory, invalid return) is reported as a
+//! [`CallFailure`] and leaves the instance unusable, so later hooks of the same transaction
+//! are not called on a guest in an unknown state.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, UpdateDeadline};
+
+use super::bindings::types::{
+    Address, BounceRequest, BounceText, DeliveryReport, Envelope, Message, MessageVerdict,
+    PluginInfo, Reply, Session, Verdict,
+};
+use super::bindings::v0_1;
+use super::host_api::{LogLine, MemoryLimitExceeded, StoreState};
+use super::loader::LoadedPlugin;
+
+/// How a plugin call failed. Distinct from a verdict: this is the plugin misbehaving.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum CallFailure {
+    /// The call ran past its deadline and was stopped.
+    Deadline {
+        /// The deadline, in milliseconds.
+        limit_ms: u64,
+    },
+    /// The plugin tried to grow its memory past its limit.
+    Memory {
+        /// The limit, in MiB.
+        limit_mb: u64,
+    },
+    /// The guest trapped (a panic, `unreachable`, an out-of-bounds access, …).
+    Trap {
+        /// wasmtime's description.
+        message: String,
+        /// What the guest wrote to stdout/stderr (a Python traceback, a Rust panic message).
+        output: String,
+    },
+    /// The plugin returned something invalid, e.g. a reject with a 2xx code.
+    BadReturn {
+        /// What was wrong.
+        message: String,
+    },
+    /// The instance could not be created.
+    Instantiate {
+        /// wasmtime's description.
+        message: String,
+    },
+    /// An earlier hook of this transaction failed, so this one was not called.
+    EarlierFailure,
+}
+
+impl fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallFailure::Deadline { limit_ms } => write!(f, "deadline of {limit_ms} ms exceeded"),
+            CallFailure::Memory { limit_mb } => write!(f, "memory limit of {limit_mb} MiB exceeded"),
+            CallFailure::Trap { message, output } if output.is_empty() => {
+                write!(f, "trapped: {message}")
+            }
+            CallFailure::Trap { message, output } => {
+                write!(f, "trapped: {message}; plugin output: {output}")
+            }
+            CallFailure::BadReturn { message } => write!(f, "returned an invalid value: {message}"),
+            CallFailure::Instantiate { message } => write!(f, "could not be instantiated: {message}"),
+            CallFailure::EarlierFailure => f.write_str("not called after an earlier failure in this transaction"),
+        }
+    }
+}
+
+/// A live instance of a plugin.
+pub struct PluginInstance {
+    plugin: Arc<LoadedPlugin>,
+    store: Store<StoreState>,
+    bindings: v0_1::Plugin,
+    /// Set once a call failed: the guest may be in any state, so it is not called again.
+    broken: bool,
+}
+
+/// Extra time the async timeout allows past the epoch deadline; it only matters when a guest
+/// is blocked in a host call (where epochs are not checked).
+const TIMEOUT_GRACE: Duration = Duration::from_millis(50);
+
+impl PluginInstance {
+    /// Instantiates `plugin` in a fresh store.
+    pub async fn new(plugin: Arc<LoadedPlugin>) -> Result<PluginInstance, CallFailure> {
+        let limits = plugin.limits;
+        let state = StoreState::new(
+            plugin.config.clone(),
+            limits.memory_mb.saturating_mul(1 << 20),
+            limits.log_lines,
+        );
+        let mut store = Store::new(&plugin.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(DeadlineExceeded.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.data_mut().deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        store.set_epoch_deadline(1);
+        let bindings = match plugin.pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => {
+                let failure = classify(&e, &store, limits.timeout_ms, limits.memory_mb);
+                return Err(match failure {
+                    CallFailure::Trap { message, .. } => CallFailure::Instantiate { message },
+                    other => other,
+                });
+            }
+        };
+        Ok(PluginInstance {
+            plugin,
+            store,
+            bindings,
+            broken: false,
+        })
+    }
+
+    /// The plugin this is an instance of.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Takes the lines logged since the last call, and how many were dropped over the quota.
+    pub fn take_logs(&mut self) -> (Vec<LogLine>, u32) {
+        let state = self.store.data_mut();
+        (
+            std::mem::take(&mut state.logs),
+            std::mem::take(&mut state.logs_dropped),
+        )
+    }
+
+    /// `describe`.
+    pub async fn describe(&mut self) -> Result<PluginInfo, CallFailure> {
+        self.begin()?;
+        let fut = self.bindings.sluice_filter_hooks().call_describe(&mut self.store);
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        self.finish(r)
+    }
+
+    /// `validate-config`.
+    pub async fn validate_config(&mut self) -> Result<Result<(), String>, CallFailure> {
+        self.begin()?;
+        let fut = self
+            .bindings
+            .sluice_filter_hooks()
+            .call_validate_config(&mut self.store);
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        self.finish(r)
+    }
+
+    /// `verify-sender`.
+    pub async fn verify_sender(
+        &mut self,
+        session: &Session,
+        sender: &Address,
+    ) -> Result<Verdict, CallFailure> {
+        self.begin()?;
+        let fut = self
+            .bindings
+            .sluice_filter_hooks()
+            .call_verify_sender(&mut self.store, session, sender);
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        let v = self.finish(r)?;
+        self.checked(check_verdict(&v).map(|()| v))
+    }
+
+    /// `check-recipient`.
+    pub async fn check_recipient(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        recipient: &Address,
+    ) -> Result<Verdict, CallFailure> {
+        self.begin()?;
+        let fut = self.bindings.sluice_filter_hooks().call_check_recipient(
+            &mut self.store,
+            session,
+            envelope,
+            recipient,
+        );
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        let v = self.finish(r)?;
+        self.checked(check_verdict(&v).map(|()| v))
+    }
+
+    /// `check-message`.
+    pub async fn check_message(
+        &mut self,
+        session: &Session,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<MessageVerdict, CallFailure> {
+        self.begin()?;
+        let fut = self.bindings.sluice_filter_hooks().call_check_message(
+            &mut self.store,
+            session,
+            envelope,
+            message,
+        );
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        let v = self.finish(r)?;
+        self.checked(check_message_verdict(&v).map(|()| v))
+    }
+
+    /// `on-delivery`.
+    pub async fn on_delivery(&mut self, report: &DeliveryReport) -> Result<(), CallFailure> {
+        self.begin()?;
+        let fut = self
+            .bindings
+            .sluice_filter_hooks()
+            .call_on_delivery(&mut self.store, report);
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        self.finish(r)
+    }
+
+    /// `render-bounce`.
+    pub async fn render_bounce(
+        &mut self,
+        request: &BounceRequest,
+    ) -> Result<Option<BounceText>, CallFailure> {
+        self.begin()?;
+        let fut = self
+            .bindings
+            .sluice_filter_hooks()
+            .call_render_bounce(&mut self.store, request);
+        let r = run(fut, self.plugin.limits.timeout_ms).await;
+        let v = self.finish(r)?;
+        let check = match &v {
+            Some(b) if b.subject.contains(['\r', '\n']) => {
+                Err("bounce subject contains a line break".to_string())
+            }
+            _ => Ok(()),
+        };
+        self.checked(check.map(|()| v))
+    }
+
+    /// Resets the deadline before a call; refuses to call a broken instance.
+    fn begin(&mut self) -> Result<(), CallFailure> {
+        if self.broken {
+            return Err(CallFailure::EarlierFailure);
+        }
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + Duration::from_millis(self.plugin.limits.timeout_ms);
+        state.output.clear();
+        self.store.set_epoch_deadline(1);
+        Ok(())
+    }
+
+    /// Classifies a call's error; marks the instance broken on failure.
+    fn finish<T>(&mut self, r: Option<wasmtime::Result<T>>) -> Result<T, CallFailure> {
+        let limits = self.plugin.limits;
+        let failure = match r {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err(e)) => classify(&e, &self.store, limits.timeout_ms, limits.memory_mb),
+            None => CallFailure::Deadline {
+                limit_ms: limits.timeout_ms,
+            },
+        };
+        self.broken = true;
+        Err(failure)
+    }
+
+    fn checked<T>(&mut self, r: Result<T, String>) -> Result<T, CallFailure> {
+        r.map_err(|message| {
+            self.broken = true;
+            CallFailure::BadReturn { message }
+        })
+    }
+}
+
+/// Runs a call future under the async timeout (the epoch deadline plus a grace period).
+/// `None` when the timeout fired.
+async fn run<T>(
+    fut: impl std::future::Future<Output = wasmtime::Result<T>>,
+    timeout_ms: u64,
+) -> Option<wasmtime::Result<T>> {
+    tokio::time::timeout(Duration::from_millis(timeout_ms) + TIMEOUT_GRACE, fut)
+        .await
+        .ok()
+}
+
+/// Raised by the epoch callback when a call's deadline has passed.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+struct DeadlineExceeded;
+
+fn classify(
+    e: &wasmtime::Error,
+    store: &Store<StoreState>,
+    timeout_ms: u64,
+    memory_mb: u64,
+) -> CallFailure {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        return CallFailure::Deadline {
+            limit_ms: timeout_ms,
+        };
+    }
+    if e.downcast_ref::<MemoryLimitExceeded>().is_some() || store.data().limiter.memory_hit {
+        return CallFailure::Memory {
+            limit_mb: memory_mb,
+        };
+    }
+    let mut message = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}"),
+    };
+    if message.len() > 1024 {
+        message.truncate(1024);
+    }
+    CallFailure::Trap {
+        message,
+        output: store.data().output.text(),
+    }
+}
+
+/// A reply must be of its verdict's class: 5xx for reject, 4xx for tempfail, with a matching
+/// enhanced status code (or none) and one line of text.
+fn check_reply(reply: &Reply, class: u16) -> Result<(), String> {
+    if reply.code / 100 != class || reply.code % 100 > 59 {
+        return Err(format!(
+            "reply code {} where a {class}xx code is required",
+            reply.code
+        ));
+    }
+    if !reply.enhanced.is_empty() {
+        let parts: Vec<&str> = reply.enhanced.split('.').collect();
+        let well_formed = parts.len() == 3
+            && parts[0] == class.to_string()
+            && parts[1..].iter().all(|p| {
+                (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+            });
+        if !well_formed {
+            return Err(format!(
+                "enhanced status code {:?} is not of the form {class}.x.y",
+                reply.enhanced
+            ));
+        }
+    }
+    if reply.text.contains(['\r', '\n']) {
+        return Err("reply text contains a line break".to_string());
+    }
+    Ok(())
+}
+
+fn check_verdict(v: &Verdict) -> Result<(), String> {
+    match v {
+        Verdict::Reject(r) => check_reply(r, 5),
+        Verdict::Tempfail(r) => check_reply(r, 4),
+        _ => Ok(()),
+    }
+}
+
+fn check_message_verdict(v: &MessageVerdict) -> Result<(), String> {
+    check_verdict(&v.verdict)?;
+    for h in &v.add_headers {
+        let name_ok = !h.name.is_empty()
+            && h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+        if !name_ok {
+            return Err(format!("header name {:?} is not a valid field name", h.name));
+        }
+        if h.value.contains(['\r', '\n', '\0']) {
+            return Err(format!("header {} has a line break or NUL in its value", h.name));
+        }
+    }
+    for s in &v.symbols {
+        if !s.score.is_finite() {
+            return Err(format!("symbol {} has a score that is not a finite number", s.name));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: u16, enhanced: &str) -> Reply {
+        Reply {
+            code,
+            enhanced: enhanced.into(),
+            text: "t".into(),
+        }
+    }
+
+    #[test]
+    fn replies_must_match_their_class() {
+        assert!(check_verdict(&Verdict::Reject(reply(550, "5.7.1"))).is_ok());
+        assert!(check_verdict(&Verdict::Reject(reply(554, ""))).is_ok());
+        assert!(check_verdict(&Verdict::Reject(reply(250, "2.0.0"))).is_err());
+        assert!(check_verdict(&Verdict::Reject(reply(450, "4.7.1"))).is_err());
+        assert!(check_verdict(&Verdict::Reject(reply(550, "4.7.1"))).is_err());
+        assert!(check_verdict(&Verdict::Reject(reply(599, "5.7"))).is_err());
+        assert!(check_verdict(&Verdict::Reject(reply(5500, "5.7.1"))).is_err());
+        assert!(check_verdict(&Verdict::Tempfail(reply(451, "4.3.0"))).is_ok());
+        assert!(check_verdict(&Verdict::Tempfail(reply(551, "5.3.0"))).is_err());
+    }
+}

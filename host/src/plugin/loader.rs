@@ -1,0 +1,229 @@
+//! Turns a plugin file into a [`LoadedPlugin`]: read, hash (and check a pinned hash), compile
+//! (through the cache), check that it is a `sluice:filter` plugin of a supported version, link,
+//! then call `describe` and `validate-config` once in a throwaway instance. Any failure refuses
+//! the plugin with an [`Error`] naming the file and the reason.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::types::ComponentItem;
+
+use super::bindings::types::{ConfigValue, Hooks, PluginInfo};
+use super::bindings::{v0_1, HOOKS_EXPORT, WIT_VERSION};
+use super::cache::CacheOutcome;
+use super::host_api::{flatten_config, StoreState};
+use super::instance::PluginInstance;
+use super::{Error, ErrorKind, Hook, Runtime};
+use crate::config::{PluginLimits, PluginSettings};
+
+/// A plugin that passed every load check, ready to be instantiated per transaction.
+pub struct LoadedPlugin {
+    /// The operator's name for it: the file name without `NN-` prefix and `.wasm`.
+    pub name: String,
+    /// Where it was loaded from.
+    pub file: PathBuf,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+    /// What the plugin said about itself.
+    pub info: PluginInfo,
+    /// Limits and failure policy in force.
+    pub limits: PluginLimits,
+    /// Its settings, flattened, as the plugin reads them.
+    pub config: Arc<BTreeMap<String, ConfigValue>>,
+    /// Whether the compiled code came from the cache.
+    pub cache: CacheOutcome,
+    /// Time to compile or load from cache, in milliseconds.
+    pub compile_ms: f64,
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) pre: v0_1::PluginPre<StoreState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("file", &self.file)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    /// True when the plugin asked for `hook` in `describe`.
+    pub fn wants(&self, hook: Hook) -> bool {
+        let flag = match hook {
+            Hook::VerifySender => Hooks::VERIFY_SENDER,
+            Hook::CheckRecipient => Hooks::CHECK_RECIPIENT,
+            Hook::CheckMessage => Hooks::CHECK_MESSAGE,
+            Hook::OnDelivery => Hooks::ON_DELIVERY,
+            Hook::RenderBounce => Hooks::RENDER_BOUNCE,
+            Hook::Describe | Hook::ValidateConfig => return true,
+        };
+        self.info.hooks.contains(flag)
+    }
+
+    /// The hooks the plugin asked for, by WIT name.
+    pub fn hook_names(&self) -> Vec<&'static str> {
+        [
+            Hook::VerifySender,
+            Hook::CheckRecipient,
+            Hook::CheckMessage,
+            Hook::OnDelivery,
+            Hook::RenderBounce,
+        ]
+        .into_iter()
+        .filter(|h| self.wants(*h))
+        .map(Hook::as_str)
+        .collect()
+    }
+}
+
+/// Loads the plugin at `file` under the name `name` with `settings`.
+pub async fn load(
+    runtime: &Runtime,
+    file: &Path,
+    name: &str,
+    settings: &PluginSettings,
+    defaults: &PluginLimits,
+) -> Result<Arc<LoadedPlugin>, Error> {
+    let err = |kind| Error {
+        file: file.to_path_buf(),
+        kind,
+    };
+    let wasm = std::fs::read(file).map_err(|e| err(ErrorKind::Read(e)))?;
+    let sha256 = hex::encode(Sha256::digest(&wasm));
+    if let Some(expected) = &settings.sha256 {
+        if !expected.eq_ignore_ascii_case(&sha256) {
+            return Err(err(ErrorKind::HashMismatch {
+                expected: expected.clone(),
+                actual: sha256,
+            }));
+        }
+    }
+    if !wasm.starts_with(b"\0asm") {
+        return Err(err(ErrorKind::Compile(
+            "the file does not start with the WebAssembly magic bytes".to_string(),
+        )));
+    }
+
+    let started = Instant::now();
+    let (component, cache) = runtime
+        .cache
+        .load_or_compile(&runtime.engine, &wasm, &sha256)
+        .map_err(|e| err(ErrorKind::Compile(format!("{e:#}"))))?;
+    let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    check_world(&runtime.engine, &component).map_err(|m| err(ErrorKind::WrongWorld(m)))?;
+
+    let instance_pre = runtime
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| err(ErrorKind::Link(format!("{e:#}"))))?;
+    let pre = v0_1::PluginPre::new(instance_pre)
+        .map_err(|e| err(ErrorKind::WrongWorld(format!("{e:#}"))))?;
+
+    let mut plugin = LoadedPlugin {
+        name: name.to_string(),
+        file: file.to_path_buf(),
+        sha256,
+        info: PluginInfo {
+            name: String::new(),
+            version: String::new(),
+            hooks: Hooks::empty(),
+        },
+        limits: settings.limits(defaults),
+        config: Arc::new(flatten_config(&settings.config)),
+        cache,
+        compile_ms,
+        engine: runtime.engine.clone(),
+        pre,
+    };
+
+    // Ask the plugin about itself and its settings, in a throwaway instance.
+    let mut instance = PluginInstance::new(Arc::new(plugin.clone_for_probe()))
+        .await
+        .map_err(|failure| {
+            err(ErrorKind::LoadCall {
+                hook: Hook::Describe,
+                failure,
+            })
+        })?;
+    let info = instance.describe().await.map_err(|failure| {
+        err(ErrorKind::LoadCall {
+            hook: Hook::Describe,
+            failure,
+        })
+    })?;
+    if info.name.trim().is_empty() {
+        return Err(err(ErrorKind::BadDescribe("an empty name".to_string())));
+    }
+    let refused = instance.validate_config().await.map_err(|failure| {
+        err(ErrorKind::LoadCall {
+            hook: Hook::ValidateConfig,
+            failure,
+        })
+    })?;
+    if let Err(message) = refused {
+        return Err(err(ErrorKind::ConfigRefused(message)));
+    }
+    for line in instance.take_logs().0 {
+        tracing::info!(plugin = %name, level = line.level, "{}", line.message);
+    }
+    plugin.info = info;
+    Ok(Arc::new(plugin))
+}
+
+impl LoadedPlugin {
+    /// A copy for the load-time probe instance (the real one gets `describe`'s answer).
+    fn clone_for_probe(&self) -> LoadedPlugin {
+        LoadedPlugin {
+            name: self.name.clone(),
+            file: self.file.clone(),
+            sha256: self.sha256.clone(),
+            info: self.info.clone(),
+            limits: self.limits,
+            config: self.config.clone(),
+            cache: self.cache,
+            compile_ms: self.compile_ms,
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+        }
+    }
+}
+
+/// Checks that the component exports `sluice:filter/hooks` of the supported version, with a
+/// message that says what it exports instead.
+fn check_world(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Result<(), String> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if exports.iter().any(|e| e == HOOKS_EXPORT) {
+        return Ok(());
+    }
+    if let Some(other) = exports
+        .iter()
+        .find(|e| e.starts_with("sluice:filter/hooks@"))
+    {
+        let version = other.trim_start_matches("sluice:filter/hooks@");
+        return Err(format!(
+            "built for sluice:filter@{version}, but this Sluice supports sluice:filter@{WIT_VERSION}; rebuild it against the WIT in wit/"
+        ));
+    }
+    Err(format!(
+        "not a Sluice plugin: it does not export {HOOKS_EXPORT} (it exports: {})",
+        if exports.is_empty() {
+            "no interfaces".to_string()
+        } else {
+            exports.join(", ")
+        }
+    ))
+}

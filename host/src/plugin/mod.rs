@@ -1,0 +1,117 @@
+//! The plugin runtime: compiles plugin components once (with an on-disk cache), checks them at
+//! load, and runs their hooks in fresh, limited sandboxes.
+//!
+//! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epoch ticker) and `Linker`.
+//! - [`cache`]: compiled artefacts on disk, keyed by engine compatibility and component hash.
+//! - [`loader`]: a `.wasm` file to a [`LoadedPlugin`], refusing bad ones with a clear reason.
+//! - [`instance`]: one sandbox for one transaction; every hook call under a deadline.
+//! - [`host_api`]: the functions plugins import (log, config, time).
+//! - [`directory`]: finding plugins in the plugin directory, in order.
+//!
+//! This module does not decide what verdicts mean for a transaction: that is the pipeline's job.
+
+pub mod bindings;
+pub mod cache;
+pub mod directory;
+pub mod engine;
+pub mod host_api;
+pub mod instance;
+pub mod loader;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use engine::Runtime;
+pub use host_api::LogLine;
+pub use instance::{CallFailure, PluginInstance};
+pub use loader::LoadedPlugin;
+
+/// The hooks of the WIT, as the host names them in logs and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    /// `describe` (at load).
+    Describe,
+    /// `validate-config` (at load).
+    ValidateConfig,
+    /// `verify-sender`.
+    VerifySender,
+    /// `check-recipient`.
+    CheckRecipient,
+    /// `check-message`.
+    CheckMessage,
+    /// `on-delivery`.
+    OnDelivery,
+    /// `render-bounce`.
+    RenderBounce,
+}
+
+impl Hook {
+    /// The WIT name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Describe => "describe",
+            Hook::ValidateConfig => "validate-config",
+            Hook::VerifySender => "verify-sender",
+            Hook::CheckRecipient => "check-recipient",
+            Hook::CheckMessage => "check-message",
+            Hook::OnDelivery => "on-delivery",
+            Hook::RenderBounce => "render-bounce",
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a plugin could not be loaded or run. Always names the plugin's file.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin {}: {kind}", .file.display())]
+pub struct Error {
+    /// The plugin file.
+    pub file: PathBuf,
+    /// What went wrong.
+    pub kind: ErrorKind,
+}
+
+/// What went wrong with a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorKind {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Read(std::io::Error),
+    /// The file's SHA-256 is not the one pinned in the configuration.
+    #[error("sha256 is {actual}, but the configuration pins {expected}")]
+    HashMismatch {
+        /// Pinned in config.
+        expected: String,
+        /// Of the file.
+        actual: String,
+    },
+    /// The file is not a valid WebAssembly component (or wasmtime cannot compile it).
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// The component is not a Sluice plugin or was built for another WIT version.
+    #[error("{0}")]
+    WrongWorld(String),
+    /// The component imports something Sluice does not provide.
+    #[error("cannot be linked: {0}")]
+    Link(String),
+    /// A call at load time (`describe` or `validate-config`) failed.
+    #[error("{hook} failed: {failure}")]
+    LoadCall {
+        /// The hook.
+        hook: Hook,
+        /// How it failed.
+        failure: CallFailure,
+    },
+    /// The plugin refused its configuration.
+    #[error("refused its configuration: {0}")]
+    ConfigRefused(String),
+    /// `describe` returned something unusable.
+    #[error("describe returned {0}")]
+    BadDescribe(String),
+}
