@@ -1,1 +1,335 @@
+//! `sluice plugin check`: the offline replay harness. It drives the same [`Pipeline`] the server
+//! uses over `.eml` files and reports, per message, every hook call (verdict, timing, logs), the
+//! final decision, the summed spam score with its symbols and the header edits — one JSON
+//! object per line.
+//!
+//! Messages are normalised as the SMTP server would receive them: bare LF line endings become
+//! CRLF. Envelope values not given on the command line come from the message's headers:
+//! the sender from `Return-Path`, else `Sender`, else `From`; the recipients from `To`, `Cc`
+//! and `Bcc`.
 
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::pipeline::{self, CallRecord, Decision, Pipeline, ScoredSymbol};
+use crate::plugin::bindings::types::{Address, Envelope, Session};
+
+/// Envelope and session values given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct EnvelopeArgs {
+    /// `--mail-from`; `Some("")` is the null sender.
+    pub mail_from: Option<String>,
+    /// `--rcpt`, repeatable.
+    pub rcpt: Vec<String>,
+    /// `--client-ip`.
+    pub client_ip: Option<std::net::IpAddr>,
+    /// `--helo`.
+    pub helo: Option<String>,
+    /// `--auth-user`.
+    pub auth_user: Option<String>,
+}
+
+/// A message that could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", .file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a message.
+    #[error("{}: {problem}", .file.display())]
+    NotAMessage {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// The report for one message.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The message file.
+    pub file: String,
+    /// The envelope used.
+    pub envelope: EnvelopeReport,
+    /// Every plugin call, in order.
+    pub calls: Vec<CallRecord>,
+    /// Each recipient's decision at RCPT.
+    pub recipients: Vec<RecipientReport>,
+    /// The stage that decided, and how.
+    pub result: ResultReport,
+    /// Sum of every symbol's score (0 when `check-message` was not reached).
+    pub score: f64,
+    /// Whether the score reached the spam threshold.
+    pub spam: bool,
+    /// The symbols.
+    pub symbols: Vec<ScoredSymbol>,
+    /// Header fields that would be added.
+    pub add_headers: Vec<HeaderReport>,
+    /// Header field names that would be removed.
+    pub remove_headers: Vec<String>,
+}
+
+/// The envelope of a replayed message.
+#[derive(Debug, Serialize)]
+pub struct EnvelopeReport {
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// RCPT TO.
+    pub rcpt_to: Vec<String>,
+    /// Client IP.
+    pub client_ip: String,
+    /// HELO name.
+    pub helo: String,
+    /// AUTH user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+}
+
+/// A recipient's decision.
+#[derive(Debug, Serialize)]
+pub struct RecipientReport {
+    /// The address.
+    pub address: String,
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// The final outcome for a message.
+#[derive(Debug, Serialize)]
+pub struct ResultReport {
+    /// `verify-sender`, `check-recipient` (every recipient refused) or `check-message`.
+    pub stage: &'static str,
+    /// The decision.
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// A header field.
+#[derive(Debug, Serialize)]
+pub struct HeaderReport {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// Converts bare LF line endings to CRLF, as a message arrives over SMTP.
+pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
+    let mut prev = 0u8;
+    for &b in raw {
+        if b == b'\n' && prev != b'\r' {
+            out.push(b'\r');
+        }
+        out.push(b);
+        prev = b;
+    }
+    out
+}
+
+fn address(a: &str) -> Address {
+    Address {
+        address: a.to_string(),
+        params: Vec::new(),
+    }
+}
+
+/// Replays one message file through `pipeline`.
+pub async fn replay(
+    pipeline: &Pipeline,
+    file: &Path,
+    args: &EnvelopeArgs,
+    index: usize,
+) -> Result<Report, ReplayError> {
+    let bytes = std::fs::read(file).map_err(|source| ReplayError::Read {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    let raw = to_crlf(&bytes);
+    let not_a_message = |problem: &str| ReplayError::NotAMessage {
+        file: file.to_path_buf(),
+        problem: problem.to_string(),
+    };
+    let parsed = mail_parser::MessageParser::new()
+        .parse(&raw[..])
+        .ok_or_else(|| not_a_message("cannot be parsed as a message"))?;
+    if parsed.headers().is_empty() {
+        return Err(not_a_message("has no header fields; is it an .eml file?"));
+    }
+
+    let mail_from = match &args.mail_from {
+        Some(m) => m.clone(),
+        None => header_sender(&parsed).ok_or_else(|| {
+            not_a_message("no sender: the message has no Return-Path, Sender or From address; pass --mail-from")
+        })?,
+    };
+    let rcpt_to = if args.rcpt.is_empty() {
+        let found = header_recipients(&parsed);
+        if found.is_empty() {
+            return Err(not_a_message(
+                "no recipient: the message has no To, Cc or Bcc address; pass --rcpt",
+            ));
+        }
+        found
+    } else {
+        args.rcpt.clone()
+    };
+    let client_ip = args
+        .client_ip
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    let helo = args.helo.clone().unwrap_or_else(|| "localhost".to_string());
+    let session = Session {
+        listener: "replay".to_string(),
+        client_ip: client_ip.to_string(),
+        client_port: 0,
+        helo: helo.clone(),
+        tls: None,
+        auth_user: args.auth_user.clone(),
+        transaction_id: format!("replay-{index}"),
+    };
+
+    let mut txn = pipeline.transaction(session);
+    let mut report = Report {
+        file: file.display().to_string(),
+        envelope: EnvelopeReport {
+            mail_from: mail_from.clone(),
+            rcpt_to: rcpt_to.clone(),
+            client_ip: client_ip.to_string(),
+            helo,
+            auth_user: args.auth_user.clone(),
+        },
+        calls: Vec::new(),
+        recipients: Vec::new(),
+        result: ResultReport {
+            stage: "verify-sender",
+            decision: Decision::Continue,
+        },
+        score: 0.0,
+        spam: false,
+        symbols: Vec::new(),
+        add_headers: Vec::new(),
+        remove_headers: Vec::new(),
+    };
+
+    let sender = address(&mail_from);
+    let decision = txn.verify_sender(&sender).await;
+    if refuses(&decision) {
+        report.result.decision = decision;
+        report.calls = txn.take_calls();
+        return Ok(report);
+    }
+
+    let mut envelope = Envelope {
+        sender,
+        recipients: Vec::new(),
+    };
+    let mut last_refusal = None;
+    for rcpt in &rcpt_to {
+        let rcpt = address(rcpt);
+        let decision = txn.check_recipient(&envelope, &rcpt).await;
+        if refuses(&decision) {
+            last_refusal = Some(decision.clone());
+        } else {
+            envelope.recipients.push(rcpt.clone());
+        }
+        report.recipients.push(RecipientReport {
+            address: rcpt.address,
+            decision,
+        });
+    }
+    if envelope.recipients.is_empty() {
+        report.result = ResultReport {
+            stage: "check-recipient",
+            decision: last_refusal.unwrap_or(Decision::Continue),
+        };
+        report.calls = txn.take_calls();
+        return Ok(report);
+    }
+
+    let outcome = txn
+        .check_message(&envelope, &pipeline::message(raw))
+        .await;
+    report.result = ResultReport {
+        stage: "check-message",
+        decision: outcome.decision,
+    };
+    report.score = outcome.score;
+    report.spam = outcome.spam;
+    report.symbols = outcome.symbols;
+    report.add_headers = outcome
+        .add_headers
+        .into_iter()
+        .map(|(name, value)| HeaderReport { name, value })
+        .collect();
+    report.remove_headers = outcome.remove_headers;
+    report.calls = txn.take_calls();
+    Ok(report)
+}
+
+/// True for decisions that stop the transaction at SMTP time.
+fn refuses(d: &Decision) -> bool {
+    matches!(d, Decision::Reject { .. } | Decision::Tempfail { .. })
+}
+
+fn header_sender(m: &mail_parser::Message<'_>) -> Option<String> {
+    let rp = m.return_path();
+    let from_rp = rp
+        .as_address()
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(str::to_string)
+        .or_else(|| {
+            rp.as_text()
+                .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        });
+    from_rp
+        .or_else(|| first_address(m.sender()))
+        .or_else(|| first_address(m.from()))
+}
+
+fn first_address(a: Option<&mail_parser::Address<'_>>) -> Option<String> {
+    a.and_then(|a| a.iter().find_map(|a| a.address()))
+        .map(str::to_string)
+}
+
+fn header_recipients(m: &mail_parser::Message<'_>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for list in [m.to(), m.cc(), m.bcc()].into_iter().flatten() {
+        for a in list.iter() {
+            if let Some(addr) = a.address() {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(addr)) {
+                    out.push(addr.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_lf_becomes_crlf_and_crlf_stays() {
+        assert_eq!(to_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+    }
+
+    #[test]
+    fn envelope_from_headers() {
+        let raw = to_crlf(
+            b"Return-Path: <bounce@lists.example>\nFrom: A <a@example.org>\nTo: b@example.net, C <c@example.net>\nCc: b@EXAMPLE.net\nSubject: x\n\nhi\n",
+        );
+        let m = mail_parser::MessageParser::new().parse(&raw[..]).unwrap();
+        assert_eq!(header_sender(&m).as_deref(), Some("bounce@lists.example"));
+        assert_eq!(header_recipients(&m), ["b@example.net", "c@example.net"]);
+    }
+}

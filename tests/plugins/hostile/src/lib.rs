@@ -1,1 +1,70 @@
+//! A plugin that misbehaves on purpose, to prove the sandbox holds. Setting `mode`:
+//! `loop` (never returns), `hog` (allocates without end), `trap` (panics after printing),
+//! `logflood` (logs without end, then returns), `badcode` (rejects with reply code 250),
+//! `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`);
+//!
+use sluice_plugin_sdk::{export, log, Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Reply, Session, Verdict};
 
+struct Hostile {
+    mode: String,
+    hook: String,
+}
+
+fn misbehave(mode: &str) -> Verdict {
+    match mode {
+        "loop" => {
+            let mut x: u64 = 1;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        "hog" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "trap" => {
+            println!("hostile plugin about to panic");
+            panic!("deliberate panic in the hostile test plugin");
+        }
+        "logflood" => {
+            for i in 0..100_000 {
+                log::warn(&format!("flood line {i}"));
+            }
+            Verdict::Continue
+        }
+        "badcode" => Verdict::Reject(Reply::new(250, "2.0.0", "this is not a rejection")),
+        _ => Verdict::Continue,
+    }
+}
+
+impl Plugin for Hostile {
+    const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckRecipient, Hook::CheckMessage];
+
+    fn new(config: &Config) -> Result<Self, ConfigError> {
+        let mode: String = config.get_or("mode", "ok".to_string())?;
+        if !["loop", "hog", "trap", "logflood", "badcode", "ok"].contains(&mode.as_str()) {
+            return Err(ConfigError::new("mode", format!("unknown mode {mode:?}")));
+        }
+        Ok(Hostile {
+            mode,
+            hook: config.get_or("hook", "check-message".to_string())?,
+        })
+    }
+
+    fn verify_sender(&mut self, _s: &Session, _a: &Address) -> Verdict {
+        if self.hook == "verify-sender" { misbehave(&self.mode) } else { Verdict::Continue }
+    }
+
+    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, _a: &Address) -> Verdict {
+        if self.hook == "check-recipient" { misbehave(&self.mode) } else { Verdict::Continue }
+    }
+
+    fn check_message(&mut self, _s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
+        if self.hook == "check-message" { misbehave(&self.mode).into() } else { MessageVerdict::default() }
+    }
+}
+
+export!(Hostile);

@@ -1,0 +1,35 @@
+//! Test plugin for the envelope hooks: refuses senders from `deny_domain`, and recipients
+//! whose local part is `nobody` (550 5.1.1) or `later` (451 4.2.0).
+use sluice_plugin_sdk::{export, Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict};
+
+struct SenderGate {
+    deny_domain: String,
+}
+
+impl Plugin for SenderGate {
+    const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckRecipient];
+
+    fn new(config: &Config) -> Result<Self, ConfigError> {
+        config.deny_unknown(&["deny_domain"])?;
+        Ok(SenderGate {
+            deny_domain: config.get_or("deny_domain", "spammer.example".to_string())?,
+        })
+    }
+
+    fn verify_sender(&mut self, _session: &Session, sender: &Address) -> Verdict {
+        if sender.domain_is(&self.deny_domain) {
+            return Verdict::reject(550, "5.7.1", &format!("senders from {} are refused", self.deny_domain));
+        }
+        Verdict::Continue
+    }
+
+    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, rcpt: &Address) -> Verdict {
+        match rcpt.local_part() {
+            "nobody" => Verdict::reject(550, "5.1.1", "no such user"),
+            "later" => Verdict::tempfail(451, "4.2.0", "mailbox busy"),
+            _ => Verdict::Continue,
+        }
+    }
+}
+
+export!(SenderGate);
