@@ -178,12 +178,22 @@ impl Pipeline {
         let files = directory::scan(&dir, &config.plugins.order).map_err(|e| {
             vec![LoadError::Directory(format!("plugin directory {}: {e}", dir.display()))]
         })?;
-        let files: Vec<(String, std::path::PathBuf)> =
-            files.into_iter().map(|f| (f.name, f.path)).collect();
+        let files: Vec<(String, std::path::PathBuf)> = files
+            .into_iter()
+            .filter(|f| {
+                let enabled = config.plugin_settings(&f.name).enabled != Some(false);
+                if !enabled {
+                    tracing::info!(plugin = %f.name, "plugin disabled in configuration");
+                }
+                enabled
+            })
+            .map(|f| (f.name, f.path))
+            .collect();
         Self::load_files(runtime, config, &files).await
     }
 
-    /// Loads the given plugin files (name, path), in the order given.
+    /// Loads exactly the given plugin files (name, path), in the order given, even those the
+    /// configuration disables: naming a plugin is asking for it.
     pub async fn load_files(
         runtime: &Runtime,
         config: &Config,
@@ -193,10 +203,6 @@ impl Pipeline {
         let mut errors = Vec::new();
         for (name, path) in files {
             let settings = config.plugin_settings(name);
-            if settings.enabled == Some(false) {
-                tracing::info!(plugin = %name, "plugin disabled in configuration");
-                continue;
-            }
             match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults).await {
                 Ok(p) => {
                     tracing::debug!(plugin = %name, version = %p.info.version, cache = ?p.cache, ms = p.compile_ms, "plugin loaded");

@@ -1,1 +1,8 @@
-fn main(){}
+//! Sluice's integration tests: one binary, one module per capability.
+
+mod cache;
+mod hooks;
+mod hostile;
+mod languages;
+mod loading;
+mod replay_cli;

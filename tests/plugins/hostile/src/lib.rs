@@ -1,7 +1,9 @@
 //! A plugin that misbehaves on purpose, to prove the sandbox holds. Setting `mode`:
 //! `loop` (never returns), `hog` (allocates without end), `trap` (panics after printing),
 //! `logflood` (logs without end, then returns), `badcode` (rejects with reply code 250),
-//! `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`);
+//! `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`).
+//! It misbehaves only when triggered — a sender or recipient whose local part is `hostile`,
+//! or a Subject containing `hostile` — so tests can show the next transaction is unaffected.
 //!
 use sluice_plugin_sdk::{export, log, Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Reply, Session, Verdict};
 
@@ -54,16 +56,17 @@ impl Plugin for Hostile {
         })
     }
 
-    fn verify_sender(&mut self, _s: &Session, _a: &Address) -> Verdict {
-        if self.hook == "verify-sender" { misbehave(&self.mode) } else { Verdict::Continue }
+    fn verify_sender(&mut self, _s: &Session, a: &Address) -> Verdict {
+        if self.hook == "verify-sender" && a.local_part() == "hostile" { misbehave(&self.mode) } else { Verdict::Continue }
     }
 
-    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, _a: &Address) -> Verdict {
-        if self.hook == "check-recipient" { misbehave(&self.mode) } else { Verdict::Continue }
+    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, a: &Address) -> Verdict {
+        if self.hook == "check-recipient" && a.local_part() == "hostile" { misbehave(&self.mode) } else { Verdict::Continue }
     }
 
-    fn check_message(&mut self, _s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
-        if self.hook == "check-message" { misbehave(&self.mode).into() } else { MessageVerdict::default() }
+    fn check_message(&mut self, _s: &Session, _e: &Envelope, m: &Message) -> MessageVerdict {
+        let triggered = m.header("Subject").is_some_and(|s| s.contains("hostile"));
+        if self.hook == "check-message" && triggered { misbehave(&self.mode).into() } else { MessageVerdict::default() }
     }
 }
 

@@ -7,6 +7,8 @@ struct Tagger {
     tag: String,
     score: f64,
     reject_word: Option<String>,
+    /// Calls on this instance: shows that an instance lives exactly one transaction.
+    calls: u32,
 }
 
 impl Plugin for Tagger {
@@ -22,12 +24,14 @@ impl Plugin for Tagger {
             tag: config.get_or("tag", "yes".to_string())?,
             score,
             reject_word: config.get("reject_word")?,
+            calls: 0,
         })
     }
 
     fn check_message(&mut self, _s: &Session, env: &Envelope, msg: &Message) -> MessageVerdict {
         let subject = msg.header("Subject").unwrap_or("");
-        log::info(&format!("subject {subject:?}, {} recipients, {} bytes", env.recipients.len(), msg.raw.len()));
+        self.calls += 1;
+        log::info(&format!("call {}: subject {subject:?}, {} recipients, {} bytes", self.calls, env.recipients.len(), msg.raw.len()));
         if let Some(word) = &self.reject_word {
             if subject.to_lowercase().contains(&word.to_lowercase()) {
                 return Verdict::reject(554, "5.7.1", &format!("subject contains {word:?}")).into();
