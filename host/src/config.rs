@@ -350,7 +350,9 @@ mod tests {
 
     #[test]
     fn default_is_valid() {
-        Config::default().validate().expect("built-in default must validate");
+        Config::default()
+            .validate()
+            .expect("built-in default must validate");
     }
 
     #[test]

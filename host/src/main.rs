@@ -14,7 +14,11 @@ use sluice::plugin::{Runtime, directory};
 use sluice::replay::{self, EnvelopeArgs};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "An SMTP relay with WebAssembly mail filters")]
+#[command(
+    name = "sluice",
+    version,
+    about = "An SMTP relay with WebAssembly mail filters"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
@@ -196,7 +200,10 @@ async fn load_pipeline(
                     .into_iter()
                     .find(|f| f.name == *item)
                     .with_context(|| {
-                        format!("--plugin {item}: no plugin of that name in {}", dir.display())
+                        format!(
+                            "--plugin {item}: no plugin of that name in {}",
+                            dir.display()
+                        )
                     })?;
                 files.push((found.name, found.path));
             }

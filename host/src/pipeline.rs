@@ -14,7 +14,9 @@ use crate::config::{Config, FailurePolicy, ScoringConfig};
 use crate::plugin::bindings::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Header, Message, Session, Verdict,
 };
-use crate::plugin::{self, directory, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime};
+use crate::plugin::{
+    self, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime, directory,
+};
 use crate::reply::Reply;
 
 /// What a stage decided.
@@ -88,9 +90,19 @@ fn plugin_reply(r: &crate::plugin::bindings::types::Reply, _code: u16, enhanced:
     } else {
         r.enhanced.clone()
     };
-    let mut text: String = r.text.chars().filter(|c| !c.is_control()).take(400).collect();
+    let mut text: String = r
+        .text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(400)
+        .collect();
     if text.trim().is_empty() {
-        text = if r.code >= 500 { "Refused" } else { "Try again later" }.to_string();
+        text = if r.code >= 500 {
+            "Refused"
+        } else {
+            "Try again later"
+        }
+        .to_string();
     }
     Reply {
         code: r.code,
@@ -176,7 +188,10 @@ impl Pipeline {
     pub async fn load(runtime: &Runtime, config: &Config) -> Result<Pipeline, Vec<LoadError>> {
         let dir = config.plugin_dir();
         let files = directory::scan(&dir, &config.plugins.order).map_err(|e| {
-            vec![LoadError::Directory(format!("plugin directory {}: {e}", dir.display()))]
+            vec![LoadError::Directory(format!(
+                "plugin directory {}: {e}",
+                dir.display()
+            ))]
         })?;
         let files: Vec<(String, std::path::PathBuf)> = files
             .into_iter()
@@ -203,7 +218,9 @@ impl Pipeline {
         let mut errors = Vec::new();
         for (name, path) in files {
             let settings = config.plugin_settings(name);
-            match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults).await {
+            match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults)
+                .await
+            {
                 Ok(p) => {
                     tracing::debug!(plugin = %name, version = %p.info.version, cache = ?p.cache, ms = p.compile_ms, "plugin loaded");
                     plugins.push(p)
@@ -246,7 +263,15 @@ impl Pipeline {
                 Err(f) => Err(f),
             };
             let failure = r.err();
-            calls.push(record(Hook::OnDelivery, p, &mut slot, Decision::Continue, failure, started, &report.queue_id));
+            calls.push(record(
+                Hook::OnDelivery,
+                p,
+                &mut slot,
+                Decision::Continue,
+                failure,
+                started,
+                &report.queue_id,
+            ));
         }
         calls
     }
@@ -267,12 +292,28 @@ impl Pipeline {
             };
             match r {
                 Ok(text) => {
-                    calls.push(record(Hook::RenderBounce, p, &mut slot, Decision::Continue, None, started, &request.queue_id));
+                    calls.push(record(
+                        Hook::RenderBounce,
+                        p,
+                        &mut slot,
+                        Decision::Continue,
+                        None,
+                        started,
+                        &request.queue_id,
+                    ));
                     if text.is_some() {
                         return (text, calls);
                     }
                 }
-                Err(f) => calls.push(record(Hook::RenderBounce, p, &mut slot, Decision::Continue, Some(f), started, &request.queue_id)),
+                Err(f) => calls.push(record(
+                    Hook::RenderBounce,
+                    p,
+                    &mut slot,
+                    Decision::Continue,
+                    Some(f),
+                    started,
+                    &request.queue_id,
+                )),
             }
         }
         (None, calls)
@@ -347,7 +388,10 @@ impl Transaction {
             }
             let started = Instant::now();
             let r = match instance(&mut self.instances[i], &p).await {
-                Ok(inst) => inst.check_recipient(&self.session, envelope, recipient).await,
+                Ok(inst) => {
+                    inst.check_recipient(&self.session, envelope, recipient)
+                        .await
+                }
                 Err(f) => Err(f),
             };
             decision = self.settle(Hook::CheckRecipient, i, r, started);
@@ -359,7 +403,11 @@ impl Transaction {
     }
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
-    pub async fn check_message(&mut self, envelope: &Envelope, message: &Message) -> MessageOutcome {
+    pub async fn check_message(
+        &mut self,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> MessageOutcome {
         let mut decision = Decision::Continue;
         let mut symbols = Vec::new();
         let mut add_headers = Vec::new();
@@ -382,7 +430,11 @@ impl Transaction {
                         score: s.score,
                         detail: s.detail.clone(),
                     }));
-                    add_headers.extend(mv.add_headers.iter().map(|h: &Header| (h.name.clone(), h.value.clone())));
+                    add_headers.extend(
+                        mv.add_headers
+                            .iter()
+                            .map(|h: &Header| (h.name.clone(), h.value.clone())),
+                    );
                     remove_headers.extend(mv.remove_headers.iter().cloned());
                     Ok(mv.verdict)
                 }
@@ -413,7 +465,11 @@ impl Transaction {
                     "{}, score={score:.2} required={:.2} tests={}",
                     if spam { "Yes" } else { "No" },
                     self.scoring.spam_threshold,
-                    if tests.is_empty() { "none".to_string() } else { tests.join(",") }
+                    if tests.is_empty() {
+                        "none".to_string()
+                    } else {
+                        tests.join(",")
+                    }
                 ),
             ));
             // Never let a sender's own spam verdict through.
@@ -443,7 +499,15 @@ impl Transaction {
             Ok(v) => (Decision::from_verdict(&v), None),
             Err(f) => (Decision::from_failure(p.limits.on_failure), Some(f)),
         };
-        let rec = record(hook, &p, &mut self.instances[index], decision.clone(), failure, started, &self.session.transaction_id);
+        let rec = record(
+            hook,
+            &p,
+            &mut self.instances[index],
+            decision.clone(),
+            failure,
+            started,
+            &self.session.transaction_id,
+        );
         self.calls.push(rec);
         decision
     }
@@ -535,7 +599,10 @@ pub fn message(raw: Vec<u8>) -> Message {
 
 /// Convenience for the replay harness and tests: the default plugin set of `config` loaded
 /// from `dir` (used when `config.plugins.dir` is not what the caller wants).
-pub fn plugin_files_in(dir: &Path, order: &[String]) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
+pub fn plugin_files_in(
+    dir: &Path,
+    order: &[String],
+) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
     Ok(directory::scan(dir, order)?
         .into_iter()
         .map(|f| (f.name, f.path))
@@ -550,15 +617,39 @@ mod tests {
     fn headers_are_unfolded_in_order() {
         let raw = b"Subject: hello\r\n  world\r\nFrom: a@b\r\nX-Empty:\r\n\r\nbody\r\n";
         let h = parse_headers(raw);
-        let pairs: Vec<_> = h.iter().map(|h| (h.name.as_str(), h.value.as_str())).collect();
-        assert_eq!(pairs, [("Subject", "hello  world"), ("From", "a@b"), ("X-Empty", "")]);
+        let pairs: Vec<_> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("Subject", "hello  world"),
+                ("From", "a@b"),
+                ("X-Empty", "")
+            ]
+        );
     }
 
     #[test]
     fn plugin_reply_gets_class_matching_defaults() {
-        let r = crate::plugin::bindings::types::Reply { code: 554, enhanced: String::new(), text: "no\x07pe".into() };
-        assert_eq!(plugin_reply(&r, 550, "5.7.1"), Reply::new(554, "5.7.1", "nope"));
-        let r = crate::plugin::bindings::types::Reply { code: 421, enhanced: String::new(), text: String::new() };
-        assert_eq!(plugin_reply(&r, 451, "4.7.1"), Reply::new(421, "4.7.1", "Try again later"));
+        let r = crate::plugin::bindings::types::Reply {
+            code: 554,
+            enhanced: String::new(),
+            text: "no\x07pe".into(),
+        };
+        assert_eq!(
+            plugin_reply(&r, 550, "5.7.1"),
+            Reply::new(554, "5.7.1", "nope")
+        );
+        let r = crate::plugin::bindings::types::Reply {
+            code: 421,
+            enhanced: String::new(),
+            text: String::new(),
+        };
+        assert_eq!(
+            plugin_reply(&r, 451, "4.7.1"),
+            Reply::new(421, "4.7.1", "Try again later")
+        );
     }
 }

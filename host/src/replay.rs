@@ -254,9 +254,7 @@ pub async fn replay(
         return Ok(report);
     }
 
-    let outcome = txn
-        .check_message(&envelope, &pipeline::message(raw))
-        .await;
+    let outcome = txn.check_message(&envelope, &pipeline::message(raw)).await;
     report.result = ResultReport {
         stage: "check-message",
         decision: outcome.decision,
@@ -287,8 +285,12 @@ fn header_sender(m: &mail_parser::Message<'_>) -> Option<String> {
         .and_then(|a| a.address())
         .map(str::to_string)
         .or_else(|| {
-            rp.as_text()
-                .map(|t| t.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+            rp.as_text().map(|t| {
+                t.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
         });
     from_rp
         .or_else(|| first_address(m.sender()))

@@ -25,7 +25,11 @@ impl Reply {
 
     /// The reply to send when a plugin failed under the `tempfail` policy.
     pub fn plugin_tempfail() -> Reply {
-        Reply::new(451, "4.3.0", "Local error in processing, please try again later")
+        Reply::new(
+            451,
+            "4.3.0",
+            "Local error in processing, please try again later",
+        )
     }
 
     /// The reply to send when a plugin failed under the `reject` policy.

@@ -68,7 +68,11 @@ impl Message {
         raw.windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map(|i| &raw[i + 4..])
-            .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| &raw[i + 2..]))
+            .or_else(|| {
+                raw.windows(2)
+                    .position(|w| w == b"\n\n")
+                    .map(|i| &raw[i + 2..])
+            })
             .unwrap_or(&[])
     }
 }

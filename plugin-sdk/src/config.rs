@@ -122,9 +122,12 @@ impl Config {
     pub fn get<T: FromConfig>(&self, key: &str) -> Result<Option<T>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),
-            Some(v) => T::from_config(&v)
-                .map(Some)
-                .ok_or_else(|| ConfigError::new(key, format!("expected {}, found {}", T::EXPECTED, describe(&v)))),
+            Some(v) => T::from_config(&v).map(Some).ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    format!("expected {}, found {}", T::EXPECTED, describe(&v)),
+                )
+            }),
         }
     }
 
@@ -142,7 +145,11 @@ impl Config {
     /// Refuses any key not in `known`, so that a typo in the operator's file is reported
     /// instead of silently ignored.
     pub fn deny_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
-        match self.keys().into_iter().find(|k| !known.contains(&k.as_str())) {
+        match self
+            .keys()
+            .into_iter()
+            .find(|k| !known.contains(&k.as_str()))
+        {
             Some(k) => Err(ConfigError::new(
                 &k,
                 format!("unknown setting; known settings are: {}", known.join(", ")),
@@ -176,9 +183,22 @@ mod tests {
         let c = Config;
         assert_eq!(c.get::<i64>("limit"), Ok(Some(-3)));
         let e = c.get::<u32>("limit").unwrap_err();
-        assert_eq!(e.to_string(), "setting `limit`: expected a whole number from 0 to 4294967295, found the number -3");
+        assert_eq!(
+            e.to_string(),
+            "setting `limit`: expected a whole number from 0 to 4294967295, found the number -3"
+        );
         assert_eq!(c.get_or("missing", 7u32), Ok(7));
-        assert!(c.require::<String>("missing").unwrap_err().to_string().contains("is required"));
-        assert!(c.deny_unknown(&["limit"]).unwrap_err().to_string().contains("`name`"));
+        assert!(
+            c.require::<String>("missing")
+                .unwrap_err()
+                .to_string()
+                .contains("is required")
+        );
+        assert!(
+            c.deny_unknown(&["limit"])
+                .unwrap_err()
+                .to_string()
+                .contains("`name`")
+        );
     }
 }

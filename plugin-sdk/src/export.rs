@@ -10,7 +10,7 @@ use crate::bindings::sluice::filter::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Hooks, Message, MessageVerdict,
     PluginInfo, Session, Verdict,
 };
-use crate::{log, Config, Hook, Plugin};
+use crate::{Config, Hook, Plugin, log};
 
 /// The plugin's name and version, taken from its `Cargo.toml` by the export macro.
 pub trait Identity {

@@ -153,7 +153,7 @@ macro_rules! export {
                 const VERSION: &'static str = env!("CARGO_PKG_VERSION");
             }
             type __SluiceExport = $crate::export::Adapter<$plugin, __SluiceIdentity>;
-            $crate::bindings::export_raw!(__SluiceExport with_types_in $crate::bindings);
+    $crate::bindings::export_raw!(__SluiceExport with_types_in $crate::bindings);
         };
     };
 }

@@ -1,8 +1,8 @@
 //! The compile cache: a second load does not compile, and a damaged entry is recompiled.
 
+use sluice::plugin::Runtime;
 use sluice::plugin::cache::CacheOutcome;
 use sluice::plugin::engine::PoolSize;
-use sluice::plugin::Runtime;
 use sluice_tests::*;
 
 fn runtime_at(dir: &std::path::Path) -> Runtime {
@@ -22,9 +22,13 @@ async fn second_load_hits_and_corrupt_entries_are_recompiled() {
     let cfg = config("");
     let file = plugin("test", "tagger");
 
-    let first = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file).await.unwrap();
+    let first = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file)
+        .await
+        .unwrap();
     assert_eq!(first.cache, CacheOutcome::Miss);
-    let second = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file).await.unwrap();
+    let second = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file)
+        .await
+        .unwrap();
     assert_eq!(second.cache, CacheOutcome::Hit);
 
     // Damage every cached artefact: the checksum catches it and the plugin still loads.
@@ -40,12 +44,19 @@ async fn second_load_hits_and_corrupt_entries_are_recompiled() {
         }
     }
     assert_eq!(damaged, 1);
-    let third = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file).await.unwrap();
+    let third = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file)
+        .await
+        .unwrap();
     assert_eq!(third.cache, CacheOutcome::Miss);
     let p = sluice::pipeline::Pipeline::new(vec![third], cfg.scoring.clone());
     let env = envelope("a@example.org", &["b@example.net"]);
-    let out = p.transaction(session("t")).check_message(&env, &message("s", "b")).await;
+    let out = p
+        .transaction(session("t"))
+        .check_message(&env, &message("s", "b"))
+        .await;
     assert_eq!(out.symbols[0].name, "TAGGED");
-    let fourth = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file).await.unwrap();
+    let fourth = load_one(&runtime_at(dir.path()), &cfg, "tagger", &file)
+        .await
+        .unwrap();
     assert_eq!(fourth.cache, CacheOutcome::Hit);
 }

@@ -1,8 +1,10 @@
 //! Each hook, called through the pipeline, with verdicts merged as the server merges them.
 
 use sluice::pipeline::Decision;
-use sluice::plugin::bindings::types::{BounceRequest, DeliveryReport, DeliveryStatus, FailedRecipient};
 use sluice::plugin::Hook;
+use sluice::plugin::bindings::types::{
+    BounceRequest, DeliveryReport, DeliveryStatus, FailedRecipient,
+};
 use sluice::reply::Reply;
 use sluice_tests::*;
 
@@ -44,7 +46,11 @@ async fn describe_decides_which_hooks_are_called() {
     );
     let mut txn = p.transaction(session("t1"));
     txn.verify_sender(&addr("a@example.org")).await;
-    let called: Vec<_> = txn.calls().iter().map(|c| (c.hook, c.plugin.as_str())).collect();
+    let called: Vec<_> = txn
+        .calls()
+        .iter()
+        .map(|c| (c.hook, c.plugin.as_str()))
+        .collect();
     assert_eq!(called, [(Hook::VerifySender, "sender-gate")]);
 }
 
@@ -59,7 +65,10 @@ async fn verify_sender_rejects_with_the_plugins_reply_domain_case_insensitive() 
         }
     );
     let mut txn = p.transaction(session("t"));
-    assert_eq!(txn.verify_sender(&addr("x@good.example")).await, Decision::Continue);
+    assert_eq!(
+        txn.verify_sender(&addr("x@good.example")).await,
+        Decision::Continue
+    );
 }
 
 #[tokio::test]
@@ -79,8 +88,15 @@ async fn check_recipient_rejects_and_tempfails_per_recipient() {
             reply: Reply::new(451, "4.2.0", "mailbox busy")
         }
     );
-    assert_eq!(txn.check_recipient(&env, &addr("b@example.net")).await, Decision::Continue);
-    assert_eq!(txn.calls().len(), 3, "one instance serves every hook of the transaction");
+    assert_eq!(
+        txn.check_recipient(&env, &addr("b@example.net")).await,
+        Decision::Continue
+    );
+    assert_eq!(
+        txn.calls().len(),
+        3,
+        "one instance serves every hook of the transaction"
+    );
 }
 
 #[tokio::test]
@@ -107,10 +123,15 @@ async fn check_message_edits_headers_and_sums_scores() {
     );
     assert!(out.remove_headers.contains(&"X-Remove-Me".to_string()));
     let logs = &txn.calls()[0].logs;
-    assert_eq!(logs[0].message, "call 1: subject \"hello\", 1 recipients, 93 bytes");
+    assert_eq!(
+        logs[0].message,
+        "call 1: subject \"hello\", 1 recipients, 93 bytes"
+    );
 
     let mut txn = p.transaction(session("t"));
-    let out = txn.check_message(&env, &message("Forbidden fruit", "body")).await;
+    let out = txn
+        .check_message(&env, &message("Forbidden fruit", "body"))
+        .await;
     assert_eq!(
         out.decision,
         Decision::Reject {
@@ -125,16 +146,30 @@ async fn score_thresholds_mark_and_reject() {
     let cfg = config(
         "[scoring]\nspam_threshold = 4.0\nreject_threshold = 6.0\n[plugin.tagger.config]\nscore = 4.5\n",
     );
-    let p = pipeline(&rt, &cfg, &[("tagger", plugin("test", "tagger"))]).await.unwrap();
+    let p = pipeline(&rt, &cfg, &[("tagger", plugin("test", "tagger"))])
+        .await
+        .unwrap();
     let env = envelope("a@example.org", &["b@example.net"]);
-    let out = p.transaction(session("t")).check_message(&env, &message("s", "b")).await;
+    let out = p
+        .transaction(session("t"))
+        .check_message(&env, &message("s", "b"))
+        .await;
     assert!(out.spam);
     assert_eq!(out.decision, Decision::Continue);
-    assert!(out.add_headers.iter().any(|(n, v)| n == "X-Spam-Status" && v.starts_with("Yes, score=4.50")));
+    assert!(
+        out.add_headers
+            .iter()
+            .any(|(n, v)| n == "X-Spam-Status" && v.starts_with("Yes, score=4.50"))
+    );
 
     let cfg = config("[scoring]\nreject_threshold = 6.0\n[plugin.tagger.config]\nscore = 6.0\n");
-    let p = pipeline(&rt, &cfg, &[("tagger", plugin("test", "tagger"))]).await.unwrap();
-    let out = p.transaction(session("t")).check_message(&env, &message("s", "b")).await;
+    let p = pipeline(&rt, &cfg, &[("tagger", plugin("test", "tagger"))])
+        .await
+        .unwrap();
+    let out = p
+        .transaction(session("t"))
+        .check_message(&env, &message("s", "b"))
+        .await;
     assert_eq!(
         out.decision,
         Decision::Reject {
@@ -157,7 +192,10 @@ async fn on_delivery_and_render_bounce() {
     };
     let calls = p.on_delivery(&report).await;
     assert_eq!(calls.len(), 1);
-    assert_eq!(calls[0].logs[0].message, "Q1 to b@example.net failed: 550 5.1.1 unknown");
+    assert_eq!(
+        calls[0].logs[0].message,
+        "Q1 to b@example.net failed: 550 5.1.1 unknown"
+    );
 
     let request = BounceRequest {
         queue_id: "Q1".into(),

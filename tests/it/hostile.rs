@@ -14,7 +14,10 @@ async fn hostile_pipeline(mode: &str, extra: &str) -> Pipeline {
     pipeline(
         &rt,
         &cfg,
-        &[("hostile", plugin("test", "hostile")), ("tagger", plugin("test", "tagger"))],
+        &[
+            ("hostile", plugin("test", "hostile")),
+            ("tagger", plugin("test", "tagger")),
+        ],
     )
     .await
     .expect("plugins load")
@@ -23,7 +26,10 @@ async fn hostile_pipeline(mode: &str, extra: &str) -> Pipeline {
 /// Runs a full transaction; returns the message decision and the hostile plugin's failure.
 async fn run(p: &Pipeline, subject: &str) -> (Decision, Option<CallFailure>, Vec<String>) {
     let mut txn = p.transaction(session("t"));
-    assert_eq!(txn.verify_sender(&addr("a@example.org")).await, Decision::Continue);
+    assert_eq!(
+        txn.verify_sender(&addr("a@example.org")).await,
+        Decision::Continue
+    );
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = txn.check_message(&env, &message(subject, "body")).await;
     let calls = txn.take_calls();
@@ -131,9 +137,15 @@ async fn a_failed_instance_is_not_called_again_in_the_same_transaction() {
         .await
         .unwrap();
     let mut txn = p.transaction(session("t"));
-    assert_eq!(txn.verify_sender(&addr("hostile@example.org")).await, Decision::Continue);
+    assert_eq!(
+        txn.verify_sender(&addr("hostile@example.org")).await,
+        Decision::Continue
+    );
     let env = envelope("hostile@example.org", &[]);
-    assert_eq!(txn.check_recipient(&env, &addr("b@example.net")).await, Decision::Continue);
+    assert_eq!(
+        txn.check_recipient(&env, &addr("b@example.net")).await,
+        Decision::Continue
+    );
     let failures: Vec<_> = txn.calls().iter().map(|c| c.failure.clone()).collect();
     assert!(matches!(failures[0], Some(CallFailure::Trap { .. })));
     assert_eq!(failures[1], Some(CallFailure::EarlierFailure));
@@ -143,7 +155,8 @@ async fn a_failed_instance_is_not_called_again_in_the_same_transaction() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_looping_plugin_does_not_stall_other_transactions() {
     let rt = runtime();
-    let cfg = config("[plugin.hostile]\ntimeout_ms = 3000\n[plugin.hostile.config]\nmode = \"loop\"\n");
+    let cfg =
+        config("[plugin.hostile]\ntimeout_ms = 3000\n[plugin.hostile.config]\nmode = \"loop\"\n");
     let p = pipeline(&rt, &cfg, &[("hostile", plugin("test", "hostile"))])
         .await
         .unwrap();
@@ -152,7 +165,9 @@ async fn a_looping_plugin_does_not_stall_other_transactions() {
         tokio::spawn(async move {
             let mut txn = p.transaction(session("slow"));
             let env = envelope("a@example.org", &["b@example.net"]);
-            txn.check_message(&env, &message("hostile", "x")).await.decision
+            txn.check_message(&env, &message("hostile", "x"))
+                .await
+                .decision
         })
     };
     let mut quick = Vec::new();
@@ -161,13 +176,18 @@ async fn a_looping_plugin_does_not_stall_other_transactions() {
         quick.push(tokio::spawn(async move {
             let mut txn = p.transaction(session(&format!("q{i}")));
             let env = envelope("a@example.org", &["b@example.net"]);
-            txn.check_message(&env, &message("fine", "x")).await.decision
+            txn.check_message(&env, &message("fine", "x"))
+                .await
+                .decision
         }));
     }
     for q in quick {
         assert_eq!(q.await.unwrap(), Decision::Continue);
     }
     // Ordering, not timing: all twenty finished while the looping one was still running.
-    assert!(!slow.is_finished(), "the looping transaction should still be running");
+    assert!(
+        !slow.is_finished(),
+        "the looping transaction should still be running"
+    );
     assert_eq!(slow.await.unwrap(), tempfail());
 }

@@ -11,19 +11,33 @@ const NESTED_EXE: &str = "From: a@example.org\r\nTo: b@example.net\r\nSubject: i
 async fn python_plugin_refuses_an_executable_inside_an_attached_message() {
     let rt = runtime();
     let cfg = config("[plugin.python-attachments]\nmemory_mb = 128\ntimeout_ms = 2000\n");
-    let p = pipeline(&rt, &cfg, &[("python-attachments", plugin("examples", "python-attachments"))])
-        .await
-        .expect("python plugin loads");
+    let p = pipeline(
+        &rt,
+        &cfg,
+        &[(
+            "python-attachments",
+            plugin("examples", "python-attachments"),
+        )],
+    )
+    .await
+    .expect("python plugin loads");
     assert_eq!(p.plugins()[0].info.name, "python-attachments");
     let env = envelope("a@example.org", &["b@example.net"]);
     let mut txn = p.transaction(session("py1"));
     let out = txn
-        .check_message(&env, &sluice::pipeline::message(NESTED_EXE.as_bytes().to_vec()))
+        .check_message(
+            &env,
+            &sluice::pipeline::message(NESTED_EXE.as_bytes().to_vec()),
+        )
         .await;
     assert_eq!(
         out.decision,
         Decision::Reject {
-            reply: Reply::new(550, "5.7.1", "Message refused: it carries an attachment type we do not accept")
+            reply: Reply::new(
+                550,
+                "5.7.1",
+                "Message refused: it carries an attachment type we do not accept"
+            )
         },
         "{:?}",
         txn.calls()
@@ -32,22 +46,40 @@ async fn python_plugin_refuses_an_executable_inside_an_attached_message() {
         out.symbols[0].detail,
         "attachment 'invoice.pdf.exe' has a blocked file type (.exe) (inside an attached message)"
     );
-    assert_eq!(txn.calls()[0].logs[0].message, "py1: attachment 'invoice.pdf.exe' has a blocked file type (.exe) (inside an attached message)");
+    assert_eq!(
+        txn.calls()[0].logs[0].message,
+        "py1: attachment 'invoice.pdf.exe' has a blocked file type (.exe) (inside an attached message)"
+    );
 
-    let out = p.transaction(session("py2")).check_message(&env, &message("hello", "plain text")).await;
+    let out = p
+        .transaction(session("py2"))
+        .check_message(&env, &message("hello", "plain text"))
+        .await;
     assert_eq!(out.decision, Decision::Continue);
 }
 
 #[tokio::test]
 async fn python_plugin_quarantines_when_configured_and_refuses_bad_settings() {
     let rt = runtime();
-    let cfg = config("[plugin.python-attachments]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.python-attachments.config]\naction = \"quarantine\"\nblocked_extensions = [\"PDF\"]\n");
-    let p = pipeline(&rt, &cfg, &[("python-attachments", plugin("examples", "python-attachments"))])
-        .await
-        .unwrap();
+    let cfg = config(
+        "[plugin.python-attachments]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.python-attachments.config]\naction = \"quarantine\"\nblocked_extensions = [\"PDF\"]\n",
+    );
+    let p = pipeline(
+        &rt,
+        &cfg,
+        &[(
+            "python-attachments",
+            plugin("examples", "python-attachments"),
+        )],
+    )
+    .await
+    .unwrap();
     let raw = NESTED_EXE.replace("invoice.pdf.exe", "report.pdf");
     let env = envelope("a@example.org", &["b@example.net"]);
-    let out = p.transaction(session("q")).check_message(&env, &sluice::pipeline::message(raw.into_bytes())).await;
+    let out = p
+        .transaction(session("q"))
+        .check_message(&env, &sluice::pipeline::message(raw.into_bytes()))
+        .await;
     assert_eq!(
         out.decision,
         Decision::Quarantine {
@@ -55,39 +87,75 @@ async fn python_plugin_quarantines_when_configured_and_refuses_bad_settings() {
         }
     );
 
-    let bad = config("[plugin.python-attachments]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.python-attachments.config]\naction = \"explode\"\n");
-    let err = load_one(&rt, &bad, "python-attachments", &plugin("examples", "python-attachments"))
-        .await
-        .expect_err("refused");
-    assert!(err.ends_with("refused its configuration: setting `action`: expected \"reject\" or \"quarantine\""), "{err}");
+    let bad = config(
+        "[plugin.python-attachments]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.python-attachments.config]\naction = \"explode\"\n",
+    );
+    let err = load_one(
+        &rt,
+        &bad,
+        "python-attachments",
+        &plugin("examples", "python-attachments"),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.ends_with(
+            "refused its configuration: setting `action`: expected \"reject\" or \"quarantine\""
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
     let rt = runtime();
-    let cfg = config("[plugin.js-keywords]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.js-keywords.config]\nblocked_words = [\"Lottery\"]\nflagged_words = [\"free\", \"money\"]\nscore = 2.5\n");
-    let p = pipeline(&rt, &cfg, &[("js-keywords", plugin("examples", "js-keywords"))])
-        .await
-        .expect("javascript plugin loads");
+    let cfg = config(
+        "[plugin.js-keywords]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.js-keywords.config]\nblocked_words = [\"Lottery\"]\nflagged_words = [\"free\", \"money\"]\nscore = 2.5\n",
+    );
+    let p = pipeline(
+        &rt,
+        &cfg,
+        &[("js-keywords", plugin("examples", "js-keywords"))],
+    )
+    .await
+    .expect("javascript plugin loads");
     let env = envelope("a@example.org", &["b@example.net"]);
-    let out = p.transaction(session("js1")).check_message(&env, &message("free money", "free stuff")).await;
+    let out = p
+        .transaction(session("js1"))
+        .check_message(&env, &message("free money", "free stuff"))
+        .await;
     assert_eq!(out.decision, Decision::Continue);
     assert_eq!(out.score, 5.0);
-    assert_eq!(out.add_headers[0], ("X-Keywords-Checked".to_string(), "flagged=2".to_string()));
+    assert_eq!(
+        out.add_headers[0],
+        ("X-Keywords-Checked".to_string(), "flagged=2".to_string())
+    );
 
     let mut txn = p.transaction(session("js2"));
-    let out = txn.check_message(&env, &message("You won the LOTTERY", "x")).await;
+    let out = txn
+        .check_message(&env, &message("You won the LOTTERY", "x"))
+        .await;
     assert_eq!(
         out.decision,
         Decision::Reject {
             reply: Reply::new(550, "5.7.1", "Message refused by content rules")
         }
     );
-    assert_eq!(txn.calls()[0].logs[0].message, "js2: blocked word \"lottery\" in subject");
+    assert_eq!(
+        txn.calls()[0].logs[0].message,
+        "js2: blocked word \"lottery\" in subject"
+    );
 
-    let bad = config("[plugin.js-keywords]\nmemory_mb = 128\n[plugin.js-keywords.config]\nblocked_words = \"not a list\"\n");
+    let bad = config(
+        "[plugin.js-keywords]\nmemory_mb = 128\n[plugin.js-keywords.config]\nblocked_words = \"not a list\"\n",
+    );
     let err = load_one(&rt, &bad, "js-keywords", &plugin("examples", "js-keywords"))
         .await
         .expect_err("refused");
-    assert!(err.contains("refused its configuration: setting `blocked_words`: expected a list of strings"), "{err}");
+    assert!(
+        err.contains(
+            "refused its configuration: setting `blocked_words`: expected a list of strings"
+        ),
+        "{err}"
+    );
 }

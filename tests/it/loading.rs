@@ -20,7 +20,10 @@ async fn a_file_that_is_not_webassembly() {
     let file = dir.path().join("junk.wasm");
     std::fs::write(&file, b"#!/bin/sh\necho not wasm\n").unwrap();
     let err = refused("junk", &file, "").await;
-    assert!(err.ends_with("the file does not start with the WebAssembly magic bytes"), "{err}");
+    assert!(
+        err.ends_with("the file does not start with the WebAssembly magic bytes"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -59,11 +62,32 @@ async fn validate_config_refusals_carry_the_plugins_message() {
         "[plugin.tagger.config]\nscore = 500\n",
     )
     .await;
-    assert!(err.ends_with("refused its configuration: setting `score`: must be between -100 and 100"), "{err}");
-    let err = refused("tagger", &plugin("test", "tagger"), "[plugin.tagger.config]\nsocre = 1\n").await;
-    assert!(err.contains("setting `socre`: unknown setting; known settings are: tag, score, reject_word"), "{err}");
-    let err = refused("tagger", &plugin("test", "tagger"), "[plugin.tagger.config]\ntag = 3\n").await;
-    assert!(err.contains("setting `tag`: expected a string, found the number 3"), "{err}");
+    assert!(
+        err.ends_with("refused its configuration: setting `score`: must be between -100 and 100"),
+        "{err}"
+    );
+    let err = refused(
+        "tagger",
+        &plugin("test", "tagger"),
+        "[plugin.tagger.config]\nsocre = 1\n",
+    )
+    .await;
+    assert!(
+        err.contains(
+            "setting `socre`: unknown setting; known settings are: tag, score, reject_word"
+        ),
+        "{err}"
+    );
+    let err = refused(
+        "tagger",
+        &plugin("test", "tagger"),
+        "[plugin.tagger.config]\ntag = 3\n",
+    )
+    .await;
+    assert!(
+        err.contains("setting `tag`: expected a string, found the number 3"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -72,16 +96,37 @@ async fn a_pinned_sha256_must_match() {
     let actual = {
         use std::io::Read;
         let mut bytes = Vec::new();
-        std::fs::File::open(&file).unwrap().read_to_end(&mut bytes).unwrap();
-        let out = std::process::Command::new("sha256sum").arg(&file).output().unwrap();
+        std::fs::File::open(&file)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .arg(&file)
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap()[..64].to_string()
     };
     let wrong = "0".repeat(64);
-    let err = refused("tagger", &file, &format!("[plugin.tagger]\nsha256 = \"{wrong}\"\n")).await;
-    assert!(err.ends_with(&format!("sha256 is {actual}, but the configuration pins {wrong}")), "{err}");
+    let err = refused(
+        "tagger",
+        &file,
+        &format!("[plugin.tagger]\nsha256 = \"{wrong}\"\n"),
+    )
+    .await;
+    assert!(
+        err.ends_with(&format!(
+            "sha256 is {actual}, but the configuration pins {wrong}"
+        )),
+        "{err}"
+    );
     let rt = runtime();
-    let cfg = config(&format!("[plugin.tagger]\nsha256 = \"{}\"\n", actual.to_uppercase()));
-    let p = load_one(&rt, &cfg, "tagger", &file).await.expect("matching hash loads");
+    let cfg = config(&format!(
+        "[plugin.tagger]\nsha256 = \"{}\"\n",
+        actual.to_uppercase()
+    ));
+    let p = load_one(&rt, &cfg, "tagger", &file)
+        .await
+        .expect("matching hash loads");
     assert_eq!(p.sha256, actual);
 }
 
@@ -95,26 +140,50 @@ async fn a_missing_file() {
 async fn a_directory_load_reports_every_refused_plugin_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(plugin("test", "tagger"), dir.path().join("20-tagger.wasm")).unwrap();
-    std::fs::copy(plugin("test", "sender-gate"), dir.path().join("10-sender-gate.wasm")).unwrap();
-    std::fs::copy(plugin("test", "delivery-notes"), dir.path().join("delivery-notes.wasm")).unwrap();
+    std::fs::copy(
+        plugin("test", "sender-gate"),
+        dir.path().join("10-sender-gate.wasm"),
+    )
+    .unwrap();
+    std::fs::copy(
+        plugin("test", "delivery-notes"),
+        dir.path().join("delivery-notes.wasm"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join(".30-partial.wasm"), b"half written").unwrap();
     std::fs::write(dir.path().join("README.txt"), b"not a plugin").unwrap();
     let rt = runtime();
     let toml = format!("[plugins]\ndir = {:?}\n", dir.path());
-    let p = sluice::pipeline::Pipeline::load(&rt, &config(&toml)).await.expect("loads");
+    let p = sluice::pipeline::Pipeline::load(&rt, &config(&toml))
+        .await
+        .expect("loads");
     let names: Vec<&str> = p.plugins().iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["sender-gate", "tagger", "delivery-notes"]);
 
-    let ordered = format!("[plugins]\ndir = {:?}\norder = [\"delivery-notes\"]\n", dir.path());
-    let p = sluice::pipeline::Pipeline::load(&rt, &config(&ordered)).await.unwrap();
+    let ordered = format!(
+        "[plugins]\ndir = {:?}\norder = [\"delivery-notes\"]\n",
+        dir.path()
+    );
+    let p = sluice::pipeline::Pipeline::load(&rt, &config(&ordered))
+        .await
+        .unwrap();
     assert_eq!(p.plugins()[0].name, "delivery-notes");
 
-    let disabled = format!("[plugins]\ndir = {:?}\n[plugin.tagger]\nenabled = false\n", dir.path());
-    let p = sluice::pipeline::Pipeline::load(&rt, &config(&disabled)).await.unwrap();
+    let disabled = format!(
+        "[plugins]\ndir = {:?}\n[plugin.tagger]\nenabled = false\n",
+        dir.path()
+    );
+    let p = sluice::pipeline::Pipeline::load(&rt, &config(&disabled))
+        .await
+        .unwrap();
     assert_eq!(p.plugins().len(), 2);
 
     std::fs::write(dir.path().join("40-junk.wasm"), b"junk").unwrap();
-    std::fs::copy(plugin("test", "future-version"), dir.path().join("50-future.wasm")).unwrap();
+    std::fs::copy(
+        plugin("test", "future-version"),
+        dir.path().join("50-future.wasm"),
+    )
+    .unwrap();
     let errors = sluice::pipeline::Pipeline::load(&rt, &config(&toml))
         .await
         .expect_err("two bad plugins");

@@ -1,4 +1,5 @@
 //! Sluice's integration tests: one binary, one module per capability.
+#![allow(clippy::unwrap_used)]
 
 mod cache;
 mod hooks;

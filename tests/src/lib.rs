@@ -1,4 +1,5 @@
 //! Test harness shared by Sluice's integration tests: where the built plugins are, a plugin
+#![allow(clippy::unwrap_used)]
 //! runtime with a persistent compile cache, and builders for sessions, envelopes and messages.
 //!
 //! Plugins are built from source by `scripts/build-plugins` (the test command runs it first);

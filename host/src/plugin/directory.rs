@@ -81,7 +81,10 @@ pub fn scan(dir: &Path, order: &[String]) -> std::io::Result<Vec<PluginFile>> {
 pub fn sort(files: &mut [PluginFile], order: &[String]) {
     files.sort_by_key(|f| {
         (
-            order.iter().position(|o| *o == f.name).unwrap_or(usize::MAX),
+            order
+                .iter()
+                .position(|o| *o == f.name)
+                .unwrap_or(usize::MAX),
             f.prefix.unwrap_or(u32::MAX),
             f.name.clone(),
         )
@@ -98,7 +101,10 @@ mod tests {
             parse_file_name("10-spam-score.wasm"),
             Some(("spam-score".into(), Some(10)))
         );
-        assert_eq!(parse_file_name("tagger.wasm"), Some(("tagger".into(), None)));
+        assert_eq!(
+            parse_file_name("tagger.wasm"),
+            Some(("tagger".into(), None))
+        );
         assert_eq!(parse_file_name(".10-x.wasm.tmp"), None);
         assert_eq!(parse_file_name(".x.wasm"), None);
         assert_eq!(parse_file_name("x.wasm.part"), None);
@@ -112,7 +118,12 @@ mod tests {
             prefix,
             path: PathBuf::new(),
         };
-        let mut files = vec![f("z", None), f("b", Some(20)), f("a", Some(30)), f("c", Some(20))];
+        let mut files = vec![
+            f("z", None),
+            f("b", Some(20)),
+            f("a", Some(30)),
+            f("c", Some(20)),
+        ];
         sort(&mut files, &["a".to_string()]);
         let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c", "z"]);

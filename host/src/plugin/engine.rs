@@ -41,7 +41,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache", &self.cache).finish()
+        f.debug_struct("Runtime")
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 

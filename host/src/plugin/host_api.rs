@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -290,10 +290,7 @@ mod tests {
             toml::from_str("a = 1\nb = [\"x\", 2]\n[lists]\nallow = \"y\"\n").unwrap();
         let f = flatten_config(&t);
         assert_eq!(f["a"], ConfigValue::Integer(1));
-        assert_eq!(
-            f["b"],
-            ConfigValue::TextList(vec!["x".into(), "2".into()])
-        );
+        assert_eq!(f["b"], ConfigValue::TextList(vec!["x".into(), "2".into()]));
         assert_eq!(f["lists.allow"], ConfigValue::Text("y".into()));
     }
 }

@@ -57,7 +57,9 @@ impl fmt::Display for CallFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CallFailure::Deadline { limit_ms } => write!(f, "deadline of {limit_ms} ms exceeded"),
-            CallFailure::Memory { limit_mb } => write!(f, "memory limit of {limit_mb} MiB exceeded"),
+            CallFailure::Memory { limit_mb } => {
+                write!(f, "memory limit of {limit_mb} MiB exceeded")
+            }
             CallFailure::Trap { message, output } if output.is_empty() => {
                 write!(f, "trapped: {message}")
             }
@@ -65,8 +67,12 @@ impl fmt::Display for CallFailure {
                 write!(f, "trapped: {message}; plugin output: {output}")
             }
             CallFailure::BadReturn { message } => write!(f, "returned an invalid value: {message}"),
-            CallFailure::Instantiate { message } => write!(f, "could not be instantiated: {message}"),
-            CallFailure::EarlierFailure => f.write_str("not called after an earlier failure in this transaction"),
+            CallFailure::Instantiate { message } => {
+                write!(f, "could not be instantiated: {message}")
+            }
+            CallFailure::EarlierFailure => {
+                f.write_str("not called after an earlier failure in this transaction")
+            }
         }
     }
 }
@@ -139,7 +145,10 @@ impl PluginInstance {
     /// `describe`.
     pub async fn describe(&mut self) -> Result<PluginInfo, CallFailure> {
         self.begin()?;
-        let fut = self.bindings.sluice_filter_hooks().call_describe(&mut self.store);
+        let fut = self
+            .bindings
+            .sluice_filter_hooks()
+            .call_describe(&mut self.store);
         let r = run(fut, self.plugin.limits.timeout_ms).await;
         self.finish(r)
     }
@@ -162,10 +171,11 @@ impl PluginInstance {
         sender: &Address,
     ) -> Result<Verdict, CallFailure> {
         self.begin()?;
-        let fut = self
-            .bindings
-            .sluice_filter_hooks()
-            .call_verify_sender(&mut self.store, session, sender);
+        let fut = self.bindings.sluice_filter_hooks().call_verify_sender(
+            &mut self.store,
+            session,
+            sender,
+        );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
         let v = self.finish(r)?;
         self.checked(check_verdict(&v).map(|()| v))
@@ -333,9 +343,9 @@ fn check_reply(reply: &Reply, class: u16) -> Result<(), String> {
         let parts: Vec<&str> = reply.enhanced.split('.').collect();
         let well_formed = parts.len() == 3
             && parts[0] == class.to_string()
-            && parts[1..].iter().all(|p| {
-                (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
-            });
+            && parts[1..]
+                .iter()
+                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
         if !well_formed {
             return Err(format!(
                 "enhanced status code {:?} is not of the form {class}.x.y",
@@ -360,18 +370,27 @@ fn check_verdict(v: &Verdict) -> Result<(), String> {
 fn check_message_verdict(v: &MessageVerdict) -> Result<(), String> {
     check_verdict(&v.verdict)?;
     for h in &v.add_headers {
-        let name_ok = !h.name.is_empty()
-            && h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+        let name_ok =
+            !h.name.is_empty() && h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
         if !name_ok {
-            return Err(format!("header name {:?} is not a valid field name", h.name));
+            return Err(format!(
+                "header name {:?} is not a valid field name",
+                h.name
+            ));
         }
         if h.value.contains(['\r', '\n', '\0']) {
-            return Err(format!("header {} has a line break or NUL in its value", h.name));
+            return Err(format!(
+                "header {} has a line break or NUL in its value",
+                h.name
+            ));
         }
     }
     for s in &v.symbols {
         if !s.score.is_finite() {
-            return Err(format!("symbol {} has a score that is not a finite number", s.name));
+            return Err(format!(
+                "symbol {} has a score that is not a finite number",
+                s.name
+            ));
         }
     }
     Ok(())

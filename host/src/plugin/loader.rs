@@ -12,9 +12,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 
 use super::bindings::types::{ConfigValue, Hooks, PluginInfo};
-use super::bindings::{v0_1, HOOKS_EXPORT, WIT_VERSION};
+use super::bindings::{HOOKS_EXPORT, WIT_VERSION, v0_1};
 use super::cache::CacheOutcome;
-use super::host_api::{flatten_config, StoreState};
+use super::host_api::{StoreState, flatten_config};
 use super::instance::PluginInstance;
 use super::{Error, ErrorKind, Hook, Runtime};
 use crate::config::{PluginLimits, PluginSettings};

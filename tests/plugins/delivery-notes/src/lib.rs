@@ -1,5 +1,8 @@
 //! Test plugin for the delivery hooks: logs each outcome and renders a bounce text.
-use sluice_plugin_sdk::{export, log, BounceRequest, BounceText, Config, ConfigError, DeliveryReport, DeliveryStatus, Hook, Plugin};
+use sluice_plugin_sdk::{
+    BounceRequest, BounceText, Config, ConfigError, DeliveryReport, DeliveryStatus, Hook, Plugin,
+    export, log,
+};
 
 struct Notes;
 
@@ -16,14 +19,25 @@ impl Plugin for Notes {
             DeliveryStatus::Deferred => "deferred",
             DeliveryStatus::Failed => "failed",
         };
-        log::info(&format!("{} to {} {status}: {}", report.queue_id, report.recipient, report.reply));
+        log::info(&format!(
+            "{} to {} {status}: {}",
+            report.queue_id, report.recipient, report.reply
+        ));
     }
 
     fn render_bounce(&mut self, request: &BounceRequest) -> Option<BounceText> {
-        let list: Vec<String> = request.failures.iter().map(|f| format!("{}: {}", f.address, f.reply)).collect();
+        let list: Vec<String> = request
+            .failures
+            .iter()
+            .map(|f| format!("{}: {}", f.address, f.reply))
+            .collect();
         Some(BounceText {
             subject: format!("Undeliverable: {} recipient(s)", request.failures.len()),
-            text: format!("Your message {} could not be delivered:\n{}\n", request.queue_id, list.join("\n")),
+            text: format!(
+                "Your message {} could not be delivered:\n{}\n",
+                request.queue_id,
+                list.join("\n")
+            ),
             html: None,
         })
     }

@@ -5,7 +5,10 @@
 //! It misbehaves only when triggered — a sender or recipient whose local part is `hostile`,
 //! or a Subject containing `hostile` — so tests can show the next transaction is unaffected.
 //!
-use sluice_plugin_sdk::{export, log, Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Reply, Session, Verdict};
+use sluice_plugin_sdk::{
+    Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Reply, Session,
+    Verdict, export, log,
+};
 
 struct Hostile {
     mode: String,
@@ -57,16 +60,28 @@ impl Plugin for Hostile {
     }
 
     fn verify_sender(&mut self, _s: &Session, a: &Address) -> Verdict {
-        if self.hook == "verify-sender" && a.local_part() == "hostile" { misbehave(&self.mode) } else { Verdict::Continue }
+        if self.hook == "verify-sender" && a.local_part() == "hostile" {
+            misbehave(&self.mode)
+        } else {
+            Verdict::Continue
+        }
     }
 
     fn check_recipient(&mut self, _s: &Session, _e: &Envelope, a: &Address) -> Verdict {
-        if self.hook == "check-recipient" && a.local_part() == "hostile" { misbehave(&self.mode) } else { Verdict::Continue }
+        if self.hook == "check-recipient" && a.local_part() == "hostile" {
+            misbehave(&self.mode)
+        } else {
+            Verdict::Continue
+        }
     }
 
     fn check_message(&mut self, _s: &Session, _e: &Envelope, m: &Message) -> MessageVerdict {
         let triggered = m.header("Subject").is_some_and(|s| s.contains("hostile"));
-        if self.hook == "check-message" && triggered { misbehave(&self.mode).into() } else { MessageVerdict::default() }
+        if self.hook == "check-message" && triggered {
+            misbehave(&self.mode).into()
+        } else {
+            MessageVerdict::default()
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Test plugin for the envelope hooks: refuses senders from `deny_domain`, and recipients
 //! whose local part is `nobody` (550 5.1.1) or `later` (451 4.2.0).
-use sluice_plugin_sdk::{export, Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict};
+use sluice_plugin_sdk::{
+    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict, export,
+};
 
 struct SenderGate {
     deny_domain: String,
@@ -18,7 +20,11 @@ impl Plugin for SenderGate {
 
     fn verify_sender(&mut self, _session: &Session, sender: &Address) -> Verdict {
         if sender.domain_is(&self.deny_domain) {
-            return Verdict::reject(550, "5.7.1", &format!("senders from {} are refused", self.deny_domain));
+            return Verdict::reject(
+                550,
+                "5.7.1",
+                &format!("senders from {} are refused", self.deny_domain),
+            );
         }
         Verdict::Continue
     }

@@ -1,7 +1,10 @@
 //! Test plugin for `check-message`: adds `X-Tagged: <tag>`, contributes the symbol `TAGGED`
 //! with `score`, removes `X-Remove-Me`, and rejects messages whose subject contains
 //! `reject_word`.
-use sluice_plugin_sdk::{export, log, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Verdict};
+use sluice_plugin_sdk::{
+    Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Verdict, export,
+    log,
+};
 
 struct Tagger {
     tag: String,
@@ -31,11 +34,16 @@ impl Plugin for Tagger {
     fn check_message(&mut self, _s: &Session, env: &Envelope, msg: &Message) -> MessageVerdict {
         let subject = msg.header("Subject").unwrap_or("");
         self.calls += 1;
-        log::info(&format!("call {}: subject {subject:?}, {} recipients, {} bytes", self.calls, env.recipients.len(), msg.raw.len()));
-        if let Some(word) = &self.reject_word {
-            if subject.to_lowercase().contains(&word.to_lowercase()) {
-                return Verdict::reject(554, "5.7.1", &format!("subject contains {word:?}")).into();
-            }
+        log::info(&format!(
+            "call {}: subject {subject:?}, {} recipients, {} bytes",
+            self.calls,
+            env.recipients.len(),
+            msg.raw.len()
+        ));
+        if let Some(word) = &self.reject_word
+            && subject.to_lowercase().contains(&word.to_lowercase())
+        {
+            return Verdict::reject(554, "5.7.1", &format!("subject contains {word:?}")).into();
         }
         MessageVerdict::default()
             .add_header("X-Tagged", &self.tag)
