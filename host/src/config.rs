@@ -257,12 +257,12 @@ impl Config {
             }
             let limits = settings.limits(&self.plugins.defaults);
             check_limits(&format!("plugin.{name}"), &limits, max_mem, &mut problems);
-            if let Some(sha) = &settings.sha256 {
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    problems.push(format!(
-                        "plugin.{name}.sha256: expected 64 hexadecimal digits, found {sha:?}"
-                    ));
-                }
+            if let Some(sha) = &settings.sha256
+                && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                problems.push(format!(
+                    "plugin.{name}.sha256: expected 64 hexadecimal digits, found {sha:?}"
+                ));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -275,13 +275,13 @@ impl Config {
         if !s.spam_threshold.is_finite() {
             problems.push("scoring.spam_threshold: must be a finite number".to_string());
         }
-        if let Some(r) = s.reject_threshold {
-            if !r.is_finite() || r < s.spam_threshold {
-                problems.push(format!(
+        if let Some(r) = s.reject_threshold
+            && (!r.is_finite() || r < s.spam_threshold)
+        {
+            problems.push(format!(
                     "scoring.reject_threshold: {r} must be a number not below scoring.spam_threshold ({})",
                     s.spam_threshold
                 ));
-            }
         }
         if self.server.hostname.is_empty() {
             problems.push("server.hostname: must not be empty".to_string());

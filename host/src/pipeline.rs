@@ -447,14 +447,13 @@ impl Transaction {
         }
         let score: f64 = symbols.iter().map(|s| s.score).sum();
         let spam = score >= self.scoring.spam_threshold;
-        if decision == Decision::Continue {
-            if let Some(limit) = self.scoring.reject_threshold {
-                if score >= limit {
-                    decision = Decision::Reject {
-                        reply: Reply::new(550, "5.7.1", "Message rejected as spam"),
-                    };
-                }
-            }
+        if decision == Decision::Continue
+            && let Some(limit) = self.scoring.reject_threshold
+            && score >= limit
+        {
+            decision = Decision::Reject {
+                reply: Reply::new(550, "5.7.1", "Message rejected as spam"),
+            };
         }
         if self.scoring.add_headers {
             let tests: Vec<&str> = symbols.iter().map(|s| s.name.as_str()).collect();

@@ -306,10 +306,10 @@ fn header_recipients(m: &mail_parser::Message<'_>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for list in [m.to(), m.cc(), m.bcc()].into_iter().flatten() {
         for a in list.iter() {
-            if let Some(addr) = a.address() {
-                if !out.iter().any(|o| o.eq_ignore_ascii_case(addr)) {
-                    out.push(addr.to_string());
-                }
+            if let Some(addr) = a.address()
+                && !out.iter().any(|o| o.eq_ignore_ascii_case(addr))
+            {
+                out.push(addr.to_string());
             }
         }
     }

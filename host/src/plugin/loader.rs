@@ -95,13 +95,13 @@ pub async fn load(
     };
     let wasm = std::fs::read(file).map_err(|e| err(ErrorKind::Read(e)))?;
     let sha256 = hex::encode(Sha256::digest(&wasm));
-    if let Some(expected) = &settings.sha256 {
-        if !expected.eq_ignore_ascii_case(&sha256) {
-            return Err(err(ErrorKind::HashMismatch {
-                expected: expected.clone(),
-                actual: sha256,
-            }));
-        }
+    if let Some(expected) = &settings.sha256
+        && !expected.eq_ignore_ascii_case(&sha256)
+    {
+        return Err(err(ErrorKind::HashMismatch {
+            expected: expected.clone(),
+            actual: sha256,
+        }));
     }
     if !wasm.starts_with(b"\0asm") {
         return Err(err(ErrorKind::Compile(
