@@ -210,7 +210,19 @@ pub enum ConfigError {
     },
 }
 
+/// The text of the built-in configuration.
+pub const BUILTIN: &str = include_str!("default.toml");
+
 impl Config {
+    /// The built-in configuration (`host/src/default.toml`), used when no file is given.
+    pub fn builtin() -> Config {
+        match Config::parse(BUILTIN) {
+            Ok(c) => c,
+            // The text is part of the binary and covered by a unit test.
+            Err(e) => unreachable!("built-in configuration does not parse: {e}"),
+        }
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

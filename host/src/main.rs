@@ -110,7 +110,7 @@ fn init_logging(format: &str) {
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
-        None => Ok(Config::default()),
+        None => Ok(Config::builtin()),
     }
 }
 

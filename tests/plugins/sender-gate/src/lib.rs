@@ -39,3 +39,23 @@ impl Plugin for SenderGate {
 }
 
 export!(SenderGate);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_plugin_sdk::{ConfigValue, testing};
+
+    #[test]
+    fn natively_with_the_sdk_test_host() {
+        testing::set_config(&[("deny_domain", ConfigValue::Text("bad.example".into()))]);
+        let mut p = SenderGate::new(&Config).expect("valid settings");
+        let v = p.verify_sender(&testing::session(), &testing::address("x@BAD.example"));
+        assert_eq!(
+            v,
+            Verdict::reject(550, "5.7.1", "senders from bad.example are refused")
+        );
+        testing::set_config(&[("deny_domian", ConfigValue::Text("typo".into()))]);
+        let e = SenderGate::new(&Config).err().expect("typo refused");
+        assert_eq!(e.key, "deny_domian");
+    }
+}
