@@ -7,7 +7,7 @@
 //! the other rows show their ratio to it, measured in the same run, interleaved round by round
 //! so a noisy machine affects all rows alike.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ fn load_config() -> Config {
     c
 }
 
-async fn load(rt: &Runtime, name: &str, file: &PathBuf) -> anyhow::Result<Arc<LoadedPlugin>> {
+async fn load(rt: &Runtime, name: &str, file: &Path) -> anyhow::Result<Arc<LoadedPlugin>> {
     let c = load_config();
     Ok(sluice::plugin::loader::load(
         rt,
