@@ -22,6 +22,17 @@ pub struct Config {
     pub plugin: BTreeMap<String, PluginSettings>,
     /// What the summed spam score of a message leads to.
     pub scoring: ScoringConfig,
+    /// The SMTP listeners. Empty means the built-in trio on 127.0.0.1 (2525, 2587, 2465).
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Certificate and key for STARTTLS and implicit TLS.
+    pub tls: TlsConfig,
+    /// Which mail may be relayed where.
+    pub relay: RelayConfig,
+    /// SMTP AUTH.
+    pub auth: AuthConfig,
+    /// Protocol limits.
+    pub limits: LimitsConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -154,6 +165,129 @@ impl PluginSettings {
             memory_mb: self.memory_mb.unwrap_or(defaults.memory_mb),
             log_lines: self.log_lines.unwrap_or(defaults.log_lines),
             on_failure: self.on_failure.unwrap_or(defaults.on_failure),
+        }
+    }
+}
+
+/// The kind of an SMTP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    /// MTA-to-MTA (port 25): STARTTLS offered when a certificate is available.
+    Smtp,
+    /// Mail submission (port 587): STARTTLS required before AUTH, AUTH before mail.
+    Submission,
+    /// Submission over implicit TLS (port 465).
+    Smtps,
+}
+
+impl ListenerKind {
+    /// The name used in logs and in the plugins' `session.listener`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Smtp => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Smtps => "smtps",
+        }
+    }
+}
+
+/// `[[listener]]`: one listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// What kind of listener it is.
+    pub kind: ListenerKind,
+    /// Address and port, e.g. `0.0.0.0:25` or `[::]:587`. Port 0 picks a free port.
+    pub address: std::net::SocketAddr,
+    /// Set to false to keep the entry without listening.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[tls]`: the server certificate.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Without `cert` and `key`, a self-signed certificate for
+    /// `server.hostname` is generated on first start and kept in `<data_dir>/tls/`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `[relay]`: relay control. Mail for `local_domains` is accepted from anyone; mail for any
+/// other domain only from authenticated users or clients in `trusted_networks`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Domains this host accepts mail for.
+    pub local_domains: Vec<String>,
+    /// Client networks allowed to relay without AUTH, e.g. `["10.0.0.0/8"]`.
+    pub trusted_networks: Vec<ipnet::IpNet>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            local_domains: vec!["localhost".to_string()],
+            trusted_networks: Vec::new(),
+        }
+    }
+}
+
+/// `[auth]`: SMTP AUTH (PLAIN, LOGIN) against a credentials file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Credentials file: one `user:argon2-hash` per line (`sluice passwd USER` writes it).
+    /// Default `<data_dir>/users`.
+    pub users_file: Option<PathBuf>,
+    /// Allow AUTH without TLS on loopback connections (for local tools and tests).
+    pub allow_plaintext_on_loopback: bool,
+    /// Addresses each user may send as, e.g. `alice = ["alice@example.org", "@example.net"]`
+    /// (`@domain` allows the whole domain). A user not listed may send as the user name when it
+    /// is an address, or as `user@` each local domain.
+    pub senders: BTreeMap<String, Vec<String>>,
+}
+
+/// `[limits]`: protocol limits, each defending against a named abuse.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest message accepted, in bytes (SIZE is announced and enforced during DATA).
+    pub max_message_size: usize,
+    /// Recipients per transaction; more get 452 4.5.3.
+    pub max_recipients: usize,
+    /// Simultaneous connections in total (resource exhaustion).
+    pub max_connections: usize,
+    /// Simultaneous connections per client IP (one client starving others).
+    pub max_connections_per_ip: usize,
+    /// Seconds to wait for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for each block of message data (RFC 5321 §4.5.3.2: 3 minutes).
+    pub data_timeout_secs: u64,
+    /// Errors in one session before it is disconnected (probing, garbage).
+    pub max_errors: u32,
+    /// Failed AUTH attempts before disconnecting (password guessing).
+    pub max_auth_failures: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 25 << 20,
+            max_recipients: 100,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            command_timeout_secs: 300,
+            data_timeout_secs: 180,
+            max_errors: 10,
+            max_auth_failures: 3,
         }
     }
 }
@@ -295,6 +429,44 @@ impl Config {
                     s.spam_threshold
                 ));
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let same =
+                self.listeners.iter().skip(i + 1).any(|o| {
+                    o.enabled && l.enabled && o.address == l.address && l.address.port() != 0
+                });
+            if same {
+                problems.push(format!("listener: address {} is used twice", l.address));
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            problems.push("tls: set both cert and key, or neither".to_string());
+        }
+        for (key, path) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            if let Some(p) = path
+                && !p.is_file()
+            {
+                problems.push(format!("{key}: {} is not a readable file", p.display()));
+            }
+        }
+        for d in &self.relay.local_domains {
+            if d.is_empty() || d.contains(['@', ' ', '[']) || d.ends_with('.') {
+                problems.push(format!("relay.local_domains: {d:?} is not a domain name"));
+            }
+        }
+        let l = &self.limits;
+        for (key, v) in [
+            ("limits.max_message_size", l.max_message_size),
+            ("limits.max_recipients", l.max_recipients),
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_connections_per_ip", l.max_connections_per_ip),
+        ] {
+            if v == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if l.command_timeout_secs == 0 || l.data_timeout_secs == 0 {
+            problems.push("limits: timeouts must be at least 1 second".to_string());
+        }
         if self.server.hostname.is_empty() {
             problems.push("server.hostname: must not be empty".to_string());
         }
@@ -309,6 +481,38 @@ impl Config {
                 problems,
             })
         }
+    }
+
+    /// The listeners in force: the configured ones, or the built-in trio on 127.0.0.1.
+    pub fn effective_listeners(&self) -> Vec<ListenerConfig> {
+        if !self.listeners.is_empty() {
+            return self
+                .listeners
+                .iter()
+                .filter(|l| l.enabled)
+                .cloned()
+                .collect();
+        }
+        [
+            (ListenerKind::Smtp, 2525),
+            (ListenerKind::Submission, 2587),
+            (ListenerKind::Smtps, 2465),
+        ]
+        .into_iter()
+        .map(|(kind, port)| ListenerConfig {
+            kind,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            enabled: true,
+        })
+        .collect()
+    }
+
+    /// The credentials file.
+    pub fn users_file(&self) -> PathBuf {
+        self.auth
+            .users_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("users"))
     }
 
     /// The plugin directory.

@@ -17,3 +17,4 @@ pub mod pipeline;
 pub mod plugin;
 pub mod replay;
 pub mod reply;
+pub mod session;

@@ -1,0 +1,967 @@
+//! The SMTP server dialogue as a pure state machine: bytes in, replies and requests out.
+//!
+//! The session owns the protocol — command grammar (via `smtp-proto`), sequencing, extensions,
+//! limits, relay control and AUTH decoding — and nothing else: it does no I/O, has no clock
+//! and calls no plugin. Its driver ([`crate::connection`]) feeds it bytes with
+//! [`Session::receive`], asks for the next [`Step`], performs what the step asks (run a hook,
+//! verify a password, start TLS, spool a message) and reports back. Replies accumulate in an
+//! output buffer that the driver flushes before it waits for anything, so pipelined commands
+//! get their replies in one write.
+//!
+//! Because it is pure, the whole dialogue is table-tested below and can be fuzzed.
+
+pub mod address;
+pub mod auth;
+
+use smtp_proto::request::receiver::{
+    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
+};
+use smtp_proto::{MailFrom, RcptTo, Request};
+
+use crate::config::ListenerKind;
+use crate::pipeline::Decision;
+use crate::reply::Reply;
+
+/// What the session needs to know about its listener and client.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Our host name, for the greeting and EHLO.
+    pub hostname: String,
+    /// The listener kind (submission requires TLS and AUTH before mail).
+    pub listener: ListenerKind,
+    /// A certificate is available, so STARTTLS can be offered.
+    pub tls_available: bool,
+    /// Largest message, in bytes.
+    pub max_message_size: usize,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Errors before disconnecting.
+    pub max_errors: u32,
+    /// AUTH failures before disconnecting.
+    pub max_auth_failures: u32,
+    /// Domains we accept mail for.
+    pub local_domains: Vec<String>,
+    /// The client is in a trusted network (may relay without AUTH).
+    pub trusted_client: bool,
+    /// AUTH is allowed before TLS (loopback clients, when configured).
+    pub plaintext_auth: bool,
+    /// Addresses each user may send as (see [`address::sender_allowed`]).
+    pub senders: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The negotiated TLS parameters, as reported by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsParams {
+    /// e.g. `TLSv1.3`.
+    pub version: String,
+    /// e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+}
+
+/// An envelope parameter as sent (for plugins and the spool).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Param {
+    /// Upper-case keyword.
+    pub keyword: String,
+    /// Value, if any.
+    pub value: Option<String>,
+}
+
+/// MAIL FROM as accepted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sender {
+    /// The address; empty for `<>`.
+    pub address: String,
+    /// Parameters (SIZE, BODY, SMTPUTF8, RET, ENVID, …).
+    pub params: Vec<Param>,
+}
+
+/// RCPT TO as accepted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recipient {
+    /// The address (a bare `postmaster` is qualified with the first local domain).
+    pub address: String,
+    /// Parameters (NOTIFY, ORCPT).
+    pub params: Vec<Param>,
+    /// A plugin said "discard" for this recipient: accepted, never delivered.
+    pub discarded: bool,
+}
+
+/// The transaction in progress.
+#[derive(Debug, Clone, Default)]
+pub struct Transaction {
+    /// MAIL FROM, once accepted.
+    pub sender: Option<Sender>,
+    /// Recipients accepted so far.
+    pub recipients: Vec<Recipient>,
+    /// A plugin asked to drop the whole message.
+    pub discard: bool,
+    /// A plugin asked to quarantine the message, with this reason.
+    pub quarantine: Option<String>,
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Flush output, then read more bytes and [`Session::receive`] them.
+    Read,
+    /// Run `verify-sender` for this sender, then call [`Session::mail_decided`].
+    Mail(Sender),
+    /// Run `check-recipient`, then call [`Session::rcpt_decided`].
+    Rcpt(Recipient),
+    /// The message is complete (CRLF line endings, dot-unstuffed). Run `check-message`,
+    /// spool it durably, then call [`Session::message_done`] with the reply.
+    Message(Vec<u8>),
+    /// Verify these credentials, then call [`Session::auth_decided`].
+    Auth {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// Flush output, perform the TLS handshake, then call [`Session::tls_started`].
+    StartTls,
+    /// Flush output and close the connection.
+    Close,
+}
+
+impl Step {
+    /// True for steps the driver must answer before the session can go on.
+    fn awaits_answer(&self) -> bool {
+        !matches!(self, Step::Read | Step::Close)
+    }
+}
+
+/// Where the dialogue is.
+enum State {
+    Command,
+    Data(DataReceiver),
+    Bdat(BdatReceiver),
+    /// Swallowing an oversized message; then send the reply.
+    Discard(DummyDataReceiver, Reply),
+    /// Waiting for the PLAIN response after `334 `.
+    AuthPlain,
+    /// Waiting for the LOGIN user name (None) or password (Some(user)).
+    AuthLogin(Option<String>),
+    /// A step was handed out and its answer is awaited.
+    Waiting,
+    Closed,
+}
+
+/// One SMTP session (one connection, or the part of it after STARTTLS).
+pub struct Session {
+    cfg: SessionConfig,
+    state: State,
+    input: Vec<u8>,
+    pos: usize,
+    receiver: RequestReceiver,
+    out: Vec<u8>,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: Option<TlsParams>,
+    auth_user: Option<String>,
+    txn: Transaction,
+    message: Vec<u8>,
+    errors: u32,
+    auth_failures: u32,
+}
+
+impl Session {
+    /// A new session; `tls` is set for implicit-TLS listeners. Queue the greeting with
+    /// [`Session::greet`].
+    pub fn new(cfg: SessionConfig, tls: Option<TlsParams>) -> Session {
+        Session {
+            cfg,
+            state: State::Command,
+            input: Vec::new(),
+            pos: 0,
+            receiver: RequestReceiver::default(),
+            out: Vec::new(),
+            helo: None,
+            esmtp: false,
+            tls,
+            auth_user: None,
+            txn: Transaction::default(),
+            message: Vec::new(),
+            errors: 0,
+            auth_failures: 0,
+        }
+    }
+
+    /// Queues the 220 greeting.
+    pub fn greet(&mut self) {
+        let text = format!("{} ESMTP Sluice", self.cfg.hostname);
+        self.write_line(220, "", &text);
+    }
+
+    /// Queues a 421 reply (shutdown, overload, timeout) and closes.
+    pub fn close_with(&mut self, text: &str) {
+        self.write_line(421, "4.4.2", &format!("{} {text}", self.cfg.hostname));
+        self.state = State::Closed;
+    }
+
+    /// Appends bytes read from the client.
+    pub fn receive(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos == self.input.len() {
+            self.input.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Takes the replies queued so far, to be written to the client.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// True while a message's data is being received (the driver uses the data timeout).
+    pub fn in_data(&self) -> bool {
+        matches!(
+            self.state,
+            State::Data(_) | State::Bdat(_) | State::Discard(..)
+        )
+    }
+
+    /// The HELO/EHLO name.
+    pub fn helo(&self) -> &str {
+        self.helo.as_deref().unwrap_or("")
+    }
+
+    /// True after EHLO (as opposed to HELO).
+    pub fn esmtp(&self) -> bool {
+        self.esmtp
+    }
+
+    /// TLS parameters when encrypted.
+    pub fn tls(&self) -> Option<&TlsParams> {
+        self.tls.as_ref()
+    }
+
+    /// The authenticated user.
+    pub fn auth_user(&self) -> Option<&str> {
+        self.auth_user.as_deref()
+    }
+
+    /// The transaction in progress.
+    pub fn transaction(&self) -> &Transaction {
+        &self.txn
+    }
+
+    /// Failed AUTH attempts so far (the driver delays replies by this much).
+    pub fn auth_failures(&self) -> u32 {
+        self.auth_failures
+    }
+
+    /// Advances the dialogue as far as the input allows.
+    pub fn next(&mut self) -> Step {
+        loop {
+            let step = match std::mem::replace(&mut self.state, State::Waiting) {
+                State::Closed => {
+                    self.state = State::Closed;
+                    return Step::Close;
+                }
+                State::Waiting => {
+                    // An answer is still awaited: nothing can progress.
+                    self.state = State::Waiting;
+                    return Step::Read;
+                }
+                State::Command => self.command(),
+                State::Data(mut r) => {
+                    let mut iter = self.input[self.pos..].iter();
+                    let done = r.ingest(&mut iter, &mut self.message);
+                    self.pos = self.input.len() - iter.len();
+                    if done && self.message.len() <= self.cfg.max_message_size {
+                        let raw = normalise_line_endings(std::mem::take(&mut self.message));
+                        Some(Step::Message(raw))
+                    } else if done {
+                        self.message = Vec::new();
+                        self.txn = Transaction::default();
+                        self.state = State::Command;
+                        self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
+                        None
+                    } else if self.message.len() > self.cfg.max_message_size {
+                        self.message = Vec::new();
+                        self.state = State::Discard(
+                            DummyDataReceiver::new_data(&r),
+                            Reply::new(552, "5.3.4", "Message too big for this server"),
+                        );
+                        None
+                    } else {
+                        self.state = State::Data(r);
+                        return Step::Read;
+                    }
+                }
+                State::Bdat(mut r) => {
+                    let mut iter = self.input[self.pos..].iter();
+                    let done = r.ingest(&mut iter, &mut self.message);
+                    self.pos = self.input.len() - iter.len();
+                    if !done {
+                        self.state = State::Bdat(r);
+                        return Step::Read;
+                    }
+                    if self.message.len() > self.cfg.max_message_size {
+                        self.message = Vec::new();
+                        self.txn = Transaction::default();
+                        self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
+                        None
+                    } else if r.is_last {
+                        let raw = normalise_line_endings(std::mem::take(&mut self.message));
+                        Some(Step::Message(raw))
+                    } else {
+                        self.state = State::Command;
+                        self.reply(&Reply::new(250, "2.0.0", "Chunk received"));
+                        None
+                    }
+                }
+                State::Discard(mut r, reply) => {
+                    let mut iter = self.input[self.pos..].iter();
+                    let done = r.ingest(&mut iter);
+                    self.pos = self.input.len() - iter.len();
+                    if done {
+                        self.state = State::Command;
+                        self.txn = Transaction::default();
+                        self.error(reply);
+                        None
+                    } else {
+                        self.state = State::Discard(r, reply);
+                        return Step::Read;
+                    }
+                }
+                State::AuthPlain => match self.take_line() {
+                    None => {
+                        self.state = State::AuthPlain;
+                        return Step::Read;
+                    }
+                    Some(line) => {
+                        self.state = State::Command;
+                        self.auth_plain(&line)
+                    }
+                },
+                State::AuthLogin(user) => match self.take_line() {
+                    None => {
+                        self.state = State::AuthLogin(user);
+                        return Step::Read;
+                    }
+                    Some(line) => {
+                        self.state = State::Command;
+                        self.auth_login(user, &line)
+                    }
+                },
+            };
+            if let Some(step) = step {
+                if step.awaits_answer() {
+                    self.state = State::Waiting;
+                }
+                return step;
+            }
+            if matches!(self.state, State::Waiting) {
+                self.state = State::Command;
+            }
+        }
+    }
+
+    /// Reports the outcome of `verify-sender` for the sender of the last [`Step::Mail`].
+    pub fn mail_decided(&mut self, sender: Sender, decision: &Decision) {
+        self.state = State::Command;
+        match decision {
+            Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
+            other => {
+                self.txn = Transaction {
+                    sender: Some(sender),
+                    discard: matches!(other, Decision::Discard),
+                    quarantine: match other {
+                        Decision::Quarantine { reason } => Some(reason.clone()),
+                        _ => None,
+                    },
+                    ..Transaction::default()
+                };
+                self.reply(&Reply::new(250, "2.1.0", "Sender OK"));
+            }
+        }
+    }
+
+    /// Reports the outcome of `check-recipient` for the last [`Step::Rcpt`].
+    pub fn rcpt_decided(&mut self, mut recipient: Recipient, decision: &Decision) {
+        self.state = State::Command;
+        match decision {
+            Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
+            other => {
+                match other {
+                    Decision::Discard => recipient.discarded = true,
+                    Decision::Quarantine { reason } => self.txn.quarantine = Some(reason.clone()),
+                    _ => {}
+                }
+                self.txn.recipients.push(recipient);
+                self.reply(&Reply::new(250, "2.1.5", "Recipient OK"));
+            }
+        }
+    }
+
+    /// Reports the outcome of the message: the reply for DATA (or the last BDAT). The
+    /// transaction ends either way.
+    pub fn message_done(&mut self, reply: &Reply) {
+        self.state = State::Command;
+        self.txn = Transaction::default();
+        if reply.code >= 400 {
+            self.error(reply.clone());
+        } else {
+            self.reply(reply);
+        }
+    }
+
+    /// Reports the outcome of an AUTH attempt.
+    pub fn auth_decided(&mut self, user: String, ok: bool) {
+        self.state = State::Command;
+        if ok {
+            self.auth_user = Some(user);
+            self.reply(&Reply::new(235, "2.7.0", "Authentication successful"));
+            return;
+        }
+        self.auth_failures += 1;
+        if self.auth_failures >= self.cfg.max_auth_failures {
+            self.write_line(421, "4.7.0", "Too many authentication failures, closing");
+            self.state = State::Closed;
+            return;
+        }
+        self.error(Reply::new(
+            535,
+            "5.7.8",
+            "Authentication credentials invalid",
+        ));
+    }
+
+    /// Reports a completed TLS handshake after [`Step::StartTls`]. The session starts afresh:
+    /// RFC 3207 §4.2 — nothing learnt before TLS survives it.
+    pub fn tls_started(&mut self, params: TlsParams) {
+        self.state = State::Command;
+        self.tls = Some(params);
+        self.helo = None;
+        self.esmtp = false;
+        self.auth_user = None;
+        self.txn = Transaction::default();
+    }
+
+    // --- commands -------------------------------------------------------------------------
+
+    fn command(&mut self) -> Option<Step> {
+        let mut iter = self.input[self.pos..].iter();
+        let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
+        self.pos = self.input.len() - iter.len();
+        self.state = State::Command;
+        let request = match parsed {
+            Ok(r) => r,
+            Err(smtp_proto::Error::NeedsMoreData { .. }) => return Some(Step::Read),
+            Err(e) => {
+                self.error(syntax_reply(e));
+                return self.closed();
+            }
+        };
+        let step = match request {
+            Request::Ehlo { host } => {
+                self.hello(host, true);
+                None
+            }
+            Request::Helo { host } => {
+                self.hello(host, false);
+                None
+            }
+            Request::Lhlo { .. } => {
+                self.error(Reply::new(500, "5.5.1", "LHLO is for LMTP"));
+                None
+            }
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => self.data(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last),
+            Request::Rset => {
+                self.txn = Transaction::default();
+                self.reply(&Reply::new(250, "2.0.0", "OK"));
+                None
+            }
+            Request::Noop { .. } => {
+                self.reply(&Reply::new(250, "2.0.0", "OK"));
+                None
+            }
+            Request::Quit => {
+                self.reply(&Reply::new(221, "2.0.0", "Bye"));
+                self.state = State::Closed;
+                return Some(Step::Close);
+            }
+            Request::Vrfy { .. } => {
+                self.reply(&Reply::new(
+                    252,
+                    "2.5.0",
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                ));
+                None
+            }
+            Request::Help { .. } => {
+                self.reply(&Reply::new(214, "2.0.0", "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"));
+                None
+            }
+            Request::StartTls => self.starttls(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
+            Request::Expn { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => {
+                self.error(Reply::new(502, "5.5.1", "Command not implemented"));
+                None
+            }
+        };
+        if step.is_none() {
+            return self.closed();
+        }
+        step
+    }
+
+    /// `Some(Step::Close)` when an error limit closed the session.
+    fn closed(&self) -> Option<Step> {
+        matches!(self.state, State::Closed).then_some(Step::Close)
+    }
+
+    fn hello(&mut self, host: String, esmtp: bool) {
+        if host.is_empty() || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            self.error(Reply::new(501, "5.5.4", "Syntax: EHLO hostname"));
+            return;
+        }
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        self.txn = Transaction::default();
+        if !esmtp {
+            self.write_line(250, "", &self.cfg.hostname.clone());
+            return;
+        }
+        let mut lines = vec![
+            self.cfg.hostname.clone(),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.cfg.max_message_size),
+            "8BITMIME".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+            "DSN".to_string(),
+            "CHUNKING".to_string(),
+        ];
+        if self.cfg.tls_available && self.tls.is_none() {
+            lines.push("STARTTLS".to_string());
+        }
+        if self.auth_offered() && self.auth_user.is_none() {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
+        let last = lines.len() - 1;
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            self.out
+                .extend_from_slice(format!("250{sep}{line}\r\n").as_bytes());
+        }
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.tls.is_some() || self.cfg.plaintext_auth
+    }
+
+    fn is_submission(&self) -> bool {
+        matches!(
+            self.cfg.listener,
+            ListenerKind::Submission | ListenerKind::Smtps
+        )
+    }
+
+    fn mail(&mut self, from: MailFrom<String>) -> Option<Step> {
+        if self.helo.is_none() {
+            self.error(Reply::new(503, "5.5.1", "Send HELO or EHLO first"));
+            return None;
+        }
+        if self.txn.sender.is_some() {
+            self.error(Reply::new(503, "5.5.1", "Nested MAIL command"));
+            return None;
+        }
+        if self.cfg.listener == ListenerKind::Submission && self.tls.is_none() {
+            self.error(Reply::new(
+                530,
+                "5.7.0",
+                "Must issue a STARTTLS command first",
+            ));
+            return None;
+        }
+        if self.is_submission() && self.auth_user.is_none() {
+            self.error(Reply::new(530, "5.7.0", "Authentication required"));
+            return None;
+        }
+        if from.size > self.cfg.max_message_size {
+            self.error(Reply::new(
+                552,
+                "5.3.4",
+                &format!(
+                    "Message size exceeds the limit of {} bytes",
+                    self.cfg.max_message_size
+                ),
+            ));
+            return None;
+        }
+        if let Some(user) = &self.auth_user
+            && !address::sender_allowed(
+                user,
+                &from.address,
+                self.cfg.senders.get(user),
+                &self.cfg.local_domains,
+            )
+        {
+            let user = user.clone();
+            self.error(Reply::new(
+                553,
+                "5.7.1",
+                &format!("Sender address not owned by user {user}"),
+            ));
+            return None;
+        }
+        Some(Step::Mail(Sender {
+            address: from.address.clone(),
+            params: mail_params(&from),
+        }))
+    }
+
+    fn rcpt(&mut self, to: RcptTo<String>) -> Option<Step> {
+        if self.txn.sender.is_none() {
+            self.error(Reply::new(503, "5.5.1", "Send MAIL first"));
+            return None;
+        }
+        if self.txn.recipients.len() >= self.cfg.max_recipients {
+            // RFC 5321 §4.5.3.1.10: 452 for each recipient over the limit; not an error.
+            self.reply(&Reply::new(452, "4.5.3", "Too many recipients"));
+            return None;
+        }
+        let may_relay = self.auth_user.is_some() || self.cfg.trusted_client;
+        if !may_relay
+            && !to.address.is_empty()
+            && !address::deliverable_without_relay(&to.address, &self.cfg.local_domains)
+        {
+            self.error(Reply::new(550, "5.7.1", "Relaying denied"));
+            return None;
+        }
+        // The grammar reports `<postmaster>` as an empty address (and `<>` likewise, which
+        // RFC 5321 forbids anyway): both are taken as the local postmaster.
+        let address = if to.address.is_empty() || address::is_bare_postmaster(&to.address) {
+            match self.cfg.local_domains.first() {
+                Some(d) => format!("postmaster@{d}"),
+                None => to.address.clone(),
+            }
+        } else {
+            to.address.clone()
+        };
+        Some(Step::Rcpt(Recipient {
+            address,
+            params: rcpt_params(&to),
+            discarded: false,
+        }))
+    }
+
+    /// Why DATA or BDAT cannot start now, if it cannot.
+    fn data_refusal(&self) -> Option<Reply> {
+        if self.txn.sender.is_none() {
+            Some(Reply::new(503, "5.5.1", "Send MAIL first"))
+        } else if self.txn.recipients.is_empty() {
+            Some(Reply::new(554, "5.5.1", "No valid recipients"))
+        } else {
+            None
+        }
+    }
+
+    fn data(&mut self) -> Option<Step> {
+        if let Some(refusal) = self.data_refusal() {
+            self.error(refusal);
+            return None;
+        }
+        if !self.message.is_empty() {
+            self.error(Reply::new(503, "5.5.1", "DATA after BDAT is not allowed"));
+            return None;
+        }
+        self.reply(&Reply::new(
+            354,
+            "",
+            "Start mail input; end with <CRLF>.<CRLF>",
+        ));
+        self.state = State::Data(DataReceiver::new());
+        None
+    }
+
+    fn bdat(&mut self, chunk_size: usize, is_last: bool) -> Option<Step> {
+        if let Some(refusal) = self.data_refusal() {
+            // The chunk's bytes must still be skipped to stay in sync; the refusal follows.
+            self.state = State::Discard(DummyDataReceiver::new_bdat(chunk_size), refusal);
+            return None;
+        }
+        self.state = State::Bdat(BdatReceiver::new(chunk_size, is_last));
+        None
+    }
+
+    fn starttls(&mut self) -> Option<Step> {
+        if self.tls.is_some() {
+            self.error(Reply::new(503, "5.5.1", "Already using TLS"));
+            return None;
+        }
+        if !self.cfg.tls_available {
+            self.error(Reply::new(502, "5.5.1", "STARTTLS not available"));
+            return None;
+        }
+        self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        // Whatever the client pipelined after STARTTLS arrived in plain text and must not be
+        // executed inside the TLS session (CVE-2011-0411 and kin): drop it.
+        self.input.clear();
+        self.pos = 0;
+        self.receiver = RequestReceiver::default();
+        Some(Step::StartTls)
+    }
+
+    fn auth(&mut self, mechanism: u64, initial: String) -> Option<Step> {
+        if !self.esmtp {
+            self.error(Reply::new(503, "5.5.1", "Send EHLO first"));
+            return None;
+        }
+        if self.auth_user.is_some() {
+            self.error(Reply::new(503, "5.5.1", "Already authenticated"));
+            return None;
+        }
+        if self.txn.sender.is_some() {
+            self.error(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH not allowed during a transaction",
+            ));
+            return None;
+        }
+        if !self.auth_offered() {
+            self.error(Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
+            return None;
+        }
+        match mechanism {
+            smtp_proto::AUTH_PLAIN if initial.is_empty() => {
+                self.out.extend_from_slice(b"334 \r\n");
+                self.state = State::AuthPlain;
+                None
+            }
+            smtp_proto::AUTH_PLAIN => self.auth_plain(&initial),
+            smtp_proto::AUTH_LOGIN if initial.is_empty() => {
+                self.out.extend_from_slice(b"334 VXNlcm5hbWU6\r\n");
+                self.state = State::AuthLogin(None);
+                None
+            }
+            smtp_proto::AUTH_LOGIN => self.auth_login(None, &initial),
+            _ => {
+                self.error(Reply::new(504, "5.5.4", "Unrecognized authentication type"));
+                None
+            }
+        }
+    }
+
+    fn auth_plain(&mut self, response: &str) -> Option<Step> {
+        if response == "*" {
+            self.error(Reply::new(501, "5.0.0", "Authentication cancelled"));
+            return None;
+        }
+        match auth::decode_plain(response) {
+            Ok((user, password)) => Some(Step::Auth { user, password }),
+            Err(e) => {
+                self.error(Reply::new(501, "5.5.2", &e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn auth_login(&mut self, user: Option<String>, response: &str) -> Option<Step> {
+        if response == "*" {
+            self.error(Reply::new(501, "5.0.0", "Authentication cancelled"));
+            return None;
+        }
+        let decoded = match auth::decode_text(response) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(Reply::new(501, "5.5.2", &e.to_string()));
+                return None;
+            }
+        };
+        match user {
+            None => {
+                self.out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
+                self.state = State::AuthLogin(Some(decoded));
+                None
+            }
+            Some(user) => Some(Step::Auth {
+                user,
+                password: decoded,
+            }),
+        }
+    }
+
+    /// One line of input (for AUTH continuations), without its line ending; `None` until a
+    /// whole line is there. Over-long lines are cut at 12 KiB (still consumed whole).
+    fn take_line(&mut self) -> Option<String> {
+        let rest = &self.input[self.pos..];
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = String::from_utf8_lossy(&line[..line.len().min(12 * 1024)])
+            .trim()
+            .to_string();
+        self.pos += end + 1;
+        Some(text)
+    }
+
+    // --- replies --------------------------------------------------------------------------
+
+    fn write_line(&mut self, code: u16, enhanced: &str, text: &str) {
+        let line = if enhanced.is_empty() {
+            format!("{code} {text}\r\n")
+        } else {
+            format!("{code} {enhanced} {text}\r\n")
+        };
+        self.out.extend_from_slice(line.as_bytes());
+    }
+
+    fn reply(&mut self, r: &Reply) {
+        self.write_line(r.code, &r.enhanced, &r.text);
+    }
+
+    /// Sends an error reply and counts it; too many errors close the session.
+    fn error(&mut self, r: Reply) {
+        self.reply(&r);
+        self.errors += 1;
+        if self.errors >= self.cfg.max_errors {
+            self.write_line(421, "4.7.0", "Too many errors, closing connection");
+            self.state = State::Closed;
+        }
+    }
+}
+
+/// The reply for a command the grammar refused, with the expected syntax as a hint.
+fn syntax_reply(e: smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => Reply::new(500, "5.5.1", "Unknown command"),
+        E::InvalidSenderAddress => Reply::new(501, "5.1.7", "Bad sender address syntax"),
+        E::InvalidRecipientAddress => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+        E::SyntaxError { syntax } => Reply::new(501, "5.5.4", &format!("Syntax: {syntax}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, "5.5.4", &format!("Invalid parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => {
+            let param: String = param.chars().filter(|c| !c.is_control()).take(64).collect();
+            Reply::new(555, "5.5.4", &format!("Unsupported parameter {param}"))
+        }
+        E::ResponseTooLong => Reply::new(500, "5.5.2", "Line too long"),
+        E::NeedsMoreData { .. } | E::InvalidResponse { .. } => {
+            Reply::new(500, "5.5.2", "Syntax error")
+        }
+    }
+}
+
+fn param(keyword: &str, value: Option<String>) -> Param {
+    Param {
+        keyword: keyword.to_string(),
+        value,
+    }
+}
+
+/// The parameters of MAIL FROM, as the grammar understood them.
+fn mail_params(m: &MailFrom<String>) -> Vec<Param> {
+    let mut p = Vec::new();
+    if m.size > 0 {
+        p.push(param("SIZE", Some(m.size.to_string())));
+    }
+    if m.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+        p.push(param("BODY", Some("8BITMIME".into())));
+    } else if m.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+        p.push(param("BODY", Some("BINARYMIME".into())));
+    } else if m.flags & smtp_proto::MAIL_BODY_7BIT != 0 {
+        p.push(param("BODY", Some("7BIT".into())));
+    }
+    if m.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
+        p.push(param("SMTPUTF8", None));
+    }
+    if m.flags & smtp_proto::MAIL_RET_FULL != 0 {
+        p.push(param("RET", Some("FULL".into())));
+    } else if m.flags & smtp_proto::MAIL_RET_HDRS != 0 {
+        p.push(param("RET", Some("HDRS".into())));
+    }
+    if let Some(envid) = &m.env_id {
+        p.push(param("ENVID", Some(envid.clone())));
+    }
+    if let Some(auth) = &m.auth {
+        p.push(param("AUTH", Some(auth.clone())));
+    }
+    p
+}
+
+/// The parameters of RCPT TO.
+fn rcpt_params(r: &RcptTo<String>) -> Vec<Param> {
+    let mut p = Vec::new();
+    let notify: Vec<&str> = [
+        (smtp_proto::RCPT_NOTIFY_NEVER, "NEVER"),
+        (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+        (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
+        (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
+    ]
+    .into_iter()
+    .filter(|(flag, _)| r.flags & flag != 0)
+    .map(|(_, name)| name)
+    .collect();
+    if !notify.is_empty() {
+        p.push(param("NOTIFY", Some(notify.join(","))));
+    }
+    if let Some(orcpt) = &r.orcpt {
+        // The grammar keeps only the address of `ORCPT=rfc822;addr`; it accepts no other type.
+        p.push(param("ORCPT", Some(format!("rfc822;{orcpt}"))));
+    }
+    p
+}
+
+/// Normalises bare LF and bare CR in a received message to CRLF.
+///
+/// Policy (like Postfix's `smtpd_forbid_bare_newline = normalize`): only `<CRLF>.<CRLF>` ends
+/// a message — the receiver guarantees that — and any other line ending inside the message is
+/// stored as CRLF, so no next hop can ever read a bare line ending as an end of data (SMTP
+/// smuggling) and stored messages always have one line-ending convention.
+pub fn normalise_line_endings(raw: Vec<u8>) -> Vec<u8> {
+    let bare = raw.iter().enumerate().any(|(i, &b)| {
+        (b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
+            || (b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
+    });
+    if !bare {
+        return raw;
+    }
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+            }
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
