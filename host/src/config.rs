@@ -33,6 +33,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Protocol limits.
     pub limits: LimitsConfig,
+    /// Where accepted mail goes.
+    pub delivery: DeliveryConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -253,6 +255,14 @@ pub struct AuthConfig {
     /// (`@domain` allows the whole domain). A user not listed may send as the user name when it
     /// is an address, or as `user@` each local domain.
     pub senders: BTreeMap<String, Vec<String>>,
+}
+
+/// `[delivery]`: where mail for the local domains goes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Maildir root for local recipients; default `<data_dir>/maildir`.
+    pub maildir: Option<PathBuf>,
 }
 
 /// `[limits]`: protocol limits, each defending against a named abuse.
@@ -505,6 +515,14 @@ impl Config {
             enabled: true,
         })
         .collect()
+    }
+
+    /// The Maildir root for local delivery.
+    pub fn maildir(&self) -> PathBuf {
+        self.delivery
+            .maildir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("maildir"))
     }
 
     /// The credentials file.

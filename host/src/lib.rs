@@ -9,12 +9,27 @@
 //! - [`replay`]: `sluice plugin check`, the offline harness that drives the pipeline over
 //!   `.eml` files exactly as the server would, printing JSON Lines.
 //! - [`reply`]: an SMTP reply as data.
+//! - [`session`]: the SMTP dialogue as a pure state machine (bytes in, replies and steps out).
+//! - [`connection`]: the only socket code — drives a session, performs its steps, STARTTLS.
+//! - [`server`]: listeners, connection limits, the shared context.
+//! - [`tls`]: certificates (configured or self-signed) for rustls.
+//! - [`credentials`]: the AUTH users file (Argon2id).
+//! - [`message`]: header edits and the `Received:` field.
+//! - [`spool`]: durable acceptance with group commit.
+//! - [`delivery`]: getting spooled mail out (local Maildir today).
 //!
 //! `main.rs` is only the command line.
 
 pub mod config;
+pub mod connection;
+pub mod credentials;
+pub mod delivery;
+pub mod message;
 pub mod pipeline;
 pub mod plugin;
 pub mod replay;
 pub mod reply;
+pub mod server;
 pub mod session;
+pub mod spool;
+pub mod tls;

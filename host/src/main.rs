@@ -34,6 +34,20 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Run the SMTP server (the default configuration listens on 127.0.0.1:2525/2587/2465).
+    Serve {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Add or update an AUTH user; the password is read from standard input (one line).
+    Passwd {
+        /// The user name.
+        user: String,
+        /// Configuration file (for the location of the users file).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and print every problem.
     CheckConfig {
         /// The file.
@@ -133,6 +147,28 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve { config } => {
+            let config = load_config(config.as_ref())?;
+            tokio_runtime()?.block_on(serve(config))
+        }
+        Command::Passwd { user, config } => {
+            let config = load_config(config.as_ref())?;
+            let mut password = String::new();
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password for {user} (input is shown): ");
+            }
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!(
+                    "empty password: give it on standard input, e.g. `printf %s 'secret' | sluice passwd {user}`"
+                );
+            }
+            let file = config.users_file();
+            sluice::credentials::set_password(&file, &user, password)?;
+            println!("{}: password set for {user}", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -220,6 +256,29 @@ async fn load_pipeline(
                 .join("\n")
         )
     })
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let runtime = runtime_for(&config)?;
+    let pipeline = load_pipeline(&runtime, &config, &[]).await?;
+    for p in pipeline.plugins() {
+        tracing::info!(plugin = %p.name, version = %p.info.version, hooks = %p.hook_names().join(","), "plugin loaded");
+    }
+    let ctx = sluice::server::context(config, pipeline)?;
+    let server = sluice::server::Server::start(std::sync::Arc::new(ctx)).await?;
+    for (kind, addr) in &server.listeners {
+        // One line per listener on stdout, so scripts and tests learn the ports.
+        println!("listening {} {addr}", kind.as_str());
+    }
+    std::io::stdout().flush()?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.stop().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check(

@@ -7,3 +7,4 @@ mod hostile;
 mod languages;
 mod loading;
 mod replay_cli;
+mod smtp;

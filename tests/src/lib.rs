@@ -132,3 +132,216 @@ pub fn message(subject: &str, body: &str) -> Message {
     );
     sluice::pipeline::message(raw.into_bytes())
 }
+
+/// A Sluice server running in this process on 127.0.0.1 with ephemeral ports, a temporary
+/// data directory, a self-signed certificate, local domain `example.org` and the user
+/// `alice` (password `wonderland`).
+pub struct TestServer {
+    /// The data directory (spool, maildir, certificate, users).
+    pub dir: tempfile::TempDir,
+    /// The smtp listener.
+    pub smtp: std::net::SocketAddr,
+    /// The submission listener.
+    pub submission: std::net::SocketAddr,
+    /// The smtps listener.
+    pub smtps: std::net::SocketAddr,
+    server: Option<sluice::server::Server>,
+}
+
+impl TestServer {
+    /// Starts a server with `extra` TOML appended to the base configuration and `plugins`
+    /// (name, file) installed in its plugin directory in that order.
+    pub async fn start(extra: &str, plugins: &[(&str, PathBuf)]) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugin_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugin_dir).unwrap();
+        for (i, (name, file)) in plugins.iter().enumerate() {
+            std::fs::copy(file, plugin_dir.join(format!("{:02}-{name}.wasm", 10 + i))).unwrap();
+        }
+        let toml = format!(
+            r#"
+[server]
+hostname = "mx.test"
+data_dir = {data:?}
+
+[plugins]
+cache_dir = {cache:?}
+max_instances = 64
+
+[[listener]]
+kind = "smtp"
+address = "127.0.0.1:0"
+[[listener]]
+kind = "submission"
+address = "127.0.0.1:0"
+[[listener]]
+kind = "smtps"
+address = "127.0.0.1:0"
+
+[relay]
+local_domains = ["example.org"]
+
+{extra}
+"#,
+            data = dir.path(),
+            cache = workspace_root().join("target/test-compile-cache"),
+        );
+        let config = config(&toml);
+        sluice::credentials::set_password(&config.users_file(), "alice", "wonderland").unwrap();
+        let rt = runtime();
+        let pipeline = Pipeline::load(&rt, &config)
+            .await
+            .unwrap_or_else(|e| panic!("plugins: {e:?}"));
+        let ctx = sluice::server::context(config, pipeline).expect("server context");
+        let server = sluice::server::Server::start(Arc::new(ctx))
+            .await
+            .expect("server starts");
+        use sluice::config::ListenerKind as K;
+        TestServer {
+            smtp: server.address(K::Smtp).unwrap(),
+            submission: server.address(K::Submission).unwrap(),
+            smtps: server.address(K::Smtps).unwrap(),
+            server: Some(server),
+            dir,
+        }
+    }
+
+    /// Messages delivered to the Maildir of `user`, waiting (bounded: 10 s) until there are
+    /// at least `n`.
+    pub async fn mailbox(&self, user: &str, n: usize) -> Vec<String> {
+        let new = self.dir.path().join("maildir").join(user).join("new");
+        for _ in 0..200 {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
+                .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            if files.len() >= n {
+                files.sort();
+                return files
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+                    .collect();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{user} did not receive {n} message(s) within 10 s");
+    }
+
+    /// Every message delivered to any mailbox or still in the spool (queue or quarantine).
+    pub fn stored_count(&self) -> usize {
+        let count = |p: PathBuf| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+        let maildir = self.dir.path().join("maildir");
+        let delivered: usize = std::fs::read_dir(&maildir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| count(e.path().join("new")))
+                    .sum()
+            })
+            .unwrap_or(0);
+        delivered
+            + count(self.dir.path().join("spool/queue"))
+            + count(self.dir.path().join("spool/quarantine"))
+    }
+
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+/// A line-level SMTP conversation over plain TCP, for exact protocol checks.
+pub struct Conversation {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Conversation {
+    /// Connects and expects the 220 greeting.
+    pub async fn connect(addr: std::net::SocketAddr) -> Conversation {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut c = Conversation {
+            stream: tokio::io::BufReader::new(tcp),
+        };
+        c.expect("220 ").await;
+        c
+    }
+
+    /// Sends raw bytes.
+    pub async fn raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// Sends one command line (CRLF added).
+    pub async fn send(&mut self, line: &str) {
+        self.raw(format!("{line}\r\n").as_bytes()).await;
+    }
+
+    /// Reads one whole reply (all its lines) within 10 s.
+    pub async fn reply(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                self.stream.read_line(&mut line),
+            )
+            .await
+            .expect("reply within 10 s")
+            .expect("read");
+            if n == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    /// Reads a reply and asserts that it starts with `prefix`; returns it.
+    pub async fn expect(&mut self, prefix: &str) -> String {
+        let r = self.reply().await;
+        let last = r.lines().last().unwrap_or("");
+        assert!(
+            r.starts_with(prefix) || last.starts_with(prefix),
+            "expected {prefix:?}, got {r:?}"
+        );
+        r
+    }
+
+    /// True when the server closed the connection (reads EOF within 10 s).
+    pub async fn closed(&mut self) -> bool {
+        self.reply().await.is_empty()
+    }
+}
+
+/// Runs a client program without blocking the runtime the in-process server runs on, killing
+/// it if it takes more than 60 s.
+pub async fn run_client(cmd: &mut tokio::process::Command) -> std::process::Output {
+    cmd.kill_on_drop(true);
+    tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
+        .await
+        .expect("client finished within 60 s")
+        .expect("client runs")
+}
+
+/// Runs a Python script (`python3 -c`) with the given environment; returns stdout, panicking
+/// with stderr on failure.
+pub async fn python(script: &str, env: &[(&str, String)]) -> String {
+    let out = run_client(
+        tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

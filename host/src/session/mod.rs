@@ -256,7 +256,7 @@ impl Session {
     }
 
     /// Advances the dialogue as far as the input allows.
-    pub fn next(&mut self) -> Step {
+    pub fn step(&mut self) -> Step {
         loop {
             let step = match std::mem::replace(&mut self.state, State::Waiting) {
                 State::Closed => {

@@ -36,7 +36,7 @@ fn drive(session: &mut Session, chunks: &[&[u8]]) -> Seen {
     let mut seen = Seen::default();
     let mut chunks = chunks.iter();
     loop {
-        match session.next() {
+        match session.step() {
             Step::Read => match chunks.next() {
                 Some(c) => session.receive(c),
                 None => break,
@@ -501,7 +501,7 @@ fn dsn_and_utf8_parameters_are_kept() {
     assert_eq!(codes(&seen.out), ["250", "250", "250"], "{}", seen.out);
     let mut s = Session::new(cfg(ListenerKind::Smtp), None);
     s.receive(b"EHLO c\r\nMAIL FROM:<a@x.test> RET=HDRS ENVID=abc123 SMTPUTF8\r\nRCPT TO:<b@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@example.org\r\n");
-    let Step::Mail(sender) = s.next() else {
+    let Step::Mail(sender) = s.step() else {
         panic!("expected MAIL")
     };
     let kw: Vec<(&str, Option<&str>)> = sender
@@ -518,7 +518,7 @@ fn dsn_and_utf8_parameters_are_kept() {
         ]
     );
     s.mail_decided(sender, &Decision::Continue);
-    let Step::Rcpt(r) = s.next() else {
+    let Step::Rcpt(r) = s.step() else {
         panic!("expected RCPT")
     };
     let kw: Vec<(&str, Option<&str>)> = r

@@ -1,0 +1,455 @@
+//! One client connection: the only code that reads and writes the socket. It feeds bytes to
+//! the [`Session`], performs each [`Step`] the session asks for — plugin hooks through the
+//! [`crate::pipeline`], password checks, the STARTTLS switch, spooling — and writes replies.
+//! Timeouts (RFC 5321 §4.5.3.2) are enforced here; a stalled client only holds its own task.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::config::ListenerKind;
+use crate::message;
+use crate::pipeline::{self, Decision};
+use crate::plugin::bindings::types as wit;
+use crate::reply::Reply;
+use crate::server::ServerContext;
+use crate::session::{Recipient, Sender, Session, SessionConfig, Step, TlsParams};
+use crate::spool::{self, SpoolState, SpooledEnvelope};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The socket, before or after TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// Transient, while switching to TLS.
+    Switching,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Switching => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Switching => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Switching => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Switching => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = Stream::Plain(tcp);
+    let mut tls = None;
+    if kind == ListenerKind::Smtps {
+        match handshake(&ctx, stream).await {
+            Some((s, params)) => {
+                stream = s;
+                tls = Some(params);
+            }
+            None => return,
+        }
+    }
+    let mut conn = Connection::new(ctx, peer, kind, tls);
+    if let Err(e) = conn.run(&mut stream).await {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an I/O error");
+    }
+    let _ = stream.shutdown().await;
+}
+
+async fn handshake(ctx: &ServerContext, stream: Stream) -> Option<(Stream, TlsParams)> {
+    let Stream::Plain(tcp) = stream else {
+        return None;
+    };
+    let acceptor = ctx.tls.as_ref()?;
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => {
+            let params = crate::tls::describe(s.get_ref().1);
+            Some((Stream::Tls(Box::new(s)), params))
+        }
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+struct Connection {
+    ctx: Arc<ServerContext>,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    session: Session,
+    /// The plugins' view of the transaction in progress.
+    txn: Option<pipeline::Transaction>,
+    /// Queue id of the transaction in progress.
+    id: String,
+}
+
+fn wit_params(params: &[crate::session::Param]) -> Vec<wit::EsmtpParam> {
+    params
+        .iter()
+        .map(|p| wit::EsmtpParam {
+            keyword: p.keyword.clone(),
+            value: p.value.clone(),
+        })
+        .collect()
+}
+
+fn wit_sender(s: &Sender) -> wit::Address {
+    wit::Address {
+        address: s.address.clone(),
+        params: wit_params(&s.params),
+    }
+}
+
+fn wit_recipient(r: &Recipient) -> wit::Address {
+    wit::Address {
+        address: r.address.clone(),
+        params: wit_params(&r.params),
+    }
+}
+
+impl Connection {
+    fn new(
+        ctx: Arc<ServerContext>,
+        peer: SocketAddr,
+        kind: ListenerKind,
+        tls: Option<TlsParams>,
+    ) -> Connection {
+        let c = &ctx.config;
+        let ip = peer.ip();
+        let cfg = SessionConfig {
+            hostname: c.server.hostname.clone(),
+            listener: kind,
+            tls_available: ctx.tls.is_some(),
+            max_message_size: c.limits.max_message_size,
+            max_recipients: c.limits.max_recipients,
+            max_errors: c.limits.max_errors,
+            max_auth_failures: c.limits.max_auth_failures,
+            local_domains: c.relay.local_domains.clone(),
+            trusted_client: c.relay.trusted_networks.iter().any(|n| n.contains(&ip)),
+            plaintext_auth: c.auth.allow_plaintext_on_loopback && ip.is_loopback(),
+            senders: c.auth.senders.clone(),
+        };
+        Connection {
+            ctx,
+            peer,
+            kind,
+            session: Session::new(cfg, tls),
+            txn: None,
+            id: String::new(),
+        }
+    }
+
+    async fn flush(&mut self, stream: &mut Stream) -> std::io::Result<()> {
+        let out = self.session.take_output();
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+            stream.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, stream: &mut Stream) -> std::io::Result<()> {
+        self.session.greet();
+        let limits = self.ctx.config.limits.clone();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.session.step() {
+                Step::Read => {
+                    self.flush(stream).await?;
+                    let secs = if self.session.in_data() {
+                        limits.data_timeout_secs
+                    } else {
+                        limits.command_timeout_secs
+                    };
+                    match tokio::time::timeout(Duration::from_secs(secs), stream.read(&mut buf))
+                        .await
+                    {
+                        Ok(Ok(0)) => {
+                            if self.session.in_data() {
+                                tracing::info!(client = %self.peer, id = %self.id, "client disconnected during DATA; nothing was accepted");
+                            }
+                            return Ok(());
+                        }
+                        Ok(Ok(n)) => self.session.receive(&buf[..n]),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => {
+                            tracing::info!(client = %self.peer, "timeout; closing");
+                            self.session.close_with("Timeout, closing connection");
+                        }
+                    }
+                }
+                Step::Close => {
+                    self.flush(stream).await?;
+                    return Ok(());
+                }
+                Step::Mail(sender) => {
+                    self.id = spool::new_queue_id();
+                    let info = wit::Session {
+                        listener: self.kind.as_str().to_string(),
+                        client_ip: self.peer.ip().to_string(),
+                        client_port: self.peer.port(),
+                        helo: self.session.helo().to_string(),
+                        tls: self.session.tls().map(|t| wit::TlsInfo {
+                            version: t.version.clone(),
+                            cipher: t.cipher.clone(),
+                        }),
+                        auth_user: self.session.auth_user().map(str::to_string),
+                        transaction_id: self.id.clone(),
+                    };
+                    let mut txn = self.ctx.pipeline.transaction(info);
+                    let decision = txn.verify_sender(&wit_sender(&sender)).await;
+                    self.txn = Some(txn);
+                    if matches!(
+                        decision,
+                        Decision::Reject { .. } | Decision::Tempfail { .. }
+                    ) {
+                        self.log_refusal("MAIL", &sender.address, &decision);
+                    }
+                    self.session.mail_decided(sender, &decision);
+                }
+                Step::Rcpt(rcpt) => {
+                    let decision = match self.txn.as_mut() {
+                        Some(txn) => {
+                            let t = self.session.transaction();
+                            let envelope = wit::Envelope {
+                                sender: t.sender.as_ref().map(wit_sender).unwrap_or(wit::Address {
+                                    address: String::new(),
+                                    params: Vec::new(),
+                                }),
+                                recipients: t.recipients.iter().map(wit_recipient).collect(),
+                            };
+                            txn.check_recipient(&envelope, &wit_recipient(&rcpt)).await
+                        }
+                        None => Decision::Continue,
+                    };
+                    if matches!(
+                        decision,
+                        Decision::Reject { .. } | Decision::Tempfail { .. }
+                    ) {
+                        self.log_refusal("RCPT", &rcpt.address, &decision);
+                    }
+                    self.session.rcpt_decided(rcpt, &decision);
+                }
+                Step::Message(raw) => {
+                    let reply = self.accept_message(raw).await;
+                    self.session.message_done(&reply);
+                    self.txn = None;
+                }
+                Step::Auth { user, password } => {
+                    let creds = self.ctx.credentials.clone();
+                    let u = user.clone();
+                    let ok = tokio::task::spawn_blocking(move || creds.verify(&u, &password))
+                        .await
+                        .unwrap_or(false);
+                    if !ok {
+                        // A growing delay makes guessing slow.
+                        let delay = 500 * u64::from(self.session.auth_failures() + 1);
+                        tracing::info!(client = %self.peer, user = %user, "AUTH failed");
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
+                    self.session.auth_decided(user, ok);
+                }
+                Step::StartTls => {
+                    self.flush(stream).await?;
+                    let plain = std::mem::replace(stream, Stream::Switching);
+                    match handshake(&self.ctx, plain).await {
+                        Some((tls, params)) => {
+                            *stream = tls;
+                            self.txn = None;
+                            self.session.tls_started(params);
+                        }
+                        None => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_refusal(&self, stage: &str, address: &str, decision: &Decision) {
+        tracing::info!(id = %self.id, client = %self.peer, stage, address, decision = ?decision, "refused");
+    }
+
+    /// Runs `check-message`, applies its edits and spools the message; returns the reply.
+    async fn accept_message(&mut self, raw: Vec<u8>) -> Reply {
+        let t = self.session.transaction().clone();
+        let Some(sender) = t.sender.clone() else {
+            return Reply::new(503, "5.5.1", "Send MAIL first");
+        };
+        let envelope = wit::Envelope {
+            sender: wit_sender(&sender),
+            recipients: t.recipients.iter().map(wit_recipient).collect(),
+        };
+        let size = raw.len();
+        let msg = pipeline::message(raw);
+        let (outcome, calls) = match self.txn.as_mut() {
+            Some(txn) => {
+                let o = txn.check_message(&envelope, &msg).await;
+                (Some(o), txn.take_calls())
+            }
+            None => (None, Vec::new()),
+        };
+        let raw = msg.raw;
+        let verdicts: Vec<String> = calls
+            .iter()
+            .map(|c| format!("{}:{}:{}", c.plugin, c.hook, action_name(&c.decision)))
+            .collect();
+        let decision = outcome
+            .as_ref()
+            .map(|o| o.decision.clone())
+            .unwrap_or(Decision::Continue);
+        let score = outcome.as_ref().map(|o| o.score).unwrap_or(0.0);
+        let rcpts: Vec<&str> = t.recipients.iter().map(|r| r.address.as_str()).collect();
+        let log = |disposition: &str, reply: &Reply| {
+            tracing::info!(
+                id = %self.id,
+                client = %self.peer,
+                from = %sender.address,
+                to = %rcpts.join(","),
+                size,
+                score,
+                plugins = %verdicts.join(" "),
+                disposition,
+                reply = %reply,
+                "message"
+            );
+        };
+        let reply = match &decision {
+            Decision::Reject { reply } | Decision::Tempfail { reply } => {
+                log(action_name(&decision), reply);
+                return reply.clone();
+            }
+            _ => Reply::new(250, "2.0.0", &format!("Ok: queued as {}", self.id)),
+        };
+        let deliver_to: Vec<Recipient> = t
+            .recipients
+            .iter()
+            .filter(|r| !r.discarded)
+            .cloned()
+            .collect();
+        if matches!(decision, Decision::Discard) || t.discard || deliver_to.is_empty() {
+            log("discarded", &reply);
+            return reply;
+        }
+        let quarantine = match &decision {
+            Decision::Quarantine { reason } => Some(reason.clone()),
+            _ => t.quarantine.clone(),
+        };
+        let received = message::received(&message::ReceivedInfo {
+            helo: self.session.helo(),
+            client_ip: &self.peer.ip().to_string(),
+            hostname: &self.ctx.config.server.hostname,
+            esmtp: self.session.esmtp(),
+            tls: self
+                .session
+                .tls()
+                .map(|t| (t.version.as_str(), t.cipher.as_str())),
+            auth_user: self.session.auth_user(),
+            id: &self.id,
+            for_rcpt: (deliver_to.len() == 1).then(|| deliver_to[0].address.as_str()),
+            date: &message::now_rfc5322(),
+        });
+        let mut prepend = vec![received];
+        let (adds, removes) = outcome
+            .map(|o| (o.add_headers, o.remove_headers))
+            .unwrap_or_default();
+        prepend.extend(adds.iter().map(|(n, v)| message::field(n, v)));
+        let final_message = message::finalize(&raw, &prepend, &removes);
+        let envelope = SpooledEnvelope {
+            id: self.id.clone(),
+            received_at: chrono::Utc::now().to_rfc3339(),
+            sender: sender.clone(),
+            recipients: deliver_to,
+            client_ip: self.peer.ip().to_string(),
+            helo: self.session.helo().to_string(),
+            listener: self.kind.as_str().to_string(),
+            auth_user: self.session.auth_user().map(str::to_string),
+            quarantine: quarantine.clone(),
+        };
+        let state = if quarantine.is_some() {
+            SpoolState::Quarantine
+        } else {
+            SpoolState::Queue
+        };
+        match self.ctx.spool.store(state, &envelope, &final_message).await {
+            Ok(()) => {
+                log(
+                    if quarantine.is_some() {
+                        "quarantined"
+                    } else {
+                        "queued"
+                    },
+                    &reply,
+                );
+                self.ctx.delivery_wakeup.notify_one();
+                reply
+            }
+            Err(e) => {
+                tracing::error!(id = %self.id, error = %e, "cannot spool the message; answering 451");
+                let reply = Reply::new(
+                    451,
+                    "4.3.0",
+                    "Local error: message not accepted, please try again later",
+                );
+                log("spool-failed", &reply);
+                reply
+            }
+        }
+    }
+}
+
+fn action_name(d: &Decision) -> &'static str {
+    match d {
+        Decision::Continue => "continue",
+        Decision::Accept => "accept",
+        Decision::Reject { .. } => "reject",
+        Decision::Tempfail { .. } => "tempfail",
+        Decision::Discard => "discard",
+        Decision::Quarantine { .. } => "quarantine",
+    }
+}
