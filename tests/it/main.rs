@@ -7,4 +7,5 @@ mod hostile;
 mod languages;
 mod loading;
 mod replay_cli;
+mod serve_cli;
 mod smtp;
