@@ -282,7 +282,7 @@ impl Connection {
                     self.txn = None;
                 }
                 Step::Auth { user, password } => {
-                    let creds = self.ctx.credentials.clone();
+                    let creds = self.ctx.credentials.current();
                     let u = user.clone();
                     let ok = tokio::task::spawn_blocking(move || creds.verify(&u, &password))
                         .await

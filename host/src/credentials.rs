@@ -104,6 +104,48 @@ impl Credentials {
     }
 }
 
+/// The credentials file as the server sees it: re-read whenever its modification time
+/// changes, so `sluice passwd` takes effect without a restart. A file that became unreadable
+/// or invalid keeps the last good version in service (and says so in the log).
+#[derive(Debug)]
+pub struct CredentialsFile {
+    path: PathBuf,
+    cached: std::sync::Mutex<(Option<std::time::SystemTime>, std::sync::Arc<Credentials>)>,
+}
+
+impl CredentialsFile {
+    /// Loads the file now; an invalid file is an error at start-up.
+    pub fn open(path: &Path) -> Result<CredentialsFile, CredentialsError> {
+        let creds = Credentials::load(path)?;
+        Ok(CredentialsFile {
+            path: path.to_path_buf(),
+            cached: std::sync::Mutex::new((mtime(path), std::sync::Arc::new(creds))),
+        })
+    }
+
+    /// The current credentials (re-read if the file changed).
+    pub fn current(&self) -> std::sync::Arc<Credentials> {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        let now = mtime(&self.path);
+        if now != cached.0 {
+            match Credentials::load(&self.path) {
+                Ok(c) => {
+                    tracing::info!(file = %self.path.display(), users = c.len(), "credentials reloaded");
+                    *cached = (now, std::sync::Arc::new(c));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "credentials file invalid; keeping the previous one")
+                }
+            }
+        }
+        cached.1.clone()
+    }
+}
+
+fn mtime(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Sets `user`'s password in the file at `path` (created if missing), atomically.
 pub fn set_password(path: &Path, user: &str, password: &str) -> Result<(), CredentialsError> {
     if user.is_empty() || user.contains(':') || user.chars().any(char::is_whitespace) {

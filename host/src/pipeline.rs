@@ -445,7 +445,8 @@ impl Transaction {
                 break;
             }
         }
-        let score: f64 = symbols.iter().map(|s| s.score).sum();
+        // `+ 0.0` turns the -0.0 of an empty sum into 0.0 for the headers.
+        let score: f64 = symbols.iter().map(|s| s.score).sum::<f64>() + 0.0;
         let spam = score >= self.scoring.spam_threshold;
         if decision == Decision::Continue
             && let Some(limit) = self.scoring.reject_threshold

@@ -12,7 +12,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ListenerKind};
-use crate::credentials::Credentials;
+use crate::credentials::CredentialsFile;
 use crate::pipeline::Pipeline;
 use crate::spool::Spool;
 
@@ -25,7 +25,7 @@ pub struct ServerContext {
     /// Where accepted mail goes.
     pub spool: Spool,
     /// AUTH users.
-    pub credentials: Arc<Credentials>,
+    pub credentials: Arc<CredentialsFile>,
     /// TLS, when a certificate is available.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Wakes local delivery when a message was spooled.
@@ -189,7 +189,7 @@ async fn accept_loop(
 /// plugins are loaded by the caller, who reports their errors.
 pub fn context(config: Config, pipeline: Pipeline) -> anyhow::Result<ServerContext> {
     let spool = Spool::open(&config.server.data_dir.join("spool"))?;
-    let credentials = Credentials::load(&config.users_file())?;
+    let credentials = CredentialsFile::open(&config.users_file())?;
     let tls = crate::tls::server_config(&config)?;
     Ok(ServerContext {
         config,

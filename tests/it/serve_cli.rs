@@ -39,7 +39,12 @@ fn passwd_then_serve_then_sigkill_keeps_the_acknowledged_message() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    passwd.stdin.take().unwrap().write_all(b"hunter2\n").unwrap();
+    passwd
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hunter2\n")
+        .unwrap();
     let out = passwd.wait_with_output().unwrap();
     assert!(out.status.success());
     let creds = sluice::credentials::Credentials::load(&dir.path().join("users")).unwrap();
@@ -58,14 +63,24 @@ fn passwd_then_serve_then_sigkill_keeps_the_acknowledged_message() {
     let stdout = child.0.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening smtp ").unwrap_or_else(|| panic!("{line:?}"));
+    let addr = line
+        .trim()
+        .strip_prefix("listening smtp ")
+        .unwrap_or_else(|| panic!("{line:?}"));
     let port = addr.rsplit(':').next().unwrap();
 
     // Relayed mail for a remote domain stays queued (no routes yet), so it is on disk only
     // in the spool: exactly what an acknowledgement promises.
     let swaks = Command::new("swaks")
         .args(["--server", "127.0.0.1", "--port", port, "--timeout", "20"])
-        .args(["--from", "a@example.org", "--to", "someone@elsewhere.test", "--header", "Subject: durable"])
+        .args([
+            "--from",
+            "a@example.org",
+            "--to",
+            "someone@elsewhere.test",
+            "--header",
+            "Subject: durable",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&swaks.stdout);
@@ -77,7 +92,13 @@ fn passwd_then_serve_then_sigkill_keeps_the_acknowledged_message() {
         .trim()
         .to_string();
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let _ = child.0.wait();
 
     let spooled = dir.path().join("spool/queue").join(format!("{id}.msg"));

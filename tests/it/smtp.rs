@@ -445,3 +445,26 @@ async fn a_hostile_plugin_tempfails_and_the_server_keeps_serving() {
     assert!(mail[0].contains("Subject: fine"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_user_added_while_running_can_authenticate_on_loopback_plaintext() {
+    let s = TestServer::start("[auth]\nallow_plaintext_on_loopback = true\n", &[]).await;
+    let users = s.dir.path().join("users");
+    // Make sure the file's modification time moves even on coarse-grained file systems.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    sluice::credentials::set_password(&users, "carol", "opensesame").unwrap();
+    // Plaintext AUTH is allowed on loopback by configuration (submission still wants TLS
+    // before mail, so this uses the smtp listener).
+    let mut c = Conversation::connect(s.smtp).await;
+    c.send("EHLO c").await;
+    assert!(c.expect("250 ").await.contains("AUTH PLAIN LOGIN"));
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode("\0carol\0opensesame");
+    c.send(&format!("AUTH PLAIN {token}")).await;
+    c.expect("235 2.7.0").await;
+    c.send("MAIL FROM:<carol@example.org>").await;
+    c.expect("250").await;
+    c.send("RCPT TO:<someone@elsewhere.test>").await;
+    c.expect("250 2.1.5").await;
+    s.stop().await;
+}
