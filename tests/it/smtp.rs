@@ -266,14 +266,7 @@ async fn size_limits_declared_and_actual() {
 async fn smuggling_attempt_stays_one_message() {
     let s = TestServer::start("", &[]).await;
     let mut c = Conversation::connect(s.smtp).await;
-    c.send("EHLO c").await;
-    c.expect("250 ").await;
-    c.send("MAIL FROM:<a@example.net>").await;
-    c.expect("250").await;
-    c.send("RCPT TO:<bob@example.org>").await;
-    c.expect("250").await;
-    c.send("DATA").await;
-    c.expect("354").await;
+    c.begin_data("a@example.net", "bob@example.org").await;
     c.raw(b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@example.net>\r\nRCPT TO:<carol@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n").await;
     c.expect("250 2.0.0").await;
     c.send("QUIT").await;
@@ -297,14 +290,7 @@ async fn smuggling_attempt_stays_one_message() {
 async fn a_client_that_disconnects_mid_data_gets_nothing_stored() {
     let s = TestServer::start("", &[]).await;
     let mut c = Conversation::connect(s.smtp).await;
-    c.send("HELO c").await;
-    c.expect("250").await;
-    c.send("MAIL FROM:<a@example.net>").await;
-    c.expect("250").await;
-    c.send("RCPT TO:<bob@example.org>").await;
-    c.expect("250").await;
-    c.send("DATA").await;
-    c.expect("354").await;
+    c.begin_data("a@example.net", "bob@example.org").await;
     c.raw(b"Subject: cut\r\n\r\nhalf a messa").await;
     drop(c);
     // The server must still serve others, and must not have stored the half message.
@@ -341,13 +327,7 @@ async fn concurrent_clients_all_get_their_mail_stored() {
         let addr = s.smtp;
         tasks.push(tokio::spawn(async move {
             let mut c = Conversation::connect(addr).await;
-            c.send("EHLO c").await;
-            c.expect("250 ").await;
-            c.raw(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-                .await;
-            c.expect("250").await;
-            c.expect("250").await;
-            c.expect("354").await;
+            c.begin_data("a@example.net", "bob@example.org").await;
             c.raw(format!("Subject: n{i}\r\n\r\nx\r\n.\r\nQUIT\r\n").as_bytes())
                 .await;
             c.expect("250 2.0.0").await;
@@ -425,20 +405,10 @@ async fn a_hostile_plugin_tempfails_and_the_server_keeps_serving() {
     )
     .await;
     let mut c = Conversation::connect(s.smtp).await;
-    c.send("EHLO c").await;
-    c.expect("250 ").await;
-    c.raw(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-        .await;
-    c.expect("250").await;
-    c.expect("250").await;
-    c.expect("354").await;
+    c.begin_data("a@example.net", "bob@example.org").await;
     c.raw(b"Subject: hostile\r\n\r\nx\r\n.\r\n").await;
     c.expect("451 4.3.0").await;
-    c.raw(b"MAIL FROM:<a@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-        .await;
-    c.expect("250").await;
-    c.expect("250").await;
-    c.expect("354").await;
+    c.begin_data("a@example.net", "bob@example.org").await;
     c.raw(b"Subject: fine\r\n\r\nx\r\n.\r\n").await;
     c.expect("250 2.0.0").await;
     let mail = s.mailbox("bob", 1).await;

@@ -311,6 +311,18 @@ impl Conversation {
         r
     }
 
+    /// Sends EHLO, MAIL, RCPT and DATA (pipelined after EHLO) and expects them accepted;
+    /// the message data comes next.
+    pub async fn begin_data(&mut self, from: &str, rcpt: &str) {
+        self.send("EHLO client.test").await;
+        self.expect("250 ").await;
+        self.raw(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes())
+            .await;
+        self.expect("250 2.1.0").await;
+        self.expect("250 2.1.5").await;
+        self.expect("354").await;
+    }
+
     /// True when the server closed the connection (reads EOF within 10 s).
     pub async fn closed(&mut self) -> bool {
         self.reply().await.is_empty()

@@ -30,6 +30,15 @@ struct Seen {
     closed: bool,
 }
 
+/// The scripted plugin: refuses addresses whose local part is `reject`.
+fn plugin(address: &str, refusal: Reply) -> Decision {
+    if address.starts_with("reject@") {
+        Decision::Reject { reply: refusal }
+    } else {
+        Decision::Continue
+    }
+}
+
 /// Feeds `chunks` one by one (as separate reads) and answers every step: senders and
 /// recipients whose local part is `reject` are refused, password `good` is right.
 fn drive(session: &mut Session, chunks: &[&[u8]]) -> Seen {
@@ -47,24 +56,15 @@ fn drive(session: &mut Session, chunks: &[&[u8]]) -> Seen {
             }
             Step::Mail(s) => {
                 seen.senders.push(s.address.clone());
-                let d = if s.address.starts_with("reject@") {
-                    Decision::Reject {
-                        reply: Reply::new(550, "5.7.1", "sender refused by plugin"),
-                    }
-                } else {
-                    Decision::Continue
-                };
+                let d = plugin(
+                    &s.address,
+                    Reply::new(550, "5.7.1", "sender refused by plugin"),
+                );
                 session.mail_decided(s, &d);
             }
             Step::Rcpt(r) => {
                 seen.recipients.push(r.address.clone());
-                let d = if r.address.starts_with("reject@") {
-                    Decision::Reject {
-                        reply: Reply::new(550, "5.1.1", "no such user"),
-                    }
-                } else {
-                    Decision::Continue
-                };
+                let d = plugin(&r.address, Reply::new(550, "5.1.1", "no such user"));
                 session.rcpt_decided(r, &d);
             }
             Step::Message(raw) => {
