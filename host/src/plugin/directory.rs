@@ -58,20 +58,18 @@ pub fn scan(dir: &Path, order: &[String]) -> std::io::Result<Vec<PluginFile>> {
         }
     }
     sort(&mut files, order);
-    if let Some(w) = files
-        .windows(2)
-        .find(|w| files.iter().filter(|f| f.name == w[0].name).count() > 1)
-    {
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = files.iter().find(|f| !seen.insert(f.name.as_str())) {
+        let paths: Vec<String> = files
+            .iter()
+            .filter(|f| f.name == dup.name)
+            .map(|f| f.path.display().to_string())
+            .collect();
         return Err(std::io::Error::other(format!(
             "two files in {} are both plugin {:?}: {}",
             dir.display(),
-            w[0].name,
-            files
-                .iter()
-                .filter(|f| f.name == w[0].name)
-                .map(|f| f.path.display().to_string())
-                .collect::<Vec<_>>()
-                .join(" and ")
+            dup.name,
+            paths.join(" and ")
         )));
     }
     Ok(files)
@@ -109,6 +107,15 @@ mod tests {
         assert_eq!(parse_file_name(".x.wasm"), None);
         assert_eq!(parse_file_name("x.wasm.part"), None);
         assert_eq!(parse_file_name("bad name.wasm"), None);
+    }
+
+    #[test]
+    fn two_files_for_one_plugin_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("10-a.wasm"), b"").unwrap();
+        std::fs::write(dir.path().join("20-a.wasm"), b"").unwrap();
+        let e = scan(dir.path(), &[]).unwrap_err().to_string();
+        assert!(e.contains("are both plugin \"a\""), "{e}");
     }
 
     #[test]
