@@ -438,3 +438,21 @@ async fn a_user_added_while_running_can_authenticate_on_loopback_plaintext() {
     c.expect("250 2.1.5").await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_ipv6_listener_beside_the_ipv4_ones() {
+    let s = TestServer::start("[[listener]]\nkind = \"smtp\"\naddress = \"[::1]:0\"\n", &[]).await;
+    let v6 = s
+        .listeners
+        .iter()
+        .map(|(_, a)| *a)
+        .find(std::net::SocketAddr::is_ipv6)
+        .expect("an IPv6 listener");
+    let mut c = Conversation::connect(v6).await;
+    c.begin_data("a@example.net", "bob@example.org").await;
+    c.raw(b"Subject: over v6\r\n\r\nx\r\n.\r\n").await;
+    c.expect("250 2.0.0").await;
+    let mail = s.mailbox("bob", 1).await;
+    assert!(mail[0].starts_with("Received: from client.test ([::1])"), "{}", mail[0]);
+    s.stop().await;
+}

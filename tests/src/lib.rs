@@ -145,6 +145,8 @@ pub struct TestServer {
     pub submission: std::net::SocketAddr,
     /// The smtps listener.
     pub smtps: std::net::SocketAddr,
+    /// Every bound listener.
+    pub listeners: Vec<(sluice::config::ListenerKind, std::net::SocketAddr)>,
     server: Option<sluice::server::Server>,
 }
 
@@ -201,6 +203,7 @@ local_domains = ["example.org"]
             smtp: server.address(K::Smtp).unwrap(),
             submission: server.address(K::Submission).unwrap(),
             smtps: server.address(K::Smtps).unwrap(),
+            listeners: server.listeners.clone(),
             server: Some(server),
             dir,
         }
