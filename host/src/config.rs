@@ -1,5 +1,8 @@
-//! The operator's configuration: one TOML file, typed with serde, unknown keys refused, then
-//! validated as a whole so that every problem is reported at once, each naming its key.
+//! The operator's configuration: one TOML file, typed with serde, then validated as a whole so
+//! that every problem is reported at once, each naming its key. Unknown keys are refused —
+//! all of them in one message: they are collected with `serde_ignored` rather than stopping
+//! at the first (as `deny_unknown_fields` would). A plugin's own `config` table is the
+//! plugin's to check, in its `validate-config`.
 //!
 //! Without a file Sluice runs on [`Config::default`], the built-in development configuration.
 //! This module only parses and validates; it opens no sockets and loads no plugins.
@@ -12,7 +15,7 @@ use serde::Deserialize;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// Host-wide settings (host name, data directory).
     pub server: ServerConfig,
@@ -42,7 +45,7 @@ pub struct Config {
 
 /// Host-wide settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ServerConfig {
     /// The name this host uses in replies, `Received:` headers and bounces.
     pub hostname: String,
@@ -61,7 +64,7 @@ impl Default for ServerConfig {
 
 /// Where plugins come from, and default limits.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PluginsConfig {
     /// Plugin directory; default `<data_dir>/plugins`.
     pub dir: Option<PathBuf>,
@@ -116,7 +119,7 @@ impl fmt::Display for FailurePolicy {
 /// Per-plugin limits. In `[plugins.defaults]` every field has a value; in `[plugin.NAME]` a
 /// missing field falls back to the default.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PluginLimits {
     /// Wall-clock time one hook call may take, in milliseconds.
     pub timeout_ms: u64,
@@ -141,7 +144,7 @@ impl Default for PluginLimits {
 
 /// `[plugin.NAME]`: settings of one plugin.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct PluginSettings {
     /// Set to false to keep the plugin out of service without removing its file.
     pub enabled: Option<bool>,
@@ -196,7 +199,6 @@ impl ListenerKind {
 
 /// `[[listener]]`: one listening socket.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// What kind of listener it is.
     pub kind: ListenerKind,
@@ -213,7 +215,7 @@ fn yes() -> bool {
 
 /// `[tls]`: the server certificate.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct TlsConfig {
     /// PEM certificate chain. Without `cert` and `key`, a self-signed certificate for
     /// `server.hostname` is generated on first start and kept in `<data_dir>/tls/`.
@@ -225,7 +227,7 @@ pub struct TlsConfig {
 /// `[relay]`: relay control. Mail for `local_domains` is accepted from anyone; mail for any
 /// other domain only from authenticated users or clients in `trusted_networks`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RelayConfig {
     /// Domains this host accepts mail for.
     pub local_domains: Vec<String>,
@@ -244,7 +246,7 @@ impl Default for RelayConfig {
 
 /// `[auth]`: SMTP AUTH (PLAIN, LOGIN) against a credentials file.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct AuthConfig {
     /// Credentials file: one `user:argon2-hash` per line (`sluice passwd USER` writes it).
     /// Default `<data_dir>/users`.
@@ -259,7 +261,7 @@ pub struct AuthConfig {
 
 /// `[delivery]`: where mail for the local domains goes.
 #[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct DeliveryConfig {
     /// Maildir root for local recipients; default `<data_dir>/maildir`.
     pub maildir: Option<PathBuf>,
@@ -267,7 +269,7 @@ pub struct DeliveryConfig {
 
 /// `[limits]`: protocol limits, each defending against a named abuse.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct LimitsConfig {
     /// Largest message accepted, in bytes (SIZE is announced and enforced during DATA).
     pub max_message_size: usize,
@@ -304,7 +306,7 @@ impl Default for LimitsConfig {
 
 /// Spam-score thresholds applied to the sum of every plugin's symbols.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ScoringConfig {
     /// Add `X-Spam-Score` and `X-Spam-Status` headers to every message that reaches
     /// `check-message`.
@@ -382,9 +384,18 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text without validating it.
+    /// Parses TOML text without validating values; refuses unknown keys, naming every one.
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        let mut unknown = Vec::new();
+        let config: Config = serde_ignored::deserialize(toml::Deserializer::new(text), |path| {
+            unknown.push(path.to_string())
+        })
+        .map_err(|e| e.to_string().trim_end().to_string())?;
+        match unknown.len() {
+            0 => Ok(config),
+            1 => Err(format!("unknown key `{}`", unknown[0])),
+            _ => Err(format!("unknown keys `{}`", unknown.join("`, `"))),
+        }
     }
 
     /// Checks every value, collecting all problems.
@@ -590,9 +601,15 @@ mod tests {
     }
 
     #[test]
-    fn unknown_key_is_refused_with_its_name() {
-        let e = Config::parse("[plugins]\nbogus = 1\n").unwrap_err();
-        assert!(e.contains("bogus"), "{e}");
+    fn unknown_keys_are_refused_all_at_once() {
+        let e = Config::parse("[plugins]\nbogus = 1\n").expect_err("unknown key");
+        assert_eq!(e, "unknown key `plugins.bogus`");
+        let e = Config::parse("[server]\nhostnam = \"x\"\n[limits]\nmax_size = 1\n[plugin.a]\ntimeout = 1\n[plugin.a.config]\nanything = 1\n")
+            .expect_err("unknown keys");
+        assert_eq!(
+            e,
+            "unknown keys `server.hostnam`, `limits.max_size`, `plugin.a.timeout`"
+        );
     }
 
     #[test]

@@ -229,7 +229,10 @@ fn a_bad_configuration_names_file_and_key() {
     let out = sluice(&["plugin", "list", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field `timeout`"), "{err}");
+    assert!(
+        err.contains(&format!("{}: unknown key `plugins.timeout`", cfg.display())),
+        "{err}"
+    );
 }
 
 #[test]

@@ -441,7 +441,11 @@ async fn a_user_added_while_running_can_authenticate_on_loopback_plaintext() {
 
 #[tokio::test]
 async fn an_ipv6_listener_beside_the_ipv4_ones() {
-    let s = TestServer::start("[[listener]]\nkind = \"smtp\"\naddress = \"[::1]:0\"\n", &[]).await;
+    let s = TestServer::start(
+        "[[listener]]\nkind = \"smtp\"\naddress = \"[::1]:0\"\n",
+        &[],
+    )
+    .await;
     let v6 = s
         .listeners
         .iter()
@@ -453,6 +457,10 @@ async fn an_ipv6_listener_beside_the_ipv4_ones() {
     c.raw(b"Subject: over v6\r\n\r\nx\r\n.\r\n").await;
     c.expect("250 2.0.0").await;
     let mail = s.mailbox("bob", 1).await;
-    assert!(mail[0].starts_with("Received: from client.test ([::1])"), "{}", mail[0]);
+    assert!(
+        mail[0].starts_with("Received: from client.test ([::1])"),
+        "{}",
+        mail[0]
+    );
     s.stop().await;
 }
