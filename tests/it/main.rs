@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cache;
+mod client;
 mod hooks;
 mod hostile;
 mod languages;

@@ -1,0 +1,611 @@
+//! The outbound SMTP/LMTP client: hands one message to one next hop and reports the remote
+//! reply for every recipient.
+//!
+//! Written on `smtp-proto`'s reply and EHLO parsers rather than with a client crate: delivery
+//! needs every recipient's own reply (RCPT refusals, and LMTP's one reply per recipient after
+//! DATA) and control of pipelining and STARTTLS policy, which the client crates hide.
+//!
+//! A refusal by the server (a 4xx/5xx reply) is an [`Outcome`] with that reply per recipient;
+//! a failure to talk to the server at all (connection, TLS, timeout, garbage) is a
+//! [`ClientError`], which the caller treats as a temporary failure for every recipient.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::reply::Reply;
+
+/// When to use TLS with the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// Never.
+    None,
+    /// STARTTLS when offered; certificates not verified (as MTAs do opportunistically).
+    Opportunistic,
+    /// STARTTLS required, certificate verified against the system's roots.
+    Required,
+}
+
+/// How to talk to the next hop.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Our name, for EHLO/LHLO.
+    pub helo: String,
+    /// TLS policy.
+    pub tls: TlsPolicy,
+    /// AUTH PLAIN credentials, sent only over TLS.
+    pub auth: Option<(String, String)>,
+    /// Speak LMTP (LHLO, one reply per recipient after DATA).
+    pub lmtp: bool,
+    /// Timeout for each read or write.
+    pub timeout: Duration,
+}
+
+/// One message to hand over.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// MAIL FROM (empty for the null sender).
+    pub sender: &'a str,
+    /// RCPT TO addresses.
+    pub recipients: &'a [String],
+    /// The message, CRLF line endings, not dot-stuffed.
+    pub message: &'a [u8],
+    /// The message has 8-bit content (BODY=8BITMIME when the server offers it).
+    pub eight_bit: bool,
+    /// Addresses or headers need SMTPUTF8.
+    pub smtputf8: bool,
+}
+
+/// The remote answer for every recipient, in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The server that answered (name or address).
+    pub remote: String,
+    /// (recipient, the reply that decided it).
+    pub recipients: Vec<(String, Reply)>,
+    /// TLS was used.
+    pub tls: bool,
+}
+
+/// Talking to the next hop failed before it decided anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect.
+    #[error("cannot connect to {remote}: {source}")]
+    Connect {
+        /// Where.
+        remote: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection broke or the server stopped answering.
+    #[error("{remote}: {stage}: {problem}")]
+    Conversation {
+        /// Where.
+        remote: String,
+        /// The command in progress.
+        stage: &'static str,
+        /// What happened.
+        problem: String,
+    },
+    /// TLS was required but not offered or failed.
+    #[error("{remote}: TLS: {problem}")]
+    Tls {
+        /// Where.
+        remote: String,
+        /// What happened.
+        problem: String,
+    },
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Switching,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Switching => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Switching => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Switching => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Switching => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// One conversation with a next hop.
+struct Conn<'c> {
+    stream: Stream,
+    buf: Vec<u8>,
+    remote: String,
+    cfg: &'c ClientConfig,
+}
+
+/// The largest reply accepted from a server (a defence against a hostile next hop).
+const MAX_REPLY: usize = 64 * 1024;
+
+impl Conn<'_> {
+    fn fail(&self, stage: &'static str, problem: impl Into<String>) -> ClientError {
+        ClientError::Conversation {
+            remote: self.remote.clone(),
+            stage,
+            problem: problem.into(),
+        }
+    }
+
+    async fn send(&mut self, stage: &'static str, bytes: &[u8]) -> Result<(), ClientError> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.cfg.timeout, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.fail(stage, e.to_string())),
+            Err(_) => Err(self.fail(stage, "timeout while sending")),
+        }
+    }
+
+    /// Reads one complete reply (all its lines); returns its raw bytes.
+    async fn reply_bytes(&mut self, stage: &'static str) -> Result<Vec<u8>, ClientError> {
+        loop {
+            if let Some(end) = reply_end(&self.buf) {
+                return Ok(self.buf.drain(..end).collect());
+            }
+            if self.buf.len() > MAX_REPLY {
+                return Err(self.fail(stage, "reply too long"));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = match tokio::time::timeout(self.cfg.timeout, self.stream.read(&mut chunk)).await
+            {
+                Ok(Ok(0)) => return Err(self.fail(stage, "connection closed by the server")),
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(self.fail(stage, e.to_string())),
+                Err(_) => return Err(self.fail(stage, "timeout waiting for the reply")),
+            };
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    async fn reply(&mut self, stage: &'static str) -> Result<Reply, ClientError> {
+        let raw = self.reply_bytes(stage).await?;
+        let parsed = smtp_proto::response::parser::ResponseReceiver::default()
+            .parse(&mut raw.iter())
+            .map_err(|e| self.fail(stage, format!("malformed reply: {e:?}")))?;
+        let enhanced = if parsed.esc[0] > 0 {
+            format!("{}.{}.{}", parsed.esc[0], parsed.esc[1], parsed.esc[2])
+        } else {
+            String::new()
+        };
+        let text: String = parsed.message.replace(['\r', '\n'], " ").trim().to_string();
+        Ok(Reply {
+            code: parsed.code,
+            enhanced,
+            text,
+        })
+    }
+
+    /// EHLO (or LHLO); returns the server's capabilities, or its refusal.
+    async fn hello(&mut self) -> Result<Result<u32, Reply>, ClientError> {
+        let verb = if self.cfg.lmtp { "LHLO" } else { "EHLO" };
+        self.send("EHLO", format!("{verb} {}\r\n", self.cfg.helo).as_bytes())
+            .await?;
+        let raw = self.reply_bytes("EHLO").await?;
+        if !raw.starts_with(b"250") {
+            let reply = self.reply_from(&raw, "EHLO")?;
+            return Ok(Err(reply));
+        }
+        let ehlo = smtp_proto::EhloResponse::parse(&mut raw.iter())
+            .map_err(|e| self.fail("EHLO", format!("malformed EHLO reply: {e:?}")))?;
+        Ok(Ok(ehlo.capabilities))
+    }
+
+    fn reply_from(&self, raw: &[u8], stage: &'static str) -> Result<Reply, ClientError> {
+        let parsed = smtp_proto::response::parser::ResponseReceiver::default()
+            .parse(&mut raw.iter())
+            .map_err(|e| self.fail(stage, format!("malformed reply: {e:?}")))?;
+        Ok(Reply {
+            code: parsed.code,
+            enhanced: if parsed.esc[0] > 0 {
+                format!("{}.{}.{}", parsed.esc[0], parsed.esc[1], parsed.esc[2])
+            } else {
+                String::new()
+            },
+            text: parsed.message.replace(['\r', '\n'], " ").trim().to_string(),
+        })
+    }
+}
+
+/// Where a complete reply ends in `buf` (after the CRLF of a line whose fourth byte is a
+/// space), if it is complete.
+fn reply_end(buf: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[start..start + nl];
+        start += nl + 1;
+        if line.get(3) != Some(&b'-') {
+            return Some(start);
+        }
+    }
+    None
+}
+
+/// Dot-stuffs a message and appends the end-of-data marker.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 5);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Every recipient gets the same reply (a refusal at MAIL or DATA).
+fn all(recipients: &[String], reply: &Reply) -> Vec<(String, Reply)> {
+    recipients
+        .iter()
+        .map(|r| (r.clone(), reply.clone()))
+        .collect()
+}
+
+/// Delivers `msg` to the server at `addr`, whose name is `server_name` (for TLS).
+pub async fn deliver(
+    addr: SocketAddr,
+    server_name: &str,
+    cfg: &ClientConfig,
+    msg: &Outgoing<'_>,
+) -> Result<Outcome, ClientError> {
+    let remote = format!("{server_name}[{}]", addr.ip());
+    let tcp = match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ClientError::Connect { remote, source }),
+        Err(_) => {
+            return Err(ClientError::Connect {
+                remote,
+                source: std::io::ErrorKind::TimedOut.into(),
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut c = Conn {
+        stream: Stream::Plain(tcp),
+        buf: Vec::new(),
+        remote: remote.clone(),
+        cfg,
+    };
+    let greeting = c.reply("greeting").await?;
+    if greeting.code != 220 {
+        return Ok(Outcome {
+            remote,
+            recipients: all(msg.recipients, &greeting),
+            tls: false,
+        });
+    }
+    let mut caps = match c.hello().await? {
+        Ok(caps) => caps,
+        Err(refusal) => {
+            return Ok(Outcome {
+                remote,
+                recipients: all(msg.recipients, &refusal),
+                tls: false,
+            });
+        }
+    };
+    let mut tls = false;
+    let offers_tls = caps & smtp_proto::EXT_START_TLS != 0;
+    if cfg.tls == TlsPolicy::Required && !offers_tls {
+        return Err(ClientError::Tls {
+            remote,
+            problem: "STARTTLS is required but not offered".into(),
+        });
+    }
+    if cfg.tls != TlsPolicy::None && offers_tls {
+        c.send("STARTTLS", b"STARTTLS\r\n").await?;
+        let r = c.reply("STARTTLS").await?;
+        if r.code != 220 {
+            if cfg.tls == TlsPolicy::Required {
+                return Err(ClientError::Tls {
+                    remote,
+                    problem: format!("STARTTLS refused: {r}"),
+                });
+            }
+        } else {
+            c.buf.clear();
+            let plain = std::mem::replace(&mut c.stream, Stream::Switching);
+            let Stream::Plain(tcp) = plain else {
+                return Err(c.fail("STARTTLS", "not a plain connection"));
+            };
+            let connector =
+                tokio_rustls::TlsConnector::from(tls_config(cfg.tls == TlsPolicy::Required));
+            let name =
+                rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| {
+                    ClientError::Tls {
+                        remote: remote.clone(),
+                        problem: e.to_string(),
+                    }
+                })?;
+            let stream = match tokio::time::timeout(cfg.timeout, connector.connect(name, tcp)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(ClientError::Tls {
+                        remote,
+                        problem: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClientError::Tls {
+                        remote,
+                        problem: "handshake timeout".into(),
+                    });
+                }
+            };
+            c.stream = Stream::Tls(Box::new(stream));
+            tls = true;
+            caps = match c.hello().await? {
+                Ok(caps) => caps,
+                Err(refusal) => {
+                    return Ok(Outcome {
+                        remote,
+                        recipients: all(msg.recipients, &refusal),
+                        tls,
+                    });
+                }
+            };
+        }
+    }
+    if let Some((user, password)) = &cfg.auth {
+        if !tls {
+            return Err(ClientError::Tls {
+                remote,
+                problem: "AUTH needs TLS, which was not negotiated".into(),
+            });
+        }
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        c.send("AUTH", format!("AUTH PLAIN {token}\r\n").as_bytes())
+            .await?;
+        let r = c.reply("AUTH").await?;
+        if r.code != 235 {
+            return Ok(Outcome {
+                remote,
+                recipients: all(msg.recipients, &r),
+                tls,
+            });
+        }
+    }
+
+    // MAIL and every RCPT (pipelined when offered), then DATA.
+    let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+    if caps & smtp_proto::EXT_SIZE != 0 {
+        mail.push_str(&format!(" SIZE={}", msg.message.len()));
+    }
+    if msg.eight_bit && caps & smtp_proto::EXT_8BIT_MIME != 0 {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if msg.smtputf8 && caps & smtp_proto::EXT_SMTP_UTF8 != 0 {
+        mail.push_str(" SMTPUTF8");
+    }
+    mail.push_str("\r\n");
+    let pipelining = caps & smtp_proto::EXT_PIPELINING != 0;
+    let mut results: Vec<(String, Option<Reply>)> = Vec::new();
+    let mail_reply;
+    if pipelining {
+        let mut batch = mail.into_bytes();
+        for r in msg.recipients {
+            batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+        }
+        c.send("MAIL", &batch).await?;
+        mail_reply = c.reply("MAIL").await?;
+        for r in msg.recipients {
+            let reply = c.reply("RCPT").await?;
+            results.push((r.clone(), Some(reply)));
+        }
+    } else {
+        c.send("MAIL", mail.as_bytes()).await?;
+        mail_reply = c.reply("MAIL").await?;
+        if mail_reply.code / 100 == 2 {
+            for r in msg.recipients {
+                c.send("RCPT", format!("RCPT TO:<{r}>\r\n").as_bytes())
+                    .await?;
+                let reply = c.reply("RCPT").await?;
+                results.push((r.clone(), Some(reply)));
+            }
+        }
+    }
+    if mail_reply.code / 100 != 2 {
+        let _ = c.send("QUIT", b"QUIT\r\n").await;
+        return Ok(Outcome {
+            remote,
+            recipients: all(msg.recipients, &mail_reply),
+            tls,
+        });
+    }
+    let accepted: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, r))| r.as_ref().is_some_and(|r| r.code / 100 == 2))
+        .map(|(i, _)| i)
+        .collect();
+    if !accepted.is_empty() {
+        c.send("DATA", b"DATA\r\n").await?;
+        let go = c.reply("DATA").await?;
+        if go.code != 354 {
+            for &i in &accepted {
+                results[i].1 = Some(go.clone());
+            }
+        } else {
+            c.send("DATA", &dot_stuff(msg.message)).await?;
+            if cfg.lmtp {
+                // LMTP: one reply per accepted recipient, in order (RFC 2033 §4.2).
+                for &i in &accepted {
+                    let r = c.reply("end of DATA").await?;
+                    results[i].1 = Some(r);
+                }
+            } else {
+                let r = c.reply("end of DATA").await?;
+                for &i in &accepted {
+                    results[i].1 = Some(r.clone());
+                }
+            }
+        }
+    }
+    let _ = c.send("QUIT", b"QUIT\r\n").await;
+    let _ = c.stream.shutdown().await;
+    let recipients = results
+        .into_iter()
+        .map(|(r, reply)| {
+            (
+                r,
+                reply.unwrap_or_else(|| Reply::new(451, "4.4.0", "no reply")),
+            )
+        })
+        .collect();
+    Ok(Outcome {
+        remote,
+        recipients,
+        tls,
+    })
+}
+
+/// The rustls client configuration: verified against the system's roots, or (opportunistic
+/// TLS, as MTAs practise it) encrypted without verification.
+fn tls_config(verify: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = match rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    {
+        Ok(b) => b,
+        Err(_) => unreachable!("ring supports TLS 1.2 and 1.3"),
+    };
+    let config = if verify {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    Arc::new(config)
+}
+
+/// Accepts any certificate: opportunistic TLS protects against passive eavesdropping only,
+/// which is all an unauthenticated MX hop can promise (RFC 7435).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_is_byte_exact() {
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+    }
+
+    #[test]
+    fn reply_boundaries() {
+        assert_eq!(reply_end(b"250-a\r\n250 b\r\nrest"), Some(14));
+        assert_eq!(reply_end(b"250-a\r\n250"), None);
+    }
+}
