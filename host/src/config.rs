@@ -38,6 +38,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Where accepted mail goes.
     pub delivery: DeliveryConfig,
+    /// Delivery routes by recipient domain.
+    #[serde(rename = "route")]
+    pub routes: Vec<RouteConfig>,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -259,12 +262,67 @@ pub struct AuthConfig {
     pub senders: BTreeMap<String, Vec<String>>,
 }
 
-/// `[delivery]`: where mail for the local domains goes.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `[delivery]`: local Maildir, retries and expiry.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DeliveryConfig {
     /// Maildir root for local recipients; default `<data_dir>/maildir`.
     pub maildir: Option<PathBuf>,
+    /// Seconds to wait before each retry of a deferred message; the last value repeats.
+    /// Default like Postfix: 5 minutes, doubling, up to 4 hours.
+    pub retry_secs: Vec<u64>,
+    /// How long a message may stay in the queue before it fails (default 5 days).
+    pub max_queue_lifetime_secs: u64,
+    /// Seconds to wait for each reply from a next hop.
+    pub timeout_secs: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            maildir: None,
+            retry_secs: vec![300, 600, 1200, 2400, 4800, 9600, 14400],
+            max_queue_lifetime_secs: 5 * 24 * 3600,
+            timeout_secs: 300,
+        }
+    }
+}
+
+/// How a route delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// SMTP to a fixed next hop (a smarthost).
+    Smtp,
+    /// LMTP to a local server (e.g. Dovecot).
+    Lmtp,
+    /// Into the Maildir tree.
+    Maildir,
+}
+
+/// `[[route]]`: where mail for some domains goes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RouteConfig {
+    /// Recipient domains this route serves; `"*"` is the default route.
+    pub domains: Vec<String>,
+    /// How it delivers.
+    pub kind: RouteKind,
+    /// `host:port` of the next hop (smtp, lmtp).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// TLS policy for smtp: `none`, `opportunistic` (default) or `required` (verified).
+    #[serde(default = "opportunistic")]
+    pub tls: crate::delivery::client::TlsPolicy,
+    /// AUTH user for the next hop (needs TLS).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// AUTH password.
+    #[serde(default)]
+    pub auth_password: Option<String>,
+}
+
+fn opportunistic() -> crate::delivery::client::TlsPolicy {
+    crate::delivery::client::TlsPolicy::Opportunistic
 }
 
 /// `[limits]`: protocol limits, each defending against a named abuse.
@@ -488,6 +546,35 @@ impl Config {
         if l.command_timeout_secs == 0 || l.data_timeout_secs == 0 {
             problems.push("limits: timeouts must be at least 1 second".to_string());
         }
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.domains.is_empty() {
+                problems.push(format!(
+                    "route[{i}].domains: list at least one domain, or \"*\""
+                ));
+            }
+            match (r.kind, &r.host) {
+                (RouteKind::Smtp | RouteKind::Lmtp, None) => problems.push(format!(
+                    "route[{i}].host: required for an smtp or lmtp route"
+                )),
+                (RouteKind::Smtp | RouteKind::Lmtp, Some(h)) if !h.contains(':') => {
+                    problems.push(format!("route[{i}].host: {h:?} must be host:port"))
+                }
+                _ => {}
+            }
+            if r.auth_user.is_some() != r.auth_password.is_some() {
+                problems.push(format!(
+                    "route[{i}]: set both auth_user and auth_password, or neither"
+                ));
+            }
+        }
+        if self.delivery.retry_secs.is_empty() || self.delivery.retry_secs.contains(&0) {
+            problems.push(
+                "delivery.retry_secs: list at least one delay, each at least 1 second".to_string(),
+            );
+        }
+        if self.delivery.timeout_secs == 0 {
+            problems.push("delivery.timeout_secs: must be at least 1".to_string());
+        }
         if self.server.hostname.is_empty() {
             problems.push("server.hostname: must not be empty".to_string());
         }
@@ -534,6 +621,32 @@ impl Config {
             .maildir
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("maildir"))
+    }
+
+    /// The route for a recipient domain: the first route listing it, else the `*` route,
+    /// else Maildir for local domains; `None` means no route.
+    pub fn route_for(&self, domain: &str) -> Option<RouteConfig> {
+        let listed = |r: &&RouteConfig| r.domains.iter().any(|d| d.eq_ignore_ascii_case(domain));
+        let star = |r: &&RouteConfig| r.domains.iter().any(|d| d == "*");
+        if let Some(r) = self.routes.iter().find(listed) {
+            return Some(r.clone());
+        }
+        if self
+            .relay
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+        {
+            return Some(RouteConfig {
+                domains: vec![domain.to_string()],
+                kind: RouteKind::Maildir,
+                host: None,
+                tls: crate::delivery::client::TlsPolicy::None,
+                auth_user: None,
+                auth_password: None,
+            });
+        }
+        self.routes.iter().find(star).cloned()
     }
 
     /// The credentials file.

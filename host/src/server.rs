@@ -1,6 +1,6 @@
 //! The listeners: bind every configured address, accept connections under the connection
-//! limits, and hand each to [`crate::connection::serve`] in its own task. Also starts local
-//! delivery. [`Server::start`] is what `sluice serve` and the integration tests run.
+//! limits, and hand each to [`crate::connection::serve`] in its own task. Also starts the
+//! queue runner. [`Server::start`] is what `sluice serve` and the integration tests run.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +28,7 @@ pub struct ServerContext {
     pub credentials: Arc<CredentialsFile>,
     /// TLS, when a certificate is available.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Wakes local delivery when a message was spooled.
+    /// Wakes the queue runner when a message was spooled.
     pub delivery_wakeup: Arc<Notify>,
 }
 
@@ -85,7 +85,7 @@ impl Drop for IpSlot {
 }
 
 impl Server {
-    /// Binds every listener and starts accepting; starts local delivery.
+    /// Binds every listener and starts accepting; starts the queue runner.
     pub async fn start(ctx: Arc<ServerContext>) -> Result<Server, StartError> {
         let mut tasks = JoinSet::new();
         let mut bound = Vec::new();
@@ -118,13 +118,12 @@ impl Server {
                 per_ip.clone(),
             ));
         }
-        tasks.spawn(crate::delivery::local::run(
+        let runner = crate::delivery::runner::Runner::new(
             ctx.spool.clone(),
-            ctx.config.maildir(),
-            ctx.config.relay.local_domains.clone(),
-            ctx.config.server.hostname.clone(),
-            ctx.delivery_wakeup.clone(),
-        ));
+            ctx.config.clone(),
+            ctx.pipeline.clone(),
+        );
+        tasks.spawn(runner.run(ctx.delivery_wakeup.clone()));
         Ok(Server {
             listeners: bound,
             tasks,

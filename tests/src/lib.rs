@@ -231,7 +231,15 @@ local_domains = ["example.org"]
 
     /// Every message delivered to any mailbox or still in the spool (queue or quarantine).
     pub fn stored_count(&self) -> usize {
-        let count = |p: PathBuf| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+        let count = |p: PathBuf| {
+            std::fs::read_dir(p)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| !e.file_name().to_string_lossy().ends_with(".state"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
         let maildir = self.dir.path().join("maildir");
         let delivered: usize = std::fs::read_dir(&maildir)
             .map(|d| {
@@ -243,6 +251,20 @@ local_domains = ["example.org"]
         delivered
             + count(self.dir.path().join("spool/queue"))
             + count(self.dir.path().join("spool/quarantine"))
+    }
+
+    /// The messages (as text) waiting in the spool queue.
+    pub fn queued(&self) -> Vec<String> {
+        let dir = self.dir.path().join("spool/queue");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.retain(|f| f.extension().is_some_and(|e| e == "msg"));
+        files.sort();
+        files
+            .iter()
+            .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+            .collect()
     }
 
     /// Stops the server.

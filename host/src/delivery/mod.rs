@@ -1,6 +1,9 @@
-//! Delivery of spooled mail. Today: local Maildir delivery for the local domains (the
-//! built-in default target) and the outbound SMTP/LMTP client. Routes, the queue runner,
-//! retries and bounces come next.
+//! Delivery of spooled mail: the queue [`runner`] (routes, per-recipient outcomes, retries,
+//! expiry), the outbound SMTP/LMTP [`client`], local [`local`] Maildir delivery, per-message
+//! delivery [`state`], and DSN [`bounce`]s.
 
+pub mod bounce;
 pub mod client;
 pub mod local;
+pub mod runner;
+pub mod state;

@@ -1,0 +1,185 @@
+//! Delivery status notifications (RFC 3464): one `multipart/report` per original message,
+//! listing every failed recipient with its remote reply, from `<>` to the original sender.
+//! The human-readable part comes from the `render-bounce` hook when a plugin provides it,
+//! else from [`default_text`]. Built with `mail-builder`.
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::mime::MimePart;
+
+use crate::plugin::bindings::types::{BounceRequest, BounceText, FailedRecipient, Header};
+use crate::session::{Param, Recipient};
+use crate::spool::SpooledEnvelope;
+
+use super::state::{QueueState, RcptStatus};
+
+fn param<'a>(params: &'a [Param], keyword: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|p| p.keyword.eq_ignore_ascii_case(keyword))
+        .and_then(|p| p.value.as_deref())
+}
+
+/// True when the recipient asked for failure notices (no NOTIFY means yes; NOTIFY=NEVER or
+/// a list without FAILURE means no).
+fn wants_failure_notice(r: &Recipient) -> bool {
+    match param(&r.params, "NOTIFY") {
+        None => true,
+        Some(v) => v.split(',').any(|n| n.eq_ignore_ascii_case("FAILURE")),
+    }
+}
+
+/// The failed recipients that should be reported, or none when no bounce is due: the
+/// sender is the null sender (never bounce a bounce), or every failed recipient said
+/// NOTIFY=NEVER.
+pub fn reportable(envelope: &SpooledEnvelope, state: &QueueState) -> Vec<FailedRecipient> {
+    if envelope.sender.address.is_empty() {
+        return Vec::new();
+    }
+    state
+        .recipients
+        .iter()
+        .filter(|r| r.status == RcptStatus::Failed)
+        .filter(|r| {
+            envelope
+                .recipients
+                .iter()
+                .find(|e| e.address == r.address)
+                .is_none_or(wants_failure_notice)
+        })
+        .map(|r| FailedRecipient {
+            address: r.address.clone(),
+            reply: r.last_reply.clone().unwrap_or_default(),
+            status: r.status_code.clone().unwrap_or_else(|| "5.0.0".to_string()),
+            remote_host: r.remote.clone(),
+        })
+        .collect()
+}
+
+/// The request handed to `render-bounce`.
+pub fn request(
+    envelope: &SpooledEnvelope,
+    headers: Vec<Header>,
+    failures: Vec<FailedRecipient>,
+    reporting_host: &str,
+    expired: bool,
+) -> BounceRequest {
+    BounceRequest {
+        queue_id: envelope.id.clone(),
+        reporting_host: reporting_host.to_string(),
+        sender: envelope.sender.address.clone(),
+        failures,
+        original_headers: headers,
+        expired,
+    }
+}
+
+/// The built-in text: what happened and what to do, for a non-technical reader.
+pub fn default_text(req: &BounceRequest) -> BounceText {
+    let subject_line = req
+        .original_headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Subject"))
+        .map(|h| format!(" with the subject \"{}\"", h.value))
+        .unwrap_or_default();
+    let mut text = format!(
+        "This is the mail system at {}.\n\nYour message{subject_line} could not be delivered to {} of its recipients:\n\n",
+        req.reporting_host,
+        if req.failures.len() == 1 {
+            "one".to_string()
+        } else {
+            req.failures.len().to_string()
+        },
+    );
+    for f in &req.failures {
+        text.push_str(&format!("  {}\n    {}\n", f.address, f.reply));
+    }
+    text.push_str(if req.expired {
+        "\nWe kept trying for several days, but the receiving system did not accept the message.\nYou may want to check the address and send the message again later.\n"
+    } else {
+        "\nThe receiving system refused the message. Please check the address for typing\nmistakes; if it looks right, contact the recipient another way.\n"
+    });
+    text.push_str(&format!("\n(Reference: queue id {})\n", req.queue_id));
+    BounceText {
+        subject: "Undelivered Mail Returned to Sender".to_string(),
+        text,
+        html: None,
+    }
+}
+
+/// Builds the DSN message.
+pub fn build(
+    envelope: &SpooledEnvelope,
+    original: &[u8],
+    req: &BounceRequest,
+    text: &BounceText,
+) -> Vec<u8> {
+    let mut status = format!("Reporting-MTA: dns; {}\r\n", req.reporting_host);
+    if let Some(envid) = param(&envelope.sender.params, "ENVID") {
+        status.push_str(&format!("Original-Envelope-Id: {envid}\r\n"));
+    }
+    status.push_str(&format!("Arrival-Date: {}\r\n", envelope.received_at));
+    for f in &req.failures {
+        status.push_str("\r\n");
+        if let Some(orcpt) = envelope
+            .recipients
+            .iter()
+            .find(|r| r.address == f.address)
+            .and_then(|r| param(&r.params, "ORCPT"))
+        {
+            status.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+        }
+        status.push_str(&format!("Final-Recipient: rfc822; {}\r\n", f.address));
+        status.push_str("Action: failed\r\n");
+        status.push_str(&format!("Status: {}\r\n", f.status));
+        if let Some(host) = &f.remote_host {
+            status.push_str(&format!("Remote-MTA: dns; {host}\r\n"));
+        }
+        let diag: String = f.reply.chars().filter(|c| !c.is_control()).collect();
+        status.push_str(&format!("Diagnostic-Code: smtp; {diag}\r\n"));
+    }
+    let human = match &text.html {
+        Some(html) => MimePart::new(
+            "multipart/alternative",
+            vec![
+                MimePart::new("text/plain", text.text.clone()),
+                MimePart::new("text/html", html.clone()),
+            ],
+        ),
+        None => MimePart::new("text/plain", text.text.clone()),
+    };
+    let full =
+        param(&envelope.sender.params, "RET").is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
+    let returned = if full {
+        MimePart::new("message/rfc822", original.to_vec())
+    } else {
+        let end = original
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 2)
+            .unwrap_or(original.len());
+        MimePart::new("text/rfc822-headers", original[..end].to_vec())
+    };
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        vec![
+            human,
+            MimePart::new("message/delivery-status", status),
+            returned,
+        ],
+    );
+    MessageBuilder::new()
+        .from((
+            "Mail Delivery System".to_string(),
+            format!("MAILER-DAEMON@{}", req.reporting_host),
+        ))
+        .to(envelope.sender.address.clone())
+        .subject(text.subject.clone())
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-replied"),
+        )
+        .body(report)
+        .write_to_vec()
+        .unwrap_or_default()
+}

@@ -1,0 +1,121 @@
+//! Delivery state of a queued message, kept beside it as `<id>.state` (JSON) so the message
+//! file itself is never rewritten. Written to a temporary name, synced and renamed: a crash
+//! leaves either the old or the new state, and at worst a recipient is delivered twice
+//! (at-least-once, as with every MTA), never lost.
+
+use std::path::{Path, PathBuf};
+
+use crate::spool::SpooledEnvelope;
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptStatus {
+    /// Not yet delivered; will be tried (again).
+    Pending,
+    /// Accepted by the next hop.
+    Delivered,
+    /// Refused permanently, or expired.
+    Failed,
+}
+
+/// One recipient's delivery state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RcptState {
+    /// The address.
+    pub address: String,
+    /// Where it stands.
+    pub status: RcptStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last reply (or the host's description of the failure).
+    pub last_reply: Option<String>,
+    /// Enhanced status code of the last reply.
+    pub status_code: Option<String>,
+    /// The host that gave it.
+    pub remote: Option<String>,
+}
+
+/// A queued message's delivery state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueueState {
+    /// Delivery passes made.
+    pub attempts: u32,
+    /// Unix time (seconds) of the next attempt.
+    pub next_attempt: i64,
+    /// Unix time the message was queued.
+    pub queued_at: i64,
+    /// Held by the operator: not delivered until released.
+    #[serde(default)]
+    pub held: bool,
+    /// Per recipient.
+    pub recipients: Vec<RcptState>,
+    /// One line per event, for `sluice queue show`.
+    pub history: Vec<String>,
+}
+
+impl QueueState {
+    /// The state of a message that was never tried.
+    pub fn initial(envelope: &SpooledEnvelope, queued_at: i64) -> QueueState {
+        QueueState {
+            attempts: 0,
+            next_attempt: queued_at,
+            queued_at,
+            held: false,
+            recipients: envelope
+                .recipients
+                .iter()
+                .map(|r| RcptState {
+                    address: r.address.clone(),
+                    status: RcptStatus::Pending,
+                    attempts: 0,
+                    last_reply: None,
+                    status_code: None,
+                    remote: None,
+                })
+                .collect(),
+            history: vec![format!("{} queued", fmt_time(queued_at))],
+        }
+    }
+
+    /// True when no recipient is pending.
+    pub fn finished(&self) -> bool {
+        self.recipients
+            .iter()
+            .all(|r| r.status != RcptStatus::Pending)
+    }
+}
+
+/// The state file of message `id` in the queue directory `dir`.
+pub fn path(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("{id}.state"))
+}
+
+/// Reads the state, or `None` when there is none yet.
+pub fn read(dir: &Path, id: &str) -> std::io::Result<Option<QueueState>> {
+    match std::fs::read(path(dir, id)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the state atomically and durably.
+pub fn write(dir: &Path, id: &str, state: &QueueState) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!(".{id}.state.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path(dir, id))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A Unix time as RFC 3339 (UTC).
+pub fn fmt_time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_else(|| t.to_string())
+}
