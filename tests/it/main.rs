@@ -3,6 +3,7 @@
 
 mod cache;
 mod client;
+mod delivery;
 mod hooks;
 mod hostile;
 mod languages;

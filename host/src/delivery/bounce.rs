@@ -151,20 +151,31 @@ pub fn build(
     let full =
         param(&envelope.sender.params, "RET").is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
     let returned = if full {
-        MimePart::new("message/rfc822", original.to_vec())
+        original.to_vec()
     } else {
         let end = original
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .map(|i| i + 2)
             .unwrap_or(original.len());
-        MimePart::new("text/rfc822-headers", original[..end].to_vec())
+        original[..end].to_vec()
     };
+    // message/rfc822 must not be base64- or QP-encoded (RFC 2046 §5.2.1): send it as it is.
+    let encoding = if returned.is_ascii() { "7bit" } else { "8bit" };
+    let returned = MimePart::new(
+        if full {
+            "message/rfc822"
+        } else {
+            "text/rfc822-headers"
+        },
+        returned,
+    )
+    .transfer_encoding(encoding);
     let report = MimePart::new(
         ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
         vec![
             human,
-            MimePart::new("message/delivery-status", status),
+            MimePart::new("message/delivery-status", status).transfer_encoding("7bit"),
             returned,
         ],
     );

@@ -301,7 +301,8 @@ pub async fn deliver(
     cfg: &ClientConfig,
     msg: &Outgoing<'_>,
 ) -> Result<Outcome, ClientError> {
-    let remote = format!("{server_name}[{}]", addr.ip());
+    // The name for logs and the DSN's Remote-MTA field.
+    let remote = server_name.to_string();
     let tcp = match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(source)) => return Err(ClientError::Connect { remote, source }),
