@@ -48,10 +48,87 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Inspect and steer the delivery queue (safe beside a running server).
+    Queue {
+        /// Configuration file (for the data directory).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Validate a configuration file and print every problem.
     CheckConfig {
         /// The file.
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List queued messages: id, age, sender, recipients with state and last reply, next attempt.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, delivery history and headers.
+    Show {
+        /// Queue id.
+        id: String,
+    },
+    /// Attempt delivery now: one message, or all with --all.
+    Retry {
+        /// Queue id.
+        id: Option<String>,
+        /// Every queued message.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Keep a message from being delivered until released.
+    Hold {
+        /// Queue id.
+        id: String,
+    },
+    /// Release a held message for delivery now.
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete a message: --bounce tells the sender, --drop does not. One is required.
+    Delete {
+        /// Queue id.
+        id: String,
+        /// Fail its pending recipients and send the sender a bounce.
+        #[arg(long, conflicts_with = "drop", required_unless_present = "drop")]
+        bounce: bool,
+        /// Remove it silently.
+        #[arg(long)]
+        drop: bool,
+    },
+    /// The quarantine: list, release (deliver) or delete.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined messages with the reason.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a message to the queue for delivery.
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete a message.
+    Delete {
+        /// Queue id.
+        id: String,
     },
 }
 
@@ -175,6 +252,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}: password set for {user}", file.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Queue { config, command } => {
+            let config = load_config(config.as_ref())?;
+            queue(&config, command)
+        }
         Command::CheckConfig { file } => {
             Config::load(&file)?;
             println!("{}: ok", file.display());
@@ -284,6 +365,109 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("shutting down");
     server.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_entries(entries: &[sluice::delivery::admin::Entry], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("empty");
+    }
+    for e in entries {
+        let sender = if e.sender.is_empty() {
+            "<>"
+        } else {
+            e.sender.as_str()
+        };
+        let mut flags = String::new();
+        if e.held {
+            flags.push_str(" HELD");
+        }
+        if let Some(q) = &e.quarantine {
+            flags.push_str(&format!(" quarantined: {q}"));
+        }
+        println!(
+            "{} {} {} bytes from {sender}{flags}",
+            e.id, e.received_at, e.size
+        );
+        if let Some(next) = &e.next_attempt {
+            println!("    next attempt {next} (attempts so far: {})", e.attempts);
+        }
+        for (rcpt, status, reply) in &e.recipients {
+            println!(
+                "    {rcpt} {status:?}{}",
+                reply.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn queue(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    use sluice::delivery::admin;
+    use sluice::spool::SpoolState;
+    let spool = sluice::spool::Spool::attach(&config.server.data_dir.join("spool"))?;
+    match command {
+        QueueCommand::List { json } => {
+            print_entries(&admin::list(&spool, SpoolState::Queue)?, json)?
+        }
+        QueueCommand::Show { id } => {
+            let (entry, history, headers) = admin::show(&spool, SpoolState::Queue, &id)
+                .or_else(|_| admin::show(&spool, SpoolState::Quarantine, &id))?;
+            print_entries(std::slice::from_ref(&entry), false)?;
+            println!("history:");
+            for h in history {
+                println!("    {h}");
+            }
+            println!("headers:\n{headers}");
+        }
+        QueueCommand::Retry { id, all } => {
+            let ids = match (id, all) {
+                (Some(id), false) => vec![id],
+                (None, true) => spool.list(SpoolState::Queue)?,
+                _ => bail!("give a queue id or --all"),
+            };
+            for id in &ids {
+                admin::retry(&spool, id)?;
+            }
+            println!("{} message(s) scheduled for delivery now", ids.len());
+        }
+        QueueCommand::Hold { id } => {
+            admin::hold(&spool, &id)?;
+            println!("{id}: held");
+        }
+        QueueCommand::Release { id } => {
+            admin::release(&spool, &id)?;
+            println!("{id}: released");
+        }
+        QueueCommand::Delete { id, bounce, .. } => {
+            admin::delete(&spool, &id, bounce)?;
+            println!(
+                "{id}: {}",
+                if bounce {
+                    "deleted; the sender will get a bounce"
+                } else {
+                    "dropped"
+                }
+            );
+        }
+        QueueCommand::Quarantine { command } => match command {
+            QuarantineCommand::List { json } => {
+                print_entries(&admin::list(&spool, SpoolState::Quarantine)?, json)?
+            }
+            QuarantineCommand::Release { id } => {
+                admin::quarantine_release(&spool, &id)?;
+                println!("{id}: released to the queue");
+            }
+            QuarantineCommand::Delete { id } => {
+                admin::quarantine_delete(&spool, &id)?;
+                println!("{id}: deleted");
+            }
+        },
+    }
     Ok(ExitCode::SUCCESS)
 }
 

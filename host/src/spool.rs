@@ -118,18 +118,25 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 }
 
 impl Spool {
-    /// Opens (creating) the spool at `root` and starts its writer thread. Removes partial
-    /// files left in `tmp/` by a crash: they were never acknowledged.
+    /// Opens (creating) the spool at `root` for a server and starts its writer thread.
+    /// Removes partial files left in `tmp/` by a crash: they were never acknowledged.
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
-        for dir in ["tmp", "queue", "quarantine"] {
-            let d = root.join(dir);
-            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
-        }
+        let spool = Spool::attach(root)?;
         let tmp = root.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))? {
             let path = entry.map_err(io_err(&tmp))?.path();
             tracing::info!(path = %path.display(), "removing a message that was never acknowledged");
             std::fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        Ok(spool)
+    }
+
+    /// Opens the spool at `root` without touching `tmp/`: safe beside a running server
+    /// (for `sluice queue`).
+    pub fn attach(root: &Path) -> Result<Spool, SpoolError> {
+        for dir in ["tmp", "queue", "quarantine"] {
+            let d = root.join(dir);
+            std::fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
         let (jobs, rx) = mpsc::channel::<Job>();
         let writer_root = root.to_path_buf();

@@ -8,6 +8,7 @@ mod hooks;
 mod hostile;
 mod languages;
 mod loading;
+mod queue_cli;
 mod replay_cli;
 mod serve_cli;
 mod smtp;

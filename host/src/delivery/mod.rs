@@ -2,6 +2,7 @@
 //! expiry), the outbound SMTP/LMTP [`client`], local [`local`] Maildir delivery, per-message
 //! delivery [`state`], and DSN [`bounce`]s.
 
+pub mod admin;
 pub mod bounce;
 pub mod client;
 pub mod local;

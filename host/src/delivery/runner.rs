@@ -197,7 +197,16 @@ impl Runner {
                 fmt_time(now),
                 fmt_time(st.next_attempt)
             ));
-            state::write(&dir, id, &st)?;
+            // The operator may have held or deleted the message meanwhile: theirs wins.
+            state::with_lock(&dir, || -> std::io::Result<()> {
+                if !self.spool.path(SpoolState::Queue, id).is_file() {
+                    return Ok(());
+                }
+                if let Some(disk) = state::read(&dir, id)? {
+                    st.held |= disk.held;
+                }
+                state::write(&dir, id, &st)
+            })?;
             return Ok(());
         }
 
@@ -245,8 +254,13 @@ impl Runner {
         {
             tracing::warn!(id = %id, "a bounce could not be delivered; dropped (bounces are never bounced)");
         }
-        let _ = std::fs::remove_file(state::path(&dir, id));
-        self.spool.remove(SpoolState::Queue, id)?;
+        state::with_lock(&dir, || -> anyhow::Result<()> {
+            let _ = std::fs::remove_file(state::path(&dir, id));
+            if self.spool.path(SpoolState::Queue, id).is_file() {
+                self.spool.remove(SpoolState::Queue, id)?;
+            }
+            Ok(())
+        })?;
         report.finished.push(id.to_string());
         Ok(())
     }

@@ -119,3 +119,21 @@ pub fn fmt_time(t: i64) -> String {
         .map(|d| d.to_rfc3339())
         .unwrap_or_else(|| t.to_string())
 }
+
+/// Runs `f` holding the queue lock (`<queue>/.lock`, an exclusive `flock`), which the runner
+/// and `sluice queue` both take before changing a message's state.
+pub fn with_lock<T, E: From<std::io::Error>>(
+    dir: &Path,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(std::io::Error::from)?;
+    let result = f();
+    let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+    result
+}
