@@ -231,11 +231,11 @@ local_domains = ["example.org"]
 
     /// Every message delivered to any mailbox or still in the spool (queue or quarantine).
     pub fn stored_count(&self) -> usize {
-        let count = |p: PathBuf| {
+        let count = |p: PathBuf, spool: bool| {
             std::fs::read_dir(p)
                 .map(|d| {
                     d.filter_map(|e| e.ok())
-                        .filter(|e| !e.file_name().to_string_lossy().ends_with(".state"))
+                        .filter(|e| !spool || e.file_name().to_string_lossy().ends_with(".msg"))
                         .count()
                 })
                 .unwrap_or(0)
@@ -244,13 +244,13 @@ local_domains = ["example.org"]
         let delivered: usize = std::fs::read_dir(&maildir)
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .map(|e| count(e.path().join("new")))
+                    .map(|e| count(e.path().join("new"), false))
                     .sum()
             })
             .unwrap_or(0);
         delivered
-            + count(self.dir.path().join("spool/queue"))
-            + count(self.dir.path().join("spool/quarantine"))
+            + count(self.dir.path().join("spool/queue"), true)
+            + count(self.dir.path().join("spool/quarantine"), true)
     }
 
     /// The messages (as text) waiting in the spool queue.
