@@ -98,7 +98,7 @@ pub fn show(
         return Err(AdminError::NotFound(id.to_string(), where_(which)));
     }
     let e = entry(spool, which, id)?;
-    let (env, msg) = spool.read(which, id)?;
+    let (_, msg) = spool.read(which, id)?;
     let history = state::read(&spool.root().join("queue"), id)?
         .map(|s| s.history)
         .unwrap_or_default();
@@ -106,7 +106,6 @@ pub fn show(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or(msg.len());
-    let _ = env;
     Ok((
         e,
         history,
