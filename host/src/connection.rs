@@ -4,12 +4,10 @@
 //! Timeouts (RFC 5321 §4.5.3.2) are enforced here; a stalled client only holds its own task.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::ListenerKind;
@@ -25,56 +23,7 @@ use crate::spool::{self, SpoolState, SpooledEnvelope};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The socket, before or after TLS.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// Transient, while switching to TLS.
-    Switching,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Switching => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Switching => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-            Stream::Switching => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Switching => Poll::Ready(Ok(())),
-        }
-    }
-}
+type Stream = crate::stream::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// Serves one accepted connection to the end.
 pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
@@ -97,10 +46,8 @@ pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, ki
     let _ = stream.shutdown().await;
 }
 
-async fn handshake(ctx: &ServerContext, stream: Stream) -> Option<(Stream, TlsParams)> {
-    let Stream::Plain(tcp) = stream else {
-        return None;
-    };
+async fn handshake(ctx: &ServerContext, mut stream: Stream) -> Option<(Stream, TlsParams)> {
+    let tcp = stream.take_plain()?;
     let acceptor = ctx.tls.as_ref()?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => {

@@ -12,6 +12,7 @@
 //! - [`session`]: the SMTP dialogue as a pure state machine (bytes in, replies and steps out).
 //! - [`connection`]: the only socket code — drives a session, performs its steps, STARTTLS.
 //! - [`server`]: listeners, connection limits, the shared context.
+//! - [`stream`]: a TCP stream before or after TLS (server and client).
 //! - [`tls`]: certificates (configured or self-signed) for rustls.
 //! - [`credentials`]: the AUTH users file (Argon2id).
 //! - [`message`]: header edits and the `Received:` field.
@@ -32,4 +33,5 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod spool;
+pub mod stream;
 pub mod tls;
