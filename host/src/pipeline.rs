@@ -6,7 +6,6 @@
 //! The pipeline does no I/O of its own: the SMTP session and `sluice plugin check` both drive
 //! it, so the replay harness behaves exactly as the server does.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -57,10 +56,10 @@ impl Decision {
             Verdict::Continue => Decision::Continue,
             Verdict::Accept => Decision::Accept,
             Verdict::Reject(r) => Decision::Reject {
-                reply: plugin_reply(r, 550, "5.7.1"),
+                reply: plugin_reply(r, "5.7.1"),
             },
             Verdict::Tempfail(r) => Decision::Tempfail {
-                reply: plugin_reply(r, 451, "4.7.1"),
+                reply: plugin_reply(r, "4.7.1"),
             },
             Verdict::Discard => Decision::Discard,
             Verdict::Quarantine(reason) => Decision::Quarantine {
@@ -83,7 +82,7 @@ impl Decision {
 }
 
 /// A plugin's reply with defaults filled in and control characters removed.
-fn plugin_reply(r: &crate::plugin::bindings::types::Reply, _code: u16, enhanced: &str) -> Reply {
+fn plugin_reply(r: &crate::plugin::bindings::types::Reply, enhanced: &str) -> Reply {
     let enhanced = if r.enhanced.is_empty() {
         // Keep the class of the plugin's code with a generic detail.
         format!("{}{}", r.code / 100, &enhanced[1..])
@@ -597,18 +596,6 @@ pub fn message(raw: Vec<u8>) -> Message {
     }
 }
 
-/// Convenience for the replay harness and tests: the default plugin set of `config` loaded
-/// from `dir` (used when `config.plugins.dir` is not what the caller wants).
-pub fn plugin_files_in(
-    dir: &Path,
-    order: &[String],
-) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
-    Ok(directory::scan(dir, order)?
-        .into_iter()
-        .map(|f| (f.name, f.path))
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,17 +625,14 @@ mod tests {
             enhanced: String::new(),
             text: "no\x07pe".into(),
         };
-        assert_eq!(
-            plugin_reply(&r, 550, "5.7.1"),
-            Reply::new(554, "5.7.1", "nope")
-        );
+        assert_eq!(plugin_reply(&r, "5.7.1"), Reply::new(554, "5.7.1", "nope"));
         let r = crate::plugin::bindings::types::Reply {
             code: 421,
             enhanced: String::new(),
             text: String::new(),
         };
         assert_eq!(
-            plugin_reply(&r, 451, "4.7.1"),
+            plugin_reply(&r, "4.7.1"),
             Reply::new(421, "4.7.1", "Try again later")
         );
     }

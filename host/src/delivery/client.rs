@@ -159,20 +159,7 @@ impl Conn<'_> {
 
     async fn reply(&mut self, stage: &'static str) -> Result<Reply, ClientError> {
         let raw = self.reply_bytes(stage).await?;
-        let parsed = smtp_proto::response::parser::ResponseReceiver::default()
-            .parse(&mut raw.iter())
-            .map_err(|e| self.fail(stage, format!("malformed reply: {e:?}")))?;
-        let enhanced = if parsed.esc[0] > 0 {
-            format!("{}.{}.{}", parsed.esc[0], parsed.esc[1], parsed.esc[2])
-        } else {
-            String::new()
-        };
-        let text: String = parsed.message.replace(['\r', '\n'], " ").trim().to_string();
-        Ok(Reply {
-            code: parsed.code,
-            enhanced,
-            text,
-        })
+        self.reply_from(&raw, stage)
     }
 
     /// EHLO (or LHLO); returns the server's capabilities, or its refusal.

@@ -20,6 +20,7 @@ use super::{Error, ErrorKind, Hook, Runtime};
 use crate::config::{PluginLimits, PluginSettings};
 
 /// A plugin that passed every load check, ready to be instantiated per transaction.
+#[derive(Clone)]
 pub struct LoadedPlugin {
     /// The operator's name for it: the file name without `NN-` prefix and `.wasm`.
     pub name: String,
@@ -143,7 +144,7 @@ pub async fn load(
     };
 
     // Ask the plugin about itself and its settings, in a throwaway instance.
-    let mut instance = PluginInstance::new(Arc::new(plugin.clone_for_probe()))
+    let mut instance = PluginInstance::new(Arc::new(plugin.clone()))
         .await
         .map_err(|failure| {
             err(ErrorKind::LoadCall {
@@ -174,24 +175,6 @@ pub async fn load(
     }
     plugin.info = info;
     Ok(Arc::new(plugin))
-}
-
-impl LoadedPlugin {
-    /// A copy for the load-time probe instance (the real one gets `describe`'s answer).
-    fn clone_for_probe(&self) -> LoadedPlugin {
-        LoadedPlugin {
-            name: self.name.clone(),
-            file: self.file.clone(),
-            sha256: self.sha256.clone(),
-            info: self.info.clone(),
-            limits: self.limits,
-            config: self.config.clone(),
-            cache: self.cache,
-            compile_ms: self.compile_ms,
-            engine: self.engine.clone(),
-            pre: self.pre.clone(),
-        }
-    }
 }
 
 /// Checks that the component exports `sluice:filter/hooks` of the supported version, with a
