@@ -275,6 +275,16 @@ pub struct DeliveryConfig {
     pub max_queue_lifetime_secs: u64,
     /// Seconds to wait for each reply from a next hop.
     pub timeout_secs: u64,
+    /// Send a "delayed" DSN once a message has waited this long (off when unset).
+    pub delay_warning_secs: Option<u64>,
+    /// Messages delivered at the same time.
+    pub concurrency: usize,
+    /// Open connections to one next-hop address at most.
+    pub max_connections_per_destination: usize,
+    /// Seconds an idle connection is kept for the next message to the same next hop.
+    pub connection_idle_secs: u64,
+    /// The DNS server for MX routes (`ip` or `ip:port`); default: the system's resolvers.
+    pub resolver: Option<String>,
 }
 
 impl Default for DeliveryConfig {
@@ -284,6 +294,11 @@ impl Default for DeliveryConfig {
             retry_secs: vec![300, 600, 1200, 2400, 4800, 9600, 14400],
             max_queue_lifetime_secs: 5 * 24 * 3600,
             timeout_secs: 300,
+            delay_warning_secs: None,
+            concurrency: 20,
+            max_connections_per_destination: 10,
+            connection_idle_secs: 10,
+            resolver: None,
         }
     }
 }
@@ -294,8 +309,10 @@ impl Default for DeliveryConfig {
 pub enum RouteKind {
     /// SMTP to a fixed next hop (a smarthost).
     Smtp,
-    /// LMTP to a local server (e.g. Dovecot).
+    /// LMTP to a local server (e.g. Dovecot), over TCP or a Unix socket.
     Lmtp,
+    /// SMTP to the domain's mail exchangers (MX records, else its A/AAAA; RFC 5321 §5).
+    Mx,
     /// Into the Maildir tree.
     Maildir,
 }
@@ -310,6 +327,12 @@ pub struct RouteConfig {
     /// `host:port` of the next hop (smtp, lmtp).
     #[serde(default)]
     pub host: Option<String>,
+    /// Unix socket of the next hop (lmtp), instead of `host`.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Port of the mail exchangers (mx); default 25.
+    #[serde(default = "smtp_port")]
+    pub port: u16,
     /// TLS policy for smtp: `none`, `opportunistic` (default) or `required` (verified).
     #[serde(default = "opportunistic")]
     pub tls: crate::delivery::client::TlsPolicy,
@@ -319,6 +342,10 @@ pub struct RouteConfig {
     /// AUTH password.
     #[serde(default)]
     pub auth_password: Option<String>,
+}
+
+fn smtp_port() -> u16 {
+    25
 }
 
 fn opportunistic() -> crate::delivery::client::TlsPolicy {
@@ -552,14 +579,35 @@ impl Config {
                     "route[{i}].domains: list at least one domain, or \"*\""
                 ));
             }
-            match (r.kind, &r.host) {
-                (RouteKind::Smtp | RouteKind::Lmtp, None) => problems.push(format!(
-                    "route[{i}].host: required for an smtp or lmtp route"
+            match (r.kind, &r.host, &r.socket) {
+                (RouteKind::Smtp, None, _) => {
+                    problems.push(format!("route[{i}].host: required for an smtp route"))
+                }
+                (RouteKind::Lmtp, None, None) => problems.push(format!(
+                    "route[{i}]: an lmtp route needs host (host:port) or socket (a path)"
                 )),
-                (RouteKind::Smtp | RouteKind::Lmtp, Some(h)) if !h.contains(':') => {
+                (RouteKind::Lmtp, Some(_), Some(_)) => {
+                    problems.push(format!("route[{i}]: set host or socket, not both"))
+                }
+                (RouteKind::Smtp | RouteKind::Lmtp, Some(h), _) if !h.contains(':') => {
                     problems.push(format!("route[{i}].host: {h:?} must be host:port"))
                 }
+                (RouteKind::Mx | RouteKind::Maildir, Some(_), _) => problems.push(format!(
+                    "route[{i}].host: an {} route takes no host",
+                    if r.kind == RouteKind::Mx {
+                        "mx"
+                    } else {
+                        "maildir"
+                    }
+                )),
+                (RouteKind::Smtp | RouteKind::Mx | RouteKind::Maildir, _, Some(_)) => problems
+                    .push(format!(
+                        "route[{i}].socket: only an lmtp route takes a socket"
+                    )),
                 _ => {}
+            }
+            if r.kind == RouteKind::Mx && r.port == 0 {
+                problems.push(format!("route[{i}].port: must be a port number"));
             }
             if r.auth_user.is_some() != r.auth_password.is_some() {
                 problems.push(format!(
@@ -572,8 +620,28 @@ impl Config {
                 "delivery.retry_secs: list at least one delay, each at least 1 second".to_string(),
             );
         }
-        if self.delivery.timeout_secs == 0 {
-            problems.push("delivery.timeout_secs: must be at least 1".to_string());
+        for (key, v) in [
+            ("delivery.timeout_secs", self.delivery.timeout_secs),
+            ("delivery.concurrency", self.delivery.concurrency as u64),
+            (
+                "delivery.max_connections_per_destination",
+                self.delivery.max_connections_per_destination as u64,
+            ),
+            (
+                "delivery.delay_warning_secs",
+                self.delivery.delay_warning_secs.unwrap_or(1),
+            ),
+        ] {
+            if v == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if let Some(r) = &self.delivery.resolver
+            && crate::delivery::mx::resolver_addr(r).is_none()
+        {
+            problems.push(format!(
+                "delivery.resolver: {r:?} is not an IP address or ip:port"
+            ));
         }
         if self.server.hostname.is_empty() {
             problems.push("server.hostname: must not be empty".to_string());
@@ -641,6 +709,8 @@ impl Config {
                 domains: vec![domain.to_string()],
                 kind: RouteKind::Maildir,
                 host: None,
+                socket: None,
+                port: smtp_port(),
                 tls: crate::delivery::client::TlsPolicy::None,
                 auth_user: None,
                 auth_password: None,
@@ -751,6 +821,40 @@ mod tests {
             assert!(msg.contains(key), "missing {key} in:\n{msg}");
         }
         assert!(msg.starts_with("<built-in>: "), "{msg}");
+    }
+
+    #[test]
+    fn route_problems_name_the_route_and_key() {
+        let c = Config::parse(
+            r#"
+            [delivery]
+            resolver = "dns.example"
+            concurrency = 0
+            [[route]]
+            domains = ["a.test"]
+            kind = "mx"
+            host = "mx.a.test:25"
+            [[route]]
+            domains = ["b.test"]
+            kind = "lmtp"
+            [[route]]
+            domains = ["c.test"]
+            kind = "smtp"
+            host = "hop.test:25"
+            socket = "/run/x.sock"
+            "#,
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for want in [
+            "delivery.resolver: \"dns.example\" is not an IP address or ip:port",
+            "delivery.concurrency: must be at least 1",
+            "route[0].host: an mx route takes no host",
+            "route[1]: an lmtp route needs host (host:port) or socket (a path)",
+            "route[2].socket: only an lmtp route takes a socket",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! A TCP stream before or after TLS, for the server side (STARTTLS, implicit TLS) and the
-//! delivery client (STARTTLS) alike: `T` is rustls's server or client stream type.
+//! A stream before or after TLS, for the server side (STARTTLS, implicit TLS) and the
+//! delivery client (STARTTLS) alike: `T` is rustls's server or client stream type, `P` the
+//! plain stream (TCP for the server; TCP or Unix for the client).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,18 +9,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The socket, plain or encrypted.
-pub enum MaybeTls<T> {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS over TCP.
+pub enum MaybeTls<T, P = TcpStream> {
+    /// Plain.
+    Plain(P),
+    /// TLS over the plain stream.
     Tls(Box<T>),
     /// Transient, while the plain stream is handed to the TLS handshake.
     Switching,
 }
 
-impl<T> MaybeTls<T> {
+impl<T, P> MaybeTls<T, P> {
     /// Takes the plain stream out for a TLS handshake (leaving `Switching`).
-    pub fn take_plain(&mut self) -> Option<TcpStream> {
+    pub fn take_plain(&mut self) -> Option<P> {
         match std::mem::replace(self, MaybeTls::Switching) {
             MaybeTls::Plain(s) => Some(s),
             other => {
@@ -34,7 +35,7 @@ fn not_connected() -> std::io::Error {
     std::io::ErrorKind::NotConnected.into()
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
+impl<T: AsyncRead + Unpin, P: AsyncRead + Unpin> AsyncRead for MaybeTls<T, P> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -48,7 +49,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+impl<T: AsyncWrite + Unpin, P: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T, P> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -10,5 +10,6 @@ mod languages;
 mod loading;
 mod queue_cli;
 mod replay_cli;
+mod routes;
 mod serve_cli;
 mod smtp;

@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod dns;
+pub mod sink;
+
 use sluice::config::Config;
 use sluice::pipeline::{LoadError, Pipeline};
 use sluice::plugin::bindings::types::{Address, Envelope, Message, Session};

@@ -20,37 +20,67 @@ fn param<'a>(params: &'a [Param], keyword: &str) -> Option<&'a str> {
         .and_then(|p| p.value.as_deref())
 }
 
-/// True when the recipient asked for failure notices (no NOTIFY means yes; NOTIFY=NEVER or
-/// a list without FAILURE means no).
-fn wants_failure_notice(r: &Recipient) -> bool {
+/// True when the recipient asked for `kind` notices (FAILURE or DELAY). No NOTIFY means
+/// both (RFC 3461 §4.1 leaves it to the MTA; Postfix does the same); NOTIFY=NEVER or a
+/// list without `kind` means no.
+fn wants_notice(r: &Recipient, kind: &str) -> bool {
     match param(&r.params, "NOTIFY") {
         None => true,
-        Some(v) => v.split(',').any(|n| n.eq_ignore_ascii_case("FAILURE")),
+        Some(v) => v.split(',').any(|n| n.eq_ignore_ascii_case(kind)),
     }
+}
+
+/// Which notice a DSN gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Delivery failed (permanently, or the message expired).
+    Failed,
+    /// Delivery is delayed; it is retried until this Unix time.
+    Delayed {
+        /// When the message will expire.
+        retry_until: i64,
+    },
 }
 
 /// The failed recipients that should be reported, or none when no bounce is due: the
 /// sender is the null sender (never bounce a bounce), or every failed recipient said
 /// NOTIFY=NEVER.
 pub fn reportable(envelope: &SpooledEnvelope, state: &QueueState) -> Vec<FailedRecipient> {
+    listed(envelope, state, RcptStatus::Failed, "FAILURE")
+}
+
+/// The still-pending recipients whose delay should be reported (same rules, NOTIFY=DELAY).
+pub fn delayed(envelope: &SpooledEnvelope, state: &QueueState) -> Vec<FailedRecipient> {
+    listed(envelope, state, RcptStatus::Pending, "DELAY")
+}
+
+fn listed(
+    envelope: &SpooledEnvelope,
+    state: &QueueState,
+    status: RcptStatus,
+    notify: &str,
+) -> Vec<FailedRecipient> {
     if envelope.sender.address.is_empty() {
         return Vec::new();
     }
     state
         .recipients
         .iter()
-        .filter(|r| r.status == RcptStatus::Failed)
+        .filter(|r| r.status == status)
         .filter(|r| {
             envelope
                 .recipients
                 .iter()
                 .find(|e| e.address == r.address)
-                .is_none_or(wants_failure_notice)
+                .is_none_or(|e| wants_notice(e, notify))
         })
         .map(|r| FailedRecipient {
             address: r.address.clone(),
             reply: r.last_reply.clone().unwrap_or_default(),
-            status: r.status_code.clone().unwrap_or_else(|| "5.0.0".to_string()),
+            status: r.status_code.clone().unwrap_or_else(|| match status {
+                RcptStatus::Pending => "4.0.0".to_string(),
+                _ => "5.0.0".to_string(),
+            }),
             remote_host: r.remote.clone(),
         })
         .collect()
@@ -107,12 +137,37 @@ pub fn default_text(req: &BounceRequest) -> BounceText {
     }
 }
 
+/// The built-in text of a delay warning (the `render-bounce` hook of `sluice:filter@0.1.0`
+/// renders failures only).
+pub fn delay_text(req: &BounceRequest, retry_until: i64) -> BounceText {
+    let until = chrono::DateTime::from_timestamp(retry_until, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default();
+    let mut text = format!(
+        "This is the mail system at {}.\n\nYour message could not be delivered yet to these recipients:\n\n",
+        req.reporting_host
+    );
+    for f in &req.failures {
+        text.push_str(&format!("  {}\n    {}\n", f.address, f.reply));
+    }
+    text.push_str(&format!(
+        "\nThis is only a warning: you do not need to send the message again. We will keep\ntrying until {until}, and tell you if it fails for good.\n\n(Reference: queue id {})\n",
+        req.queue_id
+    ));
+    BounceText {
+        subject: "Delayed Mail (still being retried)".to_string(),
+        text,
+        html: None,
+    }
+}
+
 /// Builds the DSN message.
 pub fn build(
     envelope: &SpooledEnvelope,
     original: &[u8],
     req: &BounceRequest,
     text: &BounceText,
+    notice: Notice,
 ) -> Vec<u8> {
     let mut status = format!("Reporting-MTA: dns; {}\r\n", req.reporting_host);
     if let Some(envid) = param(&envelope.sender.params, "ENVID") {
@@ -130,13 +185,21 @@ pub fn build(
             status.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
         }
         status.push_str(&format!("Final-Recipient: rfc822; {}\r\n", f.address));
-        status.push_str("Action: failed\r\n");
+        match notice {
+            Notice::Failed => status.push_str("Action: failed\r\n"),
+            Notice::Delayed { .. } => status.push_str("Action: delayed\r\n"),
+        }
         status.push_str(&format!("Status: {}\r\n", f.status));
         if let Some(host) = &f.remote_host {
             status.push_str(&format!("Remote-MTA: dns; {host}\r\n"));
         }
         let diag: String = f.reply.chars().filter(|c| !c.is_control()).collect();
         status.push_str(&format!("Diagnostic-Code: smtp; {diag}\r\n"));
+        if let Notice::Delayed { retry_until } = notice
+            && let Some(t) = chrono::DateTime::from_timestamp(retry_until, 0)
+        {
+            status.push_str(&format!("Will-Retry-Until: {}\r\n", t.to_rfc2822()));
+        }
     }
     let human = match &text.html {
         Some(html) => MimePart::new(
@@ -148,8 +211,9 @@ pub fn build(
         ),
         None => MimePart::new("text/plain", text.text.clone()),
     };
-    let full =
-        param(&envelope.sender.params, "RET").is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
+    // A delay warning returns the headers only: the message is still on its way.
+    let full = notice == Notice::Failed
+        && param(&envelope.sender.params, "RET").is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
     let returned = if full {
         original.to_vec()
     } else {

@@ -5,16 +5,20 @@
 //! needs every recipient's own reply (RCPT refusals, and LMTP's one reply per recipient after
 //! DATA) and control of pipelining and STARTTLS policy, which the client crates hide.
 //!
+//! A [`Connection`] carries several messages in turn (RSET between them when a transaction
+//! was left open), so the queue runner can reuse it for mail to the same next hop.
+//!
 //! A refusal by the server (a 4xx/5xx reply) is an [`Outcome`] with that reply per recipient;
 //! a failure to talk to the server at all (connection, TLS, timeout, garbage) is a
 //! [`ClientError`], which the caller treats as a temporary failure for every recipient.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::reply::Reply;
 
@@ -102,20 +106,68 @@ pub enum ClientError {
     },
 }
 
-type Stream = crate::stream::MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
+impl ClientError {
+    /// True when the failure came before the server could have taken the message (at RSET
+    /// or MAIL), so sending it again elsewhere cannot duplicate it.
+    pub fn before_message(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Tls { .. } => true,
+            ClientError::Conversation { stage, .. } => matches!(*stage, "RSET" | "MAIL"),
+        }
+    }
+}
 
-/// One conversation with a next hop.
-struct Conn<'c> {
+/// Where the next hop listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix-domain socket (LMTP to a local mailbox server).
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for Target {
+    fn from(a: SocketAddr) -> Target {
+        Target::Tcp(a)
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A byte stream to the next hop, TCP or Unix.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Stream = crate::stream::MaybeTls<tokio_rustls::client::TlsStream<Box<dyn Io>>, Box<dyn Io>>;
+
+/// An open, greeted (and, as configured, encrypted and authenticated) connection to a next
+/// hop, ready for a message.
+pub struct Connection {
     stream: Stream,
     buf: Vec<u8>,
     remote: String,
-    cfg: &'c ClientConfig,
+    cfg: ClientConfig,
+    caps: u32,
+    tls: bool,
+    /// A transaction was begun and not completed: RSET before the next one.
+    dirty: bool,
+    /// Messages sent over this connection.
+    pub messages: u32,
+    /// When it was opened.
+    pub opened: Instant,
 }
 
 /// The largest reply accepted from a server (a defence against a hostile next hop).
 const MAX_REPLY: usize = 64 * 1024;
 
-impl Conn<'_> {
+impl Connection {
     fn fail(&self, stage: &'static str, problem: impl Into<String>) -> ClientError {
         ClientError::Conversation {
             remote: self.remote.clone(),
@@ -165,8 +217,8 @@ impl Conn<'_> {
     /// EHLO (or LHLO); returns the server's capabilities, or its refusal.
     async fn hello(&mut self) -> Result<Result<u32, Reply>, ClientError> {
         let verb = if self.cfg.lmtp { "LHLO" } else { "EHLO" };
-        self.send("EHLO", format!("{verb} {}\r\n", self.cfg.helo).as_bytes())
-            .await?;
+        let line = format!("{verb} {}\r\n", self.cfg.helo);
+        self.send("EHLO", line.as_bytes()).await?;
         let raw = self.reply_bytes("EHLO").await?;
         if !raw.starts_with(b"250") {
             let reply = self.reply_from(&raw, "EHLO")?;
@@ -190,6 +242,252 @@ impl Conn<'_> {
             },
             text: parsed.message.replace(['\r', '\n'], " ").trim().to_string(),
         })
+    }
+
+    /// The server that answered (name or address), for logs and the DSN's Remote-MTA.
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// TLS is in use.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Connects to `target` (whose name is `server_name`, for TLS and reports), reads the
+    /// greeting, says EHLO/LHLO, negotiates STARTTLS and AUTH as `cfg` says. A refusal by the
+    /// server (greeting, EHLO or AUTH) is `Ok(Err(reply))`.
+    pub async fn open(
+        target: &Target,
+        server_name: &str,
+        cfg: &ClientConfig,
+    ) -> Result<Result<Connection, Reply>, ClientError> {
+        let remote = server_name.to_string();
+        let connected: std::io::Result<Box<dyn Io>> = match target {
+            Target::Tcp(addr) => {
+                match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        Ok(Box::new(s))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Target::Unix(path) => {
+                match tokio::time::timeout(cfg.timeout, UnixStream::connect(path)).await {
+                    Ok(Ok(s)) => Ok(Box::new(s)),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            }
+        };
+        let io = connected.map_err(|source| ClientError::Connect {
+            remote: remote.clone(),
+            source,
+        })?;
+        let mut c = Connection {
+            stream: Stream::Plain(io),
+            buf: Vec::new(),
+            remote: remote.clone(),
+            cfg: cfg.clone(),
+            caps: 0,
+            tls: false,
+            dirty: false,
+            messages: 0,
+            opened: Instant::now(),
+        };
+        let greeting = c.reply("greeting").await?;
+        if greeting.code != 220 {
+            return Ok(Err(greeting));
+        }
+        c.caps = match c.hello().await? {
+            Ok(caps) => caps,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let offers_tls = c.caps & smtp_proto::EXT_START_TLS != 0;
+        if cfg.tls == TlsPolicy::Required && !offers_tls {
+            return Err(ClientError::Tls {
+                remote,
+                problem: "STARTTLS is required but not offered".into(),
+            });
+        }
+        if cfg.tls != TlsPolicy::None && offers_tls {
+            c.send("STARTTLS", b"STARTTLS\r\n").await?;
+            let r = c.reply("STARTTLS").await?;
+            if r.code != 220 {
+                if cfg.tls == TlsPolicy::Required {
+                    return Err(ClientError::Tls {
+                        remote,
+                        problem: format!("STARTTLS refused: {r}"),
+                    });
+                }
+            } else {
+                c.starttls(server_name).await?;
+                c.caps = match c.hello().await? {
+                    Ok(caps) => caps,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+            }
+        }
+        if let Some((user, password)) = &cfg.auth {
+            if !c.tls {
+                return Err(ClientError::Tls {
+                    remote,
+                    problem: "AUTH needs TLS, which was not negotiated".into(),
+                });
+            }
+            use base64::Engine as _;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            c.send("AUTH", format!("AUTH PLAIN {token}\r\n").as_bytes())
+                .await?;
+            let r = c.reply("AUTH").await?;
+            if r.code != 235 {
+                return Ok(Err(r));
+            }
+        }
+        Ok(Ok(c))
+    }
+
+    /// The TLS handshake after the server's 220 to STARTTLS.
+    async fn starttls(&mut self, server_name: &str) -> Result<(), ClientError> {
+        self.buf.clear();
+        let Some(io) = self.stream.take_plain() else {
+            return Err(self.fail("STARTTLS", "not a plain connection"));
+        };
+        let tls_error = |problem: String| ClientError::Tls {
+            remote: self.remote.clone(),
+            problem,
+        };
+        let connector =
+            tokio_rustls::TlsConnector::from(tls_config(self.cfg.tls == TlsPolicy::Required));
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| tls_error(e.to_string()))?;
+        let stream = match tokio::time::timeout(self.cfg.timeout, connector.connect(name, io)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(tls_error(e.to_string())),
+            Err(_) => return Err(tls_error("handshake timeout".into())),
+        };
+        self.stream = Stream::Tls(Box::new(stream));
+        self.tls = true;
+        Ok(())
+    }
+
+    /// Sends one message: MAIL and every RCPT (pipelined when offered), then DATA; returns
+    /// the reply that decided each recipient. The connection stays open for the next one.
+    pub async fn transact(&mut self, msg: &Outgoing<'_>) -> Result<Outcome, ClientError> {
+        if self.dirty {
+            self.send("RSET", b"RSET\r\n").await?;
+            let r = self.reply("RSET").await?;
+            if r.code / 100 != 2 {
+                return Err(self.fail("RSET", format!("RSET refused: {r}")));
+            }
+            self.dirty = false;
+        }
+        self.messages += 1;
+        let caps = self.caps;
+        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+        if caps & smtp_proto::EXT_SIZE != 0 {
+            mail.push_str(&format!(" SIZE={}", msg.message.len()));
+        }
+        if msg.eight_bit && caps & smtp_proto::EXT_8BIT_MIME != 0 {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if msg.smtputf8 && caps & smtp_proto::EXT_SMTP_UTF8 != 0 {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        self.dirty = true;
+        let mut results: Vec<(String, Option<Reply>)> = Vec::new();
+        let mail_reply;
+        if caps & smtp_proto::EXT_PIPELINING != 0 {
+            let mut batch = mail.into_bytes();
+            for r in msg.recipients {
+                batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+            }
+            self.send("MAIL", &batch).await?;
+            mail_reply = self.reply("MAIL").await?;
+            for r in msg.recipients {
+                let reply = self.reply("RCPT").await?;
+                results.push((r.clone(), Some(reply)));
+            }
+        } else {
+            self.send("MAIL", mail.as_bytes()).await?;
+            mail_reply = self.reply("MAIL").await?;
+            if mail_reply.code / 100 == 2 {
+                for r in msg.recipients {
+                    self.send("RCPT", format!("RCPT TO:<{r}>\r\n").as_bytes())
+                        .await?;
+                    let reply = self.reply("RCPT").await?;
+                    results.push((r.clone(), Some(reply)));
+                }
+            }
+        }
+        let outcome = |recipients| Outcome {
+            remote: self.remote.clone(),
+            recipients,
+            tls: self.tls,
+        };
+        if mail_reply.code / 100 != 2 {
+            return Ok(outcome(all(msg.recipients, &mail_reply)));
+        }
+        let accepted: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, r))| r.as_ref().is_some_and(|r| r.code / 100 == 2))
+            .map(|(i, _)| i)
+            .collect();
+        if !accepted.is_empty() {
+            self.send("DATA", b"DATA\r\n").await?;
+            let go = self.reply("DATA").await?;
+            if go.code != 354 {
+                for &i in &accepted {
+                    results[i].1 = Some(go.clone());
+                }
+            } else {
+                self.send("DATA", &dot_stuff(msg.message)).await?;
+                if self.cfg.lmtp {
+                    // LMTP: one reply per accepted recipient, in order (RFC 2033 §4.2).
+                    for &i in &accepted {
+                        let r = self.reply("end of DATA").await?;
+                        results[i].1 = Some(r);
+                    }
+                } else {
+                    let r = self.reply("end of DATA").await?;
+                    for &i in &accepted {
+                        results[i].1 = Some(r.clone());
+                    }
+                }
+                self.dirty = false;
+            }
+        }
+        let recipients = results
+            .into_iter()
+            .map(|(r, reply)| {
+                (
+                    r,
+                    reply.unwrap_or_else(|| Reply::new(451, "4.4.0", "no reply")),
+                )
+            })
+            .collect();
+        Ok(Outcome {
+            remote: self.remote.clone(),
+            recipients,
+            tls: self.tls,
+        })
+    }
+
+    /// Says QUIT and closes (best effort).
+    pub async fn quit(mut self) {
+        let quit = async {
+            if self.send("QUIT", b"QUIT\r\n").await.is_ok() {
+                let _ = self.reply("QUIT").await;
+            }
+            let _ = self.stream.shutdown().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), quit).await;
     }
 }
 
@@ -233,225 +531,27 @@ fn all(recipients: &[String], reply: &Reply) -> Vec<(String, Reply)> {
         .collect()
 }
 
-/// Delivers `msg` to the server at `addr`, whose name is `server_name` (for TLS).
+/// Delivers one message over a new connection to `target`, whose name is `server_name`
+/// (for TLS), and closes it.
 pub async fn deliver(
-    addr: SocketAddr,
+    target: impl Into<Target>,
     server_name: &str,
     cfg: &ClientConfig,
     msg: &Outgoing<'_>,
 ) -> Result<Outcome, ClientError> {
-    // The name for logs and the DSN's Remote-MTA field.
-    let remote = server_name.to_string();
-    let tcp = match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(ClientError::Connect { remote, source }),
-        Err(_) => {
-            return Err(ClientError::Connect {
-                remote,
-                source: std::io::ErrorKind::TimedOut.into(),
-            });
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let mut c = Conn {
-        stream: Stream::Plain(tcp),
-        buf: Vec::new(),
-        remote: remote.clone(),
-        cfg,
-    };
-    let greeting = c.reply("greeting").await?;
-    if greeting.code != 220 {
-        return Ok(Outcome {
-            remote,
-            recipients: all(msg.recipients, &greeting),
-            tls: false,
-        });
-    }
-    let mut caps = match c.hello().await? {
-        Ok(caps) => caps,
+    let mut c = match Connection::open(&target.into(), server_name, cfg).await? {
+        Ok(c) => c,
         Err(refusal) => {
             return Ok(Outcome {
-                remote,
+                remote: server_name.to_string(),
                 recipients: all(msg.recipients, &refusal),
                 tls: false,
             });
         }
     };
-    let mut tls = false;
-    let offers_tls = caps & smtp_proto::EXT_START_TLS != 0;
-    if cfg.tls == TlsPolicy::Required && !offers_tls {
-        return Err(ClientError::Tls {
-            remote,
-            problem: "STARTTLS is required but not offered".into(),
-        });
-    }
-    if cfg.tls != TlsPolicy::None && offers_tls {
-        c.send("STARTTLS", b"STARTTLS\r\n").await?;
-        let r = c.reply("STARTTLS").await?;
-        if r.code != 220 {
-            if cfg.tls == TlsPolicy::Required {
-                return Err(ClientError::Tls {
-                    remote,
-                    problem: format!("STARTTLS refused: {r}"),
-                });
-            }
-        } else {
-            c.buf.clear();
-            let Some(tcp) = c.stream.take_plain() else {
-                return Err(c.fail("STARTTLS", "not a plain connection"));
-            };
-            let connector =
-                tokio_rustls::TlsConnector::from(tls_config(cfg.tls == TlsPolicy::Required));
-            let name =
-                rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| {
-                    ClientError::Tls {
-                        remote: remote.clone(),
-                        problem: e.to_string(),
-                    }
-                })?;
-            let stream = match tokio::time::timeout(cfg.timeout, connector.connect(name, tcp)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(ClientError::Tls {
-                        remote,
-                        problem: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(ClientError::Tls {
-                        remote,
-                        problem: "handshake timeout".into(),
-                    });
-                }
-            };
-            c.stream = Stream::Tls(Box::new(stream));
-            tls = true;
-            caps = match c.hello().await? {
-                Ok(caps) => caps,
-                Err(refusal) => {
-                    return Ok(Outcome {
-                        remote,
-                        recipients: all(msg.recipients, &refusal),
-                        tls,
-                    });
-                }
-            };
-        }
-    }
-    if let Some((user, password)) = &cfg.auth {
-        if !tls {
-            return Err(ClientError::Tls {
-                remote,
-                problem: "AUTH needs TLS, which was not negotiated".into(),
-            });
-        }
-        use base64::Engine as _;
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        c.send("AUTH", format!("AUTH PLAIN {token}\r\n").as_bytes())
-            .await?;
-        let r = c.reply("AUTH").await?;
-        if r.code != 235 {
-            return Ok(Outcome {
-                remote,
-                recipients: all(msg.recipients, &r),
-                tls,
-            });
-        }
-    }
-
-    // MAIL and every RCPT (pipelined when offered), then DATA.
-    let mut mail = format!("MAIL FROM:<{}>", msg.sender);
-    if caps & smtp_proto::EXT_SIZE != 0 {
-        mail.push_str(&format!(" SIZE={}", msg.message.len()));
-    }
-    if msg.eight_bit && caps & smtp_proto::EXT_8BIT_MIME != 0 {
-        mail.push_str(" BODY=8BITMIME");
-    }
-    if msg.smtputf8 && caps & smtp_proto::EXT_SMTP_UTF8 != 0 {
-        mail.push_str(" SMTPUTF8");
-    }
-    mail.push_str("\r\n");
-    let pipelining = caps & smtp_proto::EXT_PIPELINING != 0;
-    let mut results: Vec<(String, Option<Reply>)> = Vec::new();
-    let mail_reply;
-    if pipelining {
-        let mut batch = mail.into_bytes();
-        for r in msg.recipients {
-            batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
-        }
-        c.send("MAIL", &batch).await?;
-        mail_reply = c.reply("MAIL").await?;
-        for r in msg.recipients {
-            let reply = c.reply("RCPT").await?;
-            results.push((r.clone(), Some(reply)));
-        }
-    } else {
-        c.send("MAIL", mail.as_bytes()).await?;
-        mail_reply = c.reply("MAIL").await?;
-        if mail_reply.code / 100 == 2 {
-            for r in msg.recipients {
-                c.send("RCPT", format!("RCPT TO:<{r}>\r\n").as_bytes())
-                    .await?;
-                let reply = c.reply("RCPT").await?;
-                results.push((r.clone(), Some(reply)));
-            }
-        }
-    }
-    if mail_reply.code / 100 != 2 {
-        let _ = c.send("QUIT", b"QUIT\r\n").await;
-        return Ok(Outcome {
-            remote,
-            recipients: all(msg.recipients, &mail_reply),
-            tls,
-        });
-    }
-    let accepted: Vec<usize> = results
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, r))| r.as_ref().is_some_and(|r| r.code / 100 == 2))
-        .map(|(i, _)| i)
-        .collect();
-    if !accepted.is_empty() {
-        c.send("DATA", b"DATA\r\n").await?;
-        let go = c.reply("DATA").await?;
-        if go.code != 354 {
-            for &i in &accepted {
-                results[i].1 = Some(go.clone());
-            }
-        } else {
-            c.send("DATA", &dot_stuff(msg.message)).await?;
-            if cfg.lmtp {
-                // LMTP: one reply per accepted recipient, in order (RFC 2033 §4.2).
-                for &i in &accepted {
-                    let r = c.reply("end of DATA").await?;
-                    results[i].1 = Some(r);
-                }
-            } else {
-                let r = c.reply("end of DATA").await?;
-                for &i in &accepted {
-                    results[i].1 = Some(r.clone());
-                }
-            }
-        }
-    }
-    let _ = c.send("QUIT", b"QUIT\r\n").await;
-    let _ = c.stream.shutdown().await;
-    let recipients = results
-        .into_iter()
-        .map(|(r, reply)| {
-            (
-                r,
-                reply.unwrap_or_else(|| Reply::new(451, "4.4.0", "no reply")),
-            )
-        })
-        .collect();
-    Ok(Outcome {
-        remote,
-        recipients,
-        tls,
-    })
+    let out = c.transact(msg).await?;
+    c.quit().await;
+    Ok(out)
 }
 
 /// The rustls client configuration: verified against the system's roots, or (opportunistic

@@ -1,11 +1,14 @@
 //! The queue runner: takes due messages from the spool to their next hop, per recipient.
 //!
-//! Each pass ([`Runner::run_once`], given the current time so tests control the clock):
-//! for every due message, group its pending recipients by route, deliver each group, record
+//! Each pass ([`Runner::run_once`], given the current time so tests control the clock)
+//! handles the due messages, `delivery.concurrency` at a time, over pooled connections
+//! ([`super::pool`]): for every due message, group its pending recipients by route, deliver
+//! each group, record
 //! each recipient's outcome (2xx delivered, 5xx failed, 4xx/connection trouble deferred),
 //! call the `on-delivery` hooks, then either schedule the next attempt or — when nothing is
 //! pending — spool a bounce for the failures (RFC 3464, via `render-bounce`) and remove the
-//! message. Messages older than the queue lifetime fail their pending recipients as expired.
+//! message. Messages older than the queue lifetime fail their pending recipients as expired;
+//! messages older than `delivery.delay_warning_secs` get one "delayed" DSN.
 //!
 //! Order of writes keeps mail safe across crashes: a bounce is spooled before the original is
 //! removed, and the state file is replaced atomically, so a crash repeats work (at-least-once)
@@ -15,6 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tokio::sync::Notify;
 
 use crate::config::{Config, RouteConfig, RouteKind};
@@ -24,7 +28,10 @@ use crate::reply::Reply;
 use crate::session::{Recipient, Sender, address};
 use crate::spool::{self, Spool, SpoolState, SpooledEnvelope};
 
-use super::client::{self, ClientConfig, Outgoing};
+use super::bounce::Notice;
+use super::client::{ClientConfig, Outgoing, Target};
+use super::mx::{MxError, MxResolver};
+use super::pool::{Pool, Sent};
 use super::state::{self, QueueState, RcptStatus, fmt_time};
 use super::{bounce, local};
 
@@ -35,6 +42,8 @@ pub struct PassReport {
     pub attempts: Vec<(String, String, RcptStatus, String)>,
     /// Queue ids of the bounces spooled.
     pub bounces: Vec<String>,
+    /// Queue ids of the delay warnings spooled.
+    pub warnings: Vec<String>,
     /// Queue ids removed because they were finished.
     pub finished: Vec<String>,
     /// The `on-delivery` and `render-bounce` calls made.
@@ -46,6 +55,8 @@ pub struct Runner {
     spool: Spool,
     config: Config,
     pipeline: Pipeline,
+    pool: Pool,
+    mx: MxResolver,
 }
 
 /// The current Unix time in seconds.
@@ -53,14 +64,42 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+/// One reply for every recipient of a group.
+fn each(n: usize, reply: Reply, remote: Option<String>) -> Vec<(Reply, Option<String>)> {
+    vec![(reply, remote); n]
+}
+
+impl PassReport {
+    fn merge(&mut self, other: PassReport) {
+        self.attempts.extend(other.attempts);
+        self.bounces.extend(other.bounces);
+        self.warnings.extend(other.warnings);
+        self.finished.extend(other.finished);
+        self.hook_calls.extend(other.hook_calls);
+    }
+}
+
 impl Runner {
     /// A runner over `spool` with the routes and limits of `config`.
     pub fn new(spool: Spool, config: Config, pipeline: Pipeline) -> Runner {
+        let d = &config.delivery;
+        let pool = Pool::new(
+            d.max_connections_per_destination,
+            Duration::from_secs(d.connection_idle_secs),
+        );
+        let mx = MxResolver::new(d.resolver.as_deref());
         Runner {
             spool,
             config,
             pipeline,
+            pool,
+            mx,
         }
+    }
+
+    /// The outbound connection pool (connections opened so far, for tests).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Runs passes until dropped: after each wake-up, and at least every few seconds.
@@ -70,6 +109,7 @@ impl Runner {
             for (id, rcpt, status, reply) in &report.attempts {
                 tracing::info!(id = %id, to = %rcpt, status = ?status, reply = %reply, "delivery");
             }
+            self.pool.close_idle().await;
             let _ = tokio::time::timeout(Duration::from_secs(5), wakeup.notified()).await;
         }
     }
@@ -80,27 +120,44 @@ impl Runner {
         let Ok(ids) = self.spool.list(SpoolState::Queue) else {
             return report;
         };
-        for id in ids {
-            if let Err(e) = self.process(&id, now, &mut report).await {
-                tracing::warn!(id = %id, error = %e, "queue runner could not process the message");
+        let mut passes = futures::stream::iter(ids)
+            .map(|id| async move {
+                let result = self.process(&id, now).await;
+                (id, result)
+            })
+            .buffer_unordered(self.config.delivery.concurrency.max(1));
+        while let Some((id, result)) = passes.next().await {
+            match result {
+                Ok(r) => report.merge(r),
+                Err(e) => {
+                    tracing::warn!(id = %id, error = %e, "queue runner could not process the message")
+                }
             }
         }
         report
     }
 
-    async fn process(&self, id: &str, now: i64, report: &mut PassReport) -> anyhow::Result<()> {
+    async fn process(&self, id: &str, now: i64) -> anyhow::Result<PassReport> {
+        let mut report = PassReport::default();
         let dir = self.spool.root().join("queue");
-        let (envelope, message) = self.spool.read(SpoolState::Queue, id)?;
-        let mut st = match state::read(&dir, id)? {
-            Some(s) => s,
-            None => QueueState::initial(&envelope, now),
-        };
-        if st.held || st.next_attempt > now {
-            return Ok(());
+        let disk_state = state::read(&dir, id)?;
+        if disk_state
+            .as_ref()
+            .is_some_and(|s| s.held || s.next_attempt > now)
+        {
+            return Ok(report);
         }
+        let (envelope, message) = match self.spool.read(SpoolState::Queue, id) {
+            Ok(m) => m,
+            // Finished, or deleted by the operator, since the listing.
+            Err(_) if !self.spool.path(SpoolState::Queue, id).is_file() => return Ok(report),
+            Err(e) => return Err(e.into()),
+        };
+        let mut st = disk_state.unwrap_or_else(|| QueueState::initial(&envelope, now));
 
-        // Group the pending recipients by route.
-        let mut groups: BTreeMap<String, (Option<RouteConfig>, Vec<usize>)> = BTreeMap::new();
+        // Group the pending recipients by route (and, for MX routes, by domain).
+        let mut groups: BTreeMap<String, (Option<RouteConfig>, String, Vec<usize>)> =
+            BTreeMap::new();
         for (i, r) in st.recipients.iter().enumerate() {
             if r.status != RcptStatus::Pending {
                 continue;
@@ -108,16 +165,29 @@ impl Runner {
             let domain = address::split(&r.address).1.to_ascii_lowercase();
             let route = self.config.route_for(&domain);
             let key = match &route {
-                Some(r) => format!("{:?}:{}", r.kind, r.host.clone().unwrap_or_default()),
+                Some(r) if r.kind == RouteKind::Mx => format!("mx:{domain}"),
+                Some(r) => format!(
+                    "{:?}:{}{}",
+                    r.kind,
+                    r.host.clone().unwrap_or_default(),
+                    r.socket
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                ),
                 None => format!("none:{domain}"),
             };
-            groups.entry(key).or_insert((route, Vec::new())).1.push(i);
+            groups
+                .entry(key)
+                .or_insert((route, domain, Vec::new()))
+                .2
+                .push(i);
         }
 
         st.attempts += 1;
-        for (_, (route, indexes)) in groups {
+        for (_, (route, domain, indexes)) in groups {
             let outcomes = self
-                .deliver_group(&envelope, &message, route.as_ref(), &st, &indexes)
+                .deliver_group(&envelope, &message, route.as_ref(), &domain, &st, &indexes)
                 .await;
             for (i, (reply, remote)) in indexes.into_iter().zip(outcomes) {
                 let r = &mut st.recipients[i];
@@ -166,9 +236,9 @@ impl Runner {
         }
 
         // Expiry: pending recipients of a message past its lifetime fail.
-        let expired = !st.finished()
-            && now - st.queued_at
-                >= i64::try_from(self.config.delivery.max_queue_lifetime_secs).unwrap_or(i64::MAX);
+        let lifetime =
+            i64::try_from(self.config.delivery.max_queue_lifetime_secs).unwrap_or(i64::MAX / 2);
+        let expired = !st.finished() && now - st.queued_at >= lifetime;
         if expired {
             for r in st
                 .recipients
@@ -185,6 +255,36 @@ impl Runner {
         }
 
         if !st.finished() {
+            // A delay warning, once, when the message has waited long enough.
+            if let Some(after) = self.config.delivery.delay_warning_secs
+                && !st.warned
+                && now - st.queued_at >= i64::try_from(after).unwrap_or(i64::MAX / 2)
+            {
+                st.warned = true;
+                let pending = bounce::delayed(&envelope, &st);
+                if !pending.is_empty() {
+                    let headers = crate::pipeline::parse_headers(&message);
+                    let req = bounce::request(
+                        &envelope,
+                        headers,
+                        pending,
+                        &self.config.server.hostname,
+                        false,
+                    );
+                    let retry_until = st.queued_at.saturating_add(lifetime);
+                    let text = bounce::delay_text(&req, retry_until);
+                    let notice = Notice::Delayed { retry_until };
+                    let warning = self
+                        .spool_notice(&envelope, &message, &req, &text, notice)
+                        .await?;
+                    st.history.push(format!(
+                        "{} delay warning {warning} sent to {}",
+                        fmt_time(now),
+                        envelope.sender.address
+                    ));
+                    report.warnings.push(warning);
+                }
+            }
             let schedule = &self.config.delivery.retry_secs;
             let step = usize::try_from(st.attempts)
                 .unwrap_or(usize::MAX)
@@ -207,7 +307,7 @@ impl Runner {
                 }
                 state::write(&dir, id, &st)
             })?;
-            return Ok(());
+            return Ok(report);
         }
 
         // Finished: bounce the failures (never a bounce of a bounce), then remove.
@@ -224,30 +324,9 @@ impl Runner {
             let (rendered, calls) = self.pipeline.render_bounce(&req).await;
             report.hook_calls.extend(calls);
             let text = rendered.unwrap_or_else(|| bounce::default_text(&req));
-            let dsn = bounce::build(&envelope, &message, &req, &text);
-            let bounce_id = spool::new_queue_id();
-            let bounce_envelope = SpooledEnvelope {
-                id: bounce_id.clone(),
-                received_at: chrono::Utc::now().to_rfc3339(),
-                sender: Sender {
-                    address: String::new(),
-                    params: Vec::new(),
-                },
-                recipients: vec![Recipient {
-                    address: envelope.sender.address.clone(),
-                    params: Vec::new(),
-                    discarded: false,
-                }],
-                client_ip: "127.0.0.1".to_string(),
-                helo: self.config.server.hostname.clone(),
-                listener: "bounce".to_string(),
-                auth_user: None,
-                quarantine: None,
-            };
-            self.spool
-                .store(SpoolState::Queue, &bounce_envelope, &dsn)
+            let bounce_id = self
+                .spool_notice(&envelope, &message, &req, &text, Notice::Failed)
                 .await?;
-            tracing::info!(id = %id, bounce = %bounce_id, to = %envelope.sender.address, "bounce queued");
             report.bounces.push(bounce_id);
         } else if envelope.sender.address.is_empty()
             && st.recipients.iter().any(|r| r.status == RcptStatus::Failed)
@@ -262,7 +341,47 @@ impl Runner {
             Ok(())
         })?;
         report.finished.push(id.to_string());
-        Ok(())
+        Ok(report)
+    }
+
+    /// Builds a DSN and spools it from `<>` to the original sender; returns its queue id.
+    async fn spool_notice(
+        &self,
+        envelope: &SpooledEnvelope,
+        message: &[u8],
+        req: &crate::plugin::bindings::types::BounceRequest,
+        text: &crate::plugin::bindings::types::BounceText,
+        notice: Notice,
+    ) -> anyhow::Result<String> {
+        let dsn = bounce::build(envelope, message, req, text, notice);
+        let dsn_id = spool::new_queue_id();
+        let dsn_envelope = SpooledEnvelope {
+            id: dsn_id.clone(),
+            received_at: chrono::Utc::now().to_rfc3339(),
+            sender: Sender {
+                address: String::new(),
+                params: Vec::new(),
+            },
+            recipients: vec![Recipient {
+                address: envelope.sender.address.clone(),
+                params: Vec::new(),
+                discarded: false,
+            }],
+            client_ip: "127.0.0.1".to_string(),
+            helo: self.config.server.hostname.clone(),
+            listener: "bounce".to_string(),
+            auth_user: None,
+            quarantine: None,
+        };
+        self.spool
+            .store(SpoolState::Queue, &dsn_envelope, &dsn)
+            .await?;
+        let kind = match notice {
+            Notice::Failed => "bounce",
+            Notice::Delayed { .. } => "delay warning",
+        };
+        tracing::info!(id = %envelope.id, dsn = %dsn_id, to = %envelope.sender.address, "{kind} queued");
+        Ok(dsn_id)
     }
 
     /// Delivers to one route; returns (reply, remote host) per recipient index given.
@@ -271,6 +390,7 @@ impl Runner {
         envelope: &SpooledEnvelope,
         message: &[u8],
         route: Option<&RouteConfig>,
+        domain: &str,
         st: &QueueState,
         indexes: &[usize],
     ) -> Vec<(Reply, Option<String>)> {
@@ -280,83 +400,134 @@ impl Runner {
             .collect();
         let Some(route) = route else {
             let r = Reply::new(451, "4.4.0", "No route configured for this domain");
-            return rcpts.iter().map(|_| (r.clone(), None)).collect();
+            return each(rcpts.len(), r, None);
         };
-        match route.kind {
-            RouteKind::Maildir => {
-                let root = self.config.maildir();
-                rcpts
-                    .iter()
-                    .map(|a| {
-                        let mailbox = local::mailbox_name(address::split(a).0);
-                        match local::write_maildir(
-                            &root.join(&mailbox),
-                            &envelope.id,
-                            &self.config.server.hostname,
-                            message,
-                        ) {
-                            Ok(_) => (Reply::new(250, "2.0.0", "Delivered to maildir"), None),
-                            Err(e) => (
-                                Reply::new(451, "4.3.0", &format!("Maildir write failed: {e}")),
-                                None,
-                            ),
-                        }
-                    })
-                    .collect()
+        if route.kind == RouteKind::Maildir {
+            let root = self.config.maildir();
+            return rcpts
+                .iter()
+                .map(|a| {
+                    let mailbox = local::mailbox_name(address::split(a).0);
+                    match local::write_maildir(
+                        &root.join(&mailbox),
+                        &envelope.id,
+                        &self.config.server.hostname,
+                        message,
+                    ) {
+                        Ok(_) => (Reply::new(250, "2.0.0", "Delivered to maildir"), None),
+                        Err(e) => (
+                            Reply::new(451, "4.3.0", &format!("Maildir write failed: {e}")),
+                            None,
+                        ),
+                    }
+                })
+                .collect();
+        }
+        let cfg = ClientConfig {
+            helo: self.config.server.hostname.clone(),
+            tls: route.tls,
+            auth: route.auth_user.clone().zip(route.auth_password.clone()),
+            lmtp: route.kind == RouteKind::Lmtp,
+            timeout: Duration::from_secs(self.config.delivery.timeout_secs),
+        };
+        let out = Outgoing {
+            sender: &envelope.sender.address,
+            recipients: &rcpts,
+            message,
+            eight_bit: message.iter().any(|b| *b >= 0x80),
+            smtputf8: envelope
+                .sender
+                .params
+                .iter()
+                .any(|p| p.keyword == "SMTPUTF8"),
+        };
+        // The candidate next hops, in order: (target, name for TLS and reports).
+        let hops: Vec<(Target, String)> = match (route.kind, &route.socket, &route.host) {
+            (RouteKind::Lmtp, Some(path), _) => {
+                vec![(Target::Unix(path.clone()), "localhost".to_string())]
             }
-            RouteKind::Smtp | RouteKind::Lmtp => {
-                let host = route.host.clone().unwrap_or_default();
-                let server_name = host
+            (RouteKind::Mx, _, _) => match self.mx_hops(domain, route.port).await {
+                Ok(hops) => hops,
+                Err(e) => {
+                    let r = match &e {
+                        MxError::NullMx(_) => Reply::new(556, "5.1.10", &e.to_string()),
+                        MxError::NoSuchDomain(_) | MxError::NoMailHost(_) => {
+                            Reply::new(550, "5.1.2", &e.to_string())
+                        }
+                        MxError::Temporary { .. } => Reply::new(451, "4.4.3", &e.to_string()),
+                    };
+                    return each(rcpts.len(), r, None);
+                }
+            },
+            (_, _, host) => {
+                let host = host.clone().unwrap_or_default();
+                let name = host
                     .rsplit_once(':')
                     .map(|(h, _)| h)
                     .unwrap_or(&host)
                     .trim_matches(['[', ']'])
                     .to_string();
-                let addr = match tokio::net::lookup_host(&host).await.map(|mut a| a.next()) {
-                    Ok(Some(a)) => a,
-                    Ok(None) | Err(_) => {
-                        let r = Reply::new(451, "4.4.3", &format!("Cannot resolve {host}"));
-                        return rcpts.iter().map(|_| (r.clone(), None)).collect();
-                    }
-                };
-                let cfg = ClientConfig {
-                    helo: self.config.server.hostname.clone(),
-                    tls: route.tls,
-                    auth: route.auth_user.clone().zip(route.auth_password.clone()),
-                    lmtp: route.kind == RouteKind::Lmtp,
-                    timeout: Duration::from_secs(self.config.delivery.timeout_secs),
-                };
-                let eight_bit = message.iter().any(|b| *b >= 0x80);
-                let smtputf8 = envelope
-                    .sender
-                    .params
-                    .iter()
-                    .any(|p| p.keyword == "SMTPUTF8");
-                let out = client::deliver(
-                    addr,
-                    &server_name,
-                    &cfg,
-                    &Outgoing {
-                        sender: &envelope.sender.address,
-                        recipients: &rcpts,
-                        message,
-                        eight_bit,
-                        smtputf8,
-                    },
-                )
-                .await;
-                match out {
-                    Ok(o) => o
+                match tokio::net::lookup_host(&host).await {
+                    Ok(addrs) => addrs.map(|a| (Target::Tcp(a), name.clone())).collect(),
+                    Err(_) => Vec::new(),
+                }
+            }
+        };
+        if hops.is_empty() {
+            let r = Reply::new(451, "4.4.3", "Cannot resolve the next hop");
+            return each(rcpts.len(), r, None);
+        }
+        // Try each next hop until one answers for the recipients (RFC 5321 §5.1: a host
+        // that cannot be reached or refuses the session sends us to the next one).
+        let mut last = Reply::new(451, "4.4.1", "No next hop answered");
+        let mut last_remote = None;
+        for (target, name) in &hops {
+            match self.pool.send(target, name, &cfg, &out).await {
+                Sent::Answered(o) => {
+                    return o
                         .recipients
                         .into_iter()
                         .map(|(_, r)| (r, Some(o.remote.clone())))
-                        .collect(),
-                    Err(e) => {
-                        let r = Reply::new(451, "4.4.1", &e.to_string());
-                        rcpts.iter().map(|_| (r.clone(), None)).collect()
-                    }
+                        .collect();
+                }
+                Sent::Refused(r) => {
+                    last = r;
+                    last_remote = Some(name.clone());
+                }
+                Sent::Failed(e) => {
+                    tracing::debug!(id = %envelope.id, hop = %target, error = %e, "next hop failed");
+                    last = Reply::new(451, "4.4.1", &e.to_string());
+                    last_remote = None;
                 }
             }
+        }
+        each(rcpts.len(), last, last_remote)
+    }
+
+    /// The addresses of the domain's mail exchangers, in the order to try them.
+    async fn mx_hops(&self, domain: &str, port: u16) -> Result<Vec<(Target, String)>, MxError> {
+        let exchangers = self.mx.exchangers(domain).await?;
+        let implicit = exchangers.len() == 1 && exchangers[0].name == domain;
+        let mut hops = Vec::new();
+        let mut trouble = None;
+        for ex in exchangers {
+            match self.mx.addresses(&ex.name).await {
+                Ok(addrs) => hops.extend(
+                    addrs
+                        .into_iter()
+                        .map(|ip| (Target::Tcp((ip, port).into()), ex.name.clone())),
+                ),
+                Err(e) => trouble = Some(e),
+            }
+        }
+        match (hops.is_empty(), trouble) {
+            (false, _) => Ok(hops),
+            (true, Some(e)) => Err(e),
+            (true, None) if implicit => Err(MxError::NoMailHost(domain.to_string())),
+            (true, None) => Err(MxError::Temporary {
+                name: domain.to_string(),
+                problem: "no mail exchanger has an address".to_string(),
+            }),
         }
     }
 }

@@ -48,6 +48,9 @@ pub struct QueueState {
     /// Held by the operator: not delivered until released.
     #[serde(default)]
     pub held: bool,
+    /// A delay warning has been sent.
+    #[serde(default)]
+    pub warned: bool,
     /// Per recipient.
     pub recipients: Vec<RcptState>,
     /// One line per event, for `sluice queue show`.
@@ -62,6 +65,7 @@ impl QueueState {
             next_attempt: queued_at,
             queued_at,
             held: false,
+            warned: false,
             recipients: envelope
                 .recipients
                 .iter()

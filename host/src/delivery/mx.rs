@@ -1,0 +1,204 @@
+//! Finding a domain's mail exchangers (RFC 5321 §5.1) with `hickory-resolver`: MX records in
+//! preference order (equal preferences in random order), the domain itself as an implicit MX
+//! when it has none, and the null MX of RFC 7505 ("this domain accepts no mail").
+//!
+//! The DNS server is the system's unless `[delivery] resolver` names one (tests run their own
+//! on loopback). Answers are cached by the resolver for their TTL.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::RData;
+
+/// Why a domain's mail exchangers could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MxError {
+    /// The domain publishes a null MX: it accepts no mail (permanent).
+    #[error("{0} does not accept mail (null MX, RFC 7505)")]
+    NullMx(String),
+    /// The domain does not exist (permanent).
+    #[error("domain {0} does not exist (NXDOMAIN)")]
+    NoSuchDomain(String),
+    /// The domain has neither MX nor address records (permanent).
+    #[error("{0} has no MX and no address records")]
+    NoMailHost(String),
+    /// DNS failed for now: timeout, SERVFAIL, no resolver (temporary).
+    #[error("DNS lookup for {name} failed: {problem}")]
+    Temporary {
+        /// The name looked up.
+        name: String,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+impl MxError {
+    /// True when retrying later may help.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, MxError::Temporary { .. })
+    }
+}
+
+/// One mail exchanger, with its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchanger {
+    /// Its host name (without the trailing dot).
+    pub name: String,
+    /// MX preference (0 for an implicit MX).
+    pub preference: u16,
+}
+
+/// `ip` or `ip:port` (IPv6 as `[::1]:53`) to a socket address; port 53 by default.
+pub fn resolver_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    s.trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// A caching DNS resolver for MX routes.
+pub struct MxResolver {
+    resolver: Result<TokioResolver, String>,
+}
+
+impl MxResolver {
+    /// A resolver asking `server` (an address accepted by [`resolver_addr`]), or the
+    /// system's resolvers when `None`.
+    pub fn new(server: Option<&str>) -> MxResolver {
+        let mut opts = ResolverOpts::default();
+        opts.timeout = Duration::from_secs(5);
+        opts.attempts = 2;
+        let built = match server.map(resolver_addr) {
+            Some(Some(addr)) => {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                Ok(TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![ns]),
+                    TokioRuntimeProvider::default(),
+                ))
+            }
+            Some(None) => Err("delivery.resolver is not an address".to_string()),
+            None => TokioResolver::builder_tokio().map_err(|e| e.to_string()),
+        };
+        let resolver = built
+            .and_then(|b| b.with_options(opts).build().map_err(|e| e.to_string()))
+            .map_err(|e| format!("no DNS resolver: {e}"));
+        MxResolver { resolver }
+    }
+
+    fn resolver(&self, name: &str) -> Result<&TokioResolver, MxError> {
+        self.resolver.as_ref().map_err(|e| MxError::Temporary {
+            name: name.to_string(),
+            problem: e.clone(),
+        })
+    }
+
+    /// The mail exchangers of `domain`, most preferred first.
+    pub async fn exchangers(&self, domain: &str) -> Result<Vec<Exchanger>, MxError> {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        let lookup = self.resolver(domain)?.mx_lookup(fqdn.as_str()).await;
+        let mut mx: Vec<Exchanger> = match lookup {
+            Ok(l) => l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::MX(mx) => Some((mx.preference, mx.exchange.clone())),
+                    _ => None,
+                })
+                .map(|(preference, exchange)| {
+                    if exchange.is_root() {
+                        Exchanger {
+                            name: String::new(),
+                            preference,
+                        }
+                    } else {
+                        Exchanger {
+                            name: exchange.to_ascii().trim_end_matches('.').to_string(),
+                            preference,
+                        }
+                    }
+                })
+                .collect(),
+            Err(e) => match negative(&e) {
+                Some(ResponseCode::NXDomain) => {
+                    return Err(MxError::NoSuchDomain(domain.to_string()));
+                }
+                Some(ResponseCode::NoError) => Vec::new(),
+                _ => {
+                    return Err(MxError::Temporary {
+                        name: domain.to_string(),
+                        problem: e.to_string(),
+                    });
+                }
+            },
+        };
+        if mx.iter().any(|m| m.name.is_empty()) {
+            return Err(MxError::NullMx(domain.to_string()));
+        }
+        if mx.is_empty() {
+            // No MX: the domain itself is the implicit MX (RFC 5321 §5.1).
+            return Ok(vec![Exchanger {
+                name: domain.trim_end_matches('.').to_string(),
+                preference: 0,
+            }]);
+        }
+        // Preference order; equal preferences shuffled to spread load (RFC 5321 §5.1).
+        {
+            use rand::seq::SliceRandom as _;
+            mx.shuffle(&mut rand::rng());
+        }
+        mx.sort_by_key(|m| m.preference);
+        Ok(mx)
+    }
+
+    /// The addresses of `host` (AAAA and A); empty when it has none.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, MxError> {
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let fqdn = format!("{}.", host.trim_end_matches('.'));
+        match self.resolver(host)?.lookup_ip(fqdn.as_str()).await {
+            Ok(l) => Ok(l.iter().collect()),
+            Err(e) if negative(&e).is_some() => Ok(Vec::new()),
+            Err(e) => Err(MxError::Temporary {
+                name: host.to_string(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The response code of a definite negative answer (NXDOMAIN, or NOERROR without records).
+fn negative(e: &NetError) -> Option<ResponseCode> {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(n)) => Some(n.response_code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolver_addresses() {
+        assert_eq!(resolver_addr("127.0.0.1"), "127.0.0.1:53".parse().ok());
+        assert_eq!(
+            resolver_addr("127.0.0.1:5353"),
+            "127.0.0.1:5353".parse().ok()
+        );
+        assert_eq!(resolver_addr("[::1]:5353"), "[::1]:5353".parse().ok());
+        assert_eq!(resolver_addr("::1"), "[::1]:53".parse().ok());
+        assert_eq!(resolver_addr("dns.example"), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! Outbound connections kept open between messages to the same next hop, and a cap on how
+//! many are open to one destination at once.
+//!
+//! A destination is a next-hop address together with how we talk to it (TLS policy, AUTH,
+//! SMTP or LMTP), so two routes to one host with different credentials never share a
+//! connection. Each open connection, busy or idle, holds one of the destination's permits;
+//! a delivery that finds neither an idle connection nor a free permit waits for either. Idle connections are closed after
+//! `connection_idle_secs`, and every connection after [`MAX_AGE`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::reply::Reply;
+
+use super::client::{ClientConfig, ClientError, Connection, Outcome, Outgoing, Target};
+
+/// No connection is used for longer than this (servers drop long sessions anyway).
+pub const MAX_AGE: Duration = Duration::from_secs(300);
+
+/// An open connection with its destination permit.
+struct Pooled {
+    conn: Connection,
+    idle_since: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// What sending through the pool came to.
+#[derive(Debug)]
+pub enum Sent {
+    /// The server answered for every recipient.
+    Answered(Outcome),
+    /// The server refused the session (greeting, EHLO or AUTH) with this reply.
+    Refused(Reply),
+    /// The server could not be talked to.
+    Failed(ClientError),
+}
+
+/// The connection pool.
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Pooled>>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    cap: usize,
+    idle_for: Duration,
+    opened: std::sync::atomic::AtomicU64,
+}
+
+/// A destination's permits, and a signal that one of its connections became idle.
+#[derive(Clone)]
+struct Slot {
+    permits: Arc<Semaphore>,
+    idle: Arc<Notify>,
+}
+
+fn key(target: &Target, cfg: &ClientConfig) -> String {
+    let auth = cfg.auth.as_ref().map(|(u, _)| u.as_str()).unwrap_or("");
+    format!("{target}|{:?}|{}|{auth}", cfg.tls, cfg.lmtp)
+}
+
+impl Pool {
+    /// At most `cap` connections per destination; idle ones kept for `idle_for`.
+    pub fn new(cap: usize, idle_for: Duration) -> Pool {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+            cap: cap.max(1),
+            idle_for,
+            opened: Default::default(),
+        }
+    }
+
+    /// Connections opened so far (for tests and metrics).
+    pub fn opened(&self) -> u64 {
+        self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn take_idle(&self, key: &str) -> Option<Pooled> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(key)?;
+        while let Some(p) = list.pop() {
+            if p.idle_since.elapsed() < self.idle_for && p.conn.opened.elapsed() < MAX_AGE {
+                return Some(p);
+            }
+            // Stale: dropping it closes the socket and frees its permit.
+        }
+        None
+    }
+
+    fn slot(&self, key: &str) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots
+            .entry(key.to_string())
+            .or_insert_with(|| Slot {
+                permits: Arc::new(Semaphore::new(self.cap)),
+                idle: Arc::new(Notify::new()),
+            })
+            .clone()
+    }
+
+    /// An idle connection to `key` (unless `reuse` is off), else a permit for a new one,
+    /// waiting for whichever comes first when the destination is at its cap.
+    async fn checkout(&self, key: &str, reuse: bool) -> Result<Pooled, OwnedSemaphorePermit> {
+        let slot = self.slot(key);
+        loop {
+            if reuse && let Some(p) = self.take_idle(key) {
+                return Ok(p);
+            }
+            if let Ok(permit) = slot.permits.clone().try_acquire_owned() {
+                return Err(permit);
+            }
+            // A connection comes back idle (notified) or closes (its permit frees: polled).
+            let _ = tokio::time::timeout(Duration::from_millis(50), slot.idle.notified()).await;
+        }
+    }
+
+    /// Sends `msg` to `target` (named `server_name`), over an idle connection when there is
+    /// one, else a new one once the destination has a free slot. A reused connection that
+    /// turns out to be closed before the message was sent is replaced by a new one.
+    pub async fn send(
+        &self,
+        target: &Target,
+        server_name: &str,
+        cfg: &ClientConfig,
+        msg: &Outgoing<'_>,
+    ) -> Sent {
+        let key = key(target, cfg);
+        let mut reuse = true;
+        loop {
+            let (mut pooled, reused) = match self.checkout(&key, reuse).await {
+                Ok(p) => (p, true),
+                Err(permit) => {
+                    self.opened
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match Connection::open(target, server_name, cfg).await {
+                        Ok(Ok(conn)) => (
+                            Pooled {
+                                conn,
+                                idle_since: Instant::now(),
+                                _permit: permit,
+                            },
+                            false,
+                        ),
+                        Ok(Err(refusal)) => return Sent::Refused(refusal),
+                        Err(e) => return Sent::Failed(e),
+                    }
+                }
+            };
+            match pooled.conn.transact(msg).await {
+                Ok(outcome) => {
+                    pooled.idle_since = Instant::now();
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(key.clone())
+                        .or_default()
+                        .push(pooled);
+                    self.slot(&key).idle.notify_one();
+                    return Sent::Answered(outcome);
+                }
+                Err(e) if reused && e.before_message() => {
+                    // The idle connection was closed by the server: try a fresh one.
+                    reuse = false;
+                }
+                Err(e) => return Sent::Failed(e),
+            }
+        }
+    }
+
+    /// Closes the idle connections that have waited too long (QUIT, best effort).
+    pub async fn close_idle(&self) {
+        let stale: Vec<Pooled> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stale = Vec::new();
+            for list in idle.values_mut() {
+                let (keep, old): (Vec<Pooled>, Vec<Pooled>) = list.drain(..).partition(|p| {
+                    p.idle_since.elapsed() < self.idle_for && p.conn.opened.elapsed() < MAX_AGE
+                });
+                *list = keep;
+                stale.extend(old);
+            }
+            idle.retain(|_, l| !l.is_empty());
+            stale
+        };
+        for p in stale {
+            p.conn.quit().await;
+        }
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<Pooled> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.drain().flat_map(|(_, l)| l).collect()
+        };
+        for p in all {
+            p.conn.quit().await;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! A tiny authoritative DNS server on loopback UDP for MX tests: answers from a fixed list
+//! of records, NOERROR with no answers for a name that exists without the asked type,
+//! NXDOMAIN for an unknown name, and SERVFAIL for names marked broken. Built on
+//! `hickory-proto`'s message codec.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, MX};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+/// A zone under test.
+#[derive(Debug, Clone, Default)]
+pub struct Zone {
+    records: Vec<Record>,
+    broken: Vec<Name>,
+}
+
+fn name(s: &str) -> Name {
+    Name::from_ascii(format!("{}.", s.trim_end_matches('.'))).expect("a DNS name")
+}
+
+impl Zone {
+    /// An empty zone.
+    pub fn new() -> Zone {
+        Zone::default()
+    }
+
+    /// Adds `owner MX preference exchange` (`"."` for a null MX).
+    pub fn mx(mut self, owner: &str, preference: u16, exchange: &str) -> Zone {
+        let exchange = if exchange == "." {
+            Name::root()
+        } else {
+            name(exchange)
+        };
+        self.records.push(Record::from_rdata(
+            name(owner),
+            60,
+            RData::MX(MX::new(preference, exchange)),
+        ));
+        self
+    }
+
+    /// Adds an A or AAAA record.
+    pub fn addr(mut self, owner: &str, ip: IpAddr) -> Zone {
+        let data = match ip {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        self.records.push(Record::from_rdata(name(owner), 60, data));
+        self
+    }
+
+    /// Queries for `owner` get SERVFAIL.
+    pub fn broken(mut self, owner: &str) -> Zone {
+        self.broken.push(name(owner));
+        self
+    }
+
+    fn answer(&self, query: &Message) -> Message {
+        let mut reply = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+        reply.metadata.authoritative = true;
+        reply.metadata.recursion_desired = query.metadata.recursion_desired;
+        reply.metadata.recursion_available = true;
+        let Some(q) = query.queries.first() else {
+            reply.metadata.response_code = ResponseCode::FormErr;
+            return reply;
+        };
+        reply.add_query(q.clone());
+        let qname = q.name.to_lowercase();
+        if self.broken.iter().any(|b| b.to_lowercase() == qname) {
+            reply.metadata.response_code = ResponseCode::ServFail;
+            return reply;
+        }
+        let owned: Vec<&Record> = self
+            .records
+            .iter()
+            .filter(|r| r.name.to_lowercase() == qname)
+            .collect();
+        if owned.is_empty() {
+            reply.metadata.response_code = ResponseCode::NXDomain;
+            return reply;
+        }
+        for r in owned {
+            if r.record_type() == q.query_type || q.query_type == RecordType::ANY {
+                reply.add_answer(r.clone());
+            }
+        }
+        reply
+    }
+}
+
+/// A running DNS server; stopped when dropped.
+pub struct Dns {
+    /// Where it listens (UDP).
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Dns {
+    /// Serves `zone` on 127.0.0.1 (an ephemeral UDP port).
+    pub async fn start(zone: Zone) -> Dns {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind DNS");
+        let addr = socket.local_addr().expect("DNS address");
+        let zone = Arc::new(zone);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                if let Ok(bytes) = zone.answer(&query).to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        Dns { addr, task }
+    }
+}
