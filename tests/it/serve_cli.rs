@@ -107,3 +107,150 @@ fn passwd_then_serve_then_sigkill_keeps_the_acknowledged_message() {
     assert_eq!(envelope.recipients[0].address, "someone@elsewhere.test");
     assert!(String::from_utf8_lossy(&message).contains("Subject: durable"));
 }
+
+/// Starts `sluice serve --config cfg`; returns the child and its smtp address.
+fn serve(cfg: &std::path::Path) -> (Child, std::net::SocketAddr) {
+    let mut child = Child(
+        Command::new(sluice_bin())
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .env("SLUICE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening smtp ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delivery_loses_nothing() {
+    use sluice_tests::sink::{Sink, SinkOptions};
+    use std::time::Duration;
+
+    // A next hop that takes its time answering the end of DATA, so the kill lands while
+    // Sluice waits for it (after the sink has the message, before Sluice knows).
+    let sink = Sink::tcp(
+        "127.0.0.1:0",
+        SinkOptions {
+            data_delay: Duration::from_millis(300),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n[relay]\nlocal_domains = [\"example.org\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n[delivery]\nretry_secs = [1]\nconcurrency = 4\n[[route]]\ndomains = [\"elsewhere.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            dir.path(),
+            workspace_root().join("target/test-compile-cache"),
+            sink.addr.unwrap().port()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+
+    let (child, addr) = serve(&cfg);
+    // Twelve messages, each acknowledged with 250 (so on disk).
+    let mut acknowledged = Vec::new();
+    let mut c = sluice_tests::Conversation::connect(addr).await;
+    for n in 0..12 {
+        c.begin_data("a@example.org", &format!("user{n}@elsewhere.test"))
+            .await;
+        c.raw(
+            format!(
+                "Subject: crash {n}\r\nMessage-ID: <crash-{n}@example.org>\r\n\r\nbody {n}\r\n.\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        c.expect("250 ").await;
+        acknowledged.push(format!("<crash-{n}@example.org>"));
+    }
+    c.send("QUIT").await;
+
+    // Kill -9 while a message is in the sink's hands, unanswered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink.unanswered() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "delivery never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    drop(child);
+    let before_restart = sink.messages().len();
+    assert!(
+        before_restart < acknowledged.len(),
+        "the kill came too late to test anything ({before_restart} delivered)"
+    );
+
+    // Restart on the same data directory: everything acknowledged reaches the sink.
+    let (_child, _addr) = serve(&cfg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ids = |sink: &Sink| -> Vec<String> {
+        sink.messages()
+            .iter()
+            .filter_map(|m| {
+                let text = String::from_utf8_lossy(&m.data).to_string();
+                text.lines()
+                    .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_string))
+            })
+            .collect()
+    };
+    loop {
+        let got = ids(&sink);
+        if acknowledged.iter().all(|a| got.contains(a)) || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = ids(&sink);
+    let missing: Vec<&String> = acknowledged.iter().filter(|a| !got.contains(a)).collect();
+    assert!(missing.is_empty(), "lost after kill -9: {missing:?}");
+    // Finished messages leave the spool.
+    let queue = dir.path().join("spool/queue");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let left = loop {
+        let left = std::fs::read_dir(&queue)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "msg"))
+            .count();
+        if left == 0 || tokio::time::Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(left, 0, "delivered messages must leave the queue");
+    let got = ids(&sink);
+    let duplicates = got.len() - acknowledged.len();
+    eprintln!(
+        "kill -9 during delivery: {} acknowledged, {before_restart} delivered before the kill, {duplicates} delivered twice (at-least-once)",
+        acknowledged.len()
+    );
+    assert!(
+        duplicates >= 1,
+        "the message unanswered at the kill must be delivered again"
+    );
+}

@@ -44,6 +44,7 @@ struct Counters {
     connections: AtomicUsize,
     open: AtomicUsize,
     max_open: AtomicUsize,
+    unanswered: AtomicUsize,
 }
 
 /// A running sink; stopped when dropped.
@@ -122,6 +123,11 @@ impl Sink {
         self.counters.connections.load(Ordering::SeqCst)
     }
 
+    /// Messages stored whose end-of-DATA reply has not been sent yet.
+    pub fn unanswered(&self) -> usize {
+        self.counters.unanswered.load(Ordering::SeqCst)
+    }
+
     /// The most connections open at the same time.
     pub fn max_open(&self) -> usize {
         self.counters.max_open.load(Ordering::SeqCst)
@@ -193,7 +199,6 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 s.write_all(b"354 go ahead\r\n").await?;
                 s.flush().await?;
                 let data = read_data(&mut s).await?;
-                tokio::time::sleep(opts.data_delay).await;
                 let mut replies = Vec::new();
                 let mut taken = Vec::new();
                 for r in &rcpts {
@@ -215,6 +220,10 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     });
                 }
                 rcpts.clear();
+                // Stored but not yet acknowledged: the window a crash of the client hits.
+                c.unanswered.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(opts.data_delay).await;
+                c.unanswered.fetch_sub(1, Ordering::SeqCst);
                 if opts.lmtp {
                     replies.join("\r\n")
                 } else {
