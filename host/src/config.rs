@@ -161,6 +161,10 @@ pub struct PluginSettings {
     pub on_failure: Option<FailurePolicy>,
     /// When set, the plugin file's SHA-256 (hex) must match or the plugin is refused.
     pub sha256: Option<String>,
+    /// Directories this plugin may read (and nothing else on the host): each is visible to
+    /// the plugin, read-only, at the same absolute path. Everything else stays default-deny.
+    #[serde(default)]
+    pub read_dirs: Vec<PathBuf>,
     /// The plugin's own settings, handed to it through `host.get-config`.
     pub config: toml::Table,
 }
@@ -509,6 +513,19 @@ impl Config {
             }
             let limits = settings.limits(&self.plugins.defaults);
             check_limits(&format!("plugin.{name}"), &limits, max_mem, &mut problems);
+            for d in &settings.read_dirs {
+                if !d.is_absolute() {
+                    problems.push(format!(
+                        "plugin.{name}.read_dirs: {} must be an absolute path",
+                        d.display()
+                    ));
+                } else if !d.is_dir() {
+                    problems.push(format!(
+                        "plugin.{name}.read_dirs: {} is not a directory",
+                        d.display()
+                    ));
+                }
+            }
             if let Some(sha) = &settings.sha256
                 && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
             {

@@ -13,3 +13,4 @@ mod replay_cli;
 mod routes;
 mod serve_cli;
 mod smtp;
+mod spam_score;

@@ -1,7 +1,8 @@
 //! `sluice plugin check`, run as a user runs it: golden JSON output per message, and precise
 //! errors with a non-zero exit for what cannot be loaded.
 //!
-//! Golden cases live in `tests/golden/replay/`: `NNN-name.eml`, optional `NNN-name.args`
+//! Golden cases live in `tests/golden/replay/` (test plugins) and `tests/golden/spam-score/`
+//! (the bundled spam filter): `NNN-name.eml`, optional `NNN-name.args`
 //! (extra arguments, one per line) and `NNN-name.json` (the expected output with timings
 //! zeroed). On a mismatch the actual output is written beside the case as `NNN-name.failed`.
 
@@ -51,7 +52,18 @@ fn normalise(v: &mut serde_json::Value) {
 
 #[test]
 fn golden_replays() {
-    let dir = workspace_root().join("tests/golden/replay");
+    golden("replay", 6);
+}
+
+/// The bundled spam-score plugin with its built-in model: verdicts and headers per message.
+#[test]
+fn golden_spam_score() {
+    golden("spam-score", 4);
+}
+
+/// Runs every case of `tests/golden/<folder>/` with that folder's `sluice.toml`.
+fn golden(folder: &str, min_cases: usize) {
+    let dir = workspace_root().join("tests/golden").join(folder);
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -59,8 +71,8 @@ fn golden_replays() {
         .collect();
     cases.sort();
     assert!(
-        cases.len() >= 6,
-        "the golden folder lost its cases: {}",
+        cases.len() >= min_cases,
+        "the golden folder {folder} lost its cases: {}",
         cases.len()
     );
     let mut failures = Vec::new();
@@ -69,7 +81,7 @@ fn golden_replays() {
             "plugin".into(),
             "check".into(),
             "--config".into(),
-            "tests/golden/replay/sluice.toml".into(),
+            format!("tests/golden/{folder}/sluice.toml"),
         ];
         let args_file = eml.with_extension("args");
         if args_file.is_file() {

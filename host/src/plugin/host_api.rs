@@ -53,21 +53,29 @@ pub struct StoreState {
 }
 
 impl StoreState {
-    /// A default-deny store state.
+    /// A default-deny store state: no network, no environment, no files but the
+    /// directories in `read_dirs`, read-only at their own paths.
     pub fn new(
         config: Arc<BTreeMap<String, ConfigValue>>,
         memory_bytes: u64,
         log_lines: u32,
-    ) -> StoreState {
+        read_dirs: &[std::path::PathBuf],
+    ) -> anyhow::Result<StoreState> {
         let output = OutputBuffer::default();
-        let wasi = WasiCtx::builder()
+        let mut builder = WasiCtx::builder();
+        builder
             .stdout(output.clone())
             .stderr(output.clone())
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
-            .allow_udp(false)
-            .build();
-        StoreState {
+            .allow_udp(false);
+        for d in read_dirs {
+            builder
+                .preopened_dir(d, d.to_string_lossy(), wasmtime_wasi::FsPerms::ReadOnly)
+                .map_err(|e| anyhow::anyhow!("cannot grant {}: {e}", d.display()))?;
+        }
+        let wasi = builder.build();
+        Ok(StoreState {
             wasi,
             table: ResourceTable::new(),
             limiter: Limiter {
@@ -80,7 +88,7 @@ impl StoreState {
             log_budget: log_lines,
             logs_dropped: 0,
             output,
-        }
+        })
     }
 }
 

@@ -98,7 +98,11 @@ impl PluginInstance {
             plugin.config.clone(),
             limits.memory_mb.saturating_mul(1 << 20),
             limits.log_lines,
-        );
+            &plugin.read_dirs,
+        )
+        .map_err(|e| CallFailure::Instantiate {
+            message: format!("{e:#}"),
+        })?;
         let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_callback(|ctx| {

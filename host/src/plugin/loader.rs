@@ -34,6 +34,8 @@ pub struct LoadedPlugin {
     pub limits: PluginLimits,
     /// Its settings, flattened, as the plugin reads them.
     pub config: Arc<BTreeMap<String, ConfigValue>>,
+    /// Directories granted to it read-only (`read_dirs`).
+    pub read_dirs: Arc<Vec<PathBuf>>,
     /// Whether the compiled code came from the cache.
     pub cache: CacheOutcome,
     /// Time to compile or load from cache, in milliseconds.
@@ -137,6 +139,7 @@ pub async fn load(
         },
         limits: settings.limits(defaults),
         config: Arc::new(flatten_config(&settings.config)),
+        read_dirs: Arc::new(settings.read_dirs.clone()),
         cache,
         compile_ms,
         engine: runtime.engine.clone(),
