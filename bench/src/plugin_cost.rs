@@ -117,6 +117,11 @@ async fn main() -> anyhow::Result<()> {
             "js-keywords",
             root.join("target/plugins/examples/js-keywords.wasm"),
         ),
+        (
+            "rust (bundled spam-score)",
+            "spam-score",
+            root.join("target/plugins/bundled/20-spam-score.wasm"),
+        ),
     ];
     for (_, _, f) in &plugins {
         anyhow::ensure!(
