@@ -9,6 +9,7 @@ mod hostile;
 mod languages;
 mod loading;
 mod queue_cli;
+mod recipients;
 mod replay_cli;
 mod routes;
 mod serve_cli;

@@ -137,8 +137,8 @@ pub fn message(subject: &str, body: &str) -> Message {
 }
 
 /// A Sluice server running in this process on 127.0.0.1 with ephemeral ports, a temporary
-/// data directory, a self-signed certificate, local domain `example.org` and the user
-/// `alice` (password `wonderland`).
+/// data directory, a self-signed certificate, local domains `example.org` and
+/// `catchall.example.org`, and the user `alice` (password `wonderland`).
 pub struct TestServer {
     /// The data directory (spool, maildir, certificate, users).
     pub dir: tempfile::TempDir,
@@ -184,7 +184,7 @@ kind = "smtps"
 address = "127.0.0.1:0"
 
 [relay]
-local_domains = ["example.org"]
+local_domains = ["example.org", "catchall.example.org"]
 
 {extra}
 "#,

@@ -835,9 +835,14 @@ impl Session {
         self.write_line(r.code, &r.enhanced, &r.text);
     }
 
-    /// Sends an error reply and counts it; too many errors close the session.
+    /// Sends an error reply and counts it; too many errors close the session, and so does a
+    /// 421 (its meaning in SMTP: "closing the channel"), e.g. from a plugin against probing.
     fn error(&mut self, r: Reply) {
         self.reply(&r);
+        if r.code == 421 {
+            self.state = State::Closed;
+            return;
+        }
         self.errors += 1;
         if self.errors >= self.cfg.max_errors {
             self.write_line(421, "4.7.0", "Too many errors, closing connection");

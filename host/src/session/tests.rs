@@ -30,9 +30,18 @@ struct Seen {
     closed: bool,
 }
 
-/// The scripted plugin: refuses addresses whose local part is `reject`.
+/// The scripted plugin: refuses addresses whose local part is `reject`, and answers `bye@`
+/// with 421 (as a plugin does against address harvesting).
 fn plugin(address: &str, refusal: Reply) -> Decision {
-    if address.starts_with("reject@") {
+    if address.starts_with("bye@") {
+        Decision::Tempfail {
+            reply: Reply::new(
+                421,
+                "4.7.0",
+                "Too many unknown recipients, closing connection",
+            ),
+        }
+    } else if address.starts_with("reject@") {
         Decision::Reject { reply: refusal }
     } else {
         Decision::Continue
@@ -270,6 +279,21 @@ fn plugin_refusals_reach_the_client() {
     assert_eq!(codes(&seen.out), ["250", "550", "250", "550", "250"]);
     assert!(seen.out.contains("550 5.7.1 sender refused by plugin"));
     assert!(seen.out.contains("550 5.1.1 no such user"));
+}
+
+#[test]
+fn a_421_from_a_plugin_closes_the_session() {
+    let seen = run(
+        ListenerKind::Smtp,
+        "HELO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<bye@example.org>\r\nRCPT TO:<ok@example.org>\r\n",
+    );
+    assert_eq!(codes(&seen.out), ["250", "250", "421"]);
+    assert!(seen.closed, "421 means closing the channel");
+    assert_eq!(
+        seen.recipients,
+        ["bye@example.org"],
+        "nothing is read after it"
+    );
 }
 
 #[test]
