@@ -21,6 +21,14 @@ const LOCAL6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 /// A relay (hostname relay.test, local domain relay.test) with `extra` TOML (delivery
 /// settings and routes); returns its directory, spool and runner.
 async fn relay(extra: &str) -> (tempfile::TempDir, Spool, Runner) {
+    relay_with(extra, &[]).await
+}
+
+/// [`relay`] with plugins (name, file) loaded.
+pub(crate) async fn relay_with(
+    extra: &str,
+    plugins: &[(&str, std::path::PathBuf)],
+) -> (tempfile::TempDir, Spool, Runner) {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[server]\nhostname = \"relay.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[relay]\nlocal_domains = [\"relay.test\"]\n{extra}",
@@ -30,12 +38,12 @@ async fn relay(extra: &str) -> (tempfile::TempDir, Spool, Runner) {
     let cfg = config(&toml);
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
     let rt = runtime();
-    let p = pipeline(&rt, &cfg, &[]).await.unwrap();
+    let p = pipeline(&rt, &cfg, plugins).await.unwrap();
     let runner = Runner::new(spool.clone(), cfg, p);
     (dir, spool, runner)
 }
 
-fn envelope(id: &str, rcpts: &[&str], rcpt_params: Vec<Param>) -> SpooledEnvelope {
+pub(crate) fn envelope(id: &str, rcpts: &[&str], rcpt_params: Vec<Param>) -> SpooledEnvelope {
     SpooledEnvelope {
         id: id.into(),
         received_at: "2027-01-15T08:00:00+00:00".into(),
