@@ -41,9 +41,20 @@ pub struct Config {
     /// Delivery routes by recipient domain.
     #[serde(rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Prometheus metrics, `/healthz` and `/plugins` over HTTP.
+    pub metrics: MetricsConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[metrics]`: the HTTP endpoint for `/metrics` (Prometheus text format), `/healthz` and
+/// `/plugins` (what is loaded, as JSON). Off unless `address` is set.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9325`.
+    pub address: Option<std::net::SocketAddr>,
 }
 
 /// Host-wide settings.
@@ -54,6 +65,12 @@ pub struct ServerConfig {
     pub hostname: String,
     /// Directory for the spool, the compile cache and (by default) plugins.
     pub data_dir: PathBuf,
+    /// On SIGTERM/SIGINT, how long sessions and deliveries in progress may take to finish
+    /// before what is still mid-transaction is answered 421 (and so not accepted).
+    pub drain_timeout_secs: u64,
+    /// Where `sluice serve` writes its process id (for `sluice reload`); default
+    /// `<data_dir>/sluice.pid`.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +78,8 @@ impl Default for ServerConfig {
         ServerConfig {
             hostname: "localhost".to_string(),
             data_dir: PathBuf::from("sluice-data"),
+            drain_timeout_secs: 30,
+            pid_file: None,
         }
     }
 }
@@ -81,6 +100,17 @@ pub struct PluginsConfig {
     pub max_instances: u32,
     /// Limits and failure policy for plugins that do not set their own.
     pub defaults: PluginLimits,
+    /// Watch the plugin directory and apply added, replaced and removed `.wasm` files
+    /// without a restart.
+    pub watch: bool,
+    /// Seconds between rescans of the plugin directory (the fallback when file-system
+    /// events are missed, e.g. on network file systems).
+    pub rescan_secs: u64,
+    /// After this many failures in a row (traps, deadline or memory overruns) a plugin is
+    /// put in cool-down: its failure policy applies without calling it.
+    pub cooldown_after_failures: u32,
+    /// How long a cool-down lasts, in seconds; then the plugin is called again.
+    pub cooldown_secs: u64,
 }
 
 impl Default for PluginsConfig {
@@ -92,6 +122,10 @@ impl Default for PluginsConfig {
             max_memory_mb: 256,
             max_instances: 1000,
             defaults: PluginLimits::default(),
+            watch: true,
+            rescan_secs: 5,
+            cooldown_after_failures: 5,
+            cooldown_secs: 30,
         }
     }
 }
@@ -165,6 +199,15 @@ pub struct PluginSettings {
     /// the plugin, read-only, at the same absolute path. Everything else stays default-deny.
     #[serde(default)]
     pub read_dirs: Vec<PathBuf>,
+    /// Listeners the plugin applies to; empty means all.
+    #[serde(default)]
+    pub listeners: Vec<ListenerKind>,
+    /// Recipient domains the plugin applies to (case-insensitive); empty means all. A
+    /// domain-scoped plugin sees `check-recipient` for recipients in these domains,
+    /// `check-message`, `on-delivery` and `render-bounce` when a recipient is in them, and
+    /// no `verify-sender` (recipients are not known yet at MAIL FROM).
+    #[serde(default)]
+    pub domains: Vec<String>,
     /// The plugin's own settings, handed to it through `host.get-config`.
     pub config: toml::Table,
 }
@@ -526,6 +569,11 @@ impl Config {
                     ));
                 }
             }
+            for d in &settings.domains {
+                if d.is_empty() || d.contains(['@', ' ', '[']) || d.ends_with('.') {
+                    problems.push(format!("plugin.{name}.domains: {d:?} is not a domain name"));
+                }
+            }
             if let Some(sha) = &settings.sha256
                 && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
             {
@@ -533,6 +581,15 @@ impl Config {
                     "plugin.{name}.sha256: expected 64 hexadecimal digits, found {sha:?}"
                 ));
             }
+        }
+        if self.plugins.rescan_secs == 0 {
+            problems.push("plugins.rescan_secs: must be at least 1".to_string());
+        }
+        if self.plugins.cooldown_after_failures == 0 || self.plugins.cooldown_secs == 0 {
+            problems.push(
+                "plugins.cooldown_after_failures and plugins.cooldown_secs: must be at least 1"
+                    .to_string(),
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for name in &self.plugins.order {
@@ -742,6 +799,14 @@ impl Config {
             .users_file
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("users"))
+    }
+
+    /// Where `sluice serve` writes its process id.
+    pub fn pid_file(&self) -> PathBuf {
+        self.server
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("sluice.pid"))
     }
 
     /// The plugin directory.

@@ -12,10 +12,10 @@ use tokio::net::TcpStream;
 
 use crate::config::ListenerKind;
 use crate::message;
-use crate::pipeline::{self, Decision};
+use crate::pipeline::{self, Decision, action_name};
 use crate::plugin::bindings::types as wit;
 use crate::reply::Reply;
-use crate::server::ServerContext;
+use crate::server::{Live, ServerContext};
 use crate::session::{Recipient, Sender, Session, SessionConfig, Step, TlsParams};
 use crate::spool::{self, SpoolState, SpooledEnvelope};
 
@@ -30,8 +30,10 @@ pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, ki
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
     let mut tls = None;
+    let live = ctx.live();
+    crate::metrics::get().connection(kind.as_str(), kind == ListenerKind::Smtps);
     if kind == ListenerKind::Smtps {
-        match handshake(&ctx, stream).await {
+        match handshake(&live, kind, stream).await {
             Some((s, params)) => {
                 stream = s;
                 tls = Some(params);
@@ -39,16 +41,20 @@ pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, ki
             None => return,
         }
     }
-    let mut conn = Connection::new(ctx, peer, kind, tls);
+    let mut conn = Connection::new(ctx, live, peer, kind, tls);
     if let Err(e) = conn.run(&mut stream).await {
         tracing::debug!(client = %peer, error = %e, "connection ended with an I/O error");
     }
     let _ = stream.shutdown().await;
 }
 
-async fn handshake(ctx: &ServerContext, mut stream: Stream) -> Option<(Stream, TlsParams)> {
+async fn handshake(
+    live: &Live,
+    kind: ListenerKind,
+    mut stream: Stream,
+) -> Option<(Stream, TlsParams)> {
     let tcp = stream.take_plain()?;
-    let acceptor = ctx.tls.as_ref()?;
+    let acceptor = live.tls.as_ref()?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(s)) => {
             let params = crate::tls::describe(s.get_ref().1);
@@ -56,10 +62,12 @@ async fn handshake(ctx: &ServerContext, mut stream: Stream) -> Option<(Stream, T
         }
         Ok(Err(e)) => {
             tracing::info!(error = %e, "TLS handshake failed");
+            crate::metrics::get().tls_failure(kind.as_str());
             None
         }
         Err(_) => {
             tracing::info!("TLS handshake timed out");
+            crate::metrics::get().tls_failure(kind.as_str());
             None
         }
     }
@@ -67,6 +75,8 @@ async fn handshake(ctx: &ServerContext, mut stream: Stream) -> Option<(Stream, T
 
 struct Connection {
     ctx: Arc<ServerContext>,
+    /// The configuration and plugins in force; refreshed at each MAIL FROM.
+    live: Arc<Live>,
     peer: SocketAddr,
     kind: ListenerKind,
     session: Session,
@@ -103,16 +113,17 @@ fn wit_recipient(r: &Recipient) -> wit::Address {
 impl Connection {
     fn new(
         ctx: Arc<ServerContext>,
+        live: Arc<Live>,
         peer: SocketAddr,
         kind: ListenerKind,
         tls: Option<TlsParams>,
     ) -> Connection {
-        let c = &ctx.config;
+        let c = &live.config;
         let ip = peer.ip();
         let cfg = SessionConfig {
             hostname: c.server.hostname.clone(),
             listener: kind,
-            tls_available: ctx.tls.is_some(),
+            tls_available: live.tls.is_some(),
             max_message_size: c.limits.max_message_size,
             max_recipients: c.limits.max_recipients,
             max_errors: c.limits.max_errors,
@@ -124,6 +135,7 @@ impl Connection {
         };
         Connection {
             ctx,
+            live,
             peer,
             kind,
             session: Session::new(cfg, tls),
@@ -143,20 +155,48 @@ impl Connection {
 
     async fn run(&mut self, stream: &mut Stream) -> std::io::Result<()> {
         self.session.greet();
-        let limits = self.ctx.config.limits.clone();
+        let limits = self.live.config.limits.clone();
+        let drain = Duration::from_secs(self.live.config.server.drain_timeout_secs);
+        let mut shutdown = self.ctx.shutdown.subscribe();
+        // Set when shutdown begins: sessions mid-transaction may finish until then.
+        let mut drain_until: Option<tokio::time::Instant> = None;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match self.session.step() {
                 Step::Read => {
+                    if drain_until.is_none() && *shutdown.borrow() {
+                        drain_until = Some(tokio::time::Instant::now() + drain);
+                    }
+                    if let Some(until) = drain_until
+                        && (!self.session.in_transaction() || tokio::time::Instant::now() >= until)
+                    {
+                        if self.session.in_transaction() {
+                            tracing::info!(client = %self.peer, id = %self.id, "drain timeout: closing mid-transaction; nothing of it was accepted");
+                        }
+                        self.session.shut_down();
+                        continue;
+                    }
                     self.flush(stream).await?;
                     let secs = if self.session.in_data() {
                         limits.data_timeout_secs
                     } else {
                         limits.command_timeout_secs
                     };
-                    match tokio::time::timeout(Duration::from_secs(secs), stream.read(&mut buf))
-                        .await
-                    {
+                    let mut timeout = tokio::time::Instant::now() + Duration::from_secs(secs);
+                    if let Some(until) = drain_until {
+                        timeout = timeout.min(until);
+                    }
+                    let read = tokio::select! {
+                        r = tokio::time::timeout_at(timeout, stream.read(&mut buf)) => r,
+                        _ = shutdown.wait_for(|s| *s), if drain_until.is_none() => {
+                            // Re-evaluate: idle sessions close now, others get the drain time.
+                            continue;
+                        }
+                    };
+                    if read.is_err() && drain_until.is_some() {
+                        continue;
+                    }
+                    match read {
                         Ok(Ok(0)) => {
                             if self.session.in_data() {
                                 tracing::info!(client = %self.peer, id = %self.id, "client disconnected during DATA; nothing was accepted");
@@ -189,7 +229,9 @@ impl Connection {
                         auth_user: self.session.auth_user().map(str::to_string),
                         transaction_id: self.id.clone(),
                     };
-                    let mut txn = self.ctx.pipeline.transaction(info);
+                    // A new transaction runs with the plugins in force now.
+                    let live = self.ctx.live();
+                    let mut txn = live.pipeline.transaction(info);
                     let decision = txn.verify_sender(&wit_sender(&sender)).await;
                     self.txn = Some(txn);
                     if matches!(
@@ -245,7 +287,7 @@ impl Connection {
                 Step::StartTls => {
                     self.flush(stream).await?;
                     let plain = std::mem::replace(stream, Stream::Switching);
-                    match handshake(&self.ctx, plain).await {
+                    match handshake(&self.live, self.kind, plain).await {
                         Some((tls, params)) => {
                             *stream = tls;
                             self.txn = None;
@@ -259,6 +301,9 @@ impl Connection {
     }
 
     fn log_refusal(&self, stage: &str, address: &str, decision: &Decision) {
+        if let Decision::Reject { reply } | Decision::Tempfail { reply } = decision {
+            crate::metrics::get().refusal(stage, reply.code);
+        }
         tracing::info!(id = %self.id, client = %self.peer, stage, address, decision = ?decision, "refused");
     }
 
@@ -293,6 +338,7 @@ impl Connection {
         let score = outcome.as_ref().map(|o| o.score).unwrap_or(0.0);
         let rcpts: Vec<&str> = t.recipients.iter().map(|r| r.address.as_str()).collect();
         let log = |disposition: &str, reply: &Reply| {
+            crate::metrics::get().message(disposition);
             tracing::info!(
                 id = %self.id,
                 client = %self.peer,
@@ -330,7 +376,7 @@ impl Connection {
         let received = message::received(&message::ReceivedInfo {
             helo: self.session.helo(),
             client_ip: &self.peer.ip().to_string(),
-            hostname: &self.ctx.config.server.hostname,
+            hostname: &self.live.config.server.hostname,
             esmtp: self.session.esmtp(),
             tls: self
                 .session
@@ -387,16 +433,5 @@ impl Connection {
                 reply
             }
         }
-    }
-}
-
-fn action_name(d: &Decision) -> &'static str {
-    match d {
-        Decision::Continue => "continue",
-        Decision::Accept => "accept",
-        Decision::Reject { .. } => "reject",
-        Decision::Tempfail { .. } => "tempfail",
-        Decision::Discard => "discard",
-        Decision::Quarantine { .. } => "quarantine",
     }
 }

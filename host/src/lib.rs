@@ -11,13 +11,15 @@
 //! - [`reply`]: an SMTP reply as data.
 //! - [`session`]: the SMTP dialogue as a pure state machine (bytes in, replies and steps out).
 //! - [`connection`]: the only socket code — drives a session, performs its steps, STARTTLS.
-//! - [`server`]: listeners, connection limits, the shared context.
+//! - [`server`]: listeners, connection limits, the shared context, graceful shutdown.
+//! - [`reload`]: the plugin-directory watcher and configuration reload (SIGHUP).
+//! - [`metrics`]: Prometheus metrics; [`http`]: `/metrics`, `/healthz`, `/plugins`.
 //! - [`stream`]: a TCP stream before or after TLS (server and client).
 //! - [`tls`]: certificates (configured or self-signed) for rustls.
 //! - [`credentials`]: the AUTH users file (Argon2id).
 //! - [`message`]: header edits and the `Received:` field.
 //! - [`spool`]: durable acceptance with group commit.
-//! - [`delivery`]: getting spooled mail out (local Maildir today).
+//! - [`delivery`]: getting spooled mail out: routes, MX, pooling, retries, bounces.
 //!
 //! `main.rs` is only the command line.
 
@@ -25,9 +27,12 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod delivery;
+pub mod http;
 pub mod message;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod reload;
 pub mod replay;
 pub mod reply;
 pub mod server;

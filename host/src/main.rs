@@ -56,6 +56,13 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Tell the running server to re-read its configuration, certificate and plugins (it
+    /// applies them only if all are valid). Sends SIGHUP to the PID in the pid file.
+    Reload {
+        /// Configuration file (for the pid file's location).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a configuration file and print every problem.
     CheckConfig {
         /// The file.
@@ -162,11 +169,15 @@ enum PluginCommand {
         #[arg(required = true)]
         messages: Vec<PathBuf>,
     },
-    /// List the plugins the configuration loads, in order.
+    /// List the plugins, in order: those the configuration loads (offline), or with
+    /// --server those a running server has in service.
     List {
         /// Configuration file (default: the built-in configuration).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Ask a running server: its metrics address (host:port), as in `[metrics] address`.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -230,9 +241,33 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config: path } => {
+            let config = load_config(path.as_ref())?;
+            tokio_runtime()?.block_on(serve(config, path))
+        }
+        Command::Reload { config } => {
             let config = load_config(config.as_ref())?;
-            tokio_runtime()?.block_on(serve(config))
+            let pid_file = config.pid_file();
+            let text = std::fs::read_to_string(&pid_file).with_context(|| {
+                format!(
+                    "{}: cannot read the pid file (is sluice serve running with this configuration?)",
+                    pid_file.display()
+                )
+            })?;
+            let pid: i32 = text
+                .trim()
+                .parse()
+                .with_context(|| format!("{}: not a process id", pid_file.display()))?;
+            let pid = rustix::process::Pid::from_raw(pid)
+                .with_context(|| format!("{}: not a process id", pid_file.display()))?;
+            rustix::process::kill_process(pid, rustix::process::Signal::HUP).with_context(
+                || format!("cannot signal process {pid:?} from {}", pid_file.display()),
+            )?;
+            println!(
+                "sent SIGHUP to sluice (pid {}); it applies the configuration only if it is valid — see its log",
+                pid.as_raw_nonzero()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Passwd { user, config } => {
             let config = load_config(config.as_ref())?;
@@ -285,10 +320,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio_runtime()?.block_on(check(config, plugins, args, messages))
         }
         Command::Plugin {
-            command: PluginCommand::List { config, json },
+            command:
+                PluginCommand::List {
+                    config,
+                    json,
+                    server,
+                },
         } => {
             let config = load_config(config.as_ref())?;
-            tokio_runtime()?.block_on(list(config, json))
+            tokio_runtime()?.block_on(list(config, json, server))
         }
     }
 }
@@ -345,26 +385,44 @@ async fn load_pipeline(
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let runtime = runtime_for(&config)?;
     let pipeline = load_pipeline(&runtime, &config, &[]).await?;
     for p in pipeline.plugins() {
         tracing::info!(plugin = %p.name, version = %p.info.version, hooks = %p.hook_names().join(","), "plugin loaded");
     }
-    let ctx = sluice::server::context(config, pipeline)?;
+    let pid_file = config.pid_file();
+    let drain = std::time::Duration::from_secs(config.server.drain_timeout_secs);
+    let ctx = sluice::server::context(config, pipeline, runtime)?;
     let server = sluice::server::Server::start(std::sync::Arc::new(ctx)).await?;
+    if let Some(dir) = pid_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
     for (kind, addr) in &server.listeners {
         // One line per listener on stdout, so scripts and tests learn the ports.
         println!("listening {} {addr}", kind.as_str());
     }
-    std::io::stdout().flush()?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    if let Some(addr) = server.metrics {
+        println!("listening metrics {addr}");
     }
-    tracing::info!("shutting down");
-    server.stop().await;
+    std::io::stdout().flush()?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = sluice::reload::reload_config(server.context(), path.as_deref()).await;
+            }
+        }
+    }
+    server.shutdown(drain).await;
+    let _ = std::fs::remove_file(&pid_file);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -501,47 +559,80 @@ async fn check(
     })
 }
 
-async fn list(config: Config, json: bool) -> anyhow::Result<ExitCode> {
-    let runtime = runtime_for(&config)?;
-    let pipeline = load_pipeline(&runtime, &config, &[]).await?;
-    let rows: Vec<serde_json::Value> = pipeline
-        .plugins()
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            serde_json::json!({
-                "order": i + 1,
-                "name": p.name,
-                "plugin_name": p.info.name,
-                "version": p.info.version,
-                "hooks": p.hook_names(),
-                "file": p.file.display().to_string(),
-                "sha256": p.sha256,
-                "timeout_ms": p.limits.timeout_ms,
-                "memory_mb": p.limits.memory_mb,
-                "log_lines": p.limits.log_lines,
-                "on_failure": p.limits.on_failure,
-                "cache": p.cache,
-            })
-        })
-        .collect();
+async fn list(config: Config, json: bool, server: Option<String>) -> anyhow::Result<ExitCode> {
+    let rows: Vec<serde_json::Value> = match &server {
+        Some(addr) => fetch_plugins(addr).await?,
+        None => {
+            let runtime = runtime_for(&config)?;
+            load_pipeline(&runtime, &config, &[]).await?.describe()
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else if rows.is_empty() {
-        println!("no plugins in {}", config.plugin_dir().display());
-    } else {
-        for p in pipeline.plugins() {
-            println!(
-                "{:<20} {:<8} {:<45} {}ms {}MiB on_failure={} sha256={}",
-                p.name,
-                p.info.version,
-                p.hook_names().join(","),
-                p.limits.timeout_ms,
-                p.limits.memory_mb,
-                p.limits.on_failure,
-                &p.sha256[..16]
-            );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        match &server {
+            Some(addr) => println!("no plugins in service at {addr}"),
+            None => println!("no plugins in {}", config.plugin_dir().display()),
         }
     }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for r in &rows {
+        let hooks: Vec<String> = r["hooks"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        let mut scope = String::new();
+        for key in ["listeners", "domains"] {
+            if let Some(a) = r[key].as_array().filter(|a| !a.is_empty()) {
+                let v: Vec<String> = a.iter().map(text).collect();
+                scope.push_str(&format!(" {key}={}", v.join(",")));
+            }
+        }
+        if let Some(left) = r["cooldown_secs_left"].as_u64() {
+            scope.push_str(&format!(" COOLING-DOWN({left}s)"));
+        }
+        let sha = text(&r["sha256"]);
+        println!(
+            "{:>2}. {:<20} {:<8} {:<45} {}ms {}MiB on_failure={} sha256={}{scope}",
+            text(&r["order"]),
+            text(&r["name"]),
+            text(&r["version"]),
+            hooks.join(","),
+            text(&r["timeout_ms"]),
+            text(&r["memory_mb"]),
+            text(&r["on_failure"]),
+            &sha[..sha.len().min(16)],
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /plugins` from a running server's metrics address.
+async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| {
+            format!("--server {addr}: cannot connect (is [metrics] address set to it?)")
+        })?;
+    s.write_all(
+        format!("GET /plugins HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await?;
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("--server {addr}: not an HTTP reply"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("--server {addr}: {}", head.lines().next().unwrap_or(""));
+    }
+    serde_json::from_str(body)
+        .with_context(|| format!("--server {addr}: not a Sluice /plugins reply"))
 }

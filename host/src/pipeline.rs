@@ -13,6 +13,7 @@ use crate::config::{Config, FailurePolicy, ScoringConfig};
 use crate::plugin::bindings::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Header, Message, Session, Verdict,
 };
+use crate::plugin::health::Transition;
 use crate::plugin::{
     self, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime, directory,
 };
@@ -227,6 +228,12 @@ impl Pipeline {
                 Err(e) => errors.push(LoadError::Plugin(e)),
             }
         }
+        for p in &plugins {
+            p.health.configure(
+                config.plugins.cooldown_after_failures,
+                config.plugins.cooldown_secs,
+            );
+        }
         if errors.is_empty() {
             Ok(Pipeline::new(plugins, config.scoring.clone()))
         } else {
@@ -237,6 +244,35 @@ impl Pipeline {
     /// The plugins, in run order.
     pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
         &self.plugins
+    }
+
+    /// What `sluice plugin list` shows: one JSON object per plugin, in run order.
+    pub fn describe(&self) -> Vec<serde_json::Value> {
+        let now = Instant::now();
+        self.plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                serde_json::json!({
+                    "order": i + 1,
+                    "name": p.name,
+                    "plugin_name": p.info.name,
+                    "version": p.info.version,
+                    "hooks": p.hook_names(),
+                    "file": p.file.display().to_string(),
+                    "sha256": p.sha256,
+                    "timeout_ms": p.limits.timeout_ms,
+                    "memory_mb": p.limits.memory_mb,
+                    "log_lines": p.limits.log_lines,
+                    "on_failure": p.limits.on_failure,
+                    "listeners": p.scope.listeners,
+                    "domains": p.scope.domains,
+                    "cooldown_secs_left": p.health.cooling_down(now).map(|d| d.as_secs() + 1),
+                    "cooldowns": p.health.cooldowns(),
+                    "cache": p.cache,
+                })
+            })
+            .collect()
     }
 
     /// Starts a transaction. It keeps the plugin set it started with.
@@ -254,7 +290,11 @@ impl Pipeline {
     /// are logged and never affect delivery.
     pub async fn on_delivery(&self, report: &DeliveryReport) -> Vec<CallRecord> {
         let mut calls = Vec::new();
-        for p in self.plugins.iter().filter(|p| p.wants(Hook::OnDelivery)) {
+        for p in self
+            .plugins
+            .iter()
+            .filter(|p| p.wants(Hook::OnDelivery) && p.scope.recipient(&report.recipient))
+        {
             let started = Instant::now();
             let mut slot = None;
             let r = match instance(&mut slot, p).await {
@@ -282,7 +322,11 @@ impl Pipeline {
         request: &BounceRequest,
     ) -> (Option<BounceText>, Vec<CallRecord>) {
         let mut calls = Vec::new();
-        for p in self.plugins.iter().filter(|p| p.wants(Hook::RenderBounce)) {
+        for p in self.plugins.iter().filter(|p| {
+            p.wants(Hook::RenderBounce)
+                && p.scope
+                    .any_recipient(request.failures.iter().map(|f| f.address.as_str()))
+        }) {
             let started = Instant::now();
             let mut slot = None;
             let r = match instance(&mut slot, p).await {
@@ -361,7 +405,10 @@ impl Transaction {
         let mut decision = Decision::Continue;
         for i in 0..self.plugins.len() {
             let p = self.plugins[i].clone();
-            if !p.wants(Hook::VerifySender) {
+            if !p.wants(Hook::VerifySender)
+                || !p.scope.listener(&self.session.listener)
+                || p.scope.by_domain()
+            {
                 continue;
             }
             let started = Instant::now();
@@ -382,7 +429,10 @@ impl Transaction {
         let mut decision = Decision::Continue;
         for i in 0..self.plugins.len() {
             let p = self.plugins[i].clone();
-            if !p.wants(Hook::CheckRecipient) {
+            if !p.wants(Hook::CheckRecipient)
+                || !p.scope.listener(&self.session.listener)
+                || !p.scope.recipient(&recipient.address)
+            {
                 continue;
             }
             let started = Instant::now();
@@ -413,7 +463,12 @@ impl Transaction {
         let mut remove_headers = Vec::new();
         for i in 0..self.plugins.len() {
             let p = self.plugins[i].clone();
-            if !p.wants(Hook::CheckMessage) {
+            if !p.wants(Hook::CheckMessage)
+                || !p.scope.listener(&self.session.listener)
+                || !p
+                    .scope
+                    .any_recipient(envelope.recipients.iter().map(|r| r.address.as_str()))
+            {
                 continue;
             }
             let started = Instant::now();
@@ -517,6 +572,11 @@ async fn instance<'a>(
     slot: &'a mut Option<PluginInstance>,
     plugin: &Arc<LoadedPlugin>,
 ) -> Result<&'a mut PluginInstance, CallFailure> {
+    if let Some(left) = plugin.health.cooling_down(Instant::now()) {
+        return Err(CallFailure::CoolingDown {
+            secs_left: left.as_secs() + 1,
+        });
+    }
     if slot.is_none() {
         *slot = Some(PluginInstance::new(plugin.clone()).await?);
     }
@@ -545,15 +605,31 @@ fn record(
     if logs_dropped > 0 {
         tracing::warn!(txn, plugin = %plugin.name, dropped = logs_dropped, "plugin log lines over quota dropped");
     }
-    if let Some(f) = &failure {
-        tracing::warn!(txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
+    let elapsed = started.elapsed();
+    match &failure {
+        None => plugin.health.succeeded(hook),
+        Some(f) if f.is_fault() => {
+            tracing::warn!(txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
+            if let Transition::CooledDown(d) = plugin.health.failed(hook, Instant::now()) {
+                tracing::warn!(plugin = %plugin.name, file = %plugin.file.display(), secs = d.as_secs(), policy = %plugin.limits.on_failure, "plugin failed repeatedly: in cool-down, its failure policy applies without calling it");
+                crate::metrics::get().plugin_cooldown(&plugin.name);
+            }
+        }
+        Some(_) => {}
     }
+    crate::metrics::get().plugin_call(
+        &plugin.name,
+        hook,
+        action_name(&decision),
+        failure.as_ref().map(CallFailure::kind),
+        elapsed,
+    );
     CallRecord {
         hook,
         plugin: plugin.name.clone(),
         decision,
         failure,
-        micros: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         logs,
         logs_dropped,
     }
@@ -593,6 +669,18 @@ pub fn message(raw: Vec<u8>) -> Message {
     Message {
         headers: parse_headers(&raw),
         raw,
+    }
+}
+
+/// The short name of a decision, for logs and metrics.
+pub fn action_name(d: &Decision) -> &'static str {
+    match d {
+        Decision::Continue => "continue",
+        Decision::Accept => "accept",
+        Decision::Reject { .. } => "reject",
+        Decision::Tempfail { .. } => "tempfail",
+        Decision::Discard => "discard",
+        Decision::Quarantine { .. } => "quarantine",
     }
 }
 

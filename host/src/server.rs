@@ -1,42 +1,80 @@
 //! The listeners: bind every configured address, accept connections under the connection
 //! limits, and hand each to [`crate::connection::serve`] in its own task. Also starts the
-//! queue runner. [`Server::start`] is what `sluice serve` and the integration tests run.
+//! queue runner, the plugin-directory watcher and the metrics endpoint.
+//! [`Server::start`] is what `sluice serve` and the integration tests run.
+//!
+//! What can change while running — the configuration, the plugins, the certificate — lives
+//! in one [`Live`] value that a reload swaps atomically. A connection reads it when it starts
+//! and each transaction takes the plugin set in force at its MAIL FROM, so a reload never
+//! changes a transaction in progress.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ListenerKind};
 use crate::credentials::CredentialsFile;
 use crate::pipeline::Pipeline;
+use crate::plugin::Runtime;
 use crate::spool::Spool;
+
+/// What a reload may replace.
+pub struct Live {
+    /// The configuration in force.
+    pub config: Config,
+    /// The plugins in service.
+    pub pipeline: Pipeline,
+    /// TLS, when a certificate is available.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
 
 /// What every connection shares.
 pub struct ServerContext {
-    /// The configuration in force.
-    pub config: Config,
-    /// The plugins.
-    pub pipeline: Pipeline,
+    /// The configuration, plugins and certificate in force (swapped by reloads).
+    pub live: Arc<ArcSwap<Live>>,
     /// Where accepted mail goes.
     pub spool: Spool,
     /// AUTH users.
     pub credentials: Arc<CredentialsFile>,
-    /// TLS, when a certificate is available.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Wakes the queue runner when a message was spooled.
     pub delivery_wakeup: Arc<Notify>,
+    /// The plugin runtime, for loading plugins on reload.
+    pub runtime: Runtime,
+    /// Becomes true when the server starts shutting down.
+    pub shutdown: watch::Sender<bool>,
+    /// Serialises reloads (directory watcher, SIGHUP).
+    pub reload_lock: tokio::sync::Mutex<crate::reload::DirState>,
+}
+
+impl ServerContext {
+    /// The configuration, plugins and certificate in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// True once shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
 }
 
 /// A running server.
 pub struct Server {
     /// The bound listeners (with the real port when 0 was configured).
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
-    tasks: JoinSet<()>,
+    /// The metrics endpoint, when configured.
+    pub metrics: Option<SocketAddr>,
+    ctx: Arc<ServerContext>,
+    accepting: JoinSet<()>,
+    background: JoinSet<()>,
+    runner: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Why the server could not start.
@@ -85,32 +123,39 @@ impl Drop for IpSlot {
 }
 
 impl Server {
-    /// Binds every listener and starts accepting; starts the queue runner.
+    /// Binds every listener and starts accepting; starts the queue runner, the plugin
+    /// directory watcher and the metrics endpoint.
     pub async fn start(ctx: Arc<ServerContext>) -> Result<Server, StartError> {
-        let mut tasks = JoinSet::new();
+        let mut accepting = JoinSet::new();
+        let mut background = JoinSet::new();
         let mut bound = Vec::new();
-        let total = Arc::new(Semaphore::new(ctx.config.limits.max_connections));
+        let live = ctx.live();
+        let config = &live.config;
+        let total = Arc::new(Semaphore::new(config.limits.max_connections));
         let per_ip = Arc::new(PerIp::default());
-        for l in ctx.config.effective_listeners() {
-            if l.kind == ListenerKind::Smtps && ctx.tls.is_none() {
+        let bind = |address: SocketAddr, kind: &'static str| async move {
+            let listener = TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Bind {
+                    address,
+                    kind,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                address,
+                kind,
+                source,
+            })?;
+            Ok::<_, StartError>((listener, addr))
+        };
+        for l in config.effective_listeners() {
+            if l.kind == ListenerKind::Smtps && live.tls.is_none() {
                 tracing::warn!(address = %l.address, "smtps listener skipped: no TLS certificate");
                 continue;
             }
-            let listener =
-                TcpListener::bind(l.address)
-                    .await
-                    .map_err(|source| StartError::Bind {
-                        address: l.address,
-                        kind: l.kind.as_str(),
-                        source,
-                    })?;
-            let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                address: l.address,
-                kind: l.kind.as_str(),
-                source,
-            })?;
+            let (listener, addr) = bind(l.address, l.kind.as_str()).await?;
             bound.push((l.kind, addr));
-            tasks.spawn(accept_loop(
+            accepting.spawn(accept_loop(
                 ctx.clone(),
                 listener,
                 l.kind,
@@ -118,15 +163,30 @@ impl Server {
                 per_ip.clone(),
             ));
         }
+        let mut metrics = None;
+        if let Some(address) = config.metrics.address {
+            let (listener, addr) = bind(address, "metrics").await?;
+            metrics = Some(addr);
+            background.spawn(crate::http::serve(ctx.clone(), listener));
+        }
+        if config.plugins.watch {
+            background.spawn(crate::reload::watch(ctx.clone()));
+        }
         let runner = crate::delivery::runner::Runner::new(
             ctx.spool.clone(),
-            ctx.config.clone(),
-            ctx.pipeline.clone(),
-        );
-        tasks.spawn(runner.run(ctx.delivery_wakeup.clone()));
+            config.clone(),
+            live.pipeline.clone(),
+        )
+        .following(ctx.live.clone());
+        let runner =
+            tokio::spawn(runner.run(ctx.delivery_wakeup.clone(), ctx.shutdown.subscribe()));
         Ok(Server {
             listeners: bound,
-            tasks,
+            metrics,
+            ctx,
+            accepting,
+            background,
+            runner: Some(runner),
         })
     }
 
@@ -138,9 +198,56 @@ impl Server {
             .map(|(_, a)| *a)
     }
 
-    /// Stops accepting and ends every task (connections in progress are dropped).
+    /// The shared context (for reloads and tests).
+    pub fn context(&self) -> &Arc<ServerContext> {
+        &self.ctx
+    }
+
+    /// Stops at once: every task ends, connections in progress are dropped. Nothing
+    /// acknowledged is lost (a 250 follows the flush to disk), but clients mid-transaction
+    /// see the connection close. [`Server::shutdown`] is the graceful way.
     pub async fn stop(mut self) {
-        self.tasks.shutdown().await;
+        let _ = self.ctx.shutdown.send(true);
+        self.accepting.shutdown().await;
+        self.background.shutdown().await;
+        if let Some(r) = self.runner.take() {
+            r.abort();
+            let _ = r.await;
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let sessions finish their transactions (idle ones
+    /// are told `421 4.3.2` at once), let the delivery pass in progress finish, all within
+    /// `drain`; then answer `421` to what is still mid-transaction (it was never
+    /// acknowledged, so the client retries) and stop. Deliveries cut off are retried after
+    /// restart from their last recorded state.
+    pub async fn shutdown(mut self, drain: Duration) {
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "shutting down: no new connections; draining sessions and deliveries"
+        );
+        let _ = self.ctx.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + drain + Duration::from_secs(2);
+        // Each accept loop stops accepting at once and returns when its sessions are done
+        // (they enforce the drain timeout themselves).
+        while tokio::time::timeout_at(deadline, self.accepting.join_next())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+        {}
+        self.accepting.shutdown().await;
+        if let Some(mut r) = self.runner.take()
+            && tokio::time::timeout_at(deadline, &mut r).await.is_err()
+        {
+            tracing::warn!(
+                "delivery still in progress at the drain timeout; it resumes after restart"
+            );
+            r.abort();
+            let _ = r.await;
+        }
+        self.background.shutdown().await;
+        tracing::info!("shutdown complete");
     }
 }
 
@@ -152,8 +259,13 @@ async fn accept_loop(
     per_ip: Arc<PerIp>,
 ) {
     let mut connections = JoinSet::new();
+    let mut shutdown = ctx.shutdown.subscribe();
     loop {
-        let (mut tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (mut tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -162,12 +274,13 @@ async fn accept_loop(
             }
         };
         while connections.try_join_next().is_some() {}
-        let limits = &ctx.config.limits;
+        let live = ctx.live();
+        let limits = &live.config.limits;
         let permit = total.clone().try_acquire_owned().ok();
         let slot = per_ip.try_take(peer.ip(), limits.max_connections_per_ip);
         let (Some(permit), Some(slot)) = (permit, slot) else {
             tracing::info!(client = %peer, "connection limit reached; refusing");
-            let host = ctx.config.server.hostname.clone();
+            let host = live.config.server.hostname.clone();
             connections.spawn(async move {
                 let msg = format!("421 4.7.0 {host} Too many connections, try again later\r\n");
                 let _ = tcp.write_all(msg.as_bytes()).await;
@@ -182,20 +295,33 @@ async fn accept_loop(
             drop(permit);
         });
     }
+    // Stop listening now; the sessions in progress end on their own (see `connection`).
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 /// Loads everything a server needs from `config` (spool, credentials, certificate) — the
 /// plugins are loaded by the caller, who reports their errors.
-pub fn context(config: Config, pipeline: Pipeline) -> anyhow::Result<ServerContext> {
+pub fn context(
+    config: Config,
+    pipeline: Pipeline,
+    runtime: Runtime,
+) -> anyhow::Result<ServerContext> {
     let spool = Spool::open(&config.server.data_dir.join("spool"))?;
     let credentials = CredentialsFile::open(&config.users_file())?;
     let tls = crate::tls::server_config(&config)?;
+    crate::metrics::get().plugins_loaded(pipeline.plugins().len());
     Ok(ServerContext {
-        config,
-        pipeline,
+        live: Arc::new(ArcSwap::from_pointee(Live {
+            config,
+            pipeline,
+            tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+        })),
         spool,
         credentials: Arc::new(credentials),
-        tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
         delivery_wakeup: Arc::new(Notify::new()),
+        runtime,
+        shutdown: watch::channel(false).0,
+        reload_lock: tokio::sync::Mutex::new(Default::default()),
     })
 }

@@ -197,7 +197,7 @@ local_domains = ["example.org", "catchall.example.org"]
         let pipeline = Pipeline::load(&rt, &config)
             .await
             .unwrap_or_else(|e| panic!("plugins: {e:?}"));
-        let ctx = sluice::server::context(config, pipeline).expect("server context");
+        let ctx = sluice::server::context(config, pipeline, rt.clone()).expect("server context");
         let server = sluice::server::Server::start(Arc::new(ctx))
             .await
             .expect("server starts");

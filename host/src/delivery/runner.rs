@@ -57,6 +57,8 @@ pub struct Runner {
     pipeline: Pipeline,
     pool: Pool,
     mx: MxResolver,
+    /// When set, each pass takes the configuration and plugins in force from here.
+    live: Option<Arc<arc_swap::ArcSwap<crate::server::Live>>>,
 }
 
 /// The current Unix time in seconds.
@@ -94,7 +96,14 @@ impl Runner {
             pipeline,
             pool,
             mx,
+            live: None,
         }
+    }
+
+    /// Makes each pass use the configuration and plugins in force in `live` (reloads).
+    pub fn following(mut self, live: Arc<arc_swap::ArcSwap<crate::server::Live>>) -> Runner {
+        self.live = Some(live);
+        self
     }
 
     /// The outbound connection pool (connections opened so far, for tests).
@@ -102,15 +111,31 @@ impl Runner {
         &self.pool
     }
 
-    /// Runs passes until dropped: after each wake-up, and at least every few seconds.
-    pub async fn run(self, wakeup: Arc<Notify>) {
+    /// Runs passes until dropped or shut down: after each wake-up, and at least every few
+    /// seconds. On shutdown the pass in progress finishes, then the runner returns.
+    pub async fn run(
+        mut self,
+        wakeup: Arc<Notify>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Some(live) = &self.live {
+                let l = live.load();
+                self.config = l.config.clone();
+                self.pipeline = l.pipeline.clone();
+            }
             let report = self.run_once(now()).await;
             for (id, rcpt, status, reply) in &report.attempts {
                 tracing::info!(id = %id, to = %rcpt, status = ?status, reply = %reply, "delivery");
             }
             self.pool.close_idle().await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), wakeup.notified()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(Duration::from_secs(5), wakeup.notified()) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
         }
     }
 
@@ -210,6 +235,11 @@ impl Runner {
                     r.address,
                     r.status
                 ));
+                crate::metrics::get().delivery(match r.status {
+                    RcptStatus::Delivered => "delivered",
+                    RcptStatus::Failed => "failed",
+                    RcptStatus::Pending => "deferred",
+                });
                 report.attempts.push((
                     id.to_string(),
                     r.address.clone(),
@@ -282,6 +312,7 @@ impl Runner {
                         fmt_time(now),
                         envelope.sender.address
                     ));
+                    crate::metrics::get().delay_warning();
                     report.warnings.push(warning);
                 }
             }
@@ -327,6 +358,7 @@ impl Runner {
             let bounce_id = self
                 .spool_notice(&envelope, &message, &req, &text, Notice::Failed)
                 .await?;
+            crate::metrics::get().bounce();
             report.bounces.push(bounce_id);
         } else if envelope.sender.address.is_empty()
             && st.recipients.iter().any(|r| r.status == RcptStatus::Failed)

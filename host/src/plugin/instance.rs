@@ -51,6 +51,34 @@ pub enum CallFailure {
     },
     /// An earlier hook of this transaction failed, so this one was not called.
     EarlierFailure,
+    /// The plugin is in cool-down after failing repeatedly, so it was not called.
+    CoolingDown {
+        /// Seconds until it is called again.
+        secs_left: u64,
+    },
+}
+
+impl CallFailure {
+    /// True when the plugin ran and misbehaved (as opposed to not being called at all).
+    pub fn is_fault(&self) -> bool {
+        !matches!(
+            self,
+            CallFailure::EarlierFailure | CallFailure::CoolingDown { .. }
+        )
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallFailure::Deadline { .. } => "deadline",
+            CallFailure::Memory { .. } => "memory",
+            CallFailure::Trap { .. } => "trap",
+            CallFailure::BadReturn { .. } => "bad-return",
+            CallFailure::Instantiate { .. } => "instantiate",
+            CallFailure::EarlierFailure => "earlier-failure",
+            CallFailure::CoolingDown { .. } => "cooling-down",
+        }
+    }
 }
 
 impl fmt::Display for CallFailure {
@@ -73,6 +101,10 @@ impl fmt::Display for CallFailure {
             CallFailure::EarlierFailure => {
                 f.write_str("not called after an earlier failure in this transaction")
             }
+            CallFailure::CoolingDown { secs_left } => write!(
+                f,
+                "not called: in cool-down after repeated failures ({secs_left} s left)"
+            ),
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct LoadedPlugin {
     pub config: Arc<BTreeMap<String, ConfigValue>>,
     /// Directories granted to it read-only (`read_dirs`).
     pub read_dirs: Arc<Vec<PathBuf>>,
+    /// Which listeners and recipient domains it applies to.
+    pub scope: Scope,
+    /// Failures in a row and cool-down.
+    pub health: Arc<super::health::Health>,
     /// Whether the compiled code came from the cache.
     pub cache: CacheOutcome,
     /// Time to compile or load from cache, in milliseconds.
@@ -81,6 +85,42 @@ impl LoadedPlugin {
         .filter(|h| self.wants(*h))
         .map(Hook::as_str)
         .collect()
+    }
+}
+
+/// Where a plugin applies (`[plugin.NAME] listeners` and `domains`); empty lists mean
+/// everywhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Listener kinds.
+    pub listeners: Vec<crate::config::ListenerKind>,
+    /// Recipient domains, lower case.
+    pub domains: Vec<String>,
+}
+
+impl Scope {
+    /// True when the plugin applies to sessions of the listener named `listener`.
+    pub fn listener(&self, listener: &str) -> bool {
+        self.listeners.is_empty() || self.listeners.iter().any(|l| l.as_str() == listener)
+    }
+
+    /// True when the plugin applies to mail for `address`.
+    pub fn recipient(&self, address: &str) -> bool {
+        if self.domains.is_empty() {
+            return true;
+        }
+        let domain = address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// True when the plugin applies to a message for these recipients (any one will do).
+    pub fn any_recipient<'a>(&self, mut addresses: impl Iterator<Item = &'a str>) -> bool {
+        self.domains.is_empty() || addresses.any(|a| self.recipient(a))
+    }
+
+    /// True when the scope names domains (such a plugin gets no `verify-sender`).
+    pub fn by_domain(&self) -> bool {
+        !self.domains.is_empty()
     }
 }
 
@@ -140,6 +180,15 @@ pub async fn load(
         limits: settings.limits(defaults),
         config: Arc::new(flatten_config(&settings.config)),
         read_dirs: Arc::new(settings.read_dirs.clone()),
+        scope: Scope {
+            listeners: settings.listeners.clone(),
+            domains: settings
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+        },
+        health: Arc::default(),
         cache,
         compile_ms,
         engine: runtime.engine.clone(),

@@ -14,6 +14,7 @@ pub mod bindings;
 pub mod cache;
 pub mod directory;
 pub mod engine;
+pub mod health;
 pub mod host_api;
 pub mod instance;
 pub mod loader;

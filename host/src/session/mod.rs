@@ -200,6 +200,30 @@ impl Session {
         self.state = State::Closed;
     }
 
+    /// Ends the session because the server is shutting down: `421 4.3.2`, then close.
+    /// Nothing of an unfinished transaction has been acknowledged, so the client retries.
+    pub fn shut_down(&mut self) {
+        self.write_line(
+            421,
+            "4.3.2",
+            &format!(
+                "{} Service shutting down, try again later",
+                self.cfg.hostname
+            ),
+        );
+        self.state = State::Closed;
+    }
+
+    /// True between MAIL FROM and the reply to the message: a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.in_data() || self.transaction().sender.is_some()
+    }
+
+    /// True when unprocessed client input is buffered (a pipelined command is waiting).
+    pub fn has_input(&self) -> bool {
+        self.pos < self.input.len()
+    }
+
     /// Appends bytes read from the client.
     pub fn receive(&mut self, bytes: &[u8]) {
         if self.pos > 0 && self.pos == self.input.len() {

@@ -558,3 +558,21 @@ fn dsn_and_utf8_parameters_are_kept() {
         ]
     );
 }
+
+#[test]
+fn shutting_down_tells_the_client_to_come_back() {
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    s.greet();
+    let seen = drive(&mut s, &[b"EHLO c.example\r\n"]);
+    assert!(!s.in_transaction());
+    assert_eq!(codes(&seen.out), ["220", "250"]);
+    let seen = drive(&mut s, &[b"MAIL FROM:<a@example.net>\r\n"]);
+    assert!(s.in_transaction(), "{}", seen.out);
+    s.shut_down();
+    let out = String::from_utf8_lossy(&s.take_output()).into_owned();
+    assert!(
+        out.starts_with("421 4.3.2 mx.test Service shutting down"),
+        "{out}"
+    );
+    assert!(matches!(s.step(), Step::Close));
+}
