@@ -57,7 +57,8 @@ enum Command {
         command: QueueCommand,
     },
     /// Tell the running server to re-read its configuration, certificate and plugins (it
-    /// applies them only if all are valid). Sends SIGHUP to the PID in the pid file.
+    /// applies them only if all are valid). Checks the file first, then sends SIGHUP to the
+    /// PID in the pid file.
     Reload {
         /// Configuration file (for the pid file's location).
         #[arg(long)]
@@ -246,7 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio_runtime()?.block_on(serve(config, path))
         }
         Command::Reload { config } => {
-            let config = load_config(config.as_ref())?;
+            // Check the file here too, so the operator sees its problems at once; the server
+            // checks again (and also loads the plugins) before applying it.
+            let config = load_config(config.as_ref())
+                .context("the configuration is not valid; the server was not signalled")?;
             let pid_file = config.pid_file();
             let text = std::fs::read_to_string(&pid_file).with_context(|| {
                 format!(

@@ -157,6 +157,15 @@ impl TestServer {
     /// Starts a server with `extra` TOML appended to the base configuration and `plugins`
     /// (name, file) installed in its plugin directory in that order.
     pub async fn start(extra: &str, plugins: &[(&str, PathBuf)]) -> TestServer {
+        TestServer::start_full("", extra, plugins).await
+    }
+
+    /// Like [`TestServer::start`], with `plugins_toml` added to the `[plugins]` table.
+    pub async fn start_full(
+        plugins_toml: &str,
+        extra: &str,
+        plugins: &[(&str, PathBuf)],
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let plugin_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugin_dir).unwrap();
@@ -172,6 +181,8 @@ data_dir = {data:?}
 [plugins]
 cache_dir = {cache:?}
 max_instances = 64
+rescan_secs = 1
+{plugins_toml}
 
 [[listener]]
 kind = "smtp"
@@ -267,6 +278,22 @@ local_domains = ["example.org", "catchall.example.org"]
         files
             .iter()
             .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+            .collect()
+    }
+
+    /// The running server's shared context (live configuration and plugins, reloads).
+    pub fn ctx(&self) -> &Arc<sluice::server::ServerContext> {
+        self.server.as_ref().expect("server running").context()
+    }
+
+    /// The names of the plugins in service now, in order.
+    pub fn plugins_in_service(&self) -> Vec<String> {
+        self.ctx()
+            .live()
+            .pipeline
+            .plugins()
+            .iter()
+            .map(|p| p.name.clone())
             .collect()
     }
 

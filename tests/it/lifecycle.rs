@@ -1,0 +1,329 @@
+//! The `sluice serve` process as an operator runs it for months: metrics and health over
+//! HTTP, `sluice plugin list --server`, SIGHUP and `sluice reload` (a bad configuration
+//! keeps the old one), and SIGTERM draining the sessions in flight without losing or
+//! half-accepting a message.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+use sluice_tests::*;
+
+/// A `sluice serve` child, killed by PID when dropped.
+struct Serve {
+    child: tokio::process::Child,
+    smtp: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+}
+
+impl Serve {
+    async fn start(cfg: &Path) -> Serve {
+        let mut child = tokio::process::Command::new(sluice_bin())
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .env("SLUICE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sluice serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut smtp, mut metrics) = (None, None);
+        while smtp.is_none() || (metrics.is_none() && has_metrics(cfg)) {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .expect("listening lines within 60 s")
+                .unwrap()
+                .expect("server printed its listeners");
+            let mut w = line.split_whitespace().skip(1);
+            match (w.next(), w.next()) {
+                (Some("smtp"), Some(a)) => smtp = a.parse().ok(),
+                (Some("metrics"), Some(a)) => metrics = a.parse().ok(),
+                _ => {}
+            }
+        }
+        Serve {
+            child,
+            smtp: smtp.unwrap(),
+            metrics,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status.
+    async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("server exits in time")
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> (String, String) {
+        let addr = self.metrics.expect("metrics listener");
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_string(), body.to_string())
+    }
+
+    /// Polls /metrics (bounded: 15 s) until every line in `want` is present.
+    async fn metrics_until(&self, want: &[&str]) -> String {
+        let mut body = String::new();
+        for _ in 0..150 {
+            body = self.get("/metrics").await.1;
+            if want.iter().all(|w| body.lines().any(|l| l == *w)) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let missing: Vec<&&str> = want
+            .iter()
+            .filter(|w| !body.lines().any(|l| l == **w))
+            .collect();
+        panic!("metrics never showed {missing:?}:\n{body}");
+    }
+}
+
+fn has_metrics(cfg: &Path) -> bool {
+    std::fs::read_to_string(cfg).unwrap().contains("[metrics]")
+}
+
+/// A configuration in `dir` with ephemeral ports and `extra` appended.
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let cfg = dir.join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n[relay]\nlocal_domains = [\"example.org\"]\n{extra}",
+            dir,
+            workspace_root().join("target/test-compile-cache")
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+async fn send(addr: std::net::SocketAddr, subject: &str) -> String {
+    let mut c = Conversation::connect(addr).await;
+    c.begin_data("a@example.net", "bob@example.org").await;
+    c.raw(format!("Subject: {subject}\r\n\r\nHello.\r\n.\r\n").as_bytes())
+        .await;
+    let r = c.reply().await;
+    c.send("QUIT").await;
+    r
+}
+
+async fn sluice(args: &[&str]) -> std::process::Output {
+    run_client(tokio::process::Command::new(sluice_bin()).args(args)).await
+}
+
+fn delivered(dir: &Path, user: &str) -> Vec<String> {
+    std::fs::read_dir(dir.join("maildir").join(user).join("new"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn metrics_plugin_list_and_reload_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin("test", "tagger"), plugins.join("10-tagger.wasm")).unwrap();
+    let tagger = "[plugin.tagger.config]\nreject_word = \"forbidden\"\n";
+    let metrics = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let cfg = write_config(dir.path(), &format!("{metrics}{tagger}"));
+    let mut s = Serve::start(&cfg).await;
+    assert_eq!(
+        s.get("/healthz").await,
+        ("HTTP/1.1 200 OK".into(), "ok\n".into())
+    );
+
+    // A known sequence: three messages accepted, one rejected by the plugin.
+    for i in 0..3 {
+        assert!(send(s.smtp, &format!("m{i}")).await.starts_with("250 "));
+    }
+    assert!(
+        send(s.smtp, "forbidden words")
+            .await
+            .starts_with("554 5.7.1")
+    );
+    s.metrics_until(&[
+        "sluice_connections_total{listener=\"smtp\",tls=\"none\"} 4",
+        "sluice_messages_total{disposition=\"queued\"} 3",
+        "sluice_messages_total{disposition=\"reject\"} 1",
+        "sluice_plugin_calls_total{plugin=\"tagger\",hook=\"check-message\",verdict=\"continue\"} 3",
+        "sluice_plugin_calls_total{plugin=\"tagger\",hook=\"check-message\",verdict=\"reject\"} 1",
+        "sluice_plugin_call_seconds_count{plugin=\"tagger\",hook=\"check-message\"} 4",
+        "sluice_deliveries_total{outcome=\"delivered\"} 3",
+        "sluice_spool_messages{state=\"queue\"} 0",
+        "sluice_plugins_loaded 1",
+    ])
+    .await;
+
+    // The plugins in service, asked of the running server.
+    let metrics_addr = s.metrics.unwrap().to_string();
+    let out = sluice(&["plugin", "list", "--json", "--server", &metrics_addr]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(plugins.join("10-tagger.wasm")).unwrap(),
+        ))
+    };
+    assert_eq!(rows[0]["name"], "tagger");
+    assert_eq!(rows[0]["sha256"], sha.as_str());
+    assert_eq!(rows[0]["hooks"], serde_json::json!(["check-message"]));
+    let table = sluice(&["plugin", "list", "--server", &metrics_addr]).await;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(
+        table.contains(" 1. tagger") && table.contains("on_failure=tempfail"),
+        "{table}"
+    );
+
+    // SIGHUP with a bad configuration: refused, the old one keeps serving.
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap() + "[limits]\nmax_recipeints = 5\n",
+    )
+    .unwrap();
+    s.signal("HUP");
+    s.metrics_until(&["sluice_reloads_total{kind=\"config\",result=\"failed\"} 1"])
+        .await;
+    assert!(send(s.smtp, "forbidden again").await.starts_with("554 "));
+    // `sluice reload` checks the file itself and does not signal.
+    let out = sluice(&["reload", "--config", cfg.to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not valid; the server was not signalled") && err.contains("max_recipeints"),
+        "{err}"
+    );
+
+    // A good one through `sluice reload`: applies to the next transaction.
+    write_config(
+        dir.path(),
+        &format!("{metrics}[plugin.tagger.config]\ntag = \"v2\"\n"),
+    );
+    let out = sluice(&["reload", "--config", cfg.to_str().unwrap()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.metrics_until(&["sluice_reloads_total{kind=\"config\",result=\"ok\"} 1"])
+        .await;
+    assert!(
+        send(s.smtp, "forbidden is fine now")
+            .await
+            .starts_with("250 ")
+    );
+    s.metrics_until(&["sluice_deliveries_total{outcome=\"delivered\"} 4"])
+        .await;
+    let mail = delivered(dir.path(), "bob");
+    assert!(
+        mail.iter().any(|m| m.contains("X-Tagged: v2\r\n") && m.contains("Subject: forbidden is fine now")),
+        "{mail:?}"
+    );
+
+    // SIGTERM: exits cleanly and removes its pid file.
+    assert!(dir.path().join("sluice.pid").is_file());
+    s.signal("TERM");
+    assert!(s.exited(Duration::from_secs(20)).await.success());
+    assert!(!dir.path().join("sluice.pid").exists());
+}
+
+#[tokio::test]
+async fn sigterm_lets_transactions_in_flight_finish_and_turns_idle_sessions_away() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let cfg = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[plugins]", "drain_timeout_secs = 10\n[plugins]");
+    std::fs::write(&cfg, text).unwrap();
+    let mut s = Serve::start(&cfg).await;
+
+    // A: mid-DATA. B: connected and idle.
+    let mut a = Conversation::connect(s.smtp).await;
+    a.begin_data("a@example.net", "bob@example.org").await;
+    a.raw(b"Subject: in flight\r\n\r\nFirst half,\r\n").await;
+    let mut b = Conversation::connect(s.smtp).await;
+    b.send("EHLO idle.test").await;
+    b.expect("250 ").await;
+
+    s.signal("TERM");
+    b.expect("421 4.3.2 mx.test Service shutting down").await;
+    assert!(b.closed().await);
+    // No new connections.
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(s.smtp).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "still accepting after SIGTERM");
+
+    // A finishes its message and is acknowledged; then it is told to go.
+    a.raw(b"second half.\r\n.\r\n").await;
+    a.expect("250 2.0.0").await;
+    a.send("NOOP").await;
+    a.expect("421 4.3.2").await;
+    assert!(s.exited(Duration::from_secs(20)).await.success());
+    let on_disk = delivered(dir.path(), "bob").len()
+        + std::fs::read_dir(dir.path().join("spool/queue"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+    assert!(on_disk >= 1, "the acknowledged message is not on disk");
+}
+
+#[tokio::test]
+async fn at_the_drain_timeout_an_unfinished_transaction_is_tempfailed_not_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let cfg = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[plugins]", "drain_timeout_secs = 1\n[plugins]");
+    std::fs::write(&cfg, text).unwrap();
+    let mut s = Serve::start(&cfg).await;
+    let mut a = Conversation::connect(s.smtp).await;
+    a.begin_data("a@example.net", "bob@example.org").await;
+    a.raw(b"Subject: never finished\r\n\r\nhalf").await;
+    s.signal("TERM");
+    a.expect("421 4.3.2").await;
+    assert!(a.closed().await);
+    assert!(s.exited(Duration::from_secs(20)).await.success());
+    assert!(delivered(dir.path(), "bob").is_empty());
+    let queued = std::fs::read_dir(dir.path().join("spool/queue"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(queued, 0, "an unacknowledged message was kept");
+}
