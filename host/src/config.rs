@@ -859,6 +859,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_production_configuration_is_valid_but_for_host_paths() {
+        let text = include_str!("../deploy/production.toml");
+        let c = Config::parse(text).expect("production.toml parses");
+        assert_eq!(c.effective_listeners().len(), 6);
+        assert!(c.route_for("example.org").is_some());
+        assert!(c.route_for("gmail.com").is_some());
+        // Only the paths that exist on a real mail host may be missing here.
+        match c.validate() {
+            Ok(()) => {}
+            Err(ConfigError::Invalid { problems, .. }) => {
+                for p in &problems {
+                    assert!(
+                        p.starts_with("tls.cert:")
+                            || p.starts_with("tls.key:")
+                            || p.starts_with("plugin.recipient-validation.read_dirs:"),
+                        "{p}"
+                    );
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
     fn default_is_valid() {
         Config::default()
             .validate()

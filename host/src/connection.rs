@@ -327,9 +327,30 @@ impl Connection {
             None => (None, Vec::new()),
         };
         let raw = msg.raw;
+        // Each plugin call of the transaction: `plugin:hook:verdict`, with the plugin's score
+        // when it gave symbols, and `!failure` when it failed.
         let verdicts: Vec<String> = calls
             .iter()
-            .map(|c| format!("{}:{}:{}", c.plugin, c.hook, action_name(&c.decision)))
+            .map(|c| {
+                let mut v = format!("{}:{}:{}", c.plugin, c.hook, action_name(&c.decision));
+                if c.hook == crate::plugin::Hook::CheckMessage
+                    && let Some(o) = &outcome
+                {
+                    let mine: Vec<f64> = o
+                        .symbols
+                        .iter()
+                        .filter(|s| s.plugin == c.plugin)
+                        .map(|s| s.score)
+                        .collect();
+                    if !mine.is_empty() {
+                        v.push_str(&format!("={:.2}", mine.iter().sum::<f64>()));
+                    }
+                }
+                if let Some(f) = &c.failure {
+                    v.push_str(&format!("!{}", f.kind()));
+                }
+                v
+            })
             .collect();
         let decision = outcome
             .as_ref()

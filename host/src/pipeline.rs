@@ -596,20 +596,20 @@ fn record(
     let (logs, logs_dropped) = slot.as_mut().map(|i| i.take_logs()).unwrap_or_default();
     for line in &logs {
         match line.level {
-            "error" => tracing::error!(txn, plugin = %plugin.name, "{}", line.message),
-            "warn" => tracing::warn!(txn, plugin = %plugin.name, "{}", line.message),
-            "info" => tracing::info!(txn, plugin = %plugin.name, "{}", line.message),
-            _ => tracing::debug!(txn, plugin = %plugin.name, "{}", line.message),
+            "error" => tracing::error!(id = txn, plugin = %plugin.name, "{}", line.message),
+            "warn" => tracing::warn!(id = txn, plugin = %plugin.name, "{}", line.message),
+            "info" => tracing::info!(id = txn, plugin = %plugin.name, "{}", line.message),
+            _ => tracing::debug!(id = txn, plugin = %plugin.name, "{}", line.message),
         }
     }
     if logs_dropped > 0 {
-        tracing::warn!(txn, plugin = %plugin.name, dropped = logs_dropped, "plugin log lines over quota dropped");
+        tracing::warn!(id = txn, plugin = %plugin.name, dropped = logs_dropped, "plugin log lines over quota dropped");
     }
     let elapsed = started.elapsed();
     match &failure {
         None => plugin.health.succeeded(hook),
         Some(f) if f.is_fault() => {
-            tracing::warn!(txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
+            tracing::warn!(id = txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
             if let Transition::CooledDown(d) = plugin.health.failed(hook, Instant::now()) {
                 tracing::warn!(plugin = %plugin.name, file = %plugin.file.display(), secs = d.as_secs(), policy = %plugin.limits.on_failure, "plugin failed repeatedly: in cool-down, its failure policy applies without calling it");
                 crate::metrics::get().plugin_cooldown(&plugin.name);

@@ -22,9 +22,9 @@ impl Serve {
         let mut child = tokio::process::Command::new(sluice_bin())
             .args(["serve", "--config"])
             .arg(cfg)
-            .env("SLUICE_LOG", "warn")
+            .env("SLUICE_LOG", "info")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(cfg.with_extension("log")).unwrap())
             .kill_on_drop(true)
             .spawn()
             .expect("sluice serve starts");
@@ -249,6 +249,29 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
     assert!(
         mail.iter().any(|m| m.contains("X-Tagged: v2\r\n") && m.contains("Subject: forbidden is fine now")),
         "{mail:?}"
+    );
+
+    // The log tells a message's whole story under its queue id: acceptance with each
+    // plugin's verdict and score, then delivery.
+    let reply = send(s.smtp, "traced").await;
+    let id = reply.trim().rsplit(' ').next().unwrap().to_string();
+    s.metrics_until(&["sluice_deliveries_total{outcome=\"delivered\"} 5"])
+        .await;
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    let story: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
+    assert!(
+        story.iter().any(|l| l.contains("message")
+            && l.contains("from=a@example.net")
+            && l.contains("to=bob@example.org")
+            && l.contains("plugins=tagger:check-message:continue=1.00")
+            && l.contains("disposition=\"queued\"")),
+        "{story:#?}"
+    );
+    assert!(
+        story
+            .iter()
+            .any(|l| l.contains("delivery") && l.contains("Delivered")),
+        "{story:#?}"
     );
 
     // SIGTERM: exits cleanly and removes its pid file.
