@@ -366,7 +366,7 @@ impl Connection {
                 from = %sender.address,
                 to = %rcpts.join(","),
                 size,
-                score,
+                score = %format_args!("{score:.2}"),
                 plugins = %verdicts.join(" "),
                 disposition,
                 reply = %reply,
