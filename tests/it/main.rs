@@ -11,6 +11,7 @@ mod languages;
 mod lifecycle;
 mod loading;
 mod operations;
+mod peers;
 mod queue_cli;
 mod recipients;
 mod replay_cli;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod dns;
+pub mod peers;
+pub mod serve;
 pub mod sink;
 
 use sluice::config::Config;

@@ -1,0 +1,448 @@
+//! End to end with real mail servers: Dovecot as the mailbox (LMTP in, IMAP and POP3 out)
+//! and Postfix behind and in front of Sluice. Every peer runs from a private directory on
+//! loopback ports and is stopped by PID at the end (`sluice_tests::peers`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice_tests::peers::{Dovecot, Postfix};
+use sluice_tests::serve::Serve;
+use sluice_tests::*;
+
+/// Installs the bundled plugins into `dir/plugins`, except recipient-validation: here Dovecot
+/// knows the users, and refusing unknown ones is its job (the bounce scenario needs that).
+fn install_plugins(dir: &Path) {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for f in std::fs::read_dir(workspace_root().join("target/plugins/bundled")).unwrap() {
+        let f = f.unwrap().path();
+        if f.to_string_lossy().contains("recipient-validation") {
+            continue;
+        }
+        std::fs::copy(&f, plugins.join(f.file_name().unwrap())).unwrap();
+    }
+}
+
+/// One of the deployment examples in `host/deploy/`, made to run here: `example.org`
+/// becomes `domain`, listeners go to ephemeral loopback ports, paths into `dir`, the
+/// certificate is the self-signed one Sluice makes, `next_hop` replaces the example's, and
+/// `extra` is appended.
+fn deployment(
+    name: &str,
+    dir: &Path,
+    domain: &str,
+    next_hop: (&str, &str),
+    extra: &str,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(workspace_root().join("host/deploy").join(name)).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        // No certificate files here: Sluice generates a self-signed one.
+        if line == "[tls]" || line.starts_with("cert = ") || line.starts_with("key = ") {
+            continue;
+        }
+        let line = line
+            .replace("0.0.0.0:587", "127.0.0.1:0")
+            .replace("0.0.0.0:465", "127.0.0.1:0")
+            .replace("0.0.0.0:25", "127.0.0.1:0")
+            .replace(next_hop.0, next_hop.1)
+            .replace("/var/lib/sluice", &dir.display().to_string())
+            .replace("example.org", domain);
+        out.push_str(&line);
+        out.push('\n');
+        if line == "[plugins]" {
+            let cache = workspace_root().join("target/test-compile-cache");
+            out.push_str(&format!("cache_dir = {cache:?}\nrescan_secs = 1\n"));
+        }
+    }
+    out.push_str(extra);
+    let cfg = dir.join("sluice.toml");
+    std::fs::write(&cfg, out).unwrap();
+    cfg
+}
+
+/// `host/deploy/submission-dovecot.toml` for `dove.test`, delivering to `dovecot`.
+fn sluice_config(dir: &Path, dovecot: &Dovecot, extra: &str) -> std::path::PathBuf {
+    let lmtp = format!("127.0.0.1:{}", dovecot.lmtp);
+    deployment(
+        "submission-dovecot.toml",
+        dir,
+        "dove.test",
+        ("127.0.0.1:24", &lmtp),
+        extra,
+    )
+}
+
+async fn passwd(cfg: &Path, user: &str, password: &str) {
+    let mut cmd = tokio::process::Command::new(sluice_bin());
+    cmd.args(["passwd", user, "--config"])
+        .arg(cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{password}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    assert!(child.wait().await.unwrap().success());
+}
+
+/// Reads `user`'s INBOX over IMAPS and POP3S until it holds `n` messages (bounded: 20 s);
+/// prints each message once, as IMAP gave it, separated by a marker line; checks POP3
+/// returns the same bytes.
+const READ_BACK: &str = r#"
+import imaplib, os, poplib, ssl, sys, time
+ctx = ssl._create_unverified_context()
+user, pw, n = os.environ["USER_ADDR"], os.environ["USER_PW"], int(os.environ["N"])
+deadline = time.time() + 20
+while True:
+    c = imaplib.IMAP4_SSL("127.0.0.1", int(os.environ["IMAPS"]), ssl_context=ctx)
+    c.login(user, pw)
+    typ, data = c.select("INBOX", readonly=True)
+    count = int(data[0])
+    if count >= n or time.time() > deadline:
+        break
+    c.logout()
+    time.sleep(0.2)
+msgs = []
+for i in range(1, count + 1):
+    typ, d = c.fetch(str(i), "(RFC822)")
+    msgs.append(d[0][1])
+c.logout()
+p = poplib.POP3_SSL("127.0.0.1", int(os.environ["POP3S"]), context=ctx)
+p.user(user)
+p.pass_(pw)
+assert p.stat()[0] == count, (p.stat(), count)
+for i in range(1, count + 1):
+    lines = p.retr(i)[1]
+    pop = b"\r\n".join(lines) + b"\r\n"
+    assert pop == msgs[i - 1], "POP3 and IMAP disagree on message %d" % i
+p.quit()
+for m in msgs:
+    sys.stdout.write(m.decode("utf-8", "replace"))
+    sys.stdout.write("\n=====END=====\n")
+"#;
+
+async fn mailbox(d: &Dovecot, user: &str, pw: &str, n: usize) -> Vec<String> {
+    let out = python(
+        READ_BACK,
+        &[
+            ("USER_ADDR", user.to_string()),
+            ("USER_PW", pw.to_string()),
+            ("N", n.to_string()),
+            ("IMAPS", d.imaps.to_string()),
+            ("POP3S", d.pop3s.to_string()),
+        ],
+    )
+    .await;
+    out.split("\n=====END=====\n")
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The body of a message (after the first blank line).
+fn body(m: &str) -> &str {
+    m.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+#[tokio::test]
+async fn submission_with_starttls_and_implicit_tls_to_dovecot_read_back_over_imap_and_pop3() {
+    let dovecot = Dovecot::start(&[("bob@dove.test", "bobpw"), ("alice@dove.test", "alicepw")]);
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path());
+    let cfg = sluice_config(dir.path(), &dovecot, "");
+    passwd(&cfg, "alice", "wonderland").await;
+    let s = Serve::start(&cfg).await;
+    let body_text = "Hello Bob,\r\n\r\nthe quarterly figures are attached in spirit.\r\n.leading dot survives\r\nAlice\r\n";
+
+    // swaks over port-587-style STARTTLS with AUTH.
+    let out = run_client(
+        tokio::process::Command::new("swaks")
+            .args(["--server", &s.submission.unwrap().to_string(), "--tls"])
+            .args([
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                "alice",
+                "--auth-password",
+                "wonderland",
+            ])
+            .args(["--from", "alice@dove.test", "--to", "bob@dove.test"])
+            .args([
+                "--header",
+                "Subject: by swaks",
+                "--body",
+                "Sent by swaks over STARTTLS.",
+            ]),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // smtplib over implicit TLS, a message whose body we compare byte for byte.
+    python(
+        r#"
+import os, smtplib, ssl
+msg = "From: alice@dove.test\r\nTo: bob@dove.test\r\nSubject: by smtplib\r\nMessage-ID: <e2e-1@dove.test>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\n" + os.environ["BODY"]
+with smtplib.SMTP_SSL("127.0.0.1", int(os.environ["PORT"]), context=ssl._create_unverified_context()) as c:
+    c.login("alice", "wonderland")
+    c.sendmail("alice@dove.test", ["bob@dove.test"], msg.encode())
+"#,
+        &[
+            ("PORT", s.smtps.unwrap().port().to_string()),
+            ("BODY", body_text.to_string()),
+        ],
+    )
+    .await;
+
+    let mail = mailbox(&dovecot, "bob@dove.test", "bobpw", 2).await;
+    assert_eq!(mail.len(), 2, "{mail:?}\n{}", dovecot.log());
+    let swaks = mail
+        .iter()
+        .find(|m| m.contains("Subject: by swaks"))
+        .unwrap();
+    assert!(
+        swaks.contains("by mail.dove.test (Sluice) with ESMTPSA"),
+        "{swaks}"
+    );
+    let sm = mail
+        .iter()
+        .find(|m| m.contains("Subject: by smtplib"))
+        .unwrap();
+    assert!(
+        sm.contains("by mail.dove.test (Sluice) with ESMTPSA"),
+        "{sm}"
+    );
+    assert!(sm.contains("(authenticated as alice)"), "{sm}");
+    assert!(sm.contains("\r\nX-Spam-Status: "), "{sm}");
+    assert!(sm.contains("\r\nX-Spam-Score: "), "{sm}");
+    assert_eq!(body(sm), body_text);
+}
+
+#[tokio::test]
+async fn a_bounce_round_trip_through_dovecot_uses_the_bounce_template() {
+    let dovecot = Dovecot::start(&[("alice@dove.test", "alicepw")]);
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path());
+    let cfg = sluice_config(dir.path(), &dovecot, "");
+    passwd(&cfg, "alice", "wonderland").await;
+    let s = Serve::start(&cfg).await;
+    python(
+        r#"
+import os, smtplib, ssl
+msg = b"From: alice@dove.test\r\nTo: nobody@dove.test\r\nSubject: to nobody\r\nMessage-ID: <e2e-bounce@dove.test>\r\n\r\nIs anyone there?\r\n"
+with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
+    c.starttls(context=ssl._create_unverified_context())
+    c.login("alice", "wonderland")
+    c.sendmail("alice@dove.test", ["nobody@dove.test"], msg)
+"#,
+        &[("PORT", s.submission.unwrap().port().to_string())],
+    )
+    .await;
+    // Dovecot refuses nobody@ over LMTP; Sluice bounces to alice, into her Dovecot INBOX.
+    let mail = mailbox(&dovecot, "alice@dove.test", "alicepw", 1).await;
+    assert_eq!(mail.len(), 1, "{}", dovecot.log());
+    // The text part is quoted-printable: undo its soft line breaks.
+    let dsn = &mail[0].replace("=\r\n", "");
+    assert!(dsn.contains("multipart/report"), "{dsn}");
+    assert!(dsn.contains("Your message could not be delivered"), "{dsn}");
+    assert!(dsn.contains("nobody@dove.test"), "{dsn}");
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("Subject: to nobody"), "{dsn}");
+}
+
+#[tokio::test]
+async fn sluice_filters_in_front_of_postfix_spam_is_tagged_ham_arrives_untouched() {
+    let postfix = Postfix::start(
+        "myhostname = pf.test\nvirtual_mailbox_domains = pf.test\nvirtual_mailbox_maps = inline:{ bob@pf.test=bob/Maildir/ }\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path());
+    let pf = format!("127.0.0.1:{}", postfix.smtp);
+    let cfg = deployment(
+        "filter-in-front.toml",
+        dir.path(),
+        "pf.test",
+        ("10.0.0.25:25", &pf),
+        "",
+    );
+    let s = Serve::start(&cfg).await;
+    let corpus = workspace_root().join("../shared/corpus/spamassassin");
+    let ham =
+        std::fs::read(corpus.join("ham/sa-easy_ham-00001.7c53336b37003a9286aba55d2945844c.eml"))
+            .unwrap();
+    let spam =
+        std::fs::read(corpus.join("spam/sa-spam-00001.7848dde101aa985090474a91ec93fcf0.eml"))
+            .unwrap();
+    let said = python(
+        r#"
+import os, smtplib
+with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
+    for name in ("HAM", "SPAM"):
+        raw = open(os.environ[name], "rb").read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        try:
+            c.sendmail("sender@example.net", ["bob@pf.test"], raw)
+            print(name, "accepted")
+        except smtplib.SMTPDataError as e:
+            print(name, "refused", e.smtp_code)
+"#,
+        &[
+            ("PORT", s.smtp.port().to_string()),
+            (
+                "HAM",
+                corpus
+                    .join("ham/sa-easy_ham-00001.7c53336b37003a9286aba55d2945844c.eml")
+                    .display()
+                    .to_string(),
+            ),
+            (
+                "SPAM",
+                corpus
+                    .join("spam/sa-spam-00001.7848dde101aa985090474a91ec93fcf0.eml")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got = postfix.delivered("bob");
+        if got.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let crlf = |b: &[u8]| String::from_utf8_lossy(b).replace("\r\n", "\n");
+    let ham_body = crlf(&ham);
+    let ham_body = ham_body.split_once("\n\n").unwrap().1;
+    let spam_subject = crlf(&spam)
+        .lines()
+        .find(|l| l.starts_with("Subject:"))
+        .unwrap()
+        .to_string();
+    let ham_in = got
+        .iter()
+        .find(|m| m.replace("\r\n", "\n").ends_with(ham_body))
+        .unwrap_or_else(|| {
+            panic!(
+                "ham did not arrive untouched in Postfix: {got:?}\n{}",
+                postfix.log()
+            )
+        });
+    assert!(ham_in.contains("X-Spam-Status: No"), "{ham_in}");
+    // The spam was either refused by Sluice or arrived tagged.
+    assert!(said.contains("HAM accepted"), "{said}");
+    if said.contains("SPAM accepted") {
+        let sp = got
+            .iter()
+            .find(|m| m.contains(&spam_subject))
+            .unwrap_or_else(|| panic!("accepted spam did not arrive: {got:?}"));
+        assert!(sp.contains("X-Spam-Status: Yes"), "{sp}");
+    } else {
+        assert!(said.contains("SPAM refused 550"), "{said}");
+        assert!(!got.iter().any(|m| m.contains(&spam_subject)));
+    }
+}
+
+#[tokio::test]
+async fn postfix_in_front_relays_a_batch_through_sluice_into_dovecot_and_a_plugin_dropped_in_applies()
+ {
+    let dovecot = Dovecot::start(&[("bob@dove.test", "bobpw")]);
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path());
+    let cfg = sluice_config(dir.path(), &dovecot, "");
+    let s = Serve::start(&cfg).await;
+    let postfix = Postfix::start(&format!(
+        "myhostname = relay.test\nrelay_domains = dove.test\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = encrypt\nsmtp_tls_loglevel = 1\n",
+        s.smtp.port()
+    ));
+    let n = 12;
+    send_batch(postfix.smtp, 0, n / 2).await;
+    // Scenario 5: a plugin dropped into Sluice's plugin directory while the batch flows.
+    let plugins = dir.path().join("plugins");
+    std::fs::copy(
+        plugin("test", "tagger"),
+        plugins.join(".50-tagger.wasm.tmp"),
+    )
+    .unwrap();
+    std::fs::rename(
+        plugins.join(".50-tagger.wasm.tmp"),
+        plugins.join("50-tagger.wasm"),
+    )
+    .unwrap();
+    let log = cfg.with_extension("log");
+    for _ in 0..100 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("plugin added plugin=tagger")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    send_batch(postfix.smtp, n / 2, n).await;
+
+    let mail = mailbox(&dovecot, "bob@dove.test", "bobpw", n).await;
+    assert_eq!(mail.len(), n, "{}\n{}", postfix.log(), dovecot.log());
+    let mut ids: Vec<&str> = mail
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find(|l| l.starts_with("Message-ID:") || l.starts_with("Message-Id:"))
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "each message exactly once");
+    for m in &mail {
+        // Postfix's own client negotiated STARTTLS with Sluice.
+        assert!(m.contains("by mail.dove.test (Sluice) with ESMTPS"), "{m}");
+    }
+    let tagged = |i: usize| {
+        mail.iter()
+            .find(|m| m.contains(&format!("Subject: batch {i}\r\n")))
+            .is_some_and(|m| m.contains("X-Tagged: yes"))
+    };
+    assert!(
+        !tagged(0),
+        "a message before the plugin was dropped in is tagged"
+    );
+    assert!(
+        tagged(n - 1),
+        "a message after the plugin was dropped in is not tagged"
+    );
+    let plog = postfix.log();
+    assert!(
+        !plog.contains("status=deferred") && !plog.contains("status=bounced"),
+        "{plog}"
+    );
+    assert!(plog.contains("status=sent"), "{plog}");
+}
+
+/// Submits messages `from..to` of the batch to Postfix (8BITMIME bodies).
+async fn send_batch(port: u16, from: usize, to: usize) {
+    python(
+        r#"
+import os, smtplib
+with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
+    for i in range(int(os.environ["FROM"]), int(os.environ["TO"])):
+        msg = "From: carol@relay.test\r\nTo: bob@dove.test\r\nSubject: batch %d\r\nMessage-ID: <batch-%d@relay.test>\r\n\r\nMessage number %d, caf\xc3\xa9 8bit.\r\n" % (i, i, i)
+        c.sendmail("carol@relay.test", ["bob@dove.test"], msg.encode("latin-1"), mail_options=["BODY=8BITMIME"])
+"#,
+        &[
+            ("PORT", port.to_string()),
+            ("FROM", from.to_string()),
+            ("TO", to.to_string()),
+        ],
+    )
+    .await;
+}

@@ -1,0 +1,302 @@
+//! Real mail servers as test peers: a private Dovecot (IMAP, POP3 and LMTP) and a private
+//! Postfix, each with its own configuration and data directory under a temporary directory,
+//! on loopback ports, stopped by PID when dropped. Nothing touches the machine's own mail
+//! configuration. Needs root (Dovecot and Postfix drop privileges to their users) and the
+//! Debian packages `postfix`, `dovecot-imapd`, `dovecot-pop3d`, `dovecot-lmtpd` — the test
+//! command installs them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A free loopback port (bound, read, released: peers cannot bind port 0 and tell us).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn need(binary: &str) {
+    assert!(
+        Path::new(binary).exists(),
+        "{binary} is missing: scripts/test installs postfix, dovecot-imapd, dovecot-pop3d and dovecot-lmtpd"
+    );
+}
+
+fn wait_port(port: u16, what: &str) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 10 s");
+}
+
+fn chown(path: &Path, user: &str) {
+    let ok = Command::new("chown")
+        .args(["-R", user])
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "chown {user} {}", path.display());
+}
+
+fn kill_pid_file(pid_file: &Path) {
+    if let Ok(pid) = std::fs::read_to_string(pid_file) {
+        let pid = pid.trim().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            let alive = Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !alive {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    }
+}
+
+/// A private Dovecot: users `NAME@DOMAIN` with plain passwords, mail in Maildirs under its
+/// directory, IMAPS, POP3S and LMTP on loopback ports.
+pub struct Dovecot {
+    /// Its directory (configuration, mail, runtime, log).
+    pub dir: tempfile::TempDir,
+    /// IMAP over TLS.
+    pub imaps: u16,
+    /// POP3 over TLS.
+    pub pop3s: u16,
+    /// LMTP (plain TCP).
+    pub lmtp: u16,
+}
+
+impl Dovecot {
+    /// Starts Dovecot for `users` (address, password).
+    pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        need("/usr/sbin/dovecot");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("run/state")).unwrap();
+        std::fs::create_dir_all(d.join("mail")).unwrap();
+        chown(&d.join("mail"), "mail:mail");
+        // Dovecot's unprivileged processes must reach the runtime and mail directories.
+        let _ = std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "openssl could not make Dovecot's certificate");
+        let passwd: String = users
+            .iter()
+            .map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n"))
+            .collect();
+        std::fs::write(d.join("passwd"), passwd).unwrap();
+        let (imaps, pop3s, lmtp) = (free_port(), free_port(), free_port());
+        let conf = format!(
+            r#"protocols = imap pop3 lmtp
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/run/state
+log_path = {d}/dovecot.log
+ssl = required
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
+auth_mechanisms = plain
+mail_location = maildir:~/Maildir
+first_valid_uid = 8
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=mail gid=mail home={d}/mail/%d/%n allow_all_users=no
+}}
+service imap-login {{
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    port = {pop3s}
+    ssl = yes
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+protocol lmtp {{
+  postmaster_address = postmaster@localhost
+}}
+"#,
+            d = d.display()
+        );
+        std::fs::write(d.join("dovecot.conf"), conf).unwrap();
+        let ok = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(d.join("dovecot.conf"))
+            .status()
+            .is_ok_and(|s| s.success());
+        let dovecot = Dovecot {
+            dir,
+            imaps,
+            pop3s,
+            lmtp,
+        };
+        assert!(ok, "dovecot did not start: {}", dovecot.log());
+        wait_port(lmtp, "dovecot lmtp");
+        wait_port(imaps, "dovecot imaps");
+        dovecot
+    }
+
+    /// Dovecot's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        kill_pid_file(&self.dir.path().join("run/master.pid"));
+    }
+}
+
+/// A private Postfix: an smtpd on a loopback port; `main.cf` lines given by the test are
+/// appended to a base that delivers `virtual_mailbox_domains` into Maildirs under
+/// `vmail/` and logs to `maillog`.
+pub struct Postfix {
+    /// Its directory (`conf/`, `queue/`, `vmail/`, `maillog`).
+    pub dir: tempfile::TempDir,
+    /// The smtpd port.
+    pub smtp: u16,
+}
+
+impl Postfix {
+    /// Starts Postfix with `main_cf` appended to the base configuration.
+    pub fn start(main_cf: &str) -> Postfix {
+        need("/usr/sbin/postfix");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        for sub in ["conf", "queue", "data", "vmail"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        chown(&d.join("data"), "postfix");
+        chown(&d.join("vmail"), "mail:mail");
+        let smtp = free_port();
+        let main = format!(
+            "compatibility_level = 3.6\nqueue_directory = {d}/queue\ndata_directory = {d}/data\nmail_owner = postfix\nsetgid_group = postdrop\nmaillog_file_prefixes = {d}\nmaillog_file = {d}/maillog\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmydestination =\nmynetworks = 127.0.0.0/8\nalias_maps =\nalias_database =\nvirtual_mailbox_base = {d}/vmail\nvirtual_minimum_uid = 8\nvirtual_uid_maps = static:8\nvirtual_gid_maps = static:8\nsmtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n{main_cf}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("conf/main.cf"), main).unwrap();
+        let services = [
+            ("pickup", "unix  n - n 60 1"),
+            ("cleanup", "unix n - n - 0"),
+            ("qmgr", "unix n - n 300 1"),
+            ("tlsmgr", "unix - - n 1000? 1"),
+            ("rewrite", "unix - - n - -"),
+            ("bounce", "unix - - n - 0"),
+            ("defer", "unix - - n - 0"),
+            ("trace", "unix - - n - 0"),
+            ("verify", "unix - - n - 1"),
+            ("flush", "unix n - n 1000? 0"),
+            ("proxymap", "unix - - n - -"),
+            ("smtp", "unix - - n - -"),
+            ("relay", "unix - - n - -"),
+            ("showq", "unix n - n - -"),
+            ("error", "unix - - n - -"),
+            ("retry", "unix - - n - -"),
+            ("discard", "unix - - n - -"),
+            ("local", "unix - n n - -"),
+            ("virtual", "unix - n n - -"),
+            ("lmtp", "unix - - n - -"),
+            ("anvil", "unix - - n - 1"),
+            ("scache", "unix - - n - 1"),
+            ("postlog", "unix-dgram n - n - 1"),
+        ];
+        let mut master = format!("127.0.0.1:{smtp} inet n - n - - smtpd\n");
+        for (name, rest) in services {
+            let program = match name {
+                "defer" | "trace" => "bounce",
+                "relay" => "smtp",
+                "retry" => "error",
+                "postlog" => "postlogd",
+                "rewrite" => "trivial-rewrite",
+                n => n,
+            };
+            master.push_str(&format!("{name} {rest} {program}\n"));
+        }
+        std::fs::write(d.join("conf/master.cf"), master).unwrap();
+        let conf = d.join("conf");
+        let _ = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("set-permissions")
+            .output();
+        let ok = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(&conf)
+            .arg("start")
+            .status()
+            .is_ok_and(|s| s.success());
+        let postfix = Postfix { dir, smtp };
+        assert!(ok, "postfix did not start: {}", postfix.log());
+        wait_port(smtp, "postfix smtpd");
+        postfix
+    }
+
+    /// Postfix's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// The messages delivered to `user`'s virtual Maildir (`vmail/USER/Maildir/new`).
+    pub fn delivered(&self, user: &str) -> Vec<String> {
+        maildir_files(&self.dir.path().join("vmail").join(user).join("Maildir/new"))
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg("abort")
+            .output();
+        kill_pid_file(&self.dir.path().join("queue/pid/master.pid"));
+    }
+}
+
+/// The files of a Maildir folder, read as text.
+pub fn maildir_files(dir: &PathBuf) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
+        .collect()
+}
