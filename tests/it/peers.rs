@@ -160,32 +160,41 @@ async fn submission_with_starttls_and_implicit_tls_to_dovecot_read_back_over_ima
     let s = Serve::start(&cfg).await;
     let body_text = "Hello Bob,\r\n\r\nthe quarterly figures are attached in spirit.\r\n.leading dot survives\r\nAlice\r\n";
 
-    // swaks over port-587-style STARTTLS with AUTH.
-    let out = run_client(
-        tokio::process::Command::new("swaks")
-            .args(["--server", &s.submission.unwrap().to_string(), "--tls"])
-            .args([
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                "alice",
-                "--auth-password",
-                "wonderland",
-            ])
-            .args(["--from", "alice@dove.test", "--to", "bob@dove.test"])
-            .args([
-                "--header",
-                "Subject: by swaks",
-                "--body",
-                "Sent by swaks over STARTTLS.",
-            ]),
-    )
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // swaks over port-587-style STARTTLS with AUTH, and over implicit TLS.
+    for (port, tls, subject) in [
+        (s.submission.unwrap(), "--tls", "by swaks over STARTTLS"),
+        (
+            s.smtps.unwrap(),
+            "--tls-on-connect",
+            "by swaks over implicit TLS",
+        ),
+    ] {
+        let out = run_client(
+            tokio::process::Command::new("swaks")
+                .args(["--server", &port.to_string(), tls])
+                .args([
+                    "--auth",
+                    "PLAIN",
+                    "--auth-user",
+                    "alice",
+                    "--auth-password",
+                    "wonderland",
+                ])
+                .args(["--from", "alice@dove.test", "--to", "bob@dove.test"])
+                .args([
+                    "--header",
+                    &format!("Subject: {subject}"),
+                    "--body",
+                    "Sent by swaks.",
+                ]),
+        )
+        .await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 
     // smtplib over implicit TLS, a message whose body we compare byte for byte.
     python(
@@ -203,16 +212,15 @@ with smtplib.SMTP_SSL("127.0.0.1", int(os.environ["PORT"]), context=ssl._create_
     )
     .await;
 
-    let mail = mailbox(&dovecot, "bob@dove.test", "bobpw", 2).await;
-    assert_eq!(mail.len(), 2, "{mail:?}\n{}", dovecot.log());
-    let swaks = mail
-        .iter()
-        .find(|m| m.contains("Subject: by swaks"))
-        .unwrap();
-    assert!(
-        swaks.contains("by mail.dove.test (Sluice) with ESMTPSA"),
-        "{swaks}"
-    );
+    let mail = mailbox(&dovecot, "bob@dove.test", "bobpw", 3).await;
+    assert_eq!(mail.len(), 3, "{mail:?}\n{}", dovecot.log());
+    for subject in ["by swaks over STARTTLS", "by swaks over implicit TLS"] {
+        let m = mail
+            .iter()
+            .find(|m| m.contains(&format!("Subject: {subject}")))
+            .unwrap();
+        assert!(m.contains("by mail.dove.test (Sluice) with ESMTPSA"), "{m}");
+    }
     let sm = mail
         .iter()
         .find(|m| m.contains("Subject: by smtplib"))
