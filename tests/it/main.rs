@@ -4,6 +4,7 @@
 mod bounce_template;
 mod cache;
 mod client;
+mod crash;
 mod delivery;
 mod hooks;
 mod hostile;
