@@ -25,6 +25,8 @@ pub struct Received {
     pub data: Vec<u8>,
     /// Which connection (1, 2, …) carried it.
     pub connection: usize,
+    /// When the sink had it whole (before answering).
+    pub at: std::time::Instant,
 }
 
 /// How the sink behaves.
@@ -72,6 +74,8 @@ impl Sink {
         let c = counters.clone();
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
+                // Replies are small writes: without this, delayed ACKs add ~40 ms each.
+                let _ = s.set_nodelay(true);
                 tokio::spawn(serve(s, c.clone(), opts.clone()));
             }
         });
@@ -116,6 +120,11 @@ impl Sink {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// How many messages arrived so far (cheap: no copy).
+    pub fn count(&self) -> usize {
+        self.counters.messages.lock().unwrap().len()
     }
 
     /// Connections accepted so far.
@@ -217,6 +226,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                         rcpts: taken,
                         data,
                         connection: number,
+                        at: std::time::Instant::now(),
                     });
                 }
                 rcpts.clear();
