@@ -25,13 +25,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 async fn send(addr: std::net::SocketAddr, subject: &str) -> String {
-    let mut c = Conversation::connect(addr).await;
-    c.begin_data("a@example.net", "bob@example.org").await;
-    c.raw(format!("Subject: {subject}\r\n\r\nHello.\r\n.\r\n").as_bytes())
-        .await;
-    let r = c.reply().await;
-    c.send("QUIT").await;
-    r
+    send_to_bob(addr, subject, "Hello.").await
 }
 
 async fn sluice(args: &[&str]) -> std::process::Output {
@@ -39,13 +33,19 @@ async fn sluice(args: &[&str]) -> std::process::Output {
 }
 
 fn delivered(dir: &Path, user: &str) -> Vec<String> {
-    std::fs::read_dir(dir.join("maildir").join(user).join("new"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                .collect()
-        })
-        .unwrap_or_default()
+    maildir_files(&dir.join("maildir").join(user).join("new"))
+}
+
+/// A configuration without plugins whose sessions may drain for `secs` on SIGTERM.
+fn drain_config(dir: &Path, secs: u64) -> PathBuf {
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    let cfg = write_config(dir, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[plugins]",
+        &format!("drain_timeout_secs = {secs}\n[plugins]"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    cfg
 }
 
 #[tokio::test]
@@ -188,12 +188,7 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
 #[tokio::test]
 async fn sigterm_lets_transactions_in_flight_finish_and_turns_idle_sessions_away() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    let cfg = write_config(dir.path(), "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[plugins]", "drain_timeout_secs = 10\n[plugins]");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = drain_config(dir.path(), 10);
     let mut s = Serve::start(&cfg).await;
 
     // A: mid-DATA. B: connected and idle.
@@ -234,12 +229,7 @@ async fn sigterm_lets_transactions_in_flight_finish_and_turns_idle_sessions_away
 #[tokio::test]
 async fn at_the_drain_timeout_an_unfinished_transaction_is_tempfailed_not_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    let cfg = write_config(dir.path(), "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[plugins]", "drain_timeout_secs = 1\n[plugins]");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = drain_config(dir.path(), 1);
     let mut s = Serve::start(&cfg).await;
     let mut a = Conversation::connect(s.smtp).await;
     a.begin_data("a@example.net", "bob@example.org").await;

@@ -9,15 +9,9 @@ use std::time::Duration;
 
 use sluice_tests::*;
 
-/// Sends one message with `subject` to bob@example.org; returns the reply to the data.
+/// Sends one trickle message with `subject` to bob@example.org; returns the reply.
 async fn send(addr: std::net::SocketAddr, subject: &str) -> String {
-    let mut c = Conversation::connect(addr).await;
-    c.begin_data("a@example.net", "bob@example.org").await;
-    c.raw(format!("Subject: {subject}\r\n\r\nA trickle message.\r\n.\r\n").as_bytes())
-        .await;
-    let r = c.reply().await;
-    c.send("QUIT").await;
-    r
+    send_to_bob(addr, subject, "A trickle message.").await
 }
 
 /// Waits (bounded: 15 s) until `check` holds for the server's plugins in service.

@@ -386,6 +386,31 @@ impl Conversation {
     }
 }
 
+/// Sends one message with `subject` and `body` from a@example.net to bob@example.org in a
+/// connection of its own; returns the reply to the data (not asserted: callers decide).
+pub async fn send_to_bob(addr: std::net::SocketAddr, subject: &str, body: &str) -> String {
+    let mut c = Conversation::connect(addr).await;
+    c.begin_data("a@example.net", "bob@example.org").await;
+    c.raw(format!("Subject: {subject}\r\n\r\n{body}\r\n.\r\n").as_bytes())
+        .await;
+    let r = c.reply().await;
+    c.send("QUIT").await;
+    r
+}
+
+/// The files of a Maildir folder (e.g. `…/new`), in name order, read as text; none when the
+/// folder does not exist yet.
+pub fn maildir_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
+        .collect()
+}
+
 /// Runs a client program without blocking the runtime the in-process server runs on, killing
 /// it if it takes more than 60 s.
 pub async fn run_client(cmd: &mut tokio::process::Command) -> std::process::Output {

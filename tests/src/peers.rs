@@ -5,7 +5,7 @@
 //! Debian packages `postfix`, `dovecot-imapd`, `dovecot-pop3d`, `dovecot-lmtpd` — the test
 //! command installs them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -274,7 +274,7 @@ impl Postfix {
 
     /// The messages delivered to `user`'s virtual Maildir (`vmail/USER/Maildir/new`).
     pub fn delivered(&self, user: &str) -> Vec<String> {
-        maildir_files(&self.dir.path().join("vmail").join(user).join("Maildir/new"))
+        crate::maildir_files(&self.dir.path().join("vmail").join(user).join("Maildir/new"))
     }
 }
 
@@ -287,16 +287,4 @@ impl Drop for Postfix {
             .output();
         kill_pid_file(&self.dir.path().join("queue/pid/master.pid"));
     }
-}
-
-/// The files of a Maildir folder, read as text.
-pub fn maildir_files(dir: &PathBuf) -> Vec<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
-        .iter()
-        .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned())
-        .collect()
 }

@@ -37,8 +37,9 @@ impl Serve {
         let (mut smtp, mut metrics, mut submission, mut smtps) = (None, None, None, None);
         // The server prints one line per listener, then flushes: read until the smtp (and,
         // when configured, metrics) line has come and no more lines follow at once.
+        let want_metrics = has_metrics(cfg);
         loop {
-            let done = smtp.is_some() && (metrics.is_some() || !has_metrics(cfg));
+            let done = smtp.is_some() && (metrics.is_some() || !want_metrics);
             let wait = if done { 300 } else { 60_000 };
             let line =
                 match tokio::time::timeout(Duration::from_millis(wait), lines.next_line()).await {
