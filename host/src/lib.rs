@@ -27,6 +27,8 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod delivery;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod message;
 pub mod metrics;

@@ -12,15 +12,15 @@
 
 pub mod address;
 pub mod auth;
+pub mod data;
 
-use smtp_proto::request::receiver::{
-    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
-};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver, RequestReceiver};
 use smtp_proto::{MailFrom, RcptTo, Request};
 
 use crate::config::ListenerKind;
 use crate::pipeline::Decision;
 use crate::reply::Reply;
+use data::DataReceiver;
 
 /// What the session needs to know about its listener and client.
 #[derive(Debug, Clone)]
@@ -136,8 +136,10 @@ impl Step {
 enum State {
     Command,
     Data(DataReceiver),
+    /// Swallowing an oversized DATA message; then send the reply.
+    DataDiscard(DataReceiver, Reply),
     Bdat(BdatReceiver),
-    /// Swallowing an oversized message; then send the reply.
+    /// Swallowing a BDAT chunk that cannot be accepted; then send the reply.
     Discard(DummyDataReceiver, Reply),
     /// Waiting for the PLAIN response after `334 `.
     AuthPlain,
@@ -245,7 +247,7 @@ impl Session {
     pub fn in_data(&self) -> bool {
         matches!(
             self.state,
-            State::Data(_) | State::Bdat(_) | State::Discard(..)
+            State::Data(_) | State::DataDiscard(..) | State::Bdat(_) | State::Discard(..)
         )
     }
 
@@ -294,9 +296,8 @@ impl Session {
                 }
                 State::Command => self.command(),
                 State::Data(mut r) => {
-                    let mut iter = self.input[self.pos..].iter();
-                    let done = r.ingest(&mut iter, &mut self.message);
-                    self.pos = self.input.len() - iter.len();
+                    let (used, done) = r.ingest(&self.input[self.pos..], &mut self.message);
+                    self.pos += used;
                     if done && self.message.len() <= self.cfg.max_message_size {
                         let raw = normalise_line_endings(std::mem::take(&mut self.message));
                         Some(Step::Message(raw))
@@ -308,8 +309,8 @@ impl Session {
                         None
                     } else if self.message.len() > self.cfg.max_message_size {
                         self.message = Vec::new();
-                        self.state = State::Discard(
-                            DummyDataReceiver::new_data(&r),
+                        self.state = State::DataDiscard(
+                            r,
                             Reply::new(552, "5.3.4", "Message too big for this server"),
                         );
                         None
@@ -338,6 +339,20 @@ impl Session {
                         self.state = State::Command;
                         self.reply(&Reply::new(250, "2.0.0", "Chunk received"));
                         None
+                    }
+                }
+                State::DataDiscard(mut r, reply) => {
+                    let mut scratch = Vec::new();
+                    let (used, done) = r.ingest(&self.input[self.pos..], &mut scratch);
+                    self.pos += used;
+                    if done {
+                        self.state = State::Command;
+                        self.txn = Transaction::default();
+                        self.error(reply);
+                        None
+                    } else {
+                        self.state = State::DataDiscard(r, reply);
+                        return Step::Read;
                     }
                 }
                 State::Discard(mut r, reply) => {
