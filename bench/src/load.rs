@@ -1,7 +1,8 @@
 //! `sluice-load`: an SMTP load generator and the relay comparison of the speed issue.
 //!
 //! ```text
-//! sluice-load [--connections 50] [--messages 2000] [--size 5000] [--rounds 4] [--no-postfix]
+//! sluice-load [--connections 50] [--messages 2000] [--size 5000] [--rounds 4] [--idle 1000]
+//!             [--no-postfix]
 //! ```
 //!
 //! Configurations, measured in the same run and interleaved round by round (A/B/C/…, then
@@ -10,12 +11,17 @@
 //! 2. `sluice-none`: Sluice (release build, fsync on) with no plugins, relaying to the sink;
 //! 3. `sluice-bundled`: with the three bundled Rust plugins;
 //! 4. `sluice-all`: plus the Python and JavaScript examples;
+//! 4b. `sluice-hostile`: the bundled plugins plus three hostile ones — one loops forever, one
+//!    exhausts its memory, one traps, each on 1 % of messages (failure policies continue,
+//!    tempfail and reject);
 //! 5. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
 //! delivered messages/s end to end (until the sink has them all) and p50/p99 delivery
-//! latency (250 to the sink), and the relay's CPU time per message. A table, then one
+//! latency (250 to the sink), the relay's CPU time per message and peak resident memory, and
+//! messages refused. Then the resident memory of Sluice with `--idle` connections open and
+//! idle after EHLO. A table, then one
 //! `RESULT` line of key=value pairs per configuration for machines. Bounded: every wait has a
 //! deadline; the counts are fixed by the arguments.
 
@@ -36,6 +42,7 @@ struct Args {
     size: usize,
     rounds: usize,
     postfix: bool,
+    idle: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -45,6 +52,7 @@ fn args() -> anyhow::Result<Args> {
         size: 5000,
         rounds: 4,
         postfix: true,
+        idle: 1000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -60,18 +68,31 @@ fn args() -> anyhow::Result<Args> {
             "--size" => a.size = num("--size")?.max(200),
             "--rounds" => a.rounds = num("--rounds")?.max(1),
             "--no-postfix" => a.postfix = false,
+            "--idle" => a.idle = num("--idle")?,
             _ => bail!(
-                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--no-postfix]"
+                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--no-postfix]"
             ),
         }
     }
     Ok(a)
 }
 
+/// The Subject of message `k`: 1 % of messages each carry the word that sets off one of the
+/// hostile plugins of `sluice-hostile` (the others ignore it), so every configuration gets
+/// the same traffic.
+fn subject(k: usize) -> &'static str {
+    match k % 100 {
+        7 => "Quarterly figures hostile-loop",
+        37 => "Quarterly figures hostile-hog",
+        67 => "Quarterly figures hostile-trap",
+        _ => "Quarterly figures and the plan for next week",
+    }
+}
+
 /// A message of about `size` bytes with realistic headers and text.
-fn message(id: &str, size: usize) -> String {
+fn message(id: &str, subject: &str, size: usize) -> String {
     let mut m = format!(
-        "From: \"Load Generator\" <load@bench.test>\r\nTo: <user@sink.test>\r\nSubject: Quarterly figures and the plan for next week\r\nMessage-ID: {id}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        "From: \"Load Generator\" <load@bench.test>\r\nTo: <user@sink.test>\r\nSubject: {subject}\r\nMessage-ID: {id}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
     );
     let words = "the meeting moved to thursday and the numbers for the third quarter look better than we expected so please bring your notes ";
     while m.len() + 80 < size {
@@ -109,27 +130,36 @@ struct Run {
     latencies: Vec<Duration>,
     delivery: Vec<Duration>,
     cpu_secs: f64,
+    /// Connections that broke (errors, timeouts).
     failed: usize,
+    /// Messages answered with 4xx/5xx after the data.
+    refused: usize,
+    /// Peak resident memory of the relay (VmHWM), in KiB, after the run.
+    peak_rss_kib: u64,
+}
+
+/// What the clients of one run saw.
+#[derive(Default)]
+struct Sent {
+    /// Message-ID, when its 250 came, and the latency from MAIL to that 250.
+    acked: Vec<(String, Instant, Duration)>,
+    failed: usize,
+    refused: usize,
 }
 
 /// Sends `n` messages over `c` connections to `port`; ids `<bench-TAG-K@bench.test>`.
-async fn load(
-    port: u16,
-    c: usize,
-    n: usize,
-    size: usize,
-    tag: &str,
-) -> (Vec<(String, Instant, Duration)>, usize) {
+/// A refused message counts as refused and the connection goes on; a broken one ends.
+async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str) -> Sent {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..c {
         let next = next.clone();
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
-            let mut done = Vec::new();
-            let mut failed = 0;
+            let mut sent = Sent::default();
             let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-                return (done, 1);
+                sent.failed = 1;
+                return sent;
             };
             let _ = tcp.set_nodelay(true);
             let mut r = BufReader::new(tcp);
@@ -137,7 +167,8 @@ async fn load(
                 || r.get_mut().write_all(b"EHLO bench.test\r\n").await.is_err()
                 || reply(&mut r).await.is_err()
             {
-                return (done, 1);
+                sent.failed = 1;
+                return sent;
             }
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -155,35 +186,49 @@ async fn load(
                             bail!("{got}");
                         }
                     }
-                    r.get_mut().write_all(message(&id, size).as_bytes()).await?;
+                    r.get_mut()
+                        .write_all(message(&id, subject(k), size).as_bytes())
+                        .await?;
                     let got = reply(&mut r).await?;
-                    if !got.starts_with("250") {
-                        bail!("{got}");
-                    }
-                    Ok(())
+                    Ok(got.starts_with("250"))
                 }
                 .await;
                 match ok {
-                    Ok(()) => done.push((id, Instant::now(), started.elapsed())),
+                    Ok(true) => sent.acked.push((id, Instant::now(), started.elapsed())),
+                    Ok(false) => sent.refused += 1,
                     Err(_) => {
-                        failed += 1;
+                        sent.failed += 1;
                         break;
                     }
                 }
             }
             let _ = r.get_mut().write_all(b"QUIT\r\n").await;
-            (done, failed)
+            sent
         }));
     }
-    let mut all = Vec::new();
-    let mut failed = 0;
+    let mut all = Sent::default();
     for t in tasks {
-        if let Ok((d, f)) = t.await {
-            all.extend(d);
-            failed += f;
+        if let Ok(s) = t.await {
+            all.acked.extend(s.acked);
+            all.failed += s.failed;
+            all.refused += s.refused;
         }
     }
-    (all, failed)
+    all
+}
+
+/// Resident memory of `pid` in KiB: (now, peak), from /proc/PID/status.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// User + system CPU seconds of `pid` and its waited-for children, plus its live children.
@@ -237,16 +282,39 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Starts `target/release/sluice serve` relaying to `sink` with the given plugin files.
+/// The plugins of `sluice-hostile` besides the bundled ones: the hostile test plugin three
+/// times, each set off by its word in 1 % of Subjects (see [`subject`]), each with another
+/// failure policy.
+const HOSTILE: &str = r#"
+[plugin.looper]
+on_failure = "continue"
+[plugin.looper.config]
+mode = "loop"
+trigger = "hostile-loop"
+[plugin.hog]
+on_failure = "tempfail"
+[plugin.hog.config]
+mode = "hog"
+trigger = "hostile-hog"
+[plugin.trapper]
+on_failure = "reject"
+[plugin.trapper.config]
+mode = "trap"
+trigger = "hostile-trap"
+"#;
+
+/// Starts `target/release/sluice serve` relaying to `sink` with the given plugin files (each
+/// copied under the file name given), and `extra` appended to its configuration.
 async fn sluice(
     dir: &Path,
     sink: u16,
-    plugins: &[PathBuf],
+    plugins: &[(PathBuf, String)],
+    extra: &str,
 ) -> anyhow::Result<(tokio::process::Child, u16)> {
     let plugin_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugin_dir)?;
-    for p in plugins {
-        std::fs::copy(p, plugin_dir.join(p.file_name().context("plugin file")?))?;
+    for (p, name) in plugins {
+        std::fs::copy(p, plugin_dir.join(name))?;
     }
     let cfg = dir.join("sluice.toml");
     std::fs::write(
@@ -264,7 +332,8 @@ address = "127.0.0.1:0"
 [relay]
 local_domains = ["sink.test"]
 [limits]
-max_connections_per_ip = 1000
+max_connections = 2000
+max_connections_per_ip = 2000
 [delivery]
 concurrency = 50
 max_connections_per_destination = 20
@@ -285,7 +354,7 @@ timeout_ms = 1000
 blocked_words = ["you have won the lottery"]
 flagged_words = ["viagra", "casino"]
 score = 2.0
-"#,
+{extra}"#,
             cache = root().join("target/bench-compile-cache"),
         ),
     )?;
@@ -315,49 +384,48 @@ async fn main() -> anyhow::Result<()> {
     let sink = Sink::tcp("127.0.0.1:0", SinkOptions::default()).await?;
     let sink_port = sink.addr.context("sink address")?.port();
     let plugins = root().join("target/plugins");
-    let bundled: Vec<PathBuf> = std::fs::read_dir(plugins.join("bundled"))
-        .context("target/plugins/bundled: build the plugins first (scripts/bench-load does)")?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let mut all = bundled.clone();
-    all.extend(
-        std::fs::read_dir(plugins.join("examples"))?
+    let named = |dir: &str| -> anyhow::Result<Vec<(PathBuf, String)>> {
+        Ok(std::fs::read_dir(plugins.join(dir))
+            .with_context(|| {
+                format!("target/plugins/{dir}: build the plugins first (scripts/bench-load does)")
+            })?
             .flatten()
-            .map(|e| e.path()),
-    );
-    let dirs: Vec<tempfile::TempDir> = (0..3)
-        .map(|_| tempfile::tempdir())
-        .collect::<Result<_, _>>()?;
-    let (none, none_port) = sluice(dirs[0].path(), sink_port, &[]).await?;
-    let (bun, bun_port) = sluice(dirs[1].path(), sink_port, &bundled).await?;
-    let (alls, all_port) = sluice(dirs[2].path(), sink_port, &all).await?;
-    let mut targets = vec![
-        Target {
-            name: "sink",
-            port: sink_port,
-            pid: None,
-            runs: Vec::new(),
-        },
-        Target {
-            name: "sluice-none",
-            port: none_port,
-            pid: none.id(),
-            runs: Vec::new(),
-        },
-        Target {
-            name: "sluice-bundled",
-            port: bun_port,
-            pid: bun.id(),
-            runs: Vec::new(),
-        },
-        Target {
-            name: "sluice-all",
-            port: all_port,
-            pid: alls.id(),
-            runs: Vec::new(),
-        },
+            .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+            .collect())
+    };
+    let bundled = named("bundled")?;
+    let mut all = bundled.clone();
+    all.extend(named("examples")?);
+    let mut hostile = bundled.clone();
+    for name in ["30-looper.wasm", "31-hog.wasm", "32-trapper.wasm"] {
+        hostile.push((plugins.join("test/hostile.wasm"), name.to_string()));
+    }
+    let configs: [(&'static str, &[(PathBuf, String)], &str); 4] = [
+        ("sluice-none", &[], ""),
+        ("sluice-bundled", &bundled, ""),
+        ("sluice-all", &all, ""),
+        ("sluice-hostile", &hostile, HOSTILE),
     ];
+    let mut targets = vec![Target {
+        name: "sink",
+        port: sink_port,
+        pid: None,
+        runs: Vec::new(),
+    }];
+    let mut dirs = Vec::new();
+    let mut children = Vec::new();
+    for (name, plugins, extra) in configs {
+        let dir = tempfile::tempdir()?;
+        let (child, port) = sluice(dir.path(), sink_port, plugins, extra).await?;
+        targets.push(Target {
+            name,
+            port,
+            pid: child.id(),
+            runs: Vec::new(),
+        });
+        dirs.push(dir);
+        children.push(child);
+    }
     let postfix = if a.postfix && Path::new("/usr/sbin/postfix").exists() && is_root() {
         let p = Postfix::start(&format!(
             "myhostname = relay.bench.test\nrelay_domains = sink.test\nrelayhost = [127.0.0.1]:{sink_port}\nsmtpd_client_connection_count_limit = 0\ndefault_process_limit = 200\n"
@@ -391,10 +459,10 @@ async fn main() -> anyhow::Result<()> {
             let cpu0 = t.pid.map(cpu_secs).unwrap_or(0.0);
             let start = Instant::now();
             let tag = format!("{}-{round}", t.name);
-            let (acked, failed) = load(t.port, a.connections, per_round, a.size, &tag).await;
+            let sent = load(t.port, a.connections, per_round, a.size, &tag).await;
             let accept_secs = start.elapsed().as_secs_f64();
             let deadline = Instant::now() + Duration::from_secs(120);
-            while sink.count() < before_sink + acked.len() && Instant::now() < deadline {
+            while sink.count() < before_sink + sent.acked.len() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let e2e_secs = start.elapsed().as_secs_f64();
@@ -407,24 +475,27 @@ async fn main() -> anyhow::Result<()> {
                     at.insert(id.trim().to_string(), m.at);
                 }
             }
-            let delivery = acked
+            let delivery = sent
+                .acked
                 .iter()
                 .filter_map(|(id, ok, _)| at.get(id).map(|t| t.saturating_duration_since(*ok)))
                 .collect();
             t.runs.push(Run {
                 accept_secs,
                 e2e_secs,
-                latencies: acked.iter().map(|(_, _, l)| *l).collect(),
+                latencies: sent.acked.iter().map(|(_, _, l)| *l).collect(),
                 delivery,
                 cpu_secs: cpu,
-                failed,
+                failed: sent.failed,
+                refused: sent.refused,
+                peak_rss_kib: t.pid.map(|p| rss_kib(p).1).unwrap_or(0),
             });
         }
         eprintln!("round {}/{} done", round + 1, a.rounds);
     }
 
     println!(
-        "\n{:<15} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>7}",
+        "\n{:<15} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7}",
         "configuration",
         "accept/s",
         "p50 ms",
@@ -433,6 +504,8 @@ async fn main() -> anyhow::Result<()> {
         "dl p50",
         "dl p99",
         "cpu ms/msg",
+        "peak MiB",
+        "refused",
         "failed"
     );
     let mut lines = Vec::new();
@@ -443,6 +516,13 @@ async fn main() -> anyhow::Result<()> {
         let e2e: f64 = t.runs.iter().map(|r| r.e2e_secs).sum();
         let cpu: f64 = t.runs.iter().map(|r| r.cpu_secs).sum();
         let failed: usize = t.runs.iter().map(|r| r.failed).sum();
+        let refused: usize = t.runs.iter().map(|r| r.refused).sum();
+        // Postfix is many processes: the peak of one says nothing, so only Sluice's is shown.
+        let peak_mib = if t.name.starts_with("sluice") {
+            t.runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0) as f64 / 1024.0
+        } else {
+            f64::NAN
+        };
         let mut lat: Vec<Duration> = t.runs.iter().flat_map(|r| r.latencies.clone()).collect();
         let mut dl: Vec<Duration> = t.runs.iter().flat_map(|r| r.delivery.clone()).collect();
         let (acc_rate, e2e_rate) = (n as f64 / accept, n as f64 / e2e);
@@ -459,11 +539,11 @@ async fn main() -> anyhow::Result<()> {
             pct(&mut dl, 0.99),
         );
         println!(
-            "{:<15} {:>10.0} {:>9.2} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>10.3} {:>7}",
-            t.name, acc_rate, p50, p99, e2e_rate, d50, d99, cpu_ms, failed
+            "{:<15} {:>10.0} {:>9.2} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>10.3} {:>8.1} {:>7} {:>7}",
+            t.name, acc_rate, p50, p99, e2e_rate, d50, d99, cpu_ms, peak_mib, refused, failed
         );
         lines.push(format!(
-            "RESULT config={} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} failed={failed}",
+            "RESULT config={} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} peak_rss_mib={peak_mib:.1} refused={refused} failed={failed}",
             t.name, a.size, a.connections
         ));
     }
@@ -478,9 +558,60 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-bundled") / r("sluice-none"),
         r("sluice-all") / r("sluice-none"),
     );
+    println!(
+        "sluice-hostile / sluice-bundled = {:.2} (3 % of messages set off a hostile plugin)",
+        r("sluice-hostile") / r("sluice-bundled"),
+    );
+    if a.idle > 0
+        && let Some(t) = targets.iter().find(|t| t.name == "sluice-bundled")
+        && let Some(pid) = t.pid
+    {
+        idle_memory(t.port, pid, a.idle).await;
+    }
     drop(postfix);
-    drop((none, bun, alls));
+    drop(children);
+    drop(dirs);
     Ok(())
+}
+
+/// Opens `n` connections that greet with EHLO and then sit idle, and reports the relay's
+/// resident memory before and with them.
+async fn idle_memory(port: u16, pid: u32, n: usize) {
+    let (before, _) = rss_kib(pid);
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(Ok(tcp)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        else {
+            break;
+        };
+        let mut r = BufReader::new(tcp);
+        if reply(&mut r).await.is_err()
+            || r.get_mut().write_all(b"EHLO idle.test\r\n").await.is_err()
+            || reply(&mut r).await.is_err()
+        {
+            break;
+        }
+        open.push(r);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (with, _) = rss_kib(pid);
+    let per = (with.saturating_sub(before)) as f64 / open.len().max(1) as f64;
+    println!(
+        "\nidle connections (sluice-bundled): {} open after EHLO; resident memory {:.1} MiB before, {:.1} MiB with them ({per:.1} KiB per connection)",
+        open.len(),
+        before as f64 / 1024.0,
+        with as f64 / 1024.0,
+    );
+    println!(
+        "RESULT idle_connections={} rss_before_mib={:.1} rss_with_mib={:.1} kib_per_connection={per:.1}",
+        open.len(),
+        before as f64 / 1024.0,
+        with as f64 / 1024.0
+    );
 }
 
 fn is_root() -> bool {

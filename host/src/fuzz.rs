@@ -406,3 +406,4 @@ pub fn message(data: &[u8]) {
         );
     }
 }
+

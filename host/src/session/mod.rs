@@ -486,9 +486,27 @@ impl Session {
     // --- commands -------------------------------------------------------------------------
 
     fn command(&mut self) -> Option<Step> {
-        let mut iter = self.input[self.pos..].iter();
+        // The receiver is given at most one line (up to the first LF). Given more, it parses
+        // in place, and after some syntax errors (`MAIL FROM` without a colon) it looks for
+        // the end of the line past the LF it stopped at, swallowing the next pipelined
+        // command; a line that arrived in pieces it cuts at the LF instead. So the same bytes
+        // were one command or two depending on how TCP split them (found by the `data` fuzz
+        // target). With one line at a time, that case shows up as "needs more data" for a
+        // complete line, and is answered as the syntax error it is.
+        let start = self.pos;
+        let rest = &self.input[start..];
+        let line_end = rest.iter().position(|&b| b == b'\n');
+        let line = line_end.map_or(rest, |end| &rest[..=end]);
+        let mut iter = line.iter();
         let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
-        self.pos = self.input.len() - iter.len();
+        self.pos = start + line.len() - iter.len();
+        if let (Err(smtp_proto::Error::NeedsMoreData { .. }), Some(end)) = (&parsed, line_end) {
+            self.pos = start + end + 1;
+            self.receiver = RequestReceiver::default();
+            self.state = State::Command;
+            self.error(Reply::new(501, "5.5.2", "Syntax error in command"));
+            return None;
+        }
         self.state = State::Command;
         let request = match parsed {
             Ok(r) => r,
@@ -833,6 +851,10 @@ impl Session {
             }
         };
         match user {
+            None if decoded.is_empty() => {
+                self.error(Reply::new(501, "5.5.2", "Empty user name"));
+                None
+            }
             None => {
                 self.out.extend_from_slice(b"334 UGFzc3dvcmQ6\r\n");
                 self.state = State::AuthLogin(Some(decoded));

@@ -576,3 +576,22 @@ fn shutting_down_tells_the_client_to_come_back() {
     );
     assert!(matches!(s.step(), Step::Close));
 }
+
+#[test]
+fn a_syntax_error_never_swallows_the_next_pipelined_command() {
+    // `smtp-proto` alone answered `MAIL FROM` (no colon) only after reading the next line,
+    // which it then dropped: NOOP got no reply in one read, and one in two reads.
+    let input = "EHLO c\r\nMAIL FROM\r\nNOOP\r\nMAIL FROM\n.\r\nNOOP\r\n";
+    let whole = run(ListenerKind::Smtp, input);
+    assert_eq!(
+        codes(&whole.out)[1..],
+        ["501", "250", "501", "500", "250"],
+        "{}",
+        whole.out
+    );
+    let bytes: Vec<[u8; 1]> = input.bytes().map(|b| [b]).collect();
+    let chunks: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    let split = drive(&mut s, &chunks);
+    assert_eq!(split.out, whole.out);
+}

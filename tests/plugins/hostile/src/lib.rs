@@ -3,7 +3,8 @@
 //! `logflood` (logs without end, then returns), `badcode` (rejects with reply code 250),
 //! `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`).
 //! It misbehaves only when triggered — a sender or recipient whose local part is `hostile`,
-//! or a Subject containing `hostile` — so tests can show the next transaction is unaffected.
+//! or a Subject containing `hostile` (setting `trigger` changes that word for the Subject) —
+//! so tests can show the next transaction is unaffected.
 //!
 use sluice_plugin_sdk::{
     Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Reply, Session,
@@ -13,6 +14,7 @@ use sluice_plugin_sdk::{
 struct Hostile {
     mode: String,
     hook: String,
+    trigger: String,
 }
 
 fn misbehave(mode: &str) -> Verdict {
@@ -56,6 +58,7 @@ impl Plugin for Hostile {
         Ok(Hostile {
             mode,
             hook: config.get_or("hook", "check-message".to_string())?,
+            trigger: config.get_or("trigger", "hostile".to_string())?,
         })
     }
 
@@ -76,7 +79,7 @@ impl Plugin for Hostile {
     }
 
     fn check_message(&mut self, _s: &Session, _e: &Envelope, m: &Message) -> MessageVerdict {
-        let triggered = m.header("Subject").is_some_and(|s| s.contains("hostile"));
+        let triggered = m.header("Subject").is_some_and(|s| s.contains(&self.trigger));
         if self.hook == "check-message" && triggered {
             misbehave(&self.mode).into()
         } else {
