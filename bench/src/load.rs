@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sluice-load [--connections 50] [--messages 2000] [--size 5000] [--rounds 4] [--idle 1000]
-//!             [--no-postfix]
+//!             [--no-postfix] [--only CONFIG] [--plugins DIR]
 //! ```
 //!
 //! Configurations, measured in the same run and interleaved round by round (A/B/C/…, then
@@ -13,7 +13,8 @@
 //! 4. `sluice-all`: plus the Python and JavaScript examples;
 //! 4b. `sluice-hostile`: the bundled plugins plus three hostile ones — one loops forever, one
 //!    exhausts its memory, one traps, each on 1 % of messages (failure policies continue,
-//!    tempfail and reject);
+//!    tempfail and reject) — and `sluice-benign`, the same six plugins all behaving;
+//! 4c. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
 //! 5. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root.
 //!
@@ -43,6 +44,10 @@ struct Args {
     rounds: usize,
     postfix: bool,
     idle: usize,
+    /// Measure only this configuration (for profiling: `perf record -p` its pid).
+    only: Option<String>,
+    /// A directory of plugins to measure as configuration `sluice-custom`.
+    custom: Option<PathBuf>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -53,6 +58,8 @@ fn args() -> anyhow::Result<Args> {
         rounds: 4,
         postfix: true,
         idle: 1000,
+        only: None,
+        custom: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -69,8 +76,12 @@ fn args() -> anyhow::Result<Args> {
             "--rounds" => a.rounds = num("--rounds")?.max(1),
             "--no-postfix" => a.postfix = false,
             "--idle" => a.idle = num("--idle")?,
+            "--only" => a.only = Some(it.next().context("--only needs a configuration name")?),
+            "--plugins" => {
+                a.custom = Some(it.next().context("--plugins needs a directory")?.into())
+            }
             _ => bail!(
-                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--no-postfix]"
+                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--no-postfix] [--only CONFIG] [--plugins DIR]"
             ),
         }
     }
@@ -303,6 +314,17 @@ mode = "trap"
 trigger = "hostile-trap"
 "#;
 
+/// `sluice-benign`: the same three plugins as [`HOSTILE`] behaving ("ok" mode), so that
+/// `sluice-hostile / sluice-benign` is the cost of the failures alone.
+const BENIGN: &str = r#"
+[plugin.looper.config]
+mode = "ok"
+[plugin.hog.config]
+mode = "ok"
+[plugin.trapper.config]
+mode = "ok"
+"#;
+
 /// Starts `target/release/sluice serve` relaying to `sink` with the given plugin files (each
 /// copied under the file name given), and `extra` appended to its configuration.
 async fn sluice(
@@ -400,12 +422,25 @@ async fn main() -> anyhow::Result<()> {
     for name in ["30-looper.wasm", "31-hog.wasm", "32-trapper.wasm"] {
         hostile.push((plugins.join("test/hostile.wasm"), name.to_string()));
     }
-    let configs: [(&'static str, &[(PathBuf, String)], &str); 4] = [
+    let custom = match &a.custom {
+        Some(dir) => std::fs::read_dir(dir)
+            .with_context(|| format!("--plugins {}", dir.display()))?
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "wasm"))
+            .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut configs: Vec<(&'static str, &[(PathBuf, String)], &str)> = vec![
         ("sluice-none", &[], ""),
         ("sluice-bundled", &bundled, ""),
         ("sluice-all", &all, ""),
+        ("sluice-benign", &hostile, BENIGN),
         ("sluice-hostile", &hostile, HOSTILE),
     ];
+    if a.custom.is_some() {
+        configs.push(("sluice-custom", &custom, ""));
+    }
     let mut targets = vec![Target {
         name: "sink",
         port: sink_port,
@@ -415,8 +450,12 @@ async fn main() -> anyhow::Result<()> {
     let mut dirs = Vec::new();
     let mut children = Vec::new();
     for (name, plugins, extra) in configs {
+        if a.only.as_ref().is_some_and(|o| o != name) {
+            continue;
+        }
         let dir = tempfile::tempdir()?;
         let (child, port) = sluice(dir.path(), sink_port, plugins, extra).await?;
+        eprintln!("{name}: pid {}", child.id().unwrap_or(0));
         targets.push(Target {
             name,
             port,
@@ -426,7 +465,17 @@ async fn main() -> anyhow::Result<()> {
         dirs.push(dir);
         children.push(child);
     }
-    let postfix = if a.postfix && Path::new("/usr/sbin/postfix").exists() && is_root() {
+    if let Some(only) = &a.only {
+        targets.retain(|t| t.name == only.as_str());
+        if targets.is_empty() && only != "postfix" {
+            bail!("--only {only}: no such configuration");
+        }
+    }
+    let postfix = if a.postfix
+        && a.only.as_deref().is_none_or(|o| o == "postfix")
+        && Path::new("/usr/sbin/postfix").exists()
+        && is_root()
+    {
         let p = Postfix::start(&format!(
             "myhostname = relay.bench.test\nrelay_domains = sink.test\nrelayhost = [127.0.0.1]:{sink_port}\nsmtpd_client_connection_count_limit = 0\ndefault_process_limit = 200\n"
         ));
@@ -559,8 +608,8 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-all") / r("sluice-none"),
     );
     println!(
-        "sluice-hostile / sluice-bundled = {:.2} (3 % of messages set off a hostile plugin)",
-        r("sluice-hostile") / r("sluice-bundled"),
+        "sluice-hostile / sluice-benign = {:.2} (the same plugins; 3 % of messages set off one to loop, exhaust its memory or trap)",
+        r("sluice-hostile") / r("sluice-benign"),
     );
     if a.idle > 0
         && let Some(t) = targets.iter().find(|t| t.name == "sluice-bundled")

@@ -406,4 +406,3 @@ pub fn message(data: &[u8]) {
         );
     }
 }
-

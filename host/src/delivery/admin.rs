@@ -182,6 +182,8 @@ pub fn delete(spool: &Spool, id: &str, bounce: bool) -> Result<(), AdminError> {
         }
         let _ = std::fs::remove_file(state::path(&dir, id));
         spool.remove(SpoolState::Queue, id)?;
+        // An operator's deletion must stick (a delivery's removal need not, see `remove`).
+        sync_dir(&dir)?;
         Ok(())
     })
 }
@@ -206,6 +208,7 @@ pub fn quarantine_delete(spool: &Spool, id: &str) -> Result<(), AdminError> {
         return Err(AdminError::NotFound(id.to_string(), "quarantine"));
     }
     spool.remove(SpoolState::Quarantine, id)?;
+    sync_dir(&spool.root().join("quarantine"))?;
     Ok(())
 }
 

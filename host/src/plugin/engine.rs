@@ -72,7 +72,16 @@ impl Runtime {
             .max_core_instance_size(8 << 20)
             .max_component_instance_size(8 << 20)
             .max_memory_size(usize::try_from(pool.max_memory_bytes).unwrap_or(usize::MAX))
-            .max_unused_warm_slots(64);
+            .max_unused_warm_slots(64)
+            // Reset a used slot by rewriting the pages the guest touched (found with the
+            // PAGEMAP_SCAN ioctl where the kernel has it) instead of `madvise`: an madvise of
+            // a multi-threaded process is a TLB shoot-down on every core, and the next guest
+            // in the slot takes its page faults again. The profile of the load benchmark had
+            // them as the largest cost of the plugin chain after the guests' own code.
+            .linear_memory_keep_resident(16 << 20)
+            .table_keep_resident(1 << 20)
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .decommit_batch_size(16);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
 
         let engine = Engine::new(&config)?;

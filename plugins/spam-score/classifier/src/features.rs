@@ -87,17 +87,22 @@ pub struct Features {
     pub facts: Vec<&'static str>,
 }
 
-fn fnv(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for &b in *p {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// FNV-1a over one part of a feature, then a separator: the hash of `[a, b]` is
+/// `fnv_part(fnv_part(FNV_BASIS, a), b)`, so a shared prefix is hashed once.
+fn fnv_part(mut h: u64, part: &[u8]) -> u64 {
+    for &b in part {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
     }
-    h
+    h ^= 0xff;
+    h.wrapping_mul(FNV_PRIME)
+}
+
+fn fnv(parts: &[&[u8]]) -> u64 {
+    parts.iter().fold(FNV_BASIS, |h, p| fnv_part(h, p))
 }
 
 struct Sink {
@@ -106,52 +111,108 @@ struct Sink {
 
 impl Sink {
     fn add(&mut self, parts: &[&[u8]]) {
-        let h = fnv(parts);
+        self.add_hash(fnv(parts));
+    }
+
+    fn add_hash(&mut self, h: u64) {
         self.indices.push((h >> (64 - BITS)) as u32);
     }
 }
 
-/// Lower-cased word tokens: runs of letters, digits and a few joiners, 2..=24 bytes long;
-/// longer runs (encoded junk) are reduced to a length class.
-fn words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let flush = |cur: &mut String, out: &mut Vec<String>| {
-        let t = cur.trim_matches(|c| c == '\'' || c == '-' || c == '.');
-        let n = t.chars().count();
-        if (2..=24).contains(&n) {
-            out.push(t.to_string());
-        } else if n > 24 {
-            out.push(format!("#long{}", (n / 8).min(8)));
-        }
-        cur.clear();
-    };
-    for c in text.chars() {
-        if c.is_alphanumeric() || matches!(c, '$' | '\'' | '-' | '.' | '!' | '%') {
-            for l in c.to_lowercase() {
-                cur.push(l);
-            }
-            if matches!(c, '!' | '%') {
-                flush(&mut cur, &mut out);
-                out.push(c.to_string());
-            }
+/// Lower-cased word tokens: runs of letters, digits and a few joiners, 2..=24 characters
+/// long; longer runs (encoded junk) are reduced to a length class. The tokens share one
+/// buffer (this runs over every word of every message: one allocation per word was the
+/// largest cost of scoring).
+#[derive(Debug, Default)]
+struct Tokens {
+    buf: String,
+    spans: Vec<(usize, usize)>,
+}
+
+impl Tokens {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        self.spans.get(i).map(|&(a, b)| &self.buf[a..b])
+    }
+
+    /// Ends the word that started at `start` in the buffer.
+    fn flush(&mut self, start: usize) {
+        let word = &self.buf[start..];
+        let t = word.trim_matches(|c| c == '\'' || c == '-' || c == '.');
+        let offset = start + (word.len() - word.trim_start_matches(['\'', '-', '.']).len());
+        let n = if t.is_ascii() {
+            t.len()
         } else {
-            flush(&mut cur, &mut out);
+            t.chars().count()
+        };
+        if (2..=24).contains(&n) {
+            self.spans.push((offset, offset + t.len()));
+        } else if n > 24 {
+            self.buf.truncate(start);
+            self.buf.push_str("#long");
+            self.buf.push(char::from(b'0' + (n / 8).min(8) as u8));
+            self.spans.push((start, self.buf.len()));
+        } else {
+            self.buf.truncate(start);
         }
     }
-    flush(&mut cur, &mut out);
-    out
+}
+
+fn words(text: &str) -> Tokens {
+    let mut t = Tokens {
+        buf: String::with_capacity(text.len()),
+        spans: Vec::with_capacity(text.len() / 5),
+    };
+    let mut start = 0;
+    for c in text.chars() {
+        let joiner = matches!(c, '$' | '\'' | '-' | '.' | '!' | '%');
+        if c.is_ascii() {
+            if c.is_ascii_alphanumeric() || joiner {
+                t.buf.push(c.to_ascii_lowercase());
+            } else {
+                t.flush(start);
+                start = t.buf.len();
+                continue;
+            }
+        } else if c.is_alphanumeric() {
+            t.buf.extend(c.to_lowercase());
+        } else {
+            t.flush(start);
+            start = t.buf.len();
+            continue;
+        }
+        if matches!(c, '!' | '%') {
+            t.flush(start);
+            let at = t.buf.len();
+            t.buf.push(c);
+            t.spans.push((at, at + 1));
+            start = t.buf.len();
+        }
+    }
+    t.flush(start);
+    t
 }
 
 /// Unigrams and orthogonal sparse bigrams (pairs up to 2 words apart, with their distance;
-/// wider windows measured no better on the corpus).
-fn osb(sink: &mut Sink, prefix: &str, tokens: &[String]) {
-    let p = prefix.as_bytes();
-    for (i, w) in tokens.iter().enumerate() {
-        sink.add(&[p, w.as_bytes()]);
+/// wider windows measured no better on the corpus). The hash of prefix and word is computed
+/// once and continued for each pair.
+fn osb(sink: &mut Sink, prefix: &str, tokens: &Tokens, limit: usize) {
+    let hp = fnv_part(FNV_BASIS, prefix.as_bytes());
+    let n = tokens.len().min(limit);
+    let mut hashes: Vec<u64> = Vec::with_capacity(n);
+    for i in 0..n {
+        let w = tokens.get(i).unwrap_or("");
+        let hw = fnv_part(hp, w.as_bytes());
+        sink.add_hash(hw);
+        hashes.push(hw);
+    }
+    for (i, &hw) in hashes.iter().enumerate() {
         for d in 1..=2usize {
-            if let Some(v) = tokens.get(i + d) {
-                sink.add(&[p, w.as_bytes(), &[d as u8], v.as_bytes()]);
+            if let Some(v) = tokens.get(i + d).filter(|_| i + d < n) {
+                sink.add_hash(fnv_part(fnv_part(hw, &[d as u8]), v.as_bytes()));
             }
         }
     }
@@ -266,9 +327,10 @@ pub fn extract(raw: &[u8]) -> Features {
         };
         let toks = words(&value);
         if name == "subject" {
-            osb(&mut sink, "s:", &toks);
+            osb(&mut sink, "s:", &toks, usize::MAX);
         } else {
-            for t in &toks {
+            for i in 0..toks.len() {
+                let t = toks.get(i).unwrap_or("");
                 sink.add(&[name.as_bytes(), t.as_bytes()]);
             }
         }
@@ -302,7 +364,7 @@ pub fn extract(raw: &[u8]) -> Features {
         if let Some(t) = msg.body_text(i) {
             text_len += t.len();
             let toks = words(&t);
-            osb(&mut sink, "b:", &toks[..toks.len().min(3000)]);
+            osb(&mut sink, "b:", &toks, 3000);
             url_count += urls(&mut sink, &t);
         }
     }

@@ -79,7 +79,9 @@ impl Plugin for Hostile {
     }
 
     fn check_message(&mut self, _s: &Session, _e: &Envelope, m: &Message) -> MessageVerdict {
-        let triggered = m.header("Subject").is_some_and(|s| s.contains(&self.trigger));
+        let triggered = m
+            .header("Subject")
+            .is_some_and(|s| s.contains(&self.trigger));
         if self.hook == "check-message" && triggered {
             misbehave(&self.mode).into()
         } else {
