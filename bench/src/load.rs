@@ -11,11 +11,11 @@
 //! 2. `sluice-none`: Sluice (release build, fsync on) with no plugins, relaying to the sink;
 //! 3. `sluice-bundled`: with the three bundled Rust plugins;
 //! 4. `sluice-all`: plus the Python and JavaScript examples;
-//! 4b. `sluice-hostile`: the bundled plugins plus three hostile ones — one loops forever, one
-//!    exhausts its memory, one traps, each on 1 % of messages (failure policies continue,
-//!    tempfail and reject) — and `sluice-benign`, the same six plugins all behaving;
-//! 4c. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
-//! 5. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
+//! 5. `sluice-benign`: the bundled plugins plus the hostile test plugin three times, behaving;
+//! 6. `sluice-hostile`: the same, misbehaving — one loops forever, one exhausts its memory,
+//!    one traps, each on 1 % of messages (failure policies continue, tempfail and reject);
+//! 7. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
+//! 8. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
