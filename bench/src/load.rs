@@ -431,7 +431,9 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
-    let mut configs: Vec<(&'static str, &[(PathBuf, String)], &str)> = vec![
+    // (name, plugin files with the names they get, extra configuration)
+    type Configuration<'a> = (&'static str, &'a [(PathBuf, String)], &'static str);
+    let mut configs: Vec<Configuration> = vec![
         ("sluice-none", &[], ""),
         ("sluice-bundled", &bundled, ""),
         ("sluice-all", &all, ""),
