@@ -293,9 +293,8 @@ pub fn data(data: &[u8]) {
     assert_eq!(one, many, "the dialogue depends on how the input was split");
     if let Some(end) = find(&[b"\r\n", body].concat(), b"\r\n.\r\n") {
         // `end` is in the CRLF-prefixed body, so body[..end] is the message with its last CRLF.
-        let expected = unstuff(&body[..end]);
+        let expected = session::normalise_line_endings(unstuff(&body[..end]));
         if expected.len() <= MAX_MESSAGE {
-            let expected = session::normalise_line_endings(expected);
             assert_eq!(
                 one.messages.first(),
                 Some(&expected),
