@@ -43,6 +43,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Prometheus metrics, `/healthz` and `/plugins` over HTTP.
     pub metrics: MetricsConfig,
+    /// SPF, DKIM and DMARC for mail from other servers; DKIM signing for our own.
+    pub authentication: AuthenticationConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -257,10 +259,64 @@ pub struct ListenerConfig {
     /// Set to false to keep the entry without listening.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// What a DMARC failure of mail arriving here does: `record` (default) or `enforce`.
+    #[serde(default)]
+    pub dmarc: DmarcMode,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// What a listener does with a DMARC failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcMode {
+    /// Only record the results (in `Authentication-Results:`, for plugins and logs).
+    #[default]
+    Record,
+    /// Apply the sender domain's policy: `p=reject` failures get 550 5.7.1, `p=quarantine`
+    /// failures are quarantined, and a DNS temperror gets 451 4.7.1.
+    Enforce,
+}
+
+/// `[authentication]`: sender authentication of mail from other servers (SPF at MAIL FROM,
+/// DKIM and DMARC after DATA, one `Authentication-Results:` field) and DKIM signing of mail
+/// from authenticated users and trusted networks (which are not verified themselves).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuthenticationConfig {
+    /// Verify SPF, DKIM and DMARC of mail from unauthenticated, untrusted clients.
+    pub verify: bool,
+    /// The DNS server for the checks (`ip` or `ip:port`); default: the system's resolvers.
+    pub resolver: Option<String>,
+    /// Seconds one DNS query may take; a query that takes longer is a temperror.
+    pub dns_timeout_secs: u64,
+    /// DKIM signing keys, one per domain.
+    #[serde(rename = "dkim_key")]
+    pub dkim_keys: Vec<DkimKeyConfig>,
+}
+
+impl Default for AuthenticationConfig {
+    fn default() -> Self {
+        AuthenticationConfig {
+            verify: true,
+            resolver: None,
+            dns_timeout_secs: 5,
+            dkim_keys: Vec::new(),
+        }
+    }
+}
+
+/// `[[authentication.dkim_key]]`: the key that signs mail whose From domain is `domain`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DkimKeyConfig {
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    /// PEM private key, RSA or Ed25519 (`sluice dkim keygen` writes one).
+    pub key: PathBuf,
 }
 
 /// `[tls]`: the server certificate.
@@ -717,6 +773,39 @@ impl Config {
                 "delivery.resolver: {r:?} is not an IP address or ip:port"
             ));
         }
+        if let Some(r) = &self.authentication.resolver
+            && crate::delivery::mx::resolver_addr(r).is_none()
+        {
+            problems.push(format!(
+                "authentication.resolver: {r:?} is not an IP address or ip:port"
+            ));
+        }
+        if self.authentication.dns_timeout_secs == 0 {
+            problems.push("authentication.dns_timeout_secs: must be at least 1".to_string());
+        }
+        let mut signing = std::collections::BTreeSet::new();
+        for k in &self.authentication.dkim_keys {
+            if !signing.insert(k.domain.to_ascii_lowercase()) {
+                problems.push(format!(
+                    "authentication.dkim_key: two keys for {}; one key per domain",
+                    k.domain
+                ));
+            }
+            if k.selector.is_empty() || k.selector.contains(|c: char| c.is_whitespace() || c == ';')
+            {
+                problems.push(format!(
+                    "authentication.dkim_key for {}: selector {:?} is not a DNS label",
+                    k.domain, k.selector
+                ));
+            }
+            if let Err(e) = crate::authentication::check_key(&k.key) {
+                problems.push(format!(
+                    "authentication.dkim_key for {}: {}: {e}",
+                    k.domain,
+                    k.key.display()
+                ));
+            }
+        }
         if self.server.hostname.is_empty() {
             problems.push("server.hostname: must not be empty".to_string());
         }
@@ -753,6 +842,7 @@ impl Config {
             kind,
             address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
             enabled: true,
+            dmarc: DmarcMode::Record,
         })
         .collect()
     }

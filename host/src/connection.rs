@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::authentication::{Authenticator, SenderChecks};
+use crate::config::DmarcMode;
 use crate::config::ListenerKind;
 use crate::message;
 use crate::pipeline::{self, Decision, action_name};
@@ -26,7 +28,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 type Stream = crate::stream::MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// Serves one accepted connection to the end.
-pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+pub async fn serve(
+    ctx: Arc<ServerContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    dmarc: DmarcMode,
+) {
     let _ = tcp.set_nodelay(true);
     let mut stream = Stream::Plain(tcp);
     let mut tls = None;
@@ -42,6 +50,7 @@ pub async fn serve(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr, ki
         }
     }
     let mut conn = Connection::new(ctx, live, peer, kind, tls);
+    conn.dmarc = dmarc;
     if let Err(e) = conn.run(&mut stream).await {
         tracing::debug!(client = %peer, error = %e, "connection ended with an I/O error");
     }
@@ -84,6 +93,13 @@ struct Connection {
     txn: Option<pipeline::Transaction>,
     /// Queue id of the transaction in progress.
     id: String,
+    /// The client is in a trusted network.
+    trusted: bool,
+    /// What a DMARC failure does on this listener.
+    dmarc: DmarcMode,
+    /// The verifier of the transaction in progress and its MAIL FROM checks, when the
+    /// transaction is verified (an unauthenticated, untrusted client).
+    checks: Option<(Arc<Authenticator>, SenderChecks)>,
 }
 
 fn wit_params(params: &[crate::session::Param]) -> Vec<wit::EsmtpParam> {
@@ -120,6 +136,7 @@ impl Connection {
     ) -> Connection {
         let c = &live.config;
         let ip = peer.ip();
+        let trusted = c.relay.trusted_networks.iter().any(|n| n.contains(&ip));
         let cfg = SessionConfig {
             hostname: c.server.hostname.clone(),
             listener: kind,
@@ -129,7 +146,7 @@ impl Connection {
             max_errors: c.limits.max_errors,
             max_auth_failures: c.limits.max_auth_failures,
             local_domains: c.relay.local_domains.clone(),
-            trusted_client: c.relay.trusted_networks.iter().any(|n| n.contains(&ip)),
+            trusted_client: trusted,
             plaintext_auth: c.auth.allow_plaintext_on_loopback && ip.is_loopback(),
             senders: c.auth.senders.clone(),
         };
@@ -141,6 +158,9 @@ impl Connection {
             session: Session::new(cfg, tls),
             txn: None,
             id: String::new(),
+            trusted,
+            dmarc: DmarcMode::Record,
+            checks: None,
         }
     }
 
@@ -232,6 +252,16 @@ impl Connection {
                     // A new transaction runs with the plugins in force now.
                     let live = self.ctx.live();
                     let mut txn = live.pipeline.transaction(info);
+                    // Mail from other servers is verified; our own users' mail is signed.
+                    self.checks = None;
+                    if live.auth.verifies() && self.session.auth_user().is_none() && !self.trusted {
+                        let checks = live
+                            .auth
+                            .check_sender(self.peer.ip(), self.session.helo(), &sender.address)
+                            .await;
+                        txn.set_authentication(Some(checks.results()));
+                        self.checks = Some((live.auth.clone(), checks));
+                    }
                     let decision = txn.verify_sender(&wit_sender(&sender)).await;
                     self.txn = Some(txn);
                     if matches!(
@@ -318,13 +348,26 @@ impl Connection {
             recipients: t.recipients.iter().map(wit_recipient).collect(),
         };
         let size = raw.len();
+        // DKIM and DMARC, before the plugins see the message (and instead of them, when the
+        // listener enforces DMARC and the message fails it).
+        let mut auth_results = None;
+        let mut policy = None;
+        if let Some((auth, checks)) = &self.checks {
+            let results = auth.check_message(&raw, checks).await;
+            policy = crate::authentication::policy_decision(self.dmarc, &results);
+            if let Some(txn) = self.txn.as_mut() {
+                txn.set_authentication(Some(results.clone()));
+            }
+            auth_results = Some(results);
+        }
         let msg = pipeline::message(raw);
-        let (outcome, calls) = match self.txn.as_mut() {
-            Some(txn) => {
+        let (outcome, calls) = match (self.txn.as_mut(), &policy) {
+            (Some(txn), None) => {
                 let o = txn.check_message(&envelope, &msg).await;
                 (Some(o), txn.take_calls())
             }
-            None => (None, Vec::new()),
+            (Some(txn), Some(_)) => (None, txn.take_calls()),
+            (None, _) => (None, Vec::new()),
         };
         let raw = msg.raw;
         // Each plugin call of the transaction: `plugin:hook:verdict`, with the plugin's score
@@ -352,10 +395,23 @@ impl Connection {
                 v
             })
             .collect();
-        let decision = outcome
-            .as_ref()
-            .map(|o| o.decision.clone())
+        let decision = policy
+            .clone()
+            .or_else(|| outcome.as_ref().map(|o| o.decision.clone()))
             .unwrap_or(Decision::Continue);
+        let auth_summary = auth_results
+            .as_ref()
+            .map(|r| {
+                format!(
+                    "spf={} dkim={} dmarc={}",
+                    r.spf_mail_from
+                        .as_ref()
+                        .map_or("none", |c| c.verdict.as_str()),
+                    r.dkim.first().map_or("none", |c| c.verdict.as_str()),
+                    r.dmarc.as_ref().map_or("none", |c| c.verdict.as_str()),
+                )
+            })
+            .unwrap_or_else(|| "skipped".to_string());
         let score = outcome.as_ref().map(|o| o.score).unwrap_or(0.0);
         let rcpts: Vec<&str> = t.recipients.iter().map(|r| r.address.as_str()).collect();
         let log = |disposition: &str, reply: &Reply| {
@@ -368,6 +424,7 @@ impl Connection {
                 size,
                 score = %format_args!("{score:.2}"),
                 plugins = %verdicts.join(" "),
+                auth = %auth_summary,
                 disposition,
                 reply = %reply,
                 "message"
@@ -409,11 +466,29 @@ impl Connection {
             date: &message::now_rfc5322(),
         });
         let mut prepend = vec![received];
+        if let Some(r) = auth_results.as_ref().filter(|r| !r.header.is_empty()) {
+            prepend.push(r.header.clone());
+        }
         let (adds, removes) = outcome
             .map(|o| (o.add_headers, o.remove_headers))
             .unwrap_or_default();
         prepend.extend(adds.iter().map(|(n, v)| message::field(n, v)));
-        let final_message = message::finalize(&raw, &prepend, &removes);
+        // An Authentication-Results field that claims to be ours but came from outside is
+        // forged (RFC 8601 §5): it goes, whoever the client.
+        let hostname = &self.live.config.server.hostname;
+        let raw = message::remove_auth_results_of(&raw, hostname);
+        let mut final_message = message::finalize(&raw, &prepend, &removes);
+        // Our own users' mail is signed last, so the signature covers every edit.
+        if self.session.auth_user().is_some() || self.trusted {
+            let domain = sender.address.rsplit_once('@').map_or("", |(_, d)| d);
+            match self.ctx.live().auth.sign(&final_message, domain) {
+                Some(Ok(field)) => final_message = [field.as_bytes(), &final_message].concat(),
+                Some(Err(e)) => {
+                    tracing::warn!(id = %self.id, error = %e, "DKIM signing failed; sent unsigned");
+                }
+                None => {}
+            }
+        }
         let envelope = SpooledEnvelope {
             id: self.id.clone(),
             received_at: chrono::Utc::now().to_rfc3339(),

@@ -18,11 +18,14 @@
 //! - [`tls`]: certificates (configured or self-signed) for rustls.
 //! - [`credentials`]: the AUTH users file (Argon2id).
 //! - [`message`]: header edits and the `Received:` field.
+//! - [`authentication`]: SPF, DKIM and DMARC of inbound mail, `Authentication-Results:`, DKIM
+//!   signing of outbound mail.
 //! - [`spool`]: durable acceptance with group commit.
 //! - [`delivery`]: getting spooled mail out: routes, MX, pooling, retries, bounces.
 //!
 //! `main.rs` is only the command line.
 
+pub mod authentication;
 pub mod config;
 pub mod connection;
 pub mod credentials;

@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// DKIM keys for signing outbound mail.
+    Dkim {
+        #[command(subcommand)]
+        command: DkimCommand,
+    },
     /// Validate a configuration file and print every problem.
     CheckConfig {
         /// The file.
@@ -141,6 +146,24 @@ enum QuarantineCommand {
 }
 
 #[derive(Subcommand)]
+enum DkimCommand {
+    /// Write a new private key to DIR/DOMAIN.SELECTOR.key (readable by its owner only) and
+    /// print the DNS TXT record to publish and the configuration to add.
+    Keygen {
+        /// The signing domain, e.g. example.org.
+        domain: String,
+        /// The selector, e.g. 2026a (the record goes to SELECTOR._domainkey.DOMAIN).
+        selector: String,
+        /// `rsa` (2048 bits, understood everywhere) or `ed25519` (RFC 8463).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// Directory for the key file (default: the current directory).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum PluginCommand {
     /// Replay messages through the hook chain and print one JSON object per message.
     Check {
@@ -166,6 +189,11 @@ enum PluginCommand {
         /// Authenticated user (default: none).
         #[arg(long)]
         auth_user: Option<String>,
+        /// Run the SPF, DKIM and DMARC checks as the server would (with the configuration's
+        /// `[authentication]` resolver), for the plugins and the `authentication` output.
+        /// Off by default: replay needs no network.
+        #[arg(long)]
+        authenticate: bool,
         /// Message files (.eml).
         #[arg(required = true)]
         messages: Vec<PathBuf>,
@@ -274,6 +302,68 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dkim {
+            command:
+                DkimCommand::Keygen {
+                    domain,
+                    selector,
+                    algorithm,
+                    out,
+                },
+        } => {
+            let ed25519 = match algorithm.as_str() {
+                "rsa" => false,
+                "ed25519" => true,
+                other => bail!("--algorithm {other:?}: use rsa or ed25519"),
+            };
+            let valid_label = |s: &str| {
+                !s.is_empty()
+                    && s.split('.').all(|l| {
+                        !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    })
+            };
+            if !valid_label(&domain) || !valid_label(&selector) {
+                bail!("{domain:?} / {selector:?}: the domain and the selector must be DNS names");
+            }
+            let path = out.join(format!("{domain}.{selector}.key"));
+            if path.exists() {
+                bail!(
+                    "{}: exists; not overwritten (a published key would stop verifying)",
+                    path.display()
+                );
+            }
+            let (pem, record) =
+                sluice::authentication::keygen(ed25519).map_err(|e| anyhow::anyhow!(e))?;
+            {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("{}", path.display()))?;
+                f.write_all(pem.as_bytes())?;
+                f.sync_all()?;
+            }
+            eprintln!("wrote {}", path.display());
+            // Zone-file syntax: character-strings of at most 255 bytes, concatenated by
+            // resolvers (an RSA key is longer).
+            let strings: Vec<String> = record
+                .as_bytes()
+                .chunks(255)
+                .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+                .collect();
+            println!(
+                "{selector}._domainkey.{domain}. IN TXT {}",
+                strings.join(" ")
+            );
+            eprintln!(
+                "\nPublish the record above, then add to the configuration:\n\n[[authentication.dkim_key]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nkey = {:?}",
+                std::fs::canonicalize(&path).unwrap_or(path)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Passwd { user, config } => {
             let config = load_config(config.as_ref())?;
             let mut password = String::new();
@@ -311,6 +401,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     client_ip,
                     helo,
                     auth_user,
+                    authenticate,
                     messages,
                 },
         } => {
@@ -321,6 +412,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 client_ip,
                 helo,
                 auth_user,
+                authenticate,
             };
             tokio_runtime()?.block_on(check(config, plugins, args, messages))
         }
@@ -542,10 +634,15 @@ async fn check(
 ) -> anyhow::Result<ExitCode> {
     let runtime = runtime_for(&config)?;
     let pipeline = load_pipeline(&runtime, &config, &only).await?;
+    let auth = if args.authenticate {
+        Some(sluice::authentication::Authenticator::new(&config)?)
+    } else {
+        None
+    };
     let mut stdout = std::io::stdout().lock();
     let mut failed = false;
     for (i, file) in messages.iter().enumerate() {
-        match replay::replay(&pipeline, file, &args, i + 1).await {
+        match replay::replay(&pipeline, auth.as_ref(), file, &args, i + 1).await {
             Ok(report) => {
                 serde_json::to_writer(&mut stdout, &report)?;
                 writeln!(stdout)?;

@@ -38,6 +38,46 @@ pub fn remove_fields(header: &[u8], remove: &[String]) -> Vec<u8> {
     out
 }
 
+/// Removes every `Authentication-Results:` field whose authserv-id is `hostname` — a field
+/// that claims to be ours but arrived from outside is forged (RFC 8601 §5). Others stay.
+pub fn remove_auth_results_of(raw: &[u8], hostname: &str) -> Vec<u8> {
+    let (header, body) = split(raw);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut fields: Vec<&[u8]> = Vec::new();
+    // Group the header into fields (a line and its continuation lines).
+    let mut start = 0;
+    for (i, line) in header.split_inclusive(|&b| b == b'\n').scan(0, |pos, l| {
+        let at = *pos;
+        *pos += l.len();
+        Some((at, l))
+    }) {
+        let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        if !continuation && i > start {
+            fields.push(&header[start..i]);
+            start = i;
+        }
+    }
+    if start < header.len() {
+        fields.push(&header[start..]);
+    }
+    for f in fields {
+        let text = String::from_utf8_lossy(f);
+        let forged = text.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("Authentication-Results")
+                && value
+                    .split(';')
+                    .next()
+                    .and_then(|id| id.split_whitespace().next())
+                    .is_some_and(|id| id.eq_ignore_ascii_case(hostname))
+        });
+        if !forged {
+            out.extend_from_slice(f);
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
 /// The final message: `prepend` fields (already formatted, each ending in CRLF) first, then
 /// the original header without `remove`d fields, then the body unchanged.
 pub fn finalize(raw: &[u8], prepend: &[String], remove: &[String]) -> Vec<u8> {

@@ -283,6 +283,7 @@ impl Pipeline {
             instances: (0..self.plugins.len()).map(|_| None).collect(),
             session,
             calls: Vec::new(),
+            authentication: None,
         }
     }
 
@@ -297,7 +298,7 @@ impl Pipeline {
         {
             let started = Instant::now();
             let mut slot = None;
-            let r = match instance(&mut slot, p).await {
+            let r = match instance(&mut slot, p, &None).await {
                 Ok(i) => i.on_delivery(report).await,
                 Err(f) => Err(f),
             };
@@ -329,7 +330,7 @@ impl Pipeline {
         }) {
             let started = Instant::now();
             let mut slot = None;
-            let r = match instance(&mut slot, p).await {
+            let r = match instance(&mut slot, p, &None).await {
                 Ok(i) => i.render_bounce(request).await,
                 Err(f) => Err(f),
             };
@@ -382,6 +383,7 @@ pub struct Transaction {
     instances: Vec<Option<PluginInstance>>,
     session: Session,
     calls: Vec<CallRecord>,
+    authentication: Option<Arc<crate::authentication::Results>>,
 }
 
 impl Transaction {
@@ -393,6 +395,12 @@ impl Transaction {
     /// Every call made so far, in order.
     pub fn calls(&self) -> &[CallRecord] {
         &self.calls
+    }
+
+    /// Sets the sender-authentication results the following hooks see (through
+    /// `sluice:filter/authentication`); `None` when the host does not verify this transaction.
+    pub fn set_authentication(&mut self, results: Option<crate::authentication::Results>) {
+        self.authentication = results.map(Arc::new);
     }
 
     /// Takes the call records (for logging or reporting).
@@ -412,7 +420,7 @@ impl Transaction {
                 continue;
             }
             let started = Instant::now();
-            let r = match instance(&mut self.instances[i], &p).await {
+            let r = match instance(&mut self.instances[i], &p, &self.authentication).await {
                 Ok(inst) => inst.verify_sender(&self.session, sender).await,
                 Err(f) => Err(f),
             };
@@ -436,7 +444,7 @@ impl Transaction {
                 continue;
             }
             let started = Instant::now();
-            let r = match instance(&mut self.instances[i], &p).await {
+            let r = match instance(&mut self.instances[i], &p, &self.authentication).await {
                 Ok(inst) => {
                     inst.check_recipient(&self.session, envelope, recipient)
                         .await
@@ -472,7 +480,7 @@ impl Transaction {
                 continue;
             }
             let started = Instant::now();
-            let r = match instance(&mut self.instances[i], &p).await {
+            let r = match instance(&mut self.instances[i], &p, &self.authentication).await {
                 Ok(inst) => inst.check_message(&self.session, envelope, message).await,
                 Err(f) => Err(f),
             };
@@ -571,6 +579,7 @@ impl Transaction {
 async fn instance<'a>(
     slot: &'a mut Option<PluginInstance>,
     plugin: &Arc<LoadedPlugin>,
+    authentication: &Option<Arc<crate::authentication::Results>>,
 ) -> Result<&'a mut PluginInstance, CallFailure> {
     if let Some(left) = plugin.health.cooling_down(Instant::now()) {
         return Err(CallFailure::CoolingDown {
@@ -580,7 +589,9 @@ async fn instance<'a>(
     if slot.is_none() {
         *slot = Some(PluginInstance::new(plugin.clone()).await?);
     }
-    slot.as_mut().ok_or(CallFailure::EarlierFailure)
+    let instance = slot.as_mut().ok_or(CallFailure::EarlierFailure)?;
+    instance.set_authentication(authentication.clone());
+    Ok(instance)
 }
 
 /// Builds the record of one call and logs what the plugin logged and how it failed.

@@ -203,6 +203,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             config: live.config.clone(),
             pipeline: Pipeline::new(next, live.config.scoring.clone()),
             tls: live.tls.clone(),
+            auth: live.auth.clone(),
         }));
     }
     report
@@ -298,10 +299,12 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
             })?;
         *state = DirState::from_pipeline(&pipeline);
         crate::metrics::get().plugins_loaded(pipeline.plugins().len());
+        let auth = crate::authentication::Authenticator::new(&config).map_err(|e| e.to_string())?;
         ctx.live.store(Arc::new(Live {
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+            auth: Arc::new(auth),
         }));
         Ok::<(), String>(())
     }

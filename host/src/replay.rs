@@ -28,6 +28,8 @@ pub struct EnvelopeArgs {
     pub helo: Option<String>,
     /// `--auth-user`.
     pub auth_user: Option<String>,
+    /// `--authenticate`: run SPF, DKIM and DMARC.
+    pub authenticate: bool,
 }
 
 /// A message that could not be replayed.
@@ -74,6 +76,9 @@ pub struct Report {
     pub add_headers: Vec<HeaderReport>,
     /// Header field names that would be removed.
     pub remove_headers: Vec<String>,
+    /// The sender-authentication results (with `--authenticate`, for unauthenticated senders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::authentication::Results>,
 }
 
 /// The envelope of a replayed message.
@@ -145,6 +150,7 @@ fn address(a: &str) -> Address {
 /// Replays one message file through `pipeline`.
 pub async fn replay(
     pipeline: &Pipeline,
+    auth: Option<&crate::authentication::Authenticator>,
     file: &Path,
     args: &EnvelopeArgs,
     index: usize,
@@ -217,8 +223,21 @@ pub async fn replay(
         symbols: Vec::new(),
         add_headers: Vec::new(),
         remove_headers: Vec::new(),
+        authentication: None,
     };
 
+    // As the server does: SPF before verify-sender, DKIM and DMARC before check-message.
+    let checks = match auth {
+        Some(a) if args.auth_user.is_none() => {
+            let c = a
+                .check_sender(client_ip, &report.envelope.helo, &mail_from)
+                .await;
+            txn.set_authentication(Some(c.results()));
+            report.authentication = Some(c.results());
+            Some((a, c))
+        }
+        _ => None,
+    };
     let sender = address(&mail_from);
     let decision = txn.verify_sender(&sender).await;
     if refuses(&decision) {
@@ -254,6 +273,11 @@ pub async fn replay(
         return Ok(report);
     }
 
+    if let Some((a, c)) = &checks {
+        let results = a.check_message(&raw, c).await;
+        txn.set_authentication(Some(results.clone()));
+        report.authentication = Some(results);
+    }
     let outcome = txn.check_message(&envelope, &pipeline::message(raw)).await;
     report.result = ResultReport {
         stage: "check-message",

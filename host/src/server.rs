@@ -33,6 +33,8 @@ pub struct Live {
     pub pipeline: Pipeline,
     /// TLS, when a certificate is available.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The SPF/DKIM/DMARC verifier and the DKIM signing keys.
+    pub auth: Arc<crate::authentication::Authenticator>,
 }
 
 /// What every connection shares.
@@ -158,7 +160,7 @@ impl Server {
             accepting.spawn(accept_loop(
                 ctx.clone(),
                 listener,
-                l.kind,
+                (l.kind, l.dmarc),
                 total.clone(),
                 per_ip.clone(),
             ));
@@ -254,7 +256,7 @@ impl Server {
 async fn accept_loop(
     ctx: Arc<ServerContext>,
     listener: TcpListener,
-    kind: ListenerKind,
+    (kind, dmarc): (ListenerKind, crate::config::DmarcMode),
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
 ) {
@@ -290,7 +292,7 @@ async fn accept_loop(
         };
         let ctx = ctx.clone();
         connections.spawn(async move {
-            crate::connection::serve(ctx, tcp, peer, kind).await;
+            crate::connection::serve(ctx, tcp, peer, kind, dmarc).await;
             drop(slot);
             drop(permit);
         });
@@ -313,6 +315,7 @@ pub fn context(
     crate::metrics::get().plugins_loaded(pipeline.plugins().len());
     Ok(ServerContext {
         live: Arc::new(ArcSwap::from_pointee(Live {
+            auth: Arc::new(crate::authentication::Authenticator::new(&config)?),
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),

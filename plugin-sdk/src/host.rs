@@ -1,6 +1,7 @@
 //! The only place the SDK calls the host. Inside WebAssembly these are the WIT imports; in a
 //! native build (the plugin's own `cargo test`) they are answered by [`crate::testing`].
 
+use crate::bindings::sluice::filter::authentication::AuthResults;
 use crate::bindings::sluice::filter::host::Level;
 use crate::bindings::sluice::filter::types::ConfigValue;
 
@@ -21,11 +22,14 @@ mod imp {
     pub fn now_ms() -> u64 {
         host::now()
     }
+    pub fn authentication() -> Option<AuthResults> {
+        crate::bindings::sluice::filter::authentication::results()
+    }
 }
 
 #[cfg(not(target_family = "wasm"))]
 mod imp {
-    pub use crate::testing::native::{config_keys, get_config, log, now_ms};
+    pub use crate::testing::native::{authentication, config_keys, get_config, log, now_ms};
 }
 
 pub(crate) fn log(level: Level, message: &str) {
@@ -43,4 +47,12 @@ pub(crate) fn config_keys() -> Vec<String> {
 /// Current time in milliseconds since the Unix epoch, as the host sees it.
 pub fn now_ms() -> u64 {
     imp::now_ms()
+}
+
+/// The host's sender-authentication results of the current transaction (SPF from
+/// `verify-sender` on, DKIM and DMARC from `check-message` on), or `None` when the host did not
+/// verify it: verification is off, or the client authenticated or is in a trusted network.
+/// Needs a host of `sluice:filter@0.1.1` or later.
+pub fn authentication() -> Option<AuthResults> {
+    imp::authentication()
 }

@@ -49,7 +49,7 @@ mod verdict;
 
 pub use address::domain_eq;
 pub use config::{Config, ConfigError, FromConfig};
-pub use host::now_ms;
+pub use host::{authentication, now_ms};
 
 /// The raw bindings generated from the WIT package. Not part of the SDK's API: use the
 /// re-exported types and the [`Plugin`] trait instead.
@@ -66,6 +66,9 @@ pub mod bindings {
     });
 }
 
+pub use bindings::sluice::filter::authentication::{
+    AuthResults, DkimCheck, DmarcCheck, SpfCheck, Verdict as AuthVerdict,
+};
 pub use bindings::sluice::filter::host::Level;
 pub use bindings::sluice::filter::types::{
     Address, BounceRequest, BounceText, ConfigValue, DeliveryReport, DeliveryStatus, Envelope,

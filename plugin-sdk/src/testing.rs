@@ -6,6 +6,7 @@
 //! ```
 //! State is per thread, so parallel tests do not see each other's settings.
 
+use crate::bindings::sluice::filter::authentication::AuthResults;
 use crate::bindings::sluice::filter::host::Level;
 use crate::bindings::sluice::filter::types::{Address, ConfigValue, Session};
 
@@ -17,6 +18,11 @@ pub fn set_config(entries: &[(&str, ConfigValue)]) {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
     });
+}
+
+/// Sets what [`crate::authentication`] returns on this thread.
+pub fn set_authentication(results: Option<AuthResults>) {
+    native::AUTH.with(|a| *a.borrow_mut() = results);
 }
 
 /// Returns and clears the lines the plugin logged on this thread.
@@ -55,6 +61,12 @@ pub mod native {
     thread_local! {
         pub(crate) static CONFIG: RefCell<BTreeMap<String, ConfigValue>> = const { RefCell::new(BTreeMap::new()) };
         pub(crate) static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
+        pub(crate) static AUTH: RefCell<Option<AuthResults>> = const { RefCell::new(None) };
+    }
+
+    /// The results set by [`super::set_authentication`].
+    pub fn authentication() -> Option<AuthResults> {
+        AUTH.with(|a| a.borrow().clone())
     }
 
     /// Records a log line.

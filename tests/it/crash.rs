@@ -113,7 +113,7 @@ async fn sigkill_at_random_moments_under_load_loses_no_acknowledged_message() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:{port}\"\n[relay]\nlocal_domains = [\"sink.test\"]\n[delivery]\nretry_secs = [1]\nconcurrency = 8\n[[route]]\ndomains = [\"sink.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:{port}\"\n[relay]\nlocal_domains = [\"sink.test\"]\n[authentication]\nverify = false\n[delivery]\nretry_secs = [1]\nconcurrency = 8\n[[route]]\ndomains = [\"sink.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
             dir.path(),
             workspace_root().join("target/test-compile-cache"),
             sink.addr.unwrap().port()

@@ -1,6 +1,7 @@
 //! Sluice's integration tests: one binary, one module per capability.
 #![allow(clippy::unwrap_used)]
 
+mod authentication;
 mod bounce_template;
 mod cache;
 mod client;

@@ -1,13 +1,13 @@
-//! A tiny authoritative DNS server on loopback UDP for MX tests: answers from a fixed list
-//! of records, NOERROR with no answers for a name that exists without the asked type,
-//! NXDOMAIN for an unknown name, and SERVFAIL for names marked broken. Built on
-//! `hickory-proto`'s message codec.
+//! A tiny authoritative DNS server on loopback UDP for MX, SPF, DKIM and DMARC tests: answers
+//! from a fixed list of records, NOERROR with no answers for a name that exists without the
+//! asked type, NXDOMAIN for an unknown name, SERVFAIL for names marked broken, and no answer
+//! at all for names marked silent (a timeout). Built on `hickory-proto`'s message codec.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX};
+use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// A zone under test.
@@ -15,6 +15,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 pub struct Zone {
     records: Vec<Record>,
     broken: Vec<Name>,
+    silent: Vec<Name>,
 }
 
 fn name(s: &str) -> Name {
@@ -49,6 +50,27 @@ impl Zone {
             IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
         };
         self.records.push(Record::from_rdata(name(owner), 60, data));
+        self
+    }
+
+    /// Adds a TXT record (split into 255-byte character-strings as DNS requires).
+    pub fn txt(mut self, owner: &str, text: &str) -> Zone {
+        let parts: Vec<String> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        self.records.push(Record::from_rdata(
+            name(owner),
+            60,
+            RData::TXT(TXT::new(parts)),
+        ));
+        self
+    }
+
+    /// Queries for `owner` get no answer at all: the client times out.
+    pub fn silent(mut self, owner: &str) -> Zone {
+        self.silent.push(name(owner));
         self
     }
 
@@ -118,6 +140,14 @@ impl Dns {
                 let Ok(query) = Message::from_vec(&buf[..n]) else {
                     continue;
                 };
+                let silent = query.queries.first().is_some_and(|q| {
+                    zone.silent
+                        .iter()
+                        .any(|s| s.to_lowercase() == q.name.to_lowercase())
+                });
+                if silent {
+                    continue;
+                }
                 if let Ok(bytes) = zone.answer(&query).to_vec() {
                     let _ = socket.send_to(&bytes, peer).await;
                 }

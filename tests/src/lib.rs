@@ -174,6 +174,13 @@ impl TestServer {
         for (i, (name, file)) in plugins.iter().enumerate() {
             std::fs::copy(file, plugin_dir.join(format!("{:02}-{name}.wasm", 10 + i))).unwrap();
         }
+        // Sender authentication is off unless a test asks for it: it would ask the system's
+        // DNS about every test sender (tests/it/authentication.rs runs its own DNS server).
+        let auth_default = if extra.contains("[authentication]") {
+            ""
+        } else {
+            "[authentication]\nverify = false\n"
+        };
         let toml = format!(
             r#"
 [server]
@@ -199,6 +206,7 @@ address = "127.0.0.1:0"
 [relay]
 local_domains = ["example.org", "catchall.example.org"]
 
+{auth_default}
 {extra}
 "#,
             data = dir.path(),

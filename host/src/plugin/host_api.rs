@@ -1,4 +1,5 @@
-//! What a plugin's store holds and the host functions plugins import (`sluice:filter/host`).
+//! What a plugin's store holds and the host functions plugins import (`sluice:filter/host`,
+//! `sluice:filter/authentication`).
 //!
 //! Every store is default-deny: WASI is linked because Python and JavaScript guests import it,
 //! but there are no arguments, no environment, no directories, no sockets, and stdin is empty.
@@ -16,7 +17,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::types::ConfigValue;
-use super::bindings::v0_1::sluice::filter::{host, types};
+use super::bindings::v0_1::sluice::filter::{authentication, host, types};
+use crate::authentication as auth;
 
 /// Longest log line kept from a plugin; longer ones are cut (and marked so).
 pub const MAX_LOG_LINE: usize = 2048;
@@ -50,6 +52,8 @@ pub struct StoreState {
     pub(crate) logs_dropped: u32,
     /// What the guest wrote to stdout/stderr.
     pub(crate) output: OutputBuffer,
+    /// The sender-authentication results of the transaction, when the host verified it.
+    pub(crate) authentication: Option<Arc<auth::Results>>,
 }
 
 impl StoreState {
@@ -88,6 +92,7 @@ impl StoreState {
             log_budget: log_lines,
             logs_dropped: 0,
             output,
+            authentication: None,
         })
     }
 }
@@ -102,6 +107,48 @@ impl WasiView for StoreState {
 }
 
 impl types::Host for StoreState {}
+
+impl authentication::Host for StoreState {
+    fn results(&mut self) -> Option<authentication::AuthResults> {
+        let r = self.authentication.as_deref()?;
+        let spf = |c: &auth::SpfCheck| authentication::SpfCheck {
+            verdict: verdict(c.verdict),
+            domain: c.domain.clone(),
+        };
+        Some(authentication::AuthResults {
+            spf_helo: r.spf_helo.as_ref().map(spf),
+            spf_mail_from: r.spf_mail_from.as_ref().map(spf),
+            dkim: r
+                .dkim
+                .iter()
+                .map(|d| authentication::DkimCheck {
+                    verdict: verdict(d.verdict),
+                    domain: d.domain.clone(),
+                    selector: d.selector.clone(),
+                    detail: d.detail.clone(),
+                })
+                .collect(),
+            dmarc: r.dmarc.as_ref().map(|d| authentication::DmarcCheck {
+                verdict: verdict(d.verdict),
+                domain: d.domain.clone(),
+                policy: d.policy.clone(),
+            }),
+            header: r.header.clone(),
+        })
+    }
+}
+
+fn verdict(v: auth::Verdict) -> authentication::Verdict {
+    match v {
+        auth::Verdict::Pass => authentication::Verdict::Pass,
+        auth::Verdict::Fail => authentication::Verdict::Fail,
+        auth::Verdict::Softfail => authentication::Verdict::Softfail,
+        auth::Verdict::Neutral => authentication::Verdict::Neutral,
+        auth::Verdict::None => authentication::Verdict::None,
+        auth::Verdict::Temperror => authentication::Verdict::Temperror,
+        auth::Verdict::Permerror => authentication::Verdict::Permerror,
+    }
+}
 
 impl host::Host for StoreState {
     fn log(&mut self, level: host::Level, message: String) {

@@ -164,6 +164,11 @@ impl PluginInstance {
         })
     }
 
+    /// Sets the sender-authentication results the guest's next calls see.
+    pub fn set_authentication(&mut self, results: Option<Arc<crate::authentication::Results>>) {
+        self.store.data_mut().authentication = results;
+    }
+
     /// The plugin this is an instance of.
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.plugin

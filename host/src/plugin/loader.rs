@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::types::ComponentItem;
 
 use super::bindings::types::{ConfigValue, Hooks, PluginInfo};
-use super::bindings::{HOOKS_EXPORT, WIT_VERSION, v0_1};
+use super::bindings::{HOOKS_EXPORT, HOOKS_EXPORTS, WIT_VERSION, v0_1};
 use super::cache::CacheOutcome;
 use super::host_api::{StoreState, flatten_config};
 use super::instance::PluginInstance;
@@ -241,7 +241,7 @@ fn check_world(
         .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
         .map(|(name, _)| name.to_string())
         .collect();
-    if exports.iter().any(|e| e == HOOKS_EXPORT) {
+    if exports.iter().any(|e| HOOKS_EXPORTS.contains(&e.as_str())) {
         return Ok(());
     }
     if let Some(other) = exports
@@ -250,7 +250,7 @@ fn check_world(
     {
         let version = other.trim_start_matches("sluice:filter/hooks@");
         return Err(format!(
-            "built for sluice:filter@{version}, but this Sluice supports sluice:filter@{WIT_VERSION}; rebuild it against the WIT in wit/"
+            "built for sluice:filter@{version}, but this Sluice supports sluice:filter@0.1.0 to @{WIT_VERSION}; rebuild it against the WIT in wit/"
         ));
     }
     Err(format!(

@@ -340,11 +340,7 @@ impl Session {
                         let raw = normalise_line_endings(std::mem::take(&mut self.message));
                         if raw.len() > self.cfg.max_message_size {
                             self.txn = Transaction::default();
-                            self.error(Reply::new(
-                                552,
-                                "5.3.4",
-                                "Message too big for this server",
-                            ));
+                            self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
                             None
                         } else {
                             Some(Step::Message(raw))
@@ -971,7 +967,11 @@ fn param(keyword: &str, value: Option<String>) -> Param {
 fn control_in_params(params: &[Param]) -> Option<Reply> {
     params
         .iter()
-        .find(|p| p.value.as_deref().is_some_and(|v| v.chars().any(char::is_control)))
+        .find(|p| {
+            p.value
+                .as_deref()
+                .is_some_and(|v| v.chars().any(char::is_control))
+        })
         .map(|p| {
             Reply::new(
                 501,

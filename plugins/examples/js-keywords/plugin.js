@@ -5,7 +5,7 @@
 //   flagged_words  list of words; each one found in the Subject or body adds `score`
 //   score          number added per flagged word (default 1.0)
 //   header         name of the header added to every message checked (default X-Keywords-Checked)
-import { log, getConfig, configKeys } from 'sluice:filter/host@0.1.0';
+import { log, getConfig, configKeys } from 'sluice:filter/host@0.1.1';
 
 const KNOWN = ['blocked_words', 'flagged_words', 'score', 'header'];
 

@@ -1,0 +1,528 @@
+//! Sender authentication: SPF at MAIL FROM (the HELO and MAIL FROM identities), DKIM and
+//! DMARC after DATA, summed up in one `Authentication-Results:` field (RFC 8601) and handed to
+//! plugins; and DKIM signing of the mail our own users send out.
+//!
+//! The checks themselves are `mail-auth`'s. This module holds its resolver (hickory, with its
+//! cache and a per-query timeout), turns its outputs into plain [`Results`] that logs, the
+//! replay harness and the WIT can carry, applies a listener's DMARC policy, and loads the
+//! signing keys.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::{DkimSigner, Done};
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
+    SpfOutput, SpfResult,
+};
+use serde::Serialize;
+
+use crate::config::{Config, DmarcMode};
+use crate::pipeline::Decision;
+use crate::reply::Reply;
+
+/// The result of one check, by RFC 8601's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Authenticated.
+    Pass,
+    /// Explicitly not authorised (or a signature that does not verify).
+    Fail,
+    /// SPF `~all`: probably not authorised.
+    Softfail,
+    /// No statement either way.
+    Neutral,
+    /// Nothing to check (no record, no signature).
+    None,
+    /// A temporary DNS failure: try again later.
+    Temperror,
+    /// A broken record (or too many DNS lookups).
+    Permerror,
+}
+
+impl Verdict {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Softfail => "softfail",
+            Verdict::Neutral => "neutral",
+            Verdict::None => "none",
+            Verdict::Temperror => "temperror",
+            Verdict::Permerror => "permerror",
+        }
+    }
+
+    fn of_spf(r: SpfResult) -> Verdict {
+        match r {
+            SpfResult::Pass => Verdict::Pass,
+            SpfResult::Fail => Verdict::Fail,
+            SpfResult::SoftFail => Verdict::Softfail,
+            SpfResult::Neutral => Verdict::Neutral,
+            SpfResult::TempError => Verdict::Temperror,
+            SpfResult::PermError => Verdict::Permerror,
+            SpfResult::None => Verdict::None,
+        }
+    }
+
+    fn of_dkim(r: &DkimResult) -> Verdict {
+        match r {
+            DkimResult::Pass => Verdict::Pass,
+            DkimResult::Neutral(_) => Verdict::Neutral,
+            DkimResult::Fail(_) => Verdict::Fail,
+            DkimResult::PermError(_) => Verdict::Permerror,
+            DkimResult::TempError(_) => Verdict::Temperror,
+            DkimResult::None => Verdict::None,
+        }
+    }
+
+    fn of_dmarc(r: &DmarcResult) -> Verdict {
+        match r {
+            DmarcResult::Pass => Verdict::Pass,
+            DmarcResult::Fail(_) => Verdict::Fail,
+            DmarcResult::TempError(_) => Verdict::Temperror,
+            DmarcResult::PermError(_) => Verdict::Permerror,
+            DmarcResult::None => Verdict::None,
+        }
+    }
+}
+
+/// SPF for one identity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpfCheck {
+    /// The result.
+    pub verdict: Verdict,
+    /// The domain whose record was checked.
+    pub domain: String,
+}
+
+/// One DKIM signature.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DkimCheck {
+    /// The result.
+    pub verdict: Verdict,
+    /// The signing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`).
+    pub selector: String,
+    /// Why it did not pass, if it did not.
+    pub detail: String,
+}
+
+/// DMARC for the domain of the From header.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DmarcCheck {
+    /// The result: pass when SPF or DKIM passed aligned with the From domain.
+    pub verdict: Verdict,
+    /// The From domain.
+    pub domain: String,
+    /// The domain's policy: `none`, `quarantine`, `reject`, or `unspecified` without a record.
+    pub policy: String,
+}
+
+/// Everything known about the sender of a transaction so far.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Results {
+    /// SPF of the HELO name.
+    pub spf_helo: Option<SpfCheck>,
+    /// SPF of the MAIL FROM domain (of the HELO name for `<>`).
+    pub spf_mail_from: Option<SpfCheck>,
+    /// Every DKIM signature, in order (after DATA).
+    pub dkim: Vec<DkimCheck>,
+    /// DMARC (after DATA).
+    pub dmarc: Option<DmarcCheck>,
+    /// The `Authentication-Results:` field Sluice adds (after DATA), CRLF-terminated.
+    pub header: String,
+}
+
+/// What the MAIL FROM checks produced, kept for the checks after DATA.
+#[derive(Debug, Clone)]
+pub struct SenderChecks {
+    ip: IpAddr,
+    helo: String,
+    mail_from: String,
+    spf_helo: SpfOutput,
+    spf_mail_from: SpfOutput,
+}
+
+impl SenderChecks {
+    /// The plain results (SPF only).
+    pub fn results(&self) -> Results {
+        Results {
+            spf_helo: Some(spf_check(&self.spf_helo)),
+            spf_mail_from: Some(spf_check(&self.spf_mail_from)),
+            ..Results::default()
+        }
+    }
+}
+
+fn spf_check(o: &SpfOutput) -> SpfCheck {
+    SpfCheck {
+        verdict: Verdict::of_spf(o.result()),
+        domain: o.domain().to_string(),
+    }
+}
+
+/// A problem with the `[authentication]` configuration, found at start-up or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    /// A DKIM key file could not be read or is not a usable key.
+    #[error("authentication.dkim_key for {domain}: {path}: {problem}")]
+    Key {
+        /// The domain the key signs for.
+        domain: String,
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+enum Signer {
+    Rsa(DkimSigner<RsaKey<Sha256>, Done>),
+    Ed25519(DkimSigner<Ed25519Key, Done>),
+}
+
+/// The header fields signed, when present (RFC 6376 §5.4.1's recommendations).
+const SIGNED_HEADERS: [&str; 12] = [
+    "From",
+    "Reply-To",
+    "Subject",
+    "Date",
+    "To",
+    "Cc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+];
+
+/// The verifier and the signing keys of the configuration in force.
+pub struct Authenticator {
+    hostname: String,
+    verify: bool,
+    checker: Result<MessageAuthenticator, String>,
+    signers: BTreeMap<String, Signer>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("verify", &self.verify)
+            .field("signing_domains", &self.signers.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the resolver and loads every signing key of `config`.
+    pub fn new(config: &Config) -> Result<Authenticator, AuthConfigError> {
+        let a = &config.authentication;
+        let mut opts = ResolverOpts::default();
+        opts.timeout = Duration::from_secs(a.dns_timeout_secs.max(1));
+        opts.attempts = 1;
+        let checker = match a
+            .resolver
+            .as_deref()
+            .map(crate::delivery::mx::resolver_addr)
+        {
+            Some(Some(addr)) => {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                MessageAuthenticator::new(ResolverConfig::from_name_servers(vec![ns]), opts)
+                    .map_err(|e| e.to_string())
+            }
+            // Validation already refused it; keep the server up and report temperror.
+            Some(None) => Err("authentication.resolver is not an address".to_string()),
+            None => mail_auth::hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| e.to_string())
+                .and_then(|(c, _)| MessageAuthenticator::new(c, opts).map_err(|e| e.to_string())),
+        };
+        let mut signers = BTreeMap::new();
+        for k in &a.dkim_keys {
+            let signer = load_signer(&k.key, &k.domain, &k.selector).map_err(|problem| {
+                AuthConfigError::Key {
+                    domain: k.domain.clone(),
+                    path: k.key.clone(),
+                    problem,
+                }
+            })?;
+            signers.insert(k.domain.to_ascii_lowercase(), signer);
+        }
+        Ok(Authenticator {
+            hostname: config.server.hostname.clone(),
+            verify: a.verify,
+            checker,
+            signers,
+        })
+    }
+
+    /// True when inbound mail is verified at all.
+    pub fn verifies(&self) -> bool {
+        self.verify
+    }
+
+    /// SPF for the HELO name and the MAIL FROM address of a client at `ip`.
+    pub async fn check_sender(&self, ip: IpAddr, helo: &str, mail_from: &str) -> SenderChecks {
+        let (spf_helo, spf_mail_from) = match &self.checker {
+            Ok(c) => {
+                let h = c
+                    .verify_spf(SpfParameters::verify_ehlo(ip, helo, &self.hostname))
+                    .await;
+                let m = c
+                    .verify_spf(SpfParameters::verify_mail_from(
+                        ip,
+                        helo,
+                        &self.hostname,
+                        mail_from,
+                    ))
+                    .await;
+                (h, m)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no DNS resolver for SPF: temperror");
+                let domain = mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
+                (
+                    SpfOutput::new(helo.to_string()).with_result(SpfResult::TempError),
+                    SpfOutput::new(domain.to_string()).with_result(SpfResult::TempError),
+                )
+            }
+        };
+        SenderChecks {
+            ip,
+            helo: helo.to_string(),
+            mail_from: mail_from.to_string(),
+            spf_helo,
+            spf_mail_from,
+        }
+    }
+
+    /// DKIM and DMARC for the message `raw`, completing `sender`'s results, with the
+    /// `Authentication-Results:` field.
+    pub async fn check_message(&self, raw: &[u8], sender: &SenderChecks) -> Results {
+        let mut results = sender.results();
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            results.header = AuthenticationResults::new(&self.hostname)
+                .with_spf_ehlo_result(&sender.spf_helo, sender.ip, &sender.helo)
+                .with_spf_mailfrom_result(
+                    &sender.spf_mail_from,
+                    sender.ip,
+                    &sender.mail_from,
+                    &sender.helo,
+                )
+                .to_header();
+            return results;
+        };
+        let Ok(checker) = &self.checker else {
+            results.dmarc = Some(DmarcCheck {
+                verdict: Verdict::Temperror,
+                domain: message.from().to_string(),
+                policy: "unspecified".into(),
+            });
+            return results;
+        };
+        let dkim = checker.verify_dkim(&message).await;
+        let mail_from_domain = sender
+            .mail_from
+            .rsplit_once('@')
+            .map_or(sender.helo.as_str(), |(_, d)| d);
+        let dmarc = checker
+            .verify_dmarc(DmarcParameters::new(
+                &message,
+                &dkim,
+                mail_from_domain,
+                &sender.spf_mail_from,
+            ))
+            .await;
+        results.dkim = dkim
+            .iter()
+            .map(|o| DkimCheck {
+                verdict: Verdict::of_dkim(o.result()),
+                domain: o.signature().map(|s| s.d.clone()).unwrap_or_default(),
+                selector: o.signature().map(|s| s.s.clone()).unwrap_or_default(),
+                detail: match o.result() {
+                    DkimResult::Pass | DkimResult::None => String::new(),
+                    DkimResult::Neutral(e)
+                    | DkimResult::Fail(e)
+                    | DkimResult::PermError(e)
+                    | DkimResult::TempError(e) => e.to_string(),
+                },
+            })
+            .collect();
+        let verdict = dmarc_verdict(
+            dmarc.spf_result(),
+            dmarc.dkim_result(),
+            dmarc.dmarc_record().is_some(),
+        );
+        results.dmarc = (!dmarc.domain().is_empty()).then(|| DmarcCheck {
+            verdict,
+            domain: dmarc.domain().to_string(),
+            policy: match (dmarc.dmarc_record(), dmarc.policy()) {
+                (None, _) | (_, Policy::Unspecified) => "unspecified",
+                (_, Policy::None) => "none",
+                (_, Policy::Quarantine) => "quarantine",
+                (_, Policy::Reject) => "reject",
+            }
+            .to_string(),
+        });
+        results.header = AuthenticationResults::new(&self.hostname)
+            .with_dkim_results(&dkim, message.from())
+            .with_spf_ehlo_result(&sender.spf_helo, sender.ip, &sender.helo)
+            .with_spf_mailfrom_result(
+                &sender.spf_mail_from,
+                sender.ip,
+                &sender.mail_from,
+                &sender.helo,
+            )
+            .with_dmarc_result(&dmarc)
+            .to_header();
+        results
+    }
+
+    /// A `DKIM-Signature:` field for `message` (CRLF-terminated) with the key of the From
+    /// domain, or else of `envelope_domain`; `None` without a key for either.
+    pub fn sign(&self, message: &[u8], envelope_domain: &str) -> Option<Result<String, String>> {
+        let from = from_domain(message);
+        let signer = from
+            .as_deref()
+            .and_then(|d| self.signers.get(d))
+            .or_else(|| self.signers.get(&envelope_domain.to_ascii_lowercase()))?;
+        let signed = match signer {
+            Signer::Rsa(s) => s.sign(message),
+            Signer::Ed25519(s) => s.sign(message),
+        };
+        Some(signed.map(|s| s.to_header()).map_err(|e| e.to_string()))
+    }
+}
+
+/// DMARC passes when SPF or DKIM passed aligned with the From domain. Otherwise a temporary
+/// failure (of the DMARC record's lookup, say) is a temperror — the message may pass on
+/// retry — and a domain that publishes a record fails; without a record there is nothing to
+/// fail (`mail-auth` leaves both results at none when neither check passed at all).
+fn dmarc_verdict(spf: &DmarcResult, dkim: &DmarcResult, has_record: bool) -> Verdict {
+    let (s, d) = (Verdict::of_dmarc(spf), Verdict::of_dmarc(dkim));
+    if s == Verdict::Pass || d == Verdict::Pass {
+        Verdict::Pass
+    } else if s == Verdict::Temperror || d == Verdict::Temperror {
+        Verdict::Temperror
+    } else if has_record {
+        Verdict::Fail
+    } else if s == Verdict::Permerror || d == Verdict::Permerror {
+        Verdict::Permerror
+    } else {
+        Verdict::None
+    }
+}
+
+/// The domain of the first address of the From header, lower-cased.
+fn from_domain(message: &[u8]) -> Option<String> {
+    let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
+    let from = parsed.from()?.first()?.address()?;
+    from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+}
+
+/// What a listener's DMARC policy makes of `results`: `None` to go on.
+pub fn policy_decision(mode: DmarcMode, results: &Results) -> Option<Decision> {
+    if mode == DmarcMode::Record {
+        return None;
+    }
+    let dmarc = results.dmarc.as_ref()?;
+    match (dmarc.verdict, dmarc.policy.as_str()) {
+        (Verdict::Fail, "reject") => Some(Decision::Reject {
+            reply: Reply::new(
+                550,
+                "5.7.1",
+                &format!(
+                    "Message rejected: it fails the DMARC policy of {} (p=reject)",
+                    dmarc.domain
+                ),
+            ),
+        }),
+        (Verdict::Fail, "quarantine") => Some(Decision::Quarantine {
+            reason: format!("DMARC policy of {} (p=quarantine)", dmarc.domain),
+        }),
+        (Verdict::Temperror, _) => Some(Decision::Tempfail {
+            reply: Reply::new(
+                451,
+                "4.7.1",
+                &format!(
+                    "Temporary DNS failure checking DMARC for {}, try again later",
+                    dmarc.domain
+                ),
+            ),
+        }),
+        _ => None,
+    }
+}
+
+/// Checks that `path` holds a usable signing key (for configuration validation).
+pub fn check_key(path: &Path) -> Result<(), String> {
+    load_signer(path, "example.org", "check").map(|_| ())
+}
+
+/// Reads a PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+fn load_signer(path: &Path, domain: &str, selector: &str) -> Result<Signer, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| format!("not a PEM file: {e}"))?
+        .ok_or("no private key in the file")?;
+    if let rustls::pki_types::PrivateKeyDer::Pkcs8(der) = &key
+        && let Ok(ed) = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der())
+    {
+        return Ok(Signer::Ed25519(
+            DkimSigner::from_key(ed)
+                .domain(domain)
+                .selector(selector)
+                .headers(SIGNED_HEADERS),
+        ));
+    }
+    let rsa = RsaKey::<Sha256>::from_key_der(key)
+        .map_err(|e| format!("neither an RSA nor an Ed25519 key: {e}"))?;
+    Ok(Signer::Rsa(
+        DkimSigner::from_key(rsa)
+            .domain(domain)
+            .selector(selector)
+            .headers(SIGNED_HEADERS),
+    ))
+}
+
+/// `sluice dkim keygen`: a new key pair. Returns the private key as PEM and the DNS TXT
+/// record to publish at `SELECTOR._domainkey.DOMAIN`.
+pub fn keygen(ed25519: bool) -> Result<(String, String), String> {
+    use mail_auth::dkim::generate::DkimKeyPair;
+    let (pair, label, algo) = if ed25519 {
+        (DkimKeyPair::generate_ed25519(), "PRIVATE KEY", "ed25519")
+    } else {
+        (DkimKeyPair::generate_rsa(2048), "RSA PRIVATE KEY", "rsa")
+    };
+    let pair = pair.map_err(|e| e.to_string())?;
+    let pem = pem_encode(label, pair.private_key());
+    let record = format!("v=DKIM1; k={algo}; p={}", pair.encoded_public_key());
+    Ok((pem, record))
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
