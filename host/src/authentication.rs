@@ -233,6 +233,8 @@ impl Authenticator {
         let mut opts = ResolverOpts::default();
         opts.timeout = Duration::from_secs(a.dns_timeout_secs.max(1));
         opts.attempts = 1;
+        // DKIM keys are long TXT records: ask for EDNS0 so they come over UDP.
+        opts.edns0 = true;
         let checker = match a
             .resolver
             .as_deref()
@@ -525,4 +527,96 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dmarc(verdict: Verdict, policy: &str) -> Results {
+        Results {
+            dmarc: Some(DmarcCheck {
+                verdict,
+                domain: "example.com".into(),
+                policy: policy.into(),
+            }),
+            ..Results::default()
+        }
+    }
+
+    #[test]
+    fn dmarc_needs_an_aligned_pass_and_fails_only_with_a_record() {
+        let fail = DmarcResult::Fail(mail_auth::Error::NotAligned);
+        let temp = DmarcResult::TempError(mail_auth::Error::NotAligned);
+        let none = DmarcResult::None;
+        assert_eq!(
+            dmarc_verdict(&DmarcResult::Pass, &fail, true),
+            Verdict::Pass
+        );
+        assert_eq!(
+            dmarc_verdict(&fail, &DmarcResult::Pass, true),
+            Verdict::Pass
+        );
+        assert_eq!(dmarc_verdict(&none, &none, true), Verdict::Fail);
+        assert_eq!(dmarc_verdict(&fail, &none, true), Verdict::Fail);
+        assert_eq!(dmarc_verdict(&none, &none, false), Verdict::None);
+        assert_eq!(dmarc_verdict(&temp, &none, false), Verdict::Temperror);
+    }
+
+    #[test]
+    fn the_listener_policy_applies_the_domain_policy_only_when_enforcing() {
+        let reject = dmarc(Verdict::Fail, "reject");
+        assert_eq!(policy_decision(DmarcMode::Record, &reject), None);
+        match policy_decision(DmarcMode::Enforce, &reject) {
+            Some(Decision::Reject { reply }) => {
+                assert_eq!((reply.code, reply.enhanced.as_str()), (550, "5.7.1"));
+                assert!(reply.text.contains("example.com"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            policy_decision(DmarcMode::Enforce, &dmarc(Verdict::Fail, "quarantine")),
+            Some(Decision::Quarantine { .. })
+        ));
+        assert_eq!(
+            policy_decision(DmarcMode::Enforce, &dmarc(Verdict::Fail, "none")),
+            None
+        );
+        assert_eq!(
+            policy_decision(DmarcMode::Enforce, &dmarc(Verdict::Pass, "reject")),
+            None
+        );
+        match policy_decision(
+            DmarcMode::Enforce,
+            &dmarc(Verdict::Temperror, "unspecified"),
+        ) {
+            Some(Decision::Tempfail { reply }) => {
+                assert_eq!((reply.code, reply.enhanced.as_str()), (451, "4.7.1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            policy_decision(DmarcMode::Enforce, &Results::default()),
+            None
+        );
+    }
+
+    #[test]
+    fn generated_keys_load_and_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        for ed25519 in [true, false] {
+            let (pem, record) = keygen(ed25519).unwrap();
+            assert!(record.starts_with(if ed25519 {
+                "v=DKIM1; k=ed25519; p="
+            } else {
+                "v=DKIM1; k=rsa; p="
+            }));
+            let path = dir.path().join(format!("{ed25519}.key"));
+            std::fs::write(&path, pem).unwrap();
+            check_key(&path).unwrap();
+        }
+        let junk = dir.path().join("junk.key");
+        std::fs::write(&junk, "not a key").unwrap();
+        assert!(check_key(&junk).is_err());
+    }
 }

@@ -963,7 +963,8 @@ mod tests {
                     assert!(
                         p.starts_with("tls.cert:")
                             || p.starts_with("tls.key:")
-                            || p.starts_with("plugin.recipient-validation.read_dirs:"),
+                            || p.starts_with("plugin.recipient-validation.read_dirs:")
+                            || p.starts_with("authentication.dkim_key for example.org: /etc/"),
                         "{p}"
                     );
                 }

@@ -237,4 +237,14 @@ mod tests {
             "Received: from client.test ([192.0.2.1])\r\n\tby mx.test (Sluice) with ESMTPSA id Q1\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\t(authenticated as alice)\r\n\tfor <bob@example.org>; Sat, 28 Nov 2026 10:00:00 +0000\r\n"
         );
     }
+
+    #[test]
+    fn only_authentication_results_claiming_our_host_are_removed() {
+        let raw = b"Authentication-Results: MX.test;\r\n\tdkim=pass header.d=bank.test\r\nSubject: hi\r\nAuthentication-Results: other.example; spf=pass\r\nAuthentication-Results: mx.test.evil; spf=pass\r\n\r\nAuthentication-Results: mx.test; in the body\r\n";
+        let out = String::from_utf8(remove_auth_results_of(raw, "mx.test")).unwrap();
+        assert_eq!(
+            out,
+            "Subject: hi\r\nAuthentication-Results: other.example; spf=pass\r\nAuthentication-Results: mx.test.evil; spf=pass\r\n\r\nAuthentication-Results: mx.test; in the body\r\n"
+        );
+    }
 }
