@@ -384,6 +384,10 @@ pub fn message(data: &[u8]) {
         "the added field is not first"
     );
     assert!(out.ends_with(body), "the body was changed");
+    // Removing forged Authentication-Results keeps the body and every other field.
+    let cleaned = crate::message::remove_auth_results_of(data, "mx.test");
+    assert!(cleaned.ends_with(body), "the body was changed");
+    assert!(cleaned.len() <= data.len());
     // A spool file is the envelope as one JSON line and the message.
     if let Ok((envelope, original)) = crate::spool::parse_file(Path::new("fuzz.msg"), data) {
         let failures = envelope

@@ -161,6 +161,8 @@ async fn dkim_and_dmarc_recorded_or_enforced_per_listener() {
             .txt("_dmarc.signed.test", "v=DMARC1; p=reject")
             .txt("quar.test", "v=spf1 -all")
             .txt("_dmarc.quar.test", "v=DMARC1; p=quarantine")
+            .txt("monitor.test", "v=spf1 -all")
+            .txt("_dmarc.monitor.test", "v=DMARC1; p=none")
             .txt("slow-dmarc.test", "v=spf1 -all")
             .silent("_dmarc.slow-dmarc.test"),
     )
@@ -247,10 +249,23 @@ async fn dkim_and_dmarc_recorded_or_enforced_per_listener() {
     )
     .await;
     assert!(r.starts_with("451 4.7.1"), "{r}");
+    // p=none only asks for reports: a failure is delivered.
+    let r = send(
+        enforcing,
+        "someone@monitor.test",
+        &message(None, "someone@monitor.test", "monitored", "Hello."),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
     let r = send(enforcing, "news@signed.test", &good).await;
     assert!(r.starts_with("250"), "{r}");
-    // The quarantined one waits in the quarantine; the good one is delivered (6 in all).
-    s.mailbox("bob", 6).await;
+    // The quarantined one waits in the quarantine; the others are delivered (7 in all).
+    let mail = s.mailbox("bob", 7).await;
+    assert!(
+        field(by_subject(&mail, "monitored"), "X-Auth-Echo")
+            .ends_with("dmarc=fail@monitor.test/none"),
+        "{mail:?}"
+    );
     let quarantine = sluice_tests::maildir_files(&s.dir.path().join("spool/quarantine"));
     assert_eq!(quarantine.len(), 1, "one message quarantined");
     assert!(quarantine[0].contains("Subject: unaligned"));
