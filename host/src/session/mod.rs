@@ -691,6 +691,13 @@ impl Session {
             ));
             return None;
         }
+        // The grammar lets control characters through in (quoted) local parts; such an
+        // address would reach logs, spool files and a bounce's header (found by the `data`
+        // fuzz target).
+        if from.address.chars().any(char::is_control) {
+            self.error(Reply::new(501, "5.1.7", "Bad sender address syntax"));
+            return None;
+        }
         let params = mail_params(&from);
         if let Some(bad) = control_in_params(&params) {
             self.error(bad);
@@ -730,6 +737,10 @@ impl Session {
         } else {
             to.address.clone()
         };
+        if to.address.chars().any(char::is_control) {
+            self.error(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
+            return None;
+        }
         let params = rcpt_params(&to);
         if let Some(bad) = control_in_params(&params) {
             self.error(bad);

@@ -595,3 +595,33 @@ fn a_syntax_error_never_swallows_the_next_pipelined_command() {
     let split = drive(&mut s, &chunks);
     assert_eq!(split.out, whole.out);
 }
+
+#[test]
+fn addresses_and_parameters_with_control_characters_are_refused() {
+    let seen = run(
+        ListenerKind::Smtp,
+        "EHLO c\r\nMAIL FROM:<\"a\0b\"@example.com>\r\nMAIL FROM:<a@example.com> ENVID=x+0D+0Ay\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<\"b\x01\"@example.org>\r\nQUIT\r\n",
+    );
+    assert_eq!(
+        codes(&seen.out)[1..],
+        ["501", "501", "250", "501", "221"],
+        "{}",
+        seen.out
+    );
+    assert!(
+        seen.out.contains("501 5.1.7 Bad sender address syntax"),
+        "{}",
+        seen.out
+    );
+    assert!(
+        seen.out.contains("501 5.5.4 Invalid ENVID parameter"),
+        "{}",
+        seen.out
+    );
+    assert!(
+        seen.out.contains("501 5.1.3 Bad recipient address syntax"),
+        "{}",
+        seen.out
+    );
+    assert!(seen.senders == ["a@example.com"], "{:?}", seen.senders);
+}
