@@ -474,7 +474,16 @@ async fn plugin_check_shows_what_plugins_see() {
     let dns = Dns::start(spf_zone()).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("sluice.toml");
-    std::fs::write(&cfg, auth_config(&dns)).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n{}",
+            dir.path(),
+            workspace_root().join("target/test-compile-cache"),
+            auth_config(&dns)
+        ),
+    )
+    .unwrap();
     let eml = dir.path().join("m.eml");
     std::fs::write(
         &eml,
