@@ -8,6 +8,9 @@
 
 use mail_parser::{MessageParser, MimeHeaders};
 
+/// Word tokens of each body part that become features.
+const BODY_TOKENS: usize = 3000;
+
 /// Hash buckets are `1 << BITS`.
 pub const BITS: u32 = 20;
 
@@ -161,13 +164,19 @@ impl Tokens {
     }
 }
 
-fn words(text: &str) -> Tokens {
+/// The first `max` word tokens of `text` (the body uses at most 3000: stopping there keeps
+/// long messages cheap and changes no feature).
+fn words(text: &str, max: usize) -> Tokens {
     let mut t = Tokens {
-        buf: String::with_capacity(text.len()),
-        spans: Vec::with_capacity(text.len() / 5),
+        buf: String::with_capacity(text.len().min(max.saturating_mul(8))),
+        spans: Vec::with_capacity((text.len() / 5).min(max)),
     };
     let mut start = 0;
     for c in text.chars() {
+        if t.spans.len() >= max {
+            t.spans.truncate(max);
+            return t;
+        }
         let joiner = matches!(c, '$' | '\'' | '-' | '.' | '!' | '%');
         if c.is_ascii() {
             if c.is_ascii_alphanumeric() || joiner {
@@ -193,6 +202,7 @@ fn words(text: &str) -> Tokens {
         }
     }
     t.flush(start);
+    t.spans.truncate(max);
     t
 }
 
@@ -325,7 +335,7 @@ pub fn extract(raw: &[u8]) -> Features {
             "subject" => msg.subject().map(str::to_string).unwrap_or(raw_value),
             _ => raw_value,
         };
-        let toks = words(&value);
+        let toks = words(&value, usize::MAX);
         if name == "subject" {
             osb(&mut sink, "s:", &toks, usize::MAX);
         } else {
@@ -363,8 +373,8 @@ pub fn extract(raw: &[u8]) -> Features {
     for i in 0..msg.text_body_count().min(8) {
         if let Some(t) = msg.body_text(i) {
             text_len += t.len();
-            let toks = words(&t);
-            osb(&mut sink, "b:", &toks, 3000);
+            let toks = words(&t, BODY_TOKENS);
+            osb(&mut sink, "b:", &toks, BODY_TOKENS);
             url_count += urls(&mut sink, &t);
         }
     }
