@@ -259,7 +259,17 @@ impl Connection {
                             .auth
                             .check_sender(self.peer.ip(), self.session.helo(), &sender.address)
                             .await;
-                        txn.set_authentication(Some(checks.results()));
+                        let results = checks.results();
+                        let m = crate::metrics::get();
+                        for (check, c) in [
+                            ("spf_helo", &results.spf_helo),
+                            ("spf_mail_from", &results.spf_mail_from),
+                        ] {
+                            if let Some(c) = c {
+                                m.authentication(check, c.verdict.as_str());
+                            }
+                        }
+                        txn.set_authentication(Some(results));
                         self.checks = Some((live.auth.clone(), checks));
                     }
                     let decision = txn.verify_sender(&wit_sender(&sender)).await;
@@ -354,6 +364,13 @@ impl Connection {
         let mut policy = None;
         if let Some((auth, checks)) = &self.checks {
             let results = auth.check_message(&raw, checks).await;
+            let m = crate::metrics::get();
+            for d in &results.dkim {
+                m.authentication("dkim", d.verdict.as_str());
+            }
+            if let Some(d) = &results.dmarc {
+                m.authentication("dmarc", d.verdict.as_str());
+            }
             policy = crate::authentication::policy_decision(self.dmarc, &results);
             if let Some(txn) = self.txn.as_mut() {
                 txn.set_authentication(Some(results.clone()));

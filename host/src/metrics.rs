@@ -45,6 +45,7 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     spool: Family<Labels, Gauge>,
     deliveries: Family<Labels, Counter>,
+    authentication: Family<Labels, Counter>,
     bounces: Counter,
     delay_warnings: Counter,
 }
@@ -71,6 +72,7 @@ impl Metrics {
             reloads: Family::default(),
             spool: Family::default(),
             deliveries: Family::default(),
+            authentication: Family::default(),
             bounces: Counter::default(),
             delay_warnings: Counter::default(),
         };
@@ -136,6 +138,11 @@ impl Metrics {
             m.deliveries.clone(),
         );
         r.register(
+            "authentication_results",
+            "Sender-authentication results of inbound mail, by check (spf_helo, spf_mail_from, dkim per signature, dmarc) and verdict",
+            m.authentication.clone(),
+        );
+        r.register(
             "bounces",
             "Bounces (failure DSNs) spooled",
             m.bounces.clone(),
@@ -160,6 +167,13 @@ impl Metrics {
     pub fn tls_failure(&self, listener: &str) {
         self.tls_failures
             .get_or_create(&labels(&[("listener", listener)]))
+            .inc();
+    }
+
+    /// One sender-authentication check came out as `verdict`.
+    pub fn authentication(&self, check: &str, verdict: &str) {
+        self.authentication
+            .get_or_create(&labels(&[("check", check), ("verdict", verdict)]))
             .inc();
     }
 

@@ -147,6 +147,17 @@ async fn spf_results_reach_the_header_and_the_plugins() {
             "{domain}: {ar}"
         );
     }
+    // Operators see the same in the metrics (process-wide, so at least these).
+    let metrics = sluice::metrics::get().encode();
+    for verdict in ["pass", "fail", "softfail", "none", "permerror", "temperror"] {
+        let line = format!(
+            "sluice_authentication_results_total{{check=\"spf_mail_from\",verdict=\"{verdict}\"}} "
+        );
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&line)),
+            "no {line} in\n{metrics}"
+        );
+    }
     s.stop().await;
 }
 
