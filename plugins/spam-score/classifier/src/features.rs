@@ -379,7 +379,15 @@ pub fn extract(raw: &[u8]) -> Features {
         }
     }
     let html_parts = msg.html_body_count();
+    // Only parts that are HTML: mail-parser also lists text parts here, rendered to HTML,
+    // which cost a conversion and a second URL scan and told nothing new.
     for i in 0..html_parts.min(4) {
+        let is_html = msg
+            .html_part(u32::try_from(i).unwrap_or(u32::MAX))
+            .is_some_and(|p| p.is_content_type("text", "html"));
+        if !is_html {
+            continue;
+        }
         if let Some(h) = msg.body_html(i) {
             markup(&mut sink, &h);
             url_count += urls(&mut sink, &h);
