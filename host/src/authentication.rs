@@ -156,6 +156,12 @@ pub struct SenderChecks {
 }
 
 impl SenderChecks {
+    /// `ar` with the SPF results of both identities added.
+    fn spf_results<'a>(&self, ar: AuthenticationResults<'a>) -> AuthenticationResults<'a> {
+        ar.with_spf_ehlo_result(&self.spf_helo, self.ip, &self.helo)
+            .with_spf_mailfrom_result(&self.spf_mail_from, self.ip, &self.mail_from, &self.helo)
+    }
+
     /// The plain results (SPF only).
     pub fn results(&self) -> Results {
         Results {
@@ -318,14 +324,8 @@ impl Authenticator {
     pub async fn check_message(&self, raw: &[u8], sender: &SenderChecks) -> Results {
         let mut results = sender.results();
         let Some(message) = AuthenticatedMessage::parse(raw) else {
-            results.header = AuthenticationResults::new(&self.hostname)
-                .with_spf_ehlo_result(&sender.spf_helo, sender.ip, &sender.helo)
-                .with_spf_mailfrom_result(
-                    &sender.spf_mail_from,
-                    sender.ip,
-                    &sender.mail_from,
-                    &sender.helo,
-                )
+            results.header = sender
+                .spf_results(AuthenticationResults::new(&self.hostname))
                 .to_header();
             return results;
         };
@@ -381,14 +381,9 @@ impl Authenticator {
             }
             .to_string(),
         });
-        results.header = AuthenticationResults::new(&self.hostname)
-            .with_dkim_results(&dkim, message.from())
-            .with_spf_ehlo_result(&sender.spf_helo, sender.ip, &sender.helo)
-            .with_spf_mailfrom_result(
-                &sender.spf_mail_from,
-                sender.ip,
-                &sender.mail_from,
-                &sender.helo,
+        results.header = sender
+            .spf_results(
+                AuthenticationResults::new(&self.hostname).with_dkim_results(&dkim, message.from()),
             )
             .with_dmarc_result(&dmarc)
             .to_header();

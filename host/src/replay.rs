@@ -232,8 +232,9 @@ pub async fn replay(
             let c = a
                 .check_sender(client_ip, &report.envelope.helo, &mail_from)
                 .await;
-            txn.set_authentication(Some(c.results()));
-            report.authentication = Some(c.results());
+            let results = c.results();
+            txn.set_authentication(Some(results.clone()));
+            report.authentication = Some(results);
             Some((a, c))
         }
         _ => None,

@@ -136,11 +136,10 @@ impl Step {
 enum State {
     Command,
     Data(DataReceiver),
-    /// Swallowing an oversized DATA message; then send the reply.
-    DataDiscard(DataReceiver, Reply),
     Bdat(BdatReceiver),
-    /// Swallowing a BDAT chunk that cannot be accepted; then send the reply.
-    Discard(DummyDataReceiver, Reply),
+    /// Swallowing an oversized DATA message or a BDAT chunk that cannot be accepted; then
+    /// send the reply.
+    Discard(Swallow, Reply),
     /// Waiting for the PLAIN response after `334 `.
     AuthPlain,
     /// Waiting for the LOGIN user name (None) or password (Some(user)).
@@ -148,6 +147,29 @@ enum State {
     /// A step was handed out and its answer is awaited.
     Waiting,
     Closed,
+}
+
+/// What reads and drops data that will not be accepted.
+enum Swallow {
+    /// The rest of a DATA message (to its end of data).
+    Data(DataReceiver),
+    /// A BDAT chunk (its announced length).
+    Bdat(DummyDataReceiver),
+}
+
+impl Swallow {
+    /// Drops what `input` holds of the data; returns the bytes consumed and whether the
+    /// data ended.
+    fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
+        match self {
+            Swallow::Data(r) => r.ingest(input, &mut Vec::new()),
+            Swallow::Bdat(r) => {
+                let mut iter = input.iter();
+                let done = r.ingest(&mut iter);
+                (input.len() - iter.len(), done)
+            }
+        }
+    }
 }
 
 /// One SMTP session (one connection, or the part of it after STARTTLS).
@@ -247,7 +269,7 @@ impl Session {
     pub fn in_data(&self) -> bool {
         matches!(
             self.state,
-            State::Data(_) | State::DataDiscard(..) | State::Bdat(_) | State::Discard(..)
+            State::Data(_) | State::Bdat(_) | State::Discard(..)
         )
     }
 
@@ -313,8 +335,8 @@ impl Session {
                         None
                     } else if self.message.len() > self.cfg.max_message_size {
                         self.message = Vec::new();
-                        self.state = State::DataDiscard(
-                            r,
+                        self.state = State::Discard(
+                            Swallow::Data(r),
                             Reply::new(552, "5.3.4", "Message too big for this server"),
                         );
                         None
@@ -351,24 +373,9 @@ impl Session {
                         None
                     }
                 }
-                State::DataDiscard(mut r, reply) => {
-                    let mut scratch = Vec::new();
-                    let (used, done) = r.ingest(&self.input[self.pos..], &mut scratch);
-                    self.pos += used;
-                    if done {
-                        self.state = State::Command;
-                        self.txn = Transaction::default();
-                        self.error(reply);
-                        None
-                    } else {
-                        self.state = State::DataDiscard(r, reply);
-                        return Step::Read;
-                    }
-                }
                 State::Discard(mut r, reply) => {
-                    let mut iter = self.input[self.pos..].iter();
-                    let done = r.ingest(&mut iter);
-                    self.pos = self.input.len() - iter.len();
+                    let (used, done) = r.ingest(&self.input[self.pos..]);
+                    self.pos += used;
                     if done {
                         self.state = State::Command;
                         self.txn = Transaction::default();
@@ -785,7 +792,10 @@ impl Session {
     fn bdat(&mut self, chunk_size: usize, is_last: bool) -> Option<Step> {
         if let Some(refusal) = self.data_refusal() {
             // The chunk's bytes must still be skipped to stay in sync; the refusal follows.
-            self.state = State::Discard(DummyDataReceiver::new_bdat(chunk_size), refusal);
+            self.state = State::Discard(
+                Swallow::Bdat(DummyDataReceiver::new_bdat(chunk_size)),
+                refusal,
+            );
             return None;
         }
         self.state = State::Bdat(BdatReceiver::new(chunk_size, is_last));
