@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! sluice-load [--connections 50] [--messages 2000] [--size 5000] [--rounds 4] [--idle 1000]
-//!             [--no-postfix] [--only CONFIG] [--plugins DIR]
+//!             [--no-postfix] [--only CONFIG,…] [--plugins DIR]
 //! ```
 //!
 //! Configurations, measured in the same run and interleaved round by round (A/B/C/…, then
@@ -44,8 +44,9 @@ struct Args {
     rounds: usize,
     postfix: bool,
     idle: usize,
-    /// Measure only this configuration (for profiling: `perf record -p` its pid).
-    only: Option<String>,
+    /// Measure only these configurations (comma-separated; with one, `perf record -p` its
+    /// pid).
+    only: Option<Vec<String>>,
     /// A directory of plugins to measure as configuration `sluice-custom`.
     custom: Option<PathBuf>,
 }
@@ -76,12 +77,15 @@ fn args() -> anyhow::Result<Args> {
             "--rounds" => a.rounds = num("--rounds")?.max(1),
             "--no-postfix" => a.postfix = false,
             "--idle" => a.idle = num("--idle")?,
-            "--only" => a.only = Some(it.next().context("--only needs a configuration name")?),
+            "--only" => {
+                let list = it.next().context("--only needs configuration names")?;
+                a.only = Some(list.split(',').map(str::to_string).collect())
+            }
             "--plugins" => {
                 a.custom = Some(it.next().context("--plugins needs a directory")?.into())
             }
             _ => bail!(
-                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--no-postfix] [--only CONFIG] [--plugins DIR]"
+                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--no-postfix] [--only CONFIG,...] [--plugins DIR]"
             ),
         }
     }
@@ -456,7 +460,10 @@ async fn main() -> anyhow::Result<()> {
     let mut dirs = Vec::new();
     let mut children = Vec::new();
     for (name, plugins, extra) in configs {
-        if a.only.as_ref().is_some_and(|o| o != name) {
+        if a.only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|o| o == name))
+        {
             continue;
         }
         let dir = tempfile::tempdir()?;
@@ -472,13 +479,16 @@ async fn main() -> anyhow::Result<()> {
         children.push(child);
     }
     if let Some(only) = &a.only {
-        targets.retain(|t| t.name == only.as_str());
-        if targets.is_empty() && only != "postfix" {
-            bail!("--only {only}: no such configuration");
+        let known = |o: &String| o == "postfix" || targets.iter().any(|t| t.name == o.as_str());
+        if let Some(unknown) = only.iter().find(|o| !known(o)) {
+            bail!("--only {unknown}: no such configuration");
         }
+        targets.retain(|t| only.iter().any(|o| o == t.name));
     }
     let postfix = if a.postfix
-        && a.only.as_deref().is_none_or(|o| o == "postfix")
+        && a.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|o| o == "postfix"))
         && Path::new("/usr/sbin/postfix").exists()
         && is_root()
     {

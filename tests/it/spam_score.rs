@@ -91,6 +91,22 @@ async fn without_the_grant_or_with_a_bad_file_the_plugin_is_refused() {
     .expect_err("a junk model must be refused");
     assert!(err.contains("not a Sluice spam model"), "{err}");
 
+    // The plugin starts with 8 MiB of memory (its build.rs): a smaller limit is named.
+    let err = load_one(
+        &rt,
+        &config("[plugin.spam-score]\nmemory_mb = 4\n"),
+        "spam-score",
+        &file,
+    )
+    .await
+    .expect_err("a limit below the initial memory must be refused");
+    assert!(
+        err.contains(
+            "needs 8 MiB of memory to start, above its memory limit of 4 MiB (raise memory_mb)"
+        ),
+        "{err}"
+    );
+
     let bad = sluice::config::Config::parse(
         "[plugin.spam-score]\nread_dirs = [\"relative/dir\", \"/no/such/dir\"]\n",
     )

@@ -55,6 +55,10 @@ impl Runtime {
         config.epoch_interruption(true);
         config.wasm_component_model(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // For profiling plugins: `perf` then names the guests' functions (/tmp/perf-PID.map).
+        if std::env::var_os("SLUICE_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
 
         let instances = pool.max_instances;
         let mut pooling = PoolingAllocationConfig::new();

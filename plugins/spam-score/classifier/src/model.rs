@@ -51,12 +51,7 @@ impl Model {
     /// The spam log-odds of a message's features (the features' weights, summed and scaled by
     /// 1/sqrt(n) as in training).
     pub fn logit(&self, f: &Features) -> f32 {
-        let norm = crate::features::norm(f.indices.len());
-        f.indices
-            .iter()
-            .map(|&i| self.weights[i as usize])
-            .sum::<f32>()
-            * norm
+        f.terms().map(|(i, x)| self.weights[i as usize] * x).sum()
     }
 
     /// Serialises the model.
@@ -170,15 +165,13 @@ impl<'a> Scorer<'a> {
 
     /// Judges a message's features.
     pub fn judge(&self, f: &Features) -> Judgement {
-        let norm = crate::features::norm(f.indices.len());
         let sum: f32 = f
-            .indices
-            .iter()
-            .map(|&i| {
+            .terms()
+            .map(|(i, x)| {
                 let i = i as usize * 2;
-                f32::from(i16::from_le_bytes([self.weights[i], self.weights[i + 1]]))
+                f32::from(i16::from_le_bytes([self.weights[i], self.weights[i + 1]])) * x
             })
             .sum();
-        judgement(f, sum * self.scale * norm)
+        judgement(f, sum * self.scale)
     }
 }

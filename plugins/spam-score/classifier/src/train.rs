@@ -61,23 +61,17 @@ pub fn train(examples: &[&Example], s: Settings) -> Model {
         }
         for &k in &order {
             let e = examples[k];
-            let norm = crate::features::norm(e.features.indices.len());
-            let z: f32 = e
-                .features
-                .indices
-                .iter()
-                .map(|&i| w[i as usize])
-                .sum::<f32>()
-                * norm;
+            let z: f32 = e.features.terms().map(|(i, x)| w[i as usize] * x).sum();
             let p = 1.0 / (1.0 + (-z).exp());
             let y = if e.spam { 1.0 } else { 0.0 };
             let weight = if e.spam { 1.0 } else { s.ham_weight };
-            let g = (p - y) * weight * norm;
-            if g.abs() < 1e-7 {
+            let g0 = (p - y) * weight;
+            if g0.abs() < 1e-7 {
                 continue;
             }
-            for &i in &e.features.indices {
+            for (i, x) in e.features.terms() {
                 let i = i as usize;
+                let g = g0 * x;
                 g2[i] += g * g;
                 w[i] -= s.rate * g / g2[i].sqrt();
             }
