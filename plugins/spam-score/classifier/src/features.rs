@@ -140,7 +140,7 @@ impl Sink {
             indices: Vec::with_capacity(4096),
             meta: Vec::with_capacity(64),
             in_meta: true,
-            seen: vec![0; 1 << 13],
+            seen: vec![0; 1 << 11],
         }
     }
 
@@ -481,6 +481,25 @@ pub fn extract(raw: &[u8]) -> Features {
             fnv_part(FNV_BASIS, name.as_bytes())
         };
         let hashes = words(&value, seed, usize::MAX);
+        // The sender's address: the shape of its local part (`a9a9` for random ones), its
+        // top-level domain, and whether it has a display name.
+        if name == "from" {
+            let addr = value
+                .rsplit('<')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(['>', ' ']);
+            if let Some((local, domain)) = addr.rsplit_once('@') {
+                sink.add(&[b"from-local", shape(local).as_bytes()]);
+                let tld = domain.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+                sink.add(&[b"from-tld", tld.as_bytes()]);
+                let name = value.split('<').next().unwrap_or("").trim();
+                sink.add(&[
+                    b"from-has-name",
+                    if name.is_empty() { b"no" } else { b"yes" },
+                ]);
+            }
+        }
         if name == "subject" {
             osb(&mut sink, &hashes);
         } else {
