@@ -720,6 +720,20 @@ mod tests {
         );
     }
 
+    /// mail-parser's date parser, given the obsolete zone `UT` and LF line endings (a corpus
+    /// message), read on past the end of the header section: the body's first lines became
+    /// fields. Fields are now found without parsing their values.
+    #[test]
+    fn the_header_section_ends_at_the_empty_line_whatever_the_values() {
+        let raw = b"Date: Sun, 25 Aug 2002 16:50:54 UT\n\nOn Sat, 24 Aug 2002 11:07:00 -0700, someone\nsaid:\n> quoted\n";
+        let h = parse_headers(raw);
+        let pairs: Vec<_> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(pairs, [("Date", "Sun, 25 Aug 2002 16:50:54 UT")]);
+    }
+
     #[test]
     fn plugin_reply_gets_class_matching_defaults() {
         let r = crate::plugin::bindings::types::Reply {
