@@ -7,7 +7,10 @@
 //! protection of the sandbox's pages on that call and the next, and on a busy server each
 //! such change is a TLB shoot-down on every core. See the SDK's README.
 fn main() {
-    println!("cargo:rustc-link-arg-cdylib=--initial-memory=8388608");
+    // A flag of the wasm linker only.
+    if std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("wasm32") {
+        println!("cargo:rustc-link-arg-cdylib=--initial-memory=8388608");
+    }
     println!("cargo:rerun-if-env-changed=SLUICE_SPAM_MODEL");
     let out =
         std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("model.bin");
