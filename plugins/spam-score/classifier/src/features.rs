@@ -615,6 +615,41 @@ mod tests {
         assert_eq!(words(text, seed, 3), want[..3]);
     }
 
+    /// Any bytes at all: no panic (in the plugin a panic is a trap, and the message is then
+    /// judged by the operator's failure policy instead of the filter), and every index in range.
+    #[test]
+    fn arbitrary_bytes_are_safe() {
+        let pieces: [&[u8]; 12] = [
+            b"Subject: ",
+            b"From: \"N\" <a9@x.ru>\r\n",
+            b"\r\n\r\n",
+            b"Content-Type: multipart/alternative; boundary=b\r\n",
+            b"--b\r\nContent-Type: text/html\r\n\r\n<a href=http://1.2.3.4/>",
+            "Grüße ünïcode".as_bytes(),
+            b"HTTP://X.example.COM/p?q https://",
+            b"free!!! 50% $$$ -- ..'' ",
+            &[0xff, 0xfe, 0xc3, 0x28, 0xe2, 0x82],
+            b"=?utf-8?b?w6k=?= =?iso-8859-1?q?=E9?=",
+            b"Content-Transfer-Encoding: base64\r\n\r\nw6nDqQ==\r\n",
+            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..3000 {
+            let mut raw = Vec::new();
+            for _ in 0..(state % 24) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                raw.extend_from_slice(pieces[(state % 12) as usize]);
+                if state.is_multiple_of(5) {
+                    raw.push((state >> 20) as u8);
+                }
+            }
+            let f = extract(&raw);
+            assert!(f.indices.iter().chain(&f.meta).all(|&i| i < 1 << BITS));
+        }
+    }
+
     #[test]
     fn structural_facts() {
         let m = b"From: a@example.org\r\nSubject: FREE MONEY FOR YOU NOW\r\nContent-Type: text/html\r\n\r\n<html><body><a href=\"http://x.example/\">click</a></body></html>\r\n";
