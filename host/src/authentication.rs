@@ -427,10 +427,13 @@ fn dmarc_verdict(spf: &DmarcResult, dkim: &DmarcResult, has_record: bool) -> Ver
 
 /// The domain of the first address of the From header, lower-cased.
 fn from_domain(message: &[u8]) -> Option<String> {
-    let parsed = mail_parser::MessageParser::new()
-        .header_address(mail_parser::HeaderName::From)
-        .default_header_ignore()
-        .parse_headers(message)?;
+    static PARSER: std::sync::LazyLock<mail_parser::MessageParser> =
+        std::sync::LazyLock::new(|| {
+            mail_parser::MessageParser::new()
+                .header_address(mail_parser::HeaderName::From)
+                .default_header_ignore()
+        });
+    let parsed = PARSER.parse_headers(message)?;
     let from = parsed.from()?.first()?.address()?;
     from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
 }

@@ -85,7 +85,6 @@ impl StoreState {
             limiter: Limiter {
                 memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
                 memory_hit: false,
-                memory_asked: 0,
             },
             deadline: Instant::now(),
             config,
@@ -202,8 +201,6 @@ impl host::Host for StoreState {
 pub(crate) struct Limiter {
     memory_bytes: usize,
     pub(crate) memory_hit: bool,
-    /// The size (bytes) the guest last asked its memory to be.
-    pub(crate) memory_asked: usize,
 }
 
 /// The error a store's limiter raises when a plugin's memory limit is hit.
@@ -226,7 +223,6 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.memory_asked = desired;
         if desired > self.memory_bytes {
             self.memory_hit = true;
             return Err(MemoryLimitExceeded {

@@ -148,12 +148,12 @@ impl PluginInstance {
         store.set_epoch_deadline(1);
         let bindings = match plugin.pre.instantiate_async(&mut store).await {
             Ok(b) => b,
-            Err(_) if store.data().limiter.memory_hit => {
-                // The memory a module declares it starts with is above the operator's limit.
-                let asked_mb = store.data().limiter.memory_asked.div_ceil(1 << 20);
+            // The memory the module declares it starts with is above the operator's limit.
+            Err(ref e) if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() => {
                 return Err(CallFailure::Instantiate {
                     message: format!(
-                        "it needs {asked_mb} MiB of memory to start, above its memory limit of {} MiB (raise memory_mb)",
+                        "it needs {} MiB of memory to start, above its memory limit of {} MiB (raise memory_mb)",
+                        m.desired.div_ceil(1 << 20),
                         limits.memory_mb
                     ),
                 });
