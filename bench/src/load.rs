@@ -14,8 +14,11 @@
 //! 5. `sluice-benign`: the bundled plugins plus the hostile test plugin three times, behaving;
 //! 6. `sluice-hostile`: the same, misbehaving — one loops forever, one exhausts its memory,
 //!    one traps, each on 1 % of messages (failure policies continue, tempfail and reject);
-//! 7. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
-//! 8. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
+//! 7. `sluice-floor`: two plugins that do nothing (the hostile test plugin, behaving) at the
+//!    hooks the bundled chain uses: what two sandboxes per transaction cost before any
+//!    plugin does any work — the floor under `sluice-bundled`;
+//! 8. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
+//! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
@@ -144,7 +147,8 @@ struct Run {
     e2e_secs: f64,
     latencies: Vec<Duration>,
     delivery: Vec<Duration>,
-    cpu_secs: f64,
+    /// CPU seconds of the relay: (user, system).
+    cpu_secs: (f64, f64),
     /// Connections that broke (errors, timeouts).
     failed: usize,
     /// Messages answered with 4xx/5xx after the data.
@@ -246,33 +250,44 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// User + system CPU seconds of `pid` and its waited-for children, plus its live children.
-fn cpu_secs(pid: u32) -> f64 {
+/// (user, system) CPU seconds of `pid` and its waited-for children, plus its live children.
+/// Apart, because system time on a file system can swing with its history (see the README).
+fn cpu_secs(pid: u32) -> (f64, f64) {
     let tick = 100.0; // USER_HZ on Linux
-    let stat = |p: &str| -> Option<(u32, f64, f64)> {
+    let field = |f: &[&str], i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    // (ppid, own user, own system, children's user, children's system)
+    let stat = |p: &str| -> Option<(u32, [f64; 4])> {
         let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
         let rest = &s[s.rfind(')')? + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
         let ppid = f.get(1)?.parse().ok()?;
-        let own = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        let children = f.get(13)?.parse::<f64>().ok()? + f.get(14)?.parse::<f64>().ok()?;
-        Some((ppid, own, children))
+        Some((
+            ppid,
+            [
+                field(&f, 11)?,
+                field(&f, 12)?,
+                field(&f, 13)?,
+                field(&f, 14)?,
+            ],
+        ))
     };
-    let mut total = 0.0;
-    if let Some((_, own, children)) = stat(&pid.to_string()) {
-        total += own + children;
+    let (mut user, mut system) = (0.0, 0.0);
+    if let Some((_, [u, s, cu, cs])) = stat(&pid.to_string()) {
+        user += u + cu;
+        system += s + cs;
     }
     if let Ok(d) = std::fs::read_dir("/proc") {
         for e in d.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if let Some((ppid, own, _)) = stat(&name)
+            if let Some((ppid, [u, s, _, _])) = stat(&name)
                 && ppid == pid
             {
-                total += own;
+                user += u;
+                system += s;
             }
         }
     }
-    total / tick
+    (user / tick, system / tick)
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -430,6 +445,12 @@ async fn main() -> anyhow::Result<()> {
     for name in ["30-looper.wasm", "31-hog.wasm", "32-trapper.wasm"] {
         hostile.push((plugins.join("test/hostile.wasm"), name.to_string()));
     }
+    // Two instances of a plugin that does nothing, as plugins `idle-a` and `idle-b` (the
+    // plugin's name comes from the file name).
+    let floor: Vec<(PathBuf, String)> = ["40-idle-a.wasm", "41-idle-b.wasm"]
+        .iter()
+        .map(|name| (plugins.join("test/hostile.wasm"), name.to_string()))
+        .collect();
     let custom = match &a.custom {
         Some(dir) => std::fs::read_dir(dir)
             .with_context(|| format!("--plugins {}", dir.display()))?
@@ -447,6 +468,7 @@ async fn main() -> anyhow::Result<()> {
         ("sluice-all", &all, ""),
         ("sluice-benign", &hostile, BENIGN),
         ("sluice-hostile", &hostile, HOSTILE),
+        ("sluice-floor", &floor, ""),
     ];
     if a.custom.is_some() {
         configs.push(("sluice-custom", &custom, ""));
@@ -521,7 +543,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..a.rounds {
         for t in targets.iter_mut() {
             let before_sink = sink.count();
-            let cpu0 = t.pid.map(cpu_secs).unwrap_or(0.0);
+            let cpu0 = t.pid.map(cpu_secs).unwrap_or_default();
             let start = Instant::now();
             let tag = format!("{}-{round}", t.name);
             let sent = load(t.port, a.connections, per_round, a.size, &tag).await;
@@ -531,7 +553,8 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let e2e_secs = start.elapsed().as_secs_f64();
-            let cpu = t.pid.map(cpu_secs).unwrap_or(0.0) - cpu0;
+            let cpu1 = t.pid.map(cpu_secs).unwrap_or_default();
+            let cpu = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
             // Delivery latency: from the 250 to the sink's receipt, by Message-ID.
             let mut at = std::collections::HashMap::new();
             for m in sink.messages().into_iter().skip(before_sink) {
@@ -560,7 +583,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "\n{:<15} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>8} {:>7} {:>7}",
+        "\n{:<15} {:>10} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>9} {:>8} {:>7} {:>7}",
         "configuration",
         "accept/s",
         "p50 ms",
@@ -569,6 +592,7 @@ async fn main() -> anyhow::Result<()> {
         "dl p50",
         "dl p99",
         "cpu ms/msg",
+        "user ms",
         "peak MiB",
         "refused",
         "failed"
@@ -579,7 +603,8 @@ async fn main() -> anyhow::Result<()> {
         let n: usize = t.runs.iter().map(|r| r.latencies.len()).sum();
         let accept: f64 = t.runs.iter().map(|r| r.accept_secs).sum();
         let e2e: f64 = t.runs.iter().map(|r| r.e2e_secs).sum();
-        let cpu: f64 = t.runs.iter().map(|r| r.cpu_secs).sum();
+        let user: f64 = t.runs.iter().map(|r| r.cpu_secs.0).sum();
+        let cpu: f64 = user + t.runs.iter().map(|r| r.cpu_secs.1).sum::<f64>();
         let failed: usize = t.runs.iter().map(|r| r.failed).sum();
         let refused: usize = t.runs.iter().map(|r| r.refused).sum();
         // Postfix is many processes: the peak of one says nothing, so only Sluice's is shown.
@@ -592,11 +617,14 @@ async fn main() -> anyhow::Result<()> {
         let mut dl: Vec<Duration> = t.runs.iter().flat_map(|r| r.delivery.clone()).collect();
         let (acc_rate, e2e_rate) = (n as f64 / accept, n as f64 / e2e);
         rate.insert(t.name, e2e_rate);
-        let cpu_ms = if t.pid.is_some() {
-            1000.0 * cpu / n.max(1) as f64
-        } else {
-            f64::NAN
+        let per_msg = |secs: f64| {
+            if t.pid.is_some() {
+                1000.0 * secs / n.max(1) as f64
+            } else {
+                f64::NAN
+            }
         };
+        let (cpu_ms, user_ms) = (per_msg(cpu), per_msg(user));
         let (p50, p99, d50, d99) = (
             pct(&mut lat, 0.5),
             pct(&mut lat, 0.99),
@@ -604,11 +632,22 @@ async fn main() -> anyhow::Result<()> {
             pct(&mut dl, 0.99),
         );
         println!(
-            "{:<15} {:>10.0} {:>9.2} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>10.3} {:>8.1} {:>7} {:>7}",
-            t.name, acc_rate, p50, p99, e2e_rate, d50, d99, cpu_ms, peak_mib, refused, failed
+            "{:<15} {:>10.0} {:>9.2} {:>9.2} {:>11.0} {:>9.2} {:>9.2} {:>10.3} {:>9.3} {:>8.1} {:>7} {:>7}",
+            t.name,
+            acc_rate,
+            p50,
+            p99,
+            e2e_rate,
+            d50,
+            d99,
+            cpu_ms,
+            user_ms,
+            peak_mib,
+            refused,
+            failed
         );
         lines.push(format!(
-            "RESULT config={} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} peak_rss_mib={peak_mib:.1} refused={refused} failed={failed}",
+            "RESULT config={} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} user_cpu_ms_per_msg={user_ms:.4} peak_rss_mib={peak_mib:.1} refused={refused} failed={failed}",
             t.name, a.size, a.connections
         ));
     }
@@ -622,6 +661,11 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-bundled") / r("postfix"),
         r("sluice-bundled") / r("sluice-none"),
         r("sluice-all") / r("sluice-none"),
+    );
+    println!(
+        "sluice-floor / sluice-none = {:.2} (two plugins that do nothing: the cost of two sandboxes per transaction); sluice-bundled / sluice-floor = {:.2}",
+        r("sluice-floor") / r("sluice-none"),
+        r("sluice-bundled") / r("sluice-floor"),
     );
     println!(
         "sluice-hostile / sluice-benign = {:.2} (the same plugins; 3 % of messages set off one to loop, exhaust its memory or trap)",

@@ -213,6 +213,13 @@ enum PluginCommand {
     },
 }
 
+/// mimalloc instead of the system allocator: under the load benchmark glibc's malloc took a
+/// tenth of the relay's CPU with the plugin chain on, with arena-lock waits between threads
+/// (a message is read on one worker and freed after the spool's writer thread stored it);
+/// mimalloc cut the relay's user-space CPU per message by about a fifth.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs its transactions; the other commands speak only when something is wrong.
