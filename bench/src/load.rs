@@ -14,9 +14,9 @@
 //! 5. `sluice-benign`: the bundled plugins plus the hostile test plugin three times, behaving;
 //! 6. `sluice-hostile`: the same, misbehaving — one loops forever, one exhausts its memory,
 //!    one traps, each on 1 % of messages (failure policies continue, tempfail and reject);
-//! 7. `sluice-floor`: two plugins that do nothing (the hostile test plugin, behaving) at the
-//!    hooks the bundled chain uses: what two sandboxes per transaction cost before any
-//!    plugin does any work — the floor under `sluice-bundled`;
+//! 7. `sluice-floor`: two plugins that do nothing, one at `check-recipient` and one at
+//!    `check-message` like the bundled chain's two: what two sandboxes per transaction cost
+//!    before any plugin does any work — the floor under `sluice-bundled`;
 //! 8. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root.
@@ -445,11 +445,16 @@ async fn main() -> anyhow::Result<()> {
     for name in ["30-looper.wasm", "31-hog.wasm", "32-trapper.wasm"] {
         hostile.push((plugins.join("test/hostile.wasm"), name.to_string()));
     }
-    // Two instances of a plugin that does nothing, as plugins `idle-a` and `idle-b` (the
-    // plugin's name comes from the file name).
-    let floor: Vec<(PathBuf, String)> = ["40-idle-a.wasm", "41-idle-b.wasm"]
+    // Two plugins that do nothing, at the hooks of the bundled chain's two (the third,
+    // bounce-template, is called only for bounces).
+    let floor: Vec<(PathBuf, String)> = ["idle-recipient", "idle-message"]
         .iter()
-        .map(|name| (plugins.join("test/hostile.wasm"), name.to_string()))
+        .map(|name| {
+            (
+                plugins.join(format!("test/{name}.wasm")),
+                format!("{name}.wasm"),
+            )
+        })
         .collect();
     let custom = match &a.custom {
         Some(dir) => std::fs::read_dir(dir)
@@ -663,7 +668,7 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-all") / r("sluice-none"),
     );
     println!(
-        "sluice-floor / sluice-none = {:.2} (two plugins that do nothing: the cost of two sandboxes per transaction); sluice-bundled / sluice-floor = {:.2}",
+        "sluice-floor / sluice-none = {:.2} (two plugins that do nothing at the bundled chain's hooks: the cost of its sandboxes alone); sluice-bundled / sluice-floor = {:.2}",
         r("sluice-floor") / r("sluice-none"),
         r("sluice-bundled") / r("sluice-floor"),
     );

@@ -273,6 +273,10 @@ fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is the queue runner's file work and password hashing: a few threads
+        // keep up with either, where tokio's default (512) lets a busy queue start one
+        // thread, with its stack and allocator heap, per message in flight.
+        .max_blocking_threads(16)
         .build()?)
 }
 

@@ -35,6 +35,18 @@ use super::pool::{Pool, Sent};
 use super::state::{self, QueueState, RcptStatus, fmt_time};
 use super::{bounce, local};
 
+/// Runs the queue files' blocking work (open, read, sync, unlink) on tokio's blocking
+/// threads, not on an async worker: on some file systems an unlink waits for the device
+/// (a discard) or an open for a long inode search, and a worker blocked there stalls every
+/// SMTP session and plugin call scheduled on it.
+async fn off_worker<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| anyhow::anyhow!("queue file work failed: {e}"))
+}
+
 /// What one pass did, for logs and tests.
 #[derive(Debug, Default)]
 pub struct PassReport {
@@ -142,7 +154,8 @@ impl Runner {
     /// One pass over the queue at time `now` (Unix seconds).
     pub async fn run_once(&self, now: i64) -> PassReport {
         let mut report = PassReport::default();
-        let Ok(ids) = self.spool.list(SpoolState::Queue) else {
+        let spool = self.spool.clone();
+        let Ok(Ok(ids)) = off_worker(move || spool.list(SpoolState::Queue)).await else {
             return report;
         };
         let mut passes = futures::stream::iter(ids)
@@ -165,18 +178,25 @@ impl Runner {
     async fn process(&self, id: &str, now: i64) -> anyhow::Result<PassReport> {
         let mut report = PassReport::default();
         let dir = self.spool.root().join("queue");
-        let disk_state = state::read(&dir, id)?;
-        if disk_state
-            .as_ref()
-            .is_some_and(|s| s.held || s.next_attempt > now)
-        {
+        let (spool, queue, owned_id) = (self.spool.clone(), dir.clone(), id.to_string());
+        let loaded = off_worker(move || -> anyhow::Result<_> {
+            let disk_state = state::read(&queue, &owned_id)?;
+            if disk_state
+                .as_ref()
+                .is_some_and(|s| s.held || s.next_attempt > now)
+            {
+                return Ok(None);
+            }
+            match spool.read(SpoolState::Queue, &owned_id) {
+                Ok((envelope, message)) => Ok(Some((disk_state, envelope, message))),
+                // Finished, or deleted by the operator, since the listing.
+                Err(_) if !spool.path(SpoolState::Queue, &owned_id).is_file() => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await??;
+        let Some((disk_state, envelope, message)) = loaded else {
             return Ok(report);
-        }
-        let (envelope, message) = match self.spool.read(SpoolState::Queue, id) {
-            Ok(m) => m,
-            // Finished, or deleted by the operator, since the listing.
-            Err(_) if !self.spool.path(SpoolState::Queue, id).is_file() => return Ok(report),
-            Err(e) => return Err(e.into()),
         };
         let mut st = disk_state.unwrap_or_else(|| QueueState::initial(&envelope, now));
 
@@ -329,15 +349,19 @@ impl Runner {
                 fmt_time(st.next_attempt)
             ));
             // The operator may have held or deleted the message meanwhile: theirs wins.
-            state::with_lock(&dir, || -> std::io::Result<()> {
-                if !self.spool.path(SpoolState::Queue, id).is_file() {
-                    return Ok(());
-                }
-                if let Some(disk) = state::read(&dir, id)? {
-                    st.held |= disk.held;
-                }
-                state::write(&dir, id, &st)
-            })?;
+            let (spool, owned_id) = (self.spool.clone(), id.to_string());
+            off_worker(move || {
+                state::with_lock(&dir, || -> std::io::Result<()> {
+                    if !spool.path(SpoolState::Queue, &owned_id).is_file() {
+                        return Ok(());
+                    }
+                    if let Some(disk) = state::read(&dir, &owned_id)? {
+                        st.held |= disk.held;
+                    }
+                    state::write(&dir, &owned_id, &st)
+                })
+            })
+            .await??;
             return Ok(report);
         }
 
@@ -365,13 +389,17 @@ impl Runner {
         {
             tracing::warn!(id = %id, "a bounce could not be delivered; dropped (bounces are never bounced)");
         }
-        state::with_lock(&dir, || -> anyhow::Result<()> {
-            let _ = std::fs::remove_file(state::path(&dir, id));
-            if self.spool.path(SpoolState::Queue, id).is_file() {
-                self.spool.remove(SpoolState::Queue, id)?;
-            }
-            Ok(())
-        })?;
+        let (spool, owned_id) = (self.spool.clone(), id.to_string());
+        off_worker(move || {
+            state::with_lock(&dir, || -> anyhow::Result<()> {
+                let _ = std::fs::remove_file(state::path(&dir, &owned_id));
+                if spool.path(SpoolState::Queue, &owned_id).is_file() {
+                    spool.remove(SpoolState::Queue, &owned_id)?;
+                }
+                Ok(())
+            })
+        })
+        .await??;
         report.finished.push(id.to_string());
         Ok(report)
     }

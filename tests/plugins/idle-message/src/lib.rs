@@ -1,0 +1,21 @@
+//! A plugin that does nothing at `check-message`. With `idle-recipient`, the load benchmark's
+//! `sluice-floor`: the bundled chain's two sandboxes per transaction, with no work in them.
+use sluice_plugin_sdk::{
+    Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, export,
+};
+
+struct Idle;
+
+impl Plugin for Idle {
+    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
+
+    fn new(_config: &Config) -> Result<Self, ConfigError> {
+        Ok(Idle)
+    }
+
+    fn check_message(&mut self, _s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
+        MessageVerdict::default()
+    }
+}
+
+export!(Idle);
