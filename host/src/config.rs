@@ -168,6 +168,17 @@ pub struct PluginLimits {
     pub log_lines: u32,
     /// What a failure of this plugin does to the transaction.
     pub on_failure: FailurePolicy,
+    /// Header fields one `check-message` verdict may add, and may remove (each list).
+    pub max_headers: u32,
+    /// Bytes of the header fields one verdict adds, names and values together.
+    pub max_header_bytes: u32,
+    /// Symbols one verdict may give.
+    pub max_symbols: u32,
+    /// Bytes of one text a plugin returns: a reply text, a quarantine reason, a symbol's
+    /// detail, a bounce subject.
+    pub max_text_bytes: u32,
+    /// Bytes of a rendered bounce's text and HTML parts together.
+    pub max_bounce_bytes: u32,
 }
 
 impl Default for PluginLimits {
@@ -177,6 +188,11 @@ impl Default for PluginLimits {
             memory_mb: 64,
             log_lines: 100,
             on_failure: FailurePolicy::Tempfail,
+            max_headers: 32,
+            max_header_bytes: 16 * 1024,
+            max_symbols: 128,
+            max_text_bytes: 512,
+            max_bounce_bytes: 256 * 1024,
         }
     }
 }
@@ -195,8 +211,22 @@ pub struct PluginSettings {
     pub log_lines: Option<u32>,
     /// Failure policy.
     pub on_failure: Option<FailurePolicy>,
+    /// Header fields added, and removed, per verdict.
+    pub max_headers: Option<u32>,
+    /// Bytes of added header fields per verdict.
+    pub max_header_bytes: Option<u32>,
+    /// Symbols per verdict.
+    pub max_symbols: Option<u32>,
+    /// Bytes of one returned text.
+    pub max_text_bytes: Option<u32>,
+    /// Bytes of a rendered bounce.
+    pub max_bounce_bytes: Option<u32>,
     /// When set, the plugin file's SHA-256 (hex) must match or the plugin is refused.
     pub sha256: Option<String>,
+    /// The plugin must be in service (needs `sha256`): while its file is missing, refused or
+    /// disabled, every transaction is answered 451 4.3.0 at MAIL FROM instead of passing
+    /// unfiltered.
+    pub required: bool,
     /// Directories this plugin may read (and nothing else on the host): each is visible to
     /// the plugin, read-only, at the same absolute path. Everything else stays default-deny.
     #[serde(default)]
@@ -222,6 +252,11 @@ impl PluginSettings {
             memory_mb: self.memory_mb.unwrap_or(defaults.memory_mb),
             log_lines: self.log_lines.unwrap_or(defaults.log_lines),
             on_failure: self.on_failure.unwrap_or(defaults.on_failure),
+            max_headers: self.max_headers.unwrap_or(defaults.max_headers),
+            max_header_bytes: self.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_symbols: self.max_symbols.unwrap_or(defaults.max_symbols),
+            max_text_bytes: self.max_text_bytes.unwrap_or(defaults.max_text_bytes),
+            max_bounce_bytes: self.max_bounce_bytes.unwrap_or(defaults.max_bounce_bytes),
         }
     }
 }
@@ -467,14 +502,30 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Simultaneous connections per client IP (one client starving others).
     pub max_connections_per_ip: usize,
-    /// Seconds to wait for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    /// Seconds a whole command may take to arrive, from the end of the previous one (RFC
+    /// 5321 §4.5.3.2: 5 minutes). Also the limit for writing a reply to a client that does
+    /// not read. A client trickling a byte at a time is cut off on time.
     pub command_timeout_secs: u64,
-    /// Seconds to wait for each block of message data (RFC 5321 §4.5.3.2: 3 minutes).
+    /// Seconds the whole message data (after `354`, or one BDAT chunk) may take to arrive.
     pub data_timeout_secs: u64,
+    /// Seconds a connection may last in all, however busy (one client holding a slot).
+    pub max_session_secs: u64,
+    /// IPv6 clients are counted by this prefix for the per-IP limits (one host has a whole
+    /// /64 to pick addresses from).
+    pub ipv6_prefix_len: u8,
     /// Errors in one session before it is disconnected (probing, garbage).
     pub max_errors: u32,
     /// Failed AUTH attempts before disconnecting (password guessing).
     pub max_auth_failures: u32,
+    /// Failed AUTH attempts from one client (IPv6: prefix) or for one user name, across
+    /// connections, within `auth_lockout_secs`, after which AUTH answers 454 4.7.0 without
+    /// checking the password.
+    pub auth_lockout_failures: u32,
+    /// The window over which failed AUTH attempts are counted.
+    pub auth_lockout_secs: u64,
+    /// A message arriving with this many `Received:` fields is in a mail loop: refused with
+    /// 554 5.4.6 instead of relayed once more (Postfix's `hopcount_limit`).
+    pub max_received: usize,
 }
 
 impl Default for LimitsConfig {
@@ -486,8 +537,13 @@ impl Default for LimitsConfig {
             max_connections_per_ip: 50,
             command_timeout_secs: 300,
             data_timeout_secs: 180,
+            max_session_secs: 3600,
+            ipv6_prefix_len: 64,
             max_errors: 10,
             max_auth_failures: 3,
+            auth_lockout_failures: 10,
+            auth_lockout_secs: 900,
+            max_received: 50,
         }
     }
 }
@@ -637,6 +693,11 @@ impl Config {
                     "plugin.{name}.sha256: expected 64 hexadecimal digits, found {sha:?}"
                 ));
             }
+            if settings.required && settings.sha256.is_none() {
+                problems.push(format!(
+                    "plugin.{name}.required: a required plugin must be pinned: set plugin.{name}.sha256 to its file's SHA-256"
+                ));
+            }
         }
         if self.plugins.rescan_secs == 0 {
             problems.push("plugins.rescan_secs: must be at least 1".to_string());
@@ -695,13 +756,31 @@ impl Config {
             ("limits.max_recipients", l.max_recipients),
             ("limits.max_connections", l.max_connections),
             ("limits.max_connections_per_ip", l.max_connections_per_ip),
+            ("limits.max_received", l.max_received),
         ] {
             if v == 0 {
                 problems.push(format!("{key}: must be at least 1"));
             }
         }
-        if l.command_timeout_secs == 0 || l.data_timeout_secs == 0 {
-            problems.push("limits: timeouts must be at least 1 second".to_string());
+        for (key, v) in [
+            ("limits.command_timeout_secs", l.command_timeout_secs),
+            ("limits.data_timeout_secs", l.data_timeout_secs),
+            ("limits.max_session_secs", l.max_session_secs),
+            ("limits.auth_lockout_secs", l.auth_lockout_secs),
+            (
+                "limits.auth_lockout_failures",
+                u64::from(l.auth_lockout_failures),
+            ),
+        ] {
+            if v == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        if !(1..=128).contains(&l.ipv6_prefix_len) {
+            problems.push(format!(
+                "limits.ipv6_prefix_len: {} is not a prefix length (1 to 128)",
+                l.ipv6_prefix_len
+            ));
         }
         for (i, r) in self.routes.iter().enumerate() {
             if r.domains.is_empty() {
@@ -742,6 +821,12 @@ impl Config {
             if r.auth_user.is_some() != r.auth_password.is_some() {
                 problems.push(format!(
                     "route[{i}]: set both auth_user and auth_password, or neither"
+                ));
+            }
+            if r.auth_user.is_some() && r.tls != crate::delivery::client::TlsPolicy::Required {
+                problems.push(format!(
+                    "route[{i}].tls: a route with auth_user sends its password, so it needs tls = \"required\" (a verified certificate); it is {:?}",
+                    format!("{:?}", r.tls).to_lowercase()
                 ));
             }
         }

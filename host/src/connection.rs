@@ -13,12 +13,13 @@ use tokio::net::TcpStream;
 use crate::authentication::{Authenticator, SenderChecks};
 use crate::config::DmarcMode;
 use crate::config::ListenerKind;
+use crate::login_throttle::{Admission, client_key};
 use crate::message;
 use crate::pipeline::{self, Decision, action_name};
 use crate::plugin::bindings::types as wit;
 use crate::reply::Reply;
 use crate::server::{Live, ServerContext};
-use crate::session::{Recipient, Sender, Session, SessionConfig, Step, TlsParams};
+use crate::session::{AuthOutcome, Recipient, Sender, Session, SessionConfig, Step, TlsParams};
 use crate::spool::{self, SpoolState, SpooledEnvelope};
 
 /// How long a TLS handshake may take.
@@ -164,11 +165,23 @@ impl Connection {
         }
     }
 
+    /// Writes the queued replies. A client that does not read them gets
+    /// `command_timeout_secs` before it is dropped (its socket buffer full, a write blocks).
     async fn flush(&mut self, stream: &mut Stream) -> std::io::Result<()> {
         let out = self.session.take_output();
         if !out.is_empty() {
-            stream.write_all(&out).await?;
-            stream.flush().await?;
+            let secs = self.live.config.limits.command_timeout_secs;
+            let write = async {
+                stream.write_all(&out).await?;
+                stream.flush().await
+            };
+            match tokio::time::timeout(Duration::from_secs(secs), write).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::info!(client = %self.peer, "client does not read its replies; closing");
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+            }
         }
         Ok(())
     }
@@ -181,6 +194,12 @@ impl Connection {
         // Set when shutdown begins: sessions mid-transaction may finish until then.
         let mut drain_until: Option<tokio::time::Instant> = None;
         let mut buf = vec![0u8; 64 * 1024];
+        let started = tokio::time::Instant::now();
+        let end_of_life = started + Duration::from_secs(limits.max_session_secs);
+        // The deadline of the command (or message data) being received: it runs from the end
+        // of the previous one, so it bounds the whole command, however it is trickled in.
+        let mut deadline = started;
+        let mut progress = None;
         loop {
             match self.session.step() {
                 Step::Read => {
@@ -197,12 +216,24 @@ impl Connection {
                         continue;
                     }
                     self.flush(stream).await?;
-                    let secs = if self.session.in_data() {
-                        limits.data_timeout_secs
-                    } else {
-                        limits.command_timeout_secs
-                    };
-                    let mut timeout = tokio::time::Instant::now() + Duration::from_secs(secs);
+                    let now = tokio::time::Instant::now();
+                    let at = (self.session.completed(), self.session.in_data());
+                    if progress != Some(at) {
+                        progress = Some(at);
+                        let secs = if at.1 {
+                            limits.data_timeout_secs
+                        } else {
+                            limits.command_timeout_secs
+                        };
+                        deadline = now + Duration::from_secs(secs);
+                    }
+                    if now >= end_of_life {
+                        tracing::info!(client = %self.peer, secs = limits.max_session_secs, "session lifetime reached; closing");
+                        self.session
+                            .close_with("Session too long, closing connection");
+                        continue;
+                    }
+                    let mut timeout = deadline.min(end_of_life);
                     if let Some(until) = drain_until {
                         timeout = timeout.min(until);
                     }
@@ -311,18 +342,10 @@ impl Connection {
                     self.txn = None;
                 }
                 Step::Auth { user, password } => {
-                    let creds = self.ctx.credentials.current();
-                    let u = user.clone();
-                    let ok = tokio::task::spawn_blocking(move || creds.verify(&u, &password))
-                        .await
-                        .unwrap_or(false);
-                    if !ok {
-                        // A growing delay makes guessing slow.
-                        let delay = 500 * u64::from(self.session.auth_failures() + 1);
-                        tracing::info!(client = %self.peer, user = %user, "AUTH failed");
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                    }
-                    self.session.auth_decided(user, ok);
+                    let limits = self.live.config.limits.clone();
+                    let outcome =
+                        check_password(&self.ctx, &limits, self.peer, &user, password).await;
+                    self.session.auth_decided(user, outcome);
                 }
                 Step::StartTls => {
                     self.flush(stream).await?;
@@ -358,6 +381,17 @@ impl Connection {
             recipients: t.recipients.iter().map(wit_recipient).collect(),
         };
         let size = raw.len();
+        let hops = message::count_fields(&raw, "Received");
+        if hops >= self.live.config.limits.max_received {
+            let reply = Reply::new(
+                554,
+                "5.4.6",
+                &format!("Too many hops ({hops} Received fields): mail loop"),
+            );
+            tracing::info!(id = %self.id, client = %self.peer, hops, "refused: mail loop");
+            crate::metrics::get().message("reject");
+            return reply;
+        }
         // DKIM and DMARC, before the plugins see the message (and instead of them, when the
         // listener enforces DMARC and the message fails it).
         let mut auth_results = None;
@@ -547,4 +581,40 @@ impl Connection {
             }
         }
     }
+}
+
+/// Checks AUTH credentials under the cross-connection throttle: a client (IPv6: its
+/// prefix) or user name with too many recent failures is answered 454 unchecked, each
+/// failure delays the answer more, and hashing waits for a slot.
+async fn check_password(
+    ctx: &ServerContext,
+    limits: &crate::config::LimitsConfig,
+    peer: SocketAddr,
+    user: &str,
+    password: String,
+) -> AuthOutcome {
+    let client = client_key(peer.ip(), limits.ipv6_prefix_len);
+    let window = Duration::from_secs(limits.auth_lockout_secs);
+    let logins = &ctx.logins;
+    if logins.admit(client, user, limits.auth_lockout_failures, window) == Admission::LockedOut {
+        tracing::info!(client = %peer, user = %crate::message::printable(user), "AUTH refused: too many recent failures");
+        // The same delay as a failure, so a locked-out guesser gains no speed.
+        tokio::time::sleep(logins.failed(client, user, window)).await;
+        return AuthOutcome::Throttled;
+    }
+    let ok = {
+        let _slot = logins.hashing_slot().await;
+        let creds = ctx.credentials.current();
+        let u = user.to_string();
+        tokio::task::spawn_blocking(move || creds.verify(&u, &password))
+            .await
+            .unwrap_or(false)
+    };
+    if ok {
+        logins.succeeded(client);
+        return AuthOutcome::Accepted;
+    }
+    tracing::info!(client = %peer, user = %crate::message::printable(user), "AUTH failed");
+    tokio::time::sleep(logins.failed(client, user, window)).await;
+    AuthOutcome::Refused
 }

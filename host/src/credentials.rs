@@ -173,12 +173,7 @@ pub fn set_password(path: &Path, user: &str, password: &str) -> Result<(), Crede
         .map(str::to_string)
         .collect();
     lines.push(format!("{user}:{hash}"));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, lines.join("\n") + "\n").map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::private_files::write_private(path, (lines.join("\n") + "\n").as_bytes()).map_err(io)
 }
 
 #[cfg(test)]

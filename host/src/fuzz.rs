@@ -15,7 +15,7 @@ use crate::delivery::bounce;
 use crate::pipeline::{self, Decision};
 use crate::plugin::bindings::types::FailedRecipient;
 use crate::reply::Reply;
-use crate::session::{self, Session, SessionConfig, Step, TlsParams, auth};
+use crate::session::{self, AuthOutcome, Session, SessionConfig, Step, TlsParams, auth};
 
 /// A harness: arbitrary bytes in, a panic when an invariant breaks.
 pub type Harness = fn(&[u8]);
@@ -24,6 +24,7 @@ pub type Harness = fn(&[u8]);
 pub const TARGETS: &[(&str, Harness)] = &[
     ("session", session),
     ("session_tokens", session_tokens),
+    ("transaction_isolation", transaction_isolation),
     ("data", data),
     ("auth", auth_decoding),
     ("config", config),
@@ -162,7 +163,14 @@ fn drive(flags: u8, chunks: &[&[u8]]) -> Outcome {
             }
             Step::Auth { user, password } => {
                 assert!(!user.is_empty(), "empty AUTH user");
-                s.auth_decided(user, password == "good");
+                s.auth_decided(
+                    user,
+                    if password == "good" {
+                        AuthOutcome::Accepted
+                    } else {
+                        AuthOutcome::Refused
+                    },
+                );
             }
             Step::StartTls => {
                 assert!(s.tls().is_none(), "STARTTLS inside TLS");
@@ -273,6 +281,65 @@ pub fn session_tokens(data: &[u8]) {
     }
     let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
     drive(flags, &chunks);
+}
+
+/// What may come between a buffered BDAT chunk and the command that ends its transaction:
+/// AUTH exchanges (complete, cancelled, half-done), STARTTLS, over-long lines, a refused
+/// BDAT, recipients. None of these completes a message.
+const MIDDLE: &[&[u8]] = &[
+    b"BDAT 5\r\nSTALE",
+    b"BDAT 99999\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH PLAIN AGFsaWNlAGdvb2Q=\r\n",
+    b"YWxpY2U=\r\n",
+    b"*\r\n",
+    b"STARTTLS\r\n",
+    b"STARTTLS x\r\n",
+    b"NOOP\r\n",
+    b"RCPT TO:<carol@example.org>\r\n",
+    b"STALE",
+    b"\r\n",
+];
+
+/// The commands that end a transaction.
+const RESETS: &[&[u8]] = &[b"RSET\r\n", b"EHLO again.test\r\n", b"HELO again.test\r\n"];
+
+/// Nothing of one transaction survives into the next: a BDAT chunk `STALE` is buffered, the
+/// fuzzer picks what follows it from [`MIDDLE`] and the command that ends the transaction from
+/// [`RESETS`] (second byte), then a fresh transaction sends `FRESH` as its last chunk. No
+/// message may contain `STALE`, however the input is split into reads (middle bytes past
+/// the token count split it).
+pub fn transaction_isolation(data: &[u8]) {
+    let [flags, reset, rest @ ..] = data else {
+        return;
+    };
+    let mut chunks: Vec<Vec<u8>> = vec![
+        b"EHLO client.test\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nBDAT 5\r\nSTALE".to_vec(),
+    ];
+    for &b in rest {
+        match MIDDLE.get(usize::from(b)) {
+            Some(t) => chunks.last_mut().expect("never empty").extend_from_slice(t),
+            None => chunks.push(Vec::new()),
+        }
+    }
+    let last = chunks.last_mut().expect("never empty");
+    last.extend_from_slice(b"\r\n");
+    last.extend_from_slice(RESETS[usize::from(*reset) % RESETS.len()]);
+    last.extend_from_slice(
+        b"EHLO c\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nBDAT 5 LAST\r\nFRESH",
+    );
+    let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    // Without AUTH verdicts that close the session early: flags 32 (verdicts from the
+    // addresses) stays, so refused recipients are covered too.
+    let outcome = drive(*flags, &chunks);
+    for m in &outcome.messages {
+        assert!(
+            find(m, b"STALE").is_none(),
+            "bytes of an ended transaction reached a message: {:?}",
+            String::from_utf8_lossy(m)
+        );
+    }
 }
 
 /// The DATA receiver: `data` is the message as sent after `DATA`. Whatever the split into

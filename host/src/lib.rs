@@ -16,11 +16,13 @@
 //! - [`metrics`]: Prometheus metrics; [`http`]: `/metrics`, `/healthz`, `/plugins`.
 //! - [`stream`]: a TCP stream before or after TLS (server and client).
 //! - [`tls`]: certificates (configured or self-signed) for rustls.
-//! - [`credentials`]: the AUTH users file (Argon2id).
+//! - [`credentials`]: the AUTH users file (Argon2id); [`login_throttle`]: failed AUTH
+//!   attempts counted across connections, and the bound on concurrent password hashing.
 //! - [`message`]: header edits and the `Received:` field.
 //! - [`authentication`]: SPF, DKIM and DMARC of inbound mail, `Authentication-Results:`, DKIM
 //!   signing of outbound mail.
 //! - [`spool`]: durable acceptance with group commit.
+//! - [`private_files`]: owner-only files and directories (secrets, umask, shared-directory check).
 //! - [`delivery`]: getting spooled mail out: routes, MX, pooling, retries, bounces.
 //!
 //! `main.rs` is only the command line.
@@ -33,10 +35,12 @@ pub mod delivery;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod login_throttle;
 pub mod message;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
+pub mod private_files;
 pub mod reload;
 pub mod replay;
 pub mod reply;

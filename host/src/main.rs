@@ -223,6 +223,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Spool, Maildir, cache, keys and users file: nothing Sluice writes is for other users.
+    sluice::private_files::restrict_umask();
     // A server logs its transactions; the other commands speak only when something is wrong.
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
@@ -495,6 +497,12 @@ async fn load_pipeline(
 }
 
 async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    for (dir, key) in [
+        (&config.server.data_dir, "server.data_dir"),
+        (&config.cache_dir(), "plugins.cache_dir"),
+    ] {
+        sluice::private_files::check_not_shared(dir, key).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let runtime = runtime_for(&config)?;
     let pipeline = load_pipeline(&runtime, &config, &[]).await?;
     for p in pipeline.plugins() {
@@ -535,7 +543,10 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints queue entries. Addresses, reasons and remote replies came from clients, plugins and
+/// other servers: control characters in them are shown escaped, never sent to the terminal.
 fn print_entries(entries: &[sluice::delivery::admin::Entry], json: bool) -> anyhow::Result<()> {
+    use sluice::message::printable;
     if json {
         println!("{}", serde_json::to_string_pretty(entries)?);
         return Ok(());
@@ -554,19 +565,26 @@ fn print_entries(entries: &[sluice::delivery::admin::Entry], json: bool) -> anyh
             flags.push_str(" HELD");
         }
         if let Some(q) = &e.quarantine {
-            flags.push_str(&format!(" quarantined: {q}"));
+            flags.push_str(&format!(" quarantined: {}", printable(q)));
         }
         println!(
-            "{} {} {} bytes from {sender}{flags}",
-            e.id, e.received_at, e.size
+            "{} {} {} bytes from {}{flags}",
+            e.id,
+            e.received_at,
+            e.size,
+            printable(sender)
         );
         if let Some(next) = &e.next_attempt {
             println!("    next attempt {next} (attempts so far: {})", e.attempts);
         }
         for (rcpt, status, reply) in &e.recipients {
             println!(
-                "    {rcpt} {status:?}{}",
-                reply.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+                "    {} {status:?}{}",
+                printable(rcpt),
+                reply
+                    .as_ref()
+                    .map(|r| format!(": {}", printable(&r.to_string())))
+                    .unwrap_or_default()
             );
         }
     }
@@ -587,9 +605,12 @@ fn queue(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
             print_entries(std::slice::from_ref(&entry), false)?;
             println!("history:");
             for h in history {
-                println!("    {h}");
+                println!("    {}", sluice::message::printable(&h.to_string()));
             }
-            println!("headers:\n{headers}");
+            println!("headers:");
+            for line in headers.lines() {
+                println!("{}", sluice::message::printable(line));
+            }
         }
         QueueCommand::Retry { id, all } => {
             let ids = match (id, all) {

@@ -38,6 +38,23 @@ pub fn remove_fields(header: &[u8], remove: &[String]) -> Vec<u8> {
     out
 }
 
+/// How many fields named `name` (case-insensitive) the message's header section holds; the
+/// `Received:` count is the hop count of RFC 5321 §6.3.
+pub fn count_fields(raw: &[u8], name: &str) -> usize {
+    let (header, _) = split(raw);
+    header
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && line[name.len()..]
+                    .iter()
+                    .find(|&&b| b != b' ' && b != b'\t')
+                    == Some(&b':')
+        })
+        .count()
+}
+
 /// Removes every `Authentication-Results:` field whose authserv-id is `hostname` — a field
 /// that claims to be ours but arrived from outside is forged (RFC 8601 §5). Others stay.
 pub fn remove_auth_results_of(raw: &[u8], hostname: &str) -> Vec<u8> {
@@ -178,9 +195,40 @@ pub fn now_rfc5322() -> String {
         .to_string()
 }
 
+/// `text` with control characters (CR, LF, NUL, ESC, …) written as escapes, for logs and
+/// admin output: what a client, a plugin or a remote server sent can never start a line of
+/// its own or drive a terminal.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_received_fields_of_the_header_only() {
+        let raw = b"Received: a\r\n\tfolded\r\nreceived : b\r\nReceived-SPF: pass\r\nX-Received: c\r\n\r\nReceived: in body\r\n";
+        assert_eq!(count_fields(raw, "Received"), 2);
+        assert_eq!(count_fields(b"\r\nReceived: x\r\n", "Received"), 0);
+    }
+
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(printable("plain é"), "plain é");
+        assert_eq!(printable("a\r\nb\0\x1b"), "a\\r\\nb\\u{0}\\u{1b}");
+    }
 
     #[test]
     fn removes_folded_fields_and_keeps_the_body_byte_for_byte() {

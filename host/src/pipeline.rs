@@ -13,7 +13,7 @@ use crate::config::{Config, FailurePolicy, ScoringConfig};
 use crate::plugin::bindings::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Header, Message, Session, Verdict,
 };
-use crate::plugin::health::Transition;
+use crate::plugin::health::{Scope, Transition};
 use crate::plugin::{
     self, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime, directory,
 };
@@ -172,6 +172,9 @@ pub struct MessageOutcome {
 pub struct Pipeline {
     plugins: Arc<[Arc<LoadedPlugin>]>,
     scoring: ScoringConfig,
+    /// Plugins the configuration marks `required` that are not in service: transactions
+    /// fail closed while any is missing.
+    missing_required: Arc<[String]>,
 }
 
 impl Pipeline {
@@ -180,7 +183,29 @@ impl Pipeline {
         Pipeline {
             plugins: plugins.into(),
             scoring,
+            missing_required: Arc::new([]),
         }
+    }
+
+    /// Notes the plugins `config` marks `required` that are not in this pipeline; while any
+    /// is missing, every transaction is refused with 451 at MAIL FROM.
+    pub fn with_required(mut self, config: &Config) -> Pipeline {
+        let missing: Vec<String> = config
+            .plugin
+            .iter()
+            .filter(|(name, s)| s.required && !self.plugins.iter().any(|p| &p.name == *name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !missing.is_empty() {
+            tracing::error!(plugins = %missing.join(","), "required plugin(s) not in service: every transaction is refused with 451 until they are");
+        }
+        self.missing_required = missing.into();
+        self
+    }
+
+    /// The required plugins that are not in service.
+    pub fn missing_required(&self) -> &[String] {
+        &self.missing_required
     }
 
     /// Loads every enabled plugin of the configured plugin directory, in order. Every plugin
@@ -204,7 +229,9 @@ impl Pipeline {
             })
             .map(|f| (f.name, f.path))
             .collect();
-        Self::load_files(runtime, config, &files).await
+        Ok(Self::load_files(runtime, config, &files)
+            .await?
+            .with_required(config))
     }
 
     /// Loads exactly the given plugin files (name, path), in the order given, even those the
@@ -267,7 +294,7 @@ impl Pipeline {
                     "on_failure": p.limits.on_failure,
                     "listeners": p.scope.listeners,
                     "domains": p.scope.domains,
-                    "cooldown_secs_left": p.health.cooling_down(now).map(|d| d.as_secs() + 1),
+                    "cooldown_secs_left": p.health.cooling_down(now, None).map(|d| d.as_secs() + 1),
                     "cooldowns": p.health.cooldowns(),
                     "cache": p.cache,
                 })
@@ -281,6 +308,8 @@ impl Pipeline {
             plugins: self.plugins.clone(),
             scoring: self.scoring.clone(),
             instances: (0..self.plugins.len()).map(|_| None).collect(),
+            missing_required: self.missing_required.clone(),
+            client: session.client_ip.parse().ok(),
             session,
             calls: Vec::new(),
             authentication: None,
@@ -298,7 +327,7 @@ impl Pipeline {
         {
             let started = Instant::now();
             let mut slot = None;
-            let r = match instance(&mut slot, p, &None).await {
+            let r = match instance(&mut slot, p, None, &None).await {
                 Ok(i) => i.on_delivery(report).await,
                 Err(f) => Err(f),
             };
@@ -310,7 +339,7 @@ impl Pipeline {
                 Decision::Continue,
                 failure,
                 started,
-                &report.queue_id,
+                (&report.queue_id, None),
             ));
         }
         calls
@@ -330,7 +359,7 @@ impl Pipeline {
         }) {
             let started = Instant::now();
             let mut slot = None;
-            let r = match instance(&mut slot, p, &None).await {
+            let r = match instance(&mut slot, p, None, &None).await {
                 Ok(i) => i.render_bounce(request).await,
                 Err(f) => Err(f),
             };
@@ -343,7 +372,7 @@ impl Pipeline {
                         Decision::Continue,
                         None,
                         started,
-                        &request.queue_id,
+                        (&request.queue_id, None),
                     ));
                     if text.is_some() {
                         return (text, calls);
@@ -356,7 +385,7 @@ impl Pipeline {
                     Decision::Continue,
                     Some(f),
                     started,
-                    &request.queue_id,
+                    (&request.queue_id, None),
                 )),
             }
         }
@@ -382,6 +411,10 @@ pub struct Transaction {
     scoring: ScoringConfig,
     instances: Vec<Option<PluginInstance>>,
     session: Session,
+    /// The client's address, for the plugins' per-client failure counts.
+    client: Option<std::net::IpAddr>,
+    /// Required plugins not in service when the transaction began.
+    missing_required: Arc<[String]>,
     calls: Vec<CallRecord>,
     authentication: Option<Arc<crate::authentication::Results>>,
 }
@@ -410,6 +443,16 @@ impl Transaction {
 
     /// Runs `verify-sender`.
     pub async fn verify_sender(&mut self, sender: &Address) -> Decision {
+        if let Some(name) = self.missing_required.first() {
+            // Fail closed: a required filter missing must not let mail through unfiltered.
+            return Decision::Tempfail {
+                reply: Reply::new(
+                    451,
+                    "4.3.0",
+                    &format!("Required filter {name} is not in service, try again later"),
+                ),
+            };
+        }
         let mut decision = Decision::Continue;
         for i in 0..self.plugins.len() {
             let p = self.plugins[i].clone();
@@ -420,7 +463,14 @@ impl Transaction {
                 continue;
             }
             let started = Instant::now();
-            let r = match instance(&mut self.instances[i], &p, &self.authentication).await {
+            let r = match instance(
+                &mut self.instances[i],
+                &p,
+                self.client,
+                &self.authentication,
+            )
+            .await
+            {
                 Ok(inst) => inst.verify_sender(&self.session, sender).await,
                 Err(f) => Err(f),
             };
@@ -444,7 +494,14 @@ impl Transaction {
                 continue;
             }
             let started = Instant::now();
-            let r = match instance(&mut self.instances[i], &p, &self.authentication).await {
+            let r = match instance(
+                &mut self.instances[i],
+                &p,
+                self.client,
+                &self.authentication,
+            )
+            .await
+            {
                 Ok(inst) => {
                     inst.check_recipient(&self.session, envelope, recipient)
                         .await
@@ -480,7 +537,14 @@ impl Transaction {
                 continue;
             }
             let started = Instant::now();
-            let r = match instance(&mut self.instances[i], &p, &self.authentication).await {
+            let r = match instance(
+                &mut self.instances[i],
+                &p,
+                self.client,
+                &self.authentication,
+            )
+            .await
+            {
                 Ok(inst) => inst.check_message(&self.session, envelope, message).await,
                 Err(f) => Err(f),
             };
@@ -568,7 +632,7 @@ impl Transaction {
             decision.clone(),
             failure,
             started,
-            &self.session.transaction_id,
+            (&self.session.transaction_id, self.client),
         );
         self.calls.push(rec);
         decision
@@ -579,9 +643,10 @@ impl Transaction {
 async fn instance<'a>(
     slot: &'a mut Option<PluginInstance>,
     plugin: &Arc<LoadedPlugin>,
+    client: Option<std::net::IpAddr>,
     authentication: &Option<Arc<crate::authentication::Results>>,
 ) -> Result<&'a mut PluginInstance, CallFailure> {
-    if let Some(left) = plugin.health.cooling_down(Instant::now()) {
+    if let Some(left) = plugin.health.cooling_down(Instant::now(), client) {
         return Err(CallFailure::CoolingDown {
             secs_left: left.as_secs() + 1,
         });
@@ -602,7 +667,7 @@ fn record(
     decision: Decision,
     failure: Option<CallFailure>,
     started: Instant,
-    txn: &str,
+    (txn, client): (&str, Option<std::net::IpAddr>),
 ) -> CallRecord {
     let (logs, logs_dropped) = slot.as_mut().map(|i| i.take_logs()).unwrap_or_default();
     for line in &logs {
@@ -618,11 +683,17 @@ fn record(
     }
     let elapsed = started.elapsed();
     match &failure {
-        None => plugin.health.succeeded(hook),
+        None => plugin.health.succeeded(hook, client),
         Some(f) if f.is_fault() => {
             tracing::warn!(id = txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
-            if let Transition::CooledDown(d) = plugin.health.failed(hook, Instant::now()) {
-                tracing::warn!(plugin = %plugin.name, file = %plugin.file.display(), secs = d.as_secs(), policy = %plugin.limits.on_failure, "plugin failed repeatedly: in cool-down, its failure policy applies without calling it");
+            if let Transition::CooledDown(d, scope) =
+                plugin.health.failed(hook, client, Instant::now())
+            {
+                let whom = match scope {
+                    Scope::All => "every client".to_string(),
+                    Scope::Client(c) => format!("client {c}"),
+                };
+                tracing::warn!(plugin = %plugin.name, file = %plugin.file.display(), secs = d.as_secs(), policy = %plugin.limits.on_failure, "plugin failed repeatedly: in cool-down for {whom}, its failure policy applies without calling it");
                 crate::metrics::get().plugin_cooldown(&plugin.name);
             }
         }

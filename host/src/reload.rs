@@ -201,7 +201,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
         crate::metrics::get().reload("plugin", true);
         ctx.live.store(Arc::new(Live {
             config: live.config.clone(),
-            pipeline: Pipeline::new(next, live.config.scoring.clone()),
+            pipeline: Pipeline::new(next, live.config.scoring.clone()).with_required(&live.config),
             tls: live.tls.clone(),
             auth: live.auth.clone(),
         }));

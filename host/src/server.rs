@@ -45,6 +45,8 @@ pub struct ServerContext {
     pub spool: Spool,
     /// AUTH users.
     pub credentials: Arc<CredentialsFile>,
+    /// Failed AUTH attempts across connections, and the password-hashing bound.
+    pub logins: crate::login_throttle::LoginThrottle,
     /// Wakes the queue runner when a message was spooled.
     pub delivery_wakeup: Arc<Notify>,
     /// The plugin runtime, for loading plugins on reload.
@@ -96,6 +98,7 @@ pub enum StartError {
 
 /// Connection counts per client IP, released when a connection ends.
 #[derive(Default)]
+/// Connections per client: per IPv4 address, per IPv6 prefix (`limits.ipv6_prefix_len`).
 struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerIp {
@@ -279,7 +282,8 @@ async fn accept_loop(
         let live = ctx.live();
         let limits = &live.config.limits;
         let permit = total.clone().try_acquire_owned().ok();
-        let slot = per_ip.try_take(peer.ip(), limits.max_connections_per_ip);
+        let client = crate::login_throttle::client_key(peer.ip(), limits.ipv6_prefix_len);
+        let slot = per_ip.try_take(client, limits.max_connections_per_ip);
         let (Some(permit), Some(slot)) = (permit, slot) else {
             tracing::info!(client = %peer, "connection limit reached; refusing");
             let host = live.config.server.hostname.clone();
@@ -322,6 +326,7 @@ pub fn context(
         })),
         spool,
         credentials: Arc::new(credentials),
+        logins: Default::default(),
         delivery_wakeup: Arc::new(Notify::new()),
         runtime,
         shutdown: watch::channel(false).0,

@@ -106,16 +106,7 @@ fn self_signed(config: &Config) -> Result<(PathBuf, PathBuf), TlsError> {
 
 /// Writes a private key readable by the owner only.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(path))?;
-    f.write_all(data).map_err(io(path))
+    crate::private_files::write_private(path, data).map_err(io(path))
 }
 
 /// The negotiated protocol and cipher of a server connection, for logs and `Received:`.

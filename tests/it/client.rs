@@ -36,6 +36,7 @@ async fn per_recipient_replies_over_opportunistic_tls() {
             message: MSG,
             eight_bit: false,
             smtputf8: false,
+            dsn: Default::default(),
         },
     )
     .await
@@ -80,6 +81,7 @@ async fn auth_over_starttls_lets_the_relay_accept_remote_recipients() {
             message: MSG,
             eight_bit: true,
             smtputf8: false,
+            dsn: Default::default(),
         },
     )
     .await
@@ -96,6 +98,7 @@ async fn auth_over_starttls_lets_the_relay_accept_remote_recipients() {
             message: MSG,
             eight_bit: false,
             smtputf8: false,
+            dsn: Default::default(),
         },
     )
     .await
@@ -114,6 +117,7 @@ async fn required_tls_refuses_an_untrusted_certificate_and_a_missing_server_is_a
         message: MSG,
         eight_bit: false,
         smtputf8: false,
+        dsn: Default::default(),
     };
     let err = deliver(s.smtp, "localhost", &cfg(TlsPolicy::Required), &msg)
         .await
@@ -148,6 +152,7 @@ async fn a_server_refusing_the_sender_refuses_every_recipient() {
             message: MSG,
             eight_bit: false,
             smtputf8: false,
+            dsn: Default::default(),
         },
     )
     .await

@@ -7,6 +7,7 @@ mod cache;
 mod client;
 mod crash;
 mod delivery;
+mod hardening;
 mod hooks;
 mod hostile;
 mod languages;

@@ -381,6 +381,12 @@ impl Conversation {
     pub async fn begin_data(&mut self, from: &str, rcpt: &str) {
         self.send("EHLO client.test").await;
         self.expect("250 ").await;
+        self.begin_transaction(from, rcpt).await;
+    }
+
+    /// Sends MAIL, RCPT and DATA (pipelined) in a session already greeted, and expects them
+    /// accepted; the message data comes next.
+    pub async fn begin_transaction(&mut self, from: &str, rcpt: &str) {
         self.raw(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes())
             .await;
         self.expect("250 2.1.0").await;

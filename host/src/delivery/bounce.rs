@@ -30,9 +30,19 @@ fn wants_notice(r: &Recipient, kind: &str) -> bool {
     }
 }
 
+/// True when the recipient's NOTIFY names `kind` (SUCCESS is never implied).
+pub fn wants_notice_explicitly(r: &Recipient, kind: &str) -> bool {
+    param(&r.params, "NOTIFY").is_some_and(|v| v.split(',').any(|n| n.eq_ignore_ascii_case(kind)))
+}
+
 /// Which notice a DSN gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
+    /// Delivered to the mailbox (Maildir, LMTP) and NOTIFY asked for SUCCESS.
+    Delivered,
+    /// Handed to a next hop that does not take DSN parameters, so no further notice will
+    /// come (RFC 3461 §5.2.2.2), and NOTIFY asked for SUCCESS.
+    Relayed,
     /// Delivery failed (permanently, or the message expired).
     Failed,
     /// Delivery is delayed; it is retried until this Unix time.
@@ -161,6 +171,33 @@ pub fn delay_text(req: &BounceRequest, retry_until: i64) -> BounceText {
     }
 }
 
+/// The built-in text of a success notice.
+pub fn success_text(req: &BounceRequest, notice: Notice) -> BounceText {
+    let mut text = format!(
+        "This is the mail system at {}.\n\nYou asked to be told when your message reached these recipients:\n\n",
+        req.reporting_host
+    );
+    for f in &req.failures {
+        text.push_str(&format!("  {}\n    {}\n", f.address, f.reply));
+    }
+    text.push_str(if notice == Notice::Relayed {
+        "\nIt was passed on to a system that does not report delivery, so this is the last\nnotice you will get about it.\n"
+    } else {
+        "\nIt was delivered to the mailbox.\n"
+    });
+    text.push_str(&format!("\n(Reference: queue id {})\n", req.queue_id));
+    BounceText {
+        subject: if notice == Notice::Relayed {
+            "Relayed Mail: delivery notification"
+        } else {
+            "Successful Mail Delivery Report"
+        }
+        .to_string(),
+        text,
+        html: None,
+    }
+}
+
 /// Builds the DSN message.
 pub fn build(
     envelope: &SpooledEnvelope,
@@ -188,6 +225,8 @@ pub fn build(
         match notice {
             Notice::Failed => status.push_str("Action: failed\r\n"),
             Notice::Delayed { .. } => status.push_str("Action: delayed\r\n"),
+            Notice::Delivered => status.push_str("Action: delivered\r\n"),
+            Notice::Relayed => status.push_str("Action: relayed\r\n"),
         }
         status.push_str(&format!("Status: {}\r\n", f.status));
         if let Some(host) = &f.remote_host {

@@ -62,6 +62,32 @@ pub struct Outgoing<'a> {
     pub eight_bit: bool,
     /// Addresses or headers need SMTPUTF8.
     pub smtputf8: bool,
+    /// DSN parameters to pass on when the next hop offers DSN.
+    pub dsn: DsnParams<'a>,
+}
+
+/// The DSN parameters of a message (RFC 3461 §4.1: a relay passes them on to a next hop that
+/// offers DSN), already formatted as ESMTP parameters with a leading space.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DsnParams<'a> {
+    /// RET and ENVID for MAIL FROM, e.g. ` RET=HDRS ENVID=abc`; empty for none.
+    pub mail: &'a str,
+    /// NOTIFY and ORCPT for each RCPT TO, in the order of `recipients`; missing or empty for
+    /// none.
+    pub rcpt: &'a [String],
+}
+
+/// RFC 3461 §4 xtext: `+` and `=`, and anything outside printable ASCII, as `+HH`.
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The remote answer for every recipient, in the order given.
@@ -73,6 +99,9 @@ pub struct Outcome {
     pub recipients: Vec<(String, Reply)>,
     /// TLS was used.
     pub tls: bool,
+    /// The next hop offered DSN, so the DSN parameters went with the message: success
+    /// notices are its business from here.
+    pub dsn: bool,
 }
 
 /// Talking to the next hop failed before it decided anything.
@@ -114,6 +143,21 @@ impl ClientError {
             ClientError::Connect { .. } | ClientError::Tls { .. } => true,
             ClientError::Conversation { stage, .. } => matches!(*stage, "RSET" | "MAIL"),
         }
+    }
+}
+
+impl ClientError {
+    /// True when the connection failed after the whole message and its end-of-data marker
+    /// were sent: the server may have taken it, so it must not be sent to another host in the
+    /// same attempt (a later retry may still duplicate it: at-least-once, never twice at once).
+    pub fn after_end_of_data(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Conversation {
+                stage: "end of DATA",
+                ..
+            }
+        )
     }
 }
 
@@ -386,8 +430,48 @@ impl Connection {
             }
             self.dirty = false;
         }
-        self.messages += 1;
         let caps = self.caps;
+        // RFC 6152 §3 and RFC 6531 §3.2: 8-bit or internationalised mail is never sent as it
+        // is to a server that did not say it takes it; it is returned (no conversion here).
+        let refusal = if msg.eight_bit && caps & smtp_proto::EXT_8BIT_MIME == 0 {
+            Some(Reply::new(
+                554,
+                "5.6.3",
+                &format!(
+                    "{} does not offer 8BITMIME; the message has 8-bit content and was not converted",
+                    self.remote
+                ),
+            ))
+        } else if msg.smtputf8 && caps & smtp_proto::EXT_SMTP_UTF8 == 0 {
+            Some(Reply::new(
+                553,
+                "5.6.7",
+                &format!(
+                    "{} does not offer SMTPUTF8; the message needs it (non-ASCII addresses or header fields)",
+                    self.remote
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            return Ok(Outcome {
+                remote: self.remote.clone(),
+                recipients: all(msg.recipients, &r),
+                tls: self.tls,
+                dsn: false,
+            });
+        }
+        self.messages += 1;
+        let dsn = caps & smtp_proto::EXT_DSN != 0;
+        let rcpt_line = |i: usize, r: &str| {
+            let params = if dsn {
+                msg.dsn.rcpt.get(i).map_or("", String::as_str)
+            } else {
+                ""
+            };
+            format!("RCPT TO:<{r}>{params}\r\n")
+        };
         let mut mail = format!("MAIL FROM:<{}>", msg.sender);
         if caps & smtp_proto::EXT_SIZE != 0 {
             mail.push_str(&format!(" SIZE={}", msg.message.len()));
@@ -398,14 +482,17 @@ impl Connection {
         if msg.smtputf8 && caps & smtp_proto::EXT_SMTP_UTF8 != 0 {
             mail.push_str(" SMTPUTF8");
         }
+        if dsn {
+            mail.push_str(msg.dsn.mail);
+        }
         mail.push_str("\r\n");
         self.dirty = true;
         let mut results: Vec<(String, Option<Reply>)> = Vec::new();
         let mail_reply;
         if caps & smtp_proto::EXT_PIPELINING != 0 {
             let mut batch = mail.into_bytes();
-            for r in msg.recipients {
-                batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+            for (i, r) in msg.recipients.iter().enumerate() {
+                batch.extend_from_slice(rcpt_line(i, r).as_bytes());
             }
             self.send("MAIL", &batch).await?;
             mail_reply = self.reply("MAIL").await?;
@@ -417,9 +504,8 @@ impl Connection {
             self.send("MAIL", mail.as_bytes()).await?;
             mail_reply = self.reply("MAIL").await?;
             if mail_reply.code / 100 == 2 {
-                for r in msg.recipients {
-                    self.send("RCPT", format!("RCPT TO:<{r}>\r\n").as_bytes())
-                        .await?;
+                for (i, r) in msg.recipients.iter().enumerate() {
+                    self.send("RCPT", rcpt_line(i, r).as_bytes()).await?;
                     let reply = self.reply("RCPT").await?;
                     results.push((r.clone(), Some(reply)));
                 }
@@ -429,6 +515,7 @@ impl Connection {
             remote: self.remote.clone(),
             recipients,
             tls: self.tls,
+            dsn,
         };
         if mail_reply.code / 100 != 2 {
             return Ok(outcome(all(msg.recipients, &mail_reply)));
@@ -476,6 +563,7 @@ impl Connection {
             remote: self.remote.clone(),
             recipients,
             tls: self.tls,
+            dsn,
         })
     }
 
@@ -546,6 +634,7 @@ pub async fn deliver(
                 remote: server_name.to_string(),
                 recipients: all(msg.recipients, &refusal),
                 tls: false,
+                dsn: false,
             });
         }
     };

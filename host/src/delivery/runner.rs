@@ -23,13 +23,13 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, RouteConfig, RouteKind};
 use crate::pipeline::{CallRecord, Pipeline};
-use crate::plugin::bindings::types::{DeliveryReport, DeliveryStatus};
+use crate::plugin::bindings::types::{DeliveryReport, DeliveryStatus, FailedRecipient};
 use crate::reply::Reply;
 use crate::session::{Recipient, Sender, address};
 use crate::spool::{self, Spool, SpoolState, SpooledEnvelope};
 
 use super::bounce::Notice;
-use super::client::{ClientConfig, Outgoing, Target};
+use super::client::{ClientConfig, DsnParams, Outgoing, Target};
 use super::mx::{MxError, MxResolver};
 use super::pool::{Pool, Sent};
 use super::state::{self, QueueState, RcptStatus, fmt_time};
@@ -79,8 +79,78 @@ pub fn now() -> i64 {
 }
 
 /// One reply for every recipient of a group.
-fn each(n: usize, reply: Reply, remote: Option<String>) -> Vec<(Reply, Option<String>)> {
-    vec![(reply, remote); n]
+/// What happened to one recipient in one attempt.
+#[derive(Debug, Clone)]
+struct Handed {
+    /// The reply that decided it.
+    reply: Reply,
+    /// The server that gave it.
+    remote: Option<String>,
+    /// The success notice due when it was accepted and its NOTIFY asks for SUCCESS: none
+    /// when the next hop took the DSN parameters (it reports from there).
+    success: Option<Notice>,
+}
+
+fn each(n: usize, reply: Reply, remote: Option<String>) -> Vec<Handed> {
+    vec![
+        Handed {
+            reply,
+            remote,
+            success: None,
+        };
+        n
+    ]
+}
+
+/// The DSN parameters of a message as ESMTP parameters for the next hop: (MAIL's, each
+/// RCPT's in `rcpts` order).
+fn dsn_params(envelope: &SpooledEnvelope, rcpts: &[String]) -> (String, Vec<String>) {
+    use super::client::xtext;
+    let mut mail = String::new();
+    for p in &envelope.sender.params {
+        if let ("RET" | "ENVID", Some(v)) = (p.keyword.as_str(), &p.value) {
+            mail.push_str(&format!(" {}={}", p.keyword, xtext(v)));
+        }
+    }
+    let rcpt = rcpts
+        .iter()
+        .map(|a| {
+            let mut out = String::new();
+            if let Some(r) = envelope.recipients.iter().find(|r| &r.address == a) {
+                for p in &r.params {
+                    match (p.keyword.as_str(), &p.value) {
+                        ("NOTIFY", Some(v)) => out.push_str(&format!(" NOTIFY={v}")),
+                        ("ORCPT", Some(v)) => {
+                            // `addr-type ; xtext` (RFC 3461 §4.2): the type stays as it is.
+                            let (kind, addr) = v.split_once(';').unwrap_or(("rfc822", v));
+                            out.push_str(&format!(" ORCPT={kind};{}", xtext(addr)));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            out
+        })
+        .collect();
+    (mail, rcpt)
+}
+
+/// True when the envelope's SMTPUTF8 declaration is needed: an address or a header field of
+/// the message is not ASCII. Otherwise the message goes to any next hop as it is.
+fn needs_smtputf8(envelope: &SpooledEnvelope, message: &[u8]) -> bool {
+    let declared = envelope
+        .sender
+        .params
+        .iter()
+        .any(|p| p.keyword == "SMTPUTF8");
+    let header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(message.len());
+    declared
+        && (!envelope.sender.address.is_ascii()
+            || envelope.recipients.iter().any(|r| !r.address.is_ascii())
+            || !message[..header_end].is_ascii())
 }
 
 impl PassReport {
@@ -230,11 +300,21 @@ impl Runner {
         }
 
         st.attempts += 1;
+        // Recipients whose acceptance the sender asked to hear about (NOTIFY=SUCCESS).
+        let mut successes: Vec<(Notice, usize)> = Vec::new();
         for (_, (route, domain, indexes)) in groups {
             let outcomes = self
                 .deliver_group(&envelope, &message, route.as_ref(), &domain, &st, &indexes)
                 .await;
-            for (i, (reply, remote)) in indexes.into_iter().zip(outcomes) {
+            for (
+                i,
+                Handed {
+                    reply,
+                    remote,
+                    success,
+                },
+            ) in indexes.into_iter().zip(outcomes)
+            {
                 let r = &mut st.recipients[i];
                 r.attempts += 1;
                 r.status = match reply.code / 100 {
@@ -279,11 +359,40 @@ impl Runner {
                     reply: reply.to_string(),
                     attempts: r.attempts,
                 };
+                if reply.code / 100 == 2
+                    && let Some(notice) = success
+                {
+                    successes.push((notice, i));
+                }
                 report
                     .hook_calls
                     .extend(self.pipeline.on_delivery(&delivery).await);
             }
+            // Recorded as it happens: a later group's failure, or a crash, must not send
+            // this group's recipients again.
+            if !st.finished() {
+                let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
+                let dir = dir.clone();
+                let saved = off_worker(move || {
+                    state::with_lock(&dir, || -> std::io::Result<()> {
+                        if !spool.path(SpoolState::Queue, &owned_id).is_file() {
+                            return Ok(());
+                        }
+                        let mut snapshot = snapshot;
+                        if let Some(disk) = state::read(&dir, &owned_id)? {
+                            snapshot.held |= disk.held;
+                        }
+                        state::write(&dir, &owned_id, &snapshot)
+                    })
+                })
+                .await;
+                if !matches!(saved, Ok(Ok(()))) {
+                    tracing::error!(id = %id, "cannot record delivery outcomes; will write them again at the end of this attempt");
+                }
+            }
         }
+        self.notify_successes(&envelope, &message, &st, &successes, &mut report)
+            .await?;
 
         // Expiry: pending recipients of a message past its lifetime fail.
         let lifetime =
@@ -404,6 +513,66 @@ impl Runner {
         Ok(report)
     }
 
+    /// Sends the success notices due (RFC 3461 §5.2.2: NOTIFY=SUCCESS; "delivered" for final
+    /// delivery, "relayed" to a next hop that does not take DSN parameters), one DSN for all.
+    async fn notify_successes(
+        &self,
+        envelope: &SpooledEnvelope,
+        message: &[u8],
+        st: &QueueState,
+        successes: &[(Notice, usize)],
+        report: &mut PassReport,
+    ) -> anyhow::Result<()> {
+        if envelope.sender.address.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<(Notice, FailedRecipient)> = successes
+            .iter()
+            .filter_map(|&(notice, i)| {
+                let r = &st.recipients[i];
+                let asked = envelope
+                    .recipients
+                    .iter()
+                    .find(|e| e.address == r.address)
+                    .is_some_and(|e| bounce::wants_notice_explicitly(e, "SUCCESS"));
+                asked.then(|| {
+                    (
+                        notice,
+                        FailedRecipient {
+                            address: r.address.clone(),
+                            reply: r.last_reply.clone().unwrap_or_default(),
+                            status: r.status_code.clone().unwrap_or_else(|| "2.0.0".into()),
+                            remote_host: r.remote.clone(),
+                        },
+                    )
+                })
+            })
+            .collect();
+        for notice in [Notice::Delivered, Notice::Relayed] {
+            let these: Vec<FailedRecipient> = wanted
+                .iter()
+                .filter(|(n, _)| *n == notice)
+                .map(|(_, r)| r.clone())
+                .collect();
+            if these.is_empty() {
+                continue;
+            }
+            let headers = crate::pipeline::parse_headers(message);
+            let req = bounce::request(
+                envelope,
+                headers,
+                these,
+                &self.config.server.hostname,
+                false,
+            );
+            let text = bounce::success_text(&req, notice);
+            self.spool_notice(envelope, message, &req, &text, notice)
+                .await?;
+        }
+        let _ = report;
+        Ok(())
+    }
+
     /// Builds a DSN and spools it from `<>` to the original sender; returns its queue id.
     async fn spool_notice(
         &self,
@@ -439,6 +608,7 @@ impl Runner {
         let kind = match notice {
             Notice::Failed => "bounce",
             Notice::Delayed { .. } => "delay warning",
+            Notice::Delivered | Notice::Relayed => "success notice",
         };
         tracing::info!(id = %envelope.id, dsn = %dsn_id, to = %envelope.sender.address, "{kind} queued");
         Ok(dsn_id)
@@ -453,7 +623,7 @@ impl Runner {
         domain: &str,
         st: &QueueState,
         indexes: &[usize],
-    ) -> Vec<(Reply, Option<String>)> {
+    ) -> Vec<Handed> {
         let rcpts: Vec<String> = indexes
             .iter()
             .map(|&i| st.recipients[i].address.clone())
@@ -468,17 +638,19 @@ impl Runner {
                 .iter()
                 .map(|a| {
                     let mailbox = local::mailbox_name(address::split(a).0);
-                    match local::write_maildir(
+                    let reply = match local::write_maildir(
                         &root.join(&mailbox),
                         &envelope.id,
                         &self.config.server.hostname,
                         message,
                     ) {
-                        Ok(_) => (Reply::new(250, "2.0.0", "Delivered to maildir"), None),
-                        Err(e) => (
-                            Reply::new(451, "4.3.0", &format!("Maildir write failed: {e}")),
-                            None,
-                        ),
+                        Ok(_) => Reply::new(250, "2.0.0", "Delivered to maildir"),
+                        Err(e) => Reply::new(451, "4.3.0", &format!("Maildir write failed: {e}")),
+                    };
+                    Handed {
+                        reply,
+                        remote: None,
+                        success: Some(Notice::Delivered),
                     }
                 })
                 .collect();
@@ -490,16 +662,24 @@ impl Runner {
             lmtp: route.kind == RouteKind::Lmtp,
             timeout: Duration::from_secs(self.config.delivery.timeout_secs),
         };
+        let (dsn_mail, dsn_rcpt) = dsn_params(envelope, &rcpts);
         let out = Outgoing {
             sender: &envelope.sender.address,
             recipients: &rcpts,
             message,
             eight_bit: message.iter().any(|b| *b >= 0x80),
-            smtputf8: envelope
-                .sender
-                .params
-                .iter()
-                .any(|p| p.keyword == "SMTPUTF8"),
+            smtputf8: needs_smtputf8(envelope, message),
+            dsn: DsnParams {
+                mail: &dsn_mail,
+                rcpt: &dsn_rcpt,
+            },
+        };
+        // LMTP is final delivery; an SMTP next hop that took the DSN parameters reports
+        // success itself, one that did not gets a "relayed" notice from us.
+        let success = |dsn_passed: bool| match route.kind {
+            RouteKind::Lmtp => Some(Notice::Delivered),
+            _ if dsn_passed => None,
+            _ => Some(Notice::Relayed),
         };
         // The candidate next hops, in order: (target, name for TLS and reports).
         let hops: Vec<(Target, String)> = match (route.kind, &route.socket, &route.host) {
@@ -547,12 +727,23 @@ impl Runner {
                     return o
                         .recipients
                         .into_iter()
-                        .map(|(_, r)| (r, Some(o.remote.clone())))
+                        .map(|(_, reply)| Handed {
+                            reply,
+                            remote: Some(o.remote.clone()),
+                            success: success(o.dsn),
+                        })
                         .collect();
                 }
                 Sent::Refused(r) => {
                     last = r;
                     last_remote = Some(name.clone());
+                }
+                Sent::Failed(e) if e.after_end_of_data() => {
+                    // The message may have been taken: no other host in this attempt.
+                    tracing::info!(id = %envelope.id, hop = %target, error = %e, "connection lost after the end of data; not trying another host now");
+                    last = Reply::new(451, "4.4.2", &e.to_string());
+                    last_remote = None;
+                    break;
                 }
                 Sent::Failed(e) => {
                     tracing::debug!(id = %envelope.id, hop = %target, error = %e, "next hop failed");

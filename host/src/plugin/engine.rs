@@ -72,6 +72,11 @@ impl Runtime {
             .total_stacks(instances)
             .max_memories_per_module(2)
             .max_tables_per_module(4)
+            // One plugin instance may take at most its share of the pool's core instances,
+            // memories and tables, so no plugin can starve the others.
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
             .table_elements(200_000)
             .max_core_instance_size(8 << 20)
             .max_component_instance_size(8 << 20)

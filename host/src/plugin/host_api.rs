@@ -81,9 +81,17 @@ impl StoreState {
         let wasi = builder.build();
         Ok(StoreState {
             wasi,
-            table: ResourceTable::new(),
+            table: {
+                // Handles a guest may hold at once (WASI streams, descriptors, …): each is
+                // host memory, so a guest opening them in a loop is stopped.
+                let mut t = ResourceTable::new();
+                t.set_max_capacity(MAX_RESOURCES);
+                t
+            },
             limiter: Limiter {
                 memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+                memory_used: 0,
+                table_elements: 0,
                 memory_hit: false,
             },
             deadline: Instant::now(),
@@ -162,12 +170,7 @@ impl host::Host for StoreState {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         if message.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str("…[cut]");
+            message = format!("{}…[cut]", super::truncate(&message, MAX_LOG_LINE));
         }
         let level = match level {
             host::Level::Trace => "trace",
@@ -195,13 +198,22 @@ impl host::Host for StoreState {
     }
 }
 
-/// Caps a store's memories and tables. Growing past the memory cap traps (rather than
-/// returning -1 to the guest) so that the failure is reported as "memory limit", not as
-/// whatever the guest's allocator does on failure.
+/// Caps a store's memories and tables, in total over every linear memory and table of the
+/// component (an interpreted guest has several): `memory_mb` is what the whole plugin
+/// instance may hold. Growing past the memory cap traps (rather than returning -1 to the
+/// guest) so that the failure is reported as "memory limit", not as whatever the guest's
+/// allocator does on failure.
 pub(crate) struct Limiter {
     memory_bytes: usize,
+    /// Bytes of every linear memory of the store together.
+    memory_used: usize,
+    /// Elements of every table of the store together.
+    table_elements: usize,
     pub(crate) memory_hit: bool,
 }
+
+/// Resource handles one instance may hold at once.
+const MAX_RESOURCES: usize = 4096;
 
 /// The error a store's limiter raises when a plugin's memory limit is hit.
 #[derive(Debug, thiserror::Error)]
@@ -213,34 +225,48 @@ pub struct MemoryLimitExceeded {
     pub desired: usize,
 }
 
-/// Most table elements one table may have.
-const MAX_TABLE_ELEMENTS: usize = 200_000;
+/// Most table elements one instance may have, over all its tables (the pool's slots hold
+/// 200,000 each; an interpreted guest has one large table and a few small ones).
+const MAX_TABLE_ELEMENTS: usize = 400_000;
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_bytes {
             self.memory_hit = true;
             return Err(MemoryLimitExceeded {
                 limit: self.memory_bytes,
-                desired,
+                desired: total,
             }
             .into());
         }
+        self.memory_used = total;
         Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let total = self
+            .table_elements
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
     }
 }
 

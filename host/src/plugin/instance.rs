@@ -12,11 +12,12 @@ use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Message, MessageVerdict,
-    PluginInfo, Reply, Session, Verdict,
+    PluginInfo, Session, Verdict,
 };
 use super::bindings::v0_1;
 use super::host_api::{LogLine, MemoryLimitExceeded, StoreState};
 use super::loader::LoadedPlugin;
+use super::returns;
 
 /// How a plugin call failed. Distinct from a verdict: this is the plugin misbehaving.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -146,7 +147,15 @@ impl PluginInstance {
         });
         store.data_mut().deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
-        let bindings = match plugin.pre.instantiate_async(&mut store).await {
+        // Instantiation runs guest code (start functions, initialisers): it is a call like any
+        // other, under the same deadline (epochs, and the async timeout) and memory limit.
+        let started = run(plugin.pre.instantiate_async(&mut store), limits.timeout_ms).await;
+        let Some(started) = started else {
+            return Err(CallFailure::Deadline {
+                limit_ms: limits.timeout_ms,
+            });
+        };
+        let bindings = match started {
             Ok(b) => b,
             // The memory the module declares it starts with is above the operator's limit.
             Err(ref e) if let Some(m) = e.downcast_ref::<MemoryLimitExceeded>() => {
@@ -229,7 +238,7 @@ impl PluginInstance {
         );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
         let v = self.finish(r)?;
-        self.checked(check_verdict(&v).map(|()| v))
+        self.checked(returns::verdict(&v, &self.plugin.limits).map(|()| v))
     }
 
     /// `check-recipient`.
@@ -248,7 +257,7 @@ impl PluginInstance {
         );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
         let v = self.finish(r)?;
-        self.checked(check_verdict(&v).map(|()| v))
+        self.checked(returns::verdict(&v, &self.plugin.limits).map(|()| v))
     }
 
     /// `check-message`.
@@ -267,7 +276,7 @@ impl PluginInstance {
         );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
         let v = self.finish(r)?;
-        self.checked(check_message_verdict(&v).map(|()| v))
+        self.checked(returns::message_verdict(&v, &self.plugin.limits).map(|()| v))
     }
 
     /// `on-delivery`.
@@ -294,10 +303,8 @@ impl PluginInstance {
         let r = run(fut, self.plugin.limits.timeout_ms).await;
         let v = self.finish(r)?;
         let check = match &v {
-            Some(b) if b.subject.contains(['\r', '\n']) => {
-                Err("bounce subject contains a line break".to_string())
-            }
-            _ => Ok(()),
+            Some(b) => returns::bounce(b, &self.plugin.limits),
+            None => Ok(()),
         };
         self.checked(check.map(|()| v))
     }
@@ -373,102 +380,10 @@ fn classify(
         None => format!("{e:#}"),
     };
     if message.len() > 1024 {
-        message.truncate(1024);
+        message = super::truncate(&message, 1024).to_string();
     }
     CallFailure::Trap {
         message,
         output: store.data().output.text(),
-    }
-}
-
-/// A reply must be of its verdict's class: 5xx for reject, 4xx for tempfail, with a matching
-/// enhanced status code (or none) and one line of text.
-fn check_reply(reply: &Reply, class: u16) -> Result<(), String> {
-    if reply.code / 100 != class || reply.code % 100 > 59 {
-        return Err(format!(
-            "reply code {} where a {class}xx code is required",
-            reply.code
-        ));
-    }
-    if !reply.enhanced.is_empty() {
-        let parts: Vec<&str> = reply.enhanced.split('.').collect();
-        let well_formed = parts.len() == 3
-            && parts[0] == class.to_string()
-            && parts[1..]
-                .iter()
-                .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-        if !well_formed {
-            return Err(format!(
-                "enhanced status code {:?} is not of the form {class}.x.y",
-                reply.enhanced
-            ));
-        }
-    }
-    if reply.text.contains(['\r', '\n']) {
-        return Err("reply text contains a line break".to_string());
-    }
-    Ok(())
-}
-
-fn check_verdict(v: &Verdict) -> Result<(), String> {
-    match v {
-        Verdict::Reject(r) => check_reply(r, 5),
-        Verdict::Tempfail(r) => check_reply(r, 4),
-        _ => Ok(()),
-    }
-}
-
-fn check_message_verdict(v: &MessageVerdict) -> Result<(), String> {
-    check_verdict(&v.verdict)?;
-    for h in &v.add_headers {
-        let name_ok =
-            !h.name.is_empty() && h.name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
-        if !name_ok {
-            return Err(format!(
-                "header name {:?} is not a valid field name",
-                h.name
-            ));
-        }
-        if h.value.contains(['\r', '\n', '\0']) {
-            return Err(format!(
-                "header {} has a line break or NUL in its value",
-                h.name
-            ));
-        }
-    }
-    for s in &v.symbols {
-        if !s.score.is_finite() {
-            return Err(format!(
-                "symbol {} has a score that is not a finite number",
-                s.name
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reply(code: u16, enhanced: &str) -> Reply {
-        Reply {
-            code,
-            enhanced: enhanced.into(),
-            text: "t".into(),
-        }
-    }
-
-    #[test]
-    fn replies_must_match_their_class() {
-        assert!(check_verdict(&Verdict::Reject(reply(550, "5.7.1"))).is_ok());
-        assert!(check_verdict(&Verdict::Reject(reply(554, ""))).is_ok());
-        assert!(check_verdict(&Verdict::Reject(reply(250, "2.0.0"))).is_err());
-        assert!(check_verdict(&Verdict::Reject(reply(450, "4.7.1"))).is_err());
-        assert!(check_verdict(&Verdict::Reject(reply(550, "4.7.1"))).is_err());
-        assert!(check_verdict(&Verdict::Reject(reply(599, "5.7"))).is_err());
-        assert!(check_verdict(&Verdict::Reject(reply(5500, "5.7.1"))).is_err());
-        assert!(check_verdict(&Verdict::Tempfail(reply(451, "4.3.0"))).is_ok());
-        assert!(check_verdict(&Verdict::Tempfail(reply(551, "5.3.0"))).is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! - [`loader`]: a `.wasm` file to a [`LoadedPlugin`], refusing bad ones with a clear reason.
 //! - [`instance`]: one sandbox for one transaction; every hook call under a deadline.
 //! - [`host_api`]: the functions plugins import (log, config, time).
+//! - [`returns`]: what a plugin returns, checked and bounded before the host acts on it.
 //! - [`directory`]: finding plugins in the plugin directory, in order.
 //!
 //! This module does not decide what verdicts mean for a transaction: that is the pipeline's job.
@@ -18,6 +19,7 @@ pub mod health;
 pub mod host_api;
 pub mod instance;
 pub mod loader;
+pub mod returns;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +28,19 @@ pub use engine::Runtime;
 pub use host_api::LogLine;
 pub use instance::{CallFailure, PluginInstance};
 pub use loader::LoadedPlugin;
+
+/// `text` cut to at most `max` bytes, on a character boundary (guest text is arbitrary
+/// UTF-8: `String::truncate` in the middle of a character would panic).
+pub fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The hooks of the WIT, as the host names them in logs and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]

@@ -22,6 +22,14 @@ use crate::pipeline::Decision;
 use crate::reply::Reply;
 use data::DataReceiver;
 
+/// Longest command line accepted, in bytes with its CRLF. RFC 5321 §4.5.3.1.4 sets 512; the
+/// extensions (SMTPUTF8 addresses, DSN parameters, AUTH=) need more, so take Postfix's
+/// `line_length_limit`. A longer line is refused and skipped without being buffered.
+pub const MAX_COMMAND_LINE: usize = 2048;
+
+/// Longest SASL response line (RFC 4954 §4: 12288 octets for the AUTH command line).
+pub const MAX_SASL_LINE: usize = 12288;
+
 /// What the session needs to know about its listener and client.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -144,6 +152,8 @@ enum State {
     AuthPlain,
     /// Waiting for the LOGIN user name (None) or password (Some(user)).
     AuthLogin(Option<String>),
+    /// Dropping the rest of an over-long line, up to its LF; then back to commands.
+    SkipLine,
     /// A step was handed out and its answer is awaited.
     Waiting,
     Closed,
@@ -188,6 +198,11 @@ pub struct Session {
     message: Vec<u8>,
     errors: u32,
     auth_failures: u32,
+    /// Bytes of the current, unfinished command line already handed to the grammar.
+    partial_line: usize,
+    /// Commands, SASL lines and message data completed so far: the driver restarts its
+    /// deadline when this moves, so a deadline bounds a whole command, not one read.
+    completed: u64,
 }
 
 impl Session {
@@ -209,6 +224,8 @@ impl Session {
             message: Vec::new(),
             errors: 0,
             auth_failures: 0,
+            partial_line: 0,
+            completed: 0,
         }
     }
 
@@ -258,6 +275,12 @@ impl Session {
             self.pos = 0;
         }
         self.input.extend_from_slice(bytes);
+    }
+
+    /// How many commands, SASL responses and message data the session has completed. The
+    /// driver's command and data deadlines run from the last change of this count.
+    pub fn completed(&self) -> u64 {
+        self.completed
     }
 
     /// Takes the replies queued so far, to be written to the client.
@@ -326,10 +349,11 @@ impl Session {
                         // (found by the `data` fuzz target): the limit is on what is stored.
                         .filter(|raw| raw.len() <= self.cfg.max_message_size);
                     if let Some(raw) = raw {
+                        self.completed += 1;
                         Some(Step::Message(raw))
                     } else if done {
-                        self.message = Vec::new();
-                        self.txn = Transaction::default();
+                        self.completed += 1;
+                        self.reset_transaction();
                         self.state = State::Command;
                         self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
                         None
@@ -353,15 +377,13 @@ impl Session {
                         self.state = State::Bdat(r);
                         return Step::Read;
                     }
-                    if self.message.len() > self.cfg.max_message_size {
-                        self.message = Vec::new();
-                        self.txn = Transaction::default();
-                        self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
-                        None
-                    } else if r.is_last {
+                    self.completed += 1;
+                    // The chunk's announced size was checked against the limit before any
+                    // of its bytes were kept (see `bdat`).
+                    if r.is_last {
                         let raw = normalise_line_endings(std::mem::take(&mut self.message));
                         if raw.len() > self.cfg.max_message_size {
-                            self.txn = Transaction::default();
+                            self.reset_transaction();
                             self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
                             None
                         } else {
@@ -377,8 +399,9 @@ impl Session {
                     let (used, done) = r.ingest(&self.input[self.pos..]);
                     self.pos += used;
                     if done {
+                        self.completed += 1;
                         self.state = State::Command;
-                        self.txn = Transaction::default();
+                        self.reset_transaction();
                         self.error(reply);
                         None
                     } else {
@@ -386,22 +409,39 @@ impl Session {
                         return Step::Read;
                     }
                 }
+                State::SkipLine => {
+                    let rest = &self.input[self.pos..];
+                    match rest.iter().position(|&b| b == b'\n') {
+                        Some(end) => {
+                            self.pos += end + 1;
+                            self.state = State::Command;
+                            None
+                        }
+                        None => {
+                            self.pos = self.input.len();
+                            self.state = State::SkipLine;
+                            return Step::Read;
+                        }
+                    }
+                }
                 State::AuthPlain => match self.take_line() {
-                    None => {
+                    Line::Partial => {
                         self.state = State::AuthPlain;
                         return Step::Read;
                     }
-                    Some(line) => {
+                    Line::TooLong => self.sasl_too_long(),
+                    Line::Complete(line) => {
                         self.state = State::Command;
                         self.auth_plain(&line)
                     }
                 },
                 State::AuthLogin(user) => match self.take_line() {
-                    None => {
+                    Line::Partial => {
                         self.state = State::AuthLogin(user);
                         return Step::Read;
                     }
-                    Some(line) => {
+                    Line::TooLong => self.sasl_too_long(),
+                    Line::Complete(line) => {
                         self.state = State::Command;
                         self.auth_login(user, &line)
                     }
@@ -425,6 +465,7 @@ impl Session {
         match decision {
             Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
             other => {
+                self.reset_transaction();
                 self.txn = Transaction {
                     sender: Some(sender),
                     discard: matches!(other, Decision::Discard),
@@ -460,7 +501,7 @@ impl Session {
     /// transaction ends either way.
     pub fn message_done(&mut self, reply: &Reply) {
         self.state = State::Command;
-        self.txn = Transaction::default();
+        self.reset_transaction();
         if reply.code >= 400 {
             self.error(reply.clone());
         } else {
@@ -469,12 +510,24 @@ impl Session {
     }
 
     /// Reports the outcome of an AUTH attempt.
-    pub fn auth_decided(&mut self, user: String, ok: bool) {
+    pub fn auth_decided(&mut self, user: String, outcome: AuthOutcome) {
         self.state = State::Command;
-        if ok {
-            self.auth_user = Some(user);
-            self.reply(&Reply::new(235, "2.7.0", "Authentication successful"));
-            return;
+        match outcome {
+            AuthOutcome::Accepted => {
+                self.auth_user = Some(user);
+                self.reply(&Reply::new(235, "2.7.0", "Authentication successful"));
+                return;
+            }
+            AuthOutcome::Throttled => {
+                // RFC 4954 §6: a temporary failure; the credentials were not even checked.
+                self.error(Reply::new(
+                    454,
+                    "4.7.0",
+                    "Temporary authentication failure: too many failed attempts, try again later",
+                ));
+                return;
+            }
+            AuthOutcome::Refused => {}
         }
         self.auth_failures += 1;
         if self.auth_failures >= self.cfg.max_auth_failures {
@@ -497,7 +550,18 @@ impl Session {
         self.helo = None;
         self.esmtp = false;
         self.auth_user = None;
+        self.reset_transaction();
+        self.input.clear();
+        self.pos = 0;
+    }
+
+    /// Ends the transaction in progress and forgets everything it buffered: envelope and BDAT
+    /// chunks. Called by RSET, HELO/EHLO, STARTTLS, MAIL, the end of
+    /// a message and every refused DATA or BDAT, so nothing of one transaction can reach the
+    /// next (a BDAT chunk sent before RSET or STARTTLS once did).
+    fn reset_transaction(&mut self) {
         self.txn = Transaction::default();
+        self.message = Vec::new();
     }
 
     // --- commands -------------------------------------------------------------------------
@@ -514,9 +578,31 @@ impl Session {
         let rest = &self.input[start..];
         let line_end = rest.iter().position(|&b| b == b'\n');
         let line = line_end.map_or(rest, |end| &rest[..=end]);
+        if self.partial_line + line.len() > MAX_COMMAND_LINE {
+            // Refused without buffering the rest: what is left of the line is dropped as it
+            // arrives (`SkipLine`), and the driver's deadline bounds how long that may take.
+            self.receiver = RequestReceiver::default();
+            self.partial_line = 0;
+            self.completed += 1;
+            self.state = if line_end.is_some() {
+                self.pos = start + line.len();
+                State::Command
+            } else {
+                self.pos = self.input.len();
+                State::SkipLine
+            };
+            self.error(Reply::new(500, "5.5.2", "Line too long"));
+            return None;
+        }
         let mut iter = line.iter();
         let parsed = self.receiver.ingest(&mut iter).map(Request::into_owned);
         self.pos = start + line.len() - iter.len();
+        if line_end.is_none() {
+            self.partial_line += line.len() - iter.len();
+        } else {
+            self.partial_line = 0;
+            self.completed += 1;
+        }
         if let (Err(smtp_proto::Error::NeedsMoreData { .. }), Some(end)) = (&parsed, line_end) {
             self.pos = start + end + 1;
             self.receiver = RequestReceiver::default();
@@ -554,7 +640,7 @@ impl Session {
                 is_last,
             } => self.bdat(chunk_size, is_last),
             Request::Rset => {
-                self.txn = Transaction::default();
+                self.reset_transaction();
                 self.reply(&Reply::new(250, "2.0.0", "OK"));
                 None
             }
@@ -577,6 +663,11 @@ impl Session {
             }
             Request::Help { .. } => {
                 self.reply(&Reply::new(214, "2.0.0", "See RFC 5321; commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"));
+                None
+            }
+            Request::StartTls if has_parameter(line, "STARTTLS") => {
+                // RFC 3207 §4: STARTTLS takes no parameters.
+                self.error(Reply::new(501, "5.5.4", "Syntax: STARTTLS (no parameters)"));
                 None
             }
             Request::StartTls => self.starttls(),
@@ -610,7 +701,7 @@ impl Session {
         }
         self.helo = Some(host);
         self.esmtp = esmtp;
-        self.txn = Transaction::default();
+        self.reset_transaction();
         if !esmtp {
             self.write_line(250, "", &self.cfg.hostname.clone());
             return;
@@ -790,15 +881,29 @@ impl Session {
     }
 
     fn bdat(&mut self, chunk_size: usize, is_last: bool) -> Option<Step> {
-        if let Some(refusal) = self.data_refusal() {
-            // The chunk's bytes must still be skipped to stay in sync; the refusal follows.
-            self.state = State::Discard(
-                Swallow::Bdat(DummyDataReceiver::new_bdat(chunk_size)),
-                refusal,
-            );
+        let refusal = self.data_refusal().or_else(|| {
+            // Checked on the announced size, before a byte of the chunk is kept.
+            (self.message.len().saturating_add(chunk_size) > self.cfg.max_message_size)
+                .then(|| Reply::new(552, "5.3.4", "Message too big for this server"))
+        });
+        let Some(refusal) = refusal else {
+            self.state = State::Bdat(BdatReceiver::new(chunk_size, is_last));
+            return None;
+        };
+        self.reset_transaction();
+        if chunk_size > self.cfg.max_message_size {
+            // Skipping more than a whole message's worth of bytes to stay in sync is not
+            // worth it (`BDAT 100000000000`): refuse and close.
+            self.reply(&refusal);
+            self.write_line(421, "4.7.0", "Closing connection");
+            self.state = State::Closed;
             return None;
         }
-        self.state = State::Bdat(BdatReceiver::new(chunk_size, is_last));
+        // The chunk's bytes are read and dropped to stay in sync; the refusal follows.
+        self.state = State::Discard(
+            Swallow::Bdat(DummyDataReceiver::new_bdat(chunk_size)),
+            refusal,
+        );
         None
     }
 
@@ -811,7 +916,16 @@ impl Session {
             self.error(Reply::new(502, "5.5.1", "STARTTLS not available"));
             return None;
         }
+        if self.txn.sender.is_some() {
+            self.error(Reply::new(
+                503,
+                "5.5.1",
+                "STARTTLS not allowed during a transaction",
+            ));
+            return None;
+        }
         self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        self.reset_transaction();
         // Whatever the client pipelined after STARTTLS arrived in plain text and must not be
         // executed inside the TLS session (CVE-2011-0411 and kin): drop it.
         self.input.clear();
@@ -908,18 +1022,36 @@ impl Session {
         }
     }
 
-    /// One line of input (for AUTH continuations), without its line ending; `None` until a
-    /// whole line is there. Over-long lines are cut at 12 KiB (still consumed whole).
-    fn take_line(&mut self) -> Option<String> {
+    /// One line of input (for AUTH continuations), without its line ending. A line longer
+    /// than [`MAX_SASL_LINE`] is refused as soon as that many bytes are there without an LF:
+    /// the input buffer never holds more than one limit's worth of an unfinished line.
+    fn take_line(&mut self) -> Line {
         let rest = &self.input[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n')?;
+        let Some(end) = rest.iter().take(MAX_SASL_LINE).position(|&b| b == b'\n') else {
+            if rest.len() < MAX_SASL_LINE {
+                return Line::Partial;
+            }
+            return Line::TooLong;
+        };
         let line = &rest[..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = String::from_utf8_lossy(&line[..line.len().min(12 * 1024)])
-            .trim()
-            .to_string();
+        let text = String::from_utf8_lossy(line).trim().to_string();
         self.pos += end + 1;
-        Some(text)
+        self.completed += 1;
+        Line::Complete(text)
+    }
+
+    /// An over-long SASL response: the exchange is cancelled and the rest of the line dropped.
+    fn sasl_too_long(&mut self) -> Option<Step> {
+        self.completed += 1;
+        self.pos = self.input.len();
+        self.state = State::SkipLine;
+        self.error(Reply::new(
+            500,
+            "5.5.6",
+            "Authentication exchange line is too long",
+        ));
+        None
     }
 
     // --- replies --------------------------------------------------------------------------
@@ -951,6 +1083,33 @@ impl Session {
             self.state = State::Closed;
         }
     }
+}
+
+/// A SASL response line, as far as it has arrived.
+enum Line {
+    /// Not all there yet.
+    Partial,
+    /// Longer than [`MAX_SASL_LINE`].
+    TooLong,
+    /// The line, trimmed.
+    Complete(String),
+}
+
+/// How an AUTH attempt ended, as the driver reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The credentials are right.
+    Accepted,
+    /// The credentials are wrong.
+    Refused,
+    /// Too many recent failures from this client or for this user: not checked (454).
+    Throttled,
+}
+
+/// True when a command line holds more than its verb (`STARTTLS foo`).
+fn has_parameter(line: &[u8], verb: &str) -> bool {
+    let text = line.trim_ascii();
+    text.len() > verb.len()
 }
 
 /// The reply for a command the grammar refused, with the expected syntax as a hint.

@@ -80,7 +80,14 @@ fn drive(session: &mut Session, chunks: &[&[u8]]) -> Seen {
                 seen.messages.push(raw);
                 session.message_done(&Reply::new(250, "2.0.0", "Queued as Q1"));
             }
-            Step::Auth { user, password } => session.auth_decided(user, password == "good"),
+            Step::Auth { user, password } => session.auth_decided(
+                user,
+                if password == "good" {
+                    AuthOutcome::Accepted
+                } else {
+                    AuthOutcome::Refused
+                },
+            ),
             Step::StartTls => {
                 seen.tls_started = true;
                 seen.out

@@ -1,7 +1,8 @@
 //! A plugin that misbehaves on purpose, to prove the sandbox holds. Setting `mode`:
 //! `loop` (never returns), `hog` (allocates without end), `trap` (panics after printing),
 //! `logflood` (logs without end, then returns), `badcode` (rejects with reply code 250),
-//! `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`).
+//! `inject` (a symbol name carrying CR LF and a header field, to split `X-Spam-Status`),
+//! `symbolflood` (100,000 symbols), `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`).
 //! It misbehaves only when triggered — a sender or recipient whose local part is `hostile`,
 //! or a Subject containing `hostile` (setting `trigger` changes that word for the Subject) —
 //! so tests can show the next transaction is unaffected.
@@ -52,7 +53,18 @@ impl Plugin for Hostile {
 
     fn new(config: &Config) -> Result<Self, ConfigError> {
         let mode: String = config.get_or("mode", "ok".to_string())?;
-        if !["loop", "hog", "trap", "logflood", "badcode", "ok"].contains(&mode.as_str()) {
+        if ![
+            "loop",
+            "hog",
+            "trap",
+            "logflood",
+            "badcode",
+            "inject",
+            "symbolflood",
+            "ok",
+        ]
+        .contains(&mode.as_str())
+        {
             return Err(ConfigError::new("mode", format!("unknown mode {mode:?}")));
         }
         Ok(Hostile {
@@ -82,7 +94,13 @@ impl Plugin for Hostile {
         let triggered = m
             .header("Subject")
             .is_some_and(|s| s.contains(&self.trigger));
-        if self.hook == "check-message" && triggered {
+        if self.hook == "check-message" && triggered && self.mode == "inject" {
+            MessageVerdict::default().symbol("HOSTILE\r\nX-Injected: yes", 1.0, "")
+        } else if self.hook == "check-message" && triggered && self.mode == "symbolflood" {
+            (0..100_000).fold(MessageVerdict::default(), |v, i| {
+                v.symbol(&format!("S{i}"), 0.0, "")
+            })
+        } else if self.hook == "check-message" && triggered {
             misbehave(&self.mode).into()
         } else {
             MessageVerdict::default()

@@ -1,0 +1,463 @@
+//! What a hostile client, plugin or peer can do to Sluice, tried over real sockets against a
+//! running server: bounded buffers, transactions that leave nothing behind, deadlines on
+//! whole commands and on writes, AUTH throttled across connections, loops refused, plugin
+//! returns validated, private files.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use sluice_tests::serve::Serve;
+use sluice_tests::*;
+
+/// A configuration for `sluice serve` on loopback with `extra` appended.
+fn serve_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    let cfg = dir.join("sluice.toml");
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n[relay]\nlocal_domains = [\"example.org\"]\n[authentication]\nverify = false\n{extra}\n",
+            dir,
+            workspace_root().join("target/test-compile-cache")
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// Writes `total` bytes of `byte` without a line ending, in 1 MiB writes, stopping early
+/// (without failing) if the server closes the connection. Bounded: 60 s.
+async fn endless_line(tcp: &mut TcpStream, byte: u8, total: usize) -> usize {
+    let block = vec![byte; 1 << 20];
+    let mut sent = 0;
+    let write_all = async {
+        while sent < total {
+            if tcp.write_all(&block).await.is_err() {
+                break;
+            }
+            sent += block.len();
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(60), write_all).await;
+    sent
+}
+
+#[tokio::test]
+async fn an_endless_sasl_line_is_refused_without_being_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "[auth]\nallow_plaintext_on_loopback = true\n");
+    let server = Serve::start(&cfg).await;
+    let before = rss_kib(server.pid());
+    let tcp = TcpStream::connect(server.smtp).await.unwrap();
+    let mut c = tokio::io::BufReader::new(tcp);
+    let mut greeting = [0u8; 256];
+    let _ = c.read(&mut greeting).await.unwrap();
+    c.get_mut()
+        .write_all(b"EHLO client.test\r\nAUTH LOGIN\r\n")
+        .await
+        .unwrap();
+    // 64 MiB without a line ending (the relay once grew by 113 MiB on this).
+    endless_line(c.get_mut(), b'A', 64 << 20).await;
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    c.get_mut().write_all(b"\r\nNOOP\r\n").await.unwrap();
+    let mut replies = String::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !replies.contains("250 2.0.0") {
+            let n = c.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            replies.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("replies within 10 s");
+    assert!(
+        replies.contains("334 VXNlcm5hbWU6") && replies.contains("500 5.5.6"),
+        "{replies}"
+    );
+    assert!(
+        replies.contains("250 2.0.0"),
+        "the session goes on: {replies}"
+    );
+    assert!(
+        grown < 16 * 1024,
+        "the relay grew by {grown} KiB on one unfinished SASL line"
+    );
+}
+
+#[tokio::test]
+async fn a_bdat_chunk_announced_past_the_size_limit_is_refused_before_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "[limits]\nmax_message_size = 1048576\n");
+    let server = Serve::start(&cfg).await;
+    let before = rss_kib(server.pid());
+    let mut c = Conversation::connect(server.smtp).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    c.send("MAIL FROM:<a@example.net>").await;
+    c.expect("250 2.1.0").await;
+    c.send("RCPT TO:<bob@example.org>").await;
+    c.expect("250 2.1.5").await;
+    c.send("BDAT 100000000000 LAST").await;
+    // Answered at once, without waiting for a byte of the chunk, and closed: skipping 100 GB
+    // to stay in sync is not worth it.
+    c.expect("552 5.3.4").await;
+    c.expect("421 ").await;
+    assert!(c.closed().await, "the connection is closed");
+
+    // A chunk within one message's size but past the limit is read and dropped, not kept;
+    // the session goes on and the next transaction is clean.
+    let mut c = Conversation::connect(server.smtp).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    c.send("MAIL FROM:<a@example.net>").await;
+    c.expect("250 2.1.0").await;
+    c.send("RCPT TO:<bob@example.org>").await;
+    c.expect("250 2.1.5").await;
+    c.raw(b"BDAT 600000\r\n").await;
+    c.raw(&vec![b'x'; 600_000]).await;
+    c.expect("250 2.0.0").await;
+    c.raw(b"BDAT 600000 LAST\r\n").await;
+    c.raw(&vec![b'y'; 600_000]).await;
+    c.expect("552 5.3.4").await;
+    c.send("MAIL FROM:<a@example.net>").await;
+    c.expect("250 2.1.0").await;
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    assert!(grown < 32 * 1024, "the relay grew by {grown} KiB");
+}
+
+/// Sends MAIL, RCPT and a non-final BDAT chunk `STALE` to bob.
+async fn stale_chunk(c: &mut Conversation) {
+    c.send("MAIL FROM:<a@example.net>").await;
+    c.expect("250 2.1.0").await;
+    c.send("RCPT TO:<bob@example.org>").await;
+    c.expect("250 2.1.5").await;
+    c.raw(b"BDAT 7\r\nSTALE\r\n").await;
+    c.expect("250 2.0.0").await;
+}
+
+/// MAIL, RCPT and a last chunk `Subject: fresh`; expects it queued.
+async fn fresh_message(c: &mut Conversation) {
+    c.send("MAIL FROM:<a@example.net>").await;
+    c.expect("250 2.1.0").await;
+    c.send("RCPT TO:<bob@example.org>").await;
+    c.expect("250 2.1.5").await;
+    let body = b"Subject: fresh\r\n\r\nbody\r\n";
+    c.raw(format!("BDAT {} LAST\r\n", body.len()).as_bytes())
+        .await;
+    c.raw(body).await;
+    c.expect("250 2.0.0 Ok: queued").await;
+}
+
+#[tokio::test]
+async fn nothing_of_a_transaction_survives_rset_ehlo_or_a_refused_chunk() {
+    let s = TestServer::start("[limits]\nmax_message_size = 4096\n", &[]).await;
+    let mut c = Conversation::connect(s.smtp).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    stale_chunk(&mut c).await;
+    c.send("RSET").await;
+    c.expect("250").await;
+    fresh_message(&mut c).await;
+
+    stale_chunk(&mut c).await;
+    c.send("EHLO again.test").await;
+    c.expect("250 ").await;
+    fresh_message(&mut c).await;
+
+    // A refused chunk (past the limit) ends the transaction and drops what came before it.
+    stale_chunk(&mut c).await;
+    c.raw(b"BDAT 5000\r\n").await;
+    c.raw(&[b'z'; 5000]).await;
+    c.expect("552 5.3.4").await;
+    fresh_message(&mut c).await;
+    c.send("QUIT").await;
+
+    let mail = s.mailbox("bob", 3).await;
+    for m in &mail {
+        assert!(
+            !m.contains("STALE") && !m.contains("zzz"),
+            "bytes of an ended transaction reached a message:\n{m}"
+        );
+        assert!(m.contains("Subject: fresh"), "{m}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunk_sent_before_starttls_never_reaches_the_message_sent_over_tls() {
+    let s = TestServer::start("", &[]).await;
+    // STARTTLS during a transaction is refused; after RSET it starts afresh, and nothing of
+    // the plain-text transaction is inside the TLS one.
+    let out = python(
+        r#"
+import os, smtplib, ssl
+host, port = os.environ["HOST"], int(os.environ["PORT"])
+s = smtplib.SMTP(host, port, timeout=10)
+s.ehlo("client.test")
+print(s.docmd("STARTTLS", "now")[0])
+assert s.docmd("MAIL", "FROM:<a@example.net>")[0] == 250
+assert s.docmd("RCPT", "TO:<bob@example.org>")[0] == 250
+s.send(b"BDAT 7\r\nSTALE\r\n")
+assert s.getreply()[0] == 250
+print(s.docmd("STARTTLS")[0])
+assert s.docmd("RSET")[0] == 250
+s.starttls(context=ssl._create_unverified_context())
+s.ehlo("client.test")
+assert s.docmd("MAIL", "FROM:<a@example.net>")[0] == 250
+assert s.docmd("RCPT", "TO:<bob@example.org>")[0] == 250
+body = b"Subject: over tls\r\n\r\nbody\r\n"
+s.send(b"BDAT %d LAST\r\n" % len(body) + body)
+print(s.getreply()[0])
+s.quit()
+"#,
+        &[
+            ("HOST", s.smtp.ip().to_string()),
+            ("PORT", s.smtp.port().to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["501", "503", "250"],
+        "STARTTLS with a parameter, STARTTLS mid-transaction, the message over TLS"
+    );
+    let mail = s.mailbox("bob", 1).await;
+    assert!(mail[0].contains("Subject: over tls"), "{}", mail[0]);
+    assert!(!mail[0].contains("STALE"), "{}", mail[0]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_over_long_command_line_is_refused_and_the_session_goes_on() {
+    let s = TestServer::start("", &[]).await;
+    let mut c = Conversation::connect(s.smtp).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    c.send(&format!("MAIL FROM:<{}@example.net>", "a".repeat(5000)))
+        .await;
+    c.expect("500 5.5.2 Line too long").await;
+    c.send("NOOP").await;
+    c.expect("250 2.0.0").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_trickled_command_is_cut_off_at_the_command_deadline() {
+    let s = TestServer::start("[limits]\ncommand_timeout_secs = 2\n", &[]).await;
+    let mut tcp = TcpStream::connect(s.smtp).await.unwrap();
+    let mut buf = [0u8; 512];
+    let _ = tcp.read(&mut buf).await.unwrap();
+    // One byte every 300 ms: each read is well within the deadline, the command never is.
+    let mut closed_after = None;
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        if tcp.write_all(b"N").await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                assert!(text.starts_with("421 "), "{text}");
+            }
+            Err(_) => {}
+        }
+    }
+    let after = closed_after.expect("the trickling client was never cut off (12 s)");
+    assert!(after < Duration::from_secs(6), "cut off after {after:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_replies_is_dropped() {
+    let s = TestServer::start(
+        "[limits]\ncommand_timeout_secs = 2\nmax_errors = 1000000\n",
+        &[],
+    )
+    .await;
+    let mut tcp = TcpStream::connect(s.smtp).await.unwrap();
+    // Pipelined NOOPs without reading a reply: the replies fill the socket buffers, the
+    // server's write blocks, and after the command timeout it gives up on the client.
+    let lines = b"NOOP\r\n".repeat(10_000);
+    let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Err(e) = tcp.write_all(&lines).await {
+                return e;
+            }
+        }
+    })
+    .await;
+    let e = outcome.expect("the server kept a non-reading client for 30 s");
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{e}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_maximum_lifetime_however_busy() {
+    let s = TestServer::start("[limits]\nmax_session_secs = 2\n", &[]).await;
+    let mut c = Conversation::connect(s.smtp).await;
+    let mut last = String::new();
+    for _ in 0..40 {
+        c.send("NOOP").await;
+        last = c.reply().await;
+        if !last.starts_with("250") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(last.starts_with("421 "), "never closed: {last:?}");
+    assert!(c.closed().await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn auth_failures_are_counted_across_connections_and_lock_out_the_client() {
+    let s = TestServer::start(
+        "[auth]\nallow_plaintext_on_loopback = true\n[limits]\nauth_lockout_failures = 3\n",
+        &[],
+    )
+    .await;
+    use base64::Engine as _;
+    let plain = |user: &str, pass: &str| {
+        base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"))
+    };
+    // Three failures over two connections (each session alone would allow three).
+    for attempts in [2, 1] {
+        let mut c = Conversation::connect(s.smtp).await;
+        c.send("EHLO client.test").await;
+        c.expect("250 ").await;
+        for _ in 0..attempts {
+            c.send(&format!("AUTH PLAIN {}", plain("alice", "guess")))
+                .await;
+            let r = c.reply().await;
+            assert!(r.contains("535 5.7.8"), "{r}");
+        }
+    }
+    // A new connection with the right password is not even checked now.
+    let mut c = Conversation::connect(s.smtp).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    c.send(&format!("AUTH PLAIN {}", plain("alice", "wonderland")))
+        .await;
+    c.expect("454 4.7.0").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_that_has_looped_is_refused() {
+    let s = TestServer::start("", &[]).await;
+    let hops: String = (0..50)
+        .map(|i| format!("Received: from hop{i}.example by hop{}.example; Mon, 30 Nov 2026 10:00:00 +0000\r\n", i + 1))
+        .collect();
+    let mut c = Conversation::connect(s.smtp).await;
+    c.begin_data("a@example.net", "bob@example.org").await;
+    c.raw(format!("{hops}Subject: loop\r\n\r\nbody\r\n.\r\n").as_bytes())
+        .await;
+    c.expect("554 5.4.6").await;
+    // 49 hops is not yet a loop.
+    let hops49: String = hops.lines().skip(1).map(|l| format!("{l}\r\n")).collect();
+    c.begin_transaction("a@example.net", "bob@example.org")
+        .await;
+    c.raw(format!("{hops49}Subject: far\r\n\r\nbody\r\n.\r\n").as_bytes())
+        .await;
+    c.expect("250 2.0.0").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_symbol_name_cannot_inject_header_lines() {
+    let s = TestServer::start(
+        "[scoring]\nadd_headers = true\n[plugin.hostile]\non_failure = \"continue\"\n[plugin.hostile.config]\nmode = \"inject\"\n",
+        &[("hostile", plugin("test", "hostile"))],
+    )
+    .await;
+    let r = send_to_bob(s.smtp, "hostile", "body").await;
+    assert!(r.starts_with("250 "), "{r}");
+    let mail = s.mailbox("bob", 1).await;
+    assert!(!mail[0].contains("X-Injected"), "{}", mail[0]);
+    assert!(mail[0].contains("X-Spam-Status: No"), "{}", mail[0]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn files_are_private_and_a_shared_data_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = serve_config(&data, "");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    // `sluice passwd` writes the users file owner-only.
+    let mut passwd = std::process::Command::new(sluice_bin())
+        .args(["passwd", "bob", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    passwd.stdin.take().unwrap().write_all(b"pw\n").unwrap();
+    assert!(passwd.wait().unwrap().success());
+    assert_eq!(mode(&data.join("users")), 0o600);
+
+    let server = Serve::start(&cfg).await;
+    let r = send_to_bob(server.smtp, "private", "body").await;
+    assert!(r.starts_with("250 "), "{r}");
+    let new = data.join("maildir/bob/new");
+    for _ in 0..100 {
+        if maildir_files(&new).len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let delivered: Vec<_> = std::fs::read_dir(&new)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(mode(&delivered[0]), 0o600, "delivered message");
+    for d in ["spool", "spool/queue", "maildir", "maildir/bob", "tls"] {
+        assert_eq!(mode(&data.join(d)), 0o700, "{d}");
+    }
+    assert_eq!(mode(&data.join("tls/self-signed.key")), 0o600);
+    drop(server);
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new(sluice_bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.data_dir") && err.contains("writable by every user"),
+        "{err}"
+    );
+}
