@@ -363,10 +363,10 @@ fn bdat_chunks_and_size() {
 
 #[test]
 fn over_long_lines_are_refused_without_losing_sync() {
-    // In one read, the grammar refuses the command; across reads, the line-length cap does.
+    // In one read or across reads, the line-length cap refuses it before the grammar sees it.
     let long = "A".repeat(10_000);
     let seen = run(ListenerKind::Smtp, &format!("HELO {long}\r\nNOOP\r\n"));
-    assert_eq!(codes(&seen.out), ["501", "250"]);
+    assert_eq!(codes(&seen.out), ["500", "250"]);
     let first = format!("HELO {}", &long[..6000]);
     let second = format!("{}\r\nNOOP\r\n", &long[6000..]);
     let mut s = Session::new(cfg(ListenerKind::Smtp), None);
@@ -631,4 +631,108 @@ fn addresses_and_parameters_with_control_characters_are_refused() {
         seen.out
     );
     assert!(seen.senders == ["a@example.com"], "{:?}", seen.senders);
+}
+
+#[test]
+fn a_bdat_chunk_past_the_limit_is_refused_on_its_announced_size() {
+    // Within one message's size: read and dropped, then refused; the session goes on.
+    let seen = run(
+        ListenerKind::Smtp,
+        &format!(
+            "EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 600\r\n{}BDAT 600 LAST\r\n{}NOOP\r\n",
+            "x".repeat(600),
+            "y".repeat(600)
+        ),
+    );
+    assert_eq!(codes(&seen.out), ["250", "250", "250", "250", "552", "250"]);
+    assert!(seen.messages.is_empty());
+    // Past a whole message: refused and closed at once, without waiting for the bytes.
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    let seen = drive(
+        &mut s,
+        &[b"EHLO c\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 100000000000 LAST\r\n"],
+    );
+    assert_eq!(codes(&seen.out), ["250", "250", "250", "552", "421"]);
+    assert!(seen.closed);
+}
+
+#[test]
+fn nothing_buffered_survives_the_end_of_a_transaction() {
+    let fresh = "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 5 LAST\r\nFRESH";
+    let stale = "MAIL FROM:<a@x.test>\r\nRCPT TO:<b@example.org>\r\nBDAT 5\r\nSTALE";
+    for reset in ["RSET\r\n", "EHLO again\r\n", "HELO again\r\n"] {
+        let seen = run(
+            ListenerKind::Smtp,
+            &format!("EHLO c\r\n{stale}{reset}{fresh}"),
+        );
+        assert_eq!(
+            seen.messages,
+            [b"FRESH".to_vec()],
+            "after {reset:?}: {}",
+            seen.out
+        );
+    }
+    // STARTTLS mid-transaction is refused; after RSET it starts afresh inside TLS.
+    let seen = run(
+        ListenerKind::Smtp,
+        &format!("EHLO c\r\n{stale}STARTTLS\r\nRSET\r\nSTARTTLS\r\n"),
+    );
+    assert!(
+        seen.out
+            .contains("503 5.5.1 STARTTLS not allowed during a transaction"),
+        "{}",
+        seen.out
+    );
+    assert!(seen.tls_started);
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    let seen = drive(
+        &mut s,
+        &[
+            format!("EHLO c\r\n{stale}RSET\r\nSTARTTLS\r\n").as_bytes(),
+            format!("EHLO c\r\n{fresh}").as_bytes(),
+        ],
+    );
+    assert_eq!(seen.messages, [b"FRESH".to_vec()], "{}", seen.out);
+}
+
+#[test]
+fn starttls_takes_no_parameters() {
+    let seen = run(ListenerKind::Smtp, "EHLO c\r\nSTARTTLS now\r\nNOOP\r\n");
+    assert_eq!(codes(&seen.out), ["250", "501", "250"]);
+    assert!(!seen.tls_started);
+}
+
+#[test]
+fn an_endless_sasl_line_is_refused_once_past_its_limit() {
+    let mut c = cfg(ListenerKind::Smtp);
+    c.plaintext_auth = true;
+    let mut s = Session::new(c, None);
+    let block = vec![b'A'; 8192];
+    let mut chunks: Vec<&[u8]> = vec![b"EHLO c\r\nAUTH LOGIN\r\n"];
+    chunks.extend(std::iter::repeat_n(block.as_slice(), 64));
+    chunks.push(b"\r\nNOOP\r\n");
+    let seen = drive(&mut s, &chunks);
+    assert_eq!(
+        codes(&seen.out),
+        ["250", "334", "500", "250"],
+        "{}",
+        seen.out
+    );
+    assert!(seen.out.contains("500 5.5.6"), "{}", seen.out);
+    // Never more than one limit's worth of the line was kept.
+    assert!(s.input.len() <= MAX_SASL_LINE + 8192, "{}", s.input.len());
+}
+
+#[test]
+fn completed_counts_whole_commands_not_reads() {
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    s.greet();
+    for b in b"NOO" {
+        s.receive(&[*b]);
+        assert_eq!(s.step(), Step::Read);
+    }
+    assert_eq!(s.completed(), 0, "a partial command is no progress");
+    s.receive(b"P\r\n");
+    assert_eq!(s.step(), Step::Read);
+    assert_eq!(s.completed(), 1);
 }
