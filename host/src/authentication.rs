@@ -392,18 +392,45 @@ impl Authenticator {
 
     /// A `DKIM-Signature:` field for `message` (CRLF-terminated) with the key of the From
     /// domain, or else of `envelope_domain`; `None` without a key for either.
-    pub fn sign(&self, message: &[u8], envelope_domain: &str) -> Option<Result<String, String>> {
-        let from = from_domain(message);
-        let signer = from
-            .as_deref()
-            .and_then(|d| self.signers.get(d))
-            .or_else(|| self.signers.get(&envelope_domain.to_ascii_lowercase()))?;
+    pub fn sign(
+        &self,
+        message: &[u8],
+        may_send_as: impl Fn(&str) -> bool,
+    ) -> Option<Result<String, SignRefusal>> {
+        let Some(from) = from_address(message) else {
+            // No From, or several: nothing to vouch for, unless we hold no key at all.
+            return (!self.signers.is_empty()).then_some(Err(SignRefusal::NoSingleFrom));
+        };
+        let domain = from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())?;
+        let signer = self.signers.get(&domain)?;
+        if !may_send_as(&from) {
+            return Some(Err(SignRefusal::NotOwned(from)));
+        }
         let signed = match signer {
             Signer::Rsa(s) => s.sign(message),
             Signer::Ed25519(s) => s.sign(message),
         };
-        Some(signed.map(|s| s.to_header()).map_err(|e| e.to_string()))
+        Some(
+            signed
+                .map(|s| s.to_header())
+                .map_err(|e| SignRefusal::Failed(e.to_string())),
+        )
     }
+}
+
+/// Why a message we hold a key for was not signed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignRefusal {
+    /// The header From is not an address the sender may send as: signing would vouch for
+    /// a forgery.
+    #[error("the From address {0} is not one this sender may send as")]
+    NotOwned(String),
+    /// The message has no From address, or more than one.
+    #[error("the message has no single From address")]
+    NoSingleFrom,
+    /// The signer failed.
+    #[error("signing failed: {0}")]
+    Failed(String),
 }
 
 /// DMARC passes when SPF or DKIM passed aligned with the From domain. Otherwise a temporary
@@ -426,7 +453,8 @@ fn dmarc_verdict(spf: &DmarcResult, dkim: &DmarcResult, has_record: bool) -> Ver
 }
 
 /// The domain of the first address of the From header, lower-cased.
-fn from_domain(message: &[u8]) -> Option<String> {
+/// The one address of the message's From field; `None` when it has none or several.
+fn from_address(message: &[u8]) -> Option<String> {
     static PARSER: std::sync::LazyLock<mail_parser::MessageParser> =
         std::sync::LazyLock::new(|| {
             mail_parser::MessageParser::new()
@@ -434,8 +462,13 @@ fn from_domain(message: &[u8]) -> Option<String> {
                 .default_header_ignore()
         });
     let parsed = PARSER.parse_headers(message)?;
-    let from = parsed.from()?.first()?.address()?;
-    from.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase())
+    let from = parsed.from()?;
+    let mut all = from.iter();
+    let first = all.next()?.address()?.to_string();
+    if all.next().is_some() || crate::message::count_fields(message, "From") != 1 {
+        return None;
+    }
+    Some(first)
 }
 
 /// What a listener's DMARC policy makes of `results`: `None` to go on.

@@ -330,6 +330,22 @@ pub struct AuthenticationConfig {
     /// DKIM signing keys, one per domain.
     #[serde(rename = "dkim_key")]
     pub dkim_keys: Vec<DkimKeyConfig>,
+    /// What happens to an authenticated user's message whose header From is not an address
+    /// the user may send as (`[auth.senders]`) or is not a single address, when we hold a key
+    /// for its domain: `unsigned` (default: relayed without our signature) or `refuse`
+    /// (550 5.7.1). It is never signed.
+    pub unowned_from: UnownedFrom,
+}
+
+/// See [`AuthenticationConfig::unowned_from`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnownedFrom {
+    /// Relay it unsigned.
+    #[default]
+    Unsigned,
+    /// Refuse it: 550 5.7.1.
+    Refuse,
 }
 
 impl Default for AuthenticationConfig {
@@ -339,6 +355,7 @@ impl Default for AuthenticationConfig {
             resolver: None,
             dns_timeout_secs: 5,
             dkim_keys: Vec::new(),
+            unowned_from: UnownedFrom::Unsigned,
         }
     }
 }

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::authentication::{Authenticator, SenderChecks};
-use crate::config::DmarcMode;
+use crate::authentication::{Authenticator, SenderChecks, SignRefusal};
 use crate::config::ListenerKind;
+use crate::config::{DmarcMode, UnownedFrom};
 use crate::login_throttle::{Admission, client_key};
 use crate::message;
 use crate::pipeline::{self, Decision, action_name};
@@ -530,12 +530,36 @@ impl Connection {
         let raw = message::remove_auth_results_of(&raw, hostname);
         let mut final_message = message::finalize(&raw, &prepend, &removes);
         // Our own users' mail is signed last, so the signature covers every edit.
+        // The signing domain is the header From's, and an authenticated user's message is
+        // signed only when that From is theirs (a trusted network's mail is the operator's).
         if self.session.auth_user().is_some() || self.trusted {
-            let domain = sender.address.rsplit_once('@').map_or("", |(_, d)| d);
-            match self.ctx.live().auth.sign(&final_message, domain) {
+            let config = &self.live.config;
+            let user = self.session.auth_user();
+            let may_send_as = |from: &str| {
+                user.is_none_or(|u| {
+                    crate::session::address::sender_allowed(
+                        u,
+                        from,
+                        config.auth.senders.get(u),
+                        &config.relay.local_domains,
+                    )
+                })
+            };
+            match self.ctx.live().auth.sign(&final_message, may_send_as) {
                 Some(Ok(field)) => final_message = [field.as_bytes(), &final_message].concat(),
+                Some(Err(e @ (SignRefusal::NotOwned(_) | SignRefusal::NoSingleFrom)))
+                    if config.authentication.unowned_from == UnownedFrom::Refuse =>
+                {
+                    let reply = Reply::new(
+                        550,
+                        "5.7.1",
+                        &format!("Message refused: {}", message::printable(&e.to_string())),
+                    );
+                    log("reject", &reply);
+                    return reply;
+                }
                 Some(Err(e)) => {
-                    tracing::warn!(id = %self.id, error = %e, "DKIM signing failed; sent unsigned");
+                    tracing::warn!(id = %self.id, error = %message::printable(&e.to_string()), "not DKIM-signed; sent unsigned");
                 }
                 None => {}
             }
@@ -567,6 +591,16 @@ impl Connection {
                     &reply,
                 );
                 self.ctx.delivery_wakeup.notify_one();
+                reply
+            }
+            Err(e) if e.is_full() => {
+                tracing::error!(id = %self.id, error = %e, "the spool is full; answering 452");
+                let reply = Reply::new(
+                    452,
+                    "4.3.1",
+                    "Insufficient system storage: message not accepted, please try again later",
+                );
+                log("spool-failed", &reply);
                 reply
             }
             Err(e) => {

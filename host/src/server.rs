@@ -182,7 +182,8 @@ impl Server {
             config.clone(),
             live.pipeline.clone(),
         )
-        .following(ctx.live.clone());
+        .following(ctx.live.clone())
+        .listening_on(bound.iter().map(|(_, a)| *a).collect());
         let runner =
             tokio::spawn(runner.run(ctx.delivery_wakeup.clone(), ctx.shutdown.subscribe()));
         Ok(Server {

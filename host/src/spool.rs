@@ -87,6 +87,22 @@ pub enum SpoolError {
     },
 }
 
+impl SpoolError {
+    /// True when the file system is out of space or quota: the client should retry later,
+    /// with 452 4.3.1 (RFC 3463: mail system full).
+    pub fn is_full(&self) -> bool {
+        match self {
+            SpoolError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::StorageFull
+                    || source.kind() == std::io::ErrorKind::QuotaExceeded
+                    || source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                    || source.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+            }
+            _ => false,
+        }
+    }
+}
+
 struct Job {
     state: SpoolState,
     id: String,

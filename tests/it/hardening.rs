@@ -183,8 +183,8 @@ async fn nothing_of_a_transaction_survives_rset_ehlo_or_a_refused_chunk() {
 
     // A refused chunk (past the limit) ends the transaction and drops what came before it.
     stale_chunk(&mut c).await;
-    c.raw(b"BDAT 5000\r\n").await;
-    c.raw(&[b'z'; 5000]).await;
+    c.raw(b"BDAT 4095\r\n").await;
+    c.raw(&[b'z'; 4095]).await;
     c.expect("552 5.3.4").await;
     fresh_message(&mut c).await;
     c.send("QUIT").await;
@@ -460,4 +460,302 @@ async fn files_are_private_and_a_shared_data_directory_is_refused() {
         err.contains("server.data_dir") && err.contains("writable by every user"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn one_client_making_a_plugin_fail_cools_it_down_for_itself_only() {
+    let s = TestServer::start_full(
+        "cooldown_after_failures = 2\ncooldown_secs = 60",
+        "[[listener]]\nkind = \"smtp\"\naddress = \"[::1]:0\"\n[plugin.crashy]\non_failure = \"tempfail\"\n[plugin.crashy.config]\nmode = \"trap\"\n",
+        &[("crashy", plugin("test", "hostile"))],
+    )
+    .await;
+    let v6 = s
+        .listeners
+        .iter()
+        .find(|(_, a)| a.is_ipv6())
+        .map(|(_, a)| *a)
+        .expect("a listener on ::1");
+    // The attacker (127.0.0.1) makes the plugin trap twice: cool-down, for the attacker.
+    for i in 0..2 {
+        let r = send_to_bob(s.smtp, &format!("hostile {i}"), "x").await;
+        assert!(r.starts_with("451 "), "{r}");
+    }
+    let live = s.ctx().live();
+    let p = &live.pipeline.plugins()[0];
+    assert_eq!(p.health.cooldowns(), 1);
+    // Another client (::1) still has its messages filtered: the plugin is called for it (and
+    // its trap, on a hostile subject, is answered by the policy as before, not by cool-down).
+    let r = send_to_bob(v6, "ordinary", "x").await;
+    assert!(r.starts_with("250 "), "{r}");
+    let r = send_to_bob(v6, "hostile again", "x").await;
+    assert!(r.starts_with("451 "), "{r}");
+    let metrics = sluice::metrics::get().encode();
+    assert!(
+        metrics.contains("sluice_plugin_calls_total{plugin=\"crashy\",hook=\"check-message\",verdict=\"continue\"}"),
+        "the plugin was called for the other client:\n{metrics}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_required_plugin_that_is_missing_fails_closed() {
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(plugin("test", "tagger")).unwrap(),
+        ))
+    };
+    let s = TestServer::start(
+        &format!("[plugin.guard]\nrequired = true\nsha256 = \"{sha}\"\n"),
+        &[],
+    )
+    .await;
+    let mut c = Conversation::connect(s.smtp).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    c.send("MAIL FROM:<a@example.net>").await;
+    let r = c.expect("451 4.3.0").await;
+    assert!(r.contains("guard"), "{r}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_next_hop_that_is_ourselves_is_a_loop_not_a_delivery() {
+    let port = sluice_tests::peers::free_port();
+    let s = TestServer::start(
+        &format!(
+            "[auth]\nallow_plaintext_on_loopback = true\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:{port}\"\n[[route]]\ndomains = [\"loop.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{port}\"\ntls = \"none\"\n"
+        ),
+        &[],
+    )
+    .await;
+    let r = submit_as_alice(
+        s.smtp,
+        "someone@loop.test",
+        "",
+        "Subject: round\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250 "), "{r}");
+    // The bounce comes back to alice, saying why; the message was never relayed to us.
+    let mail = s.mailbox("alice", 1).await;
+    assert!(mail[0].contains("loops back to myself"), "{}", mail[0]);
+    assert!(mail[0].contains("5.4.6"), "{}", mail[0]);
+    s.stop().await;
+}
+
+/// Submits `data` from alice@example.org (AUTH PLAIN on a loopback listener that allows it)
+/// to `rcpt` with RCPT parameters `params`; returns the reply to the data.
+async fn submit_as_alice(
+    addr: std::net::SocketAddr,
+    rcpt: &str,
+    mail_params: &str,
+    data: &str,
+) -> String {
+    submit_as_alice_with(addr, rcpt, mail_params, "", data).await
+}
+
+async fn submit_as_alice_with(
+    addr: std::net::SocketAddr,
+    rcpt: &str,
+    mail_params: &str,
+    rcpt_params: &str,
+    data: &str,
+) -> String {
+    use base64::Engine as _;
+    let mut c = Conversation::connect(addr).await;
+    c.send("EHLO client.test").await;
+    c.expect("250 ").await;
+    let plain = base64::engine::general_purpose::STANDARD.encode("\0alice\0wonderland");
+    c.send(&format!("AUTH PLAIN {plain}")).await;
+    c.expect("235 ").await;
+    c.send(&format!("MAIL FROM:<alice@example.org>{mail_params}"))
+        .await;
+    c.expect("250 ").await;
+    c.send(&format!("RCPT TO:<{rcpt}>{rcpt_params}")).await;
+    c.expect("250 ").await;
+    c.send("DATA").await;
+    c.expect("354").await;
+    c.raw(format!("{data}.\r\n").as_bytes()).await;
+    let r = c.reply().await;
+    c.send("QUIT").await;
+    r
+}
+
+#[tokio::test]
+async fn dsn_parameters_go_to_a_next_hop_that_offers_dsn_and_it_reports_success() {
+    // B is the next hop (Sluice offers DSN); A relays catchall.example.org to it.
+    let b = TestServer::start("", &[]).await;
+    let a = TestServer::start(
+        &format!(
+            "[auth]\nallow_plaintext_on_loopback = true\n[[route]]\ndomains = [\"catchall.example.org\"]\nkind = \"smtp\"\nhost = \"{}\"\ntls = \"none\"\n",
+            b.smtp
+        ),
+        &[],
+    )
+    .await;
+    let r = submit_as_alice_with(
+        a.smtp,
+        "bob@catchall.example.org",
+        " RET=HDRS ENVID=env+2B42",
+        " NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@catchall.example.org",
+        "Subject: with dsn\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250 "), "{r}");
+    b.mailbox("bob", 1).await;
+    // B delivered and, as asked, reports success to alice (B's example.org mailbox).
+    let dsn = b.mailbox("alice", 1).await;
+    for want in [
+        "Action: delivered",
+        "Original-Envelope-Id: env+42",
+        "Original-Recipient: rfc822;bob@catchall.example.org",
+    ] {
+        assert!(dsn[0].contains(want), "{want}:\n{}", dsn[0]);
+    }
+    // A passed the parameters on, so it sends no "relayed" notice of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(maildir_files(&a.dir.path().join("maildir/alice/new")).is_empty());
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_next_hop_without_dsn_gets_a_relayed_notice_and_one_without_8bitmime_no_8bit_mail() {
+    use sluice_tests::sink::{Sink, SinkOptions};
+    let plain = Sink::tcp("127.0.0.1:0", SinkOptions::default())
+        .await
+        .unwrap();
+    let seven_bit = Sink::tcp(
+        "127.0.0.1:0",
+        SinkOptions {
+            no_8bitmime: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let a = TestServer::start(
+        &format!(
+            "[auth]\nallow_plaintext_on_loopback = true\n[[route]]\ndomains = [\"plain.test\"]\nkind = \"smtp\"\nhost = \"{}\"\ntls = \"none\"\n[[route]]\ndomains = [\"seven.test\"]\nkind = \"smtp\"\nhost = \"{}\"\ntls = \"none\"\n",
+            plain.addr.unwrap(),
+            seven_bit.addr.unwrap()
+        ),
+        &[],
+    )
+    .await;
+    let r = submit_as_alice_with(
+        a.smtp,
+        "x@plain.test",
+        "",
+        " NOTIFY=SUCCESS",
+        "Subject: relayed\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250 "), "{r}");
+    let r = submit_as_alice(
+        a.smtp,
+        "y@seven.test",
+        " BODY=8BITMIME",
+        "Subject: 8bit\r\n\r\nna\u{ef}ve caf\u{e9}\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250 "), "{r}");
+    let notices = a.mailbox("alice", 2).await;
+    let relayed = notices
+        .iter()
+        .find(|m| m.contains("Action: relayed"))
+        .expect("a relayed notice");
+    assert!(
+        relayed.contains("Final-Recipient: rfc822; x@plain.test"),
+        "{relayed}"
+    );
+    let bounce = notices
+        .iter()
+        .find(|m| m.contains("Action: failed"))
+        .expect("a bounce for the 8-bit message");
+    assert!(
+        bounce.contains("5.6.3") && bounce.contains("8BITMIME"),
+        "{bounce}"
+    );
+    assert_eq!(plain.count(), 1);
+    assert_eq!(seven_bit.count(), 0, "the 8-bit message was sent as it is");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn the_spool_filesystem_full_gets_452_loses_nothing_and_acceptance_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    // A 256 KiB tmpfs as the spool (the test runs as root, as the test command does).
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "mounting a tmpfs needs root: run the tests as root (scripts/test)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    // Mail for example.org waits in the queue: its route goes nowhere.
+    let cfg = serve_config(
+        dir.path(),
+        "[delivery]\nretry_secs = [3600]\n[[route]]\ndomains = [\"example.org\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:1\"\ntls = \"none\"\n",
+    );
+    let server = Serve::start(&cfg).await;
+    let body = "z".repeat(40_000);
+    let mut acked = 0;
+    let mut full = None;
+    for i in 0..40 {
+        let r = send_to_bob(server.smtp, &format!("fill {i}"), &body).await;
+        if r.starts_with("250 ") {
+            acked += 1;
+        } else {
+            full = Some(r);
+            break;
+        }
+    }
+    let full = full.expect("the spool never filled up");
+    assert!(full.starts_with("452 4.3.1"), "{full}");
+    assert!(
+        acked >= 2,
+        "only {acked} accepted before the spool was full"
+    );
+    let queued = || {
+        std::fs::read_dir(spool.join("queue"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".msg"))
+            })
+            .count()
+    };
+    assert_eq!(
+        queued(),
+        acked,
+        "every acknowledged message is in the queue"
+    );
+    // Space returns: acceptance resumes.
+    let grown = std::process::Command::new("mount")
+        .args(["-o", "remount,size=4m"])
+        .arg(&spool)
+        .status()
+        .unwrap();
+    assert!(grown.success());
+    let r = send_to_bob(server.smtp, "after", "small").await;
+    assert!(r.starts_with("250 "), "{r}");
+    assert_eq!(queued(), acked + 1);
+    drop(server);
 }

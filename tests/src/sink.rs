@@ -1,6 +1,6 @@
 //! A recording SMTP/LMTP sink: the next hop of delivery tests (and the benchmark). It
-//! accepts on TCP or a Unix socket, speaks just enough ESMTP/LMTP (PIPELINING, 8BITMIME,
-//! SIZE), records every message with its envelope and connection number, and counts
+//! accepts on TCP or a Unix socket, speaks just enough ESMTP/LMTP (PIPELINING, 8BITMIME
+//! unless told not to, SIZE), records every message with its envelope and connection number, and counts
 //! connections (total and the most open at once).
 //!
 //! Recipients steer the replies by their local part: `defer*` gets 451 and `reject*` 550 at
@@ -38,6 +38,8 @@ pub struct SinkOptions {
     pub data_delay: Duration,
     /// Greet with this line instead of "220 sink.test ESMTP".
     pub greeting: Option<String>,
+    /// Do not offer 8BITMIME.
+    pub no_8bitmime: bool,
 }
 
 #[derive(Default)]
@@ -186,7 +188,11 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") || upper.starts_with("LHLO") {
-            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 50000000".into()
+            if opts.no_8bitmime {
+                "250-sink.test\r\n250-PIPELINING\r\n250 SIZE 50000000".into()
+            } else {
+                "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 50000000".into()
+            }
         } else if upper.starts_with("MAIL FROM:") {
             from = angle(&cmd);
             rcpts.clear();

@@ -71,6 +71,19 @@ pub struct Runner {
     mx: MxResolver,
     /// When set, each pass takes the configuration and plugins in force from here.
     live: Option<Arc<arc_swap::ArcSwap<crate::server::Live>>>,
+    /// Where this server listens: a next hop there is ourselves (a mail loop).
+    own: Vec<std::net::SocketAddr>,
+}
+
+/// True when delivering to `target` would reach one of our own listeners `own`: the same
+/// address and port, or a loopback address on the port of a listener on loopback or on every
+/// address.
+fn loops_back(target: std::net::SocketAddr, own: &[std::net::SocketAddr]) -> bool {
+    own.iter().any(|l| {
+        l.port() == target.port()
+            && (l.ip() == target.ip()
+                || (target.ip().is_loopback() && (l.ip().is_loopback() || l.ip().is_unspecified())))
+    })
 }
 
 /// The current Unix time in seconds.
@@ -78,7 +91,6 @@ pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// One reply for every recipient of a group.
 /// What happened to one recipient in one attempt.
 #[derive(Debug, Clone)]
 struct Handed {
@@ -91,6 +103,7 @@ struct Handed {
     success: Option<Notice>,
 }
 
+/// One reply for every recipient of a group.
 fn each(n: usize, reply: Reply, remote: Option<String>) -> Vec<Handed> {
     vec![
         Handed {
@@ -179,7 +192,15 @@ impl Runner {
             pool,
             mx,
             live: None,
+            own: Vec::new(),
         }
+    }
+
+    /// Tells the runner where this server listens, so that a next hop that is ourselves is
+    /// reported as a mail loop (5.4.6) instead of being delivered to.
+    pub fn listening_on(mut self, own: Vec<std::net::SocketAddr>) -> Runner {
+        self.own = own;
+        self
     }
 
     /// Makes each pass use the configuration and plugins in force in `live` (reloads).
@@ -717,6 +738,21 @@ impl Runner {
             let r = Reply::new(451, "4.4.3", "Cannot resolve the next hop");
             return each(rcpts.len(), r, None);
         }
+        let hops: Vec<(Target, String)> = hops
+            .into_iter()
+            .filter(|(t, _)| !matches!(t, Target::Tcp(a) if loops_back(*a, &self.own)))
+            .collect();
+        if hops.is_empty() {
+            // Like Postfix: the next hop is ourselves, so the mail would circle until its
+            // hop count ran out. Permanent: the configuration or DNS must change.
+            let r = Reply::new(
+                554,
+                "5.4.6",
+                &format!("mail for {domain} loops back to myself"),
+            );
+            tracing::warn!(id = %envelope.id, domain, "mail loops back to myself: the next hop is one of our own listeners");
+            return each(rcpts.len(), r, None);
+        }
         // Try each next hop until one answers for the recipients (RFC 5321 §5.1: a host
         // that cannot be reached or refuses the session sends us to the next one).
         let mut last = Reply::new(451, "4.4.1", "No next hop answered");
@@ -780,5 +816,23 @@ impl Runner {
                 problem: "no mail exchanger has an address".to_string(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loops_back;
+
+    #[test]
+    fn a_next_hop_on_our_own_listener_is_a_loop() {
+        let own = vec![
+            "127.0.0.1:2525".parse().unwrap(),
+            "[::]:25".parse().unwrap(),
+        ];
+        assert!(loops_back("127.0.0.1:2525".parse().unwrap(), &own));
+        assert!(loops_back("127.0.0.2:2525".parse().unwrap(), &own));
+        assert!(loops_back("[::1]:25".parse().unwrap(), &own));
+        assert!(!loops_back("127.0.0.1:25".parse().unwrap(), &own[..1]));
+        assert!(!loops_back("192.0.2.1:2525".parse().unwrap(), &own));
     }
 }
