@@ -15,9 +15,17 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::server::ServerContext;
 use crate::spool::SpoolState;
 
+/// Requests answered at once; more connections wait in the listen queue (a client opening
+/// thousands of connections costs the relay no more than this many tasks).
+const MAX_CONNECTIONS: usize = 16;
+
 /// Serves the endpoint until the task is dropped.
 pub async fn serve(ctx: Arc<ServerContext>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -25,6 +33,7 @@ pub async fn serve(ctx: Arc<ServerContext>, listener: TcpListener) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(10), answer(&ctx, stream)).await;
+            drop(permit);
         });
     }
 }
@@ -53,12 +62,20 @@ async fn answer(ctx: &ServerContext, mut stream: TcpStream) -> std::io::Result<(
     match path {
         "/metrics" => {
             let m = crate::metrics::get();
-            for (state, name) in [
-                (SpoolState::Queue, "queue"),
-                (SpoolState::Quarantine, "quarantine"),
-            ] {
-                if let Ok(ids) = ctx.spool.list(state) {
-                    m.spool(name, ids.len());
+            // Listing the spool reads directories: on a blocking thread, not an async worker
+            // that SMTP sessions and plugin calls share.
+            let spool = ctx.spool.clone();
+            let counts = tokio::task::spawn_blocking(move || {
+                [
+                    (SpoolState::Queue, "queue"),
+                    (SpoolState::Quarantine, "quarantine"),
+                ]
+                .map(|(state, name)| (name, spool.list(state).map(|ids| ids.len())))
+            })
+            .await;
+            for (name, count) in counts.into_iter().flatten() {
+                if let Ok(n) = count {
+                    m.spool(name, n);
                 }
             }
             let body = m.encode();

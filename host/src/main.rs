@@ -731,6 +731,9 @@ async fn list(config: Config, json: bool, server: Option<String>) -> anyhow::Res
         if let Some(left) = r["cooldown_secs_left"].as_u64() {
             scope.push_str(&format!(" COOLING-DOWN({left}s)"));
         }
+        if let Some(n) = r["clients_in_cooldown"].as_u64().filter(|n| *n > 0) {
+            scope.push_str(&format!(" COOLING-DOWN-FOR-{n}-CLIENT(S)"));
+        }
         let sha = text(&r["sha256"]);
         println!(
             "{:>2}. {:<20} {:<8} {:<45} {}ms {}MiB on_failure={} sha256={}{scope}",

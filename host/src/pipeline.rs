@@ -295,6 +295,7 @@ impl Pipeline {
                     "listeners": p.scope.listeners,
                     "domains": p.scope.domains,
                     "cooldown_secs_left": p.health.cooling_down(now, None).map(|d| d.as_secs() + 1),
+                    "clients_in_cooldown": p.health.clients_cooling_down(now),
                     "cooldowns": p.health.cooldowns(),
                     "cache": p.cache,
                 })

@@ -39,7 +39,7 @@ fn message(
     match signer {
         Some(s) => format!(
             "{}{m}",
-            s.sign(m.as_bytes(), |_| true)
+            s.sign_as(m.as_bytes(), "signed.test")
                 .expect("a key")
                 .expect("signed")
         ),

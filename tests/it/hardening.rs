@@ -759,3 +759,54 @@ async fn the_spool_filesystem_full_gets_452_loses_nothing_and_acceptance_resumes
     assert_eq!(queued(), acked + 1);
     drop(server);
 }
+
+#[tokio::test]
+async fn dkim_signs_only_a_from_the_user_may_send_as() {
+    let keys = tempfile::tempdir().unwrap();
+    let (pem, _record) = sluice::authentication::keygen(true).unwrap();
+    let key = keys.path().join("example.org.ed.key");
+    std::fs::write(&key, pem).unwrap();
+    for refuse in [false, true] {
+        let s = TestServer::start(
+            &format!(
+                "[auth]\nallow_plaintext_on_loopback = true\n[authentication]\nverify = false\nunowned_from = {:?}\n[[authentication.dkim_key]]\ndomain = \"example.org\"\nselector = \"ed\"\nkey = {key:?}\n",
+                if refuse { "refuse" } else { "unsigned" }
+            ),
+            &[],
+        )
+        .await;
+        // Her own From is signed.
+        let r = submit_as_alice(
+            s.smtp,
+            "bob@example.org",
+            "",
+            "From: <alice@example.org>\r\nSubject: mine\r\n\r\nbody\r\n",
+        )
+        .await;
+        assert!(r.starts_with("250 "), "{r}");
+        // The envelope is hers, the header From is not: never signed.
+        let r = submit_as_alice(
+            s.smtp,
+            "bob@example.org",
+            "",
+            "From: The CEO <ceo@example.org>\r\nSubject: forged\r\n\r\nwire the money\r\n",
+        )
+        .await;
+        if refuse {
+            assert!(r.starts_with("550 5.7.1"), "{r}");
+            assert!(r.contains("ceo@example.org"), "{r}");
+        } else {
+            assert!(r.starts_with("250 "), "{r}");
+        }
+        let mail = s.mailbox("bob", if refuse { 1 } else { 2 }).await;
+        for m in &mail {
+            let signed = m.contains("DKIM-Signature:");
+            if m.contains("Subject: mine") {
+                assert!(signed, "{m}");
+            } else {
+                assert!(!signed, "a forged From was signed:\n{m}");
+            }
+        }
+        s.stop().await;
+    }
+}

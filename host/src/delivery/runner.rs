@@ -73,6 +73,43 @@ pub struct Runner {
     live: Option<Arc<arc_swap::ArcSwap<crate::server::Live>>>,
     /// Where this server listens: a next hop there is ourselves (a mail loop).
     own: Vec<std::net::SocketAddr>,
+    /// Messages whose processing panicked, and when to try them again.
+    panicked: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Delivery states that could not be written to disk, by queue id.
+    unsaved: std::sync::Mutex<std::collections::HashMap<String, QueueState>>,
+}
+
+/// Seconds before a message whose delivery panicked is tried again.
+const PANIC_RETRY_SECS: i64 = 300;
+
+/// Runs `work` for each id, `concurrency` at a time, each under `catch_unwind`, so that a
+/// panic in one is caught and reported (as its message) instead of ending the queue runner.
+async fn contained<T, F, Fut>(
+    ids: Vec<String>,
+    concurrency: usize,
+    work: F,
+) -> Vec<(String, Result<T, String>)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::FutureExt as _;
+    futures::stream::iter(ids)
+        .map(|id| {
+            let fut = std::panic::AssertUnwindSafe(work(id.clone())).catch_unwind();
+            async move {
+                let r = fut.await.map_err(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "a panic without a message".to_string())
+                });
+                (id, r)
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
 }
 
 /// True when delivering to `target` would reach one of our own listeners `own`: the same
@@ -193,6 +230,8 @@ impl Runner {
             mx,
             live: None,
             own: Vec::new(),
+            panicked: Default::default(),
+            unsaved: Default::default(),
         }
     }
 
@@ -249,17 +288,31 @@ impl Runner {
         let Ok(Ok(ids)) = off_worker(move || spool.list(SpoolState::Queue)).await else {
             return report;
         };
-        let mut passes = futures::stream::iter(ids)
-            .map(|id| async move {
-                let result = self.process(&id, now).await;
-                (id, result)
-            })
-            .buffer_unordered(self.config.delivery.concurrency.max(1));
-        while let Some((id, result)) = passes.next().await {
+        let ids: Vec<String> = {
+            let skip = self.panicked.lock().unwrap_or_else(|p| p.into_inner());
+            ids.into_iter()
+                .filter(|id| skip.get(id).is_none_or(|&until| until <= now))
+                .collect()
+        };
+        let concurrency = self.config.delivery.concurrency.max(1);
+        let results = contained(ids, concurrency, |id| async move {
+            self.process(&id, now).await
+        })
+        .await;
+        for (id, result) in results {
             match result {
-                Ok(r) => report.merge(r),
-                Err(e) => {
+                Ok(Ok(r)) => report.merge(r),
+                Ok(Err(e)) => {
                     tracing::warn!(id = %id, error = %e, "queue runner could not process the message")
+                }
+                Err(panic) => {
+                    // A bug, not the message's fault: the message stays queued and is tried
+                    // again later; the other deliveries go on.
+                    tracing::error!(id = %id, panic = %crate::message::printable(&panic), "delivery of the message panicked; it stays queued and is retried in {PANIC_RETRY_SECS} s");
+                    self.panicked
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, now + PANIC_RETRY_SECS);
                 }
             }
         }
@@ -289,7 +342,21 @@ impl Runner {
         let Some((disk_state, envelope, message)) = loaded else {
             return Ok(report);
         };
-        let mut st = disk_state.unwrap_or_else(|| QueueState::initial(&envelope, now));
+        // Outcomes that could not be written last time are remembered here, so a failed
+        // state write never sends to a recipient already delivered.
+        let unsaved = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let mut st = match (unsaved, disk_state) {
+            (Some(mut mem), disk) => {
+                mem.held |= disk.is_some_and(|d| d.held);
+                mem
+            }
+            (None, Some(disk)) => disk,
+            (None, None) => QueueState::initial(&envelope, now),
+        };
 
         // Group the pending recipients by route (and, for MX routes, by domain).
         let mut groups: BTreeMap<String, (Option<RouteConfig>, String, Vec<usize>)> =
@@ -391,7 +458,7 @@ impl Runner {
             }
             // Recorded as it happens: a later group's failure, or a crash, must not send
             // this group's recipients again.
-            if !st.finished() {
+            {
                 let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
                 let dir = dir.clone();
                 let saved = off_worker(move || {
@@ -408,7 +475,8 @@ impl Runner {
                 })
                 .await;
                 if !matches!(saved, Ok(Ok(()))) {
-                    tracing::error!(id = %id, "cannot record delivery outcomes; will write them again at the end of this attempt");
+                    tracing::error!(id = %id, "cannot record delivery outcomes; kept in memory and written again later");
+                    self.remember_unsaved(id, &st);
                 }
             }
         }
@@ -479,8 +547,8 @@ impl Runner {
                 fmt_time(st.next_attempt)
             ));
             // The operator may have held or deleted the message meanwhile: theirs wins.
-            let (spool, owned_id) = (self.spool.clone(), id.to_string());
-            off_worker(move || {
+            let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
+            let written = off_worker(move || {
                 state::with_lock(&dir, || -> std::io::Result<()> {
                     if !spool.path(SpoolState::Queue, &owned_id).is_file() {
                         return Ok(());
@@ -491,7 +559,11 @@ impl Runner {
                     state::write(&dir, &owned_id, &st)
                 })
             })
-            .await??;
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
+                self.remember_unsaved(id, &snapshot);
+            }
+            written??;
             return Ok(report);
         }
 
@@ -520,18 +592,30 @@ impl Runner {
             tracing::warn!(id = %id, "a bounce could not be delivered; dropped (bounces are never bounced)");
         }
         let (spool, owned_id) = (self.spool.clone(), id.to_string());
-        off_worker(move || {
+        let removed = off_worker(move || {
             state::with_lock(&dir, || -> anyhow::Result<()> {
-                let _ = std::fs::remove_file(state::path(&dir, &owned_id));
                 if spool.path(SpoolState::Queue, &owned_id).is_file() {
                     spool.remove(SpoolState::Queue, &owned_id)?;
                 }
+                let _ = std::fs::remove_file(state::path(&dir, &owned_id));
                 Ok(())
             })
         })
-        .await??;
+        .await;
+        if !matches!(removed, Ok(Ok(()))) {
+            self.remember_unsaved(id, &st);
+        }
+        removed??;
         report.finished.push(id.to_string());
         Ok(report)
+    }
+
+    /// Keeps `st` for the next attempt at `id`, when it could not be written to disk.
+    fn remember_unsaved(&self, id: &str, st: &QueueState) {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), st.clone());
     }
 
     /// Sends the success notices due (RFC 3461 §5.2.2: NOTIFY=SUCCESS; "delivered" for final
@@ -821,7 +905,31 @@ impl Runner {
 
 #[cfg(test)]
 mod tests {
-    use super::loops_back;
+    use super::{contained, loops_back};
+
+    #[tokio::test]
+    async fn a_panic_in_one_delivery_is_contained_and_the_others_go_on() {
+        let ids: Vec<String> = ["a", "boom", "c"].iter().map(|s| s.to_string()).collect();
+        let results = contained(ids, 2, |id| async move {
+            tokio::task::yield_now().await;
+            if id == "boom" {
+                panic!("index out of bounds in {id}");
+            }
+            id.len()
+        })
+        .await;
+        let mut results = results;
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(results[0], ("a".to_string(), Ok(1)));
+        assert_eq!(
+            results[1],
+            (
+                "boom".to_string(),
+                Err("index out of bounds in boom".to_string())
+            )
+        );
+        assert_eq!(results[2], ("c".to_string(), Ok(1)));
+    }
 
     #[test]
     fn a_next_hop_on_our_own_listener_is_a_loop() {

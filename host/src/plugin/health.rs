@@ -180,6 +180,16 @@ impl Health {
         Transition::None
     }
 
+    /// How many clients the plugin is cooling down for at `now` (apart from a cool-down of
+    /// all).
+    pub fn clients_cooling_down(&self, now: Instant) -> usize {
+        self.lock()
+            .per_client
+            .values()
+            .filter(|(r, _)| r.until.is_some_and(|u| u > now))
+            .count()
+    }
+
     /// How many cool-downs this plugin version has had (for one client or for all).
     pub fn cooldowns(&self) -> u64 {
         self.lock().cooldowns
