@@ -1157,6 +1157,38 @@ mod tests {
     }
 
     #[test]
+    fn hardening_settings_are_checked() {
+        let c = Config::parse(
+            r#"
+            [limits]
+            ipv6_prefix_len = 0
+            max_session_secs = 0
+            max_received = 0
+            [plugin.guard]
+            required = true
+            [[route]]
+            domains = ["d.test"]
+            kind = "smtp"
+            host = "hop.test:587"
+            auth_user = "relay"
+            auth_password = "secret"
+            "#,
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for want in [
+            "limits.ipv6_prefix_len: 0 is not a prefix length (1 to 128)",
+            "limits.max_session_secs: must be at least 1",
+            "limits.max_received: must be at least 1",
+            "plugin.guard.required: a required plugin must be pinned",
+            "route[0].tls: a route with auth_user sends its password, so it needs tls = \"required\"",
+            "it is \"opportunistic\"",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+        }
+    }
+
+    #[test]
     fn plugin_limits_fall_back_field_by_field() {
         let c = Config::parse("[plugin.a]\ntimeout_ms = 50\non_failure = \"continue\"\n").unwrap();
         let l = c.plugin_settings("a").limits(&c.plugins.defaults);

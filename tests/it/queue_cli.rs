@@ -122,3 +122,29 @@ async fn list_hold_release_delete_and_quarantine() {
     assert!(pass.finished.contains(&"Q3".to_string()), "{pass:?}");
     assert_eq!(pass.bounces.len(), 1);
 }
+
+#[tokio::test]
+async fn queue_output_escapes_control_characters_from_remote_parties() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, format!("[server]\nhostname = \"relay.test\"\ndata_dir = {:?}\n[relay]\nlocal_domains = [\"relay.test\"]\n", dir.path())).unwrap();
+    let spool = Spool::open(&dir.path().join("spool")).unwrap();
+    // A reason and a header with a terminal escape and a line break, as a remote party or an
+    // old spool file could carry them.
+    spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("E1", Some("evil\u{1b}[2J\r\nFAKE LINE")),
+            b"Subject: hi\x1b]0;pwned\x07\r\n\r\nx\r\n",
+        )
+        .await
+        .unwrap();
+    let (code, out, _) = queue(&cfg, &["quarantine", "list"]);
+    assert_eq!(code, 0);
+    assert!(!out.contains('\u{1b}') && !out.contains('\r'), "{out:?}");
+    assert!(out.contains("evil\\u{1b}[2J\\r\\nFAKE LINE"), "{out}");
+    let (code, out, _) = queue(&cfg, &["show", "E1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
+    assert!(out.contains("Subject: hi\\u{1b}]0;pwned\\u{7}"), "{out}");
+}

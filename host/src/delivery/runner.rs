@@ -457,8 +457,9 @@ impl Runner {
                     .extend(self.pipeline.on_delivery(&delivery).await);
             }
             // Recorded as it happens: a later group's failure, or a crash, must not send
-            // this group's recipients again.
-            {
+            // this group's recipients again. (A finished message is removed next; what can
+            // fail before that keeps its state in memory.)
+            if !st.finished() {
                 let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
                 let dir = dir.clone();
                 let saved = off_worker(move || {
@@ -480,8 +481,13 @@ impl Runner {
                 }
             }
         }
-        self.notify_successes(&envelope, &message, &st, &successes, &mut report)
-            .await?;
+        if let Err(e) = self
+            .notify_successes(&envelope, &message, &st, &successes, &mut report)
+            .await
+        {
+            self.remember_unsaved(id, &st);
+            return Err(e);
+        }
 
         // Expiry: pending recipients of a message past its lifetime fail.
         let lifetime =
@@ -581,9 +587,16 @@ impl Runner {
             let (rendered, calls) = self.pipeline.render_bounce(&req).await;
             report.hook_calls.extend(calls);
             let text = rendered.unwrap_or_else(|| bounce::default_text(&req));
-            let bounce_id = self
+            let bounce_id = match self
                 .spool_notice(&envelope, &message, &req, &text, Notice::Failed)
-                .await?;
+                .await
+            {
+                Ok(id) => id,
+                Err(e) => {
+                    self.remember_unsaved(id, &st);
+                    return Err(e);
+                }
+            };
             crate::metrics::get().bounce();
             report.bounces.push(bounce_id);
         } else if envelope.sender.address.is_empty()

@@ -131,3 +131,14 @@ pub enum ErrorKind {
     #[error("describe returned {0}")]
     BadDescribe(String),
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn truncate_cuts_on_a_character_boundary() {
+        assert_eq!(super::truncate("héllo", 2), "h");
+        assert_eq!(super::truncate("héllo", 3), "hé");
+        assert_eq!(super::truncate("abc", 10), "abc");
+        assert_eq!(super::truncate("€€", 4), "€");
+    }
+}
