@@ -372,3 +372,48 @@ async fn one_delay_warning_after_the_configured_time() {
     let later = runner.run_once(T0 + 900).await;
     assert!(later.warnings.is_empty());
 }
+
+#[tokio::test]
+async fn no_other_mx_is_tried_once_the_end_of_data_was_sent() {
+    // Two exchangers that both take the data and hang up without answering it.
+    let dropping = SinkOptions {
+        drop_after_data: true,
+        ..Default::default()
+    };
+    let first = Sink::tcp("127.0.0.1:0", dropping.clone()).await.unwrap();
+    let port = first.addr.unwrap().port();
+    let Ok(second) = Sink::tcp(&format!("127.0.0.2:{port}"), dropping).await else {
+        panic!("127.0.0.2:{port} cannot be bound (loopback is 127.0.0.0/8 on Linux)");
+    };
+    let dns = Dns::start(
+        Zone::new()
+            .mx("example.test", 10, "mx-a.example.test")
+            .mx("example.test", 20, "mx-b.example.test")
+            .addr("mx-a.example.test", LOCAL)
+            .addr("mx-b.example.test", IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))),
+    )
+    .await;
+    let (_dir, spool, runner) = relay(&format!(
+        "[delivery]\nresolver = \"{}\"\ntimeout_secs = 10\n[[route]]\ndomains = [\"example.test\"]\nkind = \"mx\"\nport = {port}\ntls = \"none\"\n",
+        dns.addr
+    ))
+    .await;
+    spool
+        .store(
+            SpoolState::Queue,
+            &envelope("D1", &["x@example.test"], vec![]),
+            &msg(1),
+        )
+        .await
+        .unwrap();
+    let pass = runner.run_once(T0).await;
+    let out = outcomes(&pass, &["x@example.test"]);
+    assert_eq!(out[0].0, RcptStatus::Pending, "{out:?}");
+    assert!(out[0].1.starts_with("451 4.4.2"), "{out:?}");
+    assert_eq!(first.count(), 1, "the preferred exchanger had the data");
+    assert_eq!(
+        second.connections(),
+        0,
+        "the message may have been taken: no second exchanger in the same attempt"
+    );
+}

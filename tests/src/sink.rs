@@ -40,6 +40,9 @@ pub struct SinkOptions {
     pub greeting: Option<String>,
     /// Do not offer 8BITMIME.
     pub no_8bitmime: bool,
+    /// Close the connection after receiving a message, without answering its end of data
+    /// (the message may or may not have been taken, as far as the client can tell).
+    pub drop_after_data: bool,
 }
 
 #[derive(Default)]
@@ -236,6 +239,9 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     });
                 }
                 rcpts.clear();
+                if opts.drop_after_data {
+                    return Ok(());
+                }
                 // Stored but not yet acknowledged: the window a crash of the client hits.
                 c.unanswered.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(opts.data_delay).await;
