@@ -810,3 +810,82 @@ async fn dkim_signs_only_a_from_the_user_may_send_as() {
         s.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_symbols_is_a_plugin_failure_under_its_policy() {
+    use sluice::plugin::CallFailure;
+    let rt = runtime();
+    let cfg = config(
+        "[plugin.hostile]\non_failure = \"continue\"\nmax_symbols = 50\n[plugin.hostile.config]\nmode = \"symbolflood\"\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("hostile", plugin("test", "hostile"))])
+        .await
+        .expect("loads");
+    let mut txn = p.transaction(session("flood"));
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let out = txn.check_message(&env, &message("hostile", "body")).await;
+    assert_eq!(out.decision, sluice::pipeline::Decision::Continue);
+    assert!(out.symbols.is_empty(), "no symbol of a failed call is used");
+    let calls = txn.take_calls();
+    let failure = calls.iter().find_map(|c| c.failure.clone());
+    match failure {
+        Some(CallFailure::BadReturn { message }) => {
+            assert!(message.contains("max_symbols"), "{message}")
+        }
+        other => panic!("expected a bad return, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn looping_delivery_hooks_cost_their_deadline_and_deliveries_go_on() {
+    use sluice::spool::SpoolState;
+    use sluice_tests::sink::{Sink, SinkOptions};
+    let sink = Sink::tcp("127.0.0.1:0", SinkOptions::default())
+        .await
+        .unwrap();
+    let extra = format!(
+        "[[route]]\ndomains = [\"dest.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n[plugin.stall-bounce]\ntimeout_ms = 100\n[plugin.stall-bounce.config]\nmode = \"loop\"\nhook = \"render-bounce\"\n[plugin.stall-report]\ntimeout_ms = 100\n[plugin.stall-report.config]\nmode = \"loop\"\nhook = \"on-delivery\"\n",
+        sink.addr.unwrap().port()
+    );
+    let (_d, spool, runner) = crate::routes::relay_with(
+        &extra,
+        &[
+            ("stall-bounce", plugin("test", "hostile")),
+            ("stall-report", plugin("test", "hostile")),
+        ],
+    )
+    .await;
+    spool
+        .store(
+            SpoolState::Queue,
+            &crate::routes::envelope("S1", &["reject-me@dest.test", "ok@dest.test"], vec![]),
+            b"From: alice@relay.test\r\nSubject: stalls\r\n\r\nbody\r\n",
+        )
+        .await
+        .unwrap();
+    let pass = tokio::time::timeout(
+        Duration::from_secs(20),
+        runner.run_once(sluice::delivery::runner::now()),
+    )
+    .await
+    .expect("the delivery pass finished despite the looping hooks");
+    assert_eq!(sink.count(), 1, "ok@dest.test was delivered");
+    assert_eq!(
+        pass.bounces.len(),
+        1,
+        "the bounce went out with the default text"
+    );
+    let failures: Vec<_> = pass
+        .hook_calls
+        .iter()
+        .filter_map(|c| c.failure.as_ref().map(|f| (c.plugin.clone(), f.kind())))
+        .collect();
+    assert!(
+        failures.contains(&("stall-bounce".to_string(), "deadline")),
+        "{failures:?}"
+    );
+    assert!(
+        failures.contains(&("stall-report".to_string(), "deadline")),
+        "{failures:?}"
+    );
+}

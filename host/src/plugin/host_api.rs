@@ -375,3 +375,45 @@ mod tests {
         assert_eq!(f["lists.allow"], ConfigValue::Text("y".into()));
     }
 }
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+
+    fn limiter(mb: usize) -> Limiter {
+        Limiter {
+            memory_bytes: mb << 20,
+            memory_used: 0,
+            table_elements: 0,
+            memory_hit: false,
+        }
+    }
+
+    #[test]
+    fn the_memory_limit_counts_every_memory_of_the_instance() {
+        let mut l = limiter(64);
+        assert!(l.memory_growing(0, 40 << 20, None).is_ok());
+        // A second memory of the same component: 80 MiB together, over the limit.
+        assert!(l.memory_growing(0, 40 << 20, None).is_err());
+        assert!(l.memory_hit);
+        // Growing the first memory counts only the growth.
+        let mut l = limiter(64);
+        assert!(l.memory_growing(0, 40 << 20, None).is_ok());
+        assert!(l.memory_growing(40 << 20, 60 << 20, None).is_ok());
+        assert!(l.memory_growing(0, 8 << 20, None).is_err());
+    }
+
+    #[test]
+    fn table_elements_are_counted_over_all_tables() {
+        let mut l = limiter(64);
+        assert!(l.table_growing(0, 300_000, None).unwrap());
+        assert!(!l.table_growing(0, 200_000, None).unwrap());
+        assert!(l.table_growing(0, 100_000, None).unwrap());
+    }
+
+    #[test]
+    fn a_guest_cannot_hold_unbounded_resource_handles() {
+        let state = StoreState::new(Default::default(), 1 << 20, 1, &[]).unwrap();
+        assert_eq!(state.table.max_capacity(), MAX_RESOURCES);
+    }
+}

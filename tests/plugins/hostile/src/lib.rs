@@ -8,8 +8,8 @@
 //! so tests can show the next transaction is unaffected.
 //!
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Reply, Session,
-    Verdict, export, log,
+    Address, BounceRequest, BounceText, Config, ConfigError, DeliveryReport, Envelope, Hook,
+    Message, MessageVerdict, Plugin, Reply, Session, Verdict, export, log,
 };
 
 struct Hostile {
@@ -49,7 +49,13 @@ fn misbehave(mode: &str) -> Verdict {
 }
 
 impl Plugin for Hostile {
-    const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckRecipient, Hook::CheckMessage];
+    const HOOKS: &'static [Hook] = &[
+        Hook::VerifySender,
+        Hook::CheckRecipient,
+        Hook::CheckMessage,
+        Hook::OnDelivery,
+        Hook::RenderBounce,
+    ];
 
     fn new(config: &Config) -> Result<Self, ConfigError> {
         let mode: String = config.get_or("mode", "ok".to_string())?;
@@ -105,6 +111,19 @@ impl Plugin for Hostile {
         } else {
             MessageVerdict::default()
         }
+    }
+
+    fn on_delivery(&mut self, _report: &DeliveryReport) {
+        if self.hook == "on-delivery" {
+            misbehave(&self.mode);
+        }
+    }
+
+    fn render_bounce(&mut self, _request: &BounceRequest) -> Option<BounceText> {
+        if self.hook == "render-bounce" {
+            misbehave(&self.mode);
+        }
+        None
     }
 }
 
