@@ -10,7 +10,9 @@
 //!   `.eml` files exactly as the server would, printing JSON Lines.
 //! - [`reply`]: an SMTP reply as data.
 //! - [`session`]: the SMTP dialogue as a pure state machine (bytes in, replies and steps out).
-//! - [`connection`]: the only socket code — drives a session, performs its steps, STARTTLS.
+//! - [`inbound`]: the inbound core — every decision about an incoming transaction (sender,
+//!   recipients, message, edits, signing, outcome), driven by the front ends below.
+//! - [`connection`]: the SMTP front end — drives a session over a socket, performs its steps, STARTTLS.
 //! - [`server`]: listeners, connection limits, the shared context, graceful shutdown.
 //! - [`reload`]: the plugin-directory watcher and configuration reload (SIGHUP).
 //! - [`metrics`]: Prometheus metrics; [`http`]: `/metrics`, `/healthz`, `/plugins`.
@@ -35,6 +37,7 @@ pub mod delivery;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod inbound;
 pub mod login_throttle;
 pub mod message;
 pub mod metrics;

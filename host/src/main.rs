@@ -667,15 +667,17 @@ async fn check(
 ) -> anyhow::Result<ExitCode> {
     let runtime = runtime_for(&config)?;
     let pipeline = load_pipeline(&runtime, &config, &only).await?;
-    let auth = if args.authenticate {
-        Some(sluice::authentication::Authenticator::new(&config)?)
-    } else {
-        None
-    };
+    let auth = std::sync::Arc::new(sluice::authentication::Authenticator::new(&config)?);
+    let live = std::sync::Arc::new(sluice::server::Live {
+        config,
+        pipeline,
+        tls: None,
+        auth,
+    });
     let mut stdout = std::io::stdout().lock();
     let mut failed = false;
     for (i, file) in messages.iter().enumerate() {
-        match replay::replay(&pipeline, auth.as_ref(), file, &args, i + 1).await {
+        match replay::replay(&live, file, &args, i + 1).await {
             Ok(report) => {
                 serde_json::to_writer(&mut stdout, &report)?;
                 writeln!(stdout)?;

@@ -1,10 +1,11 @@
-//! `sluice plugin check`: the offline replay harness. It drives the same [`Pipeline`] the server
-//! uses over `.eml` files and reports, per message, every hook call (verdict, timing, logs), the
-//! final decision, the summed spam score with its symbols and the header edits — one JSON
-//! object per line.
+//! `sluice plugin check`: the offline replay harness, the third front end of the
+//! [`crate::inbound`] core. It drives the core — so the same plugins, DMARC policy, edits and
+//! signing as the server — over `.eml` files and reports, per message, every hook call
+//! (verdict, timing, logs), the final decision, the summed spam score with its symbols and the
+//! header edits — one JSON object per line. Nothing is spooled.
 //!
-//! Messages are normalised as the SMTP server would receive them: bare LF line endings become
-//! CRLF. Envelope values not given on the command line come from the message's headers:
+//! Messages are normalised as the SMTP server would receive them: bare LF and bare CR line
+//! endings become CRLF. Envelope values not given on the command line come from the message's headers:
 //! the sender from `Return-Path`, else `Sender`, else `From`; the recipients from `To`, `Cc`
 //! and `Bcc`.
 
@@ -12,8 +13,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::pipeline::{self, CallRecord, Decision, Pipeline, ScoredSymbol};
-use crate::plugin::bindings::types::{Address, Envelope, Session};
+use std::sync::Arc;
+
+use crate::config::{DmarcMode, ListenerKind};
+use crate::inbound::{self, Client, FrontEnd, Inbound};
+use crate::pipeline::{CallRecord, Decision, ScoredSymbol};
+use crate::server::Live;
+use crate::session::{Recipient, Sender};
 
 /// Envelope and session values given on the command line.
 #[derive(Debug, Clone, Default)]
@@ -126,31 +132,10 @@ pub struct HeaderReport {
     pub value: String,
 }
 
-/// Converts bare LF line endings to CRLF, as a message arrives over SMTP.
-pub fn to_crlf(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    let mut prev = 0u8;
-    for &b in raw {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
-}
-
-fn address(a: &str) -> Address {
-    Address {
-        address: a.to_string(),
-        params: Vec::new(),
-    }
-}
-
-/// Replays one message file through `pipeline`.
+/// Replays one message file through the inbound core under `live` (configuration, plugins,
+/// verifier and signing keys).
 pub async fn replay(
-    pipeline: &Pipeline,
-    auth: Option<&crate::authentication::Authenticator>,
+    live: &Arc<Live>,
     file: &Path,
     args: &EnvelopeArgs,
     index: usize,
@@ -159,7 +144,8 @@ pub async fn replay(
         file: file.to_path_buf(),
         source,
     })?;
-    let raw = to_crlf(&bytes);
+    // As the session stores a message: bare LF and bare CR become CRLF.
+    let raw = crate::session::normalise_line_endings(bytes);
     let not_a_message = |problem: &str| ReplayError::NotAMessage {
         file: file.to_path_buf(),
         problem: problem.to_string(),
@@ -188,21 +174,38 @@ pub async fn replay(
     } else {
         args.rcpt.clone()
     };
+    drop(parsed);
     let client_ip = args
         .client_ip
         .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
     let helo = args.helo.clone().unwrap_or_else(|| "localhost".to_string());
-    let session = Session {
+    let config = &live.config;
+    let client = Client {
         listener: "replay".to_string(),
-        client_ip: client_ip.to_string(),
-        client_port: 0,
+        ip: client_ip,
+        port: 0,
         helo: helo.clone(),
+        esmtp: true,
         tls: None,
         auth_user: args.auth_user.clone(),
-        transaction_id: format!("replay-{index}"),
+        trusted: config
+            .relay
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&client_ip)),
+    };
+    // Mail from outside arrives on an smtp listener: its DMARC policy applies.
+    let dmarc = config
+        .listeners
+        .iter()
+        .find(|l| l.kind == ListenerKind::Smtp)
+        .map_or(DmarcMode::Record, |l| l.dmarc);
+    let front = FrontEnd {
+        dmarc,
+        writes_received: true,
+        verify: args.authenticate,
     };
 
-    let mut txn = pipeline.transaction(session);
     let mut report = Report {
         file: file.display().to_string(),
         envelope: EnvelopeReport {
@@ -225,47 +228,42 @@ pub async fn replay(
         remove_headers: Vec::new(),
         authentication: None,
     };
-
-    // As the server does: SPF before verify-sender, DKIM and DMARC before check-message.
-    let checks = match auth {
-        Some(a) if args.auth_user.is_none() => {
-            let c = a
-                .check_sender(client_ip, &report.envelope.helo, &mail_from)
-                .await;
-            let results = c.results();
-            txn.set_authentication(Some(results.clone()));
-            report.authentication = Some(results);
-            Some((a, c))
-        }
-        _ => None,
+    let sender = Sender {
+        address: mail_from,
+        params: Vec::new(),
     };
-    let sender = address(&mail_from);
-    let decision = txn.verify_sender(&sender).await;
-    if refuses(&decision) {
+    let (mut txn, decision) = Inbound::mail(
+        live.clone(),
+        client,
+        front,
+        format!("replay-{index}"),
+        sender,
+    )
+    .await;
+    report.authentication = txn.sender_authentication();
+    if inbound::refuses(&decision) {
         report.result.decision = decision;
         report.calls = txn.take_calls();
         return Ok(report);
     }
-
-    let mut envelope = Envelope {
-        sender,
-        recipients: Vec::new(),
-    };
     let mut last_refusal = None;
     for rcpt in &rcpt_to {
-        let rcpt = address(rcpt);
-        let decision = txn.check_recipient(&envelope, &rcpt).await;
-        if refuses(&decision) {
+        let decision = txn
+            .rcpt(Recipient {
+                address: rcpt.clone(),
+                params: Vec::new(),
+                discarded: false,
+            })
+            .await;
+        if inbound::refuses(&decision) {
             last_refusal = Some(decision.clone());
-        } else {
-            envelope.recipients.push(rcpt.clone());
         }
         report.recipients.push(RecipientReport {
-            address: rcpt.address,
+            address: rcpt.clone(),
             decision,
         });
     }
-    if envelope.recipients.is_empty() {
+    if txn.recipients().is_empty() {
         report.result = ResultReport {
             stage: "check-recipient",
             decision: last_refusal.unwrap_or(Decision::Continue),
@@ -274,32 +272,27 @@ pub async fn replay(
         return Ok(report);
     }
 
-    if let Some((a, c)) = &checks {
-        let results = a.check_message(&raw, c).await;
-        txn.set_authentication(Some(results.clone()));
-        report.authentication = Some(results);
-    }
-    let outcome = txn.check_message(&envelope, &pipeline::message(raw)).await;
+    let d = txn.message(raw).await;
     report.result = ResultReport {
         stage: "check-message",
-        decision: outcome.decision,
+        decision: d.decision.clone(),
     };
-    report.score = outcome.score;
-    report.spam = outcome.spam;
-    report.symbols = outcome.symbols;
-    report.add_headers = outcome
-        .add_headers
-        .into_iter()
-        .map(|(name, value)| HeaderReport { name, value })
-        .collect();
-    report.remove_headers = outcome.remove_headers;
+    if d.authentication.is_some() {
+        report.authentication = d.authentication.clone();
+    }
+    if let Some(outcome) = d.outcome {
+        report.score = outcome.score;
+        report.spam = outcome.spam;
+        report.symbols = outcome.symbols;
+        report.add_headers = outcome
+            .add_headers
+            .into_iter()
+            .map(|(name, value)| HeaderReport { name, value })
+            .collect();
+        report.remove_headers = outcome.remove_headers;
+    }
     report.calls = txn.take_calls();
     Ok(report)
-}
-
-/// True for decisions that stop the transaction at SMTP time.
-fn refuses(d: &Decision) -> bool {
-    matches!(d, Decision::Reject { .. } | Decision::Tempfail { .. })
 }
 
 fn header_sender(m: &mail_parser::Message<'_>) -> Option<String> {
@@ -346,14 +339,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bare_lf_becomes_crlf_and_crlf_stays() {
-        assert_eq!(to_crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
-    }
-
-    #[test]
     fn envelope_from_headers() {
-        let raw = to_crlf(
-            b"Return-Path: <bounce@lists.example>\nFrom: A <a@example.org>\nTo: b@example.net, C <c@example.net>\nCc: b@EXAMPLE.net\nSubject: x\n\nhi\n",
+        let raw = crate::session::normalise_line_endings(
+            b"Return-Path: <bounce@lists.example>\nFrom: A <a@example.org>\nTo: b@example.net, C <c@example.net>\nCc: b@EXAMPLE.net\nSubject: x\n\nhi\n".to_vec(),
         );
         let m = mail_parser::MessageParser::new().parse(&raw[..]).unwrap();
         assert_eq!(header_sender(&m).as_deref(), Some("bounce@lists.example"));

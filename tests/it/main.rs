@@ -10,6 +10,7 @@ mod delivery;
 mod hardening;
 mod hooks;
 mod hostile;
+mod inbound;
 mod languages;
 mod lifecycle;
 mod loading;

@@ -1,0 +1,593 @@
+//! The inbound core: every decision about one incoming transaction, whatever carries it.
+//!
+//! Three front ends drive it — the SMTP connection ([`crate::connection`]), the milter server
+//! ([`crate::milter`]) and `sluice plugin check` ([`crate::replay`]) — by feeding it the
+//! client's facts and the envelope as it arrives; they carry out what it decides and hold no
+//! policy of their own. It owns:
+//! - the sender: SPF (for mail that is verified), then `verify-sender`;
+//! - each recipient: `check-recipient`;
+//! - the message: the hop limit, DKIM and DMARC and the listener's DMARC policy, the
+//!   plugins' `check-message` with the score thresholds, and the edits — trace fields
+//!   (`Received:` where the front end is the receiving MTA, `Authentication-Results:`), the
+//!   plugins' header additions and removals, removal of forged `Authentication-Results:`
+//!   for our host, and DKIM signing of our own users' mail (after every other edit);
+//! - the outcome: refuse, discard, quarantine or queue, with its reply and its log line.
+//!
+//! Spooling is the one step left to the front end that needs it ([`Inbound::spool`]): a milter
+//! does not spool, Postfix keeps the message.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::authentication::{Results, SenderChecks, SignRefusal};
+use crate::config::{DmarcMode, UnownedFrom};
+use crate::message;
+use crate::pipeline::{self, CallRecord, Decision, MessageOutcome, action_name};
+use crate::plugin::bindings::types as wit;
+use crate::reply::Reply;
+use crate::server::Live;
+use crate::session::{Param, Recipient, Sender, TlsParams};
+use crate::spool::{Spool, SpoolState, SpooledEnvelope};
+
+/// What the front end knows about the client: the facts every plugin sees.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The listener kind (`smtp`, `submission`, `smtps`, `milter`, `replay`).
+    pub listener: String,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The client's port (0 when unknown).
+    pub port: u16,
+    /// Its HELO/EHLO name.
+    pub helo: String,
+    /// EHLO (rather than HELO) was used.
+    pub esmtp: bool,
+    /// TLS parameters, when encrypted.
+    pub tls: Option<TlsParams>,
+    /// The SMTP AUTH user.
+    pub auth_user: Option<String>,
+    /// The client is in `relay.trusted_networks`.
+    pub trusted: bool,
+}
+
+/// How the front end stands in the mail flow.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontEnd {
+    /// What a DMARC failure does here.
+    pub dmarc: DmarcMode,
+    /// We are the receiving MTA and write the `Received:` field (a milter's MTA writes its own).
+    pub writes_received: bool,
+    /// Run SPF, DKIM and DMARC for unauthenticated, untrusted clients (when configured).
+    pub verify: bool,
+}
+
+/// The message after [`Inbound::message`]: what happens to it and what changes.
+#[derive(Debug, Clone)]
+pub struct Disposition {
+    /// What is done with the message.
+    pub action: Action,
+    /// The reply for the client (250 with the queue id when accepted).
+    pub reply: Reply,
+    /// The decision that led there (DMARC policy or the plugins').
+    pub decision: Decision,
+    /// Fields to put on top of the message, in order, each formatted with its CRLF.
+    pub prepend: Vec<String>,
+    /// Field names to remove (every occurrence).
+    pub remove: Vec<String>,
+    /// The plugins' outcome (score, symbols, their header edits), when they ran.
+    pub outcome: Option<MessageOutcome>,
+    /// Sender-authentication results, when the message was verified.
+    pub authentication: Option<Results>,
+    /// The recipients it goes to (none discarded).
+    pub deliver_to: Vec<Recipient>,
+    /// The quarantine reason, when held.
+    pub quarantine: Option<String>,
+    /// The message as received, less forged `Authentication-Results:` for our host.
+    pub received: Vec<u8>,
+}
+
+/// What is done with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Refused (reject or tempfail; the reply says which).
+    Refuse,
+    /// Accepted and dropped.
+    Discard,
+    /// Accepted and held.
+    Quarantine,
+    /// Accepted for delivery.
+    Queue,
+}
+
+impl Disposition {
+    /// The message as it goes on: prepended fields, the received header without removed
+    /// fields, the body unchanged.
+    pub fn final_message(&self) -> Vec<u8> {
+        message::finalize(&self.received, &self.prepend, &self.remove)
+    }
+}
+
+/// One inbound transaction, from MAIL FROM to the message's outcome.
+pub struct Inbound {
+    live: Arc<Live>,
+    id: String,
+    client: Client,
+    front: FrontEnd,
+    plugins: pipeline::Transaction,
+    checks: Option<SenderChecks>,
+    sender: Sender,
+    recipients: Vec<Recipient>,
+    discard: bool,
+    quarantine: Option<String>,
+}
+
+fn wit_params(params: &[Param]) -> Vec<wit::EsmtpParam> {
+    params
+        .iter()
+        .map(|p| wit::EsmtpParam {
+            keyword: p.keyword.clone(),
+            value: p.value.clone(),
+        })
+        .collect()
+}
+
+fn wit_address(address: &str, params: &[Param]) -> wit::Address {
+    wit::Address {
+        address: address.to_string(),
+        params: wit_params(params),
+    }
+}
+
+/// True for decisions that refuse at SMTP time.
+pub fn refuses(d: &Decision) -> bool {
+    matches!(d, Decision::Reject { .. } | Decision::Tempfail { .. })
+}
+
+impl Inbound {
+    /// Starts a transaction at MAIL FROM under the configuration and plugins in `live`:
+    /// sender authentication (SPF) when the front end verifies this client, then
+    /// `verify-sender`. The transaction is returned even when the sender is refused, so its
+    /// plugin calls can be reported.
+    pub async fn mail(
+        live: Arc<Live>,
+        client: Client,
+        front: FrontEnd,
+        id: String,
+        sender: Sender,
+    ) -> (Inbound, Decision) {
+        let session = wit::Session {
+            listener: client.listener.clone(),
+            client_ip: client.ip.to_string(),
+            client_port: client.port,
+            helo: client.helo.clone(),
+            tls: client.tls.as_ref().map(|t| wit::TlsInfo {
+                version: t.version.clone(),
+                cipher: t.cipher.clone(),
+            }),
+            auth_user: client.auth_user.clone(),
+            transaction_id: id.clone(),
+        };
+        let mut plugins = live.pipeline.transaction(session);
+        let mut checks = None;
+        if front.verify && client.auth_user.is_none() && !client.trusted {
+            let c = live
+                .auth
+                .check_sender(client.ip, &client.helo, &sender.address)
+                .await;
+            let results = c.results();
+            let m = crate::metrics::get();
+            for (check, r) in [
+                ("spf_helo", &results.spf_helo),
+                ("spf_mail_from", &results.spf_mail_from),
+            ] {
+                if let Some(r) = r {
+                    m.authentication(check, r.verdict.as_str());
+                }
+            }
+            plugins.set_authentication(Some(results));
+            checks = Some(c);
+        }
+        let decision = plugins
+            .verify_sender(&wit_address(&sender.address, &sender.params))
+            .await;
+        let mut t = Inbound {
+            live,
+            id,
+            client,
+            front,
+            plugins,
+            checks,
+            sender,
+            recipients: Vec::new(),
+            discard: false,
+            quarantine: None,
+        };
+        match &decision {
+            Decision::Discard => t.discard = true,
+            Decision::Quarantine { reason } => t.quarantine = Some(reason.clone()),
+            d if refuses(d) => t.log_refusal("MAIL", &t.sender.address.clone(), d),
+            _ => {}
+        }
+        (t, decision)
+    }
+
+    /// The queue id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The sender.
+    pub fn sender(&self) -> &Sender {
+        &self.sender
+    }
+
+    /// The recipients accepted so far (discarded ones included, marked).
+    pub fn recipients(&self) -> &[Recipient] {
+        &self.recipients
+    }
+
+    /// The sender-authentication results so far (SPF, after MAIL FROM), when verified.
+    pub fn sender_authentication(&self) -> Option<Results> {
+        self.checks.as_ref().map(SenderChecks::results)
+    }
+
+    /// Every plugin call so far, taken.
+    pub fn take_calls(&mut self) -> Vec<CallRecord> {
+        self.plugins.take_calls()
+    }
+
+    /// RCPT TO: `check-recipient`. An accepted recipient is remembered (a discarded one
+    /// marked so).
+    pub async fn rcpt(&mut self, mut recipient: Recipient) -> Decision {
+        let envelope = self.envelope();
+        let decision = self
+            .plugins
+            .check_recipient(
+                &envelope,
+                &wit_address(&recipient.address, &recipient.params),
+            )
+            .await;
+        match &decision {
+            d if refuses(d) => self.log_refusal("RCPT", &recipient.address, d),
+            Decision::Discard => {
+                recipient.discarded = true;
+                self.recipients.push(recipient);
+            }
+            Decision::Quarantine { reason } => {
+                self.quarantine = Some(reason.clone());
+                self.recipients.push(recipient);
+            }
+            _ => self.recipients.push(recipient),
+        }
+        decision
+    }
+
+    fn envelope(&self) -> wit::Envelope {
+        wit::Envelope {
+            sender: wit_address(&self.sender.address, &self.sender.params),
+            recipients: self
+                .recipients
+                .iter()
+                .map(|r| wit_address(&r.address, &r.params))
+                .collect(),
+        }
+    }
+
+    fn log_refusal(&self, stage: &str, address: &str, decision: &Decision) {
+        if let Decision::Reject { reply } | Decision::Tempfail { reply } = decision {
+            crate::metrics::get().refusal(stage, reply.code);
+        }
+        tracing::info!(id = %self.id, client = %self.client.ip, stage, address = %message::printable(address), decision = ?decision, "refused");
+    }
+
+    /// The message (CRLF line endings, as received): decides what happens to it and what
+    /// changes. The transaction's plugin calls stay available through
+    /// [`Inbound::take_calls`].
+    pub async fn message(&mut self, raw: Vec<u8>) -> Disposition {
+        let config = &self.live.config;
+        let hops = message::count_fields(&raw, "Received");
+        if hops >= config.limits.max_received {
+            let reply = Reply::new(
+                554,
+                "5.4.6",
+                &format!("Too many hops ({hops} Received fields): mail loop"),
+            );
+            tracing::info!(id = %self.id, client = %self.client.ip, hops, "refused: mail loop");
+            return self.refused(raw, reply, None, None, Vec::new());
+        }
+        // DKIM and DMARC, before the plugins see the message (and instead of them, when the
+        // front end enforces DMARC and the message fails it).
+        let mut authentication = None;
+        let mut policy = None;
+        if let Some(checks) = &self.checks {
+            let results = self.live.auth.check_message(&raw, checks).await;
+            let m = crate::metrics::get();
+            for d in &results.dkim {
+                m.authentication("dkim", d.verdict.as_str());
+            }
+            if let Some(d) = &results.dmarc {
+                m.authentication("dmarc", d.verdict.as_str());
+            }
+            policy = crate::authentication::policy_decision(self.front.dmarc, &results);
+            self.plugins.set_authentication(Some(results.clone()));
+            authentication = Some(results);
+        }
+        let envelope = self.envelope();
+        let msg = pipeline::message(raw);
+        let outcome = match &policy {
+            None => Some(self.plugins.check_message(&envelope, &msg).await),
+            Some(_) => None,
+        };
+        let raw = msg.raw;
+        let decision = policy
+            .clone()
+            .or_else(|| outcome.as_ref().map(|o| o.decision.clone()))
+            .unwrap_or(Decision::Continue);
+        if let Decision::Reject { reply } | Decision::Tempfail { reply } = &decision {
+            let reply = reply.clone();
+            return self.refused(raw, reply, outcome, authentication, Vec::new());
+        }
+        let deliver_to: Vec<Recipient> = self
+            .recipients
+            .iter()
+            .filter(|r| !r.discarded)
+            .cloned()
+            .collect();
+        let queued = Reply::new(250, "2.0.0", &format!("Ok: queued as {}", self.id));
+        let quarantine = match &decision {
+            Decision::Quarantine { reason } => Some(reason.clone()),
+            _ => self.quarantine.clone(),
+        };
+        let action =
+            if matches!(decision, Decision::Discard) || self.discard || deliver_to.is_empty() {
+                Action::Discard
+            } else if quarantine.is_some() {
+                Action::Quarantine
+            } else {
+                Action::Queue
+            };
+
+        let mut prepend = Vec::new();
+        if self.front.writes_received {
+            prepend.push(message::received(&message::ReceivedInfo {
+                helo: &self.client.helo,
+                client_ip: &self.client.ip.to_string(),
+                hostname: &config.server.hostname,
+                esmtp: self.client.esmtp,
+                tls: self
+                    .client
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.version.as_str(), t.cipher.as_str())),
+                auth_user: self.client.auth_user.as_deref(),
+                id: &self.id,
+                for_rcpt: (deliver_to.len() == 1).then(|| deliver_to[0].address.as_str()),
+                date: &message::now_rfc5322(),
+            }));
+        }
+        if let Some(r) = authentication.as_ref().filter(|r| !r.header.is_empty()) {
+            prepend.push(r.header.clone());
+        }
+        let (adds, remove) = outcome
+            .as_ref()
+            .map(|o| (o.add_headers.clone(), o.remove_headers.clone()))
+            .unwrap_or_default();
+        prepend.extend(adds.iter().map(|(n, v)| message::field(n, v)));
+        // An Authentication-Results field that claims to be ours but came from outside is
+        // forged (RFC 8601 §5): it goes, whoever the client.
+        let received = message::remove_auth_results_of(&raw, &config.server.hostname);
+        let mut d = Disposition {
+            action,
+            reply: queued,
+            decision,
+            prepend,
+            remove,
+            outcome,
+            authentication,
+            deliver_to,
+            quarantine,
+            received,
+        };
+        if action != Action::Discard
+            && let Err(reply) = self.sign(&mut d)
+        {
+            d.action = Action::Refuse;
+            d.decision = Decision::Reject {
+                reply: reply.clone(),
+            };
+            d.reply = reply;
+        }
+        d
+    }
+
+    /// Our own users' mail is signed last, so the signature covers every edit. The signing
+    /// domain is the header From's, and an authenticated user's message is signed only when
+    /// that From is theirs (a trusted network's mail is the operator's).
+    fn sign(&self, d: &mut Disposition) -> Result<(), Reply> {
+        if self.client.auth_user.is_none() && !self.client.trusted {
+            return Ok(());
+        }
+        let config = &self.live.config;
+        let user = self.client.auth_user.as_deref();
+        let may_send_as = |from: &str| {
+            user.is_none_or(|u| {
+                crate::session::address::sender_allowed(
+                    u,
+                    from,
+                    config.auth.senders.get(u),
+                    &config.relay.local_domains,
+                )
+            })
+        };
+        match self.live.auth.sign(&d.final_message(), may_send_as) {
+            // On top: the signature covers everything below it.
+            Some(Ok(field)) => d.prepend.insert(0, field),
+            Some(Err(e @ (SignRefusal::NotOwned(_) | SignRefusal::NoSingleFrom)))
+                if config.authentication.unowned_from == UnownedFrom::Refuse =>
+            {
+                return Err(Reply::new(
+                    550,
+                    "5.7.1",
+                    &format!("Message refused: {}", message::printable(&e.to_string())),
+                ));
+            }
+            Some(Err(e)) => {
+                tracing::warn!(id = %self.id, error = %message::printable(&e.to_string()), "not DKIM-signed; sent unsigned");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn refused(
+        &self,
+        raw: Vec<u8>,
+        reply: Reply,
+        outcome: Option<MessageOutcome>,
+        authentication: Option<Results>,
+        remove: Vec<String>,
+    ) -> Disposition {
+        Disposition {
+            action: Action::Refuse,
+            decision: if reply.code >= 500 {
+                Decision::Reject {
+                    reply: reply.clone(),
+                }
+            } else {
+                Decision::Tempfail {
+                    reply: reply.clone(),
+                }
+            },
+            reply,
+            prepend: Vec::new(),
+            remove,
+            outcome,
+            authentication,
+            deliver_to: Vec::new(),
+            quarantine: None,
+            received: raw,
+        }
+    }
+
+    /// Writes the transaction's `message` log line and counts it: queue id, client, sender,
+    /// recipients, size, score, every plugin's verdict, the authentication summary and the
+    /// disposition.
+    pub fn log(&self, d: &Disposition, calls: &[CallRecord], disposition: &str, reply: &Reply) {
+        crate::metrics::get().message(disposition);
+        // Each plugin call of the transaction: `plugin:hook:verdict`, with the plugin's score
+        // when it gave symbols, and `!failure` when it failed.
+        let verdicts: Vec<String> = calls
+            .iter()
+            .map(|c| {
+                let mut v = format!("{}:{}:{}", c.plugin, c.hook, action_name(&c.decision));
+                if c.hook == crate::plugin::Hook::CheckMessage
+                    && let Some(o) = &d.outcome
+                {
+                    let mine: Vec<f64> = o
+                        .symbols
+                        .iter()
+                        .filter(|s| s.plugin == c.plugin)
+                        .map(|s| s.score)
+                        .collect();
+                    if !mine.is_empty() {
+                        v.push_str(&format!("={:.2}", mine.iter().sum::<f64>()));
+                    }
+                }
+                if let Some(f) = &c.failure {
+                    v.push_str(&format!("!{}", f.kind()));
+                }
+                v
+            })
+            .collect();
+        let auth = d
+            .authentication
+            .as_ref()
+            .map(|r| {
+                format!(
+                    "spf={} dkim={} dmarc={}",
+                    r.spf_mail_from
+                        .as_ref()
+                        .map_or("none", |c| c.verdict.as_str()),
+                    r.dkim.first().map_or("none", |c| c.verdict.as_str()),
+                    r.dmarc.as_ref().map_or("none", |c| c.verdict.as_str()),
+                )
+            })
+            .unwrap_or_else(|| "skipped".to_string());
+        let score = d.outcome.as_ref().map(|o| o.score).unwrap_or(0.0);
+        let rcpts: Vec<&str> = self.recipients.iter().map(|r| r.address.as_str()).collect();
+        tracing::info!(
+            id = %self.id,
+            client = %self.client.ip,
+            listener = %self.client.listener,
+            from = %message::printable(&self.sender.address),
+            to = %message::printable(&rcpts.join(",")),
+            size = d.received.len(),
+            score = %format_args!("{score:.2}"),
+            plugins = %verdicts.join(" "),
+            auth = %auth,
+            disposition,
+            reply = %reply,
+            "message"
+        );
+    }
+
+    /// Carries out `d` on the spool (for front ends that are the receiving MTA): queued or
+    /// quarantined durably before the 250 is returned; a refusal or discard is only logged.
+    /// Returns the reply for the client.
+    pub async fn spool(&mut self, d: Disposition, spool: &Spool) -> Reply {
+        let calls = self.take_calls();
+        let state = match d.action {
+            Action::Refuse => {
+                self.log(&d, &calls, action_name(&d.decision), &d.reply);
+                return d.reply;
+            }
+            Action::Discard => {
+                self.log(&d, &calls, "discarded", &d.reply);
+                return d.reply;
+            }
+            Action::Quarantine => SpoolState::Quarantine,
+            Action::Queue => SpoolState::Queue,
+        };
+        let envelope = SpooledEnvelope {
+            id: self.id.clone(),
+            received_at: chrono::Utc::now().to_rfc3339(),
+            sender: self.sender.clone(),
+            recipients: d.deliver_to.clone(),
+            client_ip: self.client.ip.to_string(),
+            helo: self.client.helo.clone(),
+            listener: self.client.listener.clone(),
+            auth_user: self.client.auth_user.clone(),
+            quarantine: d.quarantine.clone(),
+        };
+        match spool.store(state, &envelope, &d.final_message()).await {
+            Ok(()) => {
+                let what = if state == SpoolState::Quarantine {
+                    "quarantined"
+                } else {
+                    "queued"
+                };
+                self.log(&d, &calls, what, &d.reply);
+                d.reply
+            }
+            Err(e) => {
+                let reply = if e.is_full() {
+                    tracing::error!(id = %self.id, error = %e, "the spool is full; answering 452");
+                    Reply::new(
+                        452,
+                        "4.3.1",
+                        "Insufficient system storage: message not accepted, please try again later",
+                    )
+                } else {
+                    tracing::error!(id = %self.id, error = %e, "cannot spool the message; answering 451");
+                    Reply::new(
+                        451,
+                        "4.3.0",
+                        "Local error: message not accepted, please try again later",
+                    )
+                };
+                self.log(&d, &calls, "spool-failed", &reply);
+                reply
+            }
+        }
+    }
+}
