@@ -271,6 +271,9 @@ pub enum ListenerKind {
     Submission,
     /// Submission over implicit TLS (port 465).
     Smtps,
+    /// A milter service for Postfix or Sendmail (`smtpd_milters = inet:HOST:PORT`): the
+    /// plugins run inside the MTA's SMTP dialogue; the MTA keeps the message.
+    Milter,
 }
 
 impl ListenerKind {
@@ -280,6 +283,7 @@ impl ListenerKind {
             ListenerKind::Smtp => "smtp",
             ListenerKind::Submission => "submission",
             ListenerKind::Smtps => "smtps",
+            ListenerKind::Milter => "milter",
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - [`inbound`]: the inbound core — every decision about an incoming transaction (sender,
 //!   recipients, message, edits, signing, outcome), driven by the front ends below.
 //! - [`connection`]: the SMTP front end — drives a session over a socket, performs its steps, STARTTLS.
+//! - [`milter`]: the milter front end for Postfix and Sendmail (protocol v6, sans-IO codec).
 //! - [`server`]: listeners, connection limits, the shared context, graceful shutdown.
 //! - [`reload`]: the plugin-directory watcher and configuration reload (SIGHUP).
 //! - [`metrics`]: Prometheus metrics; [`http`]: `/metrics`, `/healthz`, `/plugins`.
@@ -41,6 +42,7 @@ pub mod inbound;
 pub mod login_throttle;
 pub mod message;
 pub mod metrics;
+pub mod milter;
 pub mod pipeline;
 pub mod plugin;
 pub mod private_files;

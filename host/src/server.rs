@@ -160,6 +160,15 @@ impl Server {
             }
             let (listener, addr) = bind(l.address, l.kind.as_str()).await?;
             bound.push((l.kind, addr));
+            if l.kind == ListenerKind::Milter {
+                accepting.spawn(crate::milter::accept_loop(
+                    ctx.clone(),
+                    listener,
+                    l.dmarc,
+                    total.clone(),
+                ));
+                continue;
+            }
             accepting.spawn(accept_loop(
                 ctx.clone(),
                 listener,

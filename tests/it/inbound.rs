@@ -10,7 +10,11 @@ use sluice_tests::*;
 /// (sender, subject, body): a clean message, a word the tagger rejects, a sender the gate
 /// refuses, and spam for spam-score.
 const CASES: &[(&str, &str, &str)] = &[
-    ("ann@friends.example", "lunch on friday", "See you at noon.\r\n"),
+    (
+        "ann@friends.example",
+        "lunch on friday",
+        "See you at noon.\r\n",
+    ),
     ("ann@friends.example", "forbidden fruit", "Do not open.\r\n"),
     ("x@bad.example", "hello", "From a denied domain.\r\n"),
     (

@@ -14,6 +14,7 @@ mod inbound;
 mod languages;
 mod lifecycle;
 mod loading;
+mod milter;
 mod operations;
 mod peers;
 mod queue_cli;

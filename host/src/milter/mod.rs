@@ -1,0 +1,533 @@
+//! Sluice as a milter: the second front end of the [`crate::inbound`] core. Postfix (or
+//! Sendmail) calls it at each SMTP stage through `smtpd_milters`; the core decides as it does
+//! for Sluice's own SMTP server, and its decisions travel back as milter responses:
+//! reject and tempfail with the plugin's own reply (SMFIR_REPLYCODE), discard, quarantine,
+//! header additions and removals. The message is not spooled here: the MTA keeps it, and
+//! writes its own `Received:` field.
+//!
+//! - [`protocol`]: the packets, sans-IO.
+//! - This module: the listener and one conversation per MTA connection, several messages each.
+
+pub mod protocol;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::DmarcMode;
+use crate::inbound::{Action, Client, Disposition, FrontEnd, Inbound, refuses};
+use crate::pipeline::Decision;
+use crate::reply::Reply;
+use crate::server::ServerContext;
+use crate::session::{Param, Recipient, Sender, TlsParams};
+use protocol::{Command, Decoder, ProtocolError, Response, action, step};
+
+/// Accepts MTA connections until the task is dropped or shutdown begins.
+pub async fn accept_loop(
+    ctx: Arc<ServerContext>,
+    listener: TcpListener,
+    dmarc: DmarcMode,
+    total: Arc<tokio::sync::Semaphore>,
+) {
+    let mut shutdown = ctx.shutdown.subscribe();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let Ok((tcp, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        while tasks.try_join_next().is_some() {}
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            tracing::warn!(mta = %peer, "milter: connection limit reached; closing");
+            continue;
+        };
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            if let Err(e) = Conversation::new(ctx, dmarc).run(tcp).await {
+                tracing::info!(mta = %peer, error = %e, "milter connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Why a milter conversation ended early.
+#[derive(Debug, thiserror::Error)]
+enum ConversationError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("no command within {0} s")]
+    Timeout(u64),
+}
+
+/// One MTA connection: the SMTP sessions it reports, one after another, and their messages.
+struct Conversation {
+    ctx: Arc<ServerContext>,
+    dmarc: DmarcMode,
+    /// The negotiated steps that change the conversation: replies the MTA does not wait
+    /// for, and header values with their leading space.
+    steps: u32,
+    /// Macros sent so far in this SMTP session.
+    macros: std::collections::HashMap<String, String>,
+    /// The SMTP client, from the connect and HELO commands.
+    client: Option<Client>,
+    /// The transaction in progress.
+    txn: Option<Inbound>,
+    /// The message received so far: header fields as the MTA sent them, then the body.
+    message: Vec<u8>,
+    /// The message grew past the size limit: it is refused at its end.
+    too_big: bool,
+}
+
+impl Conversation {
+    fn new(ctx: Arc<ServerContext>, dmarc: DmarcMode) -> Conversation {
+        Conversation {
+            ctx,
+            dmarc,
+            steps: 0,
+            macros: Default::default(),
+            client: None,
+            txn: None,
+            message: Vec::new(),
+            too_big: false,
+        }
+    }
+
+    async fn run(mut self, mut tcp: TcpStream) -> Result<(), ConversationError> {
+        let mut decoder = Decoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let command = match decoder.next()? {
+                Some(c) => c,
+                None => {
+                    let secs = self.ctx.live().config.limits.command_timeout_secs;
+                    let n = tokio::time::timeout(Duration::from_secs(secs), tcp.read(&mut buf))
+                        .await
+                        .map_err(|_| ConversationError::Timeout(secs))??;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    decoder.receive(&buf[..n]);
+                    continue;
+                }
+            };
+            if matches!(command, Command::Quit) {
+                return Ok(());
+            }
+            let responses = self.handle(command).await;
+            if !responses.is_empty() {
+                let out: Vec<u8> = responses.iter().flat_map(Response::encode).collect();
+                tcp.write_all(&out).await?;
+            }
+        }
+    }
+
+    /// The responses to one command (none for those the MTA does not wait for).
+    async fn handle(&mut self, command: Command) -> Vec<Response> {
+        match command {
+            Command::Negotiate {
+                version,
+                actions,
+                steps,
+            } => {
+                // Only what we use, of what the MTA offers.
+                let ours = action::ADD_HEADERS
+                    | action::CHANGE_HEADERS
+                    | action::QUARANTINE
+                    | action::DELETE_RECIPIENTS;
+                let skip = step::NO_DATA | step::NO_UNKNOWN;
+                let quiet = step::NO_REPLY_CONNECT
+                    | step::NO_REPLY_HELO
+                    | step::NO_REPLY_HEADER
+                    | step::NO_REPLY_EOH
+                    | step::NO_REPLY_BODY
+                    | step::HEADER_LEADING_SPACE;
+                let steps = (skip | quiet) & steps;
+                self.steps = steps & quiet;
+                vec![Response::Negotiate {
+                    version: version.min(protocol::VERSION),
+                    actions: ours & actions,
+                    steps,
+                }]
+            }
+            Command::Macros { pairs, .. } => {
+                for (name, value) in pairs {
+                    let name = name.trim_matches(['{', '}']).to_string();
+                    self.macros.insert(name, value);
+                }
+                Vec::new()
+            }
+            Command::Connect { hostname, address } => {
+                let ip = address
+                    .map(|a| a.ip())
+                    .or_else(|| self.macro_value("client_addr").and_then(|a| a.parse().ok()))
+                    .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                let _ = hostname;
+                self.client = Some(Client {
+                    listener: "milter".to_string(),
+                    ip,
+                    port: address.map_or(0, |a: SocketAddr| a.port()),
+                    helo: String::new(),
+                    esmtp: true,
+                    tls: None,
+                    auth_user: None,
+                    trusted: false,
+                });
+                self.reply_unless(step::NO_REPLY_CONNECT)
+            }
+            Command::Helo(helo) => {
+                if let Some(c) = self.client.as_mut() {
+                    c.helo = helo;
+                }
+                self.reply_unless(step::NO_REPLY_HELO)
+            }
+            Command::Mail(args) => self.mail(args).await,
+            Command::Rcpt(args) => self.rcpt(args).await,
+            Command::Data | Command::Unknown => vec![Response::Continue],
+            Command::Header { name, value } => {
+                self.append_header(&name, &value);
+                self.reply_unless(step::NO_REPLY_HEADER)
+            }
+            Command::EndOfHeaders => {
+                self.push(b"\r\n");
+                self.reply_unless(step::NO_REPLY_EOH)
+            }
+            Command::Body(chunk) => {
+                self.push(&chunk);
+                self.reply_unless(step::NO_REPLY_BODY)
+            }
+            Command::EndOfMessage => self.end_of_message().await,
+            Command::Abort => {
+                self.end_transaction();
+                Vec::new()
+            }
+            Command::QuitNewConnection => {
+                self.end_transaction();
+                self.client = None;
+                self.macros.clear();
+                Vec::new()
+            }
+            Command::Quit => Vec::new(),
+        }
+    }
+
+    fn reply_unless(&self, quiet: u32) -> Vec<Response> {
+        if self.steps & quiet != 0 {
+            Vec::new()
+        } else {
+            vec![Response::Continue]
+        }
+    }
+
+    fn macro_value(&self, name: &str) -> Option<&str> {
+        self.macros
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn end_transaction(&mut self) {
+        self.txn = None;
+        self.message = Vec::new();
+        self.too_big = false;
+    }
+
+    /// Appends to the message being received, up to the size limit.
+    fn push(&mut self, bytes: &[u8]) {
+        if self.txn.is_none() || self.too_big {
+            return;
+        }
+        let max = self.ctx.live().config.limits.max_message_size;
+        if self.message.len() + bytes.len() > max {
+            self.too_big = true;
+            self.message = Vec::new();
+            return;
+        }
+        self.message.extend_from_slice(bytes);
+    }
+
+    /// One header field as it was in the message: the MTA sends the value without the colon
+    /// (and with its leading space when negotiated), folded lines with bare LF.
+    fn append_header(&mut self, name: &str, value: &[u8]) {
+        let mut field = Vec::with_capacity(name.len() + value.len() + 4);
+        field.extend_from_slice(name.as_bytes());
+        field.push(b':');
+        if self.steps & step::HEADER_LEADING_SPACE == 0 && !value.is_empty() {
+            field.push(b' ');
+        }
+        field.extend_from_slice(value);
+        field.extend_from_slice(b"\r\n");
+        let field = crate::session::normalise_line_endings(field);
+        self.push(&field);
+    }
+
+    /// The client's facts as the macros tell them at MAIL FROM (TLS and AUTH are known then).
+    fn client_at_mail(&self) -> Client {
+        let mut c = self.client.clone().unwrap_or(Client {
+            listener: "milter".to_string(),
+            ip: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            helo: String::new(),
+            esmtp: true,
+            tls: None,
+            auth_user: None,
+            trusted: false,
+        });
+        if let Some(v) = self.macro_value("tls_version") {
+            c.tls = Some(TlsParams {
+                version: v.to_string(),
+                cipher: self.macro_value("cipher").unwrap_or("").to_string(),
+            });
+        }
+        c.auth_user = self.macro_value("auth_authen").map(str::to_string);
+        c.trusted = self
+            .ctx
+            .live()
+            .config
+            .relay
+            .trusted_networks
+            .iter()
+            .any(|n| n.contains(&c.ip));
+        c
+    }
+
+    async fn mail(&mut self, args: Vec<String>) -> Vec<Response> {
+        self.end_transaction();
+        let (address, params) = envelope_args(&args);
+        let live = self.ctx.live();
+        let front = FrontEnd {
+            dmarc: self.dmarc,
+            writes_received: false,
+            verify: live.auth.verifies(),
+        };
+        // The MTA's queue id names the transaction in both logs, when it is known yet.
+        let id = self
+            .macro_value("i")
+            .filter(|i| i.chars().all(|c| c.is_ascii_alphanumeric()))
+            .map(str::to_string)
+            .unwrap_or_else(crate::spool::new_queue_id);
+        let client = self.client_at_mail();
+        let (txn, decision) =
+            Inbound::mail(live, client, front, id, Sender { address, params }).await;
+        if refuses(&decision) {
+            return vec![reply_code(&decision)];
+        }
+        self.txn = Some(txn);
+        vec![Response::Continue]
+    }
+
+    async fn rcpt(&mut self, args: Vec<String>) -> Vec<Response> {
+        let (address, params) = envelope_args(&args);
+        let Some(txn) = self.txn.as_mut() else {
+            return vec![Response::Continue];
+        };
+        let decision = txn
+            .rcpt(Recipient {
+                address,
+                params,
+                discarded: false,
+            })
+            .await;
+        if refuses(&decision) {
+            vec![reply_code(&decision)]
+        } else {
+            vec![Response::Continue]
+        }
+    }
+
+    async fn end_of_message(&mut self) -> Vec<Response> {
+        let Some(mut txn) = self.txn.take() else {
+            return vec![Response::Continue];
+        };
+        if self.too_big {
+            self.end_transaction();
+            return vec![Response::ReplyCode(
+                "552 5.3.4 Message too big for this filter".to_string(),
+            )];
+        }
+        let raw = std::mem::take(&mut self.message);
+        let d = txn.message(raw).await;
+        let calls = txn.take_calls();
+        let leading_space = self.steps & step::HEADER_LEADING_SPACE != 0;
+        let responses = responses_for(&d, txn.recipients(), leading_space);
+        let disposition = match d.action {
+            Action::Refuse => crate::pipeline::action_name(&d.decision),
+            Action::Discard => "discarded",
+            Action::Quarantine => "quarantined",
+            Action::Queue => "accepted",
+        };
+        txn.log(&d, &calls, disposition, &d.reply);
+        self.end_transaction();
+        responses
+    }
+}
+
+/// The address (without angle brackets) and ESMTP parameters of a MAIL or RCPT command.
+fn envelope_args(args: &[String]) -> (String, Vec<Param>) {
+    let address = args
+        .first()
+        .map(|a| a.trim().trim_start_matches('<').trim_end_matches('>'))
+        .unwrap_or("")
+        .to_string();
+    let params = args
+        .iter()
+        .skip(1)
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => Param {
+                keyword: k.to_ascii_uppercase(),
+                value: Some(v.to_string()),
+            },
+            None => Param {
+                keyword: p.to_ascii_uppercase(),
+                value: None,
+            },
+        })
+        .collect();
+    (address, params)
+}
+
+/// SMFIR_REPLYCODE for a refusal: the plugin's own code, enhanced code and text.
+fn reply_code(decision: &Decision) -> Response {
+    match decision {
+        Decision::Reject { reply } | Decision::Tempfail { reply } => {
+            Response::ReplyCode(reply_text(reply))
+        }
+        _ => Response::Tempfail,
+    }
+}
+
+fn reply_text(reply: &Reply) -> String {
+    // `%` is a format character in Sendmail's reply handling; no line breaks ever.
+    let text: String = reply
+        .text
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '%' { ' ' } else { c })
+        .collect();
+    if reply.enhanced.is_empty() {
+        format!("{} {text}", reply.code)
+    } else {
+        format!("{} {} {text}", reply.code, reply.enhanced)
+    }
+}
+
+/// A formatted field (`Name: value` with CRLF and folding) as a milter name and value:
+/// unfolded, as header values travel on one line.
+fn split_field(field: &str) -> (String, String) {
+    let (name, value) = field.split_once(':').unwrap_or((field, ""));
+    let value = value
+        .trim_end_matches(['\r', '\n'])
+        .replace("\r\n\t", " ")
+        .replace("\r\n ", " ")
+        .replace(['\r', '\n'], " ");
+    (name.trim().to_string(), value.trim_start().to_string())
+}
+
+/// The modifications and verdict for the end of a message.
+/// With `leading_space` (SMFIP_HDR_LEADSPC negotiated) the MTA takes header values exactly
+/// as given, so added values carry their space after the colon.
+fn responses_for(d: &Disposition, recipients: &[Recipient], leading_space: bool) -> Vec<Response> {
+    let mut out = Vec::new();
+    match d.action {
+        Action::Refuse => return vec![reply_code(&d.decision)],
+        Action::Discard => return vec![Response::Discard],
+        Action::Quarantine | Action::Queue => {}
+    }
+    // Removals first, last occurrence first so that the indexes stay right.
+    let header_end = d
+        .received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(d.received.len(), |i| i + 2);
+    let header = String::from_utf8_lossy(&d.received[..header_end]);
+    for name in &d.remove {
+        let count = header
+            .split("\r\n")
+            .filter(|l| {
+                l.split_once(':')
+                    .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            })
+            .count();
+        for index in (1..=count).rev() {
+            out.push(Response::ChangeHeader {
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                name: name.clone(),
+                value: String::new(),
+            });
+        }
+    }
+    // Our fields go on top, in order.
+    for (i, field) in d.prepend.iter().enumerate() {
+        let (name, mut value) = split_field(field);
+        if leading_space {
+            value.insert(0, ' ');
+        }
+        out.push(Response::InsertHeader {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            name,
+            value,
+        });
+    }
+    for r in recipients.iter().filter(|r| r.discarded) {
+        out.push(Response::DeleteRecipient(format!("<{}>", r.address)));
+    }
+    if let Some(reason) = &d.quarantine {
+        let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+        out.push(Response::Quarantine(reason));
+    }
+    out.push(Response::Continue);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_arguments_lose_their_brackets_and_keep_parameters() {
+        let (a, p) = envelope_args(&[
+            "<a@example.org>".into(),
+            "SIZE=42".into(),
+            "SMTPUTF8".into(),
+        ]);
+        assert_eq!(a, "a@example.org");
+        assert_eq!(p[0].keyword, "SIZE");
+        assert_eq!(p[0].value.as_deref(), Some("42"));
+        assert_eq!(p[1].value, None);
+        assert_eq!(envelope_args(&["<>".into()]).0, "");
+    }
+
+    #[test]
+    fn reply_codes_carry_the_plugins_reply_without_format_characters() {
+        let d = Decision::Reject {
+            reply: Reply::new(550, "5.7.1", "100% spam"),
+        };
+        assert_eq!(
+            reply_code(&d),
+            Response::ReplyCode("550 5.7.1 100  spam".into())
+        );
+    }
+
+    #[test]
+    fn folded_fields_travel_unfolded() {
+        assert_eq!(
+            split_field("X-Spam-Status: Yes, score=9\r\n\ttests=A,B\r\n"),
+            (
+                "X-Spam-Status".to_string(),
+                "Yes, score=9 tests=A,B".to_string()
+            )
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Sluice as a Postfix milter, end to end: a private Postfix with
+//! `smtpd_milters = inet:127.0.0.1:PORT` pointing at Sluice's milter listener, an SMTP client
+//! talking to Postfix. Plugin verdicts and edits must reach the client and the delivered mail
+//! through Postfix; with the milter gone, Postfix's `milter_default_action` applies.
+
+use std::time::Duration;
+
+use sluice::config::ListenerKind;
+use sluice_tests::peers::Postfix;
+use sluice_tests::*;
+
+#[tokio::test]
+async fn postfix_with_sluice_as_milter_applies_verdicts_and_edits() {
+    let s = TestServer::start(
+        r#"
+[[listener]]
+kind = "milter"
+address = "127.0.0.1:0"
+
+[plugin.recipient-validation.config]
+domains = ["pf.test"]
+users = ["bob@pf.test"]
+
+[plugin.tagger.config]
+tag = "through-postfix"
+score = 0.5
+reject_word = "forbidden"
+"#,
+        &[
+            (
+                "recipient-validation",
+                plugin("bundled", "10-recipient-validation"),
+            ),
+            ("tagger", plugin("test", "tagger")),
+            ("spam-score", plugin("bundled", "20-spam-score")),
+        ],
+    )
+    .await;
+    let milter = s
+        .listeners
+        .iter()
+        .find(|(k, _)| *k == ListenerKind::Milter)
+        .map(|(_, a)| *a)
+        .expect("milter listener");
+    let postfix = Postfix::start(&format!(
+        "myhostname = pf.test\nvirtual_mailbox_domains = pf.test\nvirtual_mailbox_maps = inline:{{ bob@pf.test=bob/Maildir/ }}\nsmtpd_milters = inet:127.0.0.1:{}\nmilter_default_action = tempfail\nmilter_protocol = 6\n",
+        milter.port()
+    ));
+    let corpus = workspace_root().join("../shared/corpus/spamassassin");
+    let script = r#"
+import os, smtplib
+def send(rcpt, subject, extra=b"", raw=None):
+    c = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), timeout=30)
+    try:
+        msg = raw or (b"From: ann@friends.example\r\nTo: bob@pf.test\r\nSubject: " + subject.encode() + b"\r\nMessage-ID: <" + subject.replace(" ", "-").encode() + b"@friends.example>\r\n" + extra + b"\r\nHello Bob.\r\n")
+        c.sendmail("ann@friends.example", [rcpt], msg)
+        print(subject, "accepted")
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = list(e.recipients.values())[0]
+        print(subject, "refused-rcpt", code, text.decode())
+    except smtplib.SMTPDataError as e:
+        print(subject, "refused-data", e.smtp_code, e.smtp_error.decode())
+    except smtplib.SMTPResponseException as e:
+        print(subject, "refused", e.smtp_code, e.smtp_error.decode())
+    finally:
+        try:
+            c.quit()
+        except Exception:
+            pass
+send("nobody@pf.test", "unknown")
+send("bob@pf.test", "clean", b"X-Remove-Me: please\r\n")
+send("bob@pf.test", "forbidden words")
+raw = open(os.environ["SPAM"], "rb").read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+send("bob@pf.test", "spam", raw=raw)
+"#;
+    let out = python(
+        script,
+        &[
+            ("PORT", postfix.smtp.to_string()),
+            (
+                "SPAM",
+                corpus
+                    .join("spam/sa-spam-00001.7848dde101aa985090474a91ec93fcf0.eml")
+                    .display()
+                    .to_string(),
+            ),
+        ],
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    // A plugin's 550 for a recipient reaches the client through Postfix, with its text.
+    assert!(
+        lines[0].starts_with("unknown refused-rcpt 550") && lines[0].contains("5.1.1"),
+        "{out}\n{}",
+        postfix.log()
+    );
+    assert_eq!(lines[1], "clean accepted", "{out}\n{}", postfix.log());
+    // A refusal after the data, with the plugin's code.
+    assert!(
+        lines[2].starts_with("forbidden words refused-data 5"),
+        "{out}\n{}",
+        postfix.log()
+    );
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got = postfix.delivered("bob");
+        if got.len() >= 1 + usize::from(lines[3] == "spam accepted") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let clean = got
+        .iter()
+        .find(|m| m.contains("Subject: clean"))
+        .unwrap_or_else(|| panic!("clean message not delivered: {got:?}\n{}", postfix.log()));
+    // The plugin's header is in the delivered message, the field it removes is gone, and the
+    // spam verdict fields are there.
+    assert!(clean.contains("X-Tagged: through-postfix"), "{clean}");
+    assert!(!clean.contains("X-Remove-Me"), "{clean}");
+    assert!(clean.contains("X-Spam-Status: No"), "{clean}");
+    // Postfix kept and delivered the message itself: its own Received field, not ours.
+    assert!(clean.contains("by pf.test (Postfix)"), "{clean}");
+    assert!(!clean.contains("(Sluice)"), "{clean}");
+    // Spam is tagged (or refused at the reject threshold).
+    if lines[3] == "spam accepted" {
+        let spam = got
+            .iter()
+            .find(|m| !m.contains("Subject: clean"))
+            .expect("the spam message");
+        assert!(spam.contains("X-Spam-Status: Yes"), "{spam}");
+    } else {
+        assert!(lines[3].starts_with("spam refused-data 550"), "{out}");
+    }
+
+    // With Sluice's milter gone, Postfix applies milter_default_action (tempfail).
+    s.stop().await;
+    let out = python(
+        r#"
+import os, smtplib
+c = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), timeout=30)
+try:
+    c.sendmail("ann@friends.example", ["bob@pf.test"], b"Subject: later\r\n\r\nx\r\n")
+    print("accepted")
+except smtplib.SMTPException as e:
+    print("refused", getattr(e, "smtp_code", None) or list(getattr(e, "recipients", {0: (0,)}).values())[0][0])
+"#,
+        &[("PORT", postfix.smtp.to_string())],
+    )
+    .await;
+    assert!(
+        out.trim().starts_with("refused 4"),
+        "{out}\n{}",
+        postfix.log()
+    );
+}
