@@ -109,7 +109,7 @@ impl Conversation {
         let mut decoder = Decoder::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let command = match decoder.next()? {
+            let command = match decoder.next_command()? {
                 Some(c) => c,
                 None => {
                     let secs = self.ctx.live().config.limits.command_timeout_secs;

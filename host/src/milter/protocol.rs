@@ -213,7 +213,7 @@ impl Decoder {
 
     /// The next whole command, `Ok(None)` when more bytes are needed. A length out of range
     /// is refused as soon as the length is there, before its data is buffered.
-    pub fn next(&mut self) -> Result<Option<Command>, ProtocolError> {
+    pub fn next_command(&mut self) -> Result<Option<Command>, ProtocolError> {
         let Some(len) = u32_at(&self.buf, 0) else {
             return Ok(None);
         };
@@ -393,7 +393,7 @@ mod tests {
             let mut got = Vec::new();
             for chunk in bytes.chunks(step) {
                 d.receive(chunk);
-                while let Some(c) = d.next().unwrap() {
+                while let Some(c) = d.next_command().unwrap() {
                     got.push(c);
                 }
             }
@@ -405,13 +405,13 @@ mod tests {
     fn oversized_and_unknown_packets_are_refused_before_buffering() {
         let mut d = Decoder::default();
         d.receive(&(MAX_PACKET as u32 + 1).to_be_bytes());
-        assert_eq!(d.next(), Err(ProtocolError::Length(MAX_PACKET + 1)));
+        assert_eq!(d.next_command(), Err(ProtocolError::Length(MAX_PACKET + 1)));
         let mut d = Decoder::default();
         d.receive(&packet(b'Z', b""));
-        assert_eq!(d.next(), Err(ProtocolError::UnknownCommand('Z')));
+        assert_eq!(d.next_command(), Err(ProtocolError::UnknownCommand('Z')));
         let mut d = Decoder::default();
         d.receive(&packet(b'O', b"\0\0"));
-        assert_eq!(d.next(), Err(ProtocolError::Malformed("negotiate")));
+        assert_eq!(d.next_command(), Err(ProtocolError::Malformed("negotiate")));
     }
 
     #[test]
@@ -425,7 +425,7 @@ mod tests {
             Response::InsertHeader {
                 index: 0,
                 name: "X-A".into(),
-                value: "1\02".into(),
+                value: "1\u{0}2".into(),
             }
             .encode(),
             [&[0u8, 0, 0, 12, b'i', 0, 0, 0, 0][..], b"X-A\x0012\0"].concat()
