@@ -19,7 +19,9 @@
 //!    before any plugin does any work — the floor under `sluice-bundled`;
 //! 8. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
-//!    durable queue), when it is installed and we are root.
+//!    durable queue), when it is installed and we are root;
+//! 10. `postfix-milter`: the same Postfix with Sluice as its milter (`smtpd_milters`, the
+//!    bundled plugins); its CPU time is Postfix's and Sluice's together.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
 //! delivered messages/s end to end (until the sink has them all) and p50/p99 delivery
@@ -305,7 +307,16 @@ struct Target {
     port: u16,
     /// The relay's process (for CPU time), none for the sink itself.
     pid: Option<u32>,
+    /// A second process whose CPU time counts too (Sluice as the milter of `postfix-milter`).
+    helper: Option<u32>,
     runs: Vec<Run>,
+}
+
+/// CPU time (user, system) of a target's processes.
+fn target_cpu(t: &Target) -> (f64, f64) {
+    let a = t.pid.map(cpu_secs).unwrap_or_default();
+    let b = t.helper.map(cpu_secs).unwrap_or_default();
+    (a.0 + b.0, a.1 + b.1)
 }
 
 fn root() -> PathBuf {
@@ -346,11 +357,14 @@ mode = "ok"
 
 /// Starts `target/release/sluice serve` relaying to `sink` with the given plugin files (each
 /// copied under the file name given), and `extra` appended to its configuration.
+/// Starts `sluice serve` in `dir` with `plugins`; returns it and the port of its first
+/// listener of kind `want`.
 async fn sluice(
     dir: &Path,
     sink: u16,
     plugins: &[(PathBuf, String)],
     extra: &str,
+    want: &str,
 ) -> anyhow::Result<(tokio::process::Child, u16)> {
     let plugin_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugin_dir)?;
@@ -416,7 +430,7 @@ score = 2.0
         let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
             .await??
             .context("sluice exited before listening")?;
-        if let Some(addr) = line.strip_prefix("listening smtp ") {
+        if let Some(addr) = line.strip_prefix(&format!("listening {want} ")) {
             let port = addr.rsplit(':').next().unwrap_or("").parse()?;
             return Ok((child, port));
         }
@@ -482,6 +496,7 @@ async fn main() -> anyhow::Result<()> {
         name: "sink",
         port: sink_port,
         pid: None,
+        helper: None,
         runs: Vec::new(),
     }];
     let mut dirs = Vec::new();
@@ -494,19 +509,22 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let (child, port) = sluice(dir.path(), sink_port, plugins, extra).await?;
+        let (child, port) = sluice(dir.path(), sink_port, plugins, extra, "smtp").await?;
         eprintln!("{name}: pid {}", child.id().unwrap_or(0));
         targets.push(Target {
             name,
             port,
             pid: child.id(),
+            helper: None,
             runs: Vec::new(),
         });
         dirs.push(dir);
         children.push(child);
     }
     if let Some(only) = &a.only {
-        let known = |o: &String| o == "postfix" || targets.iter().any(|t| t.name == o.as_str());
+        let known = |o: &String| {
+            o == "postfix" || o == "postfix-milter" || targets.iter().any(|t| t.name == o.as_str())
+        };
         if let Some(unknown) = only.iter().find(|o| !known(o)) {
             bail!("--only {unknown}: no such configuration");
         }
@@ -529,11 +547,50 @@ async fn main() -> anyhow::Result<()> {
             name: "postfix",
             port: p.smtp,
             pid: Some(pid),
+            helper: None,
             runs: Vec::new(),
         });
         Some(p)
     } else {
         eprintln!("postfix: skipped (not installed, not root, or --no-postfix)");
+        None
+    };
+    // Postfix with Sluice as its milter (the bundled plugins), relaying to the same sink.
+    let postfix_milter = if a.postfix
+        && a.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|o| o == "postfix-milter"))
+        && Path::new("/usr/sbin/postfix").exists()
+        && is_root()
+    {
+        let dir = tempfile::tempdir()?;
+        let (child, milter) = sluice(
+            dir.path(),
+            sink_port,
+            &bundled,
+            "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n",
+            "milter",
+        )
+        .await?;
+        let p = Postfix::start(&format!(
+            "myhostname = relay.bench.test\nrelay_domains = sink.test\nrelayhost = [127.0.0.1]:{sink_port}\nsmtpd_client_connection_count_limit = 0\ndefault_process_limit = 200\nsmtpd_milters = inet:127.0.0.1:{milter}\nmilter_default_action = tempfail\n"
+        ));
+        let pid: u32 = std::fs::read_to_string(p.dir.path().join("queue/pid/master.pid"))?
+            .trim()
+            .parse()?;
+        eprintln!(
+            "postfix-milter: postfix pid {pid}, sluice milter pid {}",
+            child.id().unwrap_or(0)
+        );
+        targets.push(Target {
+            name: "postfix-milter",
+            port: p.smtp,
+            pid: Some(pid),
+            helper: child.id(),
+            runs: Vec::new(),
+        });
+        Some((p, child, dir))
+    } else {
         None
     };
 
@@ -548,7 +605,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..a.rounds {
         for t in targets.iter_mut() {
             let before_sink = sink.count();
-            let cpu0 = t.pid.map(cpu_secs).unwrap_or_default();
+            let cpu0 = target_cpu(t);
             let start = Instant::now();
             let tag = format!("{}-{round}", t.name);
             let sent = load(t.port, a.connections, per_round, a.size, &tag).await;
@@ -558,7 +615,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let e2e_secs = start.elapsed().as_secs_f64();
-            let cpu1 = t.pid.map(cpu_secs).unwrap_or_default();
+            let cpu1 = target_cpu(t);
             let cpu = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
             // Delivery latency: from the 250 to the sink's receipt, by Message-ID.
             let mut at = std::collections::HashMap::new();
@@ -676,6 +733,10 @@ async fn main() -> anyhow::Result<()> {
         "sluice-hostile / sluice-benign = {:.2} (the same plugins; 3 % of messages set off one to loop, exhaust its memory or trap)",
         r("sluice-hostile") / r("sluice-benign"),
     );
+    println!(
+        "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter, against Postfix alone)",
+        r("postfix-milter") / r("postfix"),
+    );
     if a.idle > 0
         && let Some(t) = targets.iter().find(|t| t.name == "sluice-bundled")
         && let Some(pid) = t.pid
@@ -683,6 +744,7 @@ async fn main() -> anyhow::Result<()> {
         idle_memory(t.port, pid, a.idle).await;
     }
     drop(postfix);
+    drop(postfix_milter);
     drop(children);
     drop(dirs);
     Ok(())

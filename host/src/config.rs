@@ -1080,6 +1080,26 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_milter_configuration_is_valid_but_for_host_paths() {
+        let c = Config::parse(include_str!("../deploy/postfix-milter.toml"))
+            .expect("postfix-milter.toml parses");
+        let kinds: Vec<ListenerKind> = c.effective_listeners().iter().map(|l| l.kind).collect();
+        assert_eq!(kinds, [ListenerKind::Milter]);
+        match c.validate() {
+            Ok(()) => {}
+            Err(ConfigError::Invalid { problems, .. }) => {
+                for p in &problems {
+                    assert!(
+                        p.starts_with("plugin.recipient-validation.read_dirs:"),
+                        "{p}"
+                    );
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
     fn default_is_valid() {
         Config::default()
             .validate()

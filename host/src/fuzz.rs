@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("auth", auth_decoding),
     ("config", config),
     ("message", message),
+    ("milter", milter),
 ];
 
 /// Largest message the fuzzed sessions accept (small, so the 552 paths are reached).
@@ -340,6 +341,44 @@ pub fn transaction_isolation(data: &[u8]) {
             String::from_utf8_lossy(m)
         );
     }
+}
+
+/// Decodes milter packets from `chunks` read one after another: the commands and the first
+/// error, if any.
+fn milter_commands(
+    chunks: &[&[u8]],
+) -> (
+    Vec<crate::milter::protocol::Command>,
+    Option<crate::milter::protocol::ProtocolError>,
+) {
+    let mut d = crate::milter::protocol::Decoder::default();
+    let mut out = Vec::new();
+    for c in chunks {
+        d.receive(c);
+        loop {
+            match d.next_command() {
+                Ok(Some(cmd)) => out.push(cmd),
+                Ok(None) => break,
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+    (out, None)
+}
+
+/// The milter decoder: arbitrary bytes from an MTA (the first byte sets a read size). It
+/// never panics, and the commands and error do not depend on how the bytes were split.
+pub fn milter(data: &[u8]) {
+    let Some((&split, bytes)) = data.split_first() else {
+        return;
+    };
+    let whole = milter_commands(&[bytes]);
+    let pieces: Vec<&[u8]> = bytes.chunks(usize::from(split % 16) + 1).collect();
+    assert_eq!(
+        whole,
+        milter_commands(&pieces),
+        "the commands depend on how the input was split"
+    );
 }
 
 /// The DATA receiver: `data` is the message as sent after `DATA`. Whatever the split into
