@@ -21,7 +21,7 @@
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root;
 //! 10. `postfix-milter`: the same Postfix with Sluice as its milter (`smtpd_milters`, the
-//!    bundled plugins); its CPU time is Postfix's and Sluice's together.
+//!     bundled plugins); its CPU time is Postfix's and Sluice's together.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
 //! delivered messages/s end to end (until the sink has them all) and p50/p99 delivery
