@@ -26,7 +26,7 @@ use mail_auth::{
 use serde::Serialize;
 
 use crate::config::{Config, DmarcMode};
-use crate::pipeline::Decision;
+use crate::envelope::Decision;
 use crate::reply::Reply;
 
 /// The result of one check, by RFC 8601's names.

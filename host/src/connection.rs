@@ -13,12 +13,13 @@ use tokio::net::TcpStream;
 
 use crate::config::DmarcMode;
 use crate::config::ListenerKind;
+use crate::envelope::Decision;
+use crate::envelope::TlsParams;
 use crate::inbound::{Client, FrontEnd, Inbound};
 use crate::login_throttle::{Admission, client_key};
-use crate::pipeline::Decision;
 use crate::reply::Reply;
 use crate::server::{Live, ServerContext};
-use crate::session::{AuthOutcome, Session, SessionConfig, Step, TlsParams};
+use crate::session::{AuthOutcome, Session, SessionConfig, Step};
 use crate::spool;
 
 /// How long a TLS handshake may take.

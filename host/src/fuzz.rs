@@ -12,10 +12,12 @@ use base64::Engine as _;
 
 use crate::config::{Config, ListenerKind};
 use crate::delivery::bounce;
-use crate::pipeline::{self, Decision};
+use crate::envelope::Decision;
+use crate::envelope::TlsParams;
+use crate::pipeline;
 use crate::plugin::bindings::types::FailedRecipient;
 use crate::reply::Reply;
-use crate::session::{self, AuthOutcome, Session, SessionConfig, Step, TlsParams, auth};
+use crate::session::{self, AuthOutcome, Session, SessionConfig, Step, auth};
 
 /// A harness: arbitrary bytes in, a panic when an invariant breaks.
 pub type Harness = fn(&[u8]);
@@ -134,10 +136,7 @@ fn drive(flags: u8, chunks: &[&[u8]]) -> Outcome {
                 s.mail_decided(sender, &d);
             }
             Step::Rcpt(rcpt) => {
-                assert!(
-                    s.transaction().sender.is_some(),
-                    "RCPT step outside a transaction"
-                );
+                assert!(s.envelope().is_some(), "RCPT step outside a transaction");
                 assert_clean("recipient", &rcpt.address);
                 for p in &rcpt.params {
                     assert_clean("RCPT parameter", &p.keyword);
@@ -147,11 +146,8 @@ fn drive(flags: u8, chunks: &[&[u8]]) -> Outcome {
                 s.rcpt_decided(rcpt, &d);
             }
             Step::Message(raw) => {
-                let txn = s.transaction();
-                assert!(
-                    txn.sender.is_some() && !txn.recipients.is_empty(),
-                    "message without sender and recipients"
-                );
+                let txn = s.envelope().expect("message without sender");
+                assert!(!txn.recipients.is_empty(), "message without recipients");
                 assert!(txn.recipients.len() <= 3, "recipient limit not enforced");
                 assert!(raw.len() <= MAX_MESSAGE, "size limit not enforced");
                 assert_eq!(

@@ -16,39 +16,18 @@
 //! Spooling is the one step left to the front end that needs it ([`Inbound::spool`]): a milter
 //! does not spool, Postfix keeps the message.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::authentication::{Results, SenderChecks, SignRefusal};
 use crate::config::{DmarcMode, UnownedFrom};
+pub use crate::envelope::Client;
+use crate::envelope::Decision;
+use crate::envelope::{Envelope, Recipient, Sender};
 use crate::message;
-use crate::pipeline::{self, CallRecord, Decision, MessageOutcome, action_name};
-use crate::plugin::bindings::types as wit;
+use crate::pipeline::{self, CallRecord, MessageOutcome, action_name};
 use crate::reply::Reply;
 use crate::server::Live;
-use crate::session::{Param, Recipient, Sender, TlsParams};
 use crate::spool::{Spool, SpoolState, SpooledEnvelope};
-
-/// What the front end knows about the client: the facts every plugin sees.
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// The listener kind (`smtp`, `submission`, `smtps`, `milter`, `replay`).
-    pub listener: String,
-    /// The client's address.
-    pub ip: IpAddr,
-    /// The client's port (0 when unknown).
-    pub port: u16,
-    /// Its HELO/EHLO name.
-    pub helo: String,
-    /// EHLO (rather than HELO) was used.
-    pub esmtp: bool,
-    /// TLS parameters, when encrypted.
-    pub tls: Option<TlsParams>,
-    /// The SMTP AUTH user.
-    pub auth_user: Option<String>,
-    /// The client is in `relay.trusted_networks`.
-    pub trusted: bool,
-}
 
 /// How the front end stands in the mail flow.
 #[derive(Debug, Clone, Copy)]
@@ -113,29 +92,12 @@ pub struct Inbound {
     id: String,
     client: Client,
     front: FrontEnd,
-    plugins: pipeline::Transaction,
+    plugins: pipeline::PluginRun,
     checks: Option<SenderChecks>,
     sender: Sender,
     recipients: Vec<Recipient>,
     discard: bool,
     quarantine: Option<String>,
-}
-
-fn wit_params(params: &[Param]) -> Vec<wit::EsmtpParam> {
-    params
-        .iter()
-        .map(|p| wit::EsmtpParam {
-            keyword: p.keyword.clone(),
-            value: p.value.clone(),
-        })
-        .collect()
-}
-
-fn wit_address(address: &str, params: &[Param]) -> wit::Address {
-    wit::Address {
-        address: address.to_string(),
-        params: wit_params(params),
-    }
 }
 
 /// True for decisions that refuse at SMTP time.
@@ -155,19 +117,7 @@ impl Inbound {
         id: String,
         sender: Sender,
     ) -> (Inbound, Decision) {
-        let session = wit::Session {
-            listener: client.listener.clone(),
-            client_ip: client.ip.to_string(),
-            client_port: client.port,
-            helo: client.helo.clone(),
-            tls: client.tls.as_ref().map(|t| wit::TlsInfo {
-                version: t.version.clone(),
-                cipher: t.cipher.clone(),
-            }),
-            auth_user: client.auth_user.clone(),
-            transaction_id: id.clone(),
-        };
-        let mut plugins = live.pipeline.transaction(session);
+        let mut plugins = live.pipeline.start(&client, &id);
         let mut checks = None;
         if front.verify && client.auth_user.is_none() && !client.trusted {
             let c = live
@@ -187,9 +137,7 @@ impl Inbound {
             plugins.set_authentication(Some(results));
             checks = Some(c);
         }
-        let decision = plugins
-            .verify_sender(&wit_address(&sender.address, &sender.params))
-            .await;
+        let decision = plugins.verify_sender(&sender).await;
         let mut t = Inbound {
             live,
             id,
@@ -240,13 +188,7 @@ impl Inbound {
     /// marked so).
     pub async fn rcpt(&mut self, mut recipient: Recipient) -> Decision {
         let envelope = self.envelope();
-        let decision = self
-            .plugins
-            .check_recipient(
-                &envelope,
-                &wit_address(&recipient.address, &recipient.params),
-            )
-            .await;
+        let decision = self.plugins.check_recipient(&envelope, &recipient).await;
         match &decision {
             d if refuses(d) => self.log_refusal("RCPT", &recipient.address, d),
             Decision::Discard => {
@@ -262,14 +204,10 @@ impl Inbound {
         decision
     }
 
-    fn envelope(&self) -> wit::Envelope {
-        wit::Envelope {
-            sender: wit_address(&self.sender.address, &self.sender.params),
-            recipients: self
-                .recipients
-                .iter()
-                .map(|r| wit_address(&r.address, &r.params))
-                .collect(),
+    fn envelope(&self) -> Envelope {
+        Envelope {
+            sender: self.sender.clone(),
+            recipients: self.recipients.clone(),
         }
     }
 
@@ -313,12 +251,10 @@ impl Inbound {
             authentication = Some(results);
         }
         let envelope = self.envelope();
-        let msg = pipeline::message(raw);
         let outcome = match &policy {
-            None => Some(self.plugins.check_message(&envelope, &msg).await),
+            None => Some(self.plugins.check_message(&envelope, &raw).await),
             Some(_) => None,
         };
-        let raw = msg.raw;
         let decision = policy
             .clone()
             .or_else(|| outcome.as_ref().map(|o| o.decision.clone()))

@@ -1,6 +1,8 @@
 //! Sluice: an SMTP relay whose mail filters are sandboxed WebAssembly components.
 //!
 //! # Layout
+//! - [`envelope`]: the shared vocabulary — client facts, sender, recipients, parameters,
+//!   decisions — of session, milter, replay, inbound core, pipeline and spool.
 //! - [`config`]: the TOML configuration, typed and validated (every problem reported at once).
 //! - [`plugin`]: the plugin runtime — wasmtime engine, compile cache, loading, sandboxed
 //!   instances with deadlines and memory caps, and the host functions plugins import.
@@ -35,6 +37,7 @@ pub mod config;
 pub mod connection;
 pub mod credentials;
 pub mod delivery;
+pub mod envelope;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Config, FailurePolicy, ScoringConfig};
+use crate::envelope::{Client, Envelope, Param, Recipient, Sender};
 use crate::plugin::bindings::types::{
-    Address, BounceRequest, BounceText, DeliveryReport, Envelope, Header, Message, Session, Verdict,
+    self as wit, BounceRequest, BounceText, DeliveryReport, Header, Message, Session, Verdict,
 };
 use crate::plugin::health::{Scope, Transition};
 use crate::plugin::{
@@ -19,66 +20,36 @@ use crate::plugin::{
 };
 use crate::reply::Reply;
 
-/// What a stage decided.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "action", rename_all = "kebab-case")]
-pub enum Decision {
-    /// Nobody objected: the host's default (accept) applies.
-    Continue,
-    /// Accepted by a plugin.
-    Accept,
-    /// Refused permanently.
-    Reject {
-        /// The reply for the client.
-        reply: Reply,
-    },
-    /// Refused temporarily.
-    Tempfail {
-        /// The reply for the client.
-        reply: Reply,
-    },
-    /// Accept and drop.
-    Discard,
-    /// Accept and hold in quarantine.
-    Quarantine {
-        /// Why.
-        reason: String,
-    },
+use crate::envelope::Decision;
+
+/// A plugin's verdict as a stage decision.
+fn decision_of_verdict(v: &Verdict) -> Decision {
+    match v {
+        Verdict::Continue => Decision::Continue,
+        Verdict::Accept => Decision::Accept,
+        Verdict::Reject(r) => Decision::Reject {
+            reply: plugin_reply(r, "5.7.1"),
+        },
+        Verdict::Tempfail(r) => Decision::Tempfail {
+            reply: plugin_reply(r, "4.7.1"),
+        },
+        Verdict::Discard => Decision::Discard,
+        Verdict::Quarantine(reason) => Decision::Quarantine {
+            reason: reason.clone(),
+        },
+    }
 }
 
-impl Decision {
-    /// True when the stage is decided and later plugins are not called.
-    pub fn is_final(&self) -> bool {
-        !matches!(self, Decision::Continue)
-    }
-
-    fn from_verdict(v: &Verdict) -> Decision {
-        match v {
-            Verdict::Continue => Decision::Continue,
-            Verdict::Accept => Decision::Accept,
-            Verdict::Reject(r) => Decision::Reject {
-                reply: plugin_reply(r, "5.7.1"),
-            },
-            Verdict::Tempfail(r) => Decision::Tempfail {
-                reply: plugin_reply(r, "4.7.1"),
-            },
-            Verdict::Discard => Decision::Discard,
-            Verdict::Quarantine(reason) => Decision::Quarantine {
-                reason: reason.clone(),
-            },
-        }
-    }
-
-    fn from_failure(policy: FailurePolicy) -> Decision {
-        match policy {
-            FailurePolicy::Tempfail => Decision::Tempfail {
-                reply: Reply::plugin_tempfail(),
-            },
-            FailurePolicy::Continue => Decision::Continue,
-            FailurePolicy::Reject => Decision::Reject {
-                reply: Reply::plugin_reject(),
-            },
-        }
+/// What a plugin's failure decides under its policy.
+fn decision_of_failure(policy: FailurePolicy) -> Decision {
+    match policy {
+        FailurePolicy::Tempfail => Decision::Tempfail {
+            reply: Reply::plugin_tempfail(),
+        },
+        FailurePolicy::Continue => Decision::Continue,
+        FailurePolicy::Reject => Decision::Reject {
+            reply: Reply::plugin_reject(),
+        },
     }
 }
 
@@ -303,15 +274,16 @@ impl Pipeline {
             .collect()
     }
 
-    /// Starts a transaction. It keeps the plugin set it started with.
-    pub fn transaction(&self, session: Session) -> Transaction {
-        Transaction {
+    /// Starts the plugins' run through one transaction, for `client`, named
+    /// `transaction_id`. It keeps the plugin set it started with.
+    pub fn start(&self, client: &Client, transaction_id: &str) -> PluginRun {
+        PluginRun {
             plugins: self.plugins.clone(),
             scoring: self.scoring.clone(),
             instances: (0..self.plugins.len()).map(|_| None).collect(),
             missing_required: self.missing_required.clone(),
-            client: session.client_ip.parse().ok(),
-            session,
+            client: Some(client.ip),
+            session: wit_session(client, transaction_id),
             calls: Vec::new(),
             authentication: None,
         }
@@ -405,9 +377,50 @@ pub enum LoadError {
     Plugin(#[from] plugin::Error),
 }
 
-/// One SMTP transaction's view of the pipeline: the plugin set it started with and its own
-/// plugin instances, created on first use and dropped with the transaction.
-pub struct Transaction {
+/// The session facts as plugins see them.
+fn wit_session(c: &Client, transaction_id: &str) -> Session {
+    Session {
+        listener: c.listener.clone(),
+        client_ip: c.ip.to_string(),
+        client_port: c.port,
+        helo: c.helo.clone(),
+        tls: c.tls.as_ref().map(|t| wit::TlsInfo {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+        }),
+        auth_user: c.auth_user.clone(),
+        transaction_id: transaction_id.to_string(),
+    }
+}
+
+fn wit_address(address: &str, params: &[Param]) -> wit::Address {
+    wit::Address {
+        address: address.to_string(),
+        params: params
+            .iter()
+            .map(|p| wit::EsmtpParam {
+                keyword: p.keyword.clone(),
+                value: p.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn wit_envelope(e: &Envelope) -> wit::Envelope {
+    wit::Envelope {
+        sender: wit_address(&e.sender.address, &e.sender.params),
+        recipients: e
+            .recipients
+            .iter()
+            .map(|r| wit_address(&r.address, &r.params))
+            .collect(),
+    }
+}
+
+/// The plugins' run through one SMTP transaction: the plugin set it started with and its own
+/// plugin instances, created on first use and dropped with the transaction. It takes the
+/// envelope vocabulary and speaks WIT to the plugins.
+pub struct PluginRun {
     plugins: Arc<[Arc<LoadedPlugin>]>,
     scoring: ScoringConfig,
     instances: Vec<Option<PluginInstance>>,
@@ -420,7 +433,7 @@ pub struct Transaction {
     authentication: Option<Arc<crate::authentication::Results>>,
 }
 
-impl Transaction {
+impl PluginRun {
     /// The session facts every hook receives.
     pub fn session(&self) -> &Session {
         &self.session
@@ -443,7 +456,8 @@ impl Transaction {
     }
 
     /// Runs `verify-sender`.
-    pub async fn verify_sender(&mut self, sender: &Address) -> Decision {
+    pub async fn verify_sender(&mut self, sender: &Sender) -> Decision {
+        let sender = &wit_address(&sender.address, &sender.params);
         if let Some(name) = self.missing_required.first() {
             // Fail closed: a required filter missing must not let mail through unfiltered.
             return Decision::Tempfail {
@@ -484,7 +498,13 @@ impl Transaction {
     }
 
     /// Runs `check-recipient` for `recipient`; `envelope.recipients` holds those accepted so far.
-    pub async fn check_recipient(&mut self, envelope: &Envelope, recipient: &Address) -> Decision {
+    pub async fn check_recipient(
+        &mut self,
+        envelope: &Envelope,
+        recipient: &Recipient,
+    ) -> Decision {
+        let envelope = &wit_envelope(envelope);
+        let recipient = &wit_address(&recipient.address, &recipient.params);
         let mut decision = Decision::Continue;
         for i in 0..self.plugins.len() {
             let p = self.plugins[i].clone();
@@ -518,11 +538,9 @@ impl Transaction {
     }
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
-    pub async fn check_message(
-        &mut self,
-        envelope: &Envelope,
-        message: &Message,
-    ) -> MessageOutcome {
+    pub async fn check_message(&mut self, envelope: &Envelope, message: &[u8]) -> MessageOutcome {
+        let envelope = &wit_envelope(envelope);
+        let message = &self::message(message.to_vec());
         let mut decision = Decision::Continue;
         let mut symbols = Vec::new();
         let mut add_headers = Vec::new();
@@ -623,8 +641,8 @@ impl Transaction {
     ) -> Decision {
         let p = self.plugins[index].clone();
         let (decision, failure) = match result {
-            Ok(v) => (Decision::from_verdict(&v), None),
-            Err(f) => (Decision::from_failure(p.limits.on_failure), Some(f)),
+            Ok(v) => (decision_of_verdict(&v), None),
+            Err(f) => (decision_of_failure(p.limits.on_failure), Some(f)),
         };
         let rec = record(
             hook,

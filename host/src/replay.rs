@@ -16,10 +16,11 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::config::{DmarcMode, ListenerKind};
+use crate::envelope::Decision;
+use crate::envelope::{Recipient, Sender};
 use crate::inbound::{self, Client, FrontEnd, Inbound};
-use crate::pipeline::{CallRecord, Decision, ScoredSymbol};
+use crate::pipeline::{CallRecord, ScoredSymbol};
 use crate::server::Live;
-use crate::session::{Recipient, Sender};
 
 /// Envelope and session values given on the command line.
 #[derive(Debug, Clone, Default)]

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::session::{Recipient, Sender};
+use crate::envelope::{Recipient, Sender};
 
 /// The envelope stored with a message.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -110,7 +110,7 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 }
 
 /// The negotiated protocol and cipher of a server connection, for logs and `Received:`.
-pub fn describe(conn: &rustls::ServerConnection) -> crate::session::TlsParams {
+pub fn describe(conn: &rustls::ServerConnection) -> crate::envelope::TlsParams {
     let version = match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
@@ -121,5 +121,5 @@ pub fn describe(conn: &rustls::ServerConnection) -> crate::session::TlsParams {
         .negotiated_cipher_suite()
         .map(|s| format!("{:?}", s.suite()))
         .unwrap_or_else(|| "unknown".to_string());
-    crate::session::TlsParams { version, cipher }
+    crate::envelope::TlsParams { version, cipher }
 }

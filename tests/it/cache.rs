@@ -51,7 +51,7 @@ async fn second_load_hits_and_corrupt_entries_are_recompiled() {
     let p = sluice::pipeline::Pipeline::new(vec![third], cfg.scoring.clone());
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = p
-        .transaction(session("t"))
+        .start(&client(), "t")
         .check_message(&env, &message("s", "b"))
         .await;
     assert_eq!(out.symbols[0].name, "TAGGED");

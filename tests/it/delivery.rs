@@ -5,7 +5,7 @@
 
 use sluice::delivery::runner::Runner;
 use sluice::delivery::state::RcptStatus;
-use sluice::session::{Param, Recipient, Sender};
+use sluice::envelope::{Param, Recipient, Sender};
 use sluice::spool::{Spool, SpoolState, SpooledEnvelope};
 use sluice_tests::*;
 

@@ -821,10 +821,10 @@ async fn a_flood_of_symbols_is_a_plugin_failure_under_its_policy() {
     let p = pipeline(&rt, &cfg, &[("hostile", plugin("test", "hostile"))])
         .await
         .expect("loads");
-    let mut txn = p.transaction(session("flood"));
+    let mut txn = p.start(&client(), "flood");
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = txn.check_message(&env, &message("hostile", "body")).await;
-    assert_eq!(out.decision, sluice::pipeline::Decision::Continue);
+    assert_eq!(out.decision, sluice::envelope::Decision::Continue);
     assert!(out.symbols.is_empty(), "no symbol of a failed call is used");
     let calls = txn.take_calls();
     let failure = calls.iter().find_map(|c| c.failure.clone());

@@ -1,6 +1,6 @@
 //! Each hook, called through the pipeline, with verdicts merged as the server merges them.
 
-use sluice::pipeline::Decision;
+use sluice::envelope::Decision;
 use sluice::plugin::Hook;
 use sluice::plugin::bindings::types::{
     BounceRequest, DeliveryReport, DeliveryStatus, FailedRecipient,
@@ -44,8 +44,8 @@ async fn describe_decides_which_hooks_are_called() {
             vec!["on-delivery", "render-bounce"]
         ]
     );
-    let mut txn = p.transaction(session("t1"));
-    txn.verify_sender(&addr("a@example.org")).await;
+    let mut txn = p.start(&client(), "t1");
+    txn.verify_sender(&sender("a@example.org")).await;
     let called: Vec<_> = txn
         .calls()
         .iter()
@@ -57,16 +57,16 @@ async fn describe_decides_which_hooks_are_called() {
 #[tokio::test]
 async fn verify_sender_rejects_with_the_plugins_reply_domain_case_insensitive() {
     let p = all().await;
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     assert_eq!(
-        txn.verify_sender(&addr("x@bad.EXAMPLE")).await,
+        txn.verify_sender(&sender("x@bad.EXAMPLE")).await,
         Decision::Reject {
             reply: Reply::new(550, "5.7.1", "senders from Bad.Example are refused")
         }
     );
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     assert_eq!(
-        txn.verify_sender(&addr("x@good.example")).await,
+        txn.verify_sender(&sender("x@good.example")).await,
         Decision::Continue
     );
 }
@@ -74,22 +74,22 @@ async fn verify_sender_rejects_with_the_plugins_reply_domain_case_insensitive() 
 #[tokio::test]
 async fn check_recipient_rejects_and_tempfails_per_recipient() {
     let p = all().await;
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     let env = envelope("a@example.org", &[]);
     assert_eq!(
-        txn.check_recipient(&env, &addr("nobody@example.net")).await,
+        txn.check_recipient(&env, &rcpt("nobody@example.net")).await,
         Decision::Reject {
             reply: Reply::new(550, "5.1.1", "no such user")
         }
     );
     assert_eq!(
-        txn.check_recipient(&env, &addr("later@example.net")).await,
+        txn.check_recipient(&env, &rcpt("later@example.net")).await,
         Decision::Tempfail {
             reply: Reply::new(451, "4.2.0", "mailbox busy")
         }
     );
     assert_eq!(
-        txn.check_recipient(&env, &addr("b@example.net")).await,
+        txn.check_recipient(&env, &rcpt("b@example.net")).await,
         Decision::Continue
     );
     assert_eq!(
@@ -102,7 +102,7 @@ async fn check_recipient_rejects_and_tempfails_per_recipient() {
 #[tokio::test]
 async fn check_message_edits_headers_and_sums_scores() {
     let p = all().await;
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = txn.check_message(&env, &message("hello", "body")).await;
     assert_eq!(out.decision, Decision::Continue);
@@ -128,7 +128,7 @@ async fn check_message_edits_headers_and_sums_scores() {
         "call 1: subject \"hello\", 1 recipients, 93 bytes"
     );
 
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     let out = txn
         .check_message(&env, &message("Forbidden fruit", "body"))
         .await;
@@ -151,7 +151,7 @@ async fn score_thresholds_mark_and_reject() {
         .unwrap();
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = p
-        .transaction(session("t"))
+        .start(&client(), "t")
         .check_message(&env, &message("s", "b"))
         .await;
     assert!(out.spam);
@@ -167,7 +167,7 @@ async fn score_thresholds_mark_and_reject() {
         .await
         .unwrap();
     let out = p
-        .transaction(session("t"))
+        .start(&client(), "t")
         .check_message(&env, &message("s", "b"))
         .await;
     assert_eq!(
@@ -224,7 +224,7 @@ async fn one_instance_per_transaction_never_shared() {
     let p = all().await;
     let env = envelope("a@example.org", &["b@example.net"]);
     for i in 0..3 {
-        let mut txn = p.transaction(session(&format!("t{i}")));
+        let mut txn = p.start(&client(), &format!("t{i}"));
         txn.check_message(&env, &message("x", "y")).await;
         txn.check_message(&env, &message("x", "y")).await;
         let counts: Vec<&str> = txn

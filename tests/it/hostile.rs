@@ -1,7 +1,8 @@
 //! Hostile plugins are stopped within their limits, mapped by their failure policy, and never
 //! affect the next transaction or other plugins.
 
-use sluice::pipeline::{Decision, Pipeline};
+use sluice::envelope::Decision;
+use sluice::pipeline::Pipeline;
 use sluice::plugin::CallFailure;
 use sluice::reply::Reply;
 use sluice_tests::*;
@@ -25,9 +26,9 @@ async fn hostile_pipeline(mode: &str, extra: &str) -> Pipeline {
 
 /// Runs a full transaction; returns the message decision and the hostile plugin's failure.
 async fn run(p: &Pipeline, subject: &str) -> (Decision, Option<CallFailure>, Vec<String>) {
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     assert_eq!(
-        txn.verify_sender(&addr("a@example.org")).await,
+        txn.verify_sender(&sender("a@example.org")).await,
         Decision::Continue
     );
     let env = envelope("a@example.org", &["b@example.net"]);
@@ -105,7 +106,7 @@ async fn continue_policy_fails_open_and_later_plugins_still_run() {
 #[tokio::test]
 async fn endless_logging_is_cut_at_the_quota() {
     let p = hostile_pipeline("logflood", "").await;
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = txn.check_message(&env, &message("hostile", "x")).await;
     assert_eq!(out.decision, Decision::Continue);
@@ -136,14 +137,14 @@ async fn a_failed_instance_is_not_called_again_in_the_same_transaction() {
     let p = pipeline(&rt, &cfg, &[("hostile", plugin("test", "hostile"))])
         .await
         .unwrap();
-    let mut txn = p.transaction(session("t"));
+    let mut txn = p.start(&client(), "t");
     assert_eq!(
-        txn.verify_sender(&addr("hostile@example.org")).await,
+        txn.verify_sender(&sender("hostile@example.org")).await,
         Decision::Continue
     );
     let env = envelope("hostile@example.org", &[]);
     assert_eq!(
-        txn.check_recipient(&env, &addr("b@example.net")).await,
+        txn.check_recipient(&env, &rcpt("b@example.net")).await,
         Decision::Continue
     );
     let failures: Vec<_> = txn.calls().iter().map(|c| c.failure.clone()).collect();
@@ -163,7 +164,7 @@ async fn a_looping_plugin_does_not_stall_other_transactions() {
     let slow = {
         let p = p.clone();
         tokio::spawn(async move {
-            let mut txn = p.transaction(session("slow"));
+            let mut txn = p.start(&client(), "slow");
             let env = envelope("a@example.org", &["b@example.net"]);
             txn.check_message(&env, &message("hostile", "x"))
                 .await
@@ -174,7 +175,7 @@ async fn a_looping_plugin_does_not_stall_other_transactions() {
     for i in 0..20 {
         let p = p.clone();
         quick.push(tokio::spawn(async move {
-            let mut txn = p.transaction(session(&format!("q{i}")));
+            let mut txn = p.start(&client(), &format!("q{i}"));
             let env = envelope("a@example.org", &["b@example.net"]);
             txn.check_message(&env, &message("fine", "x"))
                 .await

@@ -76,8 +76,8 @@ async fn the_smtp_path_and_replay_decide_and_edit_alike() {
             .await
             .unwrap();
         let replay_code = match &report.result.decision {
-            sluice::pipeline::Decision::Reject { reply }
-            | sluice::pipeline::Decision::Tempfail { reply } => reply.code.to_string(),
+            sluice::envelope::Decision::Reject { reply }
+            | sluice::envelope::Decision::Tempfail { reply } => reply.code.to_string(),
             _ => "250".to_string(),
         };
         assert_eq!(smtp_code, replay_code, "case {i} ({subject}): {report:?}");

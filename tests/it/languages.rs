@@ -1,7 +1,7 @@
 //! "Any language": the Python and JavaScript example plugins run through the same runtime and
 //! pipeline as Rust plugins.
 
-use sluice::pipeline::Decision;
+use sluice::envelope::Decision;
 use sluice::reply::Reply;
 use sluice_tests::*;
 
@@ -23,13 +23,8 @@ async fn python_plugin_refuses_an_executable_inside_an_attached_message() {
     .expect("python plugin loads");
     assert_eq!(p.plugins()[0].info.name, "python-attachments");
     let env = envelope("a@example.org", &["b@example.net"]);
-    let mut txn = p.transaction(session("py1"));
-    let out = txn
-        .check_message(
-            &env,
-            &sluice::pipeline::message(NESTED_EXE.as_bytes().to_vec()),
-        )
-        .await;
+    let mut txn = p.start(&client(), "py1");
+    let out = txn.check_message(&env, NESTED_EXE.as_bytes()).await;
     assert_eq!(
         out.decision,
         Decision::Reject {
@@ -52,7 +47,7 @@ async fn python_plugin_refuses_an_executable_inside_an_attached_message() {
     );
 
     let out = p
-        .transaction(session("py2"))
+        .start(&client(), "py2")
         .check_message(&env, &message("hello", "plain text"))
         .await;
     assert_eq!(out.decision, Decision::Continue);
@@ -77,8 +72,8 @@ async fn python_plugin_quarantines_when_configured_and_refuses_bad_settings() {
     let raw = NESTED_EXE.replace("invoice.pdf.exe", "report.pdf");
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = p
-        .transaction(session("q"))
-        .check_message(&env, &sluice::pipeline::message(raw.into_bytes()))
+        .start(&client(), "q")
+        .check_message(&env, raw.as_bytes())
         .await;
     assert_eq!(
         out.decision,
@@ -121,7 +116,7 @@ async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
     .expect("javascript plugin loads");
     let env = envelope("a@example.org", &["b@example.net"]);
     let out = p
-        .transaction(session("js1"))
+        .start(&client(), "js1")
         .check_message(&env, &message("free money", "free stuff"))
         .await;
     assert_eq!(out.decision, Decision::Continue);
@@ -131,7 +126,7 @@ async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
         ("X-Keywords-Checked".to_string(), "flagged=2".to_string())
     );
 
-    let mut txn = p.transaction(session("js2"));
+    let mut txn = p.start(&client(), "js2");
     let out = txn
         .check_message(&env, &message("You won the LOTTERY", "x"))
         .await;

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use sluice::session::{Recipient, Sender};
+use sluice::envelope::{Recipient, Sender};
 use sluice::spool::{Spool, SpoolState, SpooledEnvelope};
 use sluice_tests::*;
 

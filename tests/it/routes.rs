@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sluice::delivery::runner::Runner;
 use sluice::delivery::state::RcptStatus;
-use sluice::session::{Param, Recipient, Sender};
+use sluice::envelope::{Param, Recipient, Sender};
 use sluice::spool::{Spool, SpoolState, SpooledEnvelope};
 use sluice_tests::dns::{Dns, Zone};
 use sluice_tests::sink::{Sink, SinkOptions};

@@ -38,7 +38,7 @@ async fn an_operator_model_in_a_granted_directory_replaces_the_built_in_one() {
         .unwrap();
     let env = envelope("jane@example.org", &["team@example.org"]);
     let out = p
-        .transaction(session("t"))
+        .start(&client(), "t")
         .check_message(&env, &message("Re: flaky test", REPLY))
         .await;
     assert!(out.score < -5.0, "{:?}", out.symbols);
@@ -49,7 +49,7 @@ async fn an_operator_model_in_a_granted_directory_replaces_the_built_in_one() {
         .await
         .unwrap();
     let out = p
-        .transaction(session("t"))
+        .start(&client(), "t")
         .check_message(&env, &message("Re: flaky test", REPLY))
         .await;
     assert_eq!(out.symbols[0].name, "STAT_50_60", "{:?}", out.symbols);

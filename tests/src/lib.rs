@@ -14,8 +14,8 @@ pub mod serve;
 pub mod sink;
 
 use sluice::config::Config;
+use sluice::envelope::{Client, Envelope, Recipient, Sender};
 use sluice::pipeline::{LoadError, Pipeline};
-use sluice::plugin::bindings::types::{Address, Envelope, Message, Session};
 use sluice::plugin::engine::PoolSize;
 use sluice::plugin::{LoadedPlugin, Runtime};
 
@@ -101,41 +101,51 @@ pub async fn load_one(
     .map_err(|e| e.to_string())
 }
 
-/// A plain-text session from a documentation address.
-pub fn session(id: &str) -> Session {
-    Session {
+/// A plain-text client from a documentation address, on the `test` listener.
+pub fn client() -> Client {
+    Client {
         listener: "test".into(),
-        client_ip: "192.0.2.7".into(),
-        client_port: 50000,
+        ip: [192, 0, 2, 7].into(),
+        port: 50000,
         helo: "client.example".into(),
+        esmtp: true,
         tls: None,
         auth_user: None,
-        transaction_id: id.into(),
+        trusted: false,
     }
 }
 
-/// An address without parameters.
-pub fn addr(a: &str) -> Address {
-    Address {
+/// A sender without parameters.
+pub fn sender(a: &str) -> Sender {
+    Sender {
         address: a.into(),
         params: Vec::new(),
+    }
+}
+
+/// A recipient without parameters.
+pub fn rcpt(a: &str) -> Recipient {
+    Recipient {
+        address: a.into(),
+        params: Vec::new(),
+        discarded: false,
     }
 }
 
 /// An envelope.
 pub fn envelope(from: &str, rcpts: &[&str]) -> Envelope {
     Envelope {
-        sender: addr(from),
-        recipients: rcpts.iter().map(|r| addr(r)).collect(),
+        sender: sender(from),
+        recipients: rcpts.iter().map(|r| rcpt(r)).collect(),
     }
 }
 
 /// A small CRLF message with the given subject and body.
-pub fn message(subject: &str, body: &str) -> Message {
-    let raw = format!(
+pub fn message(subject: &str, body: &str) -> Vec<u8> {
+    format!(
         "From: a@example.org\r\nTo: b@example.net\r\nSubject: {subject}\r\nMessage-ID: <t@example.org>\r\n\r\n{body}\r\n"
-    );
-    sluice::pipeline::message(raw.into_bytes())
+    )
+    .into_bytes()
 }
 
 /// A Sluice server running in this process on 127.0.0.1 with ephemeral ports, a temporary

@@ -7,8 +7,8 @@ use mail_builder::MessageBuilder;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
 
+use crate::envelope::{Param, Recipient};
 use crate::plugin::bindings::types::{BounceRequest, BounceText, FailedRecipient, Header};
-use crate::session::{Param, Recipient};
 use crate::spool::SpooledEnvelope;
 
 use super::state::{QueueState, RcptStatus};

@@ -22,10 +22,11 @@ use futures::StreamExt as _;
 use tokio::sync::Notify;
 
 use crate::config::{Config, RouteConfig, RouteKind};
+use crate::envelope::{Recipient, Sender};
 use crate::pipeline::{CallRecord, Pipeline};
 use crate::plugin::bindings::types::{DeliveryReport, DeliveryStatus, FailedRecipient};
 use crate::reply::Reply;
-use crate::session::{Recipient, Sender, address};
+use crate::session::address;
 use crate::spool::{self, Spool, SpoolState, SpooledEnvelope};
 
 use super::bounce::Notice;

@@ -18,7 +18,7 @@ use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver, RequestRece
 use smtp_proto::{MailFrom, RcptTo, Request};
 
 use crate::config::ListenerKind;
-use crate::pipeline::Decision;
+use crate::envelope::{Decision, Envelope, Param, Recipient, Sender, TlsParams};
 use crate::reply::Reply;
 use data::DataReceiver;
 
@@ -55,57 +55,6 @@ pub struct SessionConfig {
     pub plaintext_auth: bool,
     /// Addresses each user may send as (see [`address::sender_allowed`]).
     pub senders: std::collections::BTreeMap<String, Vec<String>>,
-}
-
-/// The negotiated TLS parameters, as reported by the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsParams {
-    /// e.g. `TLSv1.3`.
-    pub version: String,
-    /// e.g. `TLS13_AES_256_GCM_SHA384`.
-    pub cipher: String,
-}
-
-/// An envelope parameter as sent (for plugins and the spool).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Param {
-    /// Upper-case keyword.
-    pub keyword: String,
-    /// Value, if any.
-    pub value: Option<String>,
-}
-
-/// MAIL FROM as accepted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Sender {
-    /// The address; empty for `<>`.
-    pub address: String,
-    /// Parameters (SIZE, BODY, SMTPUTF8, RET, ENVID, …).
-    pub params: Vec<Param>,
-}
-
-/// RCPT TO as accepted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Recipient {
-    /// The address (a bare `postmaster` is qualified with the first local domain).
-    pub address: String,
-    /// Parameters (NOTIFY, ORCPT).
-    pub params: Vec<Param>,
-    /// A plugin said "discard" for this recipient: accepted, never delivered.
-    pub discarded: bool,
-}
-
-/// The transaction in progress.
-#[derive(Debug, Clone, Default)]
-pub struct Transaction {
-    /// MAIL FROM, once accepted.
-    pub sender: Option<Sender>,
-    /// Recipients accepted so far.
-    pub recipients: Vec<Recipient>,
-    /// A plugin asked to drop the whole message.
-    pub discard: bool,
-    /// A plugin asked to quarantine the message, with this reason.
-    pub quarantine: Option<String>,
 }
 
 /// What the driver must do next.
@@ -194,7 +143,10 @@ pub struct Session {
     esmtp: bool,
     tls: Option<TlsParams>,
     auth_user: Option<String>,
-    txn: Transaction,
+    /// The envelope of the transaction in progress (from MAIL FROM), as far as the protocol
+    /// needs it: sequencing and the recipient limit. What happens to the message is the
+    /// inbound core's to decide.
+    txn: Option<Envelope>,
     message: Vec<u8>,
     errors: u32,
     auth_failures: u32,
@@ -220,7 +172,7 @@ impl Session {
             esmtp: false,
             tls,
             auth_user: None,
-            txn: Transaction::default(),
+            txn: None,
             message: Vec::new(),
             errors: 0,
             auth_failures: 0,
@@ -257,7 +209,7 @@ impl Session {
 
     /// True between MAIL FROM and the reply to the message: a transaction is open.
     pub fn in_transaction(&self) -> bool {
-        self.in_data() || self.transaction().sender.is_some()
+        self.in_data() || self.txn.is_some()
     }
 
     /// True when unprocessed client input is buffered (a pipelined command is waiting).
@@ -317,8 +269,8 @@ impl Session {
     }
 
     /// The transaction in progress.
-    pub fn transaction(&self) -> &Transaction {
-        &self.txn
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.txn.as_ref()
     }
 
     /// Failed AUTH attempts so far (the driver delays replies by this much).
@@ -464,17 +416,12 @@ impl Session {
         self.state = State::Command;
         match decision {
             Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
-            other => {
+            _ => {
                 self.reset_transaction();
-                self.txn = Transaction {
-                    sender: Some(sender),
-                    discard: matches!(other, Decision::Discard),
-                    quarantine: match other {
-                        Decision::Quarantine { reason } => Some(reason.clone()),
-                        _ => None,
-                    },
-                    ..Transaction::default()
-                };
+                self.txn = Some(Envelope {
+                    sender,
+                    recipients: Vec::new(),
+                });
                 self.reply(&Reply::new(250, "2.1.0", "Sender OK"));
             }
         }
@@ -486,12 +433,10 @@ impl Session {
         match decision {
             Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
             other => {
-                match other {
-                    Decision::Discard => recipient.discarded = true,
-                    Decision::Quarantine { reason } => self.txn.quarantine = Some(reason.clone()),
-                    _ => {}
+                recipient.discarded = matches!(other, Decision::Discard);
+                if let Some(t) = self.txn.as_mut() {
+                    t.recipients.push(recipient);
                 }
-                self.txn.recipients.push(recipient);
                 self.reply(&Reply::new(250, "2.1.5", "Recipient OK"));
             }
         }
@@ -560,7 +505,7 @@ impl Session {
     /// a message and every refused DATA or BDAT, so nothing of one transaction can reach the
     /// next (a BDAT chunk sent before RSET or STARTTLS once did).
     fn reset_transaction(&mut self) {
-        self.txn = Transaction::default();
+        self.txn = None;
         self.message = Vec::new();
     }
 
@@ -746,7 +691,7 @@ impl Session {
             self.error(Reply::new(503, "5.5.1", "Send HELO or EHLO first"));
             return None;
         }
-        if self.txn.sender.is_some() {
+        if self.txn.is_some() {
             self.error(Reply::new(503, "5.5.1", "Nested MAIL command"));
             return None;
         }
@@ -808,11 +753,11 @@ impl Session {
     }
 
     fn rcpt(&mut self, to: RcptTo<String>) -> Option<Step> {
-        if self.txn.sender.is_none() {
+        if self.txn.is_none() {
             self.error(Reply::new(503, "5.5.1", "Send MAIL first"));
             return None;
         }
-        if self.txn.recipients.len() >= self.cfg.max_recipients {
+        if self.txn.as_ref().map_or(0, |t| t.recipients.len()) >= self.cfg.max_recipients {
             // RFC 5321 §4.5.3.1.10: 452 for each recipient over the limit; not an error.
             self.reply(&Reply::new(452, "4.5.3", "Too many recipients"));
             return None;
@@ -853,9 +798,9 @@ impl Session {
 
     /// Why DATA or BDAT cannot start now, if it cannot.
     fn data_refusal(&self) -> Option<Reply> {
-        if self.txn.sender.is_none() {
+        if self.txn.is_none() {
             Some(Reply::new(503, "5.5.1", "Send MAIL first"))
-        } else if self.txn.recipients.is_empty() {
+        } else if self.txn.as_ref().is_none_or(|t| t.recipients.is_empty()) {
             Some(Reply::new(554, "5.5.1", "No valid recipients"))
         } else {
             None
@@ -916,7 +861,7 @@ impl Session {
             self.error(Reply::new(502, "5.5.1", "STARTTLS not available"));
             return None;
         }
-        if self.txn.sender.is_some() {
+        if self.txn.is_some() {
             self.error(Reply::new(
                 503,
                 "5.5.1",
@@ -943,7 +888,7 @@ impl Session {
             self.error(Reply::new(503, "5.5.1", "Already authenticated"));
             return None;
         }
-        if self.txn.sender.is_some() {
+        if self.txn.is_some() {
             self.error(Reply::new(
                 503,
                 "5.5.1",
