@@ -241,11 +241,7 @@ impl Authenticator {
         opts.attempts = 1;
         // DKIM keys are long TXT records: ask for EDNS0 so they come over UDP.
         opts.edns0 = true;
-        let checker = match a
-            .resolver
-            .as_deref()
-            .map(crate::delivery::mx::resolver_addr)
-        {
+        let checker = match a.resolver.as_deref().map(crate::config::resolver_addr) {
             Some(Some(addr)) => {
                 let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
                 for c in &mut ns.connections {
@@ -513,35 +509,22 @@ pub fn policy_decision(mode: DmarcMode, results: &Results) -> Option<Decision> {
     }
 }
 
-/// Checks that `path` holds a usable signing key (for configuration validation).
-pub fn check_key(path: &Path) -> Result<(), String> {
-    load_signer(path, "example.org", "check").map(|_| ())
-}
-
-/// Reads a PEM private key: RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8).
+/// A signer for `domain` and `selector` with the key in `path`.
 fn load_signer(path: &Path, domain: &str, selector: &str) -> Result<Signer, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-    let key = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| format!("not a PEM file: {e}"))?
-        .ok_or("no private key in the file")?;
-    if let rustls::pki_types::PrivateKeyDer::Pkcs8(der) = &key
-        && let Ok(ed) = Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der())
-    {
-        return Ok(Signer::Ed25519(
+    Ok(match crate::dkim_key::load(path)? {
+        crate::dkim_key::DkimKey::Ed25519(ed) => Signer::Ed25519(
             DkimSigner::from_key(ed)
                 .domain(domain)
                 .selector(selector)
                 .headers(SIGNED_HEADERS),
-        ));
-    }
-    let rsa = RsaKey::<Sha256>::from_key_der(key)
-        .map_err(|e| format!("neither an RSA nor an Ed25519 key: {e}"))?;
-    Ok(Signer::Rsa(
-        DkimSigner::from_key(rsa)
-            .domain(domain)
-            .selector(selector)
-            .headers(SIGNED_HEADERS),
-    ))
+        ),
+        crate::dkim_key::DkimKey::Rsa(rsa) => Signer::Rsa(
+            DkimSigner::from_key(rsa)
+                .domain(domain)
+                .selector(selector)
+                .headers(SIGNED_HEADERS),
+        ),
+    })
 }
 
 /// `sluice dkim keygen`: a new key pair. Returns the private key as PEM and the DNS TXT
@@ -655,10 +638,10 @@ mod tests {
             }));
             let path = dir.path().join(format!("{ed25519}.key"));
             std::fs::write(&path, pem).unwrap();
-            check_key(&path).unwrap();
+            crate::dkim_key::load(&path).unwrap();
         }
         let junk = dir.path().join("junk.key");
         std::fs::write(&junk, "not a key").unwrap();
-        assert!(check_key(&junk).is_err());
+        assert!(crate::dkim_key::load(&junk).is_err());
     }
 }

@@ -494,7 +494,7 @@ pub struct RouteConfig {
     pub port: u16,
     /// TLS policy for smtp: `none`, `opportunistic` (default) or `required` (verified).
     #[serde(default = "opportunistic")]
-    pub tls: crate::delivery::client::TlsPolicy,
+    pub tls: TlsPolicy,
     /// AUTH user for the next hop (needs TLS).
     #[serde(default)]
     pub auth_user: Option<String>,
@@ -507,8 +507,31 @@ fn smtp_port() -> u16 {
     25
 }
 
-fn opportunistic() -> crate::delivery::client::TlsPolicy {
-    crate::delivery::client::TlsPolicy::Opportunistic
+fn opportunistic() -> TlsPolicy {
+    TlsPolicy::Opportunistic
+}
+
+/// When to use TLS with the next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// Never.
+    None,
+    /// STARTTLS when offered; certificates not verified (as MTAs do opportunistically).
+    Opportunistic,
+    /// STARTTLS required, certificate verified against the system's roots.
+    Required,
+}
+
+/// `ip` or `ip:port` (IPv6 as `[::1]:53`) to a socket address; port 53 by default.
+pub fn resolver_addr(s: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Some(a);
+    }
+    s.trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
 }
 
 /// `[limits]`: protocol limits, each defending against a named abuse.
@@ -844,7 +867,7 @@ impl Config {
                     "route[{i}]: set both auth_user and auth_password, or neither"
                 ));
             }
-            if r.auth_user.is_some() && r.tls != crate::delivery::client::TlsPolicy::Required {
+            if r.auth_user.is_some() && r.tls != TlsPolicy::Required {
                 problems.push(format!(
                     "route[{i}].tls: a route with auth_user sends its password, so it needs tls = \"required\" (a verified certificate); it is {:?}",
                     format!("{:?}", r.tls).to_lowercase()
@@ -873,14 +896,14 @@ impl Config {
             }
         }
         if let Some(r) = &self.delivery.resolver
-            && crate::delivery::mx::resolver_addr(r).is_none()
+            && resolver_addr(r).is_none()
         {
             problems.push(format!(
                 "delivery.resolver: {r:?} is not an IP address or ip:port"
             ));
         }
         if let Some(r) = &self.authentication.resolver
-            && crate::delivery::mx::resolver_addr(r).is_none()
+            && resolver_addr(r).is_none()
         {
             problems.push(format!(
                 "authentication.resolver: {r:?} is not an IP address or ip:port"
@@ -904,7 +927,7 @@ impl Config {
                     k.domain, k.selector
                 ));
             }
-            if let Err(e) = crate::authentication::check_key(&k.key) {
+            if let Err(e) = crate::dkim_key::load(&k.key) {
                 problems.push(format!(
                     "authentication.dkim_key for {}: {}: {e}",
                     k.domain,
@@ -981,7 +1004,7 @@ impl Config {
                 host: None,
                 socket: None,
                 port: smtp_port(),
-                tls: crate::delivery::client::TlsPolicy::None,
+                tls: TlsPolicy::None,
                 auth_user: None,
                 auth_password: None,
             });

@@ -13,12 +13,12 @@ use tokio::net::TcpStream;
 
 use crate::config::DmarcMode;
 use crate::config::ListenerKind;
+use crate::context::{Live, ServerContext};
 use crate::envelope::Decision;
 use crate::envelope::TlsParams;
 use crate::inbound::{Client, FrontEnd, Inbound};
 use crate::login_throttle::{Admission, client_key};
 use crate::reply::Reply;
-use crate::server::{Live, ServerContext};
 use crate::session::{AuthOutcome, Session, SessionConfig, Step};
 use crate::spool;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::ServerContext;
+use crate::context::ServerContext;
 use crate::spool::SpoolState;
 
 /// Requests answered at once; more connections wait in the listen queue (a client opening

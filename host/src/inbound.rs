@@ -20,13 +20,13 @@ use std::sync::Arc;
 
 use crate::authentication::{Results, SenderChecks, SignRefusal};
 use crate::config::{DmarcMode, UnownedFrom};
+use crate::context::Live;
 pub use crate::envelope::Client;
 use crate::envelope::Decision;
 use crate::envelope::{Envelope, Recipient, Sender};
 use crate::message;
 use crate::pipeline::{self, CallRecord, MessageOutcome, action_name};
 use crate::reply::Reply;
-use crate::server::Live;
 use crate::spool::{Spool, SpoolState, SpooledEnvelope};
 
 /// How the front end stands in the mail flow.

@@ -16,6 +16,8 @@
 //!   recipients, message, edits, signing, outcome), driven by the front ends below.
 //! - [`connection`]: the SMTP front end — drives a session over a socket, performs its steps, STARTTLS.
 //! - [`milter`]: the milter front end for Postfix and Sendmail (protocol v6, sans-IO codec).
+//! - [`context`]: what a running server shares ([`context::Live`], swapped by reloads, and
+//!   [`context::ServerContext`]).
 //! - [`server`]: listeners, connection limits, the shared context, graceful shutdown.
 //! - [`reload`]: the plugin-directory watcher and configuration reload (SIGHUP).
 //! - [`metrics`]: Prometheus metrics; [`http`]: `/metrics`, `/healthz`, `/plugins`.
@@ -24,6 +26,7 @@
 //! - [`credentials`]: the AUTH users file (Argon2id); [`login_throttle`]: failed AUTH
 //!   attempts counted across connections, and the bound on concurrent password hashing.
 //! - [`message`]: header edits and the `Received:` field.
+//! - [`dkim_key`]: DKIM private keys on disk (for the configuration check and the signer).
 //! - [`authentication`]: SPF, DKIM and DMARC of inbound mail, `Authentication-Results:`, DKIM
 //!   signing of outbound mail.
 //! - [`spool`]: durable acceptance with group commit.
@@ -35,8 +38,10 @@
 pub mod authentication;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod credentials;
 pub mod delivery;
+pub mod dkim_key;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzz;

@@ -510,7 +510,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode
     }
     let pid_file = config.pid_file();
     let drain = std::time::Duration::from_secs(config.server.drain_timeout_secs);
-    let ctx = sluice::server::context(config, pipeline, runtime)?;
+    let ctx = sluice::context::context(config, pipeline, runtime)?;
     let server = sluice::server::Server::start(std::sync::Arc::new(ctx)).await?;
     if let Some(dir) = pid_file.parent() {
         std::fs::create_dir_all(dir)?;
@@ -668,7 +668,7 @@ async fn check(
     let runtime = runtime_for(&config)?;
     let pipeline = load_pipeline(&runtime, &config, &only).await?;
     let auth = std::sync::Arc::new(sluice::authentication::Authenticator::new(&config)?);
-    let live = std::sync::Arc::new(sluice::server::Live {
+    let live = std::sync::Arc::new(sluice::context::Live {
         config,
         pipeline,
         tls: None,

@@ -17,59 +17,18 @@
 //!   the data directory and the instance pool are fixed at start: changes to them are
 //!   reported as needing a restart.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
+use crate::context::{Live, ServerContext};
 use crate::pipeline::{LoadError, Pipeline};
+use crate::plugin::directory::{DirState, fingerprint};
 use crate::plugin::{LoadedPlugin, directory};
-use crate::server::{Live, ServerContext};
 
 /// How long a new or changed plugin file must stay unchanged before it is loaded.
 pub const SETTLE: Duration = Duration::from_millis(500);
-
-/// A file's identity and version, as far as the directory watcher cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fingerprint {
-    len: u64,
-    modified: Option<SystemTime>,
-    inode: u64,
-}
-
-fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(Fingerprint {
-        len: m.len(),
-        modified: m.modified().ok(),
-        inode: m.ino(),
-    })
-}
-
-/// What the watcher knows about the files behind the plugins in service.
-#[derive(Debug, Default)]
-pub struct DirState {
-    /// Plugin name → the file and version in service.
-    loaded: HashMap<String, (PathBuf, Fingerprint)>,
-    /// Files refused, with the version refused (not retried until it changes).
-    refused: HashMap<PathBuf, Fingerprint>,
-}
-
-impl DirState {
-    fn from_pipeline(p: &Pipeline) -> DirState {
-        let loaded = p
-            .plugins()
-            .iter()
-            .filter_map(|pl| Some((pl.name.clone(), (pl.file.clone(), fingerprint(&pl.file)?))))
-            .collect();
-        DirState {
-            loaded,
-            refused: HashMap::new(),
-        }
-    }
-}
 
 /// What a rescan did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -88,7 +47,7 @@ pub struct Rescan {
 pub async fn rescan(ctx: &ServerContext) -> Rescan {
     let mut state = ctx.reload_lock.lock().await;
     if state.loaded.is_empty() && state.refused.is_empty() {
-        *state = DirState::from_pipeline(&ctx.live().pipeline);
+        *state = DirState::from_plugins(ctx.live().pipeline.plugins());
     }
     let live = ctx.live();
     let config = &live.config;
@@ -297,7 +256,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
-        *state = DirState::from_pipeline(&pipeline);
+        *state = DirState::from_plugins(pipeline.plugins());
         crate::metrics::get().plugins_loaded(pipeline.plugins().len());
         let auth = crate::authentication::Authenticator::new(&config).map_err(|e| e.to_string())?;
         ctx.live.store(Arc::new(Live {

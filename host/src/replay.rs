@@ -16,11 +16,11 @@ use serde::Serialize;
 use std::sync::Arc;
 
 use crate::config::{DmarcMode, ListenerKind};
+use crate::context::Live;
 use crate::envelope::Decision;
 use crate::envelope::{Recipient, Sender};
 use crate::inbound::{self, Client, FrontEnd, Inbound};
 use crate::pipeline::{CallRecord, ScoredSymbol};
-use crate::server::Live;
 
 /// Envelope and session values given on the command line.
 #[derive(Debug, Clone, Default)]

@@ -228,7 +228,7 @@ local_domains = ["example.org", "catchall.example.org"]
         let pipeline = Pipeline::load(&rt, &config)
             .await
             .unwrap_or_else(|e| panic!("plugins: {e:?}"));
-        let ctx = sluice::server::context(config, pipeline, rt.clone()).expect("server context");
+        let ctx = sluice::context::context(config, pipeline, rt.clone()).expect("server context");
         let server = sluice::server::Server::start(Arc::new(ctx))
             .await
             .expect("server starts");
@@ -302,7 +302,7 @@ local_domains = ["example.org", "catchall.example.org"]
     }
 
     /// The running server's shared context (live configuration and plugins, reloads).
-    pub fn ctx(&self) -> &Arc<sluice::server::ServerContext> {
+    pub fn ctx(&self) -> &Arc<sluice::context::ServerContext> {
         self.server.as_ref().expect("server running").context()
     }
 

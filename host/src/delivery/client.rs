@@ -22,17 +22,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::reply::Reply;
 
-/// When to use TLS with the next hop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsPolicy {
-    /// Never.
-    None,
-    /// STARTTLS when offered; certificates not verified (as MTAs do opportunistically).
-    Opportunistic,
-    /// STARTTLS required, certificate verified against the system's roots.
-    Required,
-}
+pub use crate::config::TlsPolicy;
 
 /// How to talk to the next hop.
 #[derive(Debug, Clone)]

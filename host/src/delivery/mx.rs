@@ -5,7 +5,7 @@
 //! The DNS server is the system's unless `[delivery] resolver` names one (tests run their own
 //! on loopback). Answers are cached by the resolver for their TTL.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -53,16 +53,7 @@ pub struct Exchanger {
     pub preference: u16,
 }
 
-/// `ip` or `ip:port` (IPv6 as `[::1]:53`) to a socket address; port 53 by default.
-pub fn resolver_addr(s: &str) -> Option<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Some(a);
-    }
-    s.trim_matches(['[', ']'])
-        .parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, 53))
-}
+pub use crate::config::resolver_addr;
 
 /// A caching DNS resolver for MX routes.
 pub struct MxResolver {

@@ -71,7 +71,7 @@ pub struct Runner {
     pool: Pool,
     mx: MxResolver,
     /// When set, each pass takes the configuration and plugins in force from here.
-    live: Option<Arc<arc_swap::ArcSwap<crate::server::Live>>>,
+    live: Option<Arc<arc_swap::ArcSwap<crate::context::Live>>>,
     /// Where this server listens: a next hop there is ourselves (a mail loop).
     own: Vec<std::net::SocketAddr>,
     /// Messages whose processing panicked, and when to try them again.
@@ -244,7 +244,7 @@ impl Runner {
     }
 
     /// Makes each pass use the configuration and plugins in force in `live` (reloads).
-    pub fn following(mut self, live: Arc<arc_swap::ArcSwap<crate::server::Live>>) -> Runner {
+    pub fn following(mut self, live: Arc<arc_swap::ArcSwap<crate::context::Live>>) -> Runner {
         self.live = Some(live);
         self
     }

@@ -18,11 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::DmarcMode;
+use crate::context::ServerContext;
 use crate::envelope::Decision;
 use crate::envelope::{Param, Recipient, Sender, TlsParams};
 use crate::inbound::{Action, Client, Disposition, FrontEnd, Inbound, refuses};
 use crate::reply::Reply;
-use crate::server::ServerContext;
 use protocol::{Command, Decoder, ProtocolError, Response, action, step};
 
 /// Accepts MTA connections until the task is dropped or shutdown begins.

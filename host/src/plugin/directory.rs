@@ -5,7 +5,9 @@
 //! configuration, then the rest by numeric prefix, then by name. Files that are not `*.wasm`,
 //! and names starting with `.` (temporary files of a "write then rename" install), are ignored.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// A plugin file found in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +89,51 @@ pub fn sort(files: &mut [PluginFile], order: &[String]) {
             f.name.clone(),
         )
     });
+}
+
+/// A file's identity and version, as far as the directory watcher cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Length in bytes.
+    pub len: u64,
+    /// Last modification.
+    pub modified: Option<SystemTime>,
+    /// Inode (a rename over the file changes it).
+    pub inode: u64,
+}
+
+pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Fingerprint {
+        len: m.len(),
+        modified: m.modified().ok(),
+        inode: m.ino(),
+    })
+}
+
+/// What the directory watcher ([`crate::reload`]) knows about the files behind the plugins in
+/// service.
+#[derive(Debug, Default)]
+pub struct DirState {
+    /// Plugin name → the file and version in service.
+    pub loaded: HashMap<String, (PathBuf, Fingerprint)>,
+    /// Files refused, with the version refused (not retried until it changes).
+    pub refused: HashMap<PathBuf, Fingerprint>,
+}
+
+impl DirState {
+    /// The state for `plugins` in service, nothing refused.
+    pub fn from_plugins(plugins: &[std::sync::Arc<super::LoadedPlugin>]) -> DirState {
+        let loaded = plugins
+            .iter()
+            .filter_map(|pl| Some((pl.name.clone(), (pl.file.clone(), fingerprint(&pl.file)?))))
+            .collect();
+        DirState {
+            loaded,
+            refused: HashMap::new(),
+        }
+    }
 }
 
 #[cfg(test)]
