@@ -280,6 +280,7 @@ async fn smuggling_attempt_stays_one_message() {
         !s.dir.path().join("maildir/carol").exists(),
         "a second message was smuggled"
     );
+    s.queue_drained().await;
     assert_eq!(s.stored_count(), 1);
     s.stop().await;
 }

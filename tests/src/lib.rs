@@ -263,6 +263,18 @@ local_domains = ["example.org", "catchall.example.org"]
         panic!("{user} did not receive {n} message(s) within 10 s");
     }
 
+    /// Waits (bounded: 10 s) until the spool queue holds no message: a delivered message
+    /// leaves the queue just after its Maildir file appears.
+    pub async fn queue_drained(&self) {
+        for _ in 0..200 {
+            if self.queued().is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the queue did not drain within 10 s");
+    }
+
     /// Every message delivered to any mailbox or still in the spool (queue or quarantine).
     pub fn stored_count(&self) -> usize {
         let count = |p: PathBuf, spool: bool| {
