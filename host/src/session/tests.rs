@@ -1,6 +1,7 @@
 //! Table tests of the whole dialogue, no sockets: a scripted driver answers every step.
 
 use super::*;
+use crate::envelope::Decision;
 use base64::Engine as _;
 
 fn cfg(listener: ListenerKind) -> SessionConfig {
