@@ -33,7 +33,7 @@
 //! - [`private_files`]: owner-only files and directories (secrets, umask, shared-directory check).
 //! - [`delivery`]: getting spooled mail out: routes, MX, pooling, retries, bounces.
 //!
-//! `main.rs` is only the command line.
+//! The `sluice` binary (`src/bin/sluice/`, one module per command) is only the command line.
 
 pub mod authentication;
 pub mod config;

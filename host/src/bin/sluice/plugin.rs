@@ -1,0 +1,184 @@
+//! `sluice plugin check` (replay messages through the inbound core) and `sluice plugin list`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use sluice::config::Config;
+use sluice::pipeline::{LoadError, Pipeline};
+use sluice::plugin::{Runtime, directory};
+use sluice::replay::{self, EnvelopeArgs};
+
+use crate::runtime_for;
+
+/// Loads the pipeline: the whole configured directory, or only the plugins named.
+pub async fn load_pipeline(
+    runtime: &Runtime,
+    config: &Config,
+    only: &[String],
+) -> anyhow::Result<Pipeline> {
+    let result = if only.is_empty() {
+        Pipeline::load(runtime, config).await
+    } else {
+        let mut files = Vec::new();
+        let dir = config.plugin_dir();
+        for item in only {
+            let path = PathBuf::from(item);
+            if item.ends_with(".wasm") || item.contains('/') {
+                if !path.is_file() {
+                    bail!("--plugin {item}: no such file");
+                }
+                let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+                let name = directory::parse_file_name(file_name)
+                    .map(|(n, _)| n)
+                    .with_context(|| {
+                        format!("--plugin {item}: a plugin file name is NAME.wasm or NN-NAME.wasm, NAME of letters, digits, '-' and '_'")
+                    })?;
+                files.push((name, path));
+            } else {
+                let found = directory::scan(&dir, &[])
+                    .with_context(|| format!("plugin directory {}", dir.display()))?
+                    .into_iter()
+                    .find(|f| f.name == *item)
+                    .with_context(|| {
+                        format!(
+                            "--plugin {item}: no plugin of that name in {}",
+                            dir.display()
+                        )
+                    })?;
+                files.push((found.name, found.path));
+            }
+        }
+        Pipeline::load_files(runtime, config, &files).await
+    };
+    result.map_err(|errors| {
+        anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(LoadError::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+pub async fn check(
+    config: Config,
+    only: Vec<String>,
+    args: EnvelopeArgs,
+    messages: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = runtime_for(&config)?;
+    let pipeline = load_pipeline(&runtime, &config, &only).await?;
+    let auth = std::sync::Arc::new(sluice::authentication::Authenticator::new(&config)?);
+    let live = std::sync::Arc::new(sluice::context::Live {
+        config,
+        pipeline,
+        tls: None,
+        auth,
+    });
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = false;
+    for (i, file) in messages.iter().enumerate() {
+        match replay::replay(&live, file, &args, i + 1).await {
+            Ok(report) => {
+                serde_json::to_writer(&mut stdout, &report)?;
+                writeln!(stdout)?;
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                failed = true;
+            }
+        }
+    }
+    stdout.flush()?;
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow::Result<ExitCode> {
+    let rows: Vec<serde_json::Value> = match &server {
+        Some(addr) => fetch_plugins(addr).await?,
+        None => {
+            let runtime = runtime_for(&config)?;
+            load_pipeline(&runtime, &config, &[]).await?.describe()
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        match &server {
+            Some(addr) => println!("no plugins in service at {addr}"),
+            None => println!("no plugins in {}", config.plugin_dir().display()),
+        }
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for r in &rows {
+        let hooks: Vec<String> = r["hooks"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        let mut scope = String::new();
+        for key in ["listeners", "domains"] {
+            if let Some(a) = r[key].as_array().filter(|a| !a.is_empty()) {
+                let v: Vec<String> = a.iter().map(text).collect();
+                scope.push_str(&format!(" {key}={}", v.join(",")));
+            }
+        }
+        if let Some(left) = r["cooldown_secs_left"].as_u64() {
+            scope.push_str(&format!(" COOLING-DOWN({left}s)"));
+        }
+        if let Some(n) = r["clients_in_cooldown"].as_u64().filter(|n| *n > 0) {
+            scope.push_str(&format!(" COOLING-DOWN-FOR-{n}-CLIENT(S)"));
+        }
+        let sha = text(&r["sha256"]);
+        println!(
+            "{:>2}. {:<20} {:<8} {:<45} {}ms {}MiB on_failure={} sha256={}{scope}",
+            text(&r["order"]),
+            text(&r["name"]),
+            text(&r["version"]),
+            hooks.join(","),
+            text(&r["timeout_ms"]),
+            text(&r["memory_mb"]),
+            text(&r["on_failure"]),
+            &sha[..sha.len().min(16)],
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `GET /plugins` from a running server's metrics address.
+async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| {
+            format!("--server {addr}: cannot connect (is [metrics] address set to it?)")
+        })?;
+    s.write_all(
+        format!("GET /plugins HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await?;
+    let reply = String::from_utf8_lossy(&reply);
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("--server {addr}: not an HTTP reply"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("--server {addr}: {}", head.lines().next().unwrap_or(""));
+    }
+    serde_json::from_str(body)
+        .with_context(|| format!("--server {addr}: not a Sluice /plugins reply"))
+}

@@ -1,0 +1,126 @@
+//! `sluice queue …`: list, show, retry, hold, release and delete queued messages, and the
+//! quarantine. What remote parties wrote is printed with control characters escaped.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use sluice::config::Config;
+
+use crate::{QuarantineCommand, QueueCommand};
+
+/// Prints queue entries. Addresses, reasons and remote replies came from clients, plugins and
+/// other servers: control characters in them are shown escaped, never sent to the terminal.
+fn print_entries(entries: &[sluice::delivery::admin::Entry], json: bool) -> anyhow::Result<()> {
+    use sluice::message::printable;
+    if json {
+        println!("{}", serde_json::to_string_pretty(entries)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("empty");
+    }
+    for e in entries {
+        let sender = if e.sender.is_empty() {
+            "<>"
+        } else {
+            e.sender.as_str()
+        };
+        let mut flags = String::new();
+        if e.held {
+            flags.push_str(" HELD");
+        }
+        if let Some(q) = &e.quarantine {
+            flags.push_str(&format!(" quarantined: {}", printable(q)));
+        }
+        println!(
+            "{} {} {} bytes from {}{flags}",
+            e.id,
+            e.received_at,
+            e.size,
+            printable(sender)
+        );
+        if let Some(next) = &e.next_attempt {
+            println!("    next attempt {next} (attempts so far: {})", e.attempts);
+        }
+        for (rcpt, status, reply) in &e.recipients {
+            println!(
+                "    {} {status:?}{}",
+                printable(rcpt),
+                reply
+                    .as_ref()
+                    .map(|r| format!(": {}", printable(&r.to_string())))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
+    use sluice::delivery::admin;
+    use sluice::spool::SpoolState;
+    let spool = sluice::spool::Spool::attach(&config.server.data_dir.join("spool"))?;
+    match command {
+        QueueCommand::List { json } => {
+            print_entries(&admin::list(&spool, SpoolState::Queue)?, json)?
+        }
+        QueueCommand::Show { id } => {
+            let (entry, history, headers) = admin::show(&spool, SpoolState::Queue, &id)
+                .or_else(|_| admin::show(&spool, SpoolState::Quarantine, &id))?;
+            print_entries(std::slice::from_ref(&entry), false)?;
+            println!("history:");
+            for h in history {
+                println!("    {}", sluice::message::printable(&h.to_string()));
+            }
+            println!("headers:");
+            for line in headers.lines() {
+                println!("{}", sluice::message::printable(line));
+            }
+        }
+        QueueCommand::Retry { id, all } => {
+            let ids = match (id, all) {
+                (Some(id), false) => vec![id],
+                (None, true) => spool.list(SpoolState::Queue)?,
+                _ => bail!("give a queue id or --all"),
+            };
+            for id in &ids {
+                admin::retry(&spool, id)?;
+            }
+            println!("{} message(s) scheduled for delivery now", ids.len());
+        }
+        QueueCommand::Hold { id } => {
+            admin::hold(&spool, &id)?;
+            println!("{id}: held");
+        }
+        QueueCommand::Release { id } => {
+            admin::release(&spool, &id)?;
+            println!("{id}: released");
+        }
+        QueueCommand::Delete { id, bounce, .. } => {
+            admin::delete(&spool, &id, bounce)?;
+            println!(
+                "{id}: {}",
+                if bounce {
+                    "deleted; the sender will get a bounce"
+                } else {
+                    "dropped"
+                }
+            );
+        }
+        QueueCommand::Quarantine { command } => match command {
+            QuarantineCommand::List { json } => {
+                print_entries(&admin::list(&spool, SpoolState::Quarantine)?, json)?
+            }
+            QuarantineCommand::Release { id } => {
+                admin::quarantine_release(&spool, &id)?;
+                println!("{id}: released to the queue");
+            }
+            QuarantineCommand::Delete { id } => {
+                admin::quarantine_delete(&spool, &id)?;
+                println!("{id}: deleted");
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

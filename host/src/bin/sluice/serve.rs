@@ -1,0 +1,60 @@
+//! `sluice serve`: check the data directory, load the plugins, start the server, write the
+//! pid file, print the listeners, and run until SIGTERM/SIGINT (SIGHUP reloads).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use sluice::config::Config;
+
+use crate::plugin::load_pipeline;
+use crate::runtime_for;
+
+pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    for (dir, key) in [
+        (&config.server.data_dir, "server.data_dir"),
+        (&config.cache_dir(), "plugins.cache_dir"),
+    ] {
+        sluice::private_files::check_not_shared(dir, key).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let runtime = runtime_for(&config)?;
+    let pipeline = load_pipeline(&runtime, &config, &[]).await?;
+    for p in pipeline.plugins() {
+        tracing::info!(plugin = %p.name, version = %p.info.version, hooks = %p.hook_names().join(","), "plugin loaded");
+    }
+    let pid_file = config.pid_file();
+    let drain = std::time::Duration::from_secs(config.server.drain_timeout_secs);
+    let ctx = sluice::context::context(config, pipeline, runtime)?;
+    let server = sluice::server::Server::start(std::sync::Arc::new(ctx)).await?;
+    if let Some(dir) = pid_file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    for (kind, addr) in &server.listeners {
+        // One line per listener on stdout, so scripts and tests learn the ports.
+        println!("listening {} {addr}", kind.as_str());
+    }
+    if let Some(addr) = server.metrics {
+        println!("listening metrics {addr}");
+    }
+    std::io::stdout().flush()?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = sluice::reload::reload_config(server.context(), path.as_deref()).await;
+            }
+        }
+    }
+    server.shutdown(drain).await;
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(ExitCode::SUCCESS)
+}
