@@ -32,7 +32,7 @@ use crate::reply::Reply;
 /// The result of one check, by RFC 8601's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub enum Status {
     /// Authenticated.
     Pass,
     /// Explicitly not authorised (or a signature that does not verify).
@@ -49,50 +49,50 @@ pub enum Verdict {
     Permerror,
 }
 
-impl Verdict {
+impl Status {
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Verdict::Pass => "pass",
-            Verdict::Fail => "fail",
-            Verdict::Softfail => "softfail",
-            Verdict::Neutral => "neutral",
-            Verdict::None => "none",
-            Verdict::Temperror => "temperror",
-            Verdict::Permerror => "permerror",
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Softfail => "softfail",
+            Status::Neutral => "neutral",
+            Status::None => "none",
+            Status::Temperror => "temperror",
+            Status::Permerror => "permerror",
         }
     }
 
-    fn of_spf(r: SpfResult) -> Verdict {
+    fn of_spf(r: SpfResult) -> Status {
         match r {
-            SpfResult::Pass => Verdict::Pass,
-            SpfResult::Fail => Verdict::Fail,
-            SpfResult::SoftFail => Verdict::Softfail,
-            SpfResult::Neutral => Verdict::Neutral,
-            SpfResult::TempError => Verdict::Temperror,
-            SpfResult::PermError => Verdict::Permerror,
-            SpfResult::None => Verdict::None,
+            SpfResult::Pass => Status::Pass,
+            SpfResult::Fail => Status::Fail,
+            SpfResult::SoftFail => Status::Softfail,
+            SpfResult::Neutral => Status::Neutral,
+            SpfResult::TempError => Status::Temperror,
+            SpfResult::PermError => Status::Permerror,
+            SpfResult::None => Status::None,
         }
     }
 
-    fn of_dkim(r: &DkimResult) -> Verdict {
+    fn of_dkim(r: &DkimResult) -> Status {
         match r {
-            DkimResult::Pass => Verdict::Pass,
-            DkimResult::Neutral(_) => Verdict::Neutral,
-            DkimResult::Fail(_) => Verdict::Fail,
-            DkimResult::PermError(_) => Verdict::Permerror,
-            DkimResult::TempError(_) => Verdict::Temperror,
-            DkimResult::None => Verdict::None,
+            DkimResult::Pass => Status::Pass,
+            DkimResult::Neutral(_) => Status::Neutral,
+            DkimResult::Fail(_) => Status::Fail,
+            DkimResult::PermError(_) => Status::Permerror,
+            DkimResult::TempError(_) => Status::Temperror,
+            DkimResult::None => Status::None,
         }
     }
 
-    fn of_dmarc(r: &DmarcResult) -> Verdict {
+    fn of_dmarc(r: &DmarcResult) -> Status {
         match r {
-            DmarcResult::Pass => Verdict::Pass,
-            DmarcResult::Fail(_) => Verdict::Fail,
-            DmarcResult::TempError(_) => Verdict::Temperror,
-            DmarcResult::PermError(_) => Verdict::Permerror,
-            DmarcResult::None => Verdict::None,
+            DmarcResult::Pass => Status::Pass,
+            DmarcResult::Fail(_) => Status::Fail,
+            DmarcResult::TempError(_) => Status::Temperror,
+            DmarcResult::PermError(_) => Status::Permerror,
+            DmarcResult::None => Status::None,
         }
     }
 }
@@ -101,7 +101,7 @@ impl Verdict {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpfCheck {
     /// The result.
-    pub verdict: Verdict,
+    pub verdict: Status,
     /// The domain whose record was checked.
     pub domain: String,
 }
@@ -110,7 +110,7 @@ pub struct SpfCheck {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DkimCheck {
     /// The result.
-    pub verdict: Verdict,
+    pub verdict: Status,
     /// The signing domain (`d=`).
     pub domain: String,
     /// The selector (`s=`).
@@ -123,7 +123,7 @@ pub struct DkimCheck {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DmarcCheck {
     /// The result: pass when SPF or DKIM passed aligned with the From domain.
-    pub verdict: Verdict,
+    pub verdict: Status,
     /// The From domain.
     pub domain: String,
     /// The domain's policy: `none`, `quarantine`, `reject`, or `unspecified` without a record.
@@ -174,7 +174,7 @@ impl SenderChecks {
 
 fn spf_check(o: &SpfOutput) -> SpfCheck {
     SpfCheck {
-        verdict: Verdict::of_spf(o.result()),
+        verdict: Status::of_spf(o.result()),
         domain: o.domain().to_string(),
     }
 }
@@ -327,7 +327,7 @@ impl Authenticator {
         };
         let Ok(checker) = &self.checker else {
             results.dmarc = Some(DmarcCheck {
-                verdict: Verdict::Temperror,
+                verdict: Status::Temperror,
                 domain: message.from().to_string(),
                 policy: "unspecified".into(),
             });
@@ -349,7 +349,7 @@ impl Authenticator {
         results.dkim = dkim
             .iter()
             .map(|o| DkimCheck {
-                verdict: Verdict::of_dkim(o.result()),
+                verdict: Status::of_dkim(o.result()),
                 domain: o.signature().map(|s| s.d.clone()).unwrap_or_default(),
                 selector: o.signature().map(|s| s.s.clone()).unwrap_or_default(),
                 detail: match o.result() {
@@ -441,18 +441,18 @@ pub enum SignRefusal {
 /// failure (of the DMARC record's lookup, say) is a temperror — the message may pass on
 /// retry — and a domain that publishes a record fails; without a record there is nothing to
 /// fail (`mail-auth` leaves both results at none when neither check passed at all).
-fn dmarc_verdict(spf: &DmarcResult, dkim: &DmarcResult, has_record: bool) -> Verdict {
-    let (s, d) = (Verdict::of_dmarc(spf), Verdict::of_dmarc(dkim));
-    if s == Verdict::Pass || d == Verdict::Pass {
-        Verdict::Pass
-    } else if s == Verdict::Temperror || d == Verdict::Temperror {
-        Verdict::Temperror
+fn dmarc_verdict(spf: &DmarcResult, dkim: &DmarcResult, has_record: bool) -> Status {
+    let (s, d) = (Status::of_dmarc(spf), Status::of_dmarc(dkim));
+    if s == Status::Pass || d == Status::Pass {
+        Status::Pass
+    } else if s == Status::Temperror || d == Status::Temperror {
+        Status::Temperror
     } else if has_record {
-        Verdict::Fail
-    } else if s == Verdict::Permerror || d == Verdict::Permerror {
-        Verdict::Permerror
+        Status::Fail
+    } else if s == Status::Permerror || d == Status::Permerror {
+        Status::Permerror
     } else {
-        Verdict::None
+        Status::None
     }
 }
 
@@ -482,7 +482,7 @@ pub fn policy_decision(mode: DmarcMode, results: &Results) -> Option<Decision> {
     }
     let dmarc = results.dmarc.as_ref()?;
     match (dmarc.verdict, dmarc.policy.as_str()) {
-        (Verdict::Fail, "reject") => Some(Decision::Reject {
+        (Status::Fail, "reject") => Some(Decision::Reject {
             reply: Reply::new(
                 550,
                 "5.7.1",
@@ -492,10 +492,10 @@ pub fn policy_decision(mode: DmarcMode, results: &Results) -> Option<Decision> {
                 ),
             ),
         }),
-        (Verdict::Fail, "quarantine") => Some(Decision::Quarantine {
+        (Status::Fail, "quarantine") => Some(Decision::Quarantine {
             reason: format!("DMARC policy of {} (p=quarantine)", dmarc.domain),
         }),
-        (Verdict::Temperror, _) => Some(Decision::Tempfail {
+        (Status::Temperror, _) => Some(Decision::Tempfail {
             reply: Reply::new(
                 451,
                 "4.7.1",
@@ -558,7 +558,7 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn dmarc(verdict: Verdict, policy: &str) -> Results {
+    fn dmarc(verdict: Status, policy: &str) -> Results {
         Results {
             dmarc: Some(DmarcCheck {
                 verdict,
@@ -574,23 +574,17 @@ mod tests {
         let fail = DmarcResult::Fail(mail_auth::Error::NotAligned);
         let temp = DmarcResult::TempError(mail_auth::Error::NotAligned);
         let none = DmarcResult::None;
-        assert_eq!(
-            dmarc_verdict(&DmarcResult::Pass, &fail, true),
-            Verdict::Pass
-        );
-        assert_eq!(
-            dmarc_verdict(&fail, &DmarcResult::Pass, true),
-            Verdict::Pass
-        );
-        assert_eq!(dmarc_verdict(&none, &none, true), Verdict::Fail);
-        assert_eq!(dmarc_verdict(&fail, &none, true), Verdict::Fail);
-        assert_eq!(dmarc_verdict(&none, &none, false), Verdict::None);
-        assert_eq!(dmarc_verdict(&temp, &none, false), Verdict::Temperror);
+        assert_eq!(dmarc_verdict(&DmarcResult::Pass, &fail, true), Status::Pass);
+        assert_eq!(dmarc_verdict(&fail, &DmarcResult::Pass, true), Status::Pass);
+        assert_eq!(dmarc_verdict(&none, &none, true), Status::Fail);
+        assert_eq!(dmarc_verdict(&fail, &none, true), Status::Fail);
+        assert_eq!(dmarc_verdict(&none, &none, false), Status::None);
+        assert_eq!(dmarc_verdict(&temp, &none, false), Status::Temperror);
     }
 
     #[test]
     fn the_listener_policy_applies_the_domain_policy_only_when_enforcing() {
-        let reject = dmarc(Verdict::Fail, "reject");
+        let reject = dmarc(Status::Fail, "reject");
         assert_eq!(policy_decision(DmarcMode::Record, &reject), None);
         match policy_decision(DmarcMode::Enforce, &reject) {
             Some(Decision::Reject { reply }) => {
@@ -600,21 +594,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            policy_decision(DmarcMode::Enforce, &dmarc(Verdict::Fail, "quarantine")),
+            policy_decision(DmarcMode::Enforce, &dmarc(Status::Fail, "quarantine")),
             Some(Decision::Quarantine { .. })
         ));
         assert_eq!(
-            policy_decision(DmarcMode::Enforce, &dmarc(Verdict::Fail, "none")),
+            policy_decision(DmarcMode::Enforce, &dmarc(Status::Fail, "none")),
             None
         );
         assert_eq!(
-            policy_decision(DmarcMode::Enforce, &dmarc(Verdict::Pass, "reject")),
+            policy_decision(DmarcMode::Enforce, &dmarc(Status::Pass, "reject")),
             None
         );
-        match policy_decision(
-            DmarcMode::Enforce,
-            &dmarc(Verdict::Temperror, "unspecified"),
-        ) {
+        match policy_decision(DmarcMode::Enforce, &dmarc(Status::Temperror, "unspecified")) {
             Some(Decision::Tempfail { reply }) => {
                 assert_eq!((reply.code, reply.enhanced.as_str()), (451, "4.7.1"));
             }

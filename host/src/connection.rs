@@ -259,7 +259,7 @@ impl Connection {
                     let front = FrontEnd {
                         dmarc: self.dmarc,
                         writes_received: true,
-                        verify: live.auth.verifies(),
+                        verify: live.verifier.verifies(),
                     };
                     let client = self.client();
                     let (txn, decision) =

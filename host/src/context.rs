@@ -25,7 +25,7 @@ pub struct Live {
     /// TLS, when a certificate is available.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The SPF/DKIM/DMARC verifier and the DKIM signing keys.
-    pub auth: Arc<crate::authentication::Authenticator>,
+    pub verifier: Arc<crate::authentication::Authenticator>,
 }
 
 /// What every connection shares.
@@ -73,7 +73,7 @@ pub fn context(
     crate::metrics::get().plugins_loaded(pipeline.plugins().len());
     Ok(ServerContext {
         live: Arc::new(ArcSwap::from_pointee(Live {
-            auth: Arc::new(crate::authentication::Authenticator::new(&config)?),
+            verifier: Arc::new(crate::authentication::Authenticator::new(&config)?),
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),

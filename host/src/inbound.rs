@@ -121,7 +121,7 @@ impl Inbound {
         let mut checks = None;
         if front.verify && client.auth_user.is_none() && !client.trusted {
             let c = live
-                .auth
+                .verifier
                 .check_sender(client.ip, &client.helo, &sender.address)
                 .await;
             let results = c.results();
@@ -238,7 +238,7 @@ impl Inbound {
         let mut authentication = None;
         let mut policy = None;
         if let Some(checks) = &self.checks {
-            let results = self.live.auth.check_message(&raw, checks).await;
+            let results = self.live.verifier.check_message(&raw, checks).await;
             let m = crate::metrics::get();
             for d in &results.dkim {
                 m.authentication("dkim", d.verdict.as_str());
@@ -355,7 +355,7 @@ impl Inbound {
                 )
             })
         };
-        match self.live.auth.sign(&d.final_message(), may_send_as) {
+        match self.live.verifier.sign(&d.final_message(), may_send_as) {
             // On top: the signature covers everything below it.
             Some(Ok(field)) => d.prepend.insert(0, field),
             Some(Err(e @ (SignRefusal::NotOwned(_) | SignRefusal::NoSingleFrom)))

@@ -162,7 +162,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             config: live.config.clone(),
             pipeline: Pipeline::new(next, live.config.scoring.clone()).with_required(&live.config),
             tls: live.tls.clone(),
-            auth: live.auth.clone(),
+            verifier: live.verifier.clone(),
         }));
     }
     report
@@ -263,7 +263,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
-            auth: Arc::new(auth),
+            verifier: Arc::new(auth),
         }));
         Ok::<(), String>(())
     }

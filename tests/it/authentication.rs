@@ -384,7 +384,7 @@ async fn our_users_mail_is_signed_not_verified_and_verifies_elsewhere() {
         let results = verifier.check_message(m.as_bytes(), &checks).await;
         assert_eq!(
             results.dkim.first().map(|d| (d.verdict, d.domain.as_str())),
-            Some((sluice::authentication::Verdict::Pass, domain)),
+            Some((sluice::authentication::Status::Pass, domain)),
             "{results:?}"
         );
         // dkimpy, an independent implementation, with the published record.

@@ -310,7 +310,7 @@ impl Conversation {
         let front = FrontEnd {
             dmarc: self.dmarc,
             writes_received: false,
-            verify: live.auth.verifies(),
+            verify: live.verifier.verifies(),
         };
         // The MTA's queue id names the transaction in both logs, when it is known yet.
         let id = self

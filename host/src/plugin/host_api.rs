@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::types::ConfigValue;
 use super::bindings::v0_1::sluice::filter::{authentication, host, types};
-use crate::authentication as auth;
+use crate::authentication as sender_auth;
 
 /// Longest log line kept from a plugin; longer ones are cut (and marked so).
 pub const MAX_LOG_LINE: usize = 2048;
@@ -53,7 +53,7 @@ pub struct StoreState {
     /// What the guest wrote to stdout/stderr.
     pub(crate) output: OutputBuffer,
     /// The sender-authentication results of the transaction, when the host verified it.
-    pub(crate) authentication: Option<Arc<auth::Results>>,
+    pub(crate) authentication: Option<Arc<sender_auth::Results>>,
 }
 
 impl StoreState {
@@ -119,7 +119,7 @@ impl types::Host for StoreState {}
 impl authentication::Host for StoreState {
     fn results(&mut self) -> Option<authentication::AuthResults> {
         let r = self.authentication.as_deref()?;
-        let spf = |c: &auth::SpfCheck| authentication::SpfCheck {
+        let spf = |c: &sender_auth::SpfCheck| authentication::SpfCheck {
             verdict: verdict(c.verdict),
             domain: c.domain.clone(),
         };
@@ -146,15 +146,15 @@ impl authentication::Host for StoreState {
     }
 }
 
-fn verdict(v: auth::Verdict) -> authentication::Verdict {
+fn verdict(v: sender_auth::Status) -> authentication::Verdict {
     match v {
-        auth::Verdict::Pass => authentication::Verdict::Pass,
-        auth::Verdict::Fail => authentication::Verdict::Fail,
-        auth::Verdict::Softfail => authentication::Verdict::Softfail,
-        auth::Verdict::Neutral => authentication::Verdict::Neutral,
-        auth::Verdict::None => authentication::Verdict::None,
-        auth::Verdict::Temperror => authentication::Verdict::Temperror,
-        auth::Verdict::Permerror => authentication::Verdict::Permerror,
+        sender_auth::Status::Pass => authentication::Verdict::Pass,
+        sender_auth::Status::Fail => authentication::Verdict::Fail,
+        sender_auth::Status::Softfail => authentication::Verdict::Softfail,
+        sender_auth::Status::Neutral => authentication::Verdict::Neutral,
+        sender_auth::Status::None => authentication::Verdict::None,
+        sender_auth::Status::Temperror => authentication::Verdict::Temperror,
+        sender_auth::Status::Permerror => authentication::Verdict::Permerror,
     }
 }
 

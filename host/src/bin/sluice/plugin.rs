@@ -78,7 +78,7 @@ pub async fn check(
         config,
         pipeline,
         tls: None,
-        auth,
+        verifier: auth,
     });
     let mut stdout = std::io::stdout().lock();
     let mut failed = false;
