@@ -294,7 +294,16 @@ pub struct ListenerConfig {
     /// What kind of listener it is.
     pub kind: ListenerKind,
     /// Address and port, e.g. `0.0.0.0:25` or `[::]:587`. Port 0 picks a free port.
-    pub address: std::net::SocketAddr,
+    #[serde(default)]
+    pub address: Option<std::net::SocketAddr>,
+    /// A Unix socket path instead of `address` (milter listeners only), e.g.
+    /// `/run/sluice/milter.sock`; a stale socket file there is replaced.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Permissions of the Unix socket (octal string), so that the MTA's user can connect:
+    /// `"0660"` by default (put the MTA's user in Sluice's group).
+    #[serde(default)]
+    pub socket_mode: Option<String>,
     /// Set to false to keep the entry without listening.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -771,12 +780,47 @@ impl Config {
                 ));
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            let same =
-                self.listeners.iter().skip(i + 1).any(|o| {
-                    o.enabled && l.enabled && o.address == l.address && l.address.port() != 0
-                });
+            let kind = l.kind.as_str();
+            match (&l.address, &l.socket) {
+                (None, None) => problems.push(format!(
+                    "listener[{i}] ({kind}): set address (host:port){}",
+                    if l.kind == ListenerKind::Milter {
+                        " or socket (a path)"
+                    } else {
+                        ""
+                    }
+                )),
+                (Some(_), Some(_)) => problems.push(format!(
+                    "listener[{i}] ({kind}): set address or socket, not both"
+                )),
+                (None, Some(_)) if l.kind != ListenerKind::Milter => problems.push(format!(
+                    "listener[{i}].socket: only a milter listener takes a Unix socket"
+                )),
+                _ => {}
+            }
+            if let Some(m) = &l.socket_mode
+                && u32::from_str_radix(m.trim_start_matches("0o"), 8).map_or(true, |v| v > 0o777)
+            {
+                problems.push(format!(
+                    "listener[{i}].socket_mode: {m:?} is not an octal mode such as \"0660\""
+                ));
+            }
+            let same = self.listeners.iter().skip(i + 1).any(|o| {
+                o.enabled
+                    && l.enabled
+                    && ((o.address.is_some()
+                        && o.address == l.address
+                        && l.address.is_some_and(|a| a.port() != 0))
+                        || (o.socket.is_some() && o.socket == l.socket))
+            });
             if same {
-                problems.push(format!("listener: address {} is used twice", l.address));
+                problems.push(format!(
+                    "listener: {} is used twice",
+                    l.address
+                        .map(|a| a.to_string())
+                        .or_else(|| l.socket.as_ref().map(|p| p.display().to_string()))
+                        .unwrap_or_default()
+                ));
             }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -969,7 +1013,9 @@ impl Config {
         .into_iter()
         .map(|(kind, port)| ListenerConfig {
             kind,
-            address: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            address: Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+            socket: None,
+            socket_mode: None,
             enabled: true,
             dmarc: DmarcMode::Record,
         })
@@ -1119,6 +1165,37 @@ mod tests {
                 }
             }
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn listeners_need_an_address_or_for_a_milter_a_socket() {
+        let c = Config::parse(
+            r#"
+            [[listener]]
+            kind = "smtp"
+            [[listener]]
+            kind = "smtp"
+            socket = "/run/x.sock"
+            [[listener]]
+            kind = "milter"
+            address = "127.0.0.1:8891"
+            socket = "/run/m.sock"
+            [[listener]]
+            kind = "milter"
+            socket = "/run/m.sock"
+            socket_mode = "0999"
+            "#,
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for want in [
+            "listener[0] (smtp): set address (host:port)",
+            "listener[1].socket: only a milter listener takes a Unix socket",
+            "listener[2] (milter): set address or socket, not both",
+            "listener[3].socket_mode: \"0999\" is not an octal mode",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
         }
     }
 

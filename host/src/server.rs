@@ -22,6 +22,8 @@ use crate::context::ServerContext;
 pub struct Server {
     /// The bound listeners (with the real port when 0 was configured).
     pub listeners: Vec<(ListenerKind, SocketAddr)>,
+    /// The Unix sockets listened on (milter).
+    pub sockets: Vec<std::path::PathBuf>,
     /// The metrics endpoint, when configured.
     pub metrics: Option<SocketAddr>,
     ctx: Arc<ServerContext>,
@@ -43,11 +45,19 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A Unix socket could not be bound.
+    #[error("cannot listen on {} (milter): {source}", .path.display())]
+    BindUnix {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
-/// Connection counts per client IP, released when a connection ends.
+/// Connection counts per client, released when a connection ends: per IPv4 address, per IPv6
+/// prefix (`limits.ipv6_prefix_len`).
 #[derive(Default)]
-/// Connections per client: per IPv4 address, per IPv6 prefix (`limits.ipv6_prefix_len`).
 struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerIp {
@@ -83,6 +93,7 @@ impl Server {
         let mut accepting = JoinSet::new();
         let mut background = JoinSet::new();
         let mut bound = Vec::new();
+        let mut unix = Vec::new();
         let live = ctx.live();
         let config = &live.config;
         let total = Arc::new(Semaphore::new(config.limits.max_connections));
@@ -103,11 +114,32 @@ impl Server {
             Ok::<_, StartError>((listener, addr))
         };
         for l in config.effective_listeners() {
-            if l.kind == ListenerKind::Smtps && live.tls.is_none() {
-                tracing::warn!(address = %l.address, "smtps listener skipped: no TLS certificate");
+            if let Some(path) = &l.socket {
+                // Validation allows a socket for milter listeners only.
+                let listener =
+                    crate::milter::bind_unix(path, l.socket_mode.as_deref()).map_err(|source| {
+                        StartError::BindUnix {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
+                unix.push(path.clone());
+                accepting.spawn(crate::milter::accept_loop_unix(
+                    ctx.clone(),
+                    listener,
+                    l.dmarc,
+                    total.clone(),
+                ));
                 continue;
             }
-            let (listener, addr) = bind(l.address, l.kind.as_str()).await?;
+            let Some(address) = l.address else {
+                continue;
+            };
+            if l.kind == ListenerKind::Smtps && live.tls.is_none() {
+                tracing::warn!(%address, "smtps listener skipped: no TLS certificate");
+                continue;
+            }
+            let (listener, addr) = bind(address, l.kind.as_str()).await?;
             bound.push((l.kind, addr));
             if l.kind == ListenerKind::Milter {
                 accepting.spawn(crate::milter::accept_loop(
@@ -146,6 +178,7 @@ impl Server {
             tokio::spawn(runner.run(ctx.delivery_wakeup.clone(), ctx.shutdown.subscribe()));
         Ok(Server {
             listeners: bound,
+            sockets: unix,
             metrics,
             ctx,
             accepting,

@@ -154,3 +154,61 @@ except smtplib.SMTPException as e:
         postfix.log()
     );
 }
+
+#[tokio::test]
+async fn postfix_reaches_the_milter_over_a_unix_socket() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Postfix's smtpd runs as its own user: the directory must be traversable, the socket
+    // writable by it (socket_mode).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("milter.sock");
+    let s = TestServer::start(
+        &format!(
+            "[[listener]]\nkind = \"milter\"\nsocket = {socket:?}\nsocket_mode = \"0666\"\n[plugin.tagger.config]\ntag = \"over-unix\"\nreject_word = \"forbidden\"\n"
+        ),
+        &[("tagger", plugin("test", "tagger"))],
+    )
+    .await;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    let postfix = Postfix::start(&format!(
+        "myhostname = pf.test\nvirtual_mailbox_domains = pf.test\nvirtual_mailbox_maps = inline:{{ bob@pf.test=bob/Maildir/ }}\nsmtpd_milters = unix:{}\nmilter_default_action = tempfail\n",
+        socket.display()
+    ));
+    let out = python(
+        r#"
+import os, smtplib
+c = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), timeout=30)
+for subject in ("hello", "forbidden"):
+    try:
+        c.sendmail("ann@friends.example", ["bob@pf.test"], ("Subject: %s\r\n\r\nbody\r\n" % subject).encode())
+        print(subject, "accepted")
+    except smtplib.SMTPDataError as e:
+        print(subject, "refused", e.smtp_code)
+c.quit()
+"#,
+        &[("PORT", postfix.smtp.to_string())],
+    )
+    .await;
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["hello accepted", "forbidden refused 554"],
+        "{}",
+        postfix.log()
+    );
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        got = postfix.delivered("bob");
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        got.first()
+            .is_some_and(|m| m.contains("X-Tagged: over-unix")),
+        "{got:?}"
+    );
+    s.stop().await;
+}

@@ -11,11 +11,12 @@
 pub mod protocol;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::DmarcMode;
 use crate::context::ServerContext;
@@ -25,21 +26,79 @@ use crate::inbound::{Action, Client, Disposition, FrontEnd, Inbound, refuses};
 use crate::reply::Reply;
 use protocol::{Command, Decoder, ProtocolError, Response, action, step};
 
-/// Accepts MTA connections until the task is dropped or shutdown begins.
+/// Binds a milter Unix socket at `path` (replacing a stale socket file) with permissions
+/// `mode` (octal, default 0660) so that the MTA's user can connect.
+pub fn bind_unix(path: &Path, mode: Option<&str>) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket; not replaced",
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    let mode = mode
+        .and_then(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8).ok())
+        .unwrap_or(0o660);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// An accepted MTA connection, over TCP or a Unix socket.
+trait MtaStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> MtaStream for T {}
+
+/// Accepts MTA connections on TCP until the task is dropped or shutdown begins.
 pub async fn accept_loop(
     ctx: Arc<ServerContext>,
     listener: TcpListener,
     dmarc: DmarcMode,
     total: Arc<tokio::sync::Semaphore>,
 ) {
+    serve_accepted(ctx.clone(), dmarc, total, || async {
+        let (tcp, peer) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        Ok((tcp, peer.to_string()))
+    })
+    .await;
+}
+
+/// Accepts MTA connections on a Unix socket until the task is dropped or shutdown begins.
+pub async fn accept_loop_unix(
+    ctx: Arc<ServerContext>,
+    listener: UnixListener,
+    dmarc: DmarcMode,
+    total: Arc<tokio::sync::Semaphore>,
+) {
+    serve_accepted(ctx.clone(), dmarc, total, || async {
+        let (s, _) = listener.accept().await?;
+        Ok((s, "unix".to_string()))
+    })
+    .await;
+}
+
+/// The accept loop: one task per MTA connection, under the server's connection limit.
+async fn serve_accepted<S, F, Fut>(
+    ctx: Arc<ServerContext>,
+    dmarc: DmarcMode,
+    total: Arc<tokio::sync::Semaphore>,
+    accept: F,
+) where
+    S: MtaStream,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<(S, String)>>,
+{
     let mut shutdown = ctx.shutdown.subscribe();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept() => a,
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let Ok((tcp, peer)) = accepted else {
+        let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -50,14 +109,12 @@ pub async fn accept_loop(
         };
         let ctx = ctx.clone();
         tasks.spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            if let Err(e) = Conversation::new(ctx, dmarc).run(tcp).await {
+            if let Err(e) = Conversation::new(ctx, dmarc).run(stream).await {
                 tracing::info!(mta = %peer, error = %e, "milter connection ended");
             }
             drop(permit);
         });
     }
-    drop(listener);
     while tasks.join_next().await.is_some() {}
 }
 
@@ -105,7 +162,7 @@ impl Conversation {
         }
     }
 
-    async fn run(mut self, mut tcp: TcpStream) -> Result<(), ConversationError> {
+    async fn run(mut self, mut tcp: impl MtaStream) -> Result<(), ConversationError> {
         let mut decoder = Decoder::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {

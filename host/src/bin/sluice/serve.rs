@@ -37,6 +37,9 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
         // One line per listener on stdout, so scripts and tests learn the ports.
         println!("listening {} {addr}", kind.as_str());
     }
+    for path in &server.sockets {
+        println!("listening milter unix:{}", path.display());
+    }
     if let Some(addr) = server.metrics {
         println!("listening metrics {addr}");
     }
