@@ -622,7 +622,8 @@ async fn dsn_parameters_go_to_a_next_hop_that_offers_dsn_and_it_reports_success(
 }
 
 #[tokio::test]
-async fn a_next_hop_without_dsn_gets_a_relayed_notice_and_one_without_8bitmime_no_8bit_mail() {
+async fn a_next_hop_without_dsn_gets_a_relayed_notice_and_one_without_8bitmime_or_smtputf8_no_such_mail()
+ {
     use sluice_tests::sink::{Sink, SinkOptions};
     let plain = Sink::tcp("127.0.0.1:0", SinkOptions::default())
         .await
@@ -662,7 +663,21 @@ async fn a_next_hop_without_dsn_gets_a_relayed_notice_and_one_without_8bitmime_n
     )
     .await;
     assert!(r.starts_with("250 "), "{r}");
-    let notices = a.mailbox("alice", 2).await;
+    // Mail that needs SMTPUTF8 (a non-ASCII recipient) to a hop that does not offer it.
+    let r = submit_as_alice(
+        a.smtp,
+        "jos\u{e9}@plain.test",
+        " SMTPUTF8",
+        "Subject: utf8\r\n\r\nbody\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250 "), "{r}");
+    let notices = a.mailbox("alice", 3).await;
+    let utf8 = notices
+        .iter()
+        .find(|m| m.contains("5.6.7"))
+        .expect("a bounce for the SMTPUTF8 message");
+    assert!(utf8.contains("SMTPUTF8"), "{utf8}");
     let relayed = notices
         .iter()
         .find(|m| m.contains("Action: relayed"))
@@ -673,13 +688,17 @@ async fn a_next_hop_without_dsn_gets_a_relayed_notice_and_one_without_8bitmime_n
     );
     let bounce = notices
         .iter()
-        .find(|m| m.contains("Action: failed"))
+        .find(|m| m.contains("Action: failed") && m.contains("y@seven.test"))
         .expect("a bounce for the 8-bit message");
     assert!(
         bounce.contains("5.6.3") && bounce.contains("8BITMIME"),
         "{bounce}"
     );
-    assert_eq!(plain.count(), 1);
+    assert_eq!(
+        plain.count(),
+        1,
+        "only the relayed message reached the plain hop"
+    );
     assert_eq!(seven_bit.count(), 0, "the 8-bit message was sent as it is");
     a.stop().await;
 }
