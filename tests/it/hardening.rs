@@ -908,3 +908,18 @@ async fn looping_delivery_hooks_cost_their_deadline_and_deliveries_go_on() {
         "{failures:?}"
     );
 }
+
+#[tokio::test]
+async fn a_plugin_whose_start_never_ends_is_held_to_its_deadline() {
+    let rt = runtime();
+    let cfg = config("[plugin.slow-start]\ntimeout_ms = 100\n");
+    let started = std::time::Instant::now();
+    let e = load_one(&rt, &cfg, "slow-start", &plugin("test", "slow-start"))
+        .await
+        .expect_err("a plugin that never finishes starting is refused");
+    assert!(e.contains("deadline of 100 ms exceeded"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped at its deadline, not hung"
+    );
+}

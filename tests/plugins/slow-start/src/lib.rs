@@ -1,0 +1,29 @@
+//! A plugin whose initialisation never ends: a static constructor (run when the component is
+//! instantiated, before any hook) that loops. Instantiation must be held to the plugin's
+//! deadline like a hook call.
+#![allow(unsafe_code)] // a constructor in `.init_array` is the only way to run code at start.
+
+use sluice_plugin_sdk::{Config, ConfigError, Hook, Plugin, export};
+
+extern "C" fn spin_forever() {
+    let mut x: u64 = 1;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static START: extern "C" fn() = spin_forever;
+
+struct SlowStart;
+
+impl Plugin for SlowStart {
+    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
+
+    fn new(_config: &Config) -> Result<Self, ConfigError> {
+        Ok(SlowStart)
+    }
+}
+
+export!(SlowStart);
