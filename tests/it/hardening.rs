@@ -923,3 +923,36 @@ async fn a_plugin_whose_start_never_ends_is_held_to_its_deadline() {
         "stopped at its deadline, not hung"
     );
 }
+
+#[tokio::test]
+async fn the_metrics_endpoint_answers_a_bounded_number_of_connections_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = serve_config(dir.path(), "[metrics]\naddress = \"127.0.0.1:0\"\n");
+    let server = Serve::start(&cfg).await;
+    let addr = server.metrics.expect("metrics endpoint");
+    // Sixteen clients that connect and say nothing hold every slot.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(500), waiting.read_to_end(&mut buf)).await;
+    assert!(early.is_err(), "answered beyond the limit: {buf:?}");
+    // One slot frees up: the waiting request is answered.
+    drop(idle.pop());
+    tokio::time::timeout(Duration::from_secs(5), waiting.read_to_end(&mut buf))
+        .await
+        .expect("answered once a slot was free")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "{buf:?}"
+    );
+}
