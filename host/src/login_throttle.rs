@@ -190,4 +190,18 @@ mod tests {
         assert_eq!(t.admit(ip1, "bob", 3, w), Admission::Check);
         assert_eq!(t.admit(ip1, "alice", 3, w), Admission::LockedOut);
     }
+
+    #[tokio::test]
+    async fn password_hashing_waits_for_a_free_slot() {
+        let t = LoginThrottle::new(1);
+        let first = t.hashing_slot().await;
+        let second = tokio::time::timeout(Duration::from_millis(100), t.hashing_slot()).await;
+        assert!(
+            second.is_err(),
+            "a second hash ran while the only slot was taken"
+        );
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(5), t.hashing_slot()).await;
+        assert!(third.is_ok());
+    }
 }
