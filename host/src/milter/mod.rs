@@ -136,6 +136,8 @@ struct Conversation {
     /// The negotiated steps that change the conversation: replies the MTA does not wait
     /// for, and header values with their leading space.
     steps: u32,
+    /// The actions the MTA allowed: modifications it did not allow are not sent.
+    actions: u32,
     /// Macros sent so far in this SMTP session.
     macros: std::collections::HashMap<String, String>,
     /// The SMTP client, from the connect and HELO commands.
@@ -154,6 +156,7 @@ impl Conversation {
             ctx,
             dmarc,
             steps: 0,
+            actions: 0,
             macros: Default::default(),
             client: None,
             txn: None,
@@ -213,9 +216,10 @@ impl Conversation {
                     | step::HEADER_LEADING_SPACE;
                 let steps = (skip | quiet) & steps;
                 self.steps = steps & quiet;
+                self.actions = ours & actions;
                 vec![Response::Negotiate {
                     version: version.min(protocol::VERSION),
-                    actions: ours & actions,
+                    actions: self.actions,
                     steps,
                 }]
             }
@@ -418,7 +422,22 @@ impl Conversation {
         let d = txn.message(raw).await;
         let calls = txn.take_calls();
         let leading_space = self.steps & step::HEADER_LEADING_SPACE != 0;
-        let responses = responses_for(&d, txn.recipients(), leading_space);
+        let mut responses = responses_for(&d, txn.recipients(), leading_space);
+        let allowed = self.actions;
+        responses.retain(|r| {
+            let needs = match r {
+                Response::InsertHeader { .. } | Response::AddHeader { .. } => action::ADD_HEADERS,
+                Response::ChangeHeader { .. } => action::CHANGE_HEADERS,
+                Response::Quarantine(_) => action::QUARANTINE,
+                Response::DeleteRecipient(_) => action::DELETE_RECIPIENTS,
+                _ => 0,
+            };
+            let ok = allowed & needs == needs;
+            if !ok {
+                tracing::warn!(id = %txn.id(), "the MTA did not allow a modification the plugins asked for ({r:?}); not applied");
+            }
+            ok
+        });
         let disposition = match d.action {
             Action::Refuse => crate::pipeline::action_name(&d.decision),
             Action::Discard => "discarded",
