@@ -47,6 +47,51 @@ pub fn bind_unix(path: &Path, mode: Option<&str>) -> std::io::Result<UnixListene
     Ok(listener)
 }
 
+/// A TCP connection from the MTA that acknowledges what it reads at once (TCP_QUICKACK,
+/// re-armed after every read: Linux clears it). The MTA sends macros as a packet of their own
+/// that gets no answer, then the command; with Nagle's algorithm on its side (Postfix's milter
+/// socket), the command waits until the macros are acknowledged, and a delayed ACK costs
+/// 40 ms per stage — measured as 48 ms per message in the load benchmark.
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        if r.is_ready() {
+            let _ = rustix::net::sockopt::set_tcp_quickack(&self.0, true);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 /// An accepted MTA connection, over TCP or a Unix socket.
 trait MtaStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> MtaStream for T {}
@@ -61,7 +106,7 @@ pub async fn accept_loop(
     serve_accepted(ctx.clone(), dmarc, total, || async {
         let (tcp, peer) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);
-        Ok((tcp, peer.to_string()))
+        Ok((QuickAck(tcp), peer.to_string()))
     })
     .await;
 }
