@@ -251,7 +251,8 @@ impl Conversation {
                 let ours = action::ADD_HEADERS
                     | action::CHANGE_HEADERS
                     | action::QUARANTINE
-                    | action::DELETE_RECIPIENTS;
+                    | action::DELETE_RECIPIENTS
+                    | action::SET_MACRO_LIST;
                 let skip = step::NO_DATA | step::NO_UNKNOWN;
                 let quiet = step::NO_REPLY_CONNECT
                     | step::NO_REPLY_HELO
@@ -262,10 +263,22 @@ impl Conversation {
                 let steps = (skip | quiet) & steps;
                 self.steps = steps & quiet;
                 self.actions = ours & actions;
+                // Only the macros read here, so the MTA expands and sends no others (each
+                // stage's macros are a packet of their own).
+                let macros = if self.actions & action::SET_MACRO_LIST != 0 {
+                    vec![
+                        (protocol::stage::CONNECT, "{client_addr}".to_string()),
+                        (protocol::stage::HELO, "{tls_version} {cipher}".to_string()),
+                        (protocol::stage::MAIL, "i {auth_authen}".to_string()),
+                    ]
+                } else {
+                    Vec::new()
+                };
                 vec![Response::Negotiate {
                     version: version.min(protocol::VERSION),
                     actions: self.actions,
                     steps,
+                    macros,
                 }]
             }
             Command::Macros { pairs, .. } => {

@@ -25,6 +25,26 @@ pub mod action {
     pub const CHANGE_HEADERS: u32 = 0x10;
     /// Quarantine the message.
     pub const QUARANTINE: u32 = 0x20;
+    /// Choose the macros the MTA sends at each stage.
+    pub const SET_MACRO_LIST: u32 = 0x100;
+}
+
+/// The stages of [`Response::Negotiate`]'s macro lists (SMFIM_*).
+pub mod stage {
+    /// The connection.
+    pub const CONNECT: u32 = 0;
+    /// HELO.
+    pub const HELO: u32 = 1;
+    /// MAIL FROM.
+    pub const MAIL: u32 = 2;
+    /// RCPT TO.
+    pub const RCPT: u32 = 3;
+    /// DATA.
+    pub const DATA: u32 = 4;
+    /// End of message.
+    pub const END_OF_MESSAGE: u32 = 5;
+    /// End of headers.
+    pub const END_OF_HEADERS: u32 = 6;
 }
 
 /// Protocol steps (SMFIP_*): what the MTA may leave out or not wait for.
@@ -232,7 +252,8 @@ impl Decoder {
 /// A response to the MTA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// `O`: the negotiated version, actions and steps.
+    /// `O`: the negotiated version, actions and steps, and (with
+    /// [`action::SET_MACRO_LIST`]) the macros wanted at each stage.
     Negotiate {
         /// Version.
         version: u32,
@@ -240,6 +261,8 @@ pub enum Response {
         actions: u32,
         /// Steps the MTA skips or does not wait for.
         steps: u32,
+        /// (stage, space-separated macro names) — only the macros the filter reads.
+        macros: Vec<(u32, String)>,
     },
     /// `c`: go on.
     Continue,
@@ -289,9 +312,14 @@ impl Response {
                 version,
                 actions,
                 steps,
+                macros,
             } => {
                 for n in [version, actions, steps] {
                     data.extend_from_slice(&n.to_be_bytes());
+                }
+                for (stage, names) in macros {
+                    data.extend_from_slice(&stage.to_be_bytes());
+                    push_str(&mut data, names);
                 }
                 b'O'
             }
