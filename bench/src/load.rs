@@ -21,7 +21,9 @@
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root;
 //! 10. `postfix-milter`: the same Postfix with Sluice as its milter (`smtpd_milters`, the
-//!     bundled plugins); its CPU time is Postfix's and Sluice's together.
+//!     bundled plugins); its CPU time is Postfix's and Sluice's together;
+//! 11. `postfix-milter-none`: the same with a Sluice milter without plugins: the cost of the
+//!     milter protocol alone.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
 //! delivered messages/s end to end (until the sink has them all) and p50/p99 delivery
@@ -523,7 +525,10 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(only) = &a.only {
         let known = |o: &String| {
-            o == "postfix" || o == "postfix-milter" || targets.iter().any(|t| t.name == o.as_str())
+            o == "postfix"
+                || o == "postfix-milter"
+                || o == "postfix-milter-none"
+                || targets.iter().any(|t| t.name == o.as_str())
         };
         if let Some(unknown) = only.iter().find(|o| !known(o)) {
             bail!("--only {unknown}: no such configuration");
@@ -555,19 +560,24 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("postfix: skipped (not installed, not root, or --no-postfix)");
         None
     };
-    // Postfix with Sluice as its milter (the bundled plugins), relaying to the same sink.
-    let postfix_milter = if a.postfix
-        && a.only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|o| o == "postfix-milter"))
-        && Path::new("/usr/sbin/postfix").exists()
-        && is_root()
-    {
+    // Postfix with Sluice as its milter, relaying to the same sink: with the bundled plugins,
+    // and with none (the floor: what the milter protocol costs Postfix and Sluice).
+    let mut postfix_milters = Vec::new();
+    let milter_configs: [(&'static str, &[(PathBuf, String)]); 2] =
+        [("postfix-milter", &bundled), ("postfix-milter-none", &[])];
+    for (name, plugins) in milter_configs {
+        if !(a.postfix
+            && a.only.as_ref().is_none_or(|o| o.iter().any(|o| o == name))
+            && Path::new("/usr/sbin/postfix").exists()
+            && is_root())
+        {
+            continue;
+        }
         let dir = tempfile::tempdir()?;
         let (child, milter) = sluice(
             dir.path(),
             sink_port,
-            &bundled,
+            plugins,
             "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n",
             "milter",
         )
@@ -579,20 +589,18 @@ async fn main() -> anyhow::Result<()> {
             .trim()
             .parse()?;
         eprintln!(
-            "postfix-milter: postfix pid {pid}, sluice milter pid {}",
+            "{name}: postfix pid {pid}, sluice milter pid {}",
             child.id().unwrap_or(0)
         );
         targets.push(Target {
-            name: "postfix-milter",
+            name,
             port: p.smtp,
             pid: Some(pid),
             helper: child.id(),
             runs: Vec::new(),
         });
-        Some((p, child, dir))
-    } else {
-        None
-    };
+        postfix_milters.push((p, child, dir));
+    }
 
     let per_round = a.messages.div_ceil(a.rounds);
     eprintln!(
@@ -734,8 +742,9 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-hostile") / r("sluice-benign"),
     );
     println!(
-        "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter, against Postfix alone)",
+        "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter, against Postfix alone); postfix-milter-none / postfix = {:.2} (the same milter with no plugins: the protocol's own cost)",
         r("postfix-milter") / r("postfix"),
+        r("postfix-milter-none") / r("postfix"),
     );
     if a.idle > 0
         && let Some(t) = targets.iter().find(|t| t.name == "sluice-bundled")
@@ -744,7 +753,7 @@ async fn main() -> anyhow::Result<()> {
         idle_memory(t.port, pid, a.idle).await;
     }
     drop(postfix);
-    drop(postfix_milter);
+    drop(postfix_milters);
     drop(children);
     drop(dirs);
     Ok(())
