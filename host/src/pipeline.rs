@@ -539,8 +539,9 @@ impl PluginRun {
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
     pub async fn check_message(&mut self, envelope: &Envelope, message: &[u8]) -> MessageOutcome {
-        let envelope = &wit_envelope(envelope);
-        let message = &self::message(message.to_vec());
+        // The WIT envelope and message (a copy of the bytes, parsed header fields) are built
+        // for the first plugin that wants the message, not when none does.
+        let mut wit: Option<(wit::Envelope, Message)> = None;
         let mut decision = Decision::Continue;
         let mut symbols = Vec::new();
         let mut add_headers = Vec::new();
@@ -556,6 +557,8 @@ impl PluginRun {
                 continue;
             }
             let started = Instant::now();
+            let (wit_env, wit_msg) = wit
+                .get_or_insert_with(|| (wit_envelope(envelope), self::message(message.to_vec())));
             let r = match instance(
                 &mut self.instances[i],
                 &p,
@@ -564,7 +567,7 @@ impl PluginRun {
             )
             .await
             {
-                Ok(inst) => inst.check_message(&self.session, envelope, message).await,
+                Ok(inst) => inst.check_message(&self.session, wit_env, wit_msg).await,
                 Err(f) => Err(f),
             };
             let verdict = match r {

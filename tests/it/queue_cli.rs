@@ -28,6 +28,17 @@ fn envelope(id: &str, quarantine: Option<&str>) -> SpooledEnvelope {
     }
 }
 
+/// A configuration for a relay whose data directory is `dir`; returns its path.
+fn queue_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!("[server]\nhostname = \"relay.test\"\ndata_dir = {dir:?}\n[relay]\nlocal_domains = [\"relay.test\"]\n"),
+    )
+    .unwrap();
+    cfg
+}
+
 fn queue(cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(sluice_bin())
         .arg("queue")
@@ -46,8 +57,7 @@ fn queue(cfg: &std::path::Path, args: &[&str]) -> (i32, String, String) {
 #[tokio::test]
 async fn list_hold_release_delete_and_quarantine() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sluice.toml");
-    std::fs::write(&cfg, format!("[server]\nhostname = \"relay.test\"\ndata_dir = {:?}\n[relay]\nlocal_domains = [\"relay.test\"]\n", dir.path())).unwrap();
+    let cfg = queue_config(dir.path());
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
     spool
         .store(
@@ -126,8 +136,7 @@ async fn list_hold_release_delete_and_quarantine() {
 #[tokio::test]
 async fn queue_output_escapes_control_characters_from_remote_parties() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sluice.toml");
-    std::fs::write(&cfg, format!("[server]\nhostname = \"relay.test\"\ndata_dir = {:?}\n[relay]\nlocal_domains = [\"relay.test\"]\n", dir.path())).unwrap();
+    let cfg = queue_config(dir.path());
     let spool = Spool::open(&dir.path().join("spool")).unwrap();
     // A reason and a header with a terminal escape and a line break, as a remote party or an
     // old spool file could carry them.

@@ -193,6 +193,8 @@ struct Conversation {
     message: Vec<u8>,
     /// The message grew past the size limit: it is refused at its end.
     too_big: bool,
+    /// `limits.max_message_size` in force at MAIL FROM (not looked up per chunk).
+    max_message: usize,
 }
 
 impl Conversation {
@@ -207,6 +209,7 @@ impl Conversation {
             txn: None,
             message: Vec::new(),
             too_big: false,
+            max_message: 0,
         }
     }
 
@@ -282,9 +285,10 @@ impl Conversation {
                 }]
             }
             Command::Macros { pairs, .. } => {
+                // Only the macros read here are kept, each cut to a bound: an MTA that sends
+                // others, or long values, grows nothing.
                 for (name, value) in pairs {
-                    let name = name.trim_matches(['{', '}']).to_string();
-                    self.macros.insert(name, value);
+                    keep_macro(&mut self.macros, &name, value);
                 }
                 Vec::new()
             }
@@ -294,16 +298,7 @@ impl Conversation {
                     .or_else(|| self.macro_value("client_addr").and_then(|a| a.parse().ok()))
                     .unwrap_or(IpAddr::from([127, 0, 0, 1]));
                 let _ = hostname;
-                self.client = Some(Client {
-                    listener: "milter".to_string(),
-                    ip,
-                    port: address.map_or(0, |a: SocketAddr| a.port()),
-                    helo: String::new(),
-                    esmtp: true,
-                    tls: None,
-                    auth_user: None,
-                    trusted: false,
-                });
+                self.client = Some(mta_client(ip, address.map_or(0, |a: SocketAddr| a.port())));
                 self.reply_unless(step::NO_REPLY_CONNECT)
             }
             Command::Helo(helo) => {
@@ -368,8 +363,7 @@ impl Conversation {
         if self.txn.is_none() || self.too_big {
             return;
         }
-        let max = self.ctx.live().config.limits.max_message_size;
-        if self.message.len() + bytes.len() > max {
+        if self.message.len() + bytes.len() > self.max_message {
             self.too_big = true;
             self.message = Vec::new();
             return;
@@ -394,16 +388,10 @@ impl Conversation {
 
     /// The client's facts as the macros tell them at MAIL FROM (TLS and AUTH are known then).
     fn client_at_mail(&self) -> Client {
-        let mut c = self.client.clone().unwrap_or(Client {
-            listener: "milter".to_string(),
-            ip: IpAddr::from([127, 0, 0, 1]),
-            port: 0,
-            helo: String::new(),
-            esmtp: true,
-            tls: None,
-            auth_user: None,
-            trusted: false,
-        });
+        let mut c = self
+            .client
+            .clone()
+            .unwrap_or_else(|| mta_client(IpAddr::from([127, 0, 0, 1]), 0));
         if let Some(v) = self.macro_value("tls_version") {
             c.tls = Some(TlsParams {
                 version: v.to_string(),
@@ -426,6 +414,7 @@ impl Conversation {
         self.end_transaction();
         let (address, params) = envelope_args(&args);
         let live = self.ctx.live();
+        self.max_message = live.config.limits.max_message_size;
         let front = FrontEnd {
             dmarc: self.dmarc,
             writes_received: false,
@@ -505,6 +494,41 @@ impl Conversation {
         txn.log(&d, &calls, disposition, &d.reply);
         self.end_transaction();
         responses
+    }
+}
+
+/// The macros the conversation reads (the client's address, TLS, AUTH user, queue id); the
+/// negotiation asks the MTA for these only.
+const MACROS_READ: &[&str] = &["client_addr", "tls_version", "cipher", "auth_authen", "i"];
+
+/// Longest macro value kept, in bytes.
+const MAX_MACRO_VALUE: usize = 512;
+
+/// Stores a macro the conversation reads, its value cut to [`MAX_MACRO_VALUE`]; others are
+/// dropped.
+fn keep_macro(
+    macros: &mut std::collections::HashMap<String, String>,
+    name: &str,
+    mut value: String,
+) {
+    let name = name.trim_matches(['{', '}']);
+    if MACROS_READ.contains(&name) {
+        value.truncate(crate::plugin::truncate(&value, MAX_MACRO_VALUE).len());
+        macros.insert(name.to_string(), value);
+    }
+}
+
+/// The facts of an SMTP client the MTA reports, before HELO and MAIL add theirs.
+fn mta_client(ip: IpAddr, port: u16) -> Client {
+    Client {
+        listener: "milter".to_string(),
+        ip,
+        port,
+        helo: String::new(),
+        esmtp: true,
+        tls: None,
+        auth_user: None,
+        trusted: false,
     }
 }
 
@@ -652,6 +676,21 @@ mod tests {
             reply_code(&d),
             Response::ReplyCode("550 5.7.1 100  spam".into())
         );
+    }
+
+    #[test]
+    fn only_the_macros_read_are_kept_and_bounded() {
+        let mut m = std::collections::HashMap::new();
+        keep_macro(&mut m, "{client_addr}", "192.0.2.7".into());
+        keep_macro(&mut m, "i", "ABC".into());
+        keep_macro(&mut m, "{cert_subject}", "x".repeat(10_000));
+        for n in 0..1000 {
+            keep_macro(&mut m, &format!("{{junk{n}}}"), "y".into());
+        }
+        keep_macro(&mut m, "{auth_authen}", "é".repeat(1000));
+        assert_eq!(m.len(), 3, "{:?}", m.keys());
+        assert_eq!(m["client_addr"], "192.0.2.7");
+        assert!(m["auth_authen"].len() <= MAX_MACRO_VALUE);
     }
 
     #[test]
