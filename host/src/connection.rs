@@ -14,8 +14,7 @@ use tokio::net::TcpStream;
 use crate::config::DmarcMode;
 use crate::config::ListenerKind;
 use crate::context::{Live, ServerContext};
-use crate::envelope::Decision;
-use crate::envelope::TlsParams;
+use crate::envelope::{Decision, TlsParams};
 use crate::inbound::{Client, FrontEnd, Inbound};
 use crate::login_throttle::{Admission, client_key};
 use crate::reply::Reply;
@@ -137,8 +136,6 @@ impl Connection {
         }
     }
 
-    /// Writes the queued replies. A client that does not read them gets
-    /// `command_timeout_secs` before it is dropped (its socket buffer full, a write blocks).
     /// The client's facts for the inbound core.
     fn client(&self) -> Client {
         Client {
@@ -153,6 +150,8 @@ impl Connection {
         }
     }
 
+    /// Writes the queued replies. A client that does not read them gets
+    /// `command_timeout_secs` before it is dropped (its socket buffer full, a write blocks).
     async fn flush(&mut self, stream: &mut Stream) -> std::io::Result<()> {
         let out = self.session.take_output();
         if !out.is_empty() {
