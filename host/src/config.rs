@@ -45,9 +45,39 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// SPF, DKIM and DMARC for mail from other servers; DKIM signing for our own.
     pub authentication: AuthenticationConfig,
+    /// Where plugins granted `kv` keep their state.
+    pub store: StoreConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `[store]`: the key-value store of plugins granted the `kv` capability. Embedded (a file in
+/// the data directory) unless `url` names a Redis server shared by a fleet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS). Unset: embedded.
+    pub url: Option<String>,
+    /// PEM file of the CA that signed Redis's certificate (`rediss://`); default: the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// The embedded store's file; default `<data_dir>/kv.redb`.
+    pub path: Option<PathBuf>,
+    /// The embedded store makes its writes durable this often (milliseconds): a crash loses
+    /// at most the writes of one interval.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: None,
+            ca_file: None,
+            path: None,
+            flush_interval_ms: 1000,
+        }
+    }
 }
 
 /// `[metrics]`: the HTTP endpoint for `/metrics` (Prometheus text format), `/healthz` and
@@ -113,6 +143,11 @@ pub struct PluginsConfig {
     pub cooldown_after_failures: u32,
     /// How long a cool-down lasts, in seconds; then the plugin is called again.
     pub cooldown_secs: u64,
+    /// The DNS server for plugins granted `dns` (`ip` or `ip:port`); default: the system's.
+    pub resolver: Option<String>,
+    /// Longest wait for one DNS answer to a plugin, in milliseconds (the hook's deadline
+    /// bounds it too).
+    pub dns_timeout_ms: u64,
 }
 
 impl Default for PluginsConfig {
@@ -128,6 +163,8 @@ impl Default for PluginsConfig {
             rescan_secs: 5,
             cooldown_after_failures: 5,
             cooldown_secs: 30,
+            resolver: None,
+            dns_timeout_ms: 2000,
         }
     }
 }
@@ -179,6 +216,8 @@ pub struct PluginLimits {
     pub max_text_bytes: u32,
     /// Bytes of a rendered bounce's text and HTML parts together.
     pub max_bounce_bytes: u32,
+    /// Calls to `kv` and `dns` one hook call may make.
+    pub kv_ops_per_call: u32,
 }
 
 impl Default for PluginLimits {
@@ -193,8 +232,32 @@ impl Default for PluginLimits {
             max_symbols: 128,
             max_text_bytes: 512,
             max_bounce_bytes: 256 * 1024,
+            kv_ops_per_call: 64,
         }
     }
+}
+
+/// A capability an operator grants a plugin (`[plugin.NAME] capabilities`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// `sluice:filter/kv`: state kept between transactions, in `[store]`.
+    Kv,
+    /// `sluice:filter/dns`: DNS lookups through the host's resolver.
+    Dns,
+}
+
+impl Capability {
+    /// Its name in the configuration, which is also the WIT interface's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Kv => "kv",
+            Capability::Dns => "dns",
+        }
+    }
+
+    /// Every capability.
+    pub const ALL: [Capability; 2] = [Capability::Kv, Capability::Dns];
 }
 
 /// `[plugin.NAME]`: settings of one plugin.
@@ -221,6 +284,12 @@ pub struct PluginSettings {
     pub max_text_bytes: Option<u32>,
     /// Bytes of a rendered bounce.
     pub max_bounce_bytes: Option<u32>,
+    /// Calls to `kv` and `dns` per hook call.
+    pub kv_ops_per_call: Option<u32>,
+    /// The capabilities granted to this plugin (`"kv"`, `"dns"`); none by default. A plugin
+    /// importing one it is not granted is refused at load.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
     /// When set, the plugin file's SHA-256 (hex) must match or the plugin is refused.
     pub sha256: Option<String>,
     /// The plugin must be in service (needs `sha256`): while its file is missing, refused or
@@ -257,6 +326,7 @@ impl PluginSettings {
             max_symbols: self.max_symbols.unwrap_or(defaults.max_symbols),
             max_text_bytes: self.max_text_bytes.unwrap_or(defaults.max_text_bytes),
             max_bounce_bytes: self.max_bounce_bytes.unwrap_or(defaults.max_bounce_bytes),
+            kv_ops_per_call: self.kv_ops_per_call.unwrap_or(defaults.kv_ops_per_call),
         }
     }
 }
@@ -752,6 +822,46 @@ impl Config {
                 ));
             }
         }
+        if let Some(r) = &self.plugins.resolver
+            && resolver_addr(r).is_none()
+        {
+            problems.push(format!(
+                "plugins.resolver: {r:?} is not an IP address or ip:port"
+            ));
+        }
+        if !(1..=30_000).contains(&self.plugins.dns_timeout_ms) {
+            problems.push(format!(
+                "plugins.dns_timeout_ms: {} is out of range (1 to 30000)",
+                self.plugins.dns_timeout_ms
+            ));
+        }
+        if let Some(url) = &self.store.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            problems.push(format!(
+                "store.url: {:?} is not a redis:// or rediss:// URL",
+                crate::store::redis::redact(url)
+            ));
+        }
+        if let Some(ca) = &self.store.ca_file {
+            if !ca.is_file() {
+                problems.push(format!("store.ca_file: {} is not a file", ca.display()));
+            } else if !self
+                .store
+                .url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("rediss://"))
+            {
+                problems
+                    .push("store.ca_file: only used with a rediss:// store.url (TLS)".to_string());
+            }
+        }
+        if !(10..=60_000).contains(&self.store.flush_interval_ms) {
+            problems.push(format!(
+                "store.flush_interval_ms: {} is out of range (10 to 60000)",
+                self.store.flush_interval_ms
+            ));
+        }
         if self.plugins.rescan_secs == 0 {
             problems.push("plugins.rescan_secs: must be at least 1".to_string());
         }
@@ -1088,6 +1198,14 @@ impl Config {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("cache"))
+    }
+
+    /// The embedded key-value store's file.
+    pub fn store_path(&self) -> PathBuf {
+        self.store
+            .path
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("kv.redb"))
     }
 
     /// Settings of plugin `name` (empty settings when the file has none).

@@ -27,9 +27,11 @@
 //!   attempts counted across connections, and the bound on concurrent password hashing.
 //! - [`message`]: header edits and the `Received:` field.
 //! - [`dkim_key`]: DKIM private keys on disk (for the configuration check and the signer).
+//! - [`dns`]: the DNS resolvers (MX routes, and plugins granted `dns`).
 //! - [`authentication`]: SPF, DKIM and DMARC of inbound mail, `Authentication-Results:`, DKIM
 //!   signing of outbound mail.
 //! - [`spool`]: durable acceptance with group commit.
+//! - [`store`]: the key-value store behind the plugins' `kv` capability (embedded or Redis).
 //! - [`private_files`]: owner-only files and directories (secrets, umask, shared-directory check).
 //! - [`delivery`]: getting spooled mail out: routes, MX, pooling, retries, bounces.
 //!
@@ -42,6 +44,7 @@ pub mod context;
 pub mod credentials;
 pub mod delivery;
 pub mod dkim_key;
+pub mod dns;
 pub mod envelope;
 #[doc(hidden)]
 pub mod fuzz;
@@ -60,5 +63,6 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod spool;
+pub mod store;
 pub mod stream;
 pub mod tls;

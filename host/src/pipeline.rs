@@ -719,6 +719,9 @@ fn record(
                 crate::metrics::get().plugin_cooldown(&plugin.name);
             }
         }
+        Some(f @ CallFailure::StoreUnavailable { .. }) => {
+            tracing::warn!(id = txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin's call to the key-value store failed: {f}");
+        }
         Some(_) => {}
     }
     crate::metrics::get().plugin_call(

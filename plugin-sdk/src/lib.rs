@@ -33,6 +33,10 @@
 //! once per instance, on the first hook call, so `self` is state *per transaction*; settings are
 //! re-read from [`Config`] each time (a cheap host call), so nothing needs to be global.
 //!
+//! # State and lookups
+//! [`kv`] keeps state between transactions and [`dns`] asks the host's resolver; each is a
+//! capability the operator grants (`capabilities = ["kv", "dns"]` in `[plugin.NAME]`).
+//!
 //! # Testing natively
 //! Outside WebAssembly (in `cargo test`), host calls are answered by [`testing`]: set the
 //! configuration with [`testing::set_config`] and read logged lines with [`testing::take_logs`].
@@ -40,9 +44,11 @@
 
 mod address;
 mod config;
+pub mod dns;
 #[doc(hidden)]
 pub mod export;
 mod host;
+pub mod kv;
 pub mod log;
 pub mod testing;
 mod verdict;
@@ -57,7 +63,9 @@ pub use host::{authentication, now_ms};
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        // The widest world: a Rust component imports only the functions it calls, so a
+        // plugin that never calls `kv` or `dns` needs no capability for them.
+        world: "plugin-kv-dns",
         path: "../wit",
         pub_export_macro: true,
         export_macro_name: "export_raw",

@@ -25,6 +25,40 @@ pub fn set_authentication(results: Option<AuthResults>) {
     native::AUTH.with(|a| *a.borrow_mut() = results);
 }
 
+/// Fixes the clock [`crate::now_ms`] reads on this thread (`None`: the system clock again). The
+/// native key-value store expires keys by this clock.
+pub fn set_now(ms: Option<u64>) {
+    native::NOW.with(|n| n.set(ms));
+}
+
+/// Empties this thread's native key-value store.
+pub fn clear_kv() {
+    native::KV.with(|k| k.borrow_mut().clear());
+}
+
+/// Sets the answer [`crate::dns`] gives on this thread for `kind` (`"a"`, `"aaaa"`, `"txt"`,
+/// `"ptr"` or `"mx"` — for `"mx"`, records are `"PREFERENCE EXCHANGE"`) lookups of `name`
+/// (for `"ptr"`, the address). A name with no answer set is NXDOMAIN.
+pub fn set_dns(kind: &str, name: &str, answer: Result<Vec<String>, crate::dns::LookupError>) {
+    native::DNS.with(|d| {
+        d.borrow_mut().insert(
+            (kind.to_string(), name.trim_end_matches('.').to_string()),
+            answer,
+        )
+    });
+}
+
+/// Forgets every DNS answer set on this thread, and how many lookups were made.
+pub fn clear_dns() {
+    native::DNS.with(|d| d.borrow_mut().clear());
+    native::DNS_LOOKUPS.with(|n| n.set(0));
+}
+
+/// How many DNS lookups the plugin made on this thread since [`clear_dns`].
+pub fn dns_lookups() -> u32 {
+    native::DNS_LOOKUPS.with(std::cell::Cell::get)
+}
+
 /// Returns and clears the lines the plugin logged on this thread.
 pub fn take_logs() -> Vec<(Level, String)> {
     native::LOGS.with(|l| std::mem::take(&mut *l.borrow_mut()))
@@ -55,10 +89,16 @@ pub fn address(address: &str) -> Address {
 pub mod native {
     //! The native stand-ins for the host's imports.
     use super::*;
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
 
+    type DnsAnswers = BTreeMap<(String, String), Result<Vec<String>, crate::dns::LookupError>>;
+
     thread_local! {
+        pub(crate) static NOW: Cell<Option<u64>> = const { Cell::new(None) };
+        pub(crate) static KV: RefCell<BTreeMap<String, (Vec<u8>, u64)>> = const { RefCell::new(BTreeMap::new()) };
+        pub(crate) static DNS: RefCell<DnsAnswers> = const { RefCell::new(BTreeMap::new()) };
+        pub(crate) static DNS_LOOKUPS: Cell<u32> = const { Cell::new(0) };
         pub(crate) static CONFIG: RefCell<BTreeMap<String, ConfigValue>> = const { RefCell::new(BTreeMap::new()) };
         pub(crate) static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
         pub(crate) static AUTH: RefCell<Option<AuthResults>> = const { RefCell::new(None) };
@@ -81,11 +121,149 @@ pub mod native {
     pub fn config_keys() -> Vec<String> {
         CONFIG.with(|c| c.borrow().keys().cloned().collect())
     }
-    /// The system clock.
+    /// The clock fixed by [`super::set_now`], else the system clock.
     pub fn now_ms() -> u64 {
+        if let Some(ms) = NOW.with(Cell::get) {
+            return ms;
+        }
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
+    }
+
+    /// The key-value store: a map per thread, each entry with its expiry (0: none).
+    pub mod kv {
+        use super::{KV, now_ms};
+
+        fn expiry(ttl_secs: u32) -> u64 {
+            if ttl_secs == 0 {
+                0
+            } else {
+                now_ms() + u64::from(ttl_secs) * 1000
+            }
+        }
+
+        fn live(key: &str) -> Option<(Vec<u8>, u64)> {
+            let now = now_ms();
+            KV.with(|k| {
+                let mut k = k.borrow_mut();
+                match k.get(key) {
+                    Some((_, e)) if *e != 0 && *e <= now => {
+                        k.remove(key);
+                        None
+                    }
+                    other => other.cloned(),
+                }
+            })
+        }
+
+        fn check(key: &str) {
+            assert!(
+                !key.is_empty() && key.len() <= 256,
+                "kv: a key has 1 to 256 bytes, this one {}",
+                key.len()
+            );
+        }
+
+        /// `kv.get`.
+        pub fn get(key: &str) -> Option<Vec<u8>> {
+            check(key);
+            live(key).map(|(v, _)| v)
+        }
+        /// `kv.set`.
+        pub fn set(key: &str, value: &[u8], ttl_secs: u32) {
+            check(key);
+            KV.with(|k| {
+                k.borrow_mut()
+                    .insert(key.to_string(), (value.to_vec(), expiry(ttl_secs)))
+            });
+        }
+        /// `kv.increment`.
+        pub fn increment(key: &str, delta: i64, ttl_secs: u32) -> i64 {
+            check(key);
+            let (new, expires) = match live(key) {
+                Some((v, e)) => {
+                    let old: i64 = std::str::from_utf8(&v)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .expect("kv.increment: the key holds a value that is not a counter");
+                    (old.checked_add(delta).expect("kv.increment: overflow"), e)
+                }
+                None => (delta, expiry(ttl_secs)),
+            };
+            KV.with(|k| {
+                k.borrow_mut()
+                    .insert(key.to_string(), (new.to_string().into_bytes(), expires))
+            });
+            new
+        }
+        /// `kv.delete`.
+        pub fn delete(key: &str) -> bool {
+            check(key);
+            let was = live(key).is_some();
+            KV.with(|k| k.borrow_mut().remove(key));
+            was
+        }
+        /// `kv.compare-and-set`.
+        pub fn compare_and_set(
+            key: &str,
+            expected: Option<&[u8]>,
+            value: &[u8],
+            ttl_secs: u32,
+        ) -> bool {
+            check(key);
+            let current = live(key).map(|(v, _)| v);
+            if current.as_deref() != expected {
+                return false;
+            }
+            set(key, value, ttl_secs);
+            true
+        }
+    }
+
+    /// DNS answers set by [`super::set_dns`].
+    pub mod dns {
+        use super::{DNS, DNS_LOOKUPS};
+        use crate::dns::{LookupError, Mx};
+
+        fn answer(kind: &str, name: &str) -> Result<Vec<String>, LookupError> {
+            DNS_LOOKUPS.with(|n| n.set(n.get() + 1));
+            DNS.with(|d| {
+                d.borrow()
+                    .get(&(kind.to_string(), name.trim_end_matches('.').to_string()))
+                    .cloned()
+                    .unwrap_or(Err(LookupError::Nxdomain))
+            })
+        }
+        /// `dns.lookup-a`.
+        pub fn lookup_a(name: &str) -> Result<Vec<String>, LookupError> {
+            answer("a", name)
+        }
+        /// `dns.lookup-aaaa`.
+        pub fn lookup_aaaa(name: &str) -> Result<Vec<String>, LookupError> {
+            answer("aaaa", name)
+        }
+        /// `dns.lookup-txt`.
+        pub fn lookup_txt(name: &str) -> Result<Vec<String>, LookupError> {
+            answer("txt", name)
+        }
+        /// `dns.lookup-ptr`.
+        pub fn lookup_ptr(address: &str) -> Result<Vec<String>, LookupError> {
+            answer("ptr", address)
+        }
+        /// `dns.lookup-mx`.
+        pub fn lookup_mx(name: &str) -> Result<Vec<Mx>, LookupError> {
+            Ok(answer("mx", name)?
+                .iter()
+                .filter_map(|r| {
+                    let (p, e) = r.split_once(' ')?;
+                    Some(Mx {
+                        preference: p.parse().ok()?,
+                        exchange: e.to_string(),
+                    })
+                })
+                .collect())
+        }
     }
 }

@@ -509,6 +509,8 @@ async fn plugin_check_shows_what_plugins_see() {
             .arg(plugin("test", "auth-echo"))
             .arg("--plugin")
             .arg(plugin("test", "wit-0-1-0"))
+            .arg("--plugin")
+            .arg(plugin("test", "wit-0-1-1"))
             .args([
                 "--helo",
                 "client.test",
@@ -545,8 +547,10 @@ async fn plugin_check_shows_what_plugins_see() {
         value("X-Auth-Echo").starts_with("spf-helo=none spf=pass@spf-pass.test dkim=- dmarc=none@"),
         "{report}"
     );
-    // A plugin built against sluice:filter@0.1.0 runs in this 0.1.1 host.
+    // Plugins built against sluice:filter@0.1.0 and @0.1.1 run in this host, and the 0.1.1
+    // one reads the authentication results through its own version of the interface.
     assert_eq!(value("X-Wit-Version"), "0.1.0");
+    assert_eq!(value("X-Wit-0-1-1"), "dmarc=none");
     // At MAIL FROM the plugin saw SPF only.
     let logs = report["calls"][0]["logs"].to_string();
     assert!(

@@ -9,10 +9,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
+
+use crate::dns::negative;
 use hickory_resolver::proto::rr::RData;
 
 /// Why a domain's mail exchangers could not be found.
@@ -53,7 +52,7 @@ pub struct Exchanger {
     pub preference: u16,
 }
 
-pub use crate::config::resolver_addr;
+pub use crate::dns::resolver_addr;
 
 /// A caching DNS resolver for MX routes.
 pub struct MxResolver {
@@ -64,26 +63,7 @@ impl MxResolver {
     /// A resolver asking `server` (an address accepted by [`resolver_addr`]), or the
     /// system's resolvers when `None`.
     pub fn new(server: Option<&str>) -> MxResolver {
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_secs(5);
-        opts.attempts = 2;
-        let built = match server.map(resolver_addr) {
-            Some(Some(addr)) => {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut ns.connections {
-                    c.port = addr.port();
-                }
-                Ok(TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    TokioRuntimeProvider::default(),
-                ))
-            }
-            Some(None) => Err("delivery.resolver is not an address".to_string()),
-            None => TokioResolver::builder_tokio().map_err(|e| e.to_string()),
-        };
-        let resolver = built
-            .and_then(|b| b.with_options(opts).build().map_err(|e| e.to_string()))
-            .map_err(|e| format!("no DNS resolver: {e}"));
+        let resolver = crate::dns::resolver(server, "delivery.resolver", Duration::from_secs(5), 2);
         MxResolver { resolver }
     }
 
@@ -166,14 +146,6 @@ impl MxResolver {
                 problem: e.to_string(),
             }),
         }
-    }
-}
-
-/// The response code of a definite negative answer (NXDOMAIN, or NOERROR without records).
-fn negative(e: &NetError) -> Option<ResponseCode> {
-    match e {
-        NetError::Dns(DnsError::NoRecordsFound(n)) => Some(n.response_code),
-        _ => None,
     }
 }
 

@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::v0_1;
 use super::cache::CompileCache;
+use super::capabilities::Services;
 use super::host_api::StoreState;
 
 /// How often the epoch advances: the granularity of hook deadlines, and how often a running
@@ -37,6 +38,8 @@ pub struct Runtime {
     pub linker: Arc<Linker<StoreState>>,
     /// Compiled components on disk.
     pub cache: CompileCache,
+    /// The store and resolver behind the capabilities plugins may be granted.
+    pub services: Services,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -105,7 +108,14 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             cache,
+            services: Services::default(),
         })
+    }
+
+    /// This runtime with the store and resolver that back the `kv` and `dns` capabilities.
+    pub fn with_services(mut self, services: Services) -> Runtime {
+        self.services = services;
+        self
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a plugin's store holds and the host functions plugins import (`sluice:filter/host`,
-//! `sluice:filter/authentication`).
+//! `sluice:filter/authentication`; `kv` and `dns` are in [`super::capabilities`]).
 //!
 //! Every store is default-deny: WASI is linked because Python and JavaScript guests import it,
 //! but there are no arguments, no environment, no directories, no sockets, and stdin is empty.
@@ -54,6 +54,11 @@ pub struct StoreState {
     pub(crate) output: OutputBuffer,
     /// The sender-authentication results of the transaction, when the host verified it.
     pub(crate) authentication: Option<Arc<sender_auth::Results>>,
+    /// The capabilities this plugin was granted.
+    pub(crate) grants: super::capabilities::Grants,
+    /// `kv` and `dns` calls allowed per hook call, and how many are left in this one.
+    pub(crate) ops_per_call: u32,
+    pub(crate) ops_left: u32,
 }
 
 impl StoreState {
@@ -64,6 +69,8 @@ impl StoreState {
         memory_bytes: u64,
         log_lines: u32,
         read_dirs: &[std::path::PathBuf],
+        grants: super::capabilities::Grants,
+        ops_per_call: u32,
     ) -> anyhow::Result<StoreState> {
         let output = OutputBuffer::default();
         let mut builder = WasiCtx::builder();
@@ -101,6 +108,9 @@ impl StoreState {
             logs_dropped: 0,
             output,
             authentication: None,
+            grants,
+            ops_per_call,
+            ops_left: ops_per_call,
         })
     }
 }
@@ -413,7 +423,8 @@ mod limiter_tests {
 
     #[test]
     fn a_guest_cannot_hold_unbounded_resource_handles() {
-        let state = StoreState::new(Default::default(), 1 << 20, 1, &[]).unwrap();
+        let state =
+            StoreState::new(Default::default(), 1 << 20, 1, &[], Default::default(), 1).unwrap();
         assert_eq!(state.table.max_capacity(), MAX_RESOURCES);
     }
 }

@@ -57,6 +57,12 @@ pub enum CallFailure {
         /// Seconds until it is called again.
         secs_left: u64,
     },
+    /// A `kv` call could not be served: the store is unreachable or did not answer within the
+    /// deadline. Not the plugin's fault (its health is not blamed), but the hook has no answer.
+    StoreUnavailable {
+        /// What failed.
+        message: String,
+    },
 }
 
 impl CallFailure {
@@ -64,7 +70,9 @@ impl CallFailure {
     pub fn is_fault(&self) -> bool {
         !matches!(
             self,
-            CallFailure::EarlierFailure | CallFailure::CoolingDown { .. }
+            CallFailure::EarlierFailure
+                | CallFailure::CoolingDown { .. }
+                | CallFailure::StoreUnavailable { .. }
         )
     }
 
@@ -78,6 +86,7 @@ impl CallFailure {
             CallFailure::Instantiate { .. } => "instantiate",
             CallFailure::EarlierFailure => "earlier-failure",
             CallFailure::CoolingDown { .. } => "cooling-down",
+            CallFailure::StoreUnavailable { .. } => "store-unavailable",
         }
     }
 }
@@ -106,6 +115,7 @@ impl fmt::Display for CallFailure {
                 f,
                 "not called: in cool-down after repeated failures ({secs_left} s left)"
             ),
+            CallFailure::StoreUnavailable { message } => write!(f, "store unavailable: {message}"),
         }
     }
 }
@@ -132,6 +142,8 @@ impl PluginInstance {
             limits.memory_mb.saturating_mul(1 << 20),
             limits.log_lines,
             &plugin.read_dirs,
+            plugin.grants.clone(),
+            limits.kv_ops_per_call,
         )
         .map_err(|e| CallFailure::Instantiate {
             message: format!("{e:#}"),
@@ -316,6 +328,7 @@ impl PluginInstance {
         }
         let state = self.store.data_mut();
         state.deadline = Instant::now() + Duration::from_millis(self.plugin.limits.timeout_ms);
+        state.ops_left = state.ops_per_call;
         state.output.clear();
         self.store.set_epoch_deadline(1);
         Ok(())
@@ -368,6 +381,11 @@ fn classify(
     if e.downcast_ref::<DeadlineExceeded>().is_some() {
         return CallFailure::Deadline {
             limit_ms: timeout_ms,
+        };
+    }
+    if let Some(u) = e.downcast_ref::<super::capabilities::StoreUnavailable>() {
+        return CallFailure::StoreUnavailable {
+            message: u.0.clone(),
         };
     }
     if e.downcast_ref::<MemoryLimitExceeded>().is_some() || store.data().limiter.memory_hit {

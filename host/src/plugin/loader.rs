@@ -36,6 +36,9 @@ pub struct LoadedPlugin {
     pub config: Arc<BTreeMap<String, ConfigValue>>,
     /// Directories granted to it read-only (`read_dirs`).
     pub read_dirs: Arc<Vec<PathBuf>>,
+    /// The capabilities granted to it (`capabilities`).
+    pub capabilities: Vec<crate::config::Capability>,
+    pub(crate) grants: super::capabilities::Grants,
     /// Which listeners and recipient domains it applies to.
     pub scope: Scope,
     /// Failures in a row and cool-down.
@@ -160,6 +163,10 @@ pub async fn load(
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     check_world(&runtime.engine, &component).map_err(|m| err(ErrorKind::WrongWorld(m)))?;
+    super::capabilities::check_imports(&runtime.engine, &component, name, &settings.capabilities)
+        .map_err(|m| err(ErrorKind::NotGranted(m)))?;
+    let grants = super::capabilities::Grants::new(name, &settings.capabilities, &runtime.services)
+        .map_err(|m| err(ErrorKind::NotGranted(m)))?;
 
     let instance_pre = runtime
         .linker
@@ -180,6 +187,8 @@ pub async fn load(
         limits: settings.limits(defaults),
         config: Arc::new(flatten_config(&settings.config)),
         read_dirs: Arc::new(settings.read_dirs.clone()),
+        capabilities: settings.capabilities.clone(),
+        grants,
         scope: Scope {
             listeners: settings.listeners.clone(),
             domains: settings

@@ -6,6 +6,7 @@
 //! - [`loader`]: a `.wasm` file to a [`LoadedPlugin`], refusing bad ones with a clear reason.
 //! - [`instance`]: one sandbox for one transaction; every hook call under a deadline.
 //! - [`host_api`]: the functions plugins import (log, config, time).
+//! - [`capabilities`]: what an operator may grant a plugin (`kv`, `dns`) and the calls behind it.
 //! - [`returns`]: what a plugin returns, checked and bounded before the host acts on it.
 //! - [`directory`]: finding plugins in the plugin directory, in order.
 //!
@@ -13,6 +14,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod capabilities;
 pub mod directory;
 pub mod engine;
 pub mod health;
@@ -113,6 +115,9 @@ pub enum ErrorKind {
     /// The component is not a Sluice plugin or was built for another WIT version.
     #[error("{0}")]
     WrongWorld(String),
+    /// The component imports a capability the configuration does not grant it.
+    #[error("{0}")]
+    NotGranted(String),
     /// The component imports something Sluice does not provide.
     #[error("cannot be linked: {0}")]
     Link(String),

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use sluice::config::Config;
 use sluice::plugin::Runtime;
+use sluice::plugin::capabilities::Services;
 use sluice::plugin::engine::PoolSize;
 use sluice::replay::EnvelopeArgs;
 
@@ -269,15 +270,24 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     }
 }
 
-fn runtime_for(config: &Config) -> anyhow::Result<Runtime> {
-    Runtime::new(
+/// The plugin runtime for `config`: with the server's store when `serving`, else a scratch
+/// store in memory (replays and listings never touch a server's state).
+fn runtime_for(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
+    let services = if serving {
+        Services::for_server(config)
+    } else {
+        Services::scratch(config)
+    }
+    .map_err(|e| anyhow::anyhow!("the plugins' key-value store: {e}"))?;
+    Ok(Runtime::new(
         PoolSize {
             max_memory_bytes: config.plugins.max_memory_mb << 20,
             max_instances: config.plugins.max_instances,
         },
         &config.cache_dir(),
     )
-    .context("starting the plugin runtime")
+    .context("starting the plugin runtime")?
+    .with_services(services))
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

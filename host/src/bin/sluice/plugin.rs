@@ -71,7 +71,7 @@ pub async fn check(
     args: EnvelopeArgs,
     messages: Vec<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = runtime_for(&config)?;
+    let runtime = runtime_for(&config, false)?;
     let pipeline = load_pipeline(&runtime, &config, &only).await?;
     let auth = std::sync::Arc::new(sluice::authentication::Authenticator::new(&config)?);
     let live = std::sync::Arc::new(sluice::context::Live {
@@ -106,7 +106,7 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
     let rows: Vec<serde_json::Value> = match &server {
         Some(addr) => fetch_plugins(addr).await?,
         None => {
-            let runtime = runtime_for(&config)?;
+            let runtime = runtime_for(&config, false)?;
             load_pipeline(&runtime, &config, &[]).await?.describe()
         }
     };

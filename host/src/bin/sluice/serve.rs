@@ -19,7 +19,11 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     ] {
         sluice::private_files::check_not_shared(dir, key).map_err(|e| anyhow::anyhow!(e))?;
     }
-    let runtime = runtime_for(&config)?;
+    let runtime = runtime_for(&config, true)?;
+    let store = runtime.services.kv.clone();
+    if let Some(s) = &store {
+        tracing::info!("plugins' key-value store: {}", s.describe());
+    }
     let pipeline = load_pipeline(&runtime, &config, &[]).await?;
     for p in pipeline.plugins() {
         tracing::info!(plugin = %p.name, version = %p.info.version, hooks = %p.hook_names().join(","), "plugin loaded");
@@ -58,6 +62,9 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
         }
     }
     server.shutdown(drain).await;
+    if let Some(s) = &store {
+        s.flush();
+    }
     let _ = std::fs::remove_file(&pid_file);
     Ok(ExitCode::SUCCESS)
 }

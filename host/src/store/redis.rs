@@ -1,0 +1,224 @@
+//! The Redis store, for a fleet of Sluice nodes sharing state (`[store] url = "redis://…"`).
+//!
+//! URLs as the `redis` crate reads them: `redis://[user:password@]host[:port][/db]`, and
+//! `rediss://` for TLS (trusting the system's roots, or `[store] ca_file`). Keys are
+//! `sluice:kv:` followed by the namespaced key, so Sluice can share a Redis with other users.
+//!
+//! Atomicity is the server's: `get`, `set` and `delete` are single commands, `compare-and-set`
+//! with no expected value is `SET … NX`, and `increment` and `compare-and-set` with an
+//! expected value are Lua scripts, which Redis runs atomically — never a read-modify-write
+//! from the host, so two nodes incrementing one counter never lose an increment.
+//!
+//! The connection is a `ConnectionManager`: one multiplexed connection, made lazily,
+//! re-made with exponential backoff when it breaks. While Redis is down every call fails
+//! fast (connection timeout), and the plugin runtime bounds each call by the hook's deadline.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::StoreError;
+
+/// Prefix of every key Sluice writes.
+pub const KEY_PREFIX: &[u8] = b"sluice:kv:";
+
+/// A counter increment, creating the key with its time-to-live (milliseconds, 0 for none).
+const INCREMENT: &str = r"
+local created = redis.call('EXISTS', KEYS[1]) == 0
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if created and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+";
+
+/// Compare-and-set against an expected value.
+const COMPARE_AND_SET: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// A Redis-backed store (clones share the connection).
+#[derive(Clone)]
+pub struct Redis {
+    connection: ConnectionManager,
+    increment: std::sync::Arc<redis::Script>,
+    compare_and_set: std::sync::Arc<redis::Script>,
+    /// The URL without its password, for logs.
+    shown: String,
+}
+
+/// The URL with any password replaced by `***`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    if e.to_string().contains("not an integer") {
+        return StoreError::NotACounter;
+    }
+    if e.to_string().contains("overflow") {
+        return StoreError::Overflow;
+    }
+    StoreError::Unavailable(e.to_string())
+}
+
+fn key(k: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(KEY_PREFIX.len() + k.len());
+    out.extend_from_slice(KEY_PREFIX);
+    out.extend_from_slice(k);
+    out
+}
+
+fn ttl_ms(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Redis {
+    /// A store on the server at `url`; the connection is made at the first call, so Sluice
+    /// starts (and queues mail) while Redis is still down. `ca_file` is a PEM file of the CA
+    /// to trust for `rediss://` instead of the system's roots.
+    pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Redis, String> {
+        let client = match ca_file {
+            Some(ca) => {
+                let root_cert = std::fs::read(ca)
+                    .map_err(|e| format!("store.ca_file {}: {e}", ca.display()))?;
+                redis::Client::build_with_tls(
+                    url,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root_cert),
+                    },
+                )
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| format!("store.url {}: {e}", redact(url)))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(6)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(5));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("store.url {}: {e}", redact(url)))?;
+        Ok(Redis {
+            connection,
+            increment: std::sync::Arc::new(redis::Script::new(INCREMENT)),
+            compare_and_set: std::sync::Arc::new(redis::Script::new(COMPARE_AND_SET)),
+            shown: redact(url),
+        })
+    }
+
+    /// Where the data lives, for logs.
+    pub fn describe(&self) -> String {
+        format!("Redis at {}", self.shown)
+    }
+
+    pub(super) async fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        redis::cmd("GET")
+            .arg(key(k))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn set(
+        &self,
+        k: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key(k)).arg(value);
+        if ttl.is_some() {
+            cmd.arg("PX").arg(ttl_ms(ttl));
+        }
+        cmd.query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn increment(
+        &self,
+        k: &[u8],
+        delta: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, StoreError> {
+        self.increment
+            .key(key(k))
+            .arg(delta)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    pub(super) async fn delete(&self, k: &[u8]) -> Result<bool, StoreError> {
+        let n: u64 = redis::cmd("DEL")
+            .arg(key(k))
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn compare_and_set(
+        &self,
+        k: &[u8],
+        expected: Option<&[u8]>,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool, StoreError> {
+        let Some(expected) = expected else {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key(k)).arg(value).arg("NX");
+            if ttl.is_some() {
+                cmd.arg("PX").arg(ttl_ms(ttl));
+            }
+            let set: Option<String> = cmd
+                .query_async(&mut self.connection.clone())
+                .await
+                .map_err(unavailable)?;
+            return Ok(set.is_some());
+        };
+        let n: i64 = self
+            .compare_and_set
+            .key(key(k))
+            .arg(expected)
+            .arg(value)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(n == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact("redis://:s3cret@10.0.0.1:6379/2"),
+            "redis://:***@10.0.0.1:6379/2"
+        );
+        assert_eq!(
+            redact("rediss://sluice:s3cret@redis.example/0"),
+            "rediss://sluice:***@redis.example/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1/"), "redis://127.0.0.1/");
+    }
+}
