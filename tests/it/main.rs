@@ -4,6 +4,7 @@
 mod authentication;
 mod bounce_template;
 mod cache;
+mod capabilities;
 mod client;
 mod crash;
 mod delivery;

@@ -1,4 +1,4 @@
-//! A tiny authoritative DNS server on loopback UDP for MX, SPF, DKIM and DMARC tests: answers
+//! A tiny authoritative DNS server on loopback UDP for MX, SPF, DKIM, DMARC, DNSBL and PTR tests: answers
 //! from a fixed list of records, NOERROR with no answers for a name that exists without the
 //! asked type, NXDOMAIN for an unknown name, SERVFAIL for names marked broken, and no answer
 //! at all for names marked silent (a timeout). Built on `hickory-proto`'s message codec.
@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, MX, PTR, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// A zone under test.
@@ -50,6 +50,16 @@ impl Zone {
             IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
         };
         self.records.push(Record::from_rdata(name(owner), 60, data));
+        self
+    }
+
+    /// Adds the PTR record of `ip` (reverse DNS) naming `target`.
+    pub fn ptr(mut self, ip: IpAddr, target: &str) -> Zone {
+        self.records.push(Record::from_rdata(
+            Name::from(ip),
+            60,
+            RData::PTR(PTR(name(target))),
+        ));
         self
     }
 

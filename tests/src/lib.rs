@@ -63,6 +63,27 @@ pub fn runtime() -> Runtime {
     .expect("plugin runtime")
 }
 
+/// [`runtime`] with the store and resolver behind the `kv` and `dns` capabilities.
+pub fn runtime_with(services: sluice::plugin::capabilities::Services) -> Runtime {
+    runtime().with_services(services)
+}
+
+/// A scratch in-memory key-value store and a resolver asking `dns` (a loopback server).
+pub fn scratch_services(
+    dns: Option<std::net::SocketAddr>,
+) -> sluice::plugin::capabilities::Services {
+    use sluice::plugin::capabilities::{PluginDns, Services};
+    Services {
+        kv: Some(sluice::store::KvStore::Embedded(
+            sluice::store::embedded::Embedded::in_memory().expect("in-memory store"),
+        )),
+        dns: Some(Arc::new(PluginDns::new(
+            dns.map(|a| a.to_string()).as_deref(),
+            std::time::Duration::from_millis(300),
+        ))),
+    }
+}
+
 /// Parses a configuration for tests; panics with the parser's message when invalid.
 pub fn config(toml: &str) -> Config {
     let c = Config::parse(toml).expect("test configuration parses");

@@ -1,0 +1,224 @@
+//! The `kv` and `dns` capabilities (WIT 0.1.2): granted per plugin or refused at load,
+//! keys namespaced per plugin, state kept across transactions, limits per call, DNS answers
+//! from a loopback server, and an unreachable store failing the hook by its policy without
+//! blaming the plugin.
+
+use std::time::Duration;
+
+use sluice::envelope::Decision;
+use sluice::plugin::CallFailure;
+use sluice_tests::dns::{Dns, Zone};
+use sluice_tests::*;
+
+fn probe() -> std::path::PathBuf {
+    plugin("test", "kv-probe")
+}
+
+#[tokio::test]
+async fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_naming_the_setting() {
+    let rt = runtime_with(scratch_services(None));
+    let cfg = config("[plugin.probe.config]\nread = \"x\"\n");
+    let err = load_one(&rt, &cfg, "probe", &probe()).await.unwrap_err();
+    assert!(
+        err.contains("imports sluice:filter/kv@0.1.2")
+            && err.contains("set capabilities = [\"kv\"] in [plugin.probe]"),
+        "{err}"
+    );
+    // Granting one of the two it imports names the one still missing, keeping the other.
+    let cfg = config("[plugin.probe]\ncapabilities = [\"kv\"]\n");
+    let err = load_one(&rt, &cfg, "probe", &probe()).await.unwrap_err();
+    assert!(
+        err.contains("sluice:filter/dns@0.1.2") && err.contains("[\"dns\", \"kv\"]"),
+        "{err}"
+    );
+    // A capability the runtime cannot serve is refused too, by name.
+    let cfg = config("[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\n");
+    let err = load_one(&runtime(), &cfg, "probe", &probe())
+        .await
+        .unwrap_err();
+    assert!(err.contains("no key-value store"), "{err}");
+    // A plugin that imports neither loads without grants (the bundled ones do).
+    let cfg = config("");
+    load_one(&rt, &cfg, "tagger", &plugin("test", "tagger"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_capabilities_are_refused_by_the_configuration() {
+    let err = sluice::config::Config::parse("[plugin.p]\ncapabilities = [\"net\"]\n")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("capabilities") && err.contains("net"), "{err}");
+}
+
+fn header(out: &sluice::pipeline::MessageOutcome, name: &str) -> Option<String> {
+    out.add_headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+#[tokio::test]
+async fn keys_are_namespaced_per_plugin_and_kept_across_transactions() {
+    let rt = runtime_with(scratch_services(None));
+    let cfg = config(
+        "[plugin.writer]\ncapabilities = [\"kv\", \"dns\"]\n[plugin.writer.config]\nwrite = \"x=from-writer\"\nread = \"x\"\ncount = \"n\"\n\
+         [plugin.reader]\ncapabilities = [\"kv\", \"dns\"]\n[plugin.reader.config]\nread = \"x\"\ncount = \"n\"\n",
+    );
+    // The same file under two names: two plugins, two namespaces.
+    let p = pipeline(&rt, &cfg, &[("writer", probe()), ("reader", probe())])
+        .await
+        .unwrap();
+    let env = envelope("a@example.org", &["b@example.net"]);
+    for round in 1..=3 {
+        let mut txn = p.start(&client(), "t");
+        // Each plugin's headers are merged in order; look at each plugin's own verdict.
+        let out = txn.check_message(&env, &message("s", "b")).await;
+        assert_eq!(out.decision, Decision::Continue, "{:?}", txn.calls());
+        let reads: Vec<&String> = out
+            .add_headers
+            .iter()
+            .filter(|(n, _)| n == "X-Probe-Read")
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(reads, ["from-writer", "(none)"], "round {round}");
+        let counts: Vec<&String> = out
+            .add_headers
+            .iter()
+            .filter(|(n, _)| n == "X-Probe-Count")
+            .map(|(_, v)| v)
+            .collect();
+        // Both count `n`, each in its own namespace, and the count survives the instance.
+        assert_eq!(counts, [&round.to_string(), &round.to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn calls_past_the_per_call_limit_fail_the_hook_by_its_policy() {
+    let rt = runtime_with(scratch_services(None));
+    let cfg = config(
+        "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\nkv_ops_per_call = 10\n[plugin.probe.config]\ngets = 10\n\
+         [plugin.greedy]\ncapabilities = [\"kv\", \"dns\"]\nkv_ops_per_call = 10\n[plugin.greedy.config]\ngets = 11\n",
+    );
+    let ok = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let out = ok
+        .start(&client(), "t")
+        .check_message(&env, &message("s", "b"))
+        .await;
+    assert_eq!(out.decision, Decision::Continue);
+
+    let greedy = pipeline(&rt, &cfg, &[("greedy", probe())]).await.unwrap();
+    let mut txn = greedy.start(&client(), "t");
+    let out = txn.check_message(&env, &message("s", "b")).await;
+    assert!(
+        matches!(out.decision, Decision::Tempfail { .. }),
+        "{:?}",
+        out.decision
+    );
+    let failure = txn.calls()[0].failure.clone().unwrap();
+    assert!(
+        failure
+            .to_string()
+            .contains("more than 10 kv and dns calls in one hook call (kv_ops_per_call)"),
+        "{failure}"
+    );
+}
+
+#[tokio::test]
+async fn dns_answers_records_nxdomain_and_temporary_failure_apart() {
+    let dns = Dns::start(
+        Zone::new()
+            .addr("2.0.0.127.bl.test", "127.0.0.2".parse().unwrap())
+            .silent("1.0.0.127.slow.test")
+            .broken("broken.test")
+            .ptr("192.0.2.7".parse().unwrap(), "mail.client.test"),
+    )
+    .await;
+    let rt = runtime_with(scratch_services(Some(dns.addr)));
+    let run = |lookup: &str, ptr: &str| {
+        config(&format!(
+            "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\ntimeout_ms = 2000\n[plugin.probe.config]\nlookup = {lookup:?}\nptr = {ptr:?}\n"
+        ))
+    };
+    let env = envelope("a@example.org", &["b@example.net"]);
+    for (name, ptr, want_a, want_ptr) in [
+        (
+            "2.0.0.127.bl.test",
+            "192.0.2.7",
+            "127.0.0.2",
+            "mail.client.test",
+        ),
+        ("9.9.9.9.bl.test", "192.0.2.8", "nxdomain", "nxdomain"),
+        ("broken.test", "not-an-ip", "temporary", "invalid"),
+        (
+            "1.0.0.127.slow.test",
+            "192.0.2.7",
+            "temporary",
+            "mail.client.test",
+        ),
+        ("bad name!", "192.0.2.7", "invalid", "mail.client.test"),
+    ] {
+        let cfg = run(name, ptr);
+        let p = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut txn = p.start(&client(), "t");
+        let out = txn.check_message(&env, &message("s", "b")).await;
+        assert_eq!(
+            out.decision,
+            Decision::Continue,
+            "{name}: {:?}",
+            txn.calls()
+        );
+        assert_eq!(header(&out, "X-Probe-A").as_deref(), Some(want_a), "{name}");
+        assert_eq!(
+            header(&out, "X-Probe-Ptr").as_deref(),
+            Some(want_ptr),
+            "{ptr}"
+        );
+        // An unanswered lookup ends at the resolver's timeout (300 ms here), well inside the
+        // hook's deadline.
+        assert!(started.elapsed() < Duration::from_millis(1500), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_the_hook_by_policy_within_the_deadline_without_blaming_the_plugin()
+ {
+    // A Redis URL on a loopback port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let redis =
+        sluice::store::redis::Redis::new(&format!("redis://127.0.0.1:{port}/"), None).unwrap();
+    let mut services = scratch_services(None);
+    services.kv = Some(sluice::store::KvStore::Redis(redis));
+    let rt = runtime_with(services);
+    let cfg = config(
+        "[plugins]\ncooldown_after_failures = 2\n[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\ntimeout_ms = 300\n[plugin.probe.config]\ncount = \"n\"\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+    let env = envelope("a@example.org", &["b@example.net"]);
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let mut txn = p.start(&client(), "t");
+        let out = txn.check_message(&env, &message("s", "b")).await;
+        assert!(started.elapsed() < Duration::from_millis(1000));
+        match out.decision {
+            Decision::Tempfail { reply } => assert_eq!(reply.code, 451),
+            other => panic!("{other:?}"),
+        }
+        // Every time the store is asked (no cool-down: the store's fault is not the plugin's).
+        assert!(
+            matches!(
+                txn.calls()[0].failure,
+                Some(CallFailure::StoreUnavailable { .. })
+            ),
+            "{:?}",
+            txn.calls()
+        );
+    }
+}
