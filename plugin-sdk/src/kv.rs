@@ -88,9 +88,41 @@ pub fn create(key: &str, value: impl AsRef<[u8]>, ttl: Option<Duration>) -> bool
     compare_and_set(key, None, value, ttl)
 }
 
+/// A key made of `parts` joined by `:`. When that would pass the 256-byte limit, the end is
+/// replaced by a hash of the whole (FNV-1a, 64 bits), so long addresses still make distinct
+/// keys of legal length.
+pub fn key(parts: &[&str]) -> String {
+    let joined = parts.join(":");
+    if joined.len() <= 256 {
+        return joined;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in joined.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut cut = 256 - 17;
+    while !joined.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}#{hash:016x}", &joined[..cut])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_keys_are_hashed_to_a_legal_length() {
+        assert_eq!(key(&["t", "192.0.2.0/24", "a@b"]), "t:192.0.2.0/24:a@b");
+        let long = "x".repeat(300);
+        let k1 = key(&["t", &long, "a"]);
+        let k2 = key(&["t", &long, "b"]);
+        assert!(k1.len() <= 256 && k2.len() <= 256);
+        assert_ne!(k1, k2);
+        let accented = "é".repeat(200);
+        assert!(key(&[&accented]).len() <= 256);
+    }
 
     #[test]
     fn ttls_round_up_to_whole_seconds() {

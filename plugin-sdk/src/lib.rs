@@ -50,6 +50,7 @@ pub mod export;
 mod host;
 pub mod kv;
 pub mod log;
+pub mod net;
 pub mod testing;
 mod verdict;
 

@@ -167,7 +167,9 @@ impl Plugin for RecipientValidation {
         if self.dir.catch_all.contains(&domain)
             || self.dir.known.contains(&format!("{local}@{domain}"))
         {
-            return Verdict::Accept;
+            // No objection, not `accept`: accepting would end the stage, and the plugins
+            // after this one (greylisting, rate limits) would never see local mail.
+            return Verdict::Continue;
         }
         self.unknown += 1;
         log::info(&format!(

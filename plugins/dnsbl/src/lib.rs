@@ -1,0 +1,572 @@
+//! dnsbl: DNS blocklists (and allowlists) of client addresses, Spamhaus-style, and domain
+//! blocklists for the links in a message. Per zone, a listing either refuses the client at
+//! RCPT TO (`action = "reject"`), adds a weighted symbol to the spam score (`"score"`), or —
+//! for an allowlist (`"allow"`) — exempts the client from the refusing zones and adds its
+//! (negative) score.
+//!
+//! Answers are read as DNS lists define them: an A record in 127.0.0.0/8 means listed (only
+//! the `codes` given, when the zone's meanings are configured); `127.255.255.x` means the list
+//! refused the query (an open resolver, a quota) and is treated as not listed, with a warning;
+//! anything outside 127/8 is a broken zone or a hijacked NXDOMAIN and is ignored, with a
+//! warning; NXDOMAIN is not listed; and a lookup without an answer (timeout, SERVFAIL) is not
+//! listed either: mail is not refused because a list is down.
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use sluice_plugin_sdk::dns::{self, LookupError};
+use sluice_plugin_sdk::net::Network;
+use sluice_plugin_sdk::{
+    Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session,
+    Verdict, export, log,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Reject,
+    Score,
+    Allow,
+}
+
+#[derive(Debug, Clone)]
+struct Zone {
+    /// The name in the configuration (`zones.NAME`), for symbols.
+    name: String,
+    zone: String,
+    action: Action,
+    score: f64,
+    /// Return codes that count, with their meaning; empty: any 127.0.0.0/8 answer.
+    codes: Vec<(Ipv4Addr, String)>,
+}
+
+/// A zone's verdict on one name: listed (with the meaning of the code), or not.
+type Listing = Option<String>;
+
+struct Dnsbl {
+    zones: Vec<Zone>,
+    uri_zones: Vec<Zone>,
+    max_uri_lookups: usize,
+    exempt_networks: Vec<Network>,
+    /// The client's listings, looked up once per transaction (at the first recipient).
+    client: Option<Vec<Listing>>,
+}
+
+fn zone_names(config: &Config, prefix: &str) -> BTreeSet<String> {
+    config
+        .keys()
+        .iter()
+        .filter_map(|k| {
+            k.strip_prefix(prefix)?
+                .split_once('.')
+                .map(|(n, _)| n.to_string())
+        })
+        .collect()
+}
+
+fn read_zones(config: &Config, prefix: &str, uri: bool) -> Result<Vec<Zone>, ConfigError> {
+    let mut out = Vec::new();
+    for name in zone_names(config, prefix) {
+        let key = |k: &str| format!("{prefix}{name}.{k}");
+        for k in config
+            .keys()
+            .iter()
+            .filter(|k| k.starts_with(&format!("{prefix}{name}.")))
+        {
+            let field = &k[prefix.len() + name.len() + 1..];
+            if !["zone", "action", "score", "codes"].contains(&field) {
+                return Err(ConfigError::new(
+                    k,
+                    "unknown setting; a zone has zone, action, score and codes",
+                ));
+            }
+        }
+        let zone: String = config.require(&key("zone"))?;
+        let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+        if zone.is_empty() || !zone.contains('.') || zone.contains(' ') {
+            return Err(ConfigError::new(
+                &key("zone"),
+                format!("{zone:?} is not a DNS zone"),
+            ));
+        }
+        let action = match config.get::<String>(&key("action"))?.as_deref() {
+            None | Some("score") => Action::Score,
+            Some("reject") if !uri => Action::Reject,
+            Some("allow") if !uri => Action::Allow,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    &key("action"),
+                    format!(
+                        "{other:?}: expected {}",
+                        if uri {
+                            "\"score\""
+                        } else {
+                            "\"reject\", \"score\" or \"allow\""
+                        }
+                    ),
+                ));
+            }
+        };
+        let default_score = match action {
+            Action::Allow => -5.0,
+            Action::Reject => 0.0,
+            Action::Score => 3.0,
+        };
+        let score: f64 = config.get_or(&key("score"), default_score)?;
+        if !(-100.0..=100.0).contains(&score) {
+            return Err(ConfigError::new(
+                &key("score"),
+                "must be between -100 and 100",
+            ));
+        }
+        let mut codes = Vec::new();
+        for c in config.get_or::<Vec<String>>(&key("codes"), Vec::new())? {
+            let (ip, meaning) = c.split_once('=').unwrap_or((c.as_str(), ""));
+            let ip: Ipv4Addr = ip.trim().parse().map_err(|_| {
+                ConfigError::new(
+                    &key("codes"),
+                    format!("{c:?}: expected \"127.0.0.N=MEANING\""),
+                )
+            })?;
+            codes.push((ip, meaning.trim().to_string()));
+        }
+        out.push(Zone {
+            name: name.to_ascii_uppercase().replace('-', "_"),
+            zone,
+            action,
+            score,
+            codes,
+        });
+    }
+    Ok(out)
+}
+
+impl Plugin for Dnsbl {
+    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient, Hook::CheckMessage];
+
+    fn new(config: &Config) -> Result<Self, ConfigError> {
+        for k in config.keys() {
+            if !(k.starts_with("zones.")
+                || k.starts_with("uri_zones.")
+                || k == "max_uri_lookups"
+                || k == "exempt_networks")
+            {
+                return Err(ConfigError::new(
+                    &k,
+                    "unknown setting; known: zones.NAME.*, uri_zones.NAME.*, max_uri_lookups, exempt_networks",
+                ));
+            }
+        }
+        let max: i64 = config.get_or("max_uri_lookups", 10)?;
+        if !(0..=40).contains(&max) {
+            return Err(ConfigError::new("max_uri_lookups", "must be 0 to 40"));
+        }
+        let exempt: Vec<String> = config.get_or("exempt_networks", Vec::new())?;
+        Ok(Dnsbl {
+            zones: read_zones(config, "zones.", false)?,
+            uri_zones: read_zones(config, "uri_zones.", true)?,
+            max_uri_lookups: usize::try_from(max).unwrap_or(0),
+            exempt_networks: exempt
+                .iter()
+                .map(|n| Network::parse(n).map_err(|e| ConfigError::new("exempt_networks", e)))
+                .collect::<Result<_, _>>()?,
+            client: None,
+        })
+    }
+
+    fn check_recipient(&mut self, session: &Session, _env: &Envelope, _rcpt: &Address) -> Verdict {
+        let Some(ip) = self.client_ip(session) else {
+            return Verdict::Continue;
+        };
+        let listings = self.client_listings(ip).to_vec();
+        let allowed = self
+            .zones
+            .iter()
+            .zip(&listings)
+            .any(|(z, l)| z.action == Action::Allow && l.is_some());
+        if allowed {
+            return Verdict::Continue;
+        }
+        for (z, l) in self.zones.iter().zip(&listings) {
+            if let (Action::Reject, Some(meaning)) = (z.action, l) {
+                let why = if meaning.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({meaning})")
+                };
+                return Verdict::reject(
+                    554,
+                    "5.7.1",
+                    &format!(
+                        "Service unavailable; client [{ip}] blocked using {}{why}",
+                        z.zone
+                    ),
+                );
+            }
+        }
+        Verdict::Continue
+    }
+
+    fn check_message(
+        &mut self,
+        session: &Session,
+        _env: &Envelope,
+        msg: &Message,
+    ) -> MessageVerdict {
+        let mut v = MessageVerdict::default();
+        if let Some(ip) = self.client_ip(session) {
+            let listings = self.client_listings(ip).to_vec();
+            for (z, l) in self.zones.iter().zip(&listings) {
+                if let (Action::Score | Action::Allow, Some(meaning)) = (z.action, l) {
+                    let detail = format!(
+                        "{ip} listed in {}{}",
+                        z.zone,
+                        if meaning.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({meaning})")
+                        }
+                    );
+                    v = v.symbol(&format!("DNSBL_{}", z.name), z.score, &detail);
+                }
+            }
+        }
+        if self.uri_zones.is_empty() || self.max_uri_lookups == 0 {
+            return v;
+        }
+        let domains = link_domains(msg.body(), self.max_uri_lookups);
+        for z in &self.uri_zones {
+            for d in &domains {
+                if let Some(meaning) = listed(z, &format!("{d}.{}", z.zone)) {
+                    let detail = format!(
+                        "{d} listed in {}{}",
+                        z.zone,
+                        if meaning.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({meaning})")
+                        }
+                    );
+                    v = v.symbol(&format!("URIBL_{}", z.name), z.score, &detail);
+                    break; // one symbol per zone
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Dnsbl {
+    fn client_ip(&self, session: &Session) -> Option<IpAddr> {
+        if session.auth_user.is_some() {
+            return None;
+        }
+        let ip: IpAddr = session.client_ip.parse().ok()?;
+        let exempt = self.exempt_networks.iter().any(|n| n.contains(ip))
+            || ip.is_loopback()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_private());
+        (!exempt).then_some(ip)
+    }
+
+    fn client_listings(&mut self, ip: IpAddr) -> &[Listing] {
+        let zones = &self.zones;
+        self.client.get_or_insert_with(|| {
+            zones
+                .iter()
+                .map(|z| listed(z, &dns::list_name(ip, &z.zone)))
+                .collect()
+        })
+    }
+}
+
+/// Looks `name` up in `zone`: `Some(meaning)` when listed.
+fn listed(zone: &Zone, name: &str) -> Listing {
+    let answers = match dns::a(name) {
+        Ok(a) => a,
+        Err(LookupError::Nxdomain | LookupError::NoRecords) => return None,
+        Err(e) => {
+            log::debug(&format!(
+                "{}: {name}: {e:?}; counted as not listed",
+                zone.zone
+            ));
+            return None;
+        }
+    };
+    for a in &answers {
+        let o = a.octets();
+        if o[0] != 127 {
+            log::warn(&format!(
+                "{}: {name} answered {a}, outside 127.0.0.0/8: ignored (a broken zone or an NXDOMAIN-rewriting resolver)",
+                zone.zone
+            ));
+            continue;
+        }
+        if o[1] == 255 && o[2] == 255 {
+            log::warn(&format!(
+                "{}: the list refused the query for {name} ({a}): counted as not listed; use your own resolver, not a public one",
+                zone.zone
+            ));
+            continue;
+        }
+        if zone.codes.is_empty() {
+            return Some(String::new());
+        }
+        if let Some((_, meaning)) = zone.codes.iter().find(|(c, _)| c == a) {
+            return Some(meaning.clone());
+        }
+    }
+    None
+}
+
+/// The registered-looking domains (last two labels) of the http(s) links in the first 64 KiB
+/// of `body`, in order of appearance, at most `max`. Without a public-suffix list, a link to
+/// `shop.example.co.uk` is looked up as `co.uk`'s neighbour `example.co.uk`'s last two labels,
+/// i.e. `co.uk`; DNS domain lists answer NXDOMAIN for such names.
+fn link_domains(body: &[u8], max: usize) -> Vec<String> {
+    let body = &body[..body.len().min(64 * 1024)];
+    let lower = body.to_ascii_lowercase();
+    let mut out: Vec<String> = Vec::new();
+    let mut at = 0;
+    while out.len() < max {
+        let Some(pos) = find(&lower[at..], b"http") else {
+            break;
+        };
+        let mut i = at + pos + 4;
+        if lower.get(i) == Some(&b's') {
+            i += 1;
+        }
+        at = i;
+        if !lower[i..].starts_with(b"://") {
+            continue;
+        }
+        i += 3;
+        let host: String = lower[i..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.' || **b == b'-')
+            .map(|b| char::from(*b))
+            .collect();
+        let host = host.trim_end_matches('.');
+        if host.parse::<IpAddr>().is_ok() || !host.contains('.') {
+            continue;
+        }
+        let labels: Vec<&str> = host.rsplitn(3, '.').collect();
+        let domain = format!("{}.{}", labels[1], labels[0]);
+        if !out.contains(&domain) {
+            out.push(domain);
+        }
+    }
+    out
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+export!(Dnsbl);
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use sluice_plugin_sdk::ConfigValue;
+    use sluice_plugin_sdk::testing::{
+        address, clear_dns, dns_lookups, session, set_config, set_dns, take_logs,
+    };
+
+    fn text(s: &str) -> ConfigValue {
+        ConfigValue::Text(s.into())
+    }
+
+    fn plugin(cfg: &[(&str, ConfigValue)]) -> Dnsbl {
+        set_config(cfg);
+        Dnsbl::new(&Config).unwrap()
+    }
+
+    fn env() -> Envelope {
+        Envelope {
+            sender: address("a@x.test"),
+            recipients: Vec::new(),
+        }
+    }
+
+    fn listed_as(name: &str, code: &str) {
+        set_dns("a", name, Ok(vec![code.to_string()]));
+    }
+
+    #[test]
+    fn a_rejecting_zone_refuses_at_rcpt_with_the_meaning_of_its_code() {
+        clear_dns();
+        let mut p = plugin(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.action", text("reject")),
+            (
+                "zones.zen.codes",
+                ConfigValue::TextList(vec!["127.0.0.2=SBL".into(), "127.0.0.4=XBL".into()]),
+            ),
+        ]);
+        listed_as("1.2.0.192.zen.test", "127.0.0.4");
+        let v = p.check_recipient(&session(), &env(), &address("b@y.test"));
+        let Verdict::Reject(r) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!((r.code, r.enhanced.as_str()), (554, "5.7.1"));
+        assert_eq!(
+            r.text,
+            "Service unavailable; client [192.0.2.1] blocked using zen.test (XBL)"
+        );
+        // One lookup per transaction, whatever the number of recipients.
+        p.check_recipient(&session(), &env(), &address("c@y.test"));
+        assert_eq!(dns_lookups(), 1);
+        // A code the zone's meanings do not include does not count.
+        listed_as("1.2.0.192.zen.test", "127.0.0.10");
+        let mut p2 = plugin(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.action", text("reject")),
+            (
+                "zones.zen.codes",
+                ConfigValue::TextList(vec!["127.0.0.2=SBL".into()]),
+            ),
+        ]);
+        assert_eq!(
+            p2.check_recipient(&session(), &env(), &address("b@y.test")),
+            Verdict::Continue
+        );
+    }
+
+    #[test]
+    fn refused_queries_broken_answers_and_failures_are_not_listings() {
+        for (answer, warns) in [
+            (Ok(vec!["127.255.255.254".to_string()]), true),
+            (Ok(vec!["10.0.0.1".to_string()]), true),
+            (Err(LookupError::Temporary("timeout".into())), false),
+            (Err(LookupError::Nxdomain), false),
+        ] {
+            clear_dns();
+            take_logs();
+            set_dns("a", "1.2.0.192.zen.test", answer);
+            let mut p = plugin(&[
+                ("zones.zen.zone", text("zen.test")),
+                ("zones.zen.action", text("reject")),
+            ]);
+            assert_eq!(
+                p.check_recipient(&session(), &env(), &address("b@y.test")),
+                Verdict::Continue
+            );
+            let logged = take_logs().iter().any(|(level, l)| {
+                *level == sluice_plugin_sdk::Level::Warn && l.contains("zen.test")
+            });
+            assert_eq!(logged, warns);
+        }
+    }
+
+    #[test]
+    fn score_zones_allowlists_and_link_domains_become_symbols() {
+        clear_dns();
+        let mut p = plugin(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.action", text("reject")),
+            ("zones.bl.zone", text("bl.test")),
+            ("zones.bl.score", ConfigValue::Float(2.5)),
+            ("zones.good.zone", text("wl.test")),
+            ("zones.good.action", text("allow")),
+            ("uri_zones.dbl.zone", text("dbl.test")),
+        ]);
+        listed_as("1.2.0.192.zen.test", "127.0.0.2");
+        listed_as("1.2.0.192.bl.test", "127.0.0.2");
+        listed_as("1.2.0.192.wl.test", "127.0.0.2");
+        listed_as("bad.test.dbl.test", "127.0.1.2");
+        // Allowlisted: the rejecting zone does not refuse.
+        assert_eq!(
+            p.check_recipient(&session(), &env(), &address("b@y.test")),
+            Verdict::Continue
+        );
+        let raw = b"Subject: x\r\n\r\nSee HTTPS://www.Bad.test/offer and http://good.test/ and http://10.0.0.1/\r\n".to_vec();
+        let msg = Message {
+            headers: Vec::new(),
+            raw,
+        };
+        let v = p.check_message(&session(), &env(), &msg);
+        let names: Vec<(&str, f64)> = v
+            .symbols
+            .iter()
+            .map(|s| (s.name.as_str(), s.score))
+            .collect();
+        assert_eq!(
+            names,
+            [("DNSBL_BL", 2.5), ("DNSBL_GOOD", -5.0), ("URIBL_DBL", 3.0)]
+        );
+        assert!(v.symbols[2].detail.contains("bad.test"));
+    }
+
+    #[test]
+    fn authenticated_exempt_and_private_clients_are_not_looked_up() {
+        clear_dns();
+        let mut p = plugin(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.action", text("reject")),
+            (
+                "exempt_networks",
+                ConfigValue::TextList(vec!["192.0.2.0/24".into()]),
+            ),
+        ]);
+        listed_as("1.2.0.192.zen.test", "127.0.0.2");
+        assert_eq!(
+            p.check_recipient(&session(), &env(), &address("b@y.test")),
+            Verdict::Continue
+        );
+        let mut local = session();
+        local.client_ip = "10.1.2.3".into();
+        let mut p = plugin(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.action", text("reject")),
+        ]);
+        p.check_recipient(&local, &env(), &address("b@y.test"));
+        assert_eq!(dns_lookups(), 0);
+    }
+
+    #[test]
+    fn bad_settings_are_refused_by_name() {
+        set_config(&[("zones.zen.action", text("reject"))]);
+        assert!(
+            Dnsbl::new(&Config)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("zones.zen.zone")
+        );
+        set_config(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.action", text("block")),
+        ]);
+        assert!(
+            Dnsbl::new(&Config)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("zones.zen.action")
+        );
+        set_config(&[
+            ("uri_zones.d.zone", text("dbl.test")),
+            ("uri_zones.d.action", text("reject")),
+        ]);
+        assert!(Dnsbl::new(&Config).is_err());
+        set_config(&[
+            ("zones.zen.zone", text("zen.test")),
+            ("zones.zen.codes", ConfigValue::TextList(vec!["x".into()])),
+        ]);
+        assert!(
+            Dnsbl::new(&Config)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("codes")
+        );
+        set_config(&[("zone", text("zen.test"))]);
+        assert!(Dnsbl::new(&Config).is_err());
+    }
+
+    #[test]
+    fn link_domains_are_found_in_order_without_repeats() {
+        let body = b"http://a.example.test/x https://B.EXAMPLE.test http://other.test. httpx://no.test http://1.2.3.4/ https://co";
+        assert_eq!(link_domains(body, 10), ["example.test", "other.test"]);
+        assert_eq!(link_domains(body, 1), ["example.test"]);
+    }
+}
