@@ -8,6 +8,7 @@ mod capabilities;
 mod client;
 mod crash;
 mod delivery;
+mod fleet;
 mod hardening;
 mod hooks;
 mod hostile;

@@ -288,3 +288,81 @@ impl Drop for Postfix {
         kill_pid_file(&self.dir.path().join("queue/pid/master.pid"));
     }
 }
+
+/// A private `redis-server` on a loopback port, with a password, no persistence, and its
+/// files in a temporary directory; stopped by PID when dropped. [`Redis::kill`] and
+/// [`Redis::restart`] take it down and bring it back on the same port, for outage tests.
+pub struct Redis {
+    /// Its directory.
+    pub dir: tempfile::TempDir,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its password (`requirepass`).
+    pub password: String,
+    child: Option<std::process::Child>,
+}
+
+impl Redis {
+    /// Starts `redis-server` (Debian package `redis-server`, which the test command installs).
+    pub fn start() -> Redis {
+        need("/usr/bin/redis-server");
+        let mut r = Redis {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            password: format!("pw-{}", std::process::id()),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// The URL of database `db` with the password: what `[store] url` takes.
+    pub fn url(&self, db: u8) -> String {
+        format!("redis://:{}@127.0.0.1:{}/{db}", self.password, self.port)
+    }
+
+    /// Starts the server again (after [`Redis::kill`]) on the same port.
+    pub fn restart(&mut self) {
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--requirepass", &self.password])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--protected-mode", "yes", "--logfile"])
+            .arg(self.dir.path().join("redis.log"))
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        wait_port(self.port, "redis-server");
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `redis-cli` against database `db` with `args`; its output.
+    pub fn cli(&self, db: u8, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["--no-auth-warning", "-a", &self.password, "-n"])
+            .arg(db.to_string())
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,261 @@
+//! The bundled greylisting and rate-limit plugins on a store shared by a fleet: two `sluice
+//! serve` nodes on one real `redis-server` (password, database index), a Redis outage under
+//! load, and the embedded store surviving a SIGKILL. Mail is sent with Python's smtplib.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sluice_tests::peers::Redis;
+use sluice_tests::serve::Serve;
+use sluice_tests::*;
+
+/// Sends each job `[port, sender, recipient]` with smtplib, `concurrency` at a time, and
+/// prints one line per job, in order: the SMTP code that ended it (250 when accepted) and the
+/// seconds it took.
+const SEND: &str = r#"
+import json, os, smtplib, time
+from concurrent.futures import ThreadPoolExecutor
+def send(job):
+    port, sender, rcpt = job
+    started = time.monotonic()
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=20) as s:
+            s.sendmail(sender, [rcpt], "Subject: fleet\r\nFrom: %s\r\n\r\nhello\r\n" % sender)
+        code = 250
+    except smtplib.SMTPRecipientsRefused as e:
+        code = list(e.recipients.values())[0][0]
+    except smtplib.SMTPResponseException as e:
+        code = e.smtp_code
+    return "%d %.3f" % (code, time.monotonic() - started)
+jobs = json.loads(os.environ["JOBS"])
+with ThreadPoolExecutor(int(os.environ.get("CONCURRENCY", "1"))) as pool:
+    for line in pool.map(send, jobs):
+        print(line)
+"#;
+
+/// The codes (and the longest time) of sending `jobs`.
+async fn send(jobs: &[(u16, &str, &str)], concurrency: usize) -> (Vec<u16>, f64) {
+    let json = serde_json::to_string(jobs).unwrap();
+    let out = python(
+        SEND,
+        &[("JOBS", json), ("CONCURRENCY", concurrency.to_string())],
+    )
+    .await;
+    let mut codes = Vec::new();
+    let mut longest: f64 = 0.0;
+    for line in out.lines() {
+        let (code, secs) = line.split_once(' ').unwrap();
+        codes.push(code.parse().unwrap());
+        longest = longest.max(secs.parse().unwrap());
+    }
+    (codes, longest)
+}
+
+/// A node's configuration in `dir`: the optional plugins `plugins` installed, `extra` TOML
+/// appended.
+fn node(dir: &Path, plugins: &[&str], extra: &str) -> std::path::PathBuf {
+    let plugin_dir = dir.join("plugins");
+    std::fs::create_dir_all(&plugin_dir).unwrap();
+    for p in plugins {
+        let file = plugin("optional", p);
+        std::fs::copy(&file, plugin_dir.join(file.file_name().unwrap())).unwrap();
+    }
+    let cfg = dir.join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n\
+             [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
+             [relay]\nlocal_domains = [\"example.org\"]\n[authentication]\nverify = false\n{extra}\n",
+            dir,
+            workspace_root().join("target/test-compile-cache"),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn delivered(dir: &Path, user: &str) -> usize {
+    maildir_files(&dir.join("maildir").join(user).join("new")).len()
+}
+
+/// Waits (bounded: 10 s) until `user` has `n` messages in `dir`'s Maildir.
+async fn wait_delivered(dir: &Path, user: &str, n: usize) -> usize {
+    for _ in 0..200 {
+        if delivered(dir, user) >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    delivered(dir, user)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_one_redis_share_rate_limits_and_greylist_entries() {
+    let redis = Redis::start();
+    let shared = format!(
+        "[store]\nurl = {:?}\n\
+         [plugin.rate-limit]\ncapabilities = [\"kv\"]\n[plugin.rate-limit.config]\nsender_domain.count = 5\nsender_domain.window_secs = 3600\n\
+         [plugin.greylisting]\ncapabilities = [\"kv\"]\n[plugin.greylisting.config]\ndelay_secs = 2\nallow_after_passes = 0\nallow_sender_domains = [\"rl.test\"]\n",
+        redis.url(3)
+    );
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Serve::start(&node(
+        a_dir.path(),
+        &["05-rate-limit", "30-greylisting"],
+        &shared,
+    ))
+    .await;
+    let b = Serve::start(&node(
+        b_dir.path(),
+        &["05-rate-limit", "30-greylisting"],
+        &shared,
+    ))
+    .await;
+    let (pa, pb) = (a.smtp.port(), b.smtp.port());
+
+    // Greylisting: the first attempt, on node A, is refused; the retry after the delay, on
+    // node B, passes — the entry A made is in the shared store.
+    let (codes, _) = send(&[(pa, "g@grey.test", "bob@example.org")], 1).await;
+    assert_eq!(codes, [451]);
+    let (codes, _) = send(&[(pb, "g@grey.test", "bob@example.org")], 1).await;
+    assert_eq!(codes, [451], "too early on node B as well");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (codes, _) = send(&[(pb, "g@grey.test", "bob@example.org")], 1).await;
+    assert_eq!(codes, [250]);
+
+    // Rate limit: 5 messages per sender domain, counted across both nodes. Three via A and two
+    // via B pass; the sixth is refused on either node.
+    let mut jobs = vec![(pa, "r@rl.test", "bob@example.org"); 3];
+    jobs.extend(vec![(pb, "r@rl.test", "bob@example.org"); 2]);
+    let (codes, _) = send(&jobs, 1).await;
+    assert_eq!(codes, [250; 5]);
+    let (codes, _) = send(
+        &[
+            (pa, "r@rl.test", "bob@example.org"),
+            (pb, "s@rl.test", "bob@example.org"),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(codes, [450, 450]);
+    // Another domain is not affected.
+    let (codes, _) = send(&[(pb, "x@other-rl.test", "bob@example.org")], 1).await;
+    assert_eq!(codes, [451], "greylisted, not rate limited");
+
+    // The state is in database 3, under Sluice's prefix and each plugin's namespace.
+    let keys = redis.cli(3, &["--scan"]);
+    assert!(
+        keys.lines()
+            .any(|k| k.starts_with("sluice:kv:greylisting:t:127.0.0.0/24:g@grey.test:")),
+        "{keys}"
+    );
+    assert!(
+        keys.lines()
+            .any(|k| k.starts_with("sluice:kv:rate-limit:sender_domain:rl.test:")),
+        "{keys}"
+    );
+    assert!(
+        redis.cli(0, &["--scan"]).trim().is_empty(),
+        "nothing in database 0"
+    );
+    // Six accepted messages, all delivered, by one node or the other.
+    let total =
+        wait_delivered(a_dir.path(), "bob", 1).await + wait_delivered(b_dir.path(), "bob", 1).await;
+    assert_eq!(total, 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_outage_under_load_tempfails_by_policy_loses_nothing_and_recovers() {
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = node(
+        dir.path(),
+        &["05-rate-limit"],
+        &format!(
+            "[store]\nurl = {:?}\n[plugin.rate-limit]\ncapabilities = [\"kv\"]\ntimeout_ms = 300\n\
+             [plugin.rate-limit.config]\nclient.count = 100000\n",
+            redis.url(0)
+        ),
+    );
+    let s = Serve::start(&cfg).await;
+    let port = s.smtp.port();
+    let jobs = |n: usize| vec![(port, "a@sender.test", "bob@example.org"); n];
+    let mut accepted = 0;
+
+    let (codes, _) = send(&jobs(20), 5).await;
+    assert_eq!(codes, vec![250; 20]);
+    accepted += 20;
+
+    // Redis goes away: every transaction is answered 451 (the default policy, tempfail)
+    // within the plugin's deadline, never left waiting.
+    redis.kill();
+    let started = Instant::now();
+    let (codes, longest) = send(&jobs(20), 5).await;
+    assert_eq!(codes, vec![451; 20]);
+    assert!(longest < 2.0, "a transaction waited {longest} s");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // Redis returns: the store reconnects by itself and mail flows again.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (codes, _) = send(&jobs(1), 1).await;
+        if codes == [250] {
+            accepted += 1;
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery within 15 s of Redis's return"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (codes, _) = send(&jobs(20), 5).await;
+    assert_eq!(codes, vec![250; 20]);
+    accepted += 20;
+    // Everything acknowledged was delivered; nothing refused was.
+    assert_eq!(wait_delivered(dir.path(), "bob", accepted).await, accepted);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(delivered(dir.path(), "bob"), accepted);
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    assert!(
+        log.contains("key-value store failed"),
+        "the outage is logged"
+    );
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_embedded_store_keeps_counts_across_a_sigkill_after_its_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = node(
+        dir.path(),
+        &["05-rate-limit"],
+        "[store]\nflush_interval_ms = 100\n[plugin.rate-limit]\ncapabilities = [\"kv\"]\n\
+         [plugin.rate-limit.config]\nsender_domain.count = 3\nsender_domain.window_secs = 3600\n",
+    );
+    let mut s = Serve::start(&cfg).await;
+    let (codes, _) = send(
+        &vec![(s.smtp.port(), "a@counted.test", "bob@example.org"); 3],
+        1,
+    )
+    .await;
+    assert_eq!(codes, [250; 3]);
+    // Past the flush interval the counts are on disk: a SIGKILL does not lose them.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = s.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    let _ = s.child.wait().await;
+    assert!(dir.path().join("kv.redb").is_file());
+    let s = Serve::start(&cfg).await;
+    let (codes, _) = send(&[(s.smtp.port(), "b@counted.test", "bob@example.org")], 1).await;
+    assert_eq!(
+        codes,
+        [450],
+        "the fourth message of the hour is refused after the restart"
+    );
+}
