@@ -99,10 +99,10 @@ impl Plugin for RateLimit {
                 return v;
             }
         }
-        if let (Some(l), Some(user)) = (self.auth_user, &session.auth_user) {
-            if let Some(v) = check("auth_user", &user.to_ascii_lowercase(), l) {
-                return v;
-            }
+        if let (Some(l), Some(user)) = (self.auth_user, &session.auth_user)
+            && let Some(v) = check("auth_user", &user.to_ascii_lowercase(), l)
+        {
+            return v;
         }
         if let Some(l) = self.sender_domain
             && !sender.is_null()
