@@ -237,7 +237,7 @@ async fn the_embedded_store_keeps_counts_across_a_sigkill_after_its_flush_interv
     );
     let mut s = Serve::start(&cfg).await;
     let (codes, _) = send(
-        &vec![(s.smtp.port(), "a@counted.test", "bob@example.org"); 3],
+        &[(s.smtp.port(), "a@counted.test", "bob@example.org"); 3],
         1,
     )
     .await;
