@@ -222,3 +222,55 @@ async fn an_unreachable_store_fails_the_hook_by_policy_within_the_deadline_witho
         );
     }
 }
+
+#[tokio::test]
+async fn the_bundled_dnsbl_refuses_a_listed_client_and_scores_a_listed_link_from_a_loopback_zone() {
+    let dns = Dns::start(
+        Zone::new()
+            // client() is 192.0.2.7.
+            .addr("7.2.0.192.zen.test", "127.0.0.4".parse().unwrap())
+            .addr("7.2.0.192.refusing.test", "127.255.255.254".parse().unwrap())
+            .addr("spam.test.dbl.test", "127.0.1.2".parse().unwrap()),
+    )
+    .await;
+    let rt = runtime_with(scratch_services(Some(dns.addr)));
+    let file = plugin("optional", "06-dnsbl");
+    let base = "[plugin.dnsbl]\ncapabilities = [\"dns\"]\ntimeout_ms = 2000\n\
+                [plugin.dnsbl.config]\nuri_zones.dbl.zone = \"dbl.test\"\nuri_zones.dbl.score = 4.0\n";
+    let reject = config(&format!(
+        "{base}zones.zen.zone = \"zen.test\"\nzones.zen.action = \"reject\"\nzones.zen.codes = [\"127.0.0.2=SBL\", \"127.0.0.4=XBL\"]\n"
+    ));
+    let p = pipeline(&rt, &reject, &[("dnsbl", file.clone())]).await.unwrap();
+    let mut txn = p.start(&client(), "t");
+    let decision = txn
+        .check_recipient(&envelope("a@x.test", &[]), &rcpt("b@example.org"))
+        .await;
+    match decision {
+        Decision::Reject { reply } => {
+            assert_eq!(reply.code, 554);
+            assert!(
+                reply.text.contains("client [192.0.2.7] blocked using zen.test (XBL)"),
+                "{reply:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A zone that refuses the query is not a listing; the link's domain list scores.
+    let score = config(&format!(
+        "{base}zones.refusing.zone = \"refusing.test\"\nzones.refusing.action = \"reject\"\n"
+    ));
+    let p = pipeline(&rt, &score, &[("dnsbl", file)]).await.unwrap();
+    let mut txn = p.start(&client(), "t");
+    let env = envelope("a@x.test", &["b@example.org"]);
+    assert_eq!(
+        txn.check_recipient(&envelope("a@x.test", &[]), &rcpt("b@example.org")).await,
+        Decision::Continue
+    );
+    let out = txn
+        .check_message(&env, &message("offer", "Visit https://www.spam.test/now"))
+        .await;
+    assert_eq!(out.score, 4.0, "{:?}", out.symbols);
+    assert_eq!(out.symbols[0].name, "URIBL_DBL");
+    let logs = format!("{:?}", txn.calls());
+    assert!(logs.contains("the list refused the query"), "{logs}");
+}
