@@ -18,6 +18,10 @@
 //!    `check-message` like the bundled chain's two: what two sandboxes per transaction cost
 //!    before any plugin does any work — the floor under `sluice-bundled`;
 //! 8. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
+//! 8b. `sluice-stateful`: the bundled plugins plus the opt-in greylisting (its triplet
+//!     passed beforehand), rate-limit (four counters per message, never reached) and dnsbl (a
+//!     rejecting zone, not listing the client, on a loopback DNS server), on a loopback
+//!     `redis-server` (when installed): what state and lookups cost per message;
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root;
 //! 10. `postfix-milter`: the same Postfix with Sluice as its milter (`smtpd_milters`, the
@@ -348,6 +352,24 @@ trigger = "hostile-trap"
 
 /// `sluice-benign`: the same three plugins as [`HOSTILE`] behaving ("ok" mode), so that
 /// `sluice-hostile / sluice-benign` is the cost of the failures alone.
+/// The opt-in plugins' settings for `sluice-stateful`: every check runs, none refuses.
+const STATEFUL: &str = r#"
+[plugin.greylisting]
+capabilities = ["kv"]
+[plugin.rate-limit]
+capabilities = ["kv"]
+[plugin.rate-limit.config]
+client.count = 100000000
+sender_domain.count = 100000000
+recipient.count = 100000000
+[plugin.dnsbl]
+capabilities = ["dns"]
+[plugin.dnsbl.config]
+zones.bl.zone = "bl.bench.test"
+zones.bl.action = "reject"
+uri_zones.dbl.zone = "dbl.bench.test"
+"#;
+
 const BENIGN: &str = r#"
 [plugin.looper.config]
 mode = "ok"
@@ -365,7 +387,7 @@ async fn sluice(
     dir: &Path,
     sink: u16,
     plugins: &[(PathBuf, String)],
-    extra: &str,
+    (plugins_toml, extra): (&str, &str),
     want: &str,
 ) -> anyhow::Result<(tokio::process::Child, u16)> {
     let plugin_dir = dir.join("plugins");
@@ -383,6 +405,7 @@ data_dir = {dir:?}
 [plugins]
 cache_dir = {cache:?}
 watch = false
+{plugins_toml}
 [[listener]]
 kind = "smtp"
 address = "127.0.0.1:0"
@@ -411,6 +434,7 @@ timeout_ms = 1000
 [plugin.js-keywords]
 memory_mb = 128
 timeout_ms = 1000
+capabilities = ["kv"]
 [plugin.js-keywords.config]
 blocked_words = ["you have won the lottery"]
 flagged_words = ["viagra", "casino"]
@@ -482,17 +506,44 @@ async fn main() -> anyhow::Result<()> {
         None => Vec::new(),
     };
     // (name, plugin files with the names they get, extra configuration)
-    type Configuration<'a> = (&'static str, &'a [(PathBuf, String)], &'static str);
+    type Configuration<'a> = (&'static str, &'a [(PathBuf, String)], (String, String));
+    let none = || (String::new(), String::new());
     let mut configs: Vec<Configuration> = vec![
-        ("sluice-none", &[], ""),
-        ("sluice-bundled", &bundled, ""),
-        ("sluice-all", &all, ""),
-        ("sluice-benign", &hostile, BENIGN),
-        ("sluice-hostile", &hostile, HOSTILE),
-        ("sluice-floor", &floor, ""),
+        ("sluice-none", &[], none()),
+        ("sluice-bundled", &bundled, none()),
+        ("sluice-all", &all, none()),
+        (
+            "sluice-benign",
+            &hostile,
+            (String::new(), BENIGN.to_string()),
+        ),
+        (
+            "sluice-hostile",
+            &hostile,
+            (String::new(), HOSTILE.to_string()),
+        ),
+        ("sluice-floor", &floor, none()),
     ];
     if a.custom.is_some() {
-        configs.push(("sluice-custom", &custom, ""));
+        configs.push(("sluice-custom", &custom, none()));
+    }
+    // The opt-in plugins on a loopback Redis and DNS server.
+    let mut stateful = bundled.clone();
+    stateful.extend(named("optional")?);
+    let zone = sluice_tests::dns::Dns::start(sluice_tests::dns::Zone::new()).await;
+    let redis = Path::new("/usr/bin/redis-server")
+        .exists()
+        .then(sluice_tests::peers::Redis::start);
+    match &redis {
+        Some(r) => configs.push((
+            "sluice-stateful",
+            &stateful,
+            (
+                format!("resolver = \"{}\"", zone.addr),
+                format!("{STATEFUL}[store]\nurl = {:?}\n", r.url(0)),
+            ),
+        )),
+        None => eprintln!("sluice-stateful: skipped (redis-server is not installed)"),
     }
     let mut targets = vec![Target {
         name: "sink",
@@ -511,8 +562,22 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let (child, port) = sluice(dir.path(), sink_port, plugins, extra, "smtp").await?;
+        let (child, port) =
+            sluice(dir.path(), sink_port, plugins, (&extra.0, &extra.1), "smtp").await?;
         eprintln!("{name}: pid {}", child.id().unwrap_or(0));
+        if let (true, Some(r)) = (name == "sluice-stateful", &redis) {
+            // The load's one triplet has passed greylisting already (a steady state: a
+            // first attempt costs the same and is answered 451).
+            let store =
+                sluice::store::redis::Redis::new(&r.url(0), None).map_err(anyhow::Error::msg)?;
+            sluice::store::KvStore::Redis(store)
+                .set(
+                    b"greylisting:t:127.0.0.0/24:load@bench.test:user@sink.test".to_vec(),
+                    b"pass".to_vec(),
+                    0,
+                )
+                .await?;
+        }
         targets.push(Target {
             name,
             port,
@@ -578,7 +643,10 @@ async fn main() -> anyhow::Result<()> {
             dir.path(),
             sink_port,
             plugins,
-            "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n",
+            (
+                "",
+                "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n",
+            ),
             "milter",
         )
         .await?;

@@ -1,6 +1,10 @@
 //! Per-transaction cost of a plugin: a fresh instance plus `verify-sender`, `check-recipient`
 //! and `check-message` on a 10 KB message, for a Rust, a Python and a JavaScript plugin; and
-//! the time to load each plugin from a cold compile versus from the compile cache.
+//! the time to load each plugin from a cold compile versus from the compile cache. Then the
+//! cost of one capability call from a plugin: a `kv` call on the embedded store and on Redis
+//! (a loopback `redis-server`, when installed), and a cached and an uncached DNS lookup (a
+//! loopback DNS server) — each the difference between transactions of the `kv-probe` test
+//! plugin with and without N calls, divided by N.
 //!
 //! Run: `scripts/bench-plugins` (builds the plugins and this binary in release mode).
 //! Prints a table and one machine-readable line per plugin. The Rust plugin is the baseline:
@@ -12,12 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sluice::config::Config;
+use sluice::config::{Capability, Config, PluginSettings};
 use sluice::plugin::bindings::types::{Address, Envelope, Session};
+use sluice::plugin::capabilities::{PluginDns, Services};
 use sluice::plugin::engine::PoolSize;
 use sluice::plugin::{LoadedPlugin, PluginInstance, Runtime};
+use sluice::store::KvStore;
 
 const ROUNDS: usize = 20;
+/// Transaction ids, unique so that `lookup_fresh` names are never cached.
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 const PER_ROUND: usize = 25;
 
 fn address(a: &str) -> Address {
@@ -43,11 +51,40 @@ fn load_config() -> Config {
     let mut c = Config::default();
     c.plugins.defaults.memory_mb = 128;
     c.plugins.defaults.timeout_ms = 5000;
+    c.plugins.defaults.kv_ops_per_call = 1000;
+    // The JavaScript example counts flagged senders in `kv`.
+    c.plugin.insert(
+        "js-keywords".into(),
+        PluginSettings {
+            capabilities: vec![Capability::Kv],
+            ..PluginSettings::default()
+        },
+    );
     c
 }
 
 async fn load(rt: &Runtime, name: &str, file: &Path) -> anyhow::Result<Arc<LoadedPlugin>> {
-    let c = load_config();
+    load_with(rt, name, file, toml::Table::new()).await
+}
+
+/// Loads `file` as `name` with its plugin settings `config` and every capability granted.
+async fn load_with(
+    rt: &Runtime,
+    name: &str,
+    file: &Path,
+    config: toml::Table,
+) -> anyhow::Result<Arc<LoadedPlugin>> {
+    let mut c = load_config();
+    if name == "kv-probe" {
+        c.plugin.insert(
+            name.into(),
+            PluginSettings {
+                capabilities: vec![Capability::Kv, Capability::Dns],
+                config,
+                ..PluginSettings::default()
+            },
+        );
+    }
     Ok(sluice::plugin::loader::load(
         rt,
         file,
@@ -69,7 +106,10 @@ async fn one_transaction(
         helo: "client.example".into(),
         tls: None,
         auth_user: None,
-        transaction_id: "bench".into(),
+        transaction_id: format!(
+            "bench-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
     };
     let mut inst = PluginInstance::new(p.clone())
         .await
@@ -137,15 +177,23 @@ async fn main() -> anyhow::Result<()> {
 
     // Compile cost: cold (empty cache) versus cache hit, each in a fresh runtime.
     let cache = tempfile::tempdir()?;
+    let scratch = || -> anyhow::Result<Services> {
+        Ok(Services {
+            kv: Some(KvStore::Embedded(
+                sluice::store::embedded::Embedded::in_memory()?,
+            )),
+            dns: None,
+        })
+    };
     let mut compile = Vec::new();
     for (label, name, file) in &plugins {
-        let rt = Runtime::new(pool, cache.path())?;
+        let rt = Runtime::new(pool, cache.path())?.with_services(scratch()?);
         let t = Instant::now();
         load(&rt, name, file)
             .await
             .with_context(|| label.to_string())?;
         let cold = t.elapsed();
-        let rt = Runtime::new(pool, cache.path())?;
+        let rt = Runtime::new(pool, cache.path())?.with_services(scratch()?);
         let t = Instant::now();
         let p = load(&rt, name, file).await?;
         let hit = t.elapsed();
@@ -157,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Per-transaction cost, interleaved by round.
-    let rt = Runtime::new(pool, cache.path())?;
+    let rt = Runtime::new(pool, cache.path())?.with_services(scratch()?);
     let mut loaded = Vec::new();
     for (_, name, file) in &plugins {
         loaded.push(load(&rt, name, file).await?);
@@ -221,5 +269,147 @@ async fn main() -> anyhow::Result<()> {
     for l in lines {
         println!("{l}");
     }
+    capability_costs(&root, pool, cache.path(), &msg).await
+}
+
+/// Mean time of `n` transactions of `p`.
+async fn mean_of(
+    p: &Arc<LoadedPlugin>,
+    msg: &sluice::plugin::bindings::types::Message,
+    n: usize,
+) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        one_transaction(p, msg).await?;
+    }
+    Ok(t.elapsed().as_secs_f64() / n as f64 * 1e6)
+}
+
+/// The cost of one `kv` or `dns` call from a plugin, by difference.
+async fn capability_costs(
+    root: &Path,
+    pool: PoolSize,
+    cache: &Path,
+    msg: &sluice::plugin::bindings::types::Message,
+) -> anyhow::Result<()> {
+    const CALLS: i64 = 20;
+    const TRANSACTIONS: usize = 300;
+    let probe = root.join("target/plugins/test/kv-probe.wasm");
+    anyhow::ensure!(
+        probe.is_file(),
+        "{} is missing: run scripts/build-plugins",
+        probe.display()
+    );
+    let dns = sluice_tests::dns::Dns::start(
+        sluice_tests::dns::Zone::new().addr("cached.bench.test", "127.0.0.2".parse()?),
+    )
+    .await;
+    let resolver = Arc::new(PluginDns::new(
+        Some(&dns.addr.to_string()),
+        Duration::from_secs(2),
+    ));
+    let store_dir = tempfile::tempdir()?;
+    let mut stores = vec![(
+        "embedded",
+        KvStore::Embedded(sluice::store::embedded::Embedded::open(
+            &store_dir.path().join("kv.redb"),
+            Duration::from_secs(1),
+        )?),
+    )];
+    let redis = if Path::new("/usr/bin/redis-server").exists() {
+        let r = sluice_tests::peers::Redis::start();
+        stores.push((
+            "redis",
+            KvStore::Redis(
+                sluice::store::redis::Redis::new(&r.url(0), None).map_err(anyhow::Error::msg)?,
+            ),
+        ));
+        Some(r)
+    } else {
+        println!("(redis-server is not installed: no Redis figures)");
+        None
+    };
+    let settings = |text: &str| -> anyhow::Result<toml::Table> { Ok(toml::from_str(text)?) };
+    println!(
+        "\none capability call from a plugin (kv-probe; {CALLS} calls per transaction versus none, {TRANSACTIONS} transactions each)"
+    );
+    println!("{:<42} {:>10}", "call", "µs/call");
+    let mut results = Vec::new();
+    for (label, store) in &stores {
+        let rt = Runtime::new(pool, cache)?.with_services(Services {
+            kv: Some(store.clone()),
+            dns: Some(resolver.clone()),
+        });
+        let base = load_with(&rt, "kv-probe", &probe, settings("")?).await?;
+        let gets = load_with(
+            &rt,
+            "kv-probe",
+            &probe,
+            settings(&format!("gets = {CALLS}"))?,
+        )
+        .await?;
+        let incrs = load_with(
+            &rt,
+            "kv-probe",
+            &probe,
+            settings(&format!("incrs = {CALLS}"))?,
+        )
+        .await?;
+        for p in [&base, &gets, &incrs] {
+            mean_of(p, msg, 20).await?; // warm-up
+        }
+        let (mut b, mut g, mut i) = (0.0, 0.0, 0.0);
+        for _ in 0..3 {
+            b += mean_of(&base, msg, TRANSACTIONS / 3).await?;
+            g += mean_of(&gets, msg, TRANSACTIONS / 3).await?;
+            i += mean_of(&incrs, msg, TRANSACTIONS / 3).await?;
+        }
+        results.push((format!("kv.get ({label})"), (g - b) / 3.0 / CALLS as f64));
+        results.push((
+            format!("kv.increment ({label})"),
+            (i - b) / 3.0 / CALLS as f64,
+        ));
+    }
+    let rt = Runtime::new(pool, cache)?.with_services(Services {
+        kv: Some(stores[0].1.clone()),
+        dns: Some(resolver.clone()),
+    });
+    let base = load_with(&rt, "kv-probe", &probe, settings("")?).await?;
+    let cached = load_with(
+        &rt,
+        "kv-probe",
+        &probe,
+        settings(&format!(
+            "lookup = \"cached.bench.test\"\nlookups = {CALLS}"
+        ))?,
+    )
+    .await?;
+    let fresh = load_with(
+        &rt,
+        "kv-probe",
+        &probe,
+        settings("lookup_fresh = \"fresh.bench.test\"")?,
+    )
+    .await?;
+    mean_of(&cached, msg, 5).await?;
+    let (mut b, mut c, mut f) = (0.0, 0.0, 0.0);
+    for _ in 0..3 {
+        b += mean_of(&base, msg, TRANSACTIONS / 3).await?;
+        c += mean_of(&cached, msg, TRANSACTIONS / 3).await?;
+        f += mean_of(&fresh, msg, TRANSACTIONS / 3).await?;
+    }
+    results.push(("dns.lookup-a, cached".into(), (c - b) / 3.0 / CALLS as f64));
+    results.push((
+        "dns.lookup-a, uncached (loopback server)".into(),
+        (f - b) / 3.0,
+    ));
+    for (label, us) in &results {
+        println!("{label:<42} {us:>10.1}");
+    }
+    println!();
+    for (label, us) in &results {
+        println!("BENCH capability=\"{label}\" us_per_call={us:.1}");
+    }
+    drop(redis);
     Ok(())
 }

@@ -229,7 +229,10 @@ async fn the_bundled_dnsbl_refuses_a_listed_client_and_scores_a_listed_link_from
         Zone::new()
             // client() is 192.0.2.7.
             .addr("7.2.0.192.zen.test", "127.0.0.4".parse().unwrap())
-            .addr("7.2.0.192.refusing.test", "127.255.255.254".parse().unwrap())
+            .addr(
+                "7.2.0.192.refusing.test",
+                "127.255.255.254".parse().unwrap(),
+            )
             .addr("spam.test.dbl.test", "127.0.1.2".parse().unwrap()),
     )
     .await;
@@ -240,7 +243,9 @@ async fn the_bundled_dnsbl_refuses_a_listed_client_and_scores_a_listed_link_from
     let reject = config(&format!(
         "{base}zones.zen.zone = \"zen.test\"\nzones.zen.action = \"reject\"\nzones.zen.codes = [\"127.0.0.2=SBL\", \"127.0.0.4=XBL\"]\n"
     ));
-    let p = pipeline(&rt, &reject, &[("dnsbl", file.clone())]).await.unwrap();
+    let p = pipeline(&rt, &reject, &[("dnsbl", file.clone())])
+        .await
+        .unwrap();
     let mut txn = p.start(&client(), "t");
     let decision = txn
         .check_recipient(&envelope("a@x.test", &[]), &rcpt("b@example.org"))
@@ -249,7 +254,9 @@ async fn the_bundled_dnsbl_refuses_a_listed_client_and_scores_a_listed_link_from
         Decision::Reject { reply } => {
             assert_eq!(reply.code, 554);
             assert!(
-                reply.text.contains("client [192.0.2.7] blocked using zen.test (XBL)"),
+                reply
+                    .text
+                    .contains("client [192.0.2.7] blocked using zen.test (XBL)"),
                 "{reply:?}"
             );
         }
@@ -263,7 +270,8 @@ async fn the_bundled_dnsbl_refuses_a_listed_client_and_scores_a_listed_link_from
     let mut txn = p.start(&client(), "t");
     let env = envelope("a@x.test", &["b@example.org"]);
     assert_eq!(
-        txn.check_recipient(&envelope("a@x.test", &[]), &rcpt("b@example.org")).await,
+        txn.check_recipient(&envelope("a@x.test", &[]), &rcpt("b@example.org"))
+            .await,
         Decision::Continue
     );
     let out = txn

@@ -61,7 +61,9 @@ impl KvStore {
     /// The value of `key`, if set and not expired.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         match self {
-            KvStore::Embedded(e) => e.clone().run(move |e| e.get(&key)).await,
+            // A read never waits for a writer (redb's readers see the last commit), so it
+            // runs inline: a blocking-pool hop would cost more than the read.
+            KvStore::Embedded(e) => e.get(&key),
             KvStore::Redis(r) => r.get(&key).await,
         }
     }

@@ -5,7 +5,11 @@
 //! - `count = "KEY"`: `kv::increment` by 1, `X-Probe-Count: N`;
 //! - `lookup = "NAME"`: `dns::a`, `X-Probe-A: ADDRESSES` or the error's kind;
 //! - `ptr = "IP"`: `dns::ptr`, `X-Probe-Ptr: NAMES` or the error's kind;
-//! - `gets = N`: N `kv::get` calls (to pass the per-call limit).
+//! - `gets = N`: N `kv::get` calls (to pass the per-call limit);
+//! - `incrs = N`: N `kv::increment` calls on one key;
+//! - `lookups = N`: N `dns::a` lookups of `lookup` (cached after the first);
+//! - `lookup_fresh = "ZONE"`: one `dns::a` lookup of `TRANSACTION-ID.ZONE` (a new name per
+//!   transaction, so never cached).
 use sluice_plugin_sdk::dns::{self, LookupError};
 use sluice_plugin_sdk::{
     Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, export, kv,
@@ -18,6 +22,9 @@ struct Probe {
     lookup: Option<String>,
     ptr: Option<String>,
     gets: i64,
+    incrs: i64,
+    lookups: i64,
+    lookup_fresh: Option<String>,
 }
 
 fn outcome(r: Result<Vec<String>, LookupError>) -> String {
@@ -34,7 +41,17 @@ impl Plugin for Probe {
     const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
 
     fn new(config: &Config) -> Result<Self, ConfigError> {
-        config.deny_unknown(&["write", "read", "count", "lookup", "ptr", "gets"])?;
+        config.deny_unknown(&[
+            "write",
+            "read",
+            "count",
+            "lookup",
+            "ptr",
+            "gets",
+            "incrs",
+            "lookups",
+            "lookup_fresh",
+        ])?;
         Ok(Probe {
             write: config.get("write")?,
             read: config.get("read")?,
@@ -42,10 +59,13 @@ impl Plugin for Probe {
             lookup: config.get("lookup")?,
             ptr: config.get("ptr")?,
             gets: config.get_or("gets", 0)?,
+            incrs: config.get_or("incrs", 0)?,
+            lookups: config.get_or("lookups", 0)?,
+            lookup_fresh: config.get("lookup_fresh")?,
         })
     }
 
-    fn check_message(&mut self, _s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
+    fn check_message(&mut self, s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
         let mut v = MessageVerdict::default();
         if let Some((key, value)) = self.write.as_deref().and_then(|w| w.split_once('=')) {
             kv::set(key, value, None);
@@ -70,6 +90,17 @@ impl Plugin for Probe {
         }
         for i in 0..self.gets {
             kv::get(&format!("k{i}"));
+        }
+        for _ in 0..self.incrs {
+            kv::increment("c", 1, None);
+        }
+        if let Some(name) = &self.lookup {
+            for _ in 0..self.lookups {
+                let _ = dns::a(name);
+            }
+        }
+        if let Some(zone) = &self.lookup_fresh {
+            let _ = dns::a(&format!("{}.{zone}", s.transaction_id));
         }
         v
     }
