@@ -263,6 +263,7 @@ impl Pipeline {
                     "memory_mb": p.limits.memory_mb,
                     "log_lines": p.limits.log_lines,
                     "on_failure": p.limits.on_failure,
+                    "capabilities": p.capabilities,
                     "listeners": p.scope.listeners,
                     "domains": p.scope.domains,
                     "cooldown_secs_left": p.health.cooling_down(now, None).map(|d| d.as_secs() + 1),

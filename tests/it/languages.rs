@@ -103,9 +103,22 @@ async fn python_plugin_quarantines_when_configured_and_refuses_bad_settings() {
 
 #[tokio::test]
 async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
-    let rt = runtime();
+    let rt = runtime_with(scratch_services(None));
+    // It keeps a count per sender domain in `kv`: refused without the grant, by name.
+    let err = load_one(
+        &rt,
+        &config(""),
+        "js-keywords",
+        &plugin("examples", "js-keywords"),
+    )
+    .await
+    .expect_err("refused without kv");
+    assert!(
+        err.contains("set capabilities = [\"kv\"] in [plugin.js-keywords]"),
+        "{err}"
+    );
     let cfg = config(
-        "[plugin.js-keywords]\nmemory_mb = 128\ntimeout_ms = 2000\n[plugin.js-keywords.config]\nblocked_words = [\"Lottery\"]\nflagged_words = [\"free\", \"money\"]\nscore = 2.5\n",
+        "[plugin.js-keywords]\nmemory_mb = 128\ntimeout_ms = 2000\ncapabilities = [\"kv\"]\n[plugin.js-keywords.config]\nblocked_words = [\"Lottery\"]\nflagged_words = [\"free\", \"money\"]\nscore = 2.5\nrepeat_after = 2\nrepeat_score = 1.5\n",
     );
     let p = pipeline(
         &rt,
@@ -141,8 +154,35 @@ async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
         "js2: blocked word \"lottery\" in subject"
     );
 
+    // A second flagged message from example.org; from the third on, the domain is a repeat
+    // sender (the count lives in `kv`, across transactions and instances).
+    let flagged = |id: &'static str| {
+        let p = p.clone();
+        let env = env.clone();
+        async move {
+            p.start(&client(), id)
+                .check_message(&env, &message("free offer", "x"))
+                .await
+        }
+    };
+    let second = flagged("js3").await;
+    assert!(second.symbols.iter().all(|s| s.name != "JS_REPEAT_SENDER"));
+    let third = flagged("js4").await;
+    let repeat = third
+        .symbols
+        .iter()
+        .find(|s| s.name == "JS_REPEAT_SENDER")
+        .expect("a repeat sender");
+    assert_eq!(repeat.score, 1.5);
+    assert!(
+        repeat
+            .detail
+            .contains("2 flagged messages from example.org"),
+        "{repeat:?}"
+    );
+
     let bad = config(
-        "[plugin.js-keywords]\nmemory_mb = 128\n[plugin.js-keywords.config]\nblocked_words = \"not a list\"\n",
+        "[plugin.js-keywords]\nmemory_mb = 128\ncapabilities = [\"kv\"]\n[plugin.js-keywords.config]\nblocked_words = \"not a list\"\n",
     );
     let err = load_one(&rt, &bad, "js-keywords", &plugin("examples", "js-keywords"))
         .await
