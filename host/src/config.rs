@@ -1221,6 +1221,12 @@ fn check_limits(key: &str, l: &PluginLimits, max_mem: u64, problems: &mut Vec<St
             l.timeout_ms
         ));
     }
+    if !(1..=10_000).contains(&l.kv_ops_per_call) {
+        problems.push(format!(
+            "{key}.kv_ops_per_call: {} is out of range (1 to 10000)",
+            l.kv_ops_per_call
+        ));
+    }
     if l.memory_mb == 0 || l.memory_mb > max_mem {
         problems.push(format!(
             "{key}.memory_mb: {} is out of range (1 to plugins.max_memory_mb = {max_mem})",
@@ -1362,6 +1368,46 @@ mod tests {
             assert!(msg.contains(key), "missing {key} in:\n{msg}");
         }
         assert!(msg.starts_with("<built-in>: "), "{msg}");
+    }
+
+    #[test]
+    fn store_and_capability_problems_name_their_keys() {
+        let c = Config::parse(
+            r#"
+            [plugins]
+            resolver = "dns.example"
+            dns_timeout_ms = 0
+            [plugin.grey]
+            capabilities = ["kv"]
+            kv_ops_per_call = 0
+            [store]
+            url = "http://:secret@10.0.0.1/"
+            flush_interval_ms = 1
+            "#,
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for want in [
+            "plugins.resolver: \"dns.example\" is not an IP address or ip:port",
+            "plugins.dns_timeout_ms: 0 is out of range",
+            "plugin.grey.kv_ops_per_call: 0 is out of range (1 to 10000)",
+            "store.url: \"http://:***@10.0.0.1/\" is not a redis:// or rediss:// URL",
+            "store.flush_interval_ms: 1 is out of range (10 to 60000)",
+        ] {
+            assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
+        }
+        assert!(
+            !msg.contains("secret"),
+            "the password reached the message: {msg}"
+        );
+        let err = Config::parse("[plugin.p]\ncapabilities = [\"net\"]\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("unknown variant `net`, expected `kv` or `dns`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -259,3 +259,49 @@ async fn the_embedded_store_keeps_counts_across_a_sigkill_after_its_flush_interv
         "the fourth message of the hour is refused after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rediss_store_is_reached_over_tls_trusting_the_configured_ca_only() {
+    use sluice::plugin::capabilities::Services;
+    use sluice::store::KvStore;
+    let redis = Redis::start_tls();
+    let url = format!("rediss://:{}@127.0.0.1:{}/1", redis.password, redis.port);
+    let count = |store: sluice::store::redis::Redis| {
+        let services = Services {
+            kv: Some(KvStore::Redis(store)),
+            ..scratch_services(None)
+        };
+        async move {
+            let rt = runtime_with(services);
+            let cfg = config(
+                "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\ntimeout_ms = 2000\n[plugin.probe.config]\ncount = \"n\"\n",
+            );
+            let p = pipeline(&rt, &cfg, &[("probe", plugin("test", "kv-probe"))])
+                .await
+                .unwrap();
+            let mut txn = p.start(&client(), "t");
+            let out = txn
+                .check_message(
+                    &envelope("a@x.test", &["b@example.org"]),
+                    &message("s", "b"),
+                )
+                .await;
+            let value = out
+                .add_headers
+                .iter()
+                .find(|(n, _)| n == "X-Probe-Count")
+                .map(|(_, v)| v.clone());
+            (value, format!("{:?}", txn.calls()))
+        }
+    };
+    // With the CA configured (store.ca_file): the counter works over TLS.
+    let trusted = sluice::store::redis::Redis::new(&url, Some(&redis.ca_file())).unwrap();
+    assert_eq!(count(trusted.clone()).await.0.as_deref(), Some("1"));
+    assert_eq!(count(trusted).await.0.as_deref(), Some("2"));
+    // Without it the server's certificate is not trusted: the store is unavailable, nothing
+    // is sent in the clear.
+    let untrusted = sluice::store::redis::Redis::new(&url, None).unwrap();
+    let (value, calls) = count(untrusted).await;
+    assert_eq!(value, None);
+    assert!(calls.contains("StoreUnavailable"), "{calls}");
+}

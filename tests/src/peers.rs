@@ -316,6 +316,108 @@ impl Redis {
         r
     }
 
+    /// Starts `redis-server` serving TLS only, with a certificate for 127.0.0.1 signed by a
+    /// CA of its own (`ca.pem` in its directory, see [`Redis::ca_file`]); no client
+    /// certificates.
+    pub fn start_tls() -> Redis {
+        need("/usr/bin/redis-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Test Redis CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(d.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let mut r = Redis {
+            dir,
+            port: free_port(),
+            password: format!("pw-{}", std::process::id()),
+            child: None,
+        };
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--bind", "127.0.0.1", "--port", "0", "--tls-port"])
+            .arg(r.port.to_string())
+            .args([
+                "--tls-cert-file",
+                "server.pem",
+                "--tls-key-file",
+                "server.key",
+            ])
+            .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            .args(["--requirepass", &r.password])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "redis.log",
+            ])
+            .current_dir(r.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        r.child = Some(child);
+        wait_port(r.port, "redis-server (TLS)");
+        r
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
     /// The URL of database `db` with the password: what `[store] url` takes.
     pub fn url(&self, db: u8) -> String {
         format!("redis://:{}@127.0.0.1:{}/{db}", self.password, self.port)

@@ -39,7 +39,11 @@ impl Guest for Old {
             add_headers: vec![Header {
                 name: "X-Wit-0-1-1".to_string(),
                 value: match sluice::filter::authentication::results().and_then(|r| r.dmarc) {
-                    Some(d) => format!("dmarc={:?}", d.verdict).to_lowercase(),
+                    Some(d) => {
+                        // The Debug form is `Verdict::None`: keep the variant's name.
+                        let name = format!("{:?}", d.verdict);
+                        format!("dmarc={}", name.rsplit("::").next().unwrap_or("")).to_lowercase()
+                    }
                     None => "dmarc=unknown".to_string(),
                 },
             }],
