@@ -102,6 +102,10 @@ pub struct CallRecord {
     /// Log lines dropped over the plugin's quota.
     #[serde(skip_serializing_if = "is_zero")]
     pub logs_dropped: u32,
+    /// The later plugins of this stage that were not called because this decision ended it
+    /// (any verdict but `continue` does): what makes an ordering mistake visible.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -146,6 +150,52 @@ pub struct Pipeline {
     /// Plugins the configuration marks `required` that are not in service: transactions
     /// fail closed while any is missing.
     missing_required: Arc<[String]>,
+    /// Naming problems found at load ([`name_warnings`]), for the commands to show.
+    warnings: Arc<[String]>,
+}
+
+/// Warnings about plugin names, the one trap of the naming rule ("a plugin is named after its
+/// file: `NN-NAME.wasm` is `NAME`, and its settings are `[plugin.NAME]`"):
+/// - a loaded plugin whose file name disagrees with the name it gives itself in `describe`
+///   (its settings are read under the file's name, which its author may not expect);
+/// - with `present` (every plugin name of the directory, disabled ones too), a `[plugin.X]`
+///   section of an operator's file that matches none of them. The built-in configuration is
+///   exempt: it configures the opt-in plugins in advance.
+pub fn name_warnings(
+    config: &Config,
+    plugins: &[Arc<LoadedPlugin>],
+    present: Option<&[String]>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in plugins {
+        let own = p.info.name.trim();
+        if own != p.name && crate::config::valid_plugin_name(own) {
+            let section = if config.plugin.contains_key(own) {
+                format!(" (so [plugin.{own}] does not apply to it)")
+            } else {
+                String::new()
+            };
+            out.push(format!(
+                "plugin file {} runs as {:?}, its file name, but calls itself {own:?}: its settings are read from [plugin.{}]{section}; rename the file to {own}.wasm (or NN-{own}.wasm) to match",
+                p.file.display(),
+                p.name,
+                p.name
+            ));
+        }
+    }
+    if let (Some(present), Some(source)) = (present, &config.source) {
+        for name in config.plugin.keys() {
+            if !present.iter().any(|n| n == name) {
+                out.push(format!(
+                    "[plugin.{name}] in {} matches no plugin in {} (a plugin is named after its file: NN-NAME.wasm is NAME; there: {})",
+                    source.display(),
+                    config.plugin_dir().display(),
+                    if present.is_empty() { "none".to_string() } else { present.join(", ") }
+                ));
+            }
+        }
+    }
+    out
 }
 
 impl Pipeline {
@@ -155,7 +205,19 @@ impl Pipeline {
             plugins: plugins.into(),
             scoring,
             missing_required: Arc::new([]),
+            warnings: Arc::new([]),
         }
+    }
+
+    /// Naming problems found when it was loaded (see [`name_warnings`]).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// This pipeline with `warnings` (shown by the command that loaded it).
+    fn with_warnings(mut self, warnings: Vec<String>) -> Pipeline {
+        self.warnings = warnings.into();
+        self
     }
 
     /// Notes the plugins `config` marks `required` that are not in this pipeline; while any
@@ -184,11 +246,20 @@ impl Pipeline {
     pub async fn load(runtime: &Runtime, config: &Config) -> Result<Pipeline, Vec<LoadError>> {
         let dir = config.plugin_dir();
         let files = directory::scan(&dir, &config.plugins.order).map_err(|e| {
+            let setting = match (&config.plugins.dir, &config.source) {
+                (Some(_), Some(f)) => format!("[plugins] dir in {}", f.display()),
+                (None, Some(f)) => format!(
+                    "[plugins] dir is not set in {}: <server.data_dir>/plugins",
+                    f.display()
+                ),
+                (_, None) => "the built-in configuration's [plugins] dir".to_string(),
+            };
             vec![LoadError::Directory(format!(
-                "plugin directory {}: {e}",
+                "plugin directory {} ({setting}): {e}",
                 dir.display()
             ))]
         })?;
+        let present: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
         let files: Vec<(String, std::path::PathBuf)> = files
             .into_iter()
             .filter(|f| {
@@ -200,14 +271,24 @@ impl Pipeline {
             })
             .map(|f| (f.name, f.path))
             .collect();
-        Ok(Self::load_files(runtime, config, &files)
-            .await?
-            .with_required(config))
+        let pipeline = Self::load_files_quietly(runtime, config, &files).await?;
+        let warnings = name_warnings(config, pipeline.plugins(), Some(&present));
+        Ok(pipeline.with_warnings(warnings).with_required(config))
     }
 
     /// Loads exactly the given plugin files (name, path), in the order given, even those the
     /// configuration disables: naming a plugin is asking for it.
     pub async fn load_files(
+        runtime: &Runtime,
+        config: &Config,
+        files: &[(String, std::path::PathBuf)],
+    ) -> Result<Pipeline, Vec<LoadError>> {
+        let pipeline = Self::load_files_quietly(runtime, config, files).await?;
+        let warnings = name_warnings(config, pipeline.plugins(), None);
+        Ok(pipeline.with_warnings(warnings))
+    }
+
+    async fn load_files_quietly(
         runtime: &Runtime,
         config: &Config,
         files: &[(String, std::path::PathBuf)],
@@ -270,6 +351,7 @@ impl Pipeline {
                     "clients_in_cooldown": p.health.clients_cooling_down(now),
                     "cooldowns": p.health.cooldowns(),
                     "cache": p.cache,
+                    "stages_ended": p.stages_ended.load(std::sync::atomic::Ordering::Relaxed),
                 })
             })
             .collect()
@@ -492,6 +574,10 @@ impl PluginRun {
             };
             decision = self.settle(Hook::VerifySender, i, r, started);
             if decision.is_final() {
+                let listener = self.session.listener.clone();
+                self.note_skipped(Hook::VerifySender, i, |p| {
+                    p.scope.listener(&listener) && !p.scope.by_domain()
+                });
                 break;
             }
         }
@@ -532,6 +618,10 @@ impl PluginRun {
             };
             decision = self.settle(Hook::CheckRecipient, i, r, started);
             if decision.is_final() {
+                let listener = self.session.listener.clone();
+                self.note_skipped(Hook::CheckRecipient, i, |p| {
+                    p.scope.listener(&listener) && p.scope.recipient(&recipient.address)
+                });
                 break;
             }
         }
@@ -591,6 +681,12 @@ impl PluginRun {
             };
             decision = self.settle(Hook::CheckMessage, i, verdict, started);
             if decision.is_final() {
+                let listener = self.session.listener.clone();
+                self.note_skipped(Hook::CheckMessage, i, |p| {
+                    p.scope.listener(&listener)
+                        && p.scope
+                            .any_recipient(envelope.recipients.iter().map(|r| r.address.as_str()))
+                });
                 break;
             }
         }
@@ -659,6 +755,25 @@ impl PluginRun {
         );
         self.calls.push(rec);
         decision
+    }
+
+    /// Records on the last call which later plugins of `hook` (those in scope by `applies`)
+    /// its final decision kept from being called.
+    fn note_skipped(&mut self, hook: Hook, index: usize, applies: impl Fn(&LoadedPlugin) -> bool) {
+        let skipped: Vec<String> = self.plugins[index + 1..]
+            .iter()
+            .filter(|p| p.wants(hook) && applies(p))
+            .map(|p| p.name.clone())
+            .collect();
+        if !skipped.is_empty() {
+            self.plugins[index]
+                .stages_ended
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(id = %self.session.transaction_id, %hook, plugin = %self.plugins[index].name, skipped = %skipped.join(","), "stage ended before these plugins");
+        }
+        if let Some(last) = self.calls.last_mut() {
+            last.skipped = skipped;
+        }
     }
 }
 
@@ -740,6 +855,7 @@ fn record(
         micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         logs,
         logs_dropped,
+        skipped: Vec::new(),
     }
 }
 

@@ -117,6 +117,9 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
                     "{}",
                     if cur.is_some() { "plugin replaced" } else { "plugin added" }
                 );
+                for w in crate::pipeline::name_warnings(config, std::slice::from_ref(&p), None) {
+                    tracing::warn!("{w}");
+                }
                 state.loaded.insert(f.name.clone(), (f.path.clone(), fp));
                 state.refused.remove(&f.path);
                 report.loaded.push(f.name.clone());
@@ -211,7 +214,10 @@ pub async fn watch(ctx: Arc<ServerContext>) {
 
 /// Re-reads the configuration (from `path`, or the built-in one) and applies it when the
 /// file, the certificate and every plugin load under it; otherwise nothing changes.
-pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(), String> {
+/// Applies the configuration at `path` (the built-in one when `None`) if it is valid and its
+/// plugins load. On success, a summary of what is in service (and any naming warnings); on
+/// failure, why — the old configuration then stays.
+pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<String, String> {
     let mut state = ctx.reload_lock.lock().await;
     let result = async {
         let config = match path {
@@ -219,6 +225,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
             None => Config::builtin(),
         };
         let old = ctx.live();
+        let mut restart_needed = Vec::new();
         for (what, same) in [
             (
                 "listeners",
@@ -244,6 +251,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
                     key = what,
                     "changed in the configuration; takes effect after a restart"
                 );
+                restart_needed.push(what);
             }
         }
         let tls = crate::tls::server_config(&config).map_err(|e| e.to_string())?;
@@ -256,6 +264,30 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
                     .collect::<Vec<_>>()
                     .join("; ")
             })?;
+        for w in pipeline.warnings() {
+            tracing::warn!("{w}");
+        }
+        let mut summary = format!(
+            "configuration reloaded; plugins in service: {}",
+            if pipeline.plugins().is_empty() {
+                "none".to_string()
+            } else {
+                pipeline
+                    .plugins()
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.info.version))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        for w in pipeline.warnings() {
+            summary.push_str(&format!("\nwarning: {w}"));
+        }
+        for r in restart_needed {
+            summary.push_str(&format!(
+                "\nwarning: {r} changed; takes effect after a restart"
+            ));
+        }
         *state = DirState::from_plugins(pipeline.plugins());
         crate::metrics::get().plugins_loaded(pipeline.plugins().len());
         let auth = crate::authentication::Authenticator::new(&config).map_err(|e| e.to_string())?;
@@ -265,13 +297,31 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<(
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
             verifier: Arc::new(auth),
         }));
-        Ok::<(), String>(())
+        Ok::<String, String>(summary)
     }
     .await;
     crate::metrics::get().reload("config", result.is_ok());
     match &result {
-        Ok(()) => tracing::info!("configuration reloaded"),
+        Ok(_) => tracing::info!("configuration reloaded"),
         Err(e) => tracing::error!("configuration reload refused, the old configuration stays: {e}"),
     }
     result
+}
+
+/// Where `sluice serve` records the outcome of the last SIGHUP reload for `sluice reload`.
+pub fn status_file(config: &crate::config::Config) -> std::path::PathBuf {
+    config.server.data_dir.join("reload.status")
+}
+
+/// The outcome of one reload, as recorded in [`status_file`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadStatus {
+    /// Increases with every reload of this server process (the first is 1).
+    pub generation: u64,
+    /// The server process.
+    pub pid: u32,
+    /// Whether the configuration was applied.
+    pub applied: bool,
+    /// What is in service (and warnings), or why it was refused.
+    pub message: String,
 }

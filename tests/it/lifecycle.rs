@@ -129,7 +129,24 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
         "{err}"
     );
 
-    // A good one through `sluice reload`: applies to the next transaction.
+    // A valid file whose plugin refuses its settings: `sluice reload` waits for the server's
+    // verdict and reports the refusal (exit 1), instead of "see its log".
+    write_config(
+        dir.path(),
+        &format!("{metrics}[plugin.tagger.config]\nscore = 1000.0\n"),
+    );
+    let out = sluice(&["reload", "--config", cfg.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the server refused the configuration, the old one stays")
+            && err.contains("refused its configuration")
+            && err.contains("score"),
+        "{err}"
+    );
+
+    // A good one through `sluice reload`: applies to the next transaction, and the command
+    // says what is in service.
     write_config(
         dir.path(),
         &format!("{metrics}[plugin.tagger.config]\ntag = \"v2\"\n"),
@@ -139,6 +156,11 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("configuration reloaded; plugins in service: tagger "),
+        "{said}"
     );
     s.metrics_until(&["sluice_reloads_total{kind=\"config\",result=\"ok\"} 1"])
         .await;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod authentication;
+mod authoring;
 mod bounce_template;
 mod cache;
 mod capabilities;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, UpdateDeadline};
 
+use super::Hook;
 use super::bindings::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Message, MessageVerdict,
     PluginInfo, Session, Verdict,
@@ -222,7 +223,7 @@ impl PluginInstance {
             .sluice_filter_hooks()
             .call_describe(&mut self.store);
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        self.finish(r)
+        self.finish(r, Hook::Describe)
     }
 
     /// `validate-config`.
@@ -233,7 +234,7 @@ impl PluginInstance {
             .sluice_filter_hooks()
             .call_validate_config(&mut self.store);
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        self.finish(r)
+        self.finish(r, Hook::ValidateConfig)
     }
 
     /// `verify-sender`.
@@ -249,7 +250,7 @@ impl PluginInstance {
             sender,
         );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r)?;
+        let v = self.finish(r, Hook::VerifySender)?;
         self.checked(returns::verdict(&v, &self.plugin.limits).map(|()| v))
     }
 
@@ -268,7 +269,7 @@ impl PluginInstance {
             recipient,
         );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r)?;
+        let v = self.finish(r, Hook::CheckRecipient)?;
         self.checked(returns::verdict(&v, &self.plugin.limits).map(|()| v))
     }
 
@@ -287,7 +288,7 @@ impl PluginInstance {
             message,
         );
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r)?;
+        let v = self.finish(r, Hook::CheckMessage)?;
         self.checked(returns::message_verdict(&v, &self.plugin.limits).map(|()| v))
     }
 
@@ -299,7 +300,7 @@ impl PluginInstance {
             .sluice_filter_hooks()
             .call_on_delivery(&mut self.store, report);
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        self.finish(r)
+        self.finish(r, Hook::OnDelivery)
     }
 
     /// `render-bounce`.
@@ -313,7 +314,7 @@ impl PluginInstance {
             .sluice_filter_hooks()
             .call_render_bounce(&mut self.store, request);
         let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r)?;
+        let v = self.finish(r, Hook::RenderBounce)?;
         let check = match &v {
             Some(b) => returns::bounce(b, &self.plugin.limits),
             None => Ok(()),
@@ -335,11 +336,14 @@ impl PluginInstance {
     }
 
     /// Classifies a call's error; marks the instance broken on failure.
-    fn finish<T>(&mut self, r: Option<wasmtime::Result<T>>) -> Result<T, CallFailure> {
+    fn finish<T>(&mut self, r: Option<wasmtime::Result<T>>, hook: Hook) -> Result<T, CallFailure> {
         let limits = self.plugin.limits;
         let failure = match r {
             Some(Ok(v)) => return Ok(v),
-            Some(Err(e)) => classify(&e, &self.store, limits.timeout_ms, limits.memory_mb),
+            Some(Err(e)) => with_shape_hint(
+                classify(&e, &self.store, limits.timeout_ms, limits.memory_mb),
+                hook,
+            ),
             None => CallFailure::Deadline {
                 limit_ms: limits.timeout_ms,
             },
@@ -365,6 +369,18 @@ async fn run<T>(
     tokio::time::timeout(Duration::from_millis(timeout_ms) + TIMEOUT_GRACE, fut)
         .await
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn panic_output_keeps_message_and_location_without_the_backtrace_advice() {
+        let out = "thread '<unnamed>' panicked at src/lib.rs:12:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
+        assert_eq!(
+            super::without_sandbox_advice(out),
+            "thread '<unnamed>' panicked at src/lib.rs:12:5:\nboom"
+        );
+    }
 }
 
 /// Raised by the epoch callback when a call's deadline has passed.
@@ -402,6 +418,37 @@ fn classify(
     }
     CallFailure::Trap {
         message,
-        output: store.data().output.text(),
+        output: without_sandbox_advice(&store.data().output.text()),
     }
+}
+
+/// A trap in a JavaScript guest's generated glue because a hook returned a value of the wrong
+/// shape (`'continue'` for `{ tag: 'continue' }`): the glue's words name neither the hook nor
+/// the shape it wanted, so say both.
+fn with_shape_hint(failure: CallFailure, hook: Hook) -> CallFailure {
+    match failure {
+        CallFailure::Trap { message, output }
+            if output.contains("invalid variant tag value")
+                || output.contains("specified for `") =>
+        {
+            let message = format!(
+                "{message}; the {hook} hook returned a value of the wrong shape: in JavaScript a WIT variant is an object with a tag, e.g. {{ tag: 'continue' }} or {{ tag: 'reject', val: {{ code: 550, enhanced: '5.7.1', text: '…' }} }}, and a record an object with every field (the JavaScript SDK's helpers build them)"
+            );
+            CallFailure::Trap { message, output }
+        }
+        other => other,
+    }
+}
+
+/// A guest's output without advice that cannot apply inside the sandbox: Rust's panic hook
+/// suggests `RUST_BACKTRACE=1`, but a plugin has no environment (the panic message and its
+/// location stay).
+fn without_sandbox_advice(output: &str) -> String {
+    output
+        .lines()
+        .filter(|l| !l.contains("RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
 }

@@ -43,6 +43,8 @@ pub struct LoadedPlugin {
     pub scope: Scope,
     /// Failures in a row and cool-down.
     pub health: Arc<super::health::Health>,
+    /// Times this plugin's verdict ended a stage before later plugins of it were called.
+    pub stages_ended: Arc<std::sync::atomic::AtomicU64>,
     /// Whether the compiled code came from the cache.
     pub cache: CacheOutcome,
     /// Time to compile or load from cache, in milliseconds.
@@ -159,7 +161,7 @@ pub async fn load(
     let (component, cache) = runtime
         .cache
         .load_or_compile(&runtime.engine, &wasm, &sha256)
-        .map_err(|e| err(ErrorKind::Compile(format!("{e:#}"))))?;
+        .map_err(|e| err(ErrorKind::Compile(explain_compile_error(format!("{e:#}")))))?;
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     check_world(&runtime.engine, &component).map_err(|m| err(ErrorKind::WrongWorld(m)))?;
@@ -198,6 +200,7 @@ pub async fn load(
                 .collect(),
         },
         health: Arc::default(),
+        stages_ended: Arc::default(),
         cache,
         compile_ms,
         engine: runtime.engine.clone(),
@@ -236,6 +239,20 @@ pub async fn load(
     }
     plugin.info = info;
     Ok(Arc::new(plugin))
+}
+
+/// wasmtime's parse error, with what to do when it says the file ends early (a copy still in
+/// progress, or a file written in place).
+fn explain_compile_error(message: String) -> String {
+    let truncated = message.contains("unexpected end-of-file")
+        || (message.contains("is out of bounds (bound = ") && message.contains("range"));
+    if truncated {
+        format!(
+            "{message}: the file looks truncated (cut short, or still being written); install plugins by writing .NAME.wasm.tmp in the plugin directory and renaming it to NAME.wasm, so Sluice never reads half a file"
+        )
+    } else {
+        message
+    }
 }
 
 /// Checks that the component exports `sluice:filter/hooks` of the supported version, with a

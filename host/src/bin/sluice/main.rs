@@ -279,15 +279,40 @@ fn runtime_for(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
         Services::scratch(config)
     }
     .map_err(|e| anyhow::anyhow!("the plugins' key-value store: {e}"))?;
+    // `plugin check` and `plugin list` (run in a plugin's own folder, say) keep their compile
+    // cache in the user's cache directory unless `plugins.cache_dir` names one, rather than in
+    // a `sluice-data/cache` they would create wherever they run. The cache is keyed by engine
+    // and file hash, so any location is correct.
+    let cache_dir = if !serving && config.plugins.cache_dir.is_none() {
+        user_cache_dir()
+    } else {
+        config.cache_dir()
+    };
     Ok(Runtime::new(
         PoolSize {
             max_memory_bytes: config.plugins.max_memory_mb << 20,
             max_instances: config.plugins.max_instances,
         },
-        &config.cache_dir(),
+        &cache_dir,
     )
     .context("starting the plugin runtime")?
     .with_services(services))
+}
+
+/// `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`, else a directory under the system's
+/// temporary directory.
+fn user_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match base {
+        Some(b) => b.join("sluice"),
+        None => std::env::temp_dir().join(format!(
+            "sluice-cache-{}",
+            rustix::process::getuid().as_raw()
+        )),
+    }
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -322,7 +347,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             queue::run(&config, command)
         }
         Command::CheckConfig { file } => {
-            Config::load(&file)?;
+            let config = Config::load(&file)?;
+            // Sections naming no plugin of the directory (when it exists): the naming trap.
+            if let Ok(files) =
+                sluice::plugin::directory::scan(&config.plugin_dir(), &config.plugins.order)
+            {
+                let present: Vec<String> = files.into_iter().map(|f| f.name).collect();
+                for w in sluice::pipeline::name_warnings(&config, &[], Some(&present)) {
+                    eprintln!("sluice: warning: {w}");
+                }
+            }
             println!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -53,6 +53,7 @@ pub async fn load_pipeline(
         }
         Pipeline::load_files(runtime, config, &files).await
     };
+
     result.map_err(|errors| {
         anyhow::anyhow!(
             "{}",
@@ -65,6 +66,13 @@ pub async fn load_pipeline(
     })
 }
 
+/// Prints the pipeline's naming warnings on stderr.
+fn warn(pipeline: &Pipeline) {
+    for w in pipeline.warnings() {
+        eprintln!("sluice: warning: {w}");
+    }
+}
+
 pub async fn check(
     config: Config,
     only: Vec<String>,
@@ -73,6 +81,7 @@ pub async fn check(
 ) -> anyhow::Result<ExitCode> {
     let runtime = runtime_for(&config, false)?;
     let pipeline = load_pipeline(&runtime, &config, &only).await?;
+    warn(&pipeline);
     let auth = std::sync::Arc::new(sluice::authentication::Authenticator::new(&config)?);
     let live = std::sync::Arc::new(sluice::context::Live {
         config,
@@ -107,7 +116,9 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
         Some(addr) => fetch_plugins(addr).await?,
         None => {
             let runtime = runtime_for(&config, false)?;
-            load_pipeline(&runtime, &config, &[]).await?.describe()
+            let pipeline = load_pipeline(&runtime, &config, &[]).await?;
+            warn(&pipeline);
+            pipeline.describe()
         }
     };
     if json {
@@ -142,6 +153,9 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
         if let Some(n) = r["clients_in_cooldown"].as_u64().filter(|n| *n > 0) {
             scope.push_str(&format!(" COOLING-DOWN-FOR-{n}-CLIENT(S)"));
         }
+        if let Some(n) = r["stages_ended"].as_u64().filter(|n| *n > 0) {
+            scope.push_str(&format!(" ended-stage-before-later-plugins={n}"));
+        }
         let sha = text(&r["sha256"]);
         println!(
             "{:>2}. {:<20} {:<8} {:<45} {}ms {}MiB on_failure={} sha256={}{scope}",
@@ -155,6 +169,32 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
             &sha[..sha.len().min(16)],
         );
     }
+    // Who runs after whom at each stage: any verdict but `continue` ends the stage, so a
+    // plugin listed after one that answers `accept` is not called for that mail.
+    println!();
+    for hook in [
+        "verify-sender",
+        "check-recipient",
+        "check-message",
+        "on-delivery",
+        "render-bounce",
+    ] {
+        let names: Vec<String> = rows
+            .iter()
+            .filter(|r| {
+                r["hooks"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|x| x == hook))
+            })
+            .map(|r| text(&r["name"]))
+            .collect();
+        if !names.is_empty() {
+            println!("{hook:<16} {}", names.join(" -> "));
+        }
+    }
+    println!(
+        "(at each stage a verdict other than continue ends it: the plugins after it are not called)"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

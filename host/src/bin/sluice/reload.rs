@@ -1,9 +1,13 @@
-//! `sluice reload`: check the configuration, then signal the running server (SIGHUP).
+//! `sluice reload`: check the configuration, signal the running server (SIGHUP), and report
+//! what it did: the plugins in service and any warnings, or why it refused the configuration.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sluice::reload::ReloadStatus;
 
 use crate::load_config;
 
@@ -26,11 +30,38 @@ pub fn run(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: not a process id", pid_file.display()))?;
     let pid = rustix::process::Pid::from_raw(pid)
         .with_context(|| format!("{}: not a process id", pid_file.display()))?;
+    let status_file = sluice::reload::status_file(&config);
+    let read_status = || -> Option<ReloadStatus> {
+        serde_json::from_slice(&std::fs::read(&status_file).ok()?).ok()
+    };
+    let before = read_status()
+        .filter(|s| s.pid == pid.as_raw_nonzero().get().unsigned_abs())
+        .map_or(0, |s| s.generation);
     rustix::process::kill_process(pid, rustix::process::Signal::HUP)
         .with_context(|| format!("cannot signal process {pid:?} from {}", pid_file.display()))?;
-    println!(
-        "sent SIGHUP to sluice (pid {}); it applies the configuration only if it is valid — see its log",
-        pid.as_raw_nonzero()
-    );
-    Ok(ExitCode::SUCCESS)
+    // The server records the outcome; plugins may take a while to compile on first load.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(s) = read_status()
+            .filter(|s| s.pid == pid.as_raw_nonzero().get().unsigned_abs() && s.generation > before)
+        {
+            if s.applied {
+                println!("{}", s.message);
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "sluice: the server refused the configuration, the old one stays: {}",
+                s.message
+            );
+            return Ok(ExitCode::from(1));
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "sent SIGHUP to sluice (pid {}), but it reported no outcome within 120 s (see its log; is {} writable?)",
+                pid.as_raw_nonzero(),
+                status_file.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -13,6 +13,16 @@ use crate::plugin::load_pipeline;
 use crate::runtime_for;
 
 pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if path.is_none() {
+        // The built-in development configuration starts from nothing: make its data and
+        // plugin directories (an explicit configuration's missing directory stays an error).
+        let dir = config.plugin_dir();
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir) // owner-only: the umask is 077
+                .with_context(|| format!("creating {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), "created an empty plugin directory; ./run installs the bundled plugins, or copy .wasm files into it (write, then rename)");
+        }
+    }
     for (dir, key) in [
         (&config.server.data_dir, "server.data_dir"),
         (&config.cache_dir(), "plugins.cache_dir"),
@@ -27,6 +37,9 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     let pipeline = load_pipeline(&runtime, &config, &[]).await?;
     for p in pipeline.plugins() {
         tracing::info!(plugin = %p.name, version = %p.info.version, hooks = %p.hook_names().join(","), "plugin loaded");
+    }
+    for w in pipeline.warnings() {
+        tracing::warn!("{w}");
     }
     let pid_file = config.pid_file();
     let drain = std::time::Duration::from_secs(config.server.drain_timeout_secs);
@@ -51,13 +64,29 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let status_file = sluice::reload::status_file(&server.context().live().config);
+    let _ = std::fs::remove_file(&status_file);
+    let mut generation = 0u64;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
-                let _ = sluice::reload::reload_config(server.context(), path.as_deref()).await;
+                let outcome = sluice::reload::reload_config(server.context(), path.as_deref()).await;
+                generation += 1;
+                let status = sluice::reload::ReloadStatus {
+                    generation,
+                    pid: std::process::id(),
+                    applied: outcome.is_ok(),
+                    message: match outcome { Ok(m) | Err(m) => m },
+                };
+                // For `sluice reload`, which waits for it.
+                if let Err(e) = serde_json::to_vec(&status).map_err(std::io::Error::other).and_then(|b| {
+                    sluice::private_files::write_private(&status_file, &b)
+                }) {
+                    tracing::warn!("cannot write {}: {e}", status_file.display());
+                }
             }
         }
     }

@@ -1,0 +1,206 @@
+//! Plugin authoring without traps, as a new author meets them on the command line: the naming
+//! rule's warnings, stages ended before later plugins made visible, errors that say what to do,
+//! and `plugin check` leaving the directory it runs in alone.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sluice_tests::*;
+
+/// Runs `sluice ARGS` in `cwd` with its own cache home.
+fn sluice_in(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(sluice_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("XDG_CACHE_HOME", cwd.join("user-cache"))
+        .env("SLUICE_LOG", "error")
+        .output()
+        .expect("sluice runs")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    // cargo names the file after the crate with underscores; the plugin calls itself
+    // `test-tagger` (its package name), and the author configured that name.
+    std::fs::copy(
+        plugin("test", "tagger"),
+        dir.path().join("test_tagger.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        "[plugin.test-tagger.config]\ntag = \"mine\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("m.eml"), message("hello", "body")).unwrap();
+    let out = sluice_in(
+        dir.path(),
+        &[
+            "plugin",
+            "check",
+            "--config",
+            "sluice.toml",
+            "--plugin",
+            "./test_tagger.wasm",
+            "--rcpt",
+            "b@example.org",
+            "m.eml",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("runs as \"test_tagger\", its file name, but calls itself \"test-tagger\"")
+            && err.contains("(so [plugin.test-tagger] does not apply to it)")
+            && err.contains("rename the file to test-tagger.wasm"),
+        "{err}"
+    );
+    // The setting was indeed not applied: the tag is the default.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["add_headers"].to_string().contains("\"yes\""),
+        "{report}"
+    );
+    // `plugin check` made no `sluice-data` here; its compile cache went to the user's cache.
+    assert!(!dir.path().join("sluice-data").exists());
+    assert!(dir.path().join("user-cache/sluice").is_dir());
+
+    // Named after its own name, the file gets its settings and no warning.
+    std::fs::rename(
+        dir.path().join("test_tagger.wasm"),
+        dir.path().join("20-test-tagger.wasm"),
+    )
+    .unwrap();
+    let out = sluice_in(
+        dir.path(),
+        &[
+            "plugin",
+            "check",
+            "--config",
+            "sluice.toml",
+            "--plugin",
+            "./20-test-tagger.wasm",
+            "--rcpt",
+            "b@example.org",
+            "m.eml",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("\"mine\""));
+}
+
+#[test]
+fn a_section_that_matches_no_plugin_file_is_warned_about_by_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::copy(plugin("test", "tagger"), plugins.join("10-tagger.wasm")).unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[plugins]\ndir = {plugins:?}\n[plugin.tagger.config]\ntag = \"x\"\n[plugin.taggr.config]\ntag = \"typo\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice_in(dir.path(), &["check-config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("[plugin.taggr] in ")
+            && err.contains("matches no plugin in")
+            && err.contains("NN-NAME.wasm is NAME; there: tagger"),
+        "{err}"
+    );
+    assert!(!err.contains("[plugin.tagger]"), "{err}");
+}
+
+#[test]
+fn plugin_check_shows_which_later_plugins_a_final_verdict_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.eml"), message("Forbidden fruit", "body")).unwrap();
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        "[plugin.tagger.config]\nreject_word = \"forbidden\"\n",
+    )
+    .unwrap();
+    let out = sluice_in(
+        dir.path(),
+        &[
+            "plugin",
+            "check",
+            "--config",
+            "sluice.toml",
+            "--plugin",
+            plugin("test", "tagger").to_str().unwrap(),
+            "--plugin",
+            plugin("test", "idle-message").to_str().unwrap(),
+            "--rcpt",
+            "b@example.org",
+            "m.eml",
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)));
+    let calls = report["calls"].as_array().unwrap();
+    let last = calls.last().unwrap();
+    assert_eq!(last["plugin"], "tagger", "{report}");
+    assert_eq!(last["decision"]["action"], "reject", "{report}");
+    assert_eq!(
+        last["skipped"],
+        serde_json::json!(["idle-message"]),
+        "{report}"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // A half-written plugin: say it looks truncated and how to install atomically.
+    let bytes = std::fs::read(plugin("test", "tagger")).unwrap();
+    std::fs::write(dir.path().join("cut.wasm"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(dir.path().join("m.eml"), message("s", "b")).unwrap();
+    let out = sluice_in(
+        dir.path(),
+        &[
+            "plugin",
+            "check",
+            "--plugin",
+            "./cut.wasm",
+            "--rcpt",
+            "b@example.org",
+            "m.eml",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the file looks truncated")
+            && err.contains("writing .NAME.wasm.tmp in the plugin directory and renaming it"),
+        "{err}"
+    );
+    // A missing plugin directory names the setting.
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(&cfg, "[plugins]\ndir = \"/nonexistent/plugins\"\n").unwrap();
+    let out = sluice_in(
+        dir.path(),
+        &["plugin", "list", "--config", cfg.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugin directory /nonexistent/plugins ([plugins] dir in ")
+            && err.contains("No such file or directory"),
+        "{err}"
+    );
+}
