@@ -189,7 +189,7 @@ async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
         .expect_err("refused");
     assert!(
         err.contains(
-            "refused its configuration: setting `blocked_words`: expected a list of strings"
+            "refused its configuration: setting `blocked_words`: expected a list, found the string \"not a list\""
         ),
         "{err}"
     );

@@ -16,9 +16,7 @@ import email.parser  # noqa: F401
 import email.feedparser  # noqa: F401
 import email.message  # noqa: F401
 
-from wit_world import exports
-from wit_world.imports import host, types
-from componentize_py_types import Err
+from sluice_plugin import ConfigError, MessageVerdict, Plugin, hooks_for, info, quarantine, reject
 
 DEFAULT_EXTENSIONS = [
     "exe", "scr", "com", "pif", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh",
@@ -28,33 +26,7 @@ DEFAULT_TYPES = [
     "application/x-msdownload", "application/x-dosexec", "application/x-msdos-program",
     "application/x-ms-shortcut", "application/hta", "application/x-sh",
 ]
-KNOWN = {"blocked_extensions", "blocked_types", "action"}
-
-
-def _text_list(key, default):
-    value = host.get_config(key)
-    if value is None:
-        return default
-    if not isinstance(value, types.ConfigValue_TextList):
-        raise ValueError(f"setting `{key}`: expected a list of strings")
-    return [v.strip().lower().lstrip(".") if key == "blocked_extensions" else v.strip().lower()
-            for v in value.value]
-
-
-def _settings():
-    for key in host.config_keys():
-        if key not in KNOWN:
-            raise ValueError(f"setting `{key}`: unknown setting; known settings are: "
-                             + ", ".join(sorted(KNOWN)))
-    action = host.get_config("action")
-    if action is None:
-        action = "reject"
-    elif isinstance(action, types.ConfigValue_Text) and action.value in ("reject", "quarantine"):
-        action = action.value
-    else:
-        raise ValueError("setting `action`: expected \"reject\" or \"quarantine\"")
-    return (set(_text_list("blocked_extensions", DEFAULT_EXTENSIONS)),
-            set(_text_list("blocked_types", DEFAULT_TYPES)), action)
+KNOWN = ["blocked_extensions", "blocked_types", "action"]
 
 
 def find_dangerous(msg, extensions, mime_types, depth=0):
@@ -79,43 +51,29 @@ def find_dangerous(msg, extensions, mime_types, depth=0):
     return None
 
 
-class Hooks(exports.Hooks):
-    def describe(self):
-        return types.PluginInfo(name="python-attachments", version="0.1.0",
-                                hooks=types.Hooks.CHECK_MESSAGE)
-
-    def validate_config(self):
-        try:
-            _settings()
-        except ValueError as e:
-            raise Err(str(e))
-
-    def verify_sender(self, session, sender):
-        return types.Verdict_Continue()
-
-    def check_recipient(self, session, envelope, recipient):
-        return types.Verdict_Continue()
+class Attachments(Plugin):
+    def __init__(self, config):
+        config.deny_unknown(KNOWN)
+        self.extensions = {e.strip().lower().lstrip(".")
+                           for e in config.list("blocked_extensions", DEFAULT_EXTENSIONS)}
+        self.mime_types = {t.strip().lower()
+                           for t in config.list("blocked_types", DEFAULT_TYPES)}
+        self.action = config.str("action", "reject")
+        if self.action not in ("reject", "quarantine"):
+            raise ConfigError("action", 'expected "reject" or "quarantine"')
 
     def check_message(self, session, envelope, message):
-        extensions, mime_types, action = _settings()
         msg = email.message_from_bytes(bytes(message.raw), policy=email.policy.compat32)
-        found = find_dangerous(msg, extensions, mime_types)
+        found = find_dangerous(msg, self.extensions, self.mime_types)
         if found is None:
-            return types.MessageVerdict(verdict=types.Verdict_Continue(), add_headers=[],
-                                        remove_headers=[], symbols=[])
-        host.log(host.Level.INFO, f"{session.transaction_id}: {found}")
-        if action == "quarantine":
-            verdict = types.Verdict_Quarantine(found)
+            return None
+        info(f"{session.transaction_id}: {found}")
+        if self.action == "quarantine":
+            verdict = quarantine(found)
         else:
-            verdict = types.Verdict_Reject(types.Reply(
-                code=550, enhanced="5.7.1",
-                text="Message refused: it carries an attachment type we do not accept"))
-        return types.MessageVerdict(
-            verdict=verdict, add_headers=[], remove_headers=[],
-            symbols=[types.Symbol(name="DANGEROUS_ATTACHMENT", score=0.0, detail=found)])
+            verdict = reject(550, "5.7.1",
+                             "Message refused: it carries an attachment type we do not accept")
+        return MessageVerdict(verdict).symbol("DANGEROUS_ATTACHMENT", 0.0, found)
 
-    def on_delivery(self, report):
-        pass
 
-    def render_bounce(self, request):
-        return None
+Hooks = hooks_for(Attachments, name="python-attachments", version="0.2.0")
