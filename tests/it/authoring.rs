@@ -204,3 +204,75 @@ fn errors_say_what_to_do() {
         "{err}"
     );
 }
+
+/// `sluice plugin new` in each language: the folder builds outside the repository with its
+/// own copy of the WIT and the SDK, and its `check.sh` (offline replay of the sample through
+/// the built plugin) passes out of the box.
+#[test]
+fn the_scaffold_builds_and_passes_its_check_in_every_language() {
+    let root = workspace_root();
+    let dir = tempfile::tempdir().unwrap();
+    for (lang, name) in [
+        ("rust", "rs-guard"),
+        ("python", "py-guard"),
+        ("js", "js-guard"),
+    ] {
+        let out = sluice_in(dir.path(), &["plugin", "new", name, "--lang", lang]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let folder = dir.path().join(name);
+        let run = |script: &str| {
+            Command::new(folder.join(script))
+                .current_dir(&folder)
+                // The repository's pinned toolchains and one shared cargo target directory.
+                .env("CARGO_TARGET_DIR", root.join("target/scaffold"))
+                .env("COMPONENTIZE_PY", root.join(".venv/bin/componentize-py"))
+                .env(
+                    "COMPONENTIZE_JS",
+                    root.join("tools/js/node_modules/.bin/componentize-js"),
+                )
+                .env("SLUICE", sluice_bin())
+                .env("XDG_CACHE_HOME", dir.path().join("user-cache"))
+                .output()
+                .unwrap()
+        };
+        let built = run("build.sh");
+        assert!(built.status.success(), "{lang}: {}", text(&built.stderr));
+        assert!(folder.join(format!("{name}.wasm")).is_file());
+        let checked = run("check.sh");
+        assert!(
+            checked.status.success() && text(&checked.stderr).contains("check: ok"),
+            "{lang}: {}{}",
+            text(&checked.stdout),
+            text(&checked.stderr)
+        );
+        // Its own name is its file name: no naming warning.
+        assert!(
+            !text(&checked.stderr).contains("warning"),
+            "{}",
+            text(&checked.stderr)
+        );
+        // The check-message hook's header is in the report.
+        assert!(
+            text(&checked.stdout).contains(&format!("X-{name}")),
+            "{}",
+            text(&checked.stdout)
+        );
+    }
+    // A name that is taken, or not a plugin name, is refused by name.
+    let again = sluice_in(
+        dir.path(),
+        &["plugin", "new", "py-guard", "--lang", "python"],
+    );
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("exists already"),
+        "{}",
+        text(&again.stderr)
+    );
+    let bad = sluice_in(dir.path(), &["plugin", "new", "no good", "--lang", "js"]);
+    assert!(
+        text(&bad.stderr).contains("a plugin name is letters"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -7,6 +7,7 @@ mod passwd;
 mod plugin;
 mod queue;
 mod reload;
+mod scaffold;
 mod serve;
 
 use std::path::PathBuf;
@@ -206,6 +207,21 @@ enum PluginCommand {
         #[arg(required = true)]
         messages: Vec<PathBuf>,
     },
+    /// Create a new plugin folder, ready to build and check: `sluice plugin new NAME --lang
+    /// rust|python|js`.
+    New {
+        /// The plugin's name (its file will be NAME.wasm).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: scaffold::Lang,
+        /// The hooks to implement (default: check-recipient,check-message).
+        #[arg(long, value_delimiter = ',')]
+        hooks: Vec<String>,
+        /// Where to create the NAME folder (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// List the plugins, in order: those the configuration loads (offline), or with
     /// --server those a running server has in service.
     List {
@@ -385,6 +401,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             tokio_runtime()?.block_on(plugin::check(config, plugins, args, messages))
         }
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    hooks,
+                    dir,
+                },
+        } => scaffold::run(&name, lang, &hooks, &dir),
         Command::Plugin {
             command:
                 PluginCommand::List {
