@@ -151,6 +151,70 @@ pub trait Plugin: Sized + 'static {
     }
 }
 
+/// The short form: implements [`Plugin`] for `Type` from the hooks written inside, with
+/// [`Plugin::HOOKS`] derived from their names (so the list can never disagree with them), and
+/// exports it. `new` is optional: without it the type must implement `Default`, for a plugin
+/// without settings.
+///
+/// ```ignore
+/// use sluice_plugin_sdk::{plugin, Address, Envelope, Session, Verdict};
+/// #[derive(Default)]
+/// struct Guard;
+/// plugin!(Guard {
+///     fn check_recipient(&mut self, _s: &Session, _e: &Envelope, r: &Address) -> Verdict {
+///         if r.local_part() == "noreply" { return Verdict::reject(550, "5.1.1", "No mail here"); }
+///         Verdict::Continue
+///     }
+/// });
+/// ```
+#[macro_export]
+macro_rules! plugin {
+    ($ty:ident { $($body:tt)* }) => {
+        $crate::plugin!(@munch $ty [] [] [] $($body)*);
+    };
+    // `new`, given: the settings are read there.
+    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($new:tt)*]
+        fn new $args:tt -> $ret:ty $body:block $($rest:tt)*) => {
+        $crate::plugin!(@munch $ty [$($hooks)*] [$($fns)*] [fn new $args -> $ret $body] $($rest)*);
+    };
+    // A hook with a result.
+    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($new:tt)*]
+        fn $name:ident $args:tt -> $ret:ty $body:block $($rest:tt)*) => {
+        $crate::plugin!(@munch $ty [$($hooks)* $name] [$($fns)* fn $name $args -> $ret $body] [$($new)*] $($rest)*);
+    };
+    // A hook without one (`on_delivery`).
+    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($new:tt)*]
+        fn $name:ident $args:tt $body:block $($rest:tt)*) => {
+        $crate::plugin!(@munch $ty [$($hooks)* $name] [$($fns)* fn $name $args $body] [$($new)*] $($rest)*);
+    };
+    (@munch $ty:ident [$($hooks:ident)*] [$($fns:tt)*] []) => {
+        $crate::plugin!(@munch $ty [$($hooks)*] [$($fns)*] [
+            fn new(_config: &$crate::Config) -> ::core::result::Result<Self, $crate::ConfigError> {
+                ::core::result::Result::Ok(<Self as ::core::default::Default>::default())
+            }
+        ]);
+    };
+    (@munch $ty:ident [$($hooks:ident)*] [$($fns:tt)*] [$($new:tt)+]) => {
+        impl $crate::Plugin for $ty {
+            const HOOKS: &'static [$crate::Hook] = &[$($crate::plugin!(@hook $hooks)),*];
+            $($new)+
+            $($fns)*
+        }
+        $crate::export!($ty);
+    };
+    (@hook verify_sender) => { $crate::Hook::VerifySender };
+    (@hook check_recipient) => { $crate::Hook::CheckRecipient };
+    (@hook check_message) => { $crate::Hook::CheckMessage };
+    (@hook on_delivery) => { $crate::Hook::OnDelivery };
+    (@hook render_bounce) => { $crate::Hook::RenderBounce };
+    (@hook $other:ident) => {
+        compile_error!(concat!(
+            "`", stringify!($other),
+            "` is not a hook: write new, verify_sender, check_recipient, check_message, on_delivery or render_bounce"
+        ))
+    };
+}
+
 /// Exports a [`Plugin`] implementation as the plugin's component entry points.
 ///
 /// The plugin's name and version come from the crate's `Cargo.toml`.

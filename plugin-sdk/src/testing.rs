@@ -85,6 +85,35 @@ pub fn address(address: &str) -> Address {
     }
 }
 
+/// An envelope from `sender` to `recipients` (addresses without parameters).
+pub fn envelope(sender: &str, recipients: &[&str]) -> crate::Envelope {
+    crate::Envelope {
+        sender: address(sender),
+        recipients: recipients.iter().map(|r| address(r)).collect(),
+    }
+}
+
+/// A message with `headers` (name, value) and `body`, as Sluice hands it to `check_message`:
+/// CRLF line endings, the header fields also parsed.
+pub fn message(headers: &[(&str, &str)], body: &str) -> crate::Message {
+    let mut raw = String::new();
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw.push_str(&body.replace("\r\n", "\n").replace('\n', "\r\n"));
+    crate::Message {
+        headers: headers
+            .iter()
+            .map(|(n, v)| crate::Header {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        raw: raw.into_bytes(),
+    }
+}
+
 #[doc(hidden)]
 pub mod native {
     //! The native stand-ins for the host's imports.
@@ -265,5 +294,21 @@ pub mod native {
                 })
                 .collect())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn builders_make_what_sluice_hands_over() {
+        let m = super::message(
+            &[("Subject", "Hi"), ("To", "b@example.org")],
+            "line 1\nline 2\n",
+        );
+        assert_eq!(m.header("subject"), Some("Hi"));
+        assert_eq!(m.body(), b"line 1\r\nline 2\r\n");
+        let e = super::envelope("a@example.com", &["b@example.org", "c@example.org"]);
+        assert_eq!(e.recipients.len(), 2);
+        assert!(super::envelope("", &[]).sender.is_null());
     }
 }

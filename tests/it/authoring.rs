@@ -276,3 +276,40 @@ fn the_scaffold_builds_and_passes_its_check_in_every_language() {
         text(&bad.stderr)
     );
 }
+
+/// The Rust SDK's short form: the hooks Sluice calls are derived from the methods written, and
+/// a plugin without settings needs no `new`.
+#[tokio::test]
+async fn a_short_form_rust_plugin_gets_exactly_the_hooks_it_writes() {
+    let rt = runtime();
+    let p = pipeline(
+        &rt,
+        &config(""),
+        &[("short-form", plugin("test", "short-form"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(p.plugins()[0].hook_names(), ["check-recipient"]);
+    let mut txn = p.start(&client(), "t");
+    let env = envelope("a@x.test", &[]);
+    match txn
+        .check_recipient(&env, &rcpt("noreply@example.org"))
+        .await
+    {
+        sluice::envelope::Decision::Reject { reply } => assert_eq!(reply.code, 550),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        txn.check_recipient(&env, &rcpt("bob@example.org")).await,
+        sluice::envelope::Decision::Continue
+    );
+    // Its source is the minimal Rust plugin the docs promise: at most 10 non-blank lines of
+    // code (comments aside).
+    let src = std::fs::read_to_string(workspace_root().join("tests/plugins/short-form/src/lib.rs"))
+        .unwrap();
+    let code = src
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
+        .count();
+    assert!(code <= 10, "{code} lines");
+}
