@@ -194,3 +194,60 @@ async fn javascript_plugin_blocks_and_flags_words_from_its_config() {
         "{err}"
     );
 }
+
+/// A fourth language: C, built with Debian's clang-16 and wasi-libc against bindings from
+/// wit-bindgen's C generator, made a component with the preview-1 adapter.
+#[tokio::test]
+async fn c_plugin_refuses_its_blocked_recipient_and_tags_messages() {
+    let rt = runtime();
+    let file = plugin("examples", "c-no-reply");
+    let p = pipeline(
+        &rt,
+        &config("[plugin.c-no-reply.config]\nblocked = \"donotreply\"\n"),
+        &[("c-no-reply", file.clone())],
+    )
+    .await
+    .expect("the C plugin loads");
+    assert_eq!(p.plugins()[0].info.name, "c-no-reply");
+    assert_eq!(
+        p.plugins()[0].hook_names(),
+        ["check-recipient", "check-message"]
+    );
+    let mut txn = p.start(&client(), "c1");
+    let env = envelope("a@example.net", &[]);
+    assert_eq!(
+        txn.check_recipient(&env, &rcpt("DoNotReply@example.org"))
+            .await,
+        Decision::Reject {
+            reply: Reply::new(550, "5.1.1", "This address does not receive mail")
+        }
+    );
+    assert_eq!(
+        txn.check_recipient(&env, &rcpt("noreply@example.org"))
+            .await,
+        Decision::Continue
+    );
+    let out = txn
+        .check_message(
+            &envelope("a@example.net", &["bob@example.org"]),
+            &message("hi", "x"),
+        )
+        .await;
+    assert_eq!(
+        out.add_headers[0],
+        ("X-C-No-Reply".to_string(), "checked".to_string())
+    );
+    // A bad setting is refused at load with the plugin's message.
+    let err = load_one(
+        &rt,
+        &config("[plugin.c-no-reply.config]\nblocked = 5\n"),
+        "c-no-reply",
+        &file,
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.contains("refused its configuration: setting `blocked`: expected a non-empty string"),
+        "{err}"
+    );
+}
