@@ -183,7 +183,19 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
     let id = reply.trim().rsplit(' ').next().unwrap().to_string();
     s.metrics_until(&["sluice_deliveries_total{outcome=\"delivered\"} 5"])
         .await;
-    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    // The delivery's log line is written just after its metric is counted: wait for it
+    // (bounded: 10 s).
+    let mut log = String::new();
+    for _ in 0..200 {
+        log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+        if log
+            .lines()
+            .any(|l| l.contains(&id) && l.contains("delivery") && l.contains("Delivered"))
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let story: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
     assert!(
         story.iter().any(|l| l.contains("message")
