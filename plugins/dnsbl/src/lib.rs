@@ -187,11 +187,7 @@ impl Plugin for Dnsbl {
         }
         for (z, l) in self.zones.iter().zip(&listings) {
             if let (Action::Reject, Some(meaning)) = (z.action, l) {
-                let why = if meaning.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({meaning})")
-                };
+                let why = parenthesised(meaning);
                 return Verdict::reject(
                     554,
                     "5.7.1",
@@ -216,15 +212,7 @@ impl Plugin for Dnsbl {
             let listings = self.client_listings(ip).to_vec();
             for (z, l) in self.zones.iter().zip(&listings) {
                 if let (Action::Score | Action::Allow, Some(meaning)) = (z.action, l) {
-                    let detail = format!(
-                        "{ip} listed in {}{}",
-                        z.zone,
-                        if meaning.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({meaning})")
-                        }
-                    );
+                    let detail = format!("{ip} listed in {}{}", z.zone, parenthesised(meaning));
                     v = v.symbol(&format!("DNSBL_{}", z.name), z.score, &detail);
                 }
             }
@@ -236,15 +224,7 @@ impl Plugin for Dnsbl {
         for z in &self.uri_zones {
             for d in &domains {
                 if let Some(meaning) = listed(z, &format!("{d}.{}", z.zone)) {
-                    let detail = format!(
-                        "{d} listed in {}{}",
-                        z.zone,
-                        if meaning.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({meaning})")
-                        }
-                    );
+                    let detail = format!("{d} listed in {}{}", z.zone, parenthesised(&meaning));
                     v = v.symbol(&format!("URIBL_{}", z.name), z.score, &detail);
                     break; // one symbol per zone
                 }
@@ -274,6 +254,15 @@ impl Dnsbl {
                 .map(|z| listed(z, &dns::list_name(ip, &z.zone)))
                 .collect()
         })
+    }
+}
+
+/// ` (MEANING)` for a listing's configured meaning, nothing when it has none.
+fn parenthesised(meaning: &str) -> String {
+    if meaning.is_empty() {
+        String::new()
+    } else {
+        format!(" ({meaning})")
     }
 }
 
