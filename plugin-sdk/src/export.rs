@@ -10,7 +10,7 @@ use crate::bindings::sluice::filter::types::{
     Address, BounceRequest, BounceText, DeliveryReport, Envelope, Hooks, Message, MessageVerdict,
     PluginInfo, Session, Verdict,
 };
-use crate::{Config, Hook, Plugin, log};
+use crate::{Config, Hook, Plugin, Settings, log};
 
 /// The plugin's name and version, taken from its `Cargo.toml` by the export macro.
 pub trait Identity {
@@ -24,25 +24,27 @@ pub trait Identity {
 pub struct Adapter<P, I>(PhantomData<(P, I)>);
 
 thread_local! {
-    /// The plugin value of this instance (one instance serves one transaction), built on first use.
+    /// This sandbox's parsed settings and transaction state, a `(P::Settings, P)` built on the
+    /// first hook call (one sandbox serves one transaction).
     static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` on this instance's plugin, building it first if needed. `None` when the
-/// configuration is refused (which `validate-config` already reported at load time).
-fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> Option<R> {
+/// Runs `f` on this sandbox's settings and state, parsing the settings first if needed.
+/// `None` when the settings are refused (which `validate-config` already reported at load time).
+fn with_plugin<P: Plugin, R>(f: impl FnOnce(&mut P, &P::Settings) -> R) -> Option<R> {
     STATE.with(|cell| {
         let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|b| !b.is::<P>()) {
-            match P::new(&Config) {
-                Ok(p) => *slot = Some(Box::new(p)),
+        if slot.as_ref().is_none_or(|b| !b.is::<(P::Settings, P)>()) {
+            match <P::Settings as Settings>::parse(&Config) {
+                Ok(settings) => *slot = Some(Box::new((settings, P::default()))),
                 Err(e) => {
                     log::error(&format!("configuration refused: {e}"));
                     return None;
                 }
             }
         }
-        slot.as_mut().and_then(|b| b.downcast_mut::<P>()).map(f)
+        let (settings, plugin) = slot.as_mut()?.downcast_mut::<(P::Settings, P)>()?;
+        Some(f(plugin, settings))
     })
 }
 
@@ -70,28 +72,31 @@ impl<P: Plugin, I: Identity> Guest for Adapter<P, I> {
     }
 
     fn validate_config() -> Result<(), String> {
-        P::new(&Config).map(|_| ()).map_err(|e| e.to_string())
+        <P::Settings as Settings>::parse(&Config)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     fn verify_sender(session: Session, sender: Address) -> Verdict {
-        with_plugin(|p: &mut P| p.verify_sender(&session, &sender)).unwrap_or_else(misconfigured)
+        with_plugin(|p: &mut P, s| p.verify_sender(s, &session, &sender))
+            .unwrap_or_else(misconfigured)
     }
 
     fn check_recipient(session: Session, envelope: Envelope, recipient: Address) -> Verdict {
-        with_plugin(|p: &mut P| p.check_recipient(&session, &envelope, &recipient))
+        with_plugin(|p: &mut P, s| p.check_recipient(s, &session, &envelope, &recipient))
             .unwrap_or_else(misconfigured)
     }
 
     fn check_message(session: Session, envelope: Envelope, message: Message) -> MessageVerdict {
-        with_plugin(|p: &mut P| p.check_message(&session, &envelope, &message))
+        with_plugin(|p: &mut P, s| p.check_message(s, &session, &envelope, &message))
             .unwrap_or_else(|| MessageVerdict::from(misconfigured()))
     }
 
     fn on_delivery(report: DeliveryReport) {
-        with_plugin(|p: &mut P| p.on_delivery(&report));
+        with_plugin(|p: &mut P, s| p.on_delivery(s, &report));
     }
 
     fn render_bounce(request: BounceRequest) -> Option<BounceText> {
-        with_plugin(|p: &mut P| p.render_bounce(&request)).flatten()
+        with_plugin(|p: &mut P, s| p.render_bounce(s, &request)).flatten()
     }
 }

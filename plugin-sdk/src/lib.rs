@@ -1,37 +1,38 @@
 //! Write [Sluice](https://example.invalid/sluice) mail-filter plugins in Rust.
 //!
 //! A plugin is a type that implements [`Plugin`]; every hook has a default that means
-//! "no opinion", so you override only the hooks you need and list them in [`Plugin::HOOKS`].
-//! One [`export!`] line turns it into a WebAssembly component:
+//! "no opinion", so you write only the hooks you need. The short form, [`plugin!`], derives
+//! the list of hooks from the methods you write and exports the component:
 //!
 //! ```ignore
-//! use sluice_plugin_sdk::{export, Config, ConfigError, Hook, Plugin, Session, Address, Verdict};
+//! use sluice_plugin_sdk::{plugin, Address, Session, Verdict};
 //!
+//! #[derive(Default)]
 //! struct NoExample;
 //!
-//! impl Plugin for NoExample {
-//!     const HOOKS: &'static [Hook] = &[Hook::VerifySender];
-//!     fn new(_config: &Config) -> Result<Self, ConfigError> {
-//!         Ok(NoExample)
-//!     }
-//!     fn verify_sender(&mut self, _session: &Session, sender: &Address) -> Verdict {
+//! plugin!(NoExample {
+//!     fn verify_sender(&mut self, _: &(), _session: &Session, sender: &Address) -> Verdict {
 //!         if sender.domain_is("example.com") {
 //!             return Verdict::reject(550, "5.7.1", "no mail from example.com");
 //!         }
 //!         Verdict::Continue
 //!     }
-//! }
-//!
-//! export!(NoExample);
+//! });
 //! ```
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release` and drop the `.wasm` into Sluice's
 //! plugin directory. See the crate's README for the full tutorial.
 //!
-//! # Lifetimes
-//! Sluice makes a fresh instance of the plugin for every SMTP transaction. [`Plugin::new`] runs
-//! once per instance, on the first hook call, so `self` is state *per transaction*; settings are
-//! re-read from [`Config`] each time (a cheap host call), so nothing needs to be global.
+//! # Settings and per-transaction state
+//! Two types, two lifetimes. The operator's settings are a [`Settings`] type, parsed and
+//! checked by [`Settings::parse`]; every hook receives them read-only. The plugin type itself
+//! (`self`) is the state of one SMTP transaction: it starts from `Default` and is dropped with
+//! the transaction, so a counter in it can never leak into the next one.
+//!
+//! Sluice calls `parse` when it loads (or reloads) the plugin, where an error refuses the plugin
+//! with your message. Because Sluice runs every transaction in a fresh sandbox, that sandbox
+//! parses the settings once more, before its first hook; never per hook call. Keep `parse`
+//! cheap: it runs once per transaction.
 //!
 //! # State and lookups
 //! [`kv`] keeps state between transactions and [`dns`] asks the host's resolver; each is a
@@ -40,6 +41,7 @@
 //! # Testing natively
 //! Outside WebAssembly (in `cargo test`), host calls are answered by [`testing`]: set the
 //! configuration with [`testing::set_config`] and read logged lines with [`testing::take_logs`].
+//! Hooks are plain methods: build the settings (with `parse`, or as a value) and call them.
 #![deny(missing_docs)]
 
 mod address;
@@ -100,30 +102,57 @@ pub enum Hook {
     RenderBounce,
 }
 
-/// A Sluice plugin. Implement the hooks you need; the others answer "no opinion".
-pub trait Plugin: Sized + 'static {
+/// The operator's settings for a plugin (the `[plugin.NAME.config]` table), parsed once per
+/// sandbox and handed read-only to every hook.
+pub trait Settings: Sized + 'static {
+    /// Reads and checks every setting. Sluice calls this when it loads the plugin, where an
+    /// error refuses the plugin with your message, and once in each transaction's fresh
+    /// sandbox before its first hook. Refuse keys you do not know ([`Config::deny_unknown`]).
+    fn parse(config: &Config) -> Result<Self, ConfigError>;
+}
+
+/// No settings: a plugin whose `Settings` is `()` refuses any key the operator sets for it, so
+/// a setting meant for another plugin is reported instead of silently ignored.
+impl Settings for () {
+    fn parse(config: &Config) -> Result<(), ConfigError> {
+        match config.keys().into_iter().next() {
+            Some(key) => Err(ConfigError::new(&key, "this plugin takes no settings")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A Sluice plugin: `Self` is the state of one SMTP transaction (it starts from `Default` in
+/// each transaction's fresh sandbox), [`Plugin::Settings`] the operator's settings. Implement
+/// the hooks you need; the others answer "no opinion".
+pub trait Plugin: Default + 'static {
     /// The hooks Sluice should call. A hook not listed here is never called, even if overridden.
+    /// The short form, [`plugin!`], derives this list from the hooks written.
     const HOOKS: &'static [Hook];
 
-    /// Builds the plugin from the operator's settings. Called once per instance (that is, once
-    /// per SMTP transaction) and once at load time, where an error refuses the plugin with your
-    /// message. Check every setting here.
-    fn new(config: &Config) -> Result<Self, ConfigError>;
+    /// The operator's settings, `()` for none.
+    type Settings: Settings;
 
     /// At MAIL FROM. `sender.address` is empty for the null sender `<>`.
-    fn verify_sender(&mut self, session: &Session, sender: &Address) -> Verdict {
-        let _ = (session, sender);
+    fn verify_sender(
+        &mut self,
+        settings: &Self::Settings,
+        session: &Session,
+        sender: &Address,
+    ) -> Verdict {
+        let _ = (settings, session, sender);
         Verdict::Continue
     }
 
     /// At each RCPT TO; `envelope.recipients` holds the recipients accepted before this one.
     fn check_recipient(
         &mut self,
+        settings: &Self::Settings,
         session: &Session,
         envelope: &Envelope,
         recipient: &Address,
     ) -> Verdict {
-        let _ = (session, envelope, recipient);
+        let _ = (settings, session, envelope, recipient);
         Verdict::Continue
     }
 
@@ -131,37 +160,42 @@ pub trait Plugin: Sized + 'static {
     /// symbols; [`MessageVerdict::default`] is "no opinion, no changes".
     fn check_message(
         &mut self,
+        settings: &Self::Settings,
         session: &Session,
         envelope: &Envelope,
         message: &Message,
     ) -> MessageVerdict {
-        let _ = (session, envelope, message);
+        let _ = (settings, session, envelope, message);
         MessageVerdict::default()
     }
 
     /// After each delivery attempt, once per recipient. Cannot change the delivery.
-    fn on_delivery(&mut self, report: &DeliveryReport) {
-        let _ = report;
+    fn on_delivery(&mut self, settings: &Self::Settings, report: &DeliveryReport) {
+        let _ = (settings, report);
     }
 
     /// Composes the human-readable part of a bounce; `None` lets Sluice use its default text.
-    fn render_bounce(&mut self, request: &BounceRequest) -> Option<BounceText> {
-        let _ = request;
+    fn render_bounce(
+        &mut self,
+        settings: &Self::Settings,
+        request: &BounceRequest,
+    ) -> Option<BounceText> {
+        let _ = (settings, request);
         None
     }
 }
 
 /// The short form: implements [`Plugin`] for `Type` from the hooks written inside, with
 /// [`Plugin::HOOKS`] derived from their names (so the list can never disagree with them), and
-/// exports it. `new` is optional: without it the type must implement `Default`, for a plugin
-/// without settings.
+/// exports it. `type Settings = …;` is optional: without it the plugin takes no settings.
+/// The type must implement `Default` (it is the per-transaction state).
 ///
 /// ```ignore
 /// use sluice_plugin_sdk::{plugin, Address, Envelope, Session, Verdict};
 /// #[derive(Default)]
 /// struct Guard;
 /// plugin!(Guard {
-///     fn check_recipient(&mut self, _s: &Session, _e: &Envelope, r: &Address) -> Verdict {
+///     fn check_recipient(&mut self, _: &(), _s: &Session, _e: &Envelope, r: &Address) -> Verdict {
 ///         if r.local_part() == "noreply" { return Verdict::reject(550, "5.1.1", "No mail here"); }
 ///         Verdict::Continue
 ///     }
@@ -172,32 +206,28 @@ macro_rules! plugin {
     ($ty:ident { $($body:tt)* }) => {
         $crate::plugin!(@munch $ty [] [] [] $($body)*);
     };
-    // `new`, given: the settings are read there.
-    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($new:tt)*]
-        fn new $args:tt -> $ret:ty $body:block $($rest:tt)*) => {
-        $crate::plugin!(@munch $ty [$($hooks)*] [$($fns)*] [fn new $args -> $ret $body] $($rest)*);
+    // The settings type, given.
+    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] []
+        type Settings = $settings:ty; $($rest:tt)*) => {
+        $crate::plugin!(@munch $ty [$($hooks)*] [$($fns)*] [$settings] $($rest)*);
     };
     // A hook with a result.
-    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($new:tt)*]
+    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($settings:tt)*]
         fn $name:ident $args:tt -> $ret:ty $body:block $($rest:tt)*) => {
-        $crate::plugin!(@munch $ty [$($hooks)* $name] [$($fns)* fn $name $args -> $ret $body] [$($new)*] $($rest)*);
+        $crate::plugin!(@munch $ty [$($hooks)* $name] [$($fns)* fn $name $args -> $ret $body] [$($settings)*] $($rest)*);
     };
     // A hook without one (`on_delivery`).
-    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($new:tt)*]
+    (@munch $ty:ident [$($hooks:tt)*] [$($fns:tt)*] [$($settings:tt)*]
         fn $name:ident $args:tt $body:block $($rest:tt)*) => {
-        $crate::plugin!(@munch $ty [$($hooks)* $name] [$($fns)* fn $name $args $body] [$($new)*] $($rest)*);
+        $crate::plugin!(@munch $ty [$($hooks)* $name] [$($fns)* fn $name $args $body] [$($settings)*] $($rest)*);
     };
     (@munch $ty:ident [$($hooks:ident)*] [$($fns:tt)*] []) => {
-        $crate::plugin!(@munch $ty [$($hooks)*] [$($fns)*] [
-            fn new(_config: &$crate::Config) -> ::core::result::Result<Self, $crate::ConfigError> {
-                ::core::result::Result::Ok(<Self as ::core::default::Default>::default())
-            }
-        ]);
+        $crate::plugin!(@munch $ty [$($hooks)*] [$($fns)*] [()]);
     };
-    (@munch $ty:ident [$($hooks:ident)*] [$($fns:tt)*] [$($new:tt)+]) => {
+    (@munch $ty:ident [$($hooks:ident)*] [$($fns:tt)*] [$settings:ty]) => {
         impl $crate::Plugin for $ty {
             const HOOKS: &'static [$crate::Hook] = &[$($crate::plugin!(@hook $hooks)),*];
-            $($new)+
+            type Settings = $settings;
             $($fns)*
         }
         $crate::export!($ty);
@@ -207,10 +237,15 @@ macro_rules! plugin {
     (@hook check_message) => { $crate::Hook::CheckMessage };
     (@hook on_delivery) => { $crate::Hook::OnDelivery };
     (@hook render_bounce) => { $crate::Hook::RenderBounce };
+    (@hook new) => {
+        compile_error!(
+            "`new` is not a hook: settings are parsed by `impl Settings for YourSettings` (name it with `type Settings = YourSettings;`), and the per-transaction state starts from `Default`"
+        )
+    };
     (@hook $other:ident) => {
         compile_error!(concat!(
             "`", stringify!($other),
-            "` is not a hook: write new, verify_sender, check_recipient, check_message, on_delivery or render_bounce"
+            "` is not a hook: write verify_sender, check_recipient, check_message, on_delivery or render_bounce"
         ))
     };
 }

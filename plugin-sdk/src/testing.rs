@@ -2,7 +2,8 @@
 //!
 //! ```ignore
 //! sluice_plugin_sdk::testing::set_config(&[("threshold", ConfigValue::Integer(5))]);
-//! let mut plugin = MyPlugin::new(&Config).unwrap();
+//! let settings = MySettings::parse(&Config).unwrap();
+//! let verdict = MyPlugin::default().verify_sender(&settings, &session(), &address("a@b.test"));
 //! ```
 //! State is per thread, so parallel tests do not see each other's settings.
 

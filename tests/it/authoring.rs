@@ -303,6 +303,22 @@ async fn a_short_form_rust_plugin_gets_exactly_the_hooks_it_writes() {
         txn.check_recipient(&env, &rcpt("bob@example.org")).await,
         sluice::envelope::Decision::Continue
     );
+    // It takes no settings, so a setting given to it is a mistake the operator hears about at
+    // load instead of a value silently ignored.
+    let Err(err) = load_one(
+        &rt,
+        &config("[plugin.short-form.config]\nblocked = \"x\"\n"),
+        "short-form",
+        &plugin("test", "short-form"),
+    )
+    .await
+    else {
+        panic!("a setting for a plugin without settings is refused");
+    };
+    assert!(
+        err.contains("setting `blocked`: this plugin takes no settings"),
+        "{err}"
+    );
     // Its source is the minimal Rust plugin the docs promise: at most 10 non-blank lines of
     // code (comments aside).
     let src = std::fs::read_to_string(workspace_root().join("tests/plugins/short-form/src/lib.rs"))

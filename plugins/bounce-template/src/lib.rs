@@ -11,7 +11,9 @@ mod template;
 
 use std::collections::BTreeMap;
 
-use sluice_plugin_sdk::{BounceRequest, BounceText, Config, ConfigError, Hook, Plugin, export};
+use sluice_plugin_sdk::{
+    BounceRequest, BounceText, Config, ConfigError, Hook, Plugin, Settings, export,
+};
 use template::{Escape, Values, render};
 
 /// The built-in texts of one language: subject, body, and the two "reason" sentences.
@@ -43,7 +45,8 @@ const FR: Language = Language {
     expired: "Nous avons essayé pendant plusieurs jours, mais le serveur destinataire n'a jamais accepté le message. Que faire : renvoyez-le plus tard, ou contactez la personne autrement.",
 };
 
-struct BounceTemplate {
+/// The settings: the language and the three templates, checked at load.
+struct Templates {
     lang: &'static Language,
     subject: String,
     text: String,
@@ -79,7 +82,7 @@ fn header<'a>(req: &'a BounceRequest, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-impl BounceTemplate {
+impl Templates {
     fn values(&self, req: &BounceRequest) -> Values {
         let mut v = Values::default();
         let g = &mut v.global;
@@ -123,10 +126,12 @@ impl BounceTemplate {
     }
 }
 
-impl Plugin for BounceTemplate {
-    const HOOKS: &'static [Hook] = &[Hook::RenderBounce];
+/// No per-transaction state.
+#[derive(Default)]
+struct BounceTemplate;
 
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+impl Settings for Templates {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         config.deny_unknown(&[
             "language",
             "subject",
@@ -146,7 +151,7 @@ impl Plugin for BounceTemplate {
                 ));
             }
         };
-        let plugin = BounceTemplate {
+        let plugin = Templates {
             lang,
             subject: config
                 .get::<String>("subject")?
@@ -175,11 +180,20 @@ impl Plugin for BounceTemplate {
         }
         Ok(plugin)
     }
+}
 
-    fn render_bounce(&mut self, request: &BounceRequest) -> Option<BounceText> {
+impl Plugin for BounceTemplate {
+    const HOOKS: &'static [Hook] = &[Hook::RenderBounce];
+    type Settings = Templates;
+
+    fn render_bounce(
+        &mut self,
+        templates: &Templates,
+        request: &BounceRequest,
+    ) -> Option<BounceText> {
         // Templates were checked at load; should rendering still fail, the host's default
         // text is used (returning none), never a broken bounce.
-        self.render(request).ok()
+        templates.render(request).ok()
     }
 }
 

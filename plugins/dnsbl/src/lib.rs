@@ -17,7 +17,7 @@ use sluice_plugin_sdk::dns::{self, LookupError};
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
     Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session,
-    Verdict, export, log,
+    Settings, Verdict, export, log,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +41,17 @@ struct Zone {
 /// A zone's verdict on one name: listed (with the meaning of the code), or not.
 type Listing = Option<String>;
 
-struct Dnsbl {
+/// The settings: the zones to ask and who is exempt.
+struct Lists {
     zones: Vec<Zone>,
     uri_zones: Vec<Zone>,
     max_uri_lookups: usize,
     exempt_networks: Vec<Network>,
+}
+
+/// The state of one transaction.
+#[derive(Default)]
+struct Dnsbl {
     /// The client's listings, looked up once per transaction (at the first recipient).
     client: Option<Vec<Listing>>,
 }
@@ -139,10 +145,8 @@ fn read_zones(config: &Config, prefix: &str, uri: bool) -> Result<Vec<Zone>, Con
     Ok(out)
 }
 
-impl Plugin for Dnsbl {
-    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient, Hook::CheckMessage];
-
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+impl Settings for Lists {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         for k in config.keys() {
             if !(k.starts_with("zones.")
                 || k.starts_with("uri_zones.")
@@ -160,7 +164,7 @@ impl Plugin for Dnsbl {
             return Err(ConfigError::new("max_uri_lookups", "must be 0 to 40"));
         }
         let exempt: Vec<String> = config.get_or("exempt_networks", Vec::new())?;
-        Ok(Dnsbl {
+        Ok(Lists {
             zones: read_zones(config, "zones.", false)?,
             uri_zones: read_zones(config, "uri_zones.", true)?,
             max_uri_lookups: usize::try_from(max).unwrap_or(0),
@@ -168,16 +172,26 @@ impl Plugin for Dnsbl {
                 .iter()
                 .map(|n| Network::parse(n).map_err(|e| ConfigError::new("exempt_networks", e)))
                 .collect::<Result<_, _>>()?,
-            client: None,
         })
     }
+}
 
-    fn check_recipient(&mut self, session: &Session, _env: &Envelope, _rcpt: &Address) -> Verdict {
-        let Some(ip) = self.client_ip(session) else {
+impl Plugin for Dnsbl {
+    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient, Hook::CheckMessage];
+    type Settings = Lists;
+
+    fn check_recipient(
+        &mut self,
+        lists: &Lists,
+        session: &Session,
+        _env: &Envelope,
+        _rcpt: &Address,
+    ) -> Verdict {
+        let Some(ip) = lists.client_ip(session) else {
             return Verdict::Continue;
         };
-        let listings = self.client_listings(ip).to_vec();
-        let allowed = self
+        let listings = self.client_listings(lists, ip).to_vec();
+        let allowed = lists
             .zones
             .iter()
             .zip(&listings)
@@ -185,7 +199,7 @@ impl Plugin for Dnsbl {
         if allowed {
             return Verdict::Continue;
         }
-        for (z, l) in self.zones.iter().zip(&listings) {
+        for (z, l) in lists.zones.iter().zip(&listings) {
             if let (Action::Reject, Some(meaning)) = (z.action, l) {
                 let why = parenthesised(meaning);
                 return Verdict::reject(
@@ -203,25 +217,26 @@ impl Plugin for Dnsbl {
 
     fn check_message(
         &mut self,
+        lists: &Lists,
         session: &Session,
         _env: &Envelope,
         msg: &Message,
     ) -> MessageVerdict {
         let mut v = MessageVerdict::default();
-        if let Some(ip) = self.client_ip(session) {
-            let listings = self.client_listings(ip).to_vec();
-            for (z, l) in self.zones.iter().zip(&listings) {
+        if let Some(ip) = lists.client_ip(session) {
+            let listings = self.client_listings(lists, ip).to_vec();
+            for (z, l) in lists.zones.iter().zip(&listings) {
                 if let (Action::Score | Action::Allow, Some(meaning)) = (z.action, l) {
                     let detail = format!("{ip} listed in {}{}", z.zone, parenthesised(meaning));
                     v = v.symbol(&format!("DNSBL_{}", z.name), z.score, &detail);
                 }
             }
         }
-        if self.uri_zones.is_empty() || self.max_uri_lookups == 0 {
+        if lists.uri_zones.is_empty() || lists.max_uri_lookups == 0 {
             return v;
         }
-        let domains = link_domains(msg.body(), self.max_uri_lookups);
-        for z in &self.uri_zones {
+        let domains = link_domains(msg.body(), lists.max_uri_lookups);
+        for z in &lists.uri_zones {
             for d in &domains {
                 if let Some(meaning) = listed(z, &format!("{d}.{}", z.zone)) {
                     let detail = format!("{d} listed in {}{}", z.zone, parenthesised(&meaning));
@@ -234,7 +249,7 @@ impl Plugin for Dnsbl {
     }
 }
 
-impl Dnsbl {
+impl Lists {
     fn client_ip(&self, session: &Session) -> Option<IpAddr> {
         if session.auth_user.is_some() {
             return None;
@@ -245,11 +260,13 @@ impl Dnsbl {
             || matches!(ip, IpAddr::V4(v4) if v4.is_private());
         (!exempt).then_some(ip)
     }
+}
 
-    fn client_listings(&mut self, ip: IpAddr) -> &[Listing] {
-        let zones = &self.zones;
+impl Dnsbl {
+    fn client_listings(&mut self, lists: &Lists, ip: IpAddr) -> &[Listing] {
         self.client.get_or_insert_with(|| {
-            zones
+            lists
+                .zones
                 .iter()
                 .map(|z| listed(z, &dns::list_name(ip, &z.zone)))
                 .collect()
@@ -364,9 +381,21 @@ mod tests {
         ConfigValue::Text(s.into())
     }
 
-    fn plugin(cfg: &[(&str, ConfigValue)]) -> Dnsbl {
+    /// One transaction: the parsed settings and a fresh state.
+    struct Tx(Lists, Dnsbl);
+
+    impl Tx {
+        fn check_recipient(&mut self, s: &Session, e: &Envelope, r: &Address) -> Verdict {
+            self.1.check_recipient(&self.0, s, e, r)
+        }
+        fn check_message(&mut self, s: &Session, e: &Envelope, m: &Message) -> MessageVerdict {
+            self.1.check_message(&self.0, s, e, m)
+        }
+    }
+
+    fn plugin(cfg: &[(&str, ConfigValue)]) -> Tx {
         set_config(cfg);
-        Dnsbl::new(&Config).unwrap()
+        Tx(Lists::parse(&Config).unwrap(), Dnsbl::default())
     }
 
     fn env() -> Envelope {
@@ -515,7 +544,7 @@ mod tests {
     fn bad_settings_are_refused_by_name() {
         set_config(&[("zones.zen.action", text("reject"))]);
         assert!(
-            Dnsbl::new(&Config)
+            Lists::parse(&Config)
                 .err()
                 .unwrap()
                 .to_string()
@@ -526,7 +555,7 @@ mod tests {
             ("zones.zen.action", text("block")),
         ]);
         assert!(
-            Dnsbl::new(&Config)
+            Lists::parse(&Config)
                 .err()
                 .unwrap()
                 .to_string()
@@ -536,20 +565,20 @@ mod tests {
             ("uri_zones.d.zone", text("dbl.test")),
             ("uri_zones.d.action", text("reject")),
         ]);
-        assert!(Dnsbl::new(&Config).is_err());
+        assert!(Lists::parse(&Config).is_err());
         set_config(&[
             ("zones.zen.zone", text("zen.test")),
             ("zones.zen.codes", ConfigValue::TextList(vec!["x".into()])),
         ]);
         assert!(
-            Dnsbl::new(&Config)
+            Lists::parse(&Config)
                 .err()
                 .unwrap()
                 .to_string()
                 .contains("codes")
         );
         set_config(&[("zone", text("zen.test"))]);
-        assert!(Dnsbl::new(&Config).is_err());
+        assert!(Lists::parse(&Config).is_err());
     }
 
     #[test]

@@ -11,14 +11,15 @@ use std::time::Duration;
 
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict, domain_eq, export, kv,
-    log, now_ms,
+    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, domain_eq,
+    export, kv, log, now_ms,
 };
 
 /// The value of a triplet that passed.
 const PASSED: &str = "pass";
 
-struct Greylisting {
+/// The settings. The greylist itself is in the key-value store.
+struct Greylist {
     delay: u64,
     retry_window: u64,
     pass_secs: u64,
@@ -73,10 +74,27 @@ fn in_domains(domain: &str, listed: &[String]) -> bool {
 
 const DAY: u64 = 86400;
 
+/// No per-transaction state: each recipient is one triplet, looked up in the store.
+#[derive(Default)]
+struct Greylisting;
+
 impl Plugin for Greylisting {
     const HOOKS: &'static [Hook] = &[Hook::CheckRecipient];
+    type Settings = Greylist;
 
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+    fn check_recipient(
+        &mut self,
+        greylist: &Greylist,
+        session: &Session,
+        env: &Envelope,
+        rcpt: &Address,
+    ) -> Verdict {
+        greylist.check_recipient(session, env, rcpt)
+    }
+}
+
+impl Settings for Greylist {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         config.deny_unknown(&[
             "delay_secs",
             "retry_window_secs",
@@ -94,7 +112,7 @@ impl Plugin for Greylisting {
             .iter()
             .map(|n| Network::parse(n).map_err(|e| ConfigError::new("allow_networks", e)))
             .collect::<Result<_, _>>()?;
-        let g = Greylisting {
+        let g = Greylist {
             delay: secs(config, "delay_secs", 300, DAY)?,
             retry_window: secs(config, "retry_window_secs", 4 * 3600, 7 * DAY)?,
             pass_secs: secs(config, "pass_secs", 36 * DAY, 90 * DAY)?,
@@ -117,8 +135,10 @@ impl Plugin for Greylisting {
         }
         Ok(g)
     }
+}
 
-    fn check_recipient(&mut self, session: &Session, env: &Envelope, rcpt: &Address) -> Verdict {
+impl Greylist {
+    fn check_recipient(&self, session: &Session, env: &Envelope, rcpt: &Address) -> Verdict {
         if session.auth_user.is_some() {
             return Verdict::Continue;
         }
@@ -181,9 +201,7 @@ impl Plugin for Greylisting {
             }
         }
     }
-}
 
-impl Greylisting {
     fn greylist(&self, wait: u64) -> Verdict {
         Verdict::tempfail(
             451,
@@ -209,10 +227,10 @@ mod tests {
         }
     }
 
-    fn plugin(extra: &[(&str, ConfigValue)]) -> Greylisting {
+    fn plugin(extra: &[(&str, ConfigValue)]) -> Greylist {
         clear_kv();
         set_config(extra);
-        Greylisting::new(&Config).unwrap()
+        Greylist::parse(&Config).unwrap()
     }
 
     fn code(v: &Verdict) -> Option<u16> {
@@ -225,7 +243,7 @@ mod tests {
 
     #[test]
     fn first_attempt_waits_retry_after_the_delay_passes_then_the_network_is_allowed() {
-        let mut g = plugin(&[("allow_after_passes", ConfigValue::Integer(2))]);
+        let g = plugin(&[("allow_after_passes", ConfigValue::Integer(2))]);
         let s = session(); // 192.0.2.1
         let t0 = 1_700_000_000_000;
         set_now(Some(t0));
@@ -277,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_retry_after_the_window_starts_over() {
-        let mut g = plugin(&[
+        let g = plugin(&[
             ("delay_secs", ConfigValue::Integer(60)),
             ("retry_window_secs", ConfigValue::Integer(600)),
         ]);
@@ -298,7 +316,7 @@ mod tests {
 
     #[test]
     fn allowlists_and_authenticated_clients_skip_it() {
-        let mut g = plugin(&[
+        let g = plugin(&[
             (
                 "allow_networks",
                 ConfigValue::TextList(vec!["192.0.2.0/28".into()]),
@@ -345,17 +363,17 @@ mod tests {
             "allow_networks",
             ConfigValue::TextList(vec!["10.0.0.0/40".into()]),
         )]);
-        let e = Greylisting::new(&Config).err().unwrap();
+        let e = Greylist::parse(&Config).err().unwrap();
         assert!(e.to_string().contains("allow_networks"), "{e}");
         set_config(&[("delay_secs", ConfigValue::Integer(-1))]);
         assert!(
-            Greylisting::new(&Config)
+            Greylist::parse(&Config)
                 .err()
                 .unwrap()
                 .to_string()
                 .contains("delay_secs")
         );
         set_config(&[("nonsense", ConfigValue::Integer(1))]);
-        assert!(Greylisting::new(&Config).is_err());
+        assert!(Greylist::parse(&Config).is_err());
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict, export, kv, log, now_ms,
+    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, export, kv,
+    log, now_ms,
 };
 
 /// One limit: at most `count` in any `window` seconds.
@@ -24,7 +25,8 @@ struct Limit {
     window: u64,
 }
 
-struct RateLimit {
+/// The settings. The counts are in the key-value store.
+struct Limits {
     client: Option<Limit>,
     sender_domain: Option<Limit>,
     auth_user: Option<Limit>,
@@ -60,10 +62,31 @@ fn limit(config: &Config, kind: &str) -> Result<Option<Limit>, ConfigError> {
     }))
 }
 
+/// No per-transaction state: every count is in the store.
+#[derive(Default)]
+struct RateLimit;
+
 impl Plugin for RateLimit {
     const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckRecipient];
+    type Settings = Limits;
 
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+    fn verify_sender(&mut self, limits: &Limits, session: &Session, sender: &Address) -> Verdict {
+        limits.verify_sender(session, sender)
+    }
+
+    fn check_recipient(
+        &mut self,
+        limits: &Limits,
+        session: &Session,
+        _env: &Envelope,
+        rcpt: &Address,
+    ) -> Verdict {
+        limits.check_recipient(session, rcpt)
+    }
+}
+
+impl Settings for Limits {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         let mut known: Vec<String> = vec!["ipv6_prefix".into(), "exempt_networks".into()];
         for k in KINDS {
             known.push(format!("{k}.count"));
@@ -76,7 +99,7 @@ impl Plugin for RateLimit {
             .filter(|p| *p <= 128)
             .ok_or_else(|| ConfigError::new("ipv6_prefix", "must be 0 to 128"))?;
         let exempt: Vec<String> = config.get_or("exempt_networks", Vec::new())?;
-        Ok(RateLimit {
+        Ok(Limits {
             client: limit(config, "client")?,
             sender_domain: limit(config, "sender_domain")?,
             auth_user: limit(config, "auth_user")?,
@@ -88,8 +111,10 @@ impl Plugin for RateLimit {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
 
-    fn verify_sender(&mut self, session: &Session, sender: &Address) -> Verdict {
+impl Limits {
+    fn verify_sender(&self, session: &Session, sender: &Address) -> Verdict {
         if self.exempt(session) {
             return Verdict::Continue;
         }
@@ -115,7 +140,7 @@ impl Plugin for RateLimit {
         Verdict::Continue
     }
 
-    fn check_recipient(&mut self, session: &Session, _env: &Envelope, rcpt: &Address) -> Verdict {
+    fn check_recipient(&self, session: &Session, rcpt: &Address) -> Verdict {
         match self.recipient {
             Some(l) if !self.exempt(session) => {
                 check("recipient", &rcpt.address.to_ascii_lowercase(), l)
@@ -124,9 +149,7 @@ impl Plugin for RateLimit {
             _ => Verdict::Continue,
         }
     }
-}
 
-impl RateLimit {
     fn exempt(&self, session: &Session) -> bool {
         session
             .client_ip
@@ -180,10 +203,10 @@ mod tests {
     use sluice_plugin_sdk::ConfigValue;
     use sluice_plugin_sdk::testing::{address, clear_kv, session, set_config, set_now};
 
-    fn plugin(cfg: &[(&str, ConfigValue)]) -> RateLimit {
+    fn plugin(cfg: &[(&str, ConfigValue)]) -> Limits {
         clear_kv();
         set_config(cfg);
-        RateLimit::new(&Config).unwrap()
+        Limits::parse(&Config).unwrap()
     }
 
     fn refused(v: &Verdict) -> bool {
@@ -199,7 +222,7 @@ mod tests {
 
     #[test]
     fn the_window_slides_instead_of_resetting_at_its_boundary() {
-        let mut p = plugin(&[
+        let p = plugin(&[
             ("client.count", ConfigValue::Integer(10)),
             ("client.window_secs", ConfigValue::Integer(60)),
         ]);
@@ -209,26 +232,29 @@ mod tests {
         let t0 = 1_700_000_040_000 + 50_000; // 50 s into a minute-long window
         set_now(Some(t0));
         for i in 0..10 {
-            assert!(!refused(&p.verify_sender(&s, &sender)), "message {i}");
+            assert!(
+                !refused(&RateLimit.verify_sender(&p, &s, &sender)),
+                "message {i}"
+            );
         }
-        assert!(refused(&p.verify_sender(&s, &sender)));
+        assert!(refused(&RateLimit.verify_sender(&p, &s, &sender)));
         // Just after the boundary, most of the previous window still counts: refused.
         set_now(Some(t0 + 15_000));
-        assert!(refused(&p.verify_sender(&s, &sender)));
+        assert!(refused(&RateLimit.verify_sender(&p, &s, &sender)));
         // A whole window later the old count has slid out.
         set_now(Some(t0 + 70_000 + 60_000));
-        assert!(!refused(&p.verify_sender(&s, &sender)));
+        assert!(!refused(&RateLimit.verify_sender(&p, &s, &sender)));
         // Another client has its own count.
         let mut other = session();
         other.client_ip = "198.51.100.1".into();
         set_now(Some(t0));
-        assert!(!refused(&p.verify_sender(&other, &sender)));
+        assert!(!refused(&RateLimit.verify_sender(&p, &other, &sender)));
         set_now(None);
     }
 
     #[test]
     fn users_domains_and_recipients_have_their_own_limits() {
-        let mut p = plugin(&[
+        let p = plugin(&[
             ("sender_domain.count", ConfigValue::Integer(2)),
             ("auth_user.count", ConfigValue::Integer(3)),
             ("recipient.count", ConfigValue::Integer(1)),
@@ -238,24 +264,51 @@ mod tests {
             ),
         ]);
         let mut s = session();
-        assert!(!refused(&p.verify_sender(&s, &address("a@big.test"))));
-        assert!(!refused(&p.verify_sender(&s, &address("b@BIG.test"))));
-        assert!(refused(&p.verify_sender(&s, &address("c@big.test"))));
-        assert!(!refused(&p.verify_sender(&s, &address("c@small.test"))));
+        assert!(!refused(&RateLimit.verify_sender(
+            &p,
+            &s,
+            &address("a@big.test")
+        )));
+        assert!(!refused(&RateLimit.verify_sender(
+            &p,
+            &s,
+            &address("b@BIG.test")
+        )));
+        assert!(refused(&RateLimit.verify_sender(
+            &p,
+            &s,
+            &address("c@big.test")
+        )));
+        assert!(!refused(&RateLimit.verify_sender(
+            &p,
+            &s,
+            &address("c@small.test")
+        )));
         s.auth_user = Some("Alice".into());
         for _ in 0..3 {
-            assert!(!refused(&p.verify_sender(&s, &address(""))));
+            assert!(!refused(&RateLimit.verify_sender(&p, &s, &address(""))));
         }
-        assert!(refused(&p.verify_sender(&s, &address(""))));
+        assert!(refused(&RateLimit.verify_sender(&p, &s, &address(""))));
         let env = Envelope {
             sender: address("a@x.test"),
             recipients: Vec::new(),
         };
-        assert!(!refused(&p.check_recipient(&s, &env, &address("r@y.test"))));
-        assert!(refused(&p.check_recipient(&s, &env, &address("R@y.test"))));
+        assert!(!refused(&RateLimit.check_recipient(
+            &p,
+            &s,
+            &env,
+            &address("r@y.test")
+        )));
+        assert!(refused(&RateLimit.check_recipient(
+            &p,
+            &s,
+            &env,
+            &address("R@y.test")
+        )));
         let mut exempt = session();
         exempt.client_ip = "203.0.113.5".into();
-        assert!(!refused(&p.check_recipient(
+        assert!(!refused(&RateLimit.check_recipient(
+            &p,
             &exempt,
             &env,
             &address("r@y.test")
@@ -265,11 +318,11 @@ mod tests {
     #[test]
     fn bad_settings_are_refused_by_name() {
         set_config(&[("client.window_secs", ConfigValue::Integer(60))]);
-        let e = RateLimit::new(&Config).err().unwrap().to_string();
+        let e = Limits::parse(&Config).err().unwrap().to_string();
         assert!(e.contains("client.count"), "{e}");
         set_config(&[("recipient.count", ConfigValue::Integer(0))]);
         assert!(
-            RateLimit::new(&Config)
+            Limits::parse(&Config)
                 .err()
                 .unwrap()
                 .to_string()
@@ -279,6 +332,6 @@ mod tests {
             ("client.count", ConfigValue::Integer(5)),
             ("client.window_secs", ConfigValue::Integer(0)),
         ]);
-        assert!(RateLimit::new(&Config).is_err());
+        assert!(Limits::parse(&Config).is_err());
     }
 }

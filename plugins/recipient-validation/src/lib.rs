@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict, export, log,
+    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, export, log,
 };
 
 struct Directory {
@@ -32,10 +32,17 @@ struct Directory {
     catch_all: BTreeSet<String>,
 }
 
-struct RecipientValidation {
+/// The settings: who exists, and how addresses are compared.
+struct Recipients {
     dir: Directory,
     separator: Option<char>,
     max_unknown: u32,
+}
+
+/// The state of one transaction.
+#[derive(Default)]
+struct RecipientValidation {
+    /// Unknown recipients named so far.
     unknown: u32,
 }
 
@@ -70,7 +77,7 @@ fn add_entry(entry: &str, dir: &mut Directory) -> Result<(), String> {
     }
 }
 
-impl RecipientValidation {
+impl Recipients {
     /// The canonical form looked up: lower case, `+tag` removed from the local part.
     fn canonical(&self, address: &str) -> Option<(String, String)> {
         let (local, domain) = address.rsplit_once('@')?;
@@ -83,10 +90,8 @@ impl RecipientValidation {
     }
 }
 
-impl Plugin for RecipientValidation {
-    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient];
-
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+impl Settings for Recipients {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         config.deny_unknown(&[
             "domains",
             "users",
@@ -149,23 +154,33 @@ impl Plugin for RecipientValidation {
                 ));
             }
         };
-        Ok(RecipientValidation {
+        Ok(Recipients {
             dir,
             separator,
             max_unknown: config.get_or("max_unknown", 3u32)?,
-            unknown: 0,
         })
     }
+}
 
-    fn check_recipient(&mut self, _s: &Session, _env: &Envelope, rcpt: &Address) -> Verdict {
-        let Some((local, domain)) = self.canonical(&rcpt.address) else {
+impl Plugin for RecipientValidation {
+    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient];
+    type Settings = Recipients;
+
+    fn check_recipient(
+        &mut self,
+        known: &Recipients,
+        _s: &Session,
+        _env: &Envelope,
+        rcpt: &Address,
+    ) -> Verdict {
+        let Some((local, domain)) = known.canonical(&rcpt.address) else {
             return Verdict::Continue; // postmaster without a domain: RFC 5321 requires it
         };
-        if !self.dir.domains.contains(&domain) {
+        if !known.dir.domains.contains(&domain) {
             return Verdict::Continue;
         }
-        if self.dir.catch_all.contains(&domain)
-            || self.dir.known.contains(&format!("{local}@{domain}"))
+        if known.dir.catch_all.contains(&domain)
+            || known.dir.known.contains(&format!("{local}@{domain}"))
         {
             // No objection, not `accept`: accepting would end the stage, and the plugins
             // after this one (greylisting, rate limits) would never see local mail.
@@ -176,7 +191,7 @@ impl Plugin for RecipientValidation {
             "unknown recipient {} ({} in this transaction)",
             rcpt.address, self.unknown
         ));
-        if self.max_unknown > 0 && self.unknown >= self.max_unknown {
+        if known.max_unknown > 0 && self.unknown >= known.max_unknown {
             return Verdict::tempfail(
                 421,
                 "4.7.0",

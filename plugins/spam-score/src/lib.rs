@@ -12,7 +12,8 @@
 //!   directory: `[plugin.spam-score] read_dirs = ["/var/lib/sluice/spam"]`.
 
 use sluice_plugin_sdk::{
-    Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, export, log,
+    Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Settings,
+    export, log,
 };
 use sluice_spam::features::extract;
 use sluice_spam::model::Scorer;
@@ -26,11 +27,16 @@ enum Model {
     RulesOnly,
 }
 
-struct SpamScore {
+/// The settings: which model scores.
+struct Scoring {
     model: Model,
 }
 
-impl SpamScore {
+/// No per-transaction state: one message, one score.
+#[derive(Default)]
+struct SpamScore;
+
+impl Scoring {
     fn scorer(&self) -> Option<Scorer<'_>> {
         match &self.model {
             Model::BuiltIn => Scorer::new(BUILT_IN).ok(),
@@ -40,10 +46,8 @@ impl SpamScore {
     }
 }
 
-impl Plugin for SpamScore {
-    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
-
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+impl Settings for Scoring {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         config.deny_unknown(&["model"])?;
         let model = match config.get::<String>("model")? {
             Some(path) => {
@@ -62,13 +66,24 @@ impl Plugin for SpamScore {
             None if Scorer::new(BUILT_IN).is_ok() => Model::BuiltIn,
             None => Model::RulesOnly,
         };
-        Ok(SpamScore { model })
+        Ok(Scoring { model })
     }
+}
 
-    fn check_message(&mut self, _s: &Session, _env: &Envelope, msg: &Message) -> MessageVerdict {
+impl Plugin for SpamScore {
+    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
+    type Settings = Scoring;
+
+    fn check_message(
+        &mut self,
+        scoring: &Scoring,
+        _s: &Session,
+        _env: &Envelope,
+        msg: &Message,
+    ) -> MessageVerdict {
         let features = extract(&msg.raw);
         let mut verdict = MessageVerdict::default();
-        match self.scorer() {
+        match scoring.scorer() {
             Some(scorer) => {
                 let j = scorer.judge(&features);
                 for (name, points) in &j.symbols {

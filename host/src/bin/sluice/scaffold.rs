@@ -125,15 +125,6 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
         Lang::Python => "Python",
         Lang::Js => "JavaScript",
     };
-    let hook_list = hooks
-        .iter()
-        .map(|h| match *h {
-            "verify-sender" => "Hook::VerifySender",
-            "check-recipient" => "Hook::CheckRecipient",
-            _ => "Hook::CheckMessage",
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
     let rust_hooks = pick([
         ("verify-sender", include_str!("scaffold/rust_verify.txt")),
         ("check-recipient", include_str!("scaffold/rust_rcpt.txt")),
@@ -174,7 +165,6 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
         ("TYPE", ty.as_str()),
         ("LANG", lang_name),
         ("LANG_NOTES", notes.as_str()),
-        ("HOOK_LIST", hook_list.as_str()),
         ("RUST_HOOKS", rust_hooks.as_str()),
         ("PY_HOOKS", py_hooks.as_str()),
         ("JS_HOOKS", js_hooks.as_str()),

@@ -3,10 +3,11 @@
 //! `spf-helo=V spf=V@DOMAIN dkim=V@DOMAIN/SELECTOR,… dmarc=V@DOMAIN/POLICY`, or `none` when
 //! the host did not verify the transaction.
 use sluice_plugin_sdk::{
-    AuthResults, AuthVerdict, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin,
-    Session, Verdict, authentication, export, log,
+    AuthResults, AuthVerdict, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Verdict,
+    authentication, export, log,
 };
 
+#[derive(Default)]
 struct AuthEcho;
 
 fn name(v: AuthVerdict) -> &'static str {
@@ -46,18 +47,21 @@ fn describe(r: &AuthResults) -> String {
 
 impl Plugin for AuthEcho {
     const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckMessage];
+    type Settings = ();
 
-    fn new(_config: &Config) -> Result<Self, ConfigError> {
-        Ok(AuthEcho)
-    }
-
-    fn verify_sender(&mut self, _s: &Session, _a: &sluice_plugin_sdk::Address) -> Verdict {
+    fn verify_sender(&mut self, _: &(), _s: &Session, _a: &sluice_plugin_sdk::Address) -> Verdict {
         let seen = authentication().map_or("none".to_string(), |r| describe(&r));
         log::info(&format!("at MAIL FROM: {seen}"));
         Verdict::Continue
     }
 
-    fn check_message(&mut self, _s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
+    fn check_message(
+        &mut self,
+        _: &(),
+        _s: &Session,
+        _e: &Envelope,
+        _m: &Message,
+    ) -> MessageVerdict {
         let seen = authentication().map_or("none".to_string(), |r| describe(&r));
         MessageVerdict::default().add_header("X-Auth-Echo", &seen)
     }

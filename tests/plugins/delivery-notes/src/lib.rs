@@ -1,19 +1,16 @@
 //! Test plugin for the delivery hooks: logs each outcome and renders a bounce text.
 use sluice_plugin_sdk::{
-    BounceRequest, BounceText, Config, ConfigError, DeliveryReport, DeliveryStatus, Hook, Plugin,
-    export, log,
+    BounceRequest, BounceText, DeliveryReport, DeliveryStatus, Hook, Plugin, export, log,
 };
 
+#[derive(Default)]
 struct Notes;
 
 impl Plugin for Notes {
     const HOOKS: &'static [Hook] = &[Hook::OnDelivery, Hook::RenderBounce];
+    type Settings = ();
 
-    fn new(_config: &Config) -> Result<Self, ConfigError> {
-        Ok(Notes)
-    }
-
-    fn on_delivery(&mut self, report: &DeliveryReport) {
+    fn on_delivery(&mut self, _: &(), report: &DeliveryReport) {
         let status = match report.status {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Deferred => "deferred",
@@ -25,7 +22,7 @@ impl Plugin for Notes {
         ));
     }
 
-    fn render_bounce(&mut self, request: &BounceRequest) -> Option<BounceText> {
+    fn render_bounce(&mut self, _: &(), request: &BounceRequest) -> Option<BounceText> {
         let list: Vec<String> = request
             .failures
             .iter()

@@ -9,10 +9,15 @@
 //!
 use sluice_plugin_sdk::{
     Address, BounceRequest, BounceText, Config, ConfigError, DeliveryReport, Envelope, Hook,
-    Message, MessageVerdict, Plugin, Reply, Session, Verdict, export, log,
+    Message, MessageVerdict, Plugin, Reply, Session, Settings, Verdict, export, log,
 };
 
-struct Hostile {
+/// No per-transaction state.
+#[derive(Default)]
+struct Hostile;
+
+/// The settings.
+struct HostileSettings {
     mode: String,
     hook: String,
     trigger: String,
@@ -48,16 +53,8 @@ fn misbehave(mode: &str) -> Verdict {
     }
 }
 
-impl Plugin for Hostile {
-    const HOOKS: &'static [Hook] = &[
-        Hook::VerifySender,
-        Hook::CheckRecipient,
-        Hook::CheckMessage,
-        Hook::OnDelivery,
-        Hook::RenderBounce,
-    ];
-
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+impl Settings for HostileSettings {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         let mode: String = config.get_or("mode", "ok".to_string())?;
         if ![
             "loop",
@@ -73,55 +70,82 @@ impl Plugin for Hostile {
         {
             return Err(ConfigError::new("mode", format!("unknown mode {mode:?}")));
         }
-        Ok(Hostile {
+        Ok(HostileSettings {
             mode,
             hook: config.get_or("hook", "check-message".to_string())?,
             trigger: config.get_or("trigger", "hostile".to_string())?,
         })
     }
+}
 
-    fn verify_sender(&mut self, _s: &Session, a: &Address) -> Verdict {
-        if self.hook == "verify-sender" && a.local_part() == "hostile" {
-            misbehave(&self.mode)
+impl Plugin for Hostile {
+    const HOOKS: &'static [Hook] = &[
+        Hook::VerifySender,
+        Hook::CheckRecipient,
+        Hook::CheckMessage,
+        Hook::OnDelivery,
+        Hook::RenderBounce,
+    ];
+    type Settings = HostileSettings;
+
+    fn verify_sender(&mut self, cfg: &HostileSettings, _s: &Session, a: &Address) -> Verdict {
+        if cfg.hook == "verify-sender" && a.local_part() == "hostile" {
+            misbehave(&cfg.mode)
         } else {
             Verdict::Continue
         }
     }
 
-    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, a: &Address) -> Verdict {
-        if self.hook == "check-recipient" && a.local_part() == "hostile" {
-            misbehave(&self.mode)
+    fn check_recipient(
+        &mut self,
+        cfg: &HostileSettings,
+        _s: &Session,
+        _e: &Envelope,
+        a: &Address,
+    ) -> Verdict {
+        if cfg.hook == "check-recipient" && a.local_part() == "hostile" {
+            misbehave(&cfg.mode)
         } else {
             Verdict::Continue
         }
     }
 
-    fn check_message(&mut self, _s: &Session, _e: &Envelope, m: &Message) -> MessageVerdict {
+    fn check_message(
+        &mut self,
+        cfg: &HostileSettings,
+        _s: &Session,
+        _e: &Envelope,
+        m: &Message,
+    ) -> MessageVerdict {
         let triggered = m
             .header("Subject")
-            .is_some_and(|s| s.contains(&self.trigger));
-        if self.hook == "check-message" && triggered && self.mode == "inject" {
+            .is_some_and(|s| s.contains(&cfg.trigger));
+        if cfg.hook == "check-message" && triggered && cfg.mode == "inject" {
             MessageVerdict::default().symbol("HOSTILE\r\nX-Injected: yes", 1.0, "")
-        } else if self.hook == "check-message" && triggered && self.mode == "symbolflood" {
+        } else if cfg.hook == "check-message" && triggered && cfg.mode == "symbolflood" {
             (0..100_000).fold(MessageVerdict::default(), |v, i| {
                 v.symbol(&format!("S{i}"), 0.0, "")
             })
-        } else if self.hook == "check-message" && triggered {
-            misbehave(&self.mode).into()
+        } else if cfg.hook == "check-message" && triggered {
+            misbehave(&cfg.mode).into()
         } else {
             MessageVerdict::default()
         }
     }
 
-    fn on_delivery(&mut self, _report: &DeliveryReport) {
-        if self.hook == "on-delivery" {
-            misbehave(&self.mode);
+    fn on_delivery(&mut self, cfg: &HostileSettings, _report: &DeliveryReport) {
+        if cfg.hook == "on-delivery" {
+            misbehave(&cfg.mode);
         }
     }
 
-    fn render_bounce(&mut self, _request: &BounceRequest) -> Option<BounceText> {
-        if self.hook == "render-bounce" {
-            misbehave(&self.mode);
+    fn render_bounce(
+        &mut self,
+        cfg: &HostileSettings,
+        _request: &BounceRequest,
+    ) -> Option<BounceText> {
+        if cfg.hook == "render-bounce" {
+            misbehave(&cfg.mode);
         }
         None
     }

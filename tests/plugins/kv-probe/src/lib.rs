@@ -10,12 +10,18 @@
 //! - `lookups = N`: N `dns::a` lookups of `lookup` (cached after the first);
 //! - `lookup_fresh = "ZONE"`: one `dns::a` lookup of `TRANSACTION-ID.ZONE` (a new name per
 //!   transaction, so never cached).
+use sluice_plugin_sdk::Settings;
 use sluice_plugin_sdk::dns::{self, LookupError};
 use sluice_plugin_sdk::{
     Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, export, kv,
 };
 
-struct Probe {
+/// No per-transaction state.
+#[derive(Default)]
+struct Probe;
+
+/// The settings.
+struct ProbeSettings {
     write: Option<String>,
     read: Option<String>,
     count: Option<String>,
@@ -37,10 +43,8 @@ fn outcome(r: Result<Vec<String>, LookupError>) -> String {
     }
 }
 
-impl Plugin for Probe {
-    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
-
-    fn new(config: &Config) -> Result<Self, ConfigError> {
+impl Settings for ProbeSettings {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
         config.deny_unknown(&[
             "write",
             "read",
@@ -52,7 +56,7 @@ impl Plugin for Probe {
             "lookups",
             "lookup_fresh",
         ])?;
-        Ok(Probe {
+        Ok(ProbeSettings {
             write: config.get("write")?,
             read: config.get("read")?,
             count: config.get("count")?,
@@ -64,42 +68,53 @@ impl Plugin for Probe {
             lookup_fresh: config.get("lookup_fresh")?,
         })
     }
+}
 
-    fn check_message(&mut self, s: &Session, _e: &Envelope, _m: &Message) -> MessageVerdict {
+impl Plugin for Probe {
+    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
+    type Settings = ProbeSettings;
+
+    fn check_message(
+        &mut self,
+        cfg: &ProbeSettings,
+        s: &Session,
+        _e: &Envelope,
+        _m: &Message,
+    ) -> MessageVerdict {
         let mut v = MessageVerdict::default();
-        if let Some((key, value)) = self.write.as_deref().and_then(|w| w.split_once('=')) {
+        if let Some((key, value)) = cfg.write.as_deref().and_then(|w| w.split_once('=')) {
             kv::set(key, value, None);
         }
-        if let Some(key) = &self.read {
+        if let Some(key) = &cfg.read {
             let value = kv::get_string(key).unwrap_or_else(|| "(none)".to_string());
             v = v.add_header("X-Probe-Read", &value);
         }
-        if let Some(key) = &self.count {
+        if let Some(key) = &cfg.count {
             v = v.add_header("X-Probe-Count", &kv::increment(key, 1, None).to_string());
         }
-        if let Some(name) = &self.lookup {
+        if let Some(name) = &cfg.lookup {
             let found = dns::a(name).map(|a| a.iter().map(ToString::to_string).collect());
             v = v.add_header("X-Probe-A", &outcome(found));
         }
-        if let Some(ip) = &self.ptr {
+        if let Some(ip) = &cfg.ptr {
             let found = match ip.parse() {
                 Ok(ip) => dns::ptr(ip),
                 Err(_) => Err(LookupError::Invalid(ip.clone())),
             };
             v = v.add_header("X-Probe-Ptr", &outcome(found));
         }
-        for i in 0..self.gets {
+        for i in 0..cfg.gets {
             kv::get(&format!("k{i}"));
         }
-        for _ in 0..self.incrs {
+        for _ in 0..cfg.incrs {
             kv::increment("c", 1, None);
         }
-        if let Some(name) = &self.lookup {
-            for _ in 0..self.lookups {
+        if let Some(name) = &cfg.lookup {
+            for _ in 0..cfg.lookups {
                 let _ = dns::a(name);
             }
         }
-        if let Some(zone) = &self.lookup_fresh {
+        if let Some(zone) = &cfg.lookup_fresh {
             let _ = dns::a(&format!("{}.{zone}", s.transaction_id));
         }
         v

@@ -1,35 +1,54 @@
 //! Test plugin for the envelope hooks: refuses senders from `deny_domain`, and recipients
 //! whose local part is `nobody` (550 5.1.1) or `later` (451 4.2.0).
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Verdict, export,
+    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, export,
 };
 
-struct SenderGate {
+/// No per-transaction state.
+#[derive(Default)]
+struct SenderGate;
+
+/// The settings.
+struct SenderGateSettings {
     deny_domain: String,
+}
+
+impl Settings for SenderGateSettings {
+    fn parse(config: &Config) -> Result<Self, ConfigError> {
+        config.deny_unknown(&["deny_domain"])?;
+        Ok(SenderGateSettings {
+            deny_domain: config.get_or("deny_domain", "spammer.example".to_string())?,
+        })
+    }
 }
 
 impl Plugin for SenderGate {
     const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckRecipient];
+    type Settings = SenderGateSettings;
 
-    fn new(config: &Config) -> Result<Self, ConfigError> {
-        config.deny_unknown(&["deny_domain"])?;
-        Ok(SenderGate {
-            deny_domain: config.get_or("deny_domain", "spammer.example".to_string())?,
-        })
-    }
-
-    fn verify_sender(&mut self, _session: &Session, sender: &Address) -> Verdict {
-        if sender.domain_is(&self.deny_domain) {
+    fn verify_sender(
+        &mut self,
+        cfg: &SenderGateSettings,
+        _session: &Session,
+        sender: &Address,
+    ) -> Verdict {
+        if sender.domain_is(&cfg.deny_domain) {
             return Verdict::reject(
                 550,
                 "5.7.1",
-                &format!("senders from {} are refused", self.deny_domain),
+                &format!("senders from {} are refused", cfg.deny_domain),
             );
         }
         Verdict::Continue
     }
 
-    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, rcpt: &Address) -> Verdict {
+    fn check_recipient(
+        &mut self,
+        _cfg: &SenderGateSettings,
+        _s: &Session,
+        _e: &Envelope,
+        rcpt: &Address,
+    ) -> Verdict {
         match rcpt.local_part() {
             "nobody" => Verdict::reject(550, "5.1.1", "no such user"),
             "later" => Verdict::tempfail(451, "4.2.0", "mailbox busy"),
@@ -48,14 +67,20 @@ mod tests {
     #[test]
     fn natively_with_the_sdk_test_host() {
         testing::set_config(&[("deny_domain", ConfigValue::Text("bad.example".into()))]);
-        let mut p = SenderGate::new(&Config).expect("valid settings");
-        let v = p.verify_sender(&testing::session(), &testing::address("x@BAD.example"));
+        let settings = SenderGateSettings::parse(&Config).expect("valid settings");
+        let v = SenderGate.verify_sender(
+            &settings,
+            &testing::session(),
+            &testing::address("x@BAD.example"),
+        );
         assert_eq!(
             v,
             Verdict::reject(550, "5.7.1", "senders from bad.example are refused")
         );
         testing::set_config(&[("deny_domian", ConfigValue::Text("typo".into()))]);
-        let e = SenderGate::new(&Config).err().expect("typo refused");
+        let e = SenderGateSettings::parse(&Config)
+            .err()
+            .expect("typo refused");
         assert_eq!(e.key, "deny_domian");
     }
 }

@@ -7,7 +7,7 @@ use sluice_plugin_sdk::{Address, Envelope, Session, Verdict, plugin};
 struct Guard;
 
 plugin!(Guard {
-    fn check_recipient(&mut self, _s: &Session, _e: &Envelope, r: &Address) -> Verdict {
+    fn check_recipient(&mut self, _: &(), _s: &Session, _e: &Envelope, r: &Address) -> Verdict {
         if r.local_part() == "noreply" { return Verdict::reject(550, "5.1.1", "No mail here"); }
         Verdict::Continue
     }

@@ -3,7 +3,7 @@
 //! deadline like a hook call.
 #![allow(unsafe_code)] // a constructor in `.init_array` is the only way to run code at start.
 
-use sluice_plugin_sdk::{Config, ConfigError, Hook, Plugin, export};
+use sluice_plugin_sdk::{Hook, Plugin, export};
 
 // Only in the wasm build: a native build of this crate (the workspace's `cargo test`) would run
 // the constructor before its own test harness, and hang.
@@ -20,14 +20,12 @@ extern "C" fn spin_forever() {
 #[unsafe(link_section = ".init_array")]
 static START: extern "C" fn() = spin_forever;
 
+#[derive(Default)]
 struct SlowStart;
 
 impl Plugin for SlowStart {
     const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
-
-    fn new(_config: &Config) -> Result<Self, ConfigError> {
-        Ok(SlowStart)
-    }
+    type Settings = ();
 }
 
 export!(SlowStart);
