@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! sluice-load [--connections 50] [--messages 2000] [--size 5000] [--rounds 4] [--idle 1000]
-//!             [--no-postfix] [--only CONFIG,…] [--plugins DIR]
+//!             [--fresh] [--no-postfix] [--only CONFIG,…] [--plugins DIR]
 //! ```
+//!
+//! Two ways of sending: by default each client keeps its connection and pipelines MAIL, RCPT
+//! and DATA (RFC 2920), as a busy relay does; with `--fresh`, every message comes on a new
+//! connection (greeting, EHLO, MAIL, RCPT, DATA, QUIT), one command at a time, as
+//! `smtp-source` and most single-message senders do.
 //!
 //! Configurations, measured in the same run and interleaved round by round (A/B/C/…, then
 //! again) so a noisy machine skews them alike:
@@ -60,6 +65,8 @@ struct Args {
     only: Option<Vec<String>>,
     /// A directory of plugins to measure as configuration `sluice-custom`.
     custom: Option<PathBuf>,
+    /// A new connection for every message, commands not pipelined.
+    fresh: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -72,6 +79,7 @@ fn args() -> anyhow::Result<Args> {
         idle: 1000,
         only: None,
         custom: None,
+        fresh: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -87,6 +95,7 @@ fn args() -> anyhow::Result<Args> {
             "--size" => a.size = num("--size")?.max(200),
             "--rounds" => a.rounds = num("--rounds")?.max(1),
             "--no-postfix" => a.postfix = false,
+            "--fresh" => a.fresh = true,
             "--idle" => a.idle = num("--idle")?,
             "--only" => {
                 let list = it.next().context("--only needs configuration names")?;
@@ -96,7 +105,7 @@ fn args() -> anyhow::Result<Args> {
                 a.custom = Some(it.next().context("--plugins needs a directory")?.into())
             }
             _ => bail!(
-                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--no-postfix] [--only CONFIG,...] [--plugins DIR]"
+                "usage: sluice-load [--connections N] [--messages N] [--size BYTES] [--rounds N] [--idle N] [--fresh] [--no-postfix] [--only CONFIG,...] [--plugins DIR]"
             ),
         }
     }
@@ -174,14 +183,36 @@ struct Sent {
     refused: usize,
 }
 
-/// Sends `n` messages over `c` connections to `port`; ids `<bench-TAG-K@bench.test>`.
-/// A refused message counts as refused and the connection goes on; a broken one ends.
-async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str) -> Sent {
+/// Sends `n` messages from `c` concurrent clients to `port`; ids `<bench-TAG-K@bench.test>`.
+/// Pipelined on kept connections, or with `fresh`, one connection per message without
+/// pipelining. A refused message counts as refused and the client goes on; a broken
+/// connection ends a kept one's client (a fresh client counts it and goes on).
+async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str, fresh: bool) -> Sent {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..c {
         let next = next.clone();
         let tag = tag.to_string();
+        if fresh {
+            tasks.push(tokio::spawn(async move {
+                let mut sent = Sent::default();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= n {
+                        break;
+                    }
+                    let id = format!("<bench-{tag}-{k}@bench.test>");
+                    let started = Instant::now();
+                    match one_fresh(port, &id, subject(k), size).await {
+                        Ok(true) => sent.acked.push((id, Instant::now(), started.elapsed())),
+                        Ok(false) => sent.refused += 1,
+                        Err(_) => sent.failed += 1,
+                    }
+                }
+                sent
+            }));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let mut sent = Sent::default();
             let Ok(tcp) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
@@ -242,6 +273,34 @@ async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str) -> Sent {
         }
     }
     all
+}
+
+/// One message on a connection of its own, one command at a time: true when the message got
+/// its 250, false when it was refused.
+async fn one_fresh(port: u16, id: &str, subject: &str, size: usize) -> anyhow::Result<bool> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let _ = tcp.set_nodelay(true);
+    let mut r = BufReader::new(tcp);
+    let mut step = async |cmd: &str, want: &str| -> anyhow::Result<bool> {
+        if !cmd.is_empty() {
+            r.get_mut().write_all(cmd.as_bytes()).await?;
+        }
+        Ok(reply(&mut r).await?.starts_with(want))
+    };
+    for (cmd, want) in [
+        ("", "220"),
+        ("EHLO bench.test\r\n", "250"),
+        ("MAIL FROM:<load@bench.test>\r\n", "250"),
+        ("RCPT TO:<user@sink.test>\r\n", "250"),
+        ("DATA\r\n", "354"),
+    ] {
+        if !step(cmd, want).await? {
+            return Ok(false);
+        }
+    }
+    let accepted = step(&message(id, subject, size), "250").await?;
+    let _ = step("QUIT\r\n", "221").await;
+    Ok(accepted)
 }
 
 /// Resident memory of `pid` in KiB: (now, peak), from /proc/PID/status.
@@ -671,12 +730,18 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let per_round = a.messages.div_ceil(a.rounds);
+    let mode = if a.fresh { "fresh" } else { "pipelined" };
     eprintln!(
-        "{} connections, {} messages of ~{} bytes per configuration, in {} interleaved rounds",
+        "{} clients, {} messages of ~{} bytes per configuration, in {} interleaved rounds; {}",
         a.connections,
         per_round * a.rounds,
         a.size,
-        a.rounds
+        a.rounds,
+        if a.fresh {
+            "a new connection per message, commands one at a time (--fresh)"
+        } else {
+            "kept connections, MAIL/RCPT/DATA pipelined"
+        }
     );
     for round in 0..a.rounds {
         for t in targets.iter_mut() {
@@ -684,7 +749,7 @@ async fn main() -> anyhow::Result<()> {
             let cpu0 = target_cpu(t);
             let start = Instant::now();
             let tag = format!("{}-{round}", t.name);
-            let sent = load(t.port, a.connections, per_round, a.size, &tag).await;
+            let sent = load(t.port, a.connections, per_round, a.size, &tag, a.fresh).await;
             let accept_secs = start.elapsed().as_secs_f64();
             let deadline = Instant::now() + Duration::from_secs(120);
             while sink.count() < before_sink + sent.acked.len() && Instant::now() < deadline {
@@ -785,7 +850,7 @@ async fn main() -> anyhow::Result<()> {
             failed
         );
         lines.push(format!(
-            "RESULT config={} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} user_cpu_ms_per_msg={user_ms:.4} peak_rss_mib={peak_mib:.1} refused={refused} failed={failed}",
+            "RESULT config={} mode={mode} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} user_cpu_ms_per_msg={user_ms:.4} peak_rss_mib={peak_mib:.1} refused={refused} failed={failed}",
             t.name, a.size, a.connections
         ));
     }

@@ -6,7 +6,8 @@
 //! loopback DNS server) — each the difference between transactions of the `kv-probe` test
 //! plugin with and without N calls, divided by N.
 //!
-//! Run: `scripts/bench-plugins` (builds the plugins and this binary in release mode).
+//! Run: `scripts/bench-plugins` (builds the plugins and this binary in release mode);
+//! `--only python-attachments` (names, comma-separated) measures only those, e.g. under `perf`.
 //! Prints a table and one machine-readable line per plugin. The Rust plugin is the baseline:
 //! the other rows show their ratio to it, measured in the same run, interleaved round by round
 //! so a noisy machine affects all rows alike.
@@ -95,10 +96,25 @@ async fn load_with(
     .await?)
 }
 
+/// Where one transaction's time went: the fresh instance, then the three hooks.
+#[derive(Clone, Copy, Default)]
+struct Phases {
+    instantiate: Duration,
+    hooks: Duration,
+}
+
 async fn one_transaction(
     p: &Arc<LoadedPlugin>,
     msg: &sluice::plugin::bindings::types::Message,
 ) -> anyhow::Result<()> {
+    timed_transaction(p, msg).await.map(|_| ())
+}
+
+async fn timed_transaction(
+    p: &Arc<LoadedPlugin>,
+    msg: &sluice::plugin::bindings::types::Message,
+) -> anyhow::Result<Phases> {
+    let t0 = Instant::now();
     let session = Session {
         listener: "bench".into(),
         client_ip: "192.0.2.1".into(),
@@ -114,6 +130,7 @@ async fn one_transaction(
     let mut inst = PluginInstance::new(p.clone())
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
+    let t1 = Instant::now();
     let sender = address("alice@example.org");
     inst.verify_sender(&session, &sender)
         .await
@@ -130,7 +147,24 @@ async fn one_transaction(
     inst.check_message(&session, &env, msg)
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
-    Ok(())
+    let t2 = Instant::now();
+    drop(inst);
+    Ok(Phases {
+        instantiate: t1 - t0,
+        hooks: t2 - t1,
+    })
+}
+
+/// Minor page faults of this process so far (`/proc/self/stat`, field 10; 0 elsewhere).
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // The command name, field 2, is in parentheses and may contain spaces.
+            let rest = s.rsplit_once(')')?.1;
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -163,6 +197,20 @@ async fn main() -> anyhow::Result<()> {
             root.join("target/plugins/bundled/20-spam-score.wasm"),
         ),
     ];
+    // `--only NAME[,NAME]`: measure only these plugins (for `perf record`), and no capability
+    // calls. The first row measured is then the baseline of the ratio column.
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let plugins: Vec<_> = plugins
+        .into_iter()
+        .filter(|(_, name, _)| only.as_ref().is_none_or(|o| o.iter().any(|o| o == name)))
+        .collect();
+    anyhow::ensure!(
+        !plugins.is_empty(),
+        "--only names no plugin of this benchmark"
+    );
     for (_, _, f) in &plugins {
         anyhow::ensure!(
             f.is_file(),
@@ -217,13 +265,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); loaded.len()];
+    let mut phases = vec![Phases::default(); loaded.len()];
+    let mut faults = vec![0u64; loaded.len()];
     for _ in 0..ROUNDS {
         for (i, p) in loaded.iter().enumerate() {
+            let f0 = minor_faults();
             for _ in 0..PER_ROUND {
                 let t = Instant::now();
-                one_transaction(p, &msg).await?;
+                let ph = timed_transaction(p, &msg).await?;
                 samples[i].push(t.elapsed());
+                phases[i].instantiate += ph.instantiate;
+                phases[i].hooks += ph.hooks;
             }
+            faults[i] += minor_faults() - f0;
         }
     }
 
@@ -235,8 +289,17 @@ async fn main() -> anyhow::Result<()> {
         ROUNDS * PER_ROUND
     );
     println!(
-        "{:<30} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12}",
-        "plugin", "mean µs", "p50 µs", "p99 µs", "vs rust", "compile ms", "cache-hit ms"
+        "{:<30} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12} {:>9} {:>9} {:>9}",
+        "plugin",
+        "mean µs",
+        "p50 µs",
+        "p99 µs",
+        "vs rust",
+        "compile ms",
+        "cache-hit ms",
+        "inst µs",
+        "hooks µs",
+        "faults"
     );
     let mut base = 0.0;
     let mut lines = Vec::new();
@@ -252,14 +315,18 @@ async fn main() -> anyhow::Result<()> {
             percentile(s, 0.99).as_secs_f64() * 1e6,
         );
         let (cold, hit) = compile[i];
+        let n = s.len() as f64;
+        let inst_us = phases[i].instantiate.as_secs_f64() / n * 1e6;
+        let hooks_us = phases[i].hooks.as_secs_f64() / n * 1e6;
+        let faults_per = faults[i] as f64 / n;
         println!(
-            "{label:<30} {mean:>10.1} {p50:>10.1} {p99:>10.1} {:>11.2}x {:>12.1} {:>12.2}",
+            "{label:<30} {mean:>10.1} {p50:>10.1} {p99:>10.1} {:>11.2}x {:>12.1} {:>12.2} {inst_us:>9.1} {hooks_us:>9.1} {faults_per:>9.1}",
             mean / base,
             cold.as_secs_f64() * 1e3,
             hit.as_secs_f64() * 1e3
         );
         lines.push(format!(
-            "BENCH plugin={name} mean_us={mean:.1} p50_us={p50:.1} p99_us={p99:.1} ratio_vs_rust={:.2} compile_ms={:.1} cache_hit_ms={:.2}",
+            "BENCH plugin={name} mean_us={mean:.1} p50_us={p50:.1} p99_us={p99:.1} ratio_vs_rust={:.2} compile_ms={:.1} cache_hit_ms={:.2} instantiate_us={inst_us:.1} hooks_us={hooks_us:.1} minor_faults={faults_per:.1}",
             mean / base,
             cold.as_secs_f64() * 1e3,
             hit.as_secs_f64() * 1e3
@@ -268,6 +335,9 @@ async fn main() -> anyhow::Result<()> {
     println!();
     for l in lines {
         println!("{l}");
+    }
+    if only.is_some() {
+        return Ok(());
     }
     capability_costs(&root, pool, cache.path(), &msg).await
 }

@@ -13,10 +13,23 @@
 //! Group commit: one writer thread takes every message waiting to be stored, writes them all,
 //! makes them durable with one `syncfs`, renames them all and syncs the directories once — so
 //! under concurrency many acceptances share each flush to disk.
+//!
+//! Recycled files (`free/`): a delivered message's file is moved to `free/` instead of
+//! unlinked, and a later message is written over it, so a busy spool allocates no inode and
+//! frees no blocks per message. On ext4 without a journal, allocating an inode after many
+//! deletions scans the recently deleted ones (`recently_deleted` in `find_inode_bit`), and
+//! with the `discard` mount option freeing blocks waits for the device: the load benchmark's
+//! profile had the two at up to a fifth of the relay's CPU. A recycled file is reused only
+//! after a `syncfs` that followed its move into `free/`, so a crash can never bring back a
+//! delivered message's name over a newer message's bytes. Until it is reused, a file in
+//! `free/` still holds the delivered message (owner-only, like the whole spool). At most
+//! [`MAX_FREE`] files of at most [`MAX_FREE_FILE`] bytes, [`MAX_FREE_BYTES`] in all, wait
+//! there; the rest are unlinked.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 use tokio::sync::oneshot;
 
@@ -115,6 +128,73 @@ struct Job {
 pub struct Spool {
     root: PathBuf,
     jobs: mpsc::Sender<Job>,
+    free: Arc<FreeFiles>,
+}
+
+/// Most files kept in `free/` for reuse.
+pub const MAX_FREE: usize = 4096;
+/// Largest file kept in `free/` (a larger one is unlinked: its blocks are not worth keeping).
+pub const MAX_FREE_FILE: u64 = 256 << 10;
+/// Most bytes kept in `free/` in all.
+pub const MAX_FREE_BYTES: u64 = 64 << 20;
+
+/// The emptied files of `free/` this process may reuse.
+struct FreeFiles {
+    dir: PathBuf,
+    lists: Mutex<FreeLists>,
+    /// For unique names in `free/` (with the process id: a `sluice queue` command recycles
+    /// into the same directory as the server).
+    next: AtomicU64,
+}
+
+#[derive(Default)]
+struct FreeLists {
+    /// Moved into `free/` before a completed `syncfs`: safe to reuse (path, size).
+    settled: Vec<(PathBuf, u64)>,
+    /// Moved in since: reused only after the next `syncfs`.
+    pending: Vec<(PathBuf, u64)>,
+    /// The size of all of them.
+    bytes: u64,
+}
+
+impl FreeFiles {
+    fn lists(&self) -> std::sync::MutexGuard<'_, FreeLists> {
+        self.lists
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Moves the file at `path` into `free/`; false when it is too big or `free/` is full
+    /// (the caller unlinks it instead).
+    fn recycle(&self, path: &Path) -> std::io::Result<bool> {
+        let size = std::fs::metadata(path)?.len();
+        {
+            let mut lists = self.lists();
+            if size > MAX_FREE_FILE
+                || lists.settled.len() + lists.pending.len() >= MAX_FREE
+                || lists.bytes + size > MAX_FREE_BYTES
+            {
+                return Ok(false);
+            }
+            lists.bytes += size; // reserved, so concurrent removals stay within the bound
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let dest = self.dir.join(format!("{}-{n}.free", std::process::id()));
+        if let Err(e) = std::fs::rename(path, &dest) {
+            self.lists().bytes -= size;
+            return Err(e);
+        }
+        self.lists().pending.push((dest, size));
+        Ok(true)
+    }
+
+    /// A settled file to write over, if any.
+    fn take(&self) -> Option<PathBuf> {
+        let mut lists = self.lists();
+        let (path, size) = lists.settled.pop()?;
+        lists.bytes -= size;
+        Some(path)
+    }
 }
 
 impl std::fmt::Debug for Spool {
@@ -136,6 +216,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 impl Spool {
     /// Opens (creating) the spool at `root` for a server and starts its writer thread.
     /// Removes partial files left in `tmp/` by a crash: they were never acknowledged.
+    /// The emptied files left in `free/` are reused (they were made durable by an earlier
+    /// run's flushes, or are empty garbage either way).
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
         let spool = Spool::attach(root)?;
         let tmp = root.join("tmp");
@@ -144,25 +226,50 @@ impl Spool {
             tracing::info!(path = %path.display(), "removing a message that was never acknowledged");
             std::fs::remove_file(&path).map_err(io_err(&path))?;
         }
+        let free = &spool.free.dir;
+        let mut found = Vec::new();
+        let mut bytes = 0;
+        for entry in std::fs::read_dir(free).map_err(io_err(free))? {
+            let entry = entry.map_err(io_err(free))?;
+            let path = entry.path();
+            let size = entry.metadata().map_err(io_err(&path))?.len();
+            if found.len() < MAX_FREE && size <= MAX_FREE_FILE && bytes + size <= MAX_FREE_BYTES {
+                found.push((path, size));
+                bytes += size;
+            } else {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        let mut lists = spool.free.lists();
+        lists.settled = found;
+        lists.bytes = bytes;
+        drop(lists);
         Ok(spool)
     }
 
     /// Opens the spool at `root` without touching `tmp/`: safe beside a running server
     /// (for `sluice queue`).
     pub fn attach(root: &Path) -> Result<Spool, SpoolError> {
-        for dir in ["tmp", "queue", "quarantine"] {
+        for dir in DIRS {
             let d = root.join(dir);
             std::fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
+        let free = Arc::new(FreeFiles {
+            dir: root.join("free"),
+            lists: Mutex::default(),
+            next: AtomicU64::new(0),
+        });
         let (jobs, rx) = mpsc::channel::<Job>();
         let writer_root = root.to_path_buf();
+        let writer_free = free.clone();
         std::thread::Builder::new()
             .name("sluice-spool".into())
-            .spawn(move || writer(&writer_root, &rx))
+            .spawn(move || writer(&writer_root, &rx, &writer_free))
             .map_err(io_err(root))?;
         Ok(Spool {
             root: root.to_path_buf(),
             jobs,
+            free,
         })
     }
 
@@ -230,14 +337,23 @@ impl Spool {
         parse_file(&path, &bytes)
     }
 
-    /// Removes message `id` from `state` (after delivery). The directory is not synced: if
-    /// the system crashes before the file system commits the unlink on its own (seconds),
-    /// the message comes back and is delivered again — at least once, as with any MTA — and
-    /// a sync per delivered message was, in the load benchmark's profile, the largest single
-    /// cost of delivery. Callers that need the removal durable sync the directory.
+    /// Removes message `id` from `state` (after delivery): its file is kept in `free/` for a
+    /// later message to be written over, or unlinked when enough are kept. The directory is not
+    /// synced: if the system crashes before the file system commits the removal on its own
+    /// (seconds), the message comes back and is delivered again — at least once, as with any
+    /// MTA — and a sync per delivered message was, in the load benchmark's profile, the
+    /// largest single cost of delivery. Callers that need the removal durable sync the
+    /// directory.
     pub fn remove(&self, state: SpoolState, id: &str) -> Result<(), SpoolError> {
         let path = self.path(state, id);
-        std::fs::remove_file(&path).map_err(io_err(&path))
+        match self.free.recycle(&path) {
+            Ok(true) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(SpoolError::Io { path, source: e })
+            }
+            // Full, or recycling failed: unlinked as before.
+            Ok(false) | Err(_) => std::fs::remove_file(&path).map_err(io_err(&path)),
+        }
     }
 }
 
@@ -260,8 +376,38 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The spool's directories.
+const DIRS: [&str; 4] = ["tmp", "queue", "quarantine", "free"];
+
+/// Writes `data` as a new file: into a settled recycled file when there is one (no inode to
+/// allocate), else a new file in `tmp/`. Returns the path written.
+fn write_file(
+    tmp: &Path,
+    free: &FreeFiles,
+    id: &str,
+    data: &[u8],
+) -> (PathBuf, std::io::Result<()>) {
+    if let Some(path) = free.take() {
+        let result = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(data)?;
+                f.set_len(data.len() as u64)
+            });
+        if result.is_ok() {
+            return (path, result);
+        }
+        // Gone or broken (an operator cleaning up): a new file instead.
+        let _ = std::fs::remove_file(&path);
+    }
+    let path = tmp.join(format!("{id}.msg"));
+    let result = std::fs::File::create(&path).and_then(|mut f| f.write_all(data));
+    (path, result)
+}
+
 /// The writer thread: batches jobs and makes each batch durable with one flush.
-fn writer(root: &Path, rx: &mpsc::Receiver<Job>) {
+fn writer(root: &Path, rx: &mpsc::Receiver<Job>, free: &FreeFiles) {
     let tmp = root.join("tmp");
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -274,8 +420,7 @@ fn writer(root: &Path, rx: &mpsc::Receiver<Job>) {
         // 1. Write every file of the batch (no sync yet).
         let mut written = Vec::with_capacity(batch.len());
         for job in batch {
-            let path = tmp.join(format!("{}.msg", job.id));
-            let result = std::fs::File::create(&path).and_then(|mut f| f.write_all(&job.data));
+            let (path, result) = write_file(&tmp, free, &job.id, &job.data);
             match result {
                 Ok(()) => written.push((job, path)),
                 Err(e) => {
@@ -287,11 +432,15 @@ fn writer(root: &Path, rx: &mpsc::Receiver<Job>) {
         if written.is_empty() {
             continue;
         }
-        // 2. One flush of the whole file system makes every file's data durable.
+        // 2. One flush of the whole file system makes every file's data durable — and the
+        // moves into `free/` made before it, whose files may then be reused.
+        let flushed = std::mem::take(&mut free.lists().pending);
         if let Err(e) = syncfs(&tmp) {
+            free.lists().pending.extend(flushed);
             fail_all(written, &tmp, e);
             continue;
         }
+        free.lists().settled.extend(flushed);
         // 3. Rename into place, then sync the directories so the renames are durable too.
         let mut renamed = Vec::with_capacity(written.len());
         for (job, path) in written {
@@ -307,9 +456,7 @@ fn writer(root: &Path, rx: &mpsc::Receiver<Job>) {
                 }
             }
         }
-        let synced = ["tmp", "queue", "quarantine"]
-            .iter()
-            .try_for_each(|d| sync_dir(&root.join(d)));
+        let synced = DIRS.iter().try_for_each(|d| sync_dir(&root.join(d)));
         for job in renamed {
             let result = match &synced {
                 Ok(()) => Ok(()),
@@ -415,6 +562,69 @@ mod tests {
                 .next()
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn delivered_files_are_reused_only_after_a_flush_and_big_ones_unlinked() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let inode = |state, id| std::fs::metadata(spool.path(state, id)).unwrap().ino();
+        let free_files = || -> Vec<std::fs::Metadata> {
+            std::fs::read_dir(dir.path().join("free"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap())
+                .collect()
+        };
+        let long = vec![b'x'; 5000];
+        spool
+            .store(SpoolState::Queue, &envelope("A"), &long)
+            .await
+            .unwrap();
+        let a = inode(SpoolState::Queue, "A");
+        spool.remove(SpoolState::Queue, "A").unwrap();
+        let kept = free_files();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].ino(), a);
+        // Not reused by the next batch, whose flush is the first after the move...
+        spool
+            .store(SpoolState::Queue, &envelope("B"), b"b\r\n")
+            .await
+            .unwrap();
+        assert_ne!(inode(SpoolState::Queue, "B"), a);
+        // ... but by the one after, with exactly the new bytes (nothing of the longer A).
+        spool
+            .store(SpoolState::Quarantine, &envelope("C"), b"short\r\n")
+            .await
+            .unwrap();
+        assert_eq!(inode(SpoolState::Quarantine, "C"), a);
+        assert!(free_files().is_empty());
+        let (env, msg) = spool.read(SpoolState::Quarantine, "C").unwrap();
+        assert_eq!((env, msg.as_slice()), (envelope("C"), &b"short\r\n"[..]));
+        // A missing message is an error, as before.
+        assert!(spool.remove(SpoolState::Queue, "nothing").is_err());
+        // A restarted spool reuses what an earlier run kept.
+        spool.remove(SpoolState::Quarantine, "C").unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path()).unwrap();
+        spool
+            .store(SpoolState::Queue, &envelope("D"), b"d\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(spool.path(SpoolState::Queue, "D"))
+                .unwrap()
+                .ino(),
+            a
+        );
+        // A big file is not kept: its blocks would sit in `free/` for nothing.
+        let big = vec![b'x'; usize::try_from(MAX_FREE_FILE).unwrap() + 1];
+        spool
+            .store(SpoolState::Queue, &envelope("E"), &big)
+            .await
+            .unwrap();
+        spool.remove(SpoolState::Queue, "E").unwrap();
+        assert!(free_files().is_empty());
     }
 
     #[test]
