@@ -1,5 +1,5 @@
 //! Per-transaction cost of a plugin: a fresh instance plus `verify-sender`, `check-recipient`
-//! and `check-message` on a 10 KB message, for a Rust, a Python and a JavaScript plugin; and
+//! and `check-message` on a 5 KB message (`--size BYTES` for another), for a Rust, a Python and a JavaScript plugin; and
 //! the time to load each plugin from a cold compile versus from the compile cache. Then the
 //! cost of one capability call from a plugin: a `kv` call on the embedded store and on Redis
 //! (a loopback `redis-server`, when installed), and a cached and an uncached DNS lookup (a
@@ -7,7 +7,8 @@
 //! plugin with and without N calls, divided by N.
 //!
 //! Run: `scripts/bench-plugins` (builds the plugins and this binary in release mode);
-//! `--only python-attachments` (names, comma-separated) measures only those, e.g. under `perf`.
+//! `--only python-attachments` (names, comma-separated) measures only those, e.g. under `perf`;
+//! `--size 102400` sets the message size.
 //! Prints a table and one machine-readable line per plugin. The Rust plugin is the baseline:
 //! the other rows show their ratio to it, measured in the same run, interleaved round by round
 //! so a noisy machine affects all rows alike.
@@ -36,13 +37,13 @@ fn address(a: &str) -> Address {
     }
 }
 
-/// A realistic 10 KB message: common headers and a plain-text body.
-fn message_10k() -> Vec<u8> {
+/// A realistic message of about `size` bytes: common headers and a plain-text body.
+fn message_of(size: usize) -> Vec<u8> {
     let mut m = String::from(
         "Received: from mail.example.org (mail.example.org [192.0.2.10])\r\n\tby mx.example.net with ESMTPS id 4Xyz; Sat, 28 Nov 2026 10:00:00 +0000\r\nFrom: Alice Example <alice@example.org>\r\nTo: Bob Example <bob@example.net>\r\nSubject: Quarterly report and meeting notes\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <20261128100000.1234@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n",
     );
     let line = "The quarterly figures are attached below; please review them before Thursday.\r\n";
-    while m.len() < 10 * 1024 {
+    while m.len() < size {
         m.push_str(line);
     }
     m.into_bytes()
@@ -211,6 +212,14 @@ async fn main() -> anyhow::Result<()> {
         !plugins.is_empty(),
         "--only names no plugin of this benchmark"
     );
+    let size: usize = match std::env::args().skip_while(|a| a != "--size").nth(1) {
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|n| (200..=50 << 20).contains(n))
+            .context("--size takes a number of bytes from 200 to 52428800")?,
+        None => 5 * 1024,
+    };
     for (_, _, f) in &plugins {
         anyhow::ensure!(
             f.is_file(),
@@ -258,7 +267,7 @@ async fn main() -> anyhow::Result<()> {
     for (_, name, file) in &plugins {
         loaded.push(load(&rt, name, file).await?);
     }
-    let msg = sluice::pipeline::message(message_10k());
+    let msg = sluice::pipeline::message(message_of(size));
     for p in &loaded {
         for _ in 0..5 {
             one_transaction(p, &msg).await?; // warm-up
@@ -282,7 +291,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "per transaction = new instance + verify-sender + check-recipient + check-message (10 KB message)"
+        "per transaction = new instance + verify-sender + check-recipient + check-message ({} byte message)",
+        msg.raw.len()
     );
     println!(
         "{} transactions per plugin, interleaved in {ROUNDS} rounds\n",
