@@ -8,7 +8,7 @@
 //!
 //! Run: `scripts/bench-plugins` (builds the plugins and this binary in release mode);
 //! `--only python-attachments` (names, comma-separated) measures only those, e.g. under `perf`;
-//! `--size 102400` sets the message size.
+//! `--size 102400` sets the message size; `--plugin NAME=FILE` adds a plugin of yours.
 //! Prints a table and one machine-readable line per plugin. The Rust plugin is the baseline:
 //! the other rows show their ratio to it, measured in the same run, interleaved round by round
 //! so a noisy machine affects all rows alike.
@@ -176,28 +176,38 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let plugins = [
+    let mut plugins = vec![
         (
-            "rust (tagger)",
+            "rust (tagger)".to_string(),
             "tagger",
             root.join("target/plugins/test/tagger.wasm"),
         ),
         (
-            "python (python-attachments)",
+            "python (python-attachments)".to_string(),
             "python-attachments",
             root.join("target/plugins/examples/python-attachments.wasm"),
         ),
         (
-            "javascript (js-keywords)",
+            "javascript (js-keywords)".to_string(),
             "js-keywords",
             root.join("target/plugins/examples/js-keywords.wasm"),
         ),
         (
-            "rust (bundled spam-score)",
+            "rust (bundled spam-score)".to_string(),
             "spam-score",
             root.join("target/plugins/bundled/20-spam-score.wasm"),
         ),
     ];
+    // `--plugin NAME=FILE` (repeatable): your own plugins as further rows.
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == "--plugin" {
+            let v = args.next().context("--plugin takes NAME=FILE")?;
+            let (name, file) = v.split_once('=').context("--plugin takes NAME=FILE")?;
+            let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+            plugins.push((format!("{name} (--plugin)"), name, PathBuf::from(file)));
+        }
+    }
     // `--only NAME[,NAME]`: measure only these plugins (for `perf record`), and no capability
     // calls. The first row measured is then the baseline of the ratio column.
     let only: Option<Vec<String>> = std::env::args()
