@@ -385,9 +385,13 @@ fn urls(sink: &mut Sink, text: &str) -> usize {
     let mut count = 0;
     let mut at = 0;
     // One pass for both schemes, in any case, from each `://` (rarer in text than `h`; no
-    // lower-cased copy of the text).
-    while let Some(i) = bytes[at..].windows(3).position(|w| w == b"://") {
+    // lower-cased copy of the text). Found by its colon, one byte compared per position.
+    while let Some(i) = bytes[at..].iter().position(|&c| c == b':') {
         let colon = at + i;
+        at = colon + 1;
+        if bytes.get(colon + 1..colon + 3) != Some(b"//".as_slice()) {
+            continue;
+        }
         at = colon + 3;
         let before = &bytes[..colon];
         let is_scheme = |scheme: &[u8]| {
@@ -656,6 +660,28 @@ mod tests {
             let f = extract(&raw);
             assert!(f.indices.iter().chain(&f.meta).all(|&i| i < 1 << BITS));
         }
+    }
+
+    #[test]
+    fn urls_are_found_by_scheme_in_any_case_and_counted() {
+        let mut sink = Sink::new();
+        let text = "see http://Mail.Example.COM/x, HTTPS://a.b.example.org and ftp://no.example \
+                    or mailto:x@y or a: //gap, https://10.0.0.1/ and a trailing http:/";
+        assert_eq!(urls(&mut sink, text), 3);
+        let mut want = Sink::new();
+        for d in [
+            "example.com",
+            "mail.example.com",
+            "example.org",
+            "b.example.org",
+        ] {
+            want.add(&[b"url", d.as_bytes()]);
+        }
+        want.add(&[b"url", b"ip-literal"]);
+        let (mut got, mut expected) = (sink.meta.clone(), want.meta.clone());
+        got.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(got, expected);
     }
 
     #[test]
