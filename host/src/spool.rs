@@ -138,7 +138,7 @@ pub const MAX_FREE_FILE: u64 = 256 << 10;
 /// Most bytes kept in `free/` in all.
 pub const MAX_FREE_BYTES: u64 = 64 << 20;
 
-/// The emptied files of `free/` this process may reuse.
+/// The files of `free/` this process may write over.
 struct FreeFiles {
     dir: PathBuf,
     lists: Mutex<FreeLists>,
@@ -216,8 +216,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 impl Spool {
     /// Opens (creating) the spool at `root` for a server and starts its writer thread.
     /// Removes partial files left in `tmp/` by a crash: they were never acknowledged.
-    /// The emptied files left in `free/` are reused (they were made durable by an earlier
-    /// run's flushes, or are empty garbage either way).
+    /// Files left in `free/` are written over by new messages: moved there by an earlier
+    /// run, they hold delivered messages' bytes, and no name in `queue/` refers to them.
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
         let spool = Spool::attach(root)?;
         let tmp = root.join("tmp");
@@ -337,13 +337,13 @@ impl Spool {
         parse_file(&path, &bytes)
     }
 
-    /// Removes message `id` from `state` (after delivery): its file is kept in `free/` for a
-    /// later message to be written over, or unlinked when enough are kept. The directory is not
-    /// synced: if the system crashes before the file system commits the removal on its own
-    /// (seconds), the message comes back and is delivered again — at least once, as with any
-    /// MTA — and a sync per delivered message was, in the load benchmark's profile, the
-    /// largest single cost of delivery. Callers that need the removal durable sync the
-    /// directory.
+    /// Removes message `id` from `state` after its delivery: its file is kept in `free/` for a
+    /// later message to be written over, or unlinked when enough are kept (an operator's
+    /// deletion uses [`Spool::delete`]). The directory is not synced: if the system crashes
+    /// before the file system commits the removal on its own (seconds), the message comes
+    /// back and is delivered again — at least once, as with any MTA — and a sync per
+    /// delivered message was, in the load benchmark's profile, the largest single cost of
+    /// delivery. Callers that need the removal durable sync the directory.
     pub fn remove(&self, state: SpoolState, id: &str) -> Result<(), SpoolError> {
         let path = self.path(state, id);
         match self.free.recycle(&path) {
@@ -354,6 +354,14 @@ impl Spool {
             // Full, or recycling failed: unlinked as before.
             Ok(false) | Err(_) => std::fs::remove_file(&path).map_err(io_err(&path)),
         }
+    }
+
+    /// Deletes message `id` from `state` for good (an operator's deletion): its file is
+    /// unlinked, not kept in `free/`, so its bytes do not wait there. As with
+    /// [`Spool::remove`], the directory is not synced.
+    pub fn delete(&self, state: SpoolState, id: &str) -> Result<(), SpoolError> {
+        let path = self.path(state, id);
+        std::fs::remove_file(&path).map_err(io_err(&path))
     }
 }
 
@@ -624,6 +632,14 @@ mod tests {
             .await
             .unwrap();
         spool.remove(SpoolState::Queue, "E").unwrap();
+        assert!(free_files().is_empty());
+        // An operator's deletion unlinks: nothing of the message waits in `free/`.
+        spool
+            .store(SpoolState::Quarantine, &envelope("F"), b"f\r\n")
+            .await
+            .unwrap();
+        spool.delete(SpoolState::Quarantine, "F").unwrap();
+        assert!(!spool.path(SpoolState::Quarantine, "F").exists());
         assert!(free_files().is_empty());
     }
 

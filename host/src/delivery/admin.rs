@@ -181,7 +181,7 @@ pub fn delete(spool: &Spool, id: &str, bounce: bool) -> Result<(), AdminError> {
             return Err(AdminError::NotFound(id.to_string(), "queue"));
         }
         let _ = std::fs::remove_file(state::path(&dir, id));
-        spool.remove(SpoolState::Queue, id)?;
+        spool.delete(SpoolState::Queue, id)?;
         // An operator's deletion must stick (a delivery's removal need not, see `remove`).
         sync_dir(&dir)?;
         Ok(())
@@ -207,7 +207,7 @@ pub fn quarantine_delete(spool: &Spool, id: &str) -> Result<(), AdminError> {
     if !spool.path(SpoolState::Quarantine, id).is_file() {
         return Err(AdminError::NotFound(id.to_string(), "quarantine"));
     }
-    spool.remove(SpoolState::Quarantine, id)?;
+    spool.delete(SpoolState::Quarantine, id)?;
     sync_dir(&spool.root().join("quarantine"))?;
     Ok(())
 }
