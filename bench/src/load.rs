@@ -183,6 +183,23 @@ struct Sent {
     refused: usize,
 }
 
+impl Sent {
+    /// Counts one message's outcome: acknowledged (true), refused (false) or failed.
+    fn record(&mut self, id: String, started: Instant, outcome: &anyhow::Result<bool>) {
+        match outcome {
+            Ok(true) => self.acked.push((id, Instant::now(), started.elapsed())),
+            Ok(false) => self.refused += 1,
+            Err(_) => self.failed += 1,
+        }
+    }
+}
+
+/// The next of `n` messages to send, `(k, id)`, or none when every one is taken.
+fn claim(next: &AtomicUsize, n: usize, tag: &str) -> Option<(usize, String)> {
+    let k = next.fetch_add(1, Ordering::Relaxed);
+    (k < n).then(|| (k, format!("<bench-{tag}-{k}@bench.test>")))
+}
+
 /// Sends `n` messages from `c` concurrent clients to `port`; ids `<bench-TAG-K@bench.test>`.
 /// Pipelined on kept connections, or with `fresh`, one connection per message without
 /// pipelining. A refused message counts as refused and the client goes on; a broken
@@ -196,18 +213,10 @@ async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str, fresh: bool
         if fresh {
             tasks.push(tokio::spawn(async move {
                 let mut sent = Sent::default();
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= n {
-                        break;
-                    }
-                    let id = format!("<bench-{tag}-{k}@bench.test>");
+                while let Some((k, id)) = claim(&next, n, &tag) {
                     let started = Instant::now();
-                    match one_fresh(port, &id, subject(k), size).await {
-                        Ok(true) => sent.acked.push((id, Instant::now(), started.elapsed())),
-                        Ok(false) => sent.refused += 1,
-                        Err(_) => sent.failed += 1,
-                    }
+                    let outcome = one_fresh(port, &id, subject(k), size).await;
+                    sent.record(id, started, &outcome);
                 }
                 sent
             }));
@@ -228,12 +237,7 @@ async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str, fresh: bool
                 sent.failed = 1;
                 return sent;
             }
-            loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= n {
-                    break;
-                }
-                let id = format!("<bench-{tag}-{k}@bench.test>");
+            while let Some((k, id)) = claim(&next, n, &tag) {
                 let started = Instant::now();
                 let cmds = "MAIL FROM:<load@bench.test>\r\nRCPT TO:<user@sink.test>\r\nDATA\r\n";
                 let ok = async {
@@ -251,13 +255,9 @@ async fn load(port: u16, c: usize, n: usize, size: usize, tag: &str, fresh: bool
                     Ok(got.starts_with("250"))
                 }
                 .await;
-                match ok {
-                    Ok(true) => sent.acked.push((id, Instant::now(), started.elapsed())),
-                    Ok(false) => sent.refused += 1,
-                    Err(_) => {
-                        sent.failed += 1;
-                        break;
-                    }
+                sent.record(id, started, &ok);
+                if ok.is_err() {
+                    break;
                 }
             }
             let _ = r.get_mut().write_all(b"QUIT\r\n").await;

@@ -198,22 +198,38 @@ async fn main() -> anyhow::Result<()> {
             root.join("target/plugins/bundled/20-spam-score.wasm"),
         ),
     ];
-    // `--plugin NAME=FILE` (repeatable): your own plugins as further rows.
-    let mut args = std::env::args();
+    // One pass over the arguments; anything else is refused.
+    // - `--plugin NAME=FILE` (repeatable): your own plugins as further rows;
+    // - `--only NAME[,NAME]`: measure only these plugins (for `perf record`), and no
+    //   capability calls; the first row measured is then the baseline of the ratio column;
+    // - `--size BYTES`: the message size (default 5 KB).
+    let usage = "usage: plugin-cost [--only NAME,...] [--plugin NAME=FILE]... [--size BYTES]";
+    let mut only: Option<Vec<String>> = None;
+    let mut size = 5 * 1024;
+    let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--plugin" {
-            let v = args.next().context("--plugin takes NAME=FILE")?;
-            let (name, file) = v.split_once('=').context("--plugin takes NAME=FILE")?;
-            let name: &'static str = Box::leak(name.to_string().into_boxed_str());
-            plugins.push((format!("{name} (--plugin)"), name, PathBuf::from(file)));
+        let mut value = || {
+            args.next()
+                .with_context(|| format!("{a} needs a value; {usage}"))
+        };
+        match a.as_str() {
+            "--plugin" => {
+                let v = value()?;
+                let (name, file) = v.split_once('=').context("--plugin takes NAME=FILE")?;
+                let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+                plugins.push((format!("{name} (--plugin)"), name, PathBuf::from(file)));
+            }
+            "--only" => only = Some(value()?.split(',').map(str::to_string).collect()),
+            "--size" => {
+                size = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| (200..=50 << 20).contains(n))
+                    .context("--size takes a number of bytes from 200 to 52428800")?;
+            }
+            _ => anyhow::bail!("unknown argument {a:?}; {usage}"),
         }
     }
-    // `--only NAME[,NAME]`: measure only these plugins (for `perf record`), and no capability
-    // calls. The first row measured is then the baseline of the ratio column.
-    let only: Option<Vec<String>> = std::env::args()
-        .skip_while(|a| a != "--only")
-        .nth(1)
-        .map(|v| v.split(',').map(str::to_string).collect());
     let plugins: Vec<_> = plugins
         .into_iter()
         .filter(|(_, name, _)| only.as_ref().is_none_or(|o| o.iter().any(|o| o == name)))
@@ -222,14 +238,6 @@ async fn main() -> anyhow::Result<()> {
         !plugins.is_empty(),
         "--only names no plugin of this benchmark"
     );
-    let size: usize = match std::env::args().skip_while(|a| a != "--size").nth(1) {
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|n| (200..=50 << 20).contains(n))
-            .context("--size takes a number of bytes from 200 to 52428800")?,
-        None => 5 * 1024,
-    };
     for (_, _, f) in &plugins {
         anyhow::ensure!(
             f.is_file(),
