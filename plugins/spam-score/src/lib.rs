@@ -10,13 +10,21 @@
 //! - `model`: path of a model file trained with `sluice-spam train` (default: the model
 //!   built into the plugin). The plugin can read it only if the operator grants its
 //!   directory: `[plugin.spam-score] read_dirs = ["/var/lib/sluice/spam"]`.
+//! - `learned`: path of the site model that `sluice spam learn` writes (what the site's users
+//!   taught it). Read at the start of every transaction, so learning takes effect without a
+//!   restart; a missing file means nothing was learned yet.
+//! - `internal_hosts`, `internal_networks`: the site's own relays in front of Sluice (host
+//!   names, a leading `.` for a whole domain; `ADDR/PREFIX`), so the border is found past them
+//!   (see `sluice_spam::trust`).
 
 use sluice_plugin_sdk::{
     Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Settings,
     export, log,
 };
-use sluice_spam::features::extract;
-use sluice_spam::model::Scorer;
+use sluice_spam::features::extract_with;
+use sluice_spam::model::{Scorer, judgement};
+use sluice_spam::site::SiteModel;
+use sluice_spam::trust::{Client, Trust, parse_network};
 
 /// The model trained by scripts/build-plugins on the shared corpus (empty when none was).
 static BUILT_IN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model.bin"));
@@ -27,9 +35,12 @@ enum Model {
     RulesOnly,
 }
 
-/// The settings: which model scores.
+/// The settings: which model scores, what the site learned, and the site's own hosts.
 struct Scoring {
     model: Model,
+    /// The site model's bytes (empty when nothing was learned).
+    learned: Vec<u8>,
+    trust: Trust,
 }
 
 /// No per-transaction state: one message, one score.
@@ -48,7 +59,7 @@ impl Scoring {
 
 impl Settings for Scoring {
     fn parse(config: &Config) -> Result<Self, ConfigError> {
-        config.deny_unknown(&["model"])?;
+        config.deny_unknown(&["model", "learned", "internal_hosts", "internal_networks"])?;
         let model = match config.get::<String>("model")? {
             Some(path) => {
                 let bytes = std::fs::read(&path).map_err(|e| {
@@ -66,7 +77,46 @@ impl Settings for Scoring {
             None if Scorer::new(BUILT_IN).is_ok() => Model::BuiltIn,
             None => Model::RulesOnly,
         };
-        Ok(Scoring { model })
+        let learned = match config.get::<String>("learned")? {
+            Some(path) => match std::fs::read(&path) {
+                Ok(bytes) => {
+                    SiteModel::new(&bytes)
+                        .map_err(|e| ConfigError::new("learned", format!("{path}: {e}")))?;
+                    bytes
+                }
+                // Nothing learned yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(ConfigError::new(
+                        "learned",
+                        format!(
+                            "cannot read {path}: {e} (grant its directory to this plugin with read_dirs)"
+                        ),
+                    ));
+                }
+            },
+            None => Vec::new(),
+        };
+        let mut trust = Trust::default();
+        for host in config
+            .get::<Vec<String>>("internal_hosts")?
+            .unwrap_or_default()
+        {
+            trust.internal_hosts.push(host.to_ascii_lowercase());
+        }
+        for net in config
+            .get::<Vec<String>>("internal_networks")?
+            .unwrap_or_default()
+        {
+            let parsed =
+                parse_network(&net).map_err(|e| ConfigError::new("internal_networks", e))?;
+            trust.internal_networks.push(parsed);
+        }
+        Ok(Scoring {
+            model,
+            learned,
+            trust,
+        })
     }
 }
 
@@ -77,15 +127,32 @@ impl Plugin for SpamScore {
     fn check_message(
         &mut self,
         scoring: &Scoring,
-        _s: &Session,
+        session: &Session,
         _env: &Envelope,
         msg: &Message,
     ) -> MessageVerdict {
-        let features = extract(&msg.raw);
+        // The session's client is the border client, unless it is one of the site's relays.
+        let trust = Trust {
+            session: Some(Client {
+                ip: session.client_ip.parse().ok(),
+                helo: session.helo.to_ascii_lowercase(),
+            }),
+            ..scoring.trust.clone()
+        };
+        let features = extract_with(&msg.raw, &trust);
+        let site = SiteModel::new(&scoring.learned).ok();
         let mut verdict = MessageVerdict::default();
         match scoring.scorer() {
             Some(scorer) => {
-                let j = scorer.judge(&features);
+                let site_logit = site.map_or(0.0, |s| s.logit(&features));
+                let j = judgement(&features, scorer.logit(&features) + site_logit);
+                if site_logit != 0.0 {
+                    verdict = verdict.symbol(
+                        "SITE_LEARNED",
+                        0.0,
+                        &format!("the site's learned model moved the log-odds by {site_logit:+.2}"),
+                    );
+                }
                 for (name, points) in &j.symbols {
                     let why = if name.starts_with("STAT_") {
                         format!("statistical spam probability {:.3}", j.probability)

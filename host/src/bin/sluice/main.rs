@@ -9,6 +9,7 @@ mod queue;
 mod reload;
 mod scaffold;
 mod serve;
+mod spam;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,14 @@ enum Command {
     Dkim {
         #[command(subcommand)]
         command: DkimCommand,
+    },
+    /// Teach the spam-score plugin the site's judgement (its users' Junk folders).
+    Spam {
+        /// Configuration file (for the plugin's settings and the data directory).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: SpamCommand,
     },
     /// Validate a configuration file and print every problem.
     CheckConfig {
@@ -151,6 +160,29 @@ enum QuarantineCommand {
     Delete {
         /// Queue id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpamCommand {
+    /// Learn messages as spam or as ham; the running plugin uses the new model for the next
+    /// message. A message learned again with the other label is relabelled.
+    Learn {
+        /// The messages are spam.
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        /// The messages are ham (not spam).
+        #[arg(long)]
+        ham: bool,
+        /// Message files, folders or Maildirs; `-` reads one message from standard input.
+        #[arg(required = true)]
+        messages: Vec<PathBuf>,
+    },
+    /// Undo learning messages: the model becomes what it would be had they never been learned.
+    Forget {
+        /// Message files, folders or Maildirs; `-` reads one message from standard input.
+        #[arg(required = true)]
+        messages: Vec<PathBuf>,
     },
 }
 
@@ -357,6 +389,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out,
                 },
         } => dkim::keygen(&domain, &selector, &algorithm, &out),
+        Command::Spam { config, command } => {
+            let config = load_config(config.as_ref())?;
+            let (action, messages) = match command {
+                SpamCommand::Learn { spam, messages, .. } => (
+                    if spam {
+                        spam::Action::Spam
+                    } else {
+                        spam::Action::Ham
+                    },
+                    messages,
+                ),
+                SpamCommand::Forget { messages } => (spam::Action::Forget, messages),
+            };
+            spam::run(&config, action, &messages)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Passwd { user, config } => passwd::run(&user, config.as_ref()),
         Command::Queue { config, command } => {
             let config = load_config(config.as_ref())?;

@@ -6,7 +6,11 @@
 //! `Status`, list and archive headers — is ignored, so the model learns nothing from how a
 //! corpus was collected.
 
+use std::net::IpAddr;
+
 use mail_parser::{HeaderName, MessageParser, MimeHeaders};
+
+use crate::trust::{Evidence, Hop, Trust, parse_hop};
 
 /// Word tokens of each body part that become features.
 const BODY_TOKENS: usize = 3000;
@@ -27,6 +31,9 @@ pub const READ_HEADERS: &[&str] = &[
     "importance",
     "x-mimeole",
     "content-transfer-encoding",
+    "list-id",
+    "precedence",
+    "sender",
 ];
 
 /// Headers a sender's mail program writes, whose presence is a feature. Headers added on
@@ -52,6 +59,18 @@ pub const PRESENCE_HEADERS: &[&str] = &[
     "reply-to",
     "cc",
     "to",
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "list-help",
+    "list-subscribe",
+    "list-archive",
+    "precedence",
+    "sender",
+    "errors-to",
+    "x-beenthere",
+    "x-mailman-version",
+    "mailing-list",
 ];
 
 /// The shape of a value: letters → `a`, digits → `9`, runs collapsed (`<20020101.ab@x>`
@@ -349,6 +368,33 @@ fn pair(first: u64, second: u64, distance: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Experiment knob: bytes of body text read as byte 4-grams (0: none).
+pub static EXP_NGRAM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Byte 4-grams of the first `max` bytes of a text, lower-cased, whitespace runs as one space.
+fn byte_grams(sink: &mut Sink, text: &[u8], max: usize) {
+    let mut window = 0u32;
+    let mut filled = 0;
+    let mut last_space = true;
+    for &b in text.iter().take(max) {
+        let c = if b.is_ascii_whitespace() {
+            if last_space {
+                continue;
+            }
+            last_space = true;
+            b' '
+        } else {
+            last_space = false;
+            b.to_ascii_lowercase()
+        };
+        window = (window << 8) | u32::from(c);
+        filled += 1;
+        if filled >= 4 {
+            sink.add_hash(pair(u64::from(window), 0x6772_616d, 7));
+        }
+    }
+}
+
 /// HTML markup tokens: tag names and attribute names (and short attribute values).
 fn markup(sink: &mut Sink, html: &str) {
     let mut rest = html;
@@ -440,8 +486,98 @@ fn bucket(n: usize) -> &'static [u8] {
 /// How much of a message [`extract`] reads: its first 16 KiB.
 pub const SCAN_BYTES: usize = 16 << 10;
 
-/// The features of a raw message (CRLF or LF line endings).
+/// The features of a raw message (CRLF or LF line endings) with no knowledge of the site: no
+/// hop is the site's, so the message has no border and every hop is the sender's.
 pub fn extract(raw: &[u8]) -> Features {
+    extract_with(raw, &Trust::default())
+}
+
+/// Hops read from the top of a message: more is a mail loop, and the border is near the top.
+const MAX_HOPS: usize = 24;
+
+/// The last two labels of a host name (`mail.example.org` → `example.org`).
+fn domain_of(host: &str) -> &str {
+    let mut dots = host.rmatch_indices('.');
+    match (dots.next(), dots.next()) {
+        (Some(_), Some((i, _))) => &host[i + 1..],
+        _ => host,
+    }
+}
+
+/// Features of what the message carried at the border (see [`crate::trust`]): the border
+/// client's network and HELO name, and the relays before it.
+fn border_features(sink: &mut Sink, evidence: &Evidence) {
+    match &evidence.border {
+        None => sink.add(&[b"border", b"none"]),
+        Some(client) => {
+            match client.ip {
+                Some(IpAddr::V4(ip)) => {
+                    let o = ip.octets();
+                    sink.add(&[b"bip16", &o[..2]]);
+                    sink.add(&[b"bip24", &o[..3]]);
+                }
+                Some(IpAddr::V6(ip)) => {
+                    let o = ip.octets();
+                    sink.add(&[b"bip32", &o[..4]]);
+                    sink.add(&[b"bip48", &o[..6]]);
+                }
+                None => sink.add(&[b"bip", b"none"]),
+            }
+            let helo = client.helo.as_str();
+            let literal = helo.starts_with('[') || helo.parse::<IpAddr>().is_ok();
+            if literal {
+                sink.add(&[b"bhelo", b"literal"]);
+            } else if !helo.contains('.') {
+                sink.add(&[b"bhelo", b"nodot"]);
+            } else {
+                sink.add(&[b"bhelo-dom", domain_of(helo).as_bytes()]);
+            }
+            sink.add(&[b"bhelo-shape", shape(helo).as_bytes()]);
+        }
+    }
+    sink.add(&[b"hops", bucket(evidence.before.len())]);
+    for hop in evidence.before.iter().take(8) {
+        sink.add(&[b"hop-by", domain_of(&hop.by).as_bytes()]);
+        if !hop.software.is_empty() && hop.software.len() <= 24 {
+            sink.add(&[b"hop-sw", hop.software.as_bytes()]);
+        }
+        sink.add(&[b"hop-with", hop.with.as_bytes()]);
+        let class: &[u8] = match hop.ip {
+            None => b"none",
+            Some(ip) if ip.is_loopback() => b"loopback",
+            Some(IpAddr::V4(v4)) if v4.is_private() => b"private",
+            Some(_) => b"public",
+        };
+        sink.add(&[b"hop-ip", class]);
+    }
+}
+
+/// A parsed message's `Received` hops, top first.
+fn hops_of(msg: &mail_parser::Message<'_>) -> Vec<Hop> {
+    msg.headers()
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("received"))
+        .take(MAX_HOPS)
+        .filter_map(|h| {
+            let v = msg
+                .raw_message()
+                .get(h.offset_start as usize..h.offset_end as usize)?;
+            Some(parse_hop(&String::from_utf8_lossy(v)))
+        })
+        .collect()
+}
+
+/// A raw message's `Received` hops, top first (empty when it does not parse).
+pub fn received_hops(raw: &[u8]) -> Vec<Hop> {
+    let raw = &raw[..raw.len().min(SCAN_BYTES)];
+    MessageParser::new()
+        .parse_headers(raw)
+        .map(|m| hops_of(&m))
+        .unwrap_or_default()
+}
+
+/// The features of a raw message (CRLF or LF line endings), its border found by `trust`.
+pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
     // Only the start of a message is read: what decides is near the top, and the cost of
     // parsing, decoding and scanning grows with every byte (a 100 KB message cost seven times
     // a 5 KB one before this cut). A multipart message cut short parses like one whose last
@@ -466,7 +602,10 @@ pub fn extract(raw: &[u8]) -> Features {
         };
     };
 
-    // Headers the sender wrote.
+    // The trust path.
+    border_features(&mut sink, &trust.evidence(&hops_of(&msg)));
+
+    // Headers the sender and mailing lists wrote.
     for h in msg.headers() {
         let name = h.name().to_ascii_lowercase();
         if PRESENCE_HEADERS.contains(&name.as_str()) {
@@ -551,6 +690,10 @@ pub fn extract(raw: &[u8]) -> Features {
             text_len += t.len();
             let hashes = words(&t, fnv_part(FNV_BASIS, b"b:"), BODY_TOKENS);
             osb(&mut sink, &hashes);
+            let nb = EXP_NGRAM.load(std::sync::atomic::Ordering::Relaxed);
+            if nb > 0 {
+                byte_grams(&mut sink, t.as_bytes(), nb);
+            }
             url_count += urls(&mut sink, &t);
         }
     }

@@ -11,4 +11,6 @@
 
 pub mod features;
 pub mod model;
+pub mod site;
 pub mod train;
+pub mod trust;

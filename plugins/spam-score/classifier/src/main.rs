@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sluice_spam::features::extract;
+use sluice_spam::features::{extract_with, received_hops};
 use sluice_spam::model::Model;
 use sluice_spam::train::{Confusion, Example, Settings, fold_of, train};
+use sluice_spam::trust::{Trust, parse_network};
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -57,7 +58,120 @@ fn group_hash(s: &str) -> u64 {
     })
 }
 
-fn load(ham: &Path, spam: &Path, groups: &HashMap<String, String>) -> Result<Vec<Example>, String> {
+/// Reads a list of the site's hosts and networks: one per line, `#` starts a comment; an entry
+/// that is an address or `ADDR/PREFIX` is a network, anything else a host name (a leading
+/// `.` stands for a whole domain).
+fn trust_file(path: Option<&PathBuf>) -> Result<Trust, String> {
+    let mut trust = Trust::default();
+    let Some(path) = path else {
+        return Ok(trust);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        if entry.contains('/') || entry.parse::<std::net::IpAddr>().is_ok() {
+            let net =
+                parse_network(entry).map_err(|e| format!("{}:{}: {e}", path.display(), n + 1))?;
+            trust.internal_networks.push(net);
+        } else {
+            trust.internal_hosts.push(entry.to_ascii_lowercase());
+        }
+    }
+    Ok(trust)
+}
+
+/// Finds a corpus' collecting sites from the messages alone (never their labels), as an
+/// operator would name them in `internal_hosts`:
+/// 1. the hosts that write the top hop of at least 1 % of the messages;
+/// 2. the site's domains: recipient domains (`for <…>`) of at least 1 % of the hops those
+///    hosts write;
+/// 3. the site's relays (secondary MX): hosts that take mail for the site's domains and hand
+///    it to a site host, in at least 5 % of the messages.
+fn internal_hosts(dirs: &[PathBuf]) -> Result<String, String> {
+    let mut chains = Vec::new();
+    for dir in dirs {
+        for p in messages(dir)? {
+            let raw = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            chains.push(received_hops(&raw));
+        }
+    }
+    let n = chains.len();
+    let count = |it: &mut dyn Iterator<Item = String>| {
+        let mut c: HashMap<String, usize> = HashMap::new();
+        for k in it {
+            *c.entry(k).or_default() += 1;
+        }
+        c
+    };
+    let above = |c: &HashMap<String, usize>, share: f64| -> Vec<(String, usize)> {
+        let mut v: Vec<(String, usize)> = c
+            .iter()
+            .filter(|(k, v)| !k.is_empty() && **v as f64 >= share * n as f64)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    };
+    let tops = above(
+        &count(
+            &mut chains
+                .iter()
+                .filter_map(|c| c.first())
+                .map(|h| h.by.clone()),
+        ),
+        0.01,
+    );
+    let is_top = |h: &str| h == "localhost" || tops.iter().any(|(t, _)| t == h);
+    let domains = above(
+        &count(
+            &mut chains
+                .iter()
+                .flatten()
+                .filter(|h| is_top(&h.by))
+                .map(|h| h.for_domain.clone()),
+        ),
+        0.01,
+    );
+    let relays = above(
+        &count(&mut chains.iter().flat_map(|c| {
+            c.windows(2)
+                .filter(|w| {
+                    is_top(&w[0].by)
+                        && !is_top(&w[1].by)
+                        && domains.iter().any(|(d, _)| *d == w[1].for_domain)
+                })
+                .map(|w| w[1].by.clone())
+                .collect::<Vec<_>>()
+        })),
+        0.05,
+    );
+    let mut out = format!(
+        "# The collecting sites' hosts of a corpus of {n} messages, found by `sluice-spam internal-hosts`\n\
+         # from the messages alone (labels unused). Hosts writing the top hop of >= 1 % of messages:\n"
+    );
+    for (h, c) in &tops {
+        out.push_str(&format!("{h:<40} # top hop of {c} messages\n"));
+    }
+    let names: Vec<&str> = domains.iter().map(|(d, _)| d.as_str()).collect();
+    out.push_str(&format!(
+        "# Relays taking mail for the sites' domains ({}) to a host above, in >= 5 % of messages:\n",
+        names.join(", ")
+    ));
+    for (h, c) in &relays {
+        out.push_str(&format!("{h:<40} # relayed {c} messages\n"));
+    }
+    Ok(out)
+}
+
+fn load(
+    ham: &Path,
+    spam: &Path,
+    groups: &HashMap<String, String>,
+    trust: &Trust,
+) -> Result<Vec<Example>, String> {
     let mut out = Vec::new();
     for (dir, is_spam) in [(ham, false), (spam, true)] {
         for p in messages(dir)? {
@@ -71,7 +185,7 @@ fn load(ham: &Path, spam: &Path, groups: &HashMap<String, String>) -> Result<Vec
                 eprintln!("#{} {}", out.len(), p.display());
             }
             out.push(Example {
-                features: extract(&raw),
+                features: extract_with(&raw, trust),
                 spam: is_spam,
                 group: group_hash(&group),
             });
@@ -104,7 +218,41 @@ fn manifest(path: Option<&PathBuf>) -> Result<HashMap<String, String>, String> {
         .collect())
 }
 
+/// Training settings from `--learner`, `--epochs`, `--rate`, `--margin`, `--ham-weight`.
+fn settings_from(opt: &dyn Fn(&str) -> Option<PathBuf>) -> Result<Settings, String> {
+    let mut s = Settings::default();
+    let num = |name: &str| -> Result<Option<f32>, String> {
+        opt(name)
+            .map(|p| {
+                p.to_string_lossy()
+                    .parse::<f32>()
+                    .map_err(|_| format!("{name}: a number"))
+            })
+            .transpose()
+    };
+    if let Some(l) = opt("--learner") {
+        s.learner = l.to_string_lossy().parse()?;
+    }
+    if let Some(v) = num("--epochs")? {
+        s.epochs = v as usize;
+    }
+    if let Some(v) = num("--rate")? {
+        s.rate = v;
+    }
+    if let Some(v) = num("--margin")? {
+        s.margin = v;
+    }
+    if let Some(v) = num("--ham-weight")? {
+        s.ham_weight = v;
+    }
+    Ok(s)
+}
+
 fn run() -> Result<(), String> {
+    if let Ok(v) = std::env::var("SPAM_NGRAM") {
+        sluice_spam::features::EXP_NGRAM
+            .store(v.parse().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().cloned().unwrap_or_default();
     let opt = |name: &str| -> Option<PathBuf> {
@@ -118,9 +266,10 @@ fn run() -> Result<(), String> {
         "train" => {
             let (ham, spam, out) = (need("--ham")?, need("--spam")?, need("-o")?);
             let t = Instant::now();
-            let examples = load(&ham, &spam, &HashMap::new())?;
+            let trust = trust_file(opt("--internal-hosts").as_ref())?;
+            let examples = load(&ham, &spam, &HashMap::new(), &trust)?;
             let refs: Vec<&Example> = examples.iter().collect();
-            let model = train(&refs, Settings::default());
+            let model = train(&refs, settings_from(&opt)?);
             let tmp = out.with_extension("tmp");
             std::fs::write(&tmp, model.to_bytes())
                 .and_then(|_| std::fs::rename(&tmp, &out))
@@ -149,13 +298,14 @@ fn run() -> Result<(), String> {
                 .unwrap_or(5.0);
             let groups = manifest(opt("--manifest").as_ref())?;
             let t = Instant::now();
-            let examples = load(&ham, &spam, &groups)?;
+            let trust = trust_file(opt("--internal-hosts").as_ref())?;
+            let examples = load(&ham, &spam, &groups, &trust)?;
             let extract_secs = t.elapsed().as_secs_f64();
             let mut total = Confusion::default();
             for fold in 0..k {
                 let (test, training): (Vec<&Example>, Vec<&Example>) =
                     examples.iter().partition(|e| fold_of(e.group, k) == fold);
-                let settings = Settings::default();
+                let settings = settings_from(&opt)?;
                 let model = train(&training, settings);
                 let mut c = Confusion::default();
                 for e in &test {
@@ -199,14 +349,19 @@ fn run() -> Result<(), String> {
             let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let model =
                 Model::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-            let files: Vec<&String> = args
-                .iter()
-                .skip(1)
-                .filter(|a| !a.starts_with("--") && PathBuf::from(a) != path)
-                .collect();
+            let trust = trust_file(opt("--internal-hosts").as_ref())?;
+            let mut files = Vec::new();
+            let mut it = args.iter().skip(1);
+            while let Some(a) = it.next() {
+                if a.starts_with("--") {
+                    it.next();
+                } else {
+                    files.push(a);
+                }
+            }
             for f in files {
                 let raw = std::fs::read(f).map_err(|e| format!("{f}: {e}"))?;
-                let j = model.judge(&extract(&raw));
+                let j = model.judge(&extract_with(&raw, &trust));
                 let tests: Vec<String> = j
                     .symbols
                     .iter()
@@ -219,6 +374,13 @@ fn run() -> Result<(), String> {
                     tests.join(",")
                 );
             }
+        }
+        "internal-hosts" => {
+            let dirs: Vec<PathBuf> = args.iter().skip(1).map(PathBuf::from).collect();
+            if dirs.is_empty() {
+                return Err("internal-hosts: give the corpus folders".into());
+            }
+            print!("{}", internal_hosts(&dirs)?);
         }
         _ => return Err(String::new()),
     }

@@ -108,7 +108,7 @@ pub struct Judgement {
 }
 
 /// Judges features given the spam log-odds.
-fn judgement(f: &Features, logit: f32) -> Judgement {
+pub fn judgement(f: &Features, logit: f32) -> Judgement {
     {
         let p = 1.0 / (1.0 + (-logit).exp());
         let stat = STAT_POINTS * (2.0 * p - 1.0);
@@ -163,8 +163,8 @@ impl<'a> Scorer<'a> {
         })
     }
 
-    /// Judges a message's features.
-    pub fn judge(&self, f: &Features) -> Judgement {
+    /// The spam log-odds of a message's features.
+    pub fn logit(&self, f: &Features) -> f32 {
         let sum: f32 = f
             .terms()
             .map(|(i, x)| {
@@ -172,6 +172,35 @@ impl<'a> Scorer<'a> {
                 f32::from(i16::from_le_bytes([self.weights[i], self.weights[i + 1]])) * x
             })
             .sum();
-        judgement(f, sum * self.scale)
+        sum * self.scale
+    }
+
+    /// Judges a message's features.
+    pub fn judge(&self, f: &Features) -> Judgement {
+        judgement(f, self.logit(f))
+    }
+
+    /// The model file's bytes.
+    pub fn to_owned_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.weights.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&BITS.to_le_bytes());
+        out.extend_from_slice(&self.scale.to_le_bytes());
+        out.extend_from_slice(self.weights);
+        out
+    }
+
+    /// Finds a model inside other bytes: the spam-score component carries its built-in model
+    /// whole in one data segment, so the learner can start from exactly the model the installed
+    /// plugin scores with.
+    pub fn find_in(bytes: &'a [u8]) -> Option<Scorer<'a>> {
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(MAGIC.len()).position(|w| w == MAGIC) {
+            if let Ok(s) = Scorer::new(&bytes[at + i..]) {
+                return Some(s);
+            }
+            at += i + 1;
+        }
+        None
     }
 }

@@ -14,9 +14,50 @@ pub struct Example {
     pub group: u64,
 }
 
+/// How weights are learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learner {
+    /// Logistic regression, Adagrad SGD over every example in every epoch.
+    Logistic,
+    /// Logistic regression trained only on errors and on examples inside the thick threshold
+    /// (CRM114's train-on-error with a margin).
+    LogisticOnError,
+    /// Passive-aggressive (PA-I): a hinge-loss online large-margin learner, the relaxed
+    /// online SVM's cheap cousin.
+    PassiveAggressive,
+    /// Winnow in log space: additive promotions and demotions of the features of mistakes and
+    /// near-misses (thick threshold), as in OSB-Winnow.
+    Winnow,
+}
+
+impl std::str::FromStr for Learner {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Learner, String> {
+        Ok(match s {
+            "logistic" => Learner::Logistic,
+            "logistic-on-error" => Learner::LogisticOnError,
+            "pa" => Learner::PassiveAggressive,
+            "winnow" => Learner::Winnow,
+            _ => {
+                return Err(format!(
+                    "unknown learner `{s}` (logistic, logistic-on-error, pa, winnow)"
+                ));
+            }
+        })
+    }
+}
+
+/// The spam log-odds of the deployed decision: 5 points is `10 × (2p − 1) = 5`, p = 0.75.
+pub const DECISION_LOGIT: f32 = 1.0986;
+
 /// Training settings.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
+    /// The learner.
+    pub learner: Learner,
+    /// Margin (in log-odds) beyond the decision that counts as a sure judgement for the
+    /// margin learners.
+    pub margin: f32,
     /// Passes over the data.
     pub epochs: usize,
     /// Adagrad learning rate.
@@ -28,8 +69,10 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
+            learner: Learner::Logistic,
+            margin: 2.0,
             epochs: 12,
-            rate: 2.0,
+            rate: 1.0,
             ham_weight: 1.0,
         }
     }
@@ -52,6 +95,61 @@ pub fn train(examples: &[&Example], s: Settings) -> Model {
     let n = 1usize << BITS;
     let mut w = vec![0f32; n];
     let mut g2 = vec![1e-6f32; n];
+    train_into(&mut w, &mut g2, examples, s);
+    Model { weights: w }
+}
+
+/// One online step of `s.learner` on one example; true when the weights changed.
+pub fn step(w: &mut [f32], g2: &mut [f32], e: &Example, s: &Settings) -> bool {
+    let z: f32 = e.features.terms().map(|(i, x)| w[i as usize] * x).sum();
+    let y = if e.spam { 1.0 } else { -1.0 };
+    let weight = if e.spam { 1.0 } else { s.ham_weight };
+    // Distance past the decision on the right side.
+    let past = y * (z - DECISION_LOGIT);
+    match s.learner {
+        Learner::Logistic | Learner::LogisticOnError => {
+            if s.learner == Learner::LogisticOnError && past >= s.margin {
+                return false;
+            }
+            let p = 1.0 / (1.0 + (-z).exp());
+            let g0 = (p - if e.spam { 1.0 } else { 0.0 }) * weight;
+            if g0.abs() < 1e-7 {
+                return false;
+            }
+            for (i, x) in e.features.terms() {
+                let i = i as usize;
+                let g = g0 * x;
+                g2[i] += g * g;
+                w[i] -= s.rate * g / g2[i].sqrt();
+            }
+            true
+        }
+        Learner::PassiveAggressive => {
+            let loss = s.margin - past;
+            if loss <= 0.0 {
+                return false;
+            }
+            let norm2: f32 = e.features.terms().map(|(_, x)| x * x).sum();
+            let tau = (loss / norm2.max(1e-6)).min(s.rate) * weight;
+            for (i, x) in e.features.terms() {
+                w[i as usize] += tau * y * x;
+            }
+            true
+        }
+        Learner::Winnow => {
+            if past >= s.margin {
+                return false;
+            }
+            for (i, x) in e.features.terms() {
+                w[i as usize] += s.rate * 0.1 * y * x * weight;
+            }
+            true
+        }
+    }
+}
+
+/// Trains the weights `w` (with Adagrad's accumulators `g2`) further on `examples`.
+pub fn train_into(w: &mut [f32], g2: &mut [f32], examples: &[&Example], s: Settings) {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..s.epochs {
@@ -60,24 +158,9 @@ pub fn train(examples: &[&Example], s: Settings) -> Model {
             order.swap(i, j);
         }
         for &k in &order {
-            let e = examples[k];
-            let z: f32 = e.features.terms().map(|(i, x)| w[i as usize] * x).sum();
-            let p = 1.0 / (1.0 + (-z).exp());
-            let y = if e.spam { 1.0 } else { 0.0 };
-            let weight = if e.spam { 1.0 } else { s.ham_weight };
-            let g0 = (p - y) * weight;
-            if g0.abs() < 1e-7 {
-                continue;
-            }
-            for (i, x) in e.features.terms() {
-                let i = i as usize;
-                let g = g0 * x;
-                g2[i] += g * g;
-                w[i] -= s.rate * g / g2[i].sqrt();
-            }
+            step(w, g2, examples[k], &s);
         }
     }
-    Model { weights: w }
 }
 
 /// Results of an evaluation.
