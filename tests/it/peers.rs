@@ -35,6 +35,9 @@ fn deployment(
     extra: &str,
 ) -> std::path::PathBuf {
     let text = std::fs::read_to_string(workspace_root().join("host/deploy").join(name)).unwrap();
+    // The spam filter's learned state (dovecot-imapsieve/README.md) lives beside the data.
+    let spam = dir.join("spam");
+    std::fs::create_dir_all(&spam).unwrap();
     let mut out = String::new();
     for line in text.lines() {
         // No certificate files here: Sluice generates a self-signed one.
@@ -46,6 +49,7 @@ fn deployment(
             .replace("0.0.0.0:465", "127.0.0.1:0")
             .replace("0.0.0.0:25", "127.0.0.1:0")
             .replace(next_hop.0, next_hop.1)
+            .replace("/var/lib/sluice-spam", &spam.display().to_string())
             .replace("/var/lib/sluice", &dir.display().to_string())
             .replace("example.org", domain);
         out.push_str(&line);
@@ -453,4 +457,198 @@ with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
         ],
     )
     .await;
+}
+
+/// Dovecot's IMAPSieve set up from `host/deploy/dovecot-imapsieve/` (paths moved into the test
+/// directories, the learner pointed at this build and `cfg`).
+fn imapsieve(dovecot_dir: &Path, cfg: &Path) -> String {
+    let deploy = workspace_root().join("host/deploy/dovecot-imapsieve");
+    let sieve = dovecot_dir.join("sieve");
+    let pipe = dovecot_dir.join("sieve-pipe");
+    std::fs::create_dir_all(&sieve).unwrap();
+    std::fs::create_dir_all(&pipe).unwrap();
+    for f in ["sluice-learn-spam.sieve", "sluice-learn-ham.sieve"] {
+        std::fs::copy(deploy.join(f), sieve.join(f)).unwrap();
+    }
+    let learner = std::fs::read_to_string(deploy.join("sluice-learn"))
+        .unwrap()
+        .replace("/usr/local/bin/sluice", &sluice_bin().display().to_string())
+        .replace("/etc/sluice/sluice.toml", &cfg.display().to_string());
+    std::fs::write(pipe.join("sluice-learn"), learner).unwrap();
+    std::fs::set_permissions(
+        pipe.join("sluice-learn"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::read_to_string(deploy.join("90-sluice-learn.conf"))
+        .unwrap()
+        .replace("/etc/dovecot/", &format!("{}/", dovecot_dir.display()))
+}
+
+/// Moves the message with `message_id` from `from` to `to` over IMAPS (creating `to`).
+const MOVE: &str = r#"
+import imaplib, os, ssl
+c = imaplib.IMAP4_SSL("127.0.0.1", int(os.environ["IMAPS"]), ssl_context=ssl._create_unverified_context())
+c.login(os.environ["USER_ADDR"], os.environ["USER_PW"])
+c.create(os.environ["TO"])
+typ, _ = c.select(os.environ["FROM"])
+assert typ == "OK"
+typ, data = c.uid("SEARCH", None, "HEADER", "Message-ID", os.environ["MID"])
+uids = data[0].split()
+assert len(uids) == 1, data
+typ, data = c.uid("MOVE", uids[0], os.environ["TO"])
+assert typ == "OK", data
+c.logout()
+"#;
+
+/// The X-Spam-Score and X-Spam-Status of the message with `message_id` in `user`'s INBOX.
+async fn spam_score_of(
+    d: &Dovecot,
+    user: &str,
+    pw: &str,
+    message_id: &str,
+    n: usize,
+) -> (f64, String) {
+    let m = mailbox(d, user, pw, n)
+        .await
+        .into_iter()
+        .find(|m| m.contains(message_id))
+        .unwrap_or_else(|| panic!("{message_id} not in the INBOX of {user}"));
+    let header = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+            .trim()
+            .to_string()
+    };
+    (
+        header("X-Spam-Score:").parse().unwrap(),
+        header("X-Spam-Status:"),
+    )
+}
+
+async fn send_offer(port: u16, id: &str, subject: &str) {
+    python(
+        r#"
+import os, smtplib, email.utils
+msg = ("From: Deals Desk <deals@shop.example>\r\nTo: bob@dove.test\r\n"
+       "Subject: " + os.environ["SUBJECT"] + "\r\nDate: " + email.utils.formatdate() + "\r\n"
+       "Message-ID: <" + os.environ["ID"] + "@shop.example>\r\nMIME-Version: 1.0\r\n"
+       "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+       "Our summer catalogue is here: garden furniture, barbecue sets and parasols at members'\r\n"
+       "prices until the end of the month. Free delivery on orders over fifty pounds.\r\n"
+       "Browse the catalogue and order online today.\r\n")
+with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
+    c.sendmail("deals@shop.example", ["bob@dove.test"], msg.encode())
+"#,
+        &[
+            ("PORT", port.to_string()),
+            ("ID", id.to_string()),
+            ("SUBJECT", subject.to_string()),
+        ],
+    )
+    .await;
+}
+
+/// Polls (bounded: 20 s) until the learner's log holds a file with `suffix`.
+async fn learned_log_has(dir: &Path, suffix: &str, dovecot: &Dovecot) {
+    for _ in 0..200 {
+        let found = std::fs::read_dir(dir.join("spam/learned-messages"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(suffix))
+            })
+            .unwrap_or(false);
+        if found {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "nothing learned as {suffix} within 20 s; Dovecot's log:\n{}",
+        dovecot.log()
+    );
+}
+
+#[tokio::test]
+async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path());
+    let cfg_path = dir.path().join("sluice.toml");
+    let dovecot = Dovecot::start_with(&[("bob@dove.test", "bobpw")], |d| imapsieve(d, &cfg_path));
+    let cfg = sluice_config(dir.path(), &dovecot, "");
+    assert_eq!(cfg, cfg_path);
+    // The scripts compiled ahead, as the README says (the mail user may not write there).
+    let ok = std::process::Command::new("sievec")
+        .arg("-c")
+        .arg(dovecot.dir.path().join("dovecot.conf"))
+        .arg(dovecot.dir.path().join("sieve"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "sievec failed (is dovecot-sieve installed?)");
+    // Dovecot runs the learner as its mail user: it reads the configuration and the plugin
+    // directory and owns the learned state (host/deploy/dovecot-imapsieve/README.md).
+    for (p, mode) in [(dir.path().to_path_buf(), 0o755), (cfg.clone(), 0o644)] {
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    sluice_tests::peers::chown(&dir.path().join("spam"), "mail:mail");
+    let s = Serve::start(&cfg).await;
+    let port = s.smtp.port();
+
+    send_offer(port, "before", "Summer catalogue for members").await;
+    send_offer(port, "junk", "Members' prices on garden furniture").await;
+    let (before, _) = spam_score_of(
+        &dovecot,
+        "bob@dove.test",
+        "bobpw",
+        "<before@shop.example>",
+        2,
+    )
+    .await;
+    assert!(before < 5.0, "the shipped model lets it through: {before}");
+
+    // Bob moves one into Junk: Dovecot pipes it to `sluice spam learn --spam`.
+    let moved = |from: &str, to: &str| {
+        [
+            ("IMAPS", dovecot.imaps.to_string()),
+            ("USER_ADDR", "bob@dove.test".to_string()),
+            ("USER_PW", "bobpw".to_string()),
+            ("FROM", from.to_string()),
+            ("TO", to.to_string()),
+            ("MID", "<junk@shop.example>".to_string()),
+        ]
+    };
+    python(MOVE, &moved("INBOX", "Junk")).await;
+    learned_log_has(dir.path(), ".spam", &dovecot).await;
+
+    // The next similar message scores higher, with no reload of Sluice.
+    send_offer(port, "after", "Summer catalogue for members").await;
+    let (after, status) = spam_score_of(
+        &dovecot,
+        "bob@dove.test",
+        "bobpw",
+        "<after@shop.example>",
+        2,
+    )
+    .await;
+    eprintln!("similar message: {before} before Bob's move to Junk, {after} after");
+    assert!(after >= before + 5.0, "{before} -> {after}");
+    assert!(status.contains("SITE_LEARNED"), "{status}");
+
+    // Moved back out of Junk: relabelled as ham (not counted twice), and similar mail scores
+    // as ham, more surely than before Bob said anything.
+    python(MOVE, &moved("Junk", "INBOX")).await;
+    learned_log_has(dir.path(), ".ham", &dovecot).await;
+    send_offer(port, "back", "Summer catalogue for members").await;
+    let (back, status) =
+        spam_score_of(&dovecot, "bob@dove.test", "bobpw", "<back@shop.example>", 4).await;
+    eprintln!("moved back out of Junk: {back}");
+    assert!(back < before, "{before} vs {back}: {status}");
+    let log: Vec<String> = std::fs::read_dir(dir.path().join("spam/learned-messages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(log.len(), 1, "one message, relabelled: {log:?}");
+    drop(s);
 }

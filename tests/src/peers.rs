@@ -34,7 +34,7 @@ fn wait_port(port: u16, what: &str) {
     panic!("{what} did not listen on 127.0.0.1:{port} within 10 s");
 }
 
-fn chown(path: &Path, user: &str) {
+pub fn chown(path: &Path, user: &str) {
     let ok = Command::new("chown")
         .args(["-R", user])
         .arg(path)
@@ -78,6 +78,11 @@ pub struct Dovecot {
 impl Dovecot {
     /// Starts Dovecot for `users` (address, password).
     pub fn start(users: &[(&str, &str)]) -> Dovecot {
+        Dovecot::start_with(users, |_| String::new())
+    }
+
+    /// Like [`Dovecot::start`], with `extra(its directory)` appended to its configuration.
+    pub fn start_with(users: &[(&str, &str)], extra: impl FnOnce(&Path) -> String) -> Dovecot {
         need("/usr/sbin/dovecot");
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
@@ -104,6 +109,7 @@ impl Dovecot {
             .collect();
         std::fs::write(d.join("passwd"), passwd).unwrap();
         let (imaps, pop3s, lmtp) = (free_port(), free_port(), free_port());
+        let extra = extra(d);
         let conf = format!(
             r#"protocols = imap pop3 lmtp
 listen = 127.0.0.1
@@ -151,6 +157,7 @@ service lmtp {{
 protocol lmtp {{
   postmaster_address = postmaster@localhost
 }}
+{extra}
 "#,
             d = d.display()
         );
