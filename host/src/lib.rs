@@ -62,6 +62,7 @@ pub mod replay;
 pub mod reply;
 pub mod server;
 pub mod session;
+pub mod spam_learning;
 pub mod spool;
 pub mod store;
 pub mod stream;

@@ -167,6 +167,17 @@ impl Server {
         if config.plugins.watch {
             background.spawn(crate::reload::watch(ctx.clone()));
         }
+        // A fleet shares what its users taught the spam filter (crate::spam_learning).
+        if let (Some(kv @ crate::store::KvStore::Redis(_)), Some(learned)) = (
+            ctx.runtime.services.kv.clone(),
+            crate::spam_learning::learned_path(config),
+        ) {
+            background.spawn(crate::spam_learning::sync(
+                kv,
+                learned,
+                ctx.shutdown.subscribe(),
+            ));
+        }
         let runner = crate::delivery::runner::Runner::new(
             ctx.spool.clone(),
             config.clone(),

@@ -305,3 +305,162 @@ async fn a_rediss_store_is_reached_over_tls_trusting_the_configured_ca_only() {
     assert_eq!(value, None);
     assert!(calls.contains("StoreUnavailable"), "{calls}");
 }
+
+/// Sends a newsletter-like message with smtplib to bob; waits for its delivery into `dir`
+/// and returns its X-Spam-Score and X-Spam-Status.
+async fn offer(port: u16, dir: &Path, id: &str) -> (f64, String, std::path::PathBuf) {
+    python(
+        r#"
+import os, smtplib, email.utils
+msg = ("From: Deals Desk <deals@shop.example>\r\nTo: bob@example.org\r\n"
+       "Subject: Summer catalogue for members\r\nDate: " + email.utils.formatdate() + "\r\n"
+       "Message-ID: <" + os.environ["ID"] + "@shop.example>\r\n\r\n"
+       "Our summer catalogue is here: garden furniture, barbecue sets and parasols at members'\r\n"
+       "prices until the end of the month. Free delivery on orders over fifty pounds.\r\n")
+with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
+    c.sendmail("deals@shop.example", ["bob@example.org"], msg.encode())
+"#,
+        &[("PORT", port.to_string()), ("ID", id.to_string())],
+    )
+    .await;
+    let new = dir.join("maildir/bob/new");
+    for _ in 0..200 {
+        for e in std::fs::read_dir(&new).into_iter().flatten() {
+            let path = e.unwrap().path();
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            if text.contains(&format!("<{id}@shop.example>")) {
+                // A field's value with its continuation lines.
+                let header = |name: &str| {
+                    let mut lines = text.lines().skip_while(|l| !l.starts_with(name));
+                    let mut value = lines
+                        .next()
+                        .and_then(|l| l.strip_prefix(name))
+                        .unwrap_or_default()
+                        .to_string();
+                    for l in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+                        value.push_str(l);
+                    }
+                    value.trim().to_string()
+                };
+                return (
+                    header("X-Spam-Score:").parse().unwrap(),
+                    header("X-Spam-Status:"),
+                    path,
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "<{id}@shop.example> was not delivered into {}",
+        dir.display()
+    );
+}
+
+/// Runs `sluice spam ARGS --config cfg`.
+fn spam_cli(args: &[&str], cfg: &Path) -> String {
+    let out = std::process::Command::new(sluice_bin())
+        .arg("spam")
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits (bounded: 10 s) until `path` holds other bytes than `old`.
+async fn file_changes(path: &Path, old: Option<Vec<u8>>) {
+    for _ in 0..200 {
+        let now = std::fs::read(path).ok();
+        if now.is_some() && now != old {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} did not change within 10 s", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_one_node_learns_about_spam_every_node_of_the_fleet_uses() {
+    let redis = Redis::start();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cfg_of = |dir: &Path| {
+        let spam = dir.join("spam");
+        std::fs::create_dir_all(&spam).unwrap();
+        let cfg = node(
+            dir,
+            &[],
+            &format!(
+                "[store]\nurl = {:?}\n[plugin.spam-score]\nread_dirs = [{spam:?}]\n\
+                 [plugin.spam-score.config]\nlearned = {:?}\n[scoring]\nadd_headers = true\nreject_threshold = 1000.0\n",
+                redis.url(2),
+                spam.join("learned.bin"),
+            ),
+        );
+        std::fs::copy(
+            plugin("bundled", "20-spam-score"),
+            dir.join("plugins/20-spam-score.wasm"),
+        )
+        .unwrap();
+        cfg
+    };
+    let (a_cfg, b_cfg) = (cfg_of(a_dir.path()), cfg_of(b_dir.path()));
+    let a = Serve::start(&a_cfg).await;
+    let b = Serve::start(&b_cfg).await;
+
+    let (before, _, on_a) = offer(a.smtp.port(), a_dir.path(), "a0").await;
+    let (b_before, _, _) = offer(b.smtp.port(), b_dir.path(), "b0").await;
+    assert!(
+        (before - b_before).abs() < 0.01 && before < 5.0,
+        "{before} {b_before}"
+    );
+
+    // Learned through node A's configuration: the state goes to Redis, and node B copies the
+    // new site model to its own file.
+    let out = spam_cli(&["learn", "--spam", on_a.to_str().unwrap()], &a_cfg);
+    assert!(
+        out.contains("1 message(s) learned as spam") && out.contains("redis://"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&redis.password),
+        "no password in the output: {out}"
+    );
+    let b_model = b_dir.path().join("spam/learned.bin");
+    file_changes(&b_model, None).await;
+    let (after, status, _) = offer(b.smtp.port(), b_dir.path(), "b1").await;
+    assert!(
+        after >= before + 5.0 && status.contains("SITE_LEARNED"),
+        "{before} -> {after}: {status}"
+    );
+    let keys = redis.cli(2, &["--scan"]);
+    assert!(
+        keys.lines()
+            .any(|k| k.starts_with("sluice:kv:@spam-learning:message:")),
+        "{keys}"
+    );
+
+    // Forgotten through node B: node A goes back to the shipped model's judgement.
+    let a_model = a_dir.path().join("spam/learned.bin");
+    let old = std::fs::read(&a_model).ok();
+    let out = spam_cli(&["forget", on_a.to_str().unwrap()], &b_cfg);
+    assert!(out.contains("1 message(s) forgotten"), "{out}");
+    file_changes(&a_model, old).await;
+    let (forgotten, status, _) = offer(a.smtp.port(), a_dir.path(), "a2").await;
+    assert!(
+        (forgotten - before).abs() < 0.05,
+        "{before} vs {forgotten}: {status}"
+    );
+    assert!(
+        !redis
+            .cli(2, &["--scan"])
+            .contains("@spam-learning:message:"),
+        "the forgotten message is gone from the store"
+    );
+}
