@@ -105,14 +105,11 @@ impl Features {
     /// normalised by their own counts, so a long body does not drown the headers.
     pub fn terms(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
         let t = norm(self.indices.len());
-        let m = norm(self.meta.len())
-            * f32::from_bits(EXP_META.load(std::sync::atomic::Ordering::Relaxed));
-        let g = norm(self.grams.len());
+        let m = norm(self.meta.len());
         self.indices
             .iter()
             .map(move |&i| (i, t))
             .chain(self.meta.iter().map(move |&i| (i, m)))
-            .chain(self.grams.iter().map(move |&i| (i, g)))
     }
 }
 
@@ -123,8 +120,6 @@ pub struct Features {
     pub indices: Vec<u32>,
     /// Distinct hashed feature indices of headers and structure.
     pub meta: Vec<u32>,
-    /// Distinct hashed byte 4-grams of the text (empty unless enabled).
-    pub grams: Vec<u32>,
     /// Structural facts (rule names) that hold for the message.
     pub facts: Vec<&'static str>,
 }
@@ -154,9 +149,6 @@ struct Sink {
     indices: Vec<u32>,
     meta: Vec<u32>,
     in_meta: bool,
-    /// Byte n-gram features go to `grams` (their own group) while set.
-    in_grams: bool,
-    grams: Vec<u32>,
     /// Slots of the set: 0 is empty, else `1 + index + (meta << BITS)`.
     seen: Vec<u32>,
 }
@@ -167,8 +159,6 @@ impl Sink {
             indices: Vec::with_capacity(4096),
             meta: Vec::with_capacity(64),
             in_meta: true,
-            in_grams: false,
-            grams: Vec::new(),
             seen: vec![0; 1 << 11],
         }
     }
@@ -179,18 +169,11 @@ impl Sink {
 
     fn add_hash(&mut self, h: u64) {
         let i = (h >> (64 - BITS)) as u32;
-        let group = if self.in_grams {
-            2
-        } else {
-            u32::from(self.in_meta)
-        };
-        let key = 1 + i + (group << BITS);
+        let key = 1 + i + (u32::from(self.in_meta) << BITS);
         if !self.insert(key) {
             return;
         }
-        if self.in_grams {
-            self.grams.push(i);
-        } else if self.in_meta {
+        if self.in_meta {
             self.meta.push(i);
         } else {
             self.indices.push(i);
@@ -199,7 +182,7 @@ impl Sink {
 
     /// Adds `key` to the set; false when it was there.
     fn insert(&mut self, key: u32) -> bool {
-        if 2 * (self.indices.len() + self.meta.len() + self.grams.len() + 1) > self.seen.len() {
+        if 2 * (self.indices.len() + self.meta.len() + 1) > self.seen.len() {
             let grown = vec![0; self.seen.len() * 2];
             let old = std::mem::replace(&mut self.seen, grown);
             for k in old.into_iter().filter(|&k| k != 0) {
@@ -385,12 +368,6 @@ fn pair(first: u64, second: u64, distance: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Experiment knob: extra feature families (bit flags).
-pub static EXP_FLAGS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-/// Experiment knob: the meta group's scale (f32 bits).
-pub static EXP_META: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0x3f80_0000);
-
 /// Experiment knob: bytes of body text read as byte 4-grams (0: none).
 pub static EXP_NGRAM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -572,14 +549,6 @@ fn border_features(sink: &mut Sink, evidence: &Evidence) {
             Some(_) => b"public",
         };
         sink.add(&[b"hop-ip", class]);
-        if EXP_FLAGS.load(std::sync::atomic::Ordering::Relaxed) & 1 != 0 {
-            if let Some(IpAddr::V4(ip)) = hop.ip {
-                sink.add(&[b"hop-ip16", &ip.octets()[..2]]);
-            }
-            if !hop.helo.is_empty() {
-                sink.add(&[b"hop-helo-dom", domain_of(&hop.helo).as_bytes()]);
-            }
-        }
     }
 }
 
@@ -629,7 +598,6 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
         return Features {
             indices: sink.indices,
             meta: sink.meta,
-            grams: sink.grams,
             facts,
         };
     };
@@ -642,31 +610,6 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
         let name = h.name().to_ascii_lowercase();
         if PRESENCE_HEADERS.contains(&name.as_str()) {
             sink.add(&[b"has", name.as_bytes()]);
-        }
-        if EXP_FLAGS.load(std::sync::atomic::Ordering::Relaxed) & 2 != 0 {
-            let v = msg
-                .header_raw(h.name())
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            match name.as_str() {
-                "message-id" => {
-                    let dom = v.rsplit('@').next().unwrap_or("").trim_end_matches('>');
-                    sink.add(&[b"mid-dom", domain_of(dom).as_bytes()]);
-                }
-                "to" => {
-                    let n = v.matches('@').count();
-                    sink.add(&[b"to-count", bucket(n)]);
-                    if v.contains("undisclosed") {
-                        sink.add(&[b"to", b"undisclosed"]);
-                    }
-                }
-                "date" => {
-                    let tz = v.rsplit(' ').next().unwrap_or("");
-                    sink.add(&[b"date-tz", tz.as_bytes()]);
-                }
-                _ => {}
-            }
         }
         if matches!(name.as_str(), "message-id" | "date") {
             let v = msg.header_raw(h.name()).unwrap_or("").trim();
@@ -749,9 +692,7 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
             osb(&mut sink, &hashes);
             let nb = EXP_NGRAM.load(std::sync::atomic::Ordering::Relaxed);
             if nb > 0 {
-                sink.in_grams = true;
                 byte_grams(&mut sink, t.as_bytes(), nb);
-                sink.in_grams = false;
             }
             url_count += urls(&mut sink, &t);
         }
@@ -791,7 +732,6 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
     Features {
         indices: sink.indices,
         meta: sink.meta,
-        grams: sink.grams,
         facts,
     }
 }

@@ -249,16 +249,6 @@ fn settings_from(opt: &dyn Fn(&str) -> Option<PathBuf>) -> Result<Settings, Stri
 }
 
 fn run() -> Result<(), String> {
-    if let Ok(v) = std::env::var("SPAM_FLAGS") {
-        sluice_spam::features::EXP_FLAGS
-            .store(v.parse().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
-    }
-    if let Ok(v) = std::env::var("SPAM_META") {
-        sluice_spam::features::EXP_META.store(
-            v.parse::<f32>().unwrap_or(1.0).to_bits(),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
     if let Ok(v) = std::env::var("SPAM_NGRAM") {
         sluice_spam::features::EXP_NGRAM
             .store(v.parse().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
