@@ -368,33 +368,6 @@ fn pair(first: u64, second: u64, distance: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Experiment knob: bytes of body text read as byte 4-grams (0: none).
-pub static EXP_NGRAM: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// Byte 4-grams of the first `max` bytes of a text, lower-cased, whitespace runs as one space.
-fn byte_grams(sink: &mut Sink, text: &[u8], max: usize) {
-    let mut window = 0u32;
-    let mut filled = 0;
-    let mut last_space = true;
-    for &b in text.iter().take(max) {
-        let c = if b.is_ascii_whitespace() {
-            if last_space {
-                continue;
-            }
-            last_space = true;
-            b' '
-        } else {
-            last_space = false;
-            b.to_ascii_lowercase()
-        };
-        window = (window << 8) | u32::from(c);
-        filled += 1;
-        if filled >= 4 {
-            sink.add_hash(pair(u64::from(window), 0x6772_616d, 7));
-        }
-    }
-}
-
 /// HTML markup tokens: tag names and attribute names (and short attribute values).
 fn markup(sink: &mut Sink, html: &str) {
     let mut rest = html;
@@ -690,10 +663,6 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
             text_len += t.len();
             let hashes = words(&t, fnv_part(FNV_BASIS, b"b:"), BODY_TOKENS);
             osb(&mut sink, &hashes);
-            let nb = EXP_NGRAM.load(std::sync::atomic::Ordering::Relaxed);
-            if nb > 0 {
-                byte_grams(&mut sink, t.as_bytes(), nb);
-            }
             url_count += urls(&mut sink, &t);
         }
     }

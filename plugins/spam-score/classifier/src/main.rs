@@ -19,7 +19,7 @@ use sluice_spam::trust::{Trust, parse_network};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  sluice-spam train --ham DIR --spam DIR -o MODEL\n  sluice-spam evaluate --ham DIR --spam DIR [--folds K] [--manifest MANIFEST.tsv] [--threshold POINTS]\n  sluice-spam score --model MODEL MESSAGE..."
+        "usage:\n  sluice-spam train --ham DIR --spam DIR -o MODEL\n  sluice-spam evaluate --ham DIR --spam DIR [--folds K] [--manifest MANIFEST.tsv] [--threshold POINTS] [--internal-hosts FILE] [--learner NAME] [--feedback]\n  sluice-spam score --model MODEL MESSAGE..."
     );
     ExitCode::from(2)
 }
@@ -249,10 +249,6 @@ fn settings_from(opt: &dyn Fn(&str) -> Option<PathBuf>) -> Result<Settings, Stri
 }
 
 fn run() -> Result<(), String> {
-    if let Ok(v) = std::env::var("SPAM_NGRAM") {
-        sluice_spam::features::EXP_NGRAM
-            .store(v.parse().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
-    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().cloned().unwrap_or_default();
     let opt = |name: &str| -> Option<PathBuf> {
@@ -297,19 +293,39 @@ fn run() -> Result<(), String> {
                 .transpose()?
                 .unwrap_or(5.0);
             let groups = manifest(opt("--manifest").as_ref())?;
+            let feedback = args.iter().any(|a| a == "--feedback");
             let t = Instant::now();
             let trust = trust_file(opt("--internal-hosts").as_ref())?;
             let examples = load(&ham, &spam, &groups, &trust)?;
             let extract_secs = t.elapsed().as_secs_f64();
             let mut total = Confusion::default();
             for fold in 0..k {
-                let (test, training): (Vec<&Example>, Vec<&Example>) =
+                let (mut test, training): (Vec<&Example>, Vec<&Example>) =
                     examples.iter().partition(|e| fold_of(e.group, k) == fold);
+                // Ham and spam interleaved as they would arrive (the order of --feedback).
+                test.sort_by_key(|e| e.group.wrapping_mul(0xff51_afd7_ed55_8ccd));
                 let settings = settings_from(&opt)?;
                 let model = train(&training, settings);
                 let mut c = Confusion::default();
+                // With --feedback, the site's users correct each mistake as they see it
+                // (`sluice spam learn`): the site model is retrained on their corrections
+                // before the next message is judged.
+                let mut corrected: Vec<(bool, sluice_spam::features::Features)> = Vec::new();
+                let mut site_weights = std::collections::BTreeMap::new();
                 for e in &test {
-                    let j = model.judge(&e.features);
+                    let site_logit: f32 = e
+                        .features
+                        .terms()
+                        .map(|(i, x)| site_weights.get(&i).copied().unwrap_or(0.0) * x)
+                        .sum();
+                    let j = sluice_spam::model::judgement(
+                        &e.features,
+                        model.logit(&e.features) + site_logit,
+                    );
+                    if feedback && e.spam != (j.score >= threshold) {
+                        corrected.push((e.spam, e.features.clone()));
+                        site_weights = sluice_spam::site::train(&|f| model.logit(f), &corrected);
+                    }
                     c.add(e.spam, j.score >= threshold);
                     if std::env::var_os("SPAM_SHOW").is_some() && e.spam != (j.score >= threshold) {
                         let idx = examples

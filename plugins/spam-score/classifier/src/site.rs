@@ -137,9 +137,34 @@ pub fn to_bytes(weights: &BTreeMap<u32, f32>) -> Vec<u8> {
 
 /// Trains the site's weights on its learned messages (`(spam, features)`, in the order they
 /// were learned), on top of `base`, the shipped model's log-odds of a message.
+///
+/// The plugin reads the whole site model at the start of every transaction, so its size is
+/// bounded: when the corrections touch more than [`MAX_FEATURES`] features, the largest are
+/// kept and the learned messages are trained again on those alone.
 pub fn train(base: &dyn Fn(&Features) -> f32, learned: &[(bool, Features)]) -> BTreeMap<u32, f32> {
+    let mut w = train_on(base, learned, None);
+    if w.len() > MAX_FEATURES {
+        let mut by_size: Vec<(u32, f32)> = w.iter().map(|(i, v)| (*i, *v)).collect();
+        by_size.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+        let kept: std::collections::HashSet<u32> =
+            by_size.iter().take(MAX_FEATURES).map(|(i, _)| *i).collect();
+        w = train_on(base, learned, Some(&kept));
+    }
+    w
+}
+
+/// The most features a site model corrects (8 bytes each in the file: 256 KiB).
+pub const MAX_FEATURES: usize = 1 << 15;
+
+/// [`train`], updating only the features in `allowed` when given.
+fn train_on(
+    base: &dyn Fn(&Features) -> f32,
+    learned: &[(bool, Features)],
+    allowed: Option<&std::collections::HashSet<u32>>,
+) -> BTreeMap<u32, f32> {
     let mut w: BTreeMap<u32, f32> = BTreeMap::new();
     let fixed: Vec<f32> = learned.iter().map(|(_, f)| base(f)).collect();
+    let ok = |i: &u32| allowed.is_none_or(|a| a.contains(i));
     for _ in 0..MAX_EPOCHS {
         let mut changed = false;
         for ((spam, f), b) in learned.iter().zip(&fixed) {
@@ -156,12 +181,18 @@ pub fn train(base: &dyn Fn(&Features) -> f32, learned: &[(bool, Features)]) -> B
             // structure features (the bias, a missing Date, …) are common to much unrelated
             // mail, so they take a small part of it and the message's own words the rest.
             let (t, m) = (norm(f.indices.len()), norm(f.meta.len()));
-            let shared = |meta: bool| if meta { META_SHARE } else { 1.0 };
-            let norm2 = f.indices.len() as f32 * t * t + META_SHARE * f.meta.len() as f32 * m * m;
-            let tau = loss.min(MAX_STEP) / norm2.max(1e-6);
-            let steps = f.indices.iter().map(|&i| (i, t, false));
-            for (i, x, meta) in steps.chain(f.meta.iter().map(|&i| (i, m, true))) {
-                *w.entry(i).or_insert(0.0) += tau * y * x * shared(meta);
+            let text = f.indices.iter().filter(|i| ok(i)).count() as f32;
+            let meta = f.meta.iter().filter(|i| ok(i)).count() as f32;
+            let norm2 = text * t * t + META_SHARE * meta * m * m;
+            if norm2 <= 1e-9 {
+                continue;
+            }
+            let tau = loss.min(MAX_STEP) / norm2;
+            let steps = f.indices.iter().map(|&i| (i, t, 1.0));
+            for (i, x, share) in steps.chain(f.meta.iter().map(|&i| (i, m, META_SHARE))) {
+                if ok(&i) {
+                    *w.entry(i).or_insert(0.0) += tau * y * x * share;
+                }
             }
             changed = true;
         }
@@ -217,6 +248,28 @@ mod tests {
         // Forgetting is replaying the log without the message: exactly the model before.
         assert_eq!(train(&base, &[(true, spam)]), w);
         assert!(train(&base, &[]).is_empty());
+    }
+
+    #[test]
+    fn the_site_model_is_bounded_and_still_learns_its_messages() {
+        // Many distinct messages, each with words of its own: more features than the bound.
+        let learned: Vec<(bool, Features)> = (0..60)
+            .map(|k| {
+                let words: Vec<String> = (0..400).map(|j| format!("w{k}x{j}")).collect();
+                (true, extract(&msg("offer", &words.join(" "))))
+            })
+            .collect();
+        let base = |_: &Features| -2.0;
+        let w = train(&base, &learned);
+        assert!(w.len() <= MAX_FEATURES, "{}", w.len());
+        let bytes = to_bytes(&w);
+        let site = SiteModel::new(&bytes).unwrap();
+        for (_, f) in &learned {
+            assert!(
+                -2.0 + site.logit(f) > DECISION_LOGIT,
+                "every learned message is spam"
+            );
+        }
     }
 
     #[test]
