@@ -49,8 +49,47 @@ fn message_of(size: usize) -> Vec<u8> {
     m.into_bytes()
 }
 
+/// The directory of the largest site model spam-score accepts, for the `spam-score-site` row.
+static SITE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Writes a site model with the most features `sluice spam learn` ever writes.
+fn full_site_model(dir: &Path) -> anyhow::Result<()> {
+    let mut weights = std::collections::BTreeMap::new();
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let n: usize = std::env::var("SITE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(sluice_spam::site::MAX_FEATURES);
+    while weights.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        weights.insert((x >> 44) as u32, ((x & 0xff) as f32 - 128.0) / 256.0);
+    }
+    std::fs::write(
+        dir.join("learned.bin"),
+        sluice_spam::site::to_bytes(&weights),
+    )?;
+    Ok(())
+}
+
 fn load_config() -> Config {
     let mut c = Config::default();
+    if let Some(dir) = SITE_DIR.get() {
+        let mut config = toml::Table::new();
+        config.insert(
+            "learned".into(),
+            toml::Value::String(dir.join("learned.bin").display().to_string()),
+        );
+        c.plugin.insert(
+            "spam-score-site".into(),
+            PluginSettings {
+                read_dirs: vec![dir.clone()],
+                config,
+                ..PluginSettings::default()
+            },
+        );
+    }
     c.plugins.defaults.memory_mb = 128;
     c.plugins.defaults.timeout_ms = 5000;
     c.plugins.defaults.kv_ops_per_call = 1000;
@@ -197,7 +236,16 @@ async fn main() -> anyhow::Result<()> {
             "spam-score",
             root.join("target/plugins/bundled/20-spam-score.wasm"),
         ),
+        (
+            "spam-score, full site model".to_string(),
+            "spam-score-site",
+            root.join("target/plugins/bundled/20-spam-score.wasm"),
+        ),
     ];
+    // The site model `sluice spam learn` writes, at its largest (read every transaction).
+    let site = tempfile::tempdir()?;
+    full_site_model(site.path())?;
+    let _ = SITE_DIR.set(site.path().to_path_buf());
     // One pass over the arguments; anything else is refused.
     // - `--plugin NAME=FILE` (repeatable): your own plugins as further rows;
     // - `--only NAME[,NAME]`: measure only these plugins (for `perf record`), and no
