@@ -43,6 +43,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Prometheus metrics, `/healthz` and `/plugins` over HTTP.
     pub metrics: MetricsConfig,
+    /// The operator's web console.
+    pub admin: AdminConfig,
     /// SPF, DKIM and DMARC for mail from other servers; DKIM signing for our own.
     pub authentication: AuthenticationConfig,
     /// Where plugins granted `kv` keep their state.
@@ -87,6 +89,38 @@ impl Default for StoreConfig {
 pub struct MetricsConfig {
     /// Address to listen on, e.g. `127.0.0.1:9325`.
     pub address: Option<std::net::SocketAddr>,
+}
+
+/// `[admin]`: the operator's web console (and `/metrics`, `/healthz`). Off unless `address`
+/// is set; every page but `/login`, `/metrics` and `/healthz` needs an administrator's log-in
+/// (`sluice admin passwd NAME`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9326`. Keep it on loopback or a management
+    /// network: the console speaks plain HTTP.
+    pub address: Option<std::net::SocketAddr>,
+    /// Administrators and their Argon2id password hashes; default `<data_dir>/admins`.
+    pub users_file: Option<PathBuf>,
+    /// A log-in lasts this long without use (minutes).
+    pub session_minutes: u64,
+    /// Failed log-ins per client address or user name before further tries are refused
+    /// for `lockout_minutes`.
+    pub max_failed_logins: u32,
+    /// See `max_failed_logins`.
+    pub lockout_minutes: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            address: None,
+            users_file: None,
+            session_minutes: 60,
+            max_failed_logins: 5,
+            lockout_minutes: 15,
+        }
+    }
 }
 
 /// Host-wide settings.
@@ -768,6 +802,24 @@ impl Config {
     /// Checks every value, collecting all problems.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if let (Some(a), Some(m)) = (self.admin.address, self.metrics.address)
+            && a == m
+        {
+            problems.push(format!(
+                "admin.address: {a} is also metrics.address; the console serves /metrics and /healthz itself, so remove [metrics] or give it another address"
+            ));
+        }
+        if !(1..=7 * 24 * 60).contains(&self.admin.session_minutes) {
+            problems.push(format!(
+                "admin.session_minutes: {} is out of range (1 to 10080)",
+                self.admin.session_minutes
+            ));
+        }
+        if self.admin.max_failed_logins == 0 || self.admin.lockout_minutes == 0 {
+            problems.push(
+                "admin.max_failed_logins and admin.lockout_minutes must be at least 1".to_string(),
+            );
+        }
         let max_mem = self.plugins.max_memory_mb;
         if !(1..=4096).contains(&max_mem) {
             problems.push(format!(
@@ -1174,6 +1226,14 @@ impl Config {
             .users_file
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("users"))
+    }
+
+    /// The console's administrators file.
+    pub fn admins_file(&self) -> PathBuf {
+        self.admin
+            .users_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("admins"))
     }
 
     /// Where `sluice serve` writes its process id.

@@ -465,6 +465,21 @@ impl Inbound {
             reply = %reply,
             "message"
         );
+        for c in calls {
+            crate::journal::get().plugin_call(&c.plugin, c.micros, c.failure.is_some());
+        }
+        crate::journal::get().transaction(crate::journal::Transaction {
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            id: self.id.clone(),
+            client: self.client.ip.to_string(),
+            listener: self.client.listener.to_string(),
+            sender: self.sender.address.clone(),
+            recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+            score,
+            verdicts,
+            disposition: disposition.to_string(),
+            reply: reply.to_string(),
+        });
     }
 
     /// Carries out `d` on the spool (for front ends that are the receiving MTA): queued or

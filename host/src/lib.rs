@@ -40,6 +40,7 @@
 pub mod authentication;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod context;
 pub mod credentials;
 pub mod delivery;
@@ -50,6 +51,7 @@ pub mod envelope;
 pub mod fuzz;
 pub mod http;
 pub mod inbound;
+pub mod journal;
 pub mod login_throttle;
 pub mod message;
 pub mod metrics;

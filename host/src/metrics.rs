@@ -179,6 +179,7 @@ impl Metrics {
 
     /// A message reached its disposition.
     pub fn message(&self, disposition: &str) {
+        crate::journal::get().count(&format!("message:{disposition}"));
         self.messages
             .get_or_create(&labels(&[("disposition", disposition)]))
             .inc();
@@ -257,6 +258,7 @@ impl Metrics {
 
     /// A recipient's delivery attempt ended.
     pub fn delivery(&self, outcome: &str) {
+        crate::journal::get().count(&format!("delivery:{outcome}"));
         self.deliveries
             .get_or_create(&labels(&[("outcome", outcome)]))
             .inc();

@@ -26,6 +26,8 @@ pub struct Server {
     pub sockets: Vec<std::path::PathBuf>,
     /// The metrics endpoint, when configured.
     pub metrics: Option<SocketAddr>,
+    /// The web console, when configured.
+    pub admin: Option<SocketAddr>,
     ctx: Arc<ServerContext>,
     accepting: JoinSet<()>,
     background: JoinSet<()>,
@@ -164,6 +166,12 @@ impl Server {
             metrics = Some(addr);
             background.spawn(crate::http::serve(ctx.clone(), listener));
         }
+        let mut admin = None;
+        if let Some(address) = config.admin.address {
+            let (listener, addr) = bind(address, "admin").await?;
+            admin = Some(addr);
+            background.spawn(crate::console::serve(ctx.clone(), listener));
+        }
         if config.plugins.watch {
             background.spawn(crate::reload::watch(ctx.clone()));
         }
@@ -191,6 +199,7 @@ impl Server {
             listeners: bound,
             sockets: unix,
             metrics,
+            admin,
             ctx,
             accepting,
             background,

@@ -7,6 +7,7 @@ mod bounce_template;
 mod cache;
 mod capabilities;
 mod client;
+mod console;
 mod crash;
 mod delivery;
 mod fleet;

@@ -183,6 +183,8 @@ pub struct TestServer {
     pub smtps: std::net::SocketAddr,
     /// Every bound listener.
     pub listeners: Vec<(sluice::config::ListenerKind, std::net::SocketAddr)>,
+    /// The web console, when `[admin] address` is set.
+    pub admin: Option<std::net::SocketAddr>,
     server: Option<sluice::server::Server>,
 }
 
@@ -259,6 +261,7 @@ local_domains = ["example.org", "catchall.example.org"]
             submission: server.address(K::Submission).unwrap(),
             smtps: server.address(K::Smtps).unwrap(),
             listeners: server.listeners.clone(),
+            admin: server.admin,
             server: Some(server),
             dir,
         }

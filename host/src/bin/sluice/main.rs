@@ -58,6 +58,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The web console's administrators.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Inspect and steer the delivery queue (safe beside a running server).
     Queue {
         /// Configuration file (for the data directory).
@@ -160,6 +165,20 @@ enum QuarantineCommand {
     Delete {
         /// Queue id.
         id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Add or update a console administrator; the password is read from standard input (one
+    /// line) and stored as an Argon2id hash in `[admin] users_file` (default
+    /// `<data_dir>/admins`).
+    Passwd {
+        /// The administrator's user name.
+        user: String,
+        /// Configuration file (for the location of the administrators file).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -406,6 +425,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Passwd { user, config } => passwd::run(&user, config.as_ref()),
+        Command::Admin {
+            command: AdminCommand::Passwd { user, config },
+        } => passwd::run_admin(&user, config.as_ref()),
         Command::Queue { config, command } => {
             let config = load_config(config.as_ref())?;
             queue::run(&config, command)

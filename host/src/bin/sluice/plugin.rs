@@ -198,27 +198,35 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// `GET /plugins` from a running server's metrics address.
+/// `GET /plugins` from a running server's metrics address (ureq: an HTTP client, on a
+/// blocking thread).
 async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| {
-            format!("--server {addr}: cannot connect (is [metrics] address set to it?)")
-        })?;
-    s.write_all(
-        format!("GET /plugins HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut reply = Vec::new();
-    s.read_to_end(&mut reply).await?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("--server {addr}: not an HTTP reply"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("--server {addr}: {}", head.lines().next().unwrap_or(""));
-    }
-    serde_json::from_str(body)
-        .with_context(|| format!("--server {addr}: not a Sluice /plugins reply"))
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut reply = agent
+            .get(format!("http://{addr}/plugins"))
+            .call()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--server {addr}: cannot connect (is [metrics] address set to it?): {e}"
+                )
+            })?;
+        if reply.status() != 200 {
+            bail!("--server {addr}: HTTP {}", reply.status());
+        }
+        let body = reply
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .with_context(|| format!("--server {addr}: cannot read the reply"))?;
+        serde_json::from_str(&body)
+            .with_context(|| format!("--server {addr}: not a Sluice /plugins reply"))
+    })
+    .await?
 }

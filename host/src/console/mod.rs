@@ -1,0 +1,727 @@
+//! The operator's web console on `[admin] address`: traffic, plugins, queue, quarantine and
+//! recent transactions, server-rendered HTML (maud, escaped by construction) with htmx for the
+//! overview's refresh, and `/metrics` and `/healthz` beside it.
+//!
+//! Security:
+//! - Every page but `/login`, `/metrics`, `/healthz` and the embedded script needs a log-in
+//!   (administrators in `[admin] users_file`, Argon2id, added with `sluice admin passwd`).
+//! - A log-in is a random 256-bit token in a cookie (`HttpOnly`, `SameSite=Strict`), expiring
+//!   after `session_minutes` without use; its CSRF token must come with every POST.
+//! - Failed log-ins are counted per client address and per user name; past
+//!   `max_failed_logins` the console refuses to check for `lockout_minutes`.
+//! - Everything a message or plugin wrote is escaped (maud does it for every interpolation),
+//!   a message's body is shown as text, never as HTML, and the Content-Security-Policy allows
+//!   scripts from the console itself only.
+//!
+//! Actions go through the same code as the command line: `delivery::admin` (as `sluice queue`),
+//! `reload::reload_config` (as `sluice reload`), `spam_learning::learn` (as `sluice spam learn`).
+
+mod pages;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use rand::RngCore;
+
+use crate::context::ServerContext;
+use crate::login_throttle::{Admission, LoginThrottle};
+
+/// The session cookie's name.
+const COOKIE: &str = "sluice_console";
+/// Log-ins held at once; the oldest goes when more come.
+const MAX_SESSIONS: usize = 1000;
+/// The largest form accepted (bulk actions name many ids).
+const MAX_FORM: usize = 256 << 10;
+
+/// The console's state.
+pub struct Console {
+    ctx: Arc<ServerContext>,
+    sessions: Mutex<HashMap<String, Session>>,
+    throttle: LoginThrottle,
+}
+
+#[derive(Clone)]
+struct Session {
+    user: String,
+    csrf: String,
+    last_used: Instant,
+}
+
+fn token() -> String {
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl Console {
+    fn settings(&self) -> crate::config::AdminConfig {
+        self.ctx.live().config.admin.clone()
+    }
+
+    /// The session the request's cookie names, if it is live (its use is recorded).
+    fn session(&self, headers: &HeaderMap) -> Option<Session> {
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == COOKIE)
+            .map(|(_, v)| v.to_string())?;
+        let ttl = Duration::from_secs(self.settings().session_minutes * 60);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        sessions.retain(|_, s| now.duration_since(s.last_used) < ttl);
+        let s = sessions.get_mut(&cookie)?;
+        s.last_used = now;
+        Some(s.clone())
+    }
+
+    fn open_session(&self, user: &str) -> (String, Session) {
+        let s = Session {
+            user: user.to_string(),
+            csrf: token(),
+            last_used: Instant::now(),
+        };
+        let id = token();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(id.clone(), s.clone());
+        (id, s)
+    }
+}
+
+/// Why a request gets no page.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Not logged in (or the log-in expired): to the log-in page.
+    LogIn,
+    /// A POST without its session's CSRF token.
+    Csrf,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::LogIn => Redirect::to("/login").into_response(),
+            Refusal::Csrf => (
+                StatusCode::FORBIDDEN,
+                "the form's CSRF token is missing or stale: reload the page and try again\n",
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// A page, or why not.
+type Page = Result<Response, Refusal>;
+
+/// The session of a GET, or the way to the log-in page.
+fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Session, Refusal> {
+    c.session(headers).ok_or(Refusal::LogIn)
+}
+
+/// The session of a POST whose form carries its CSRF token; 403 otherwise.
+fn signed_in_post(c: &Console, headers: &HeaderMap, form: &Form) -> Result<Session, Refusal> {
+    let s = signed_in(c, headers)?;
+    let given = form.first("csrf").unwrap_or_default();
+    // Compared in constant time: the token is a secret.
+    let same = given.len() == s.csrf.len()
+        && given
+            .bytes()
+            .zip(s.csrf.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return Err(Refusal::Csrf);
+    }
+    Ok(s)
+}
+
+/// A URL-encoded form, with repeated keys (bulk actions send one `id` per message).
+#[derive(Debug, Default)]
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Form {
+        Form(url_decode_pairs(body).into_iter().take(10_000).collect())
+    }
+
+    fn first(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs. By hand: axum's `Form` extractor (serde_urlencoded)
+/// cannot collect a key given many times, which the bulk actions need.
+fn url_decode_pairs(body: &[u8]) -> Vec<(String, String)> {
+    let decode = |s: &[u8]| -> String {
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < s.len() => {
+                    let hex = std::str::from_utf8(&s[i + 1..i + 3]).unwrap_or("");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    body.split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut kv = p.splitn(2, |&b| b == b'=');
+            let k = decode(kv.next().unwrap_or_default());
+            let v = decode(kv.next().unwrap_or_default());
+            (k, v)
+        })
+        .collect()
+}
+
+/// Headers every console response carries.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; form-action 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The console's routes.
+pub fn router(ctx: Arc<ServerContext>) -> Router {
+    let console = Arc::new(Console {
+        ctx,
+        sessions: Mutex::new(HashMap::new()),
+        throttle: LoginThrottle::new(2),
+    });
+    Router::new()
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/", get(overview))
+        .route("/overview/panel", get(overview_panel))
+        .route("/plugins", get(plugins))
+        .route("/plugins/reload", post(reload))
+        .route("/queue", get(queue))
+        .route("/queue/{id}", get(queue_message))
+        .route("/queue/action", post(queue_action))
+        .route("/quarantine", get(quarantine))
+        .route("/quarantine/{id}", get(quarantine_message))
+        .route("/quarantine/action", post(quarantine_action))
+        .route("/transactions", get(transactions))
+        .route("/assets/htmx.min.js", get(htmx))
+        .route(
+            "/metrics",
+            get(|State(c): State<Arc<Console>>| async move { crate::http::metrics(&c.ctx).await }),
+        )
+        .route(
+            "/healthz",
+            get(|State(c): State<Arc<Console>>| async move { crate::http::healthz(&c.ctx) }),
+        )
+        .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
+        .with_state(console)
+}
+
+/// Serves the console on `listener` until the server shuts down.
+pub async fn serve(ctx: Arc<ServerContext>, listener: tokio::net::TcpListener) {
+    let mut shutdown = ctx.shutdown.subscribe();
+    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+}
+
+async fn htmx() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        include_str!("../../assets/htmx-2.0.11.min.js"),
+    )
+        .into_response()
+}
+
+async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    if c.session(&headers).is_some() {
+        return Redirect::to("/").into_response();
+    }
+    pages::login(None).into_response()
+}
+
+async fn login(
+    State(c): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: axum::body::Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    let user = form.first("user").unwrap_or_default();
+    let password = form.first("password").unwrap_or_default();
+    let settings = c.settings();
+    let window = Duration::from_secs(settings.lockout_minutes * 60);
+    let client: IpAddr = crate::login_throttle::client_key(peer.ip(), 64);
+    let refused =
+        |message: &str| (StatusCode::UNAUTHORIZED, pages::login(Some(message))).into_response();
+    if user.is_empty() || user.len() > 256 || password.len() > 1024 {
+        return refused("Give a user name and a password.");
+    }
+    if c.throttle
+        .admit(client, &user, settings.max_failed_logins, window)
+        == Admission::LockedOut
+    {
+        tracing::warn!(client = %peer.ip(), user = %crate::message::printable(&user), "console log-in refused: too many failures");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(Some("Too many failed log-ins: try again later.")),
+        )
+            .into_response();
+    }
+    let path = c.ctx.live().config.admins_file();
+    let ok = {
+        let _slot = c.throttle.hashing_slot().await;
+        let (u, p) = (user.clone(), password.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::credentials::Credentials::load(&path).is_ok_and(|cr| cr.verify(&u, &p))
+        })
+        .await
+        .unwrap_or(false)
+    };
+    if !ok {
+        let wait = c.throttle.failed(client, &user, window);
+        tracing::warn!(client = %peer.ip(), user = %crate::message::printable(&user), "console log-in failed");
+        tokio::time::sleep(wait).await;
+        return refused("Wrong user name or password.");
+    }
+    c.throttle.succeeded(client);
+    tracing::info!(client = %peer.ip(), user = %crate::message::printable(&user), "console log-in");
+    let (id, _) = c.open_session(&user);
+    let cookie = format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        settings.session_minutes * 60
+    );
+    let mut resp = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn logout(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Page {
+    let form = Form::parse(&body);
+    signed_in_post(&c, &headers, &form)?;
+    let mut sessions = c.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let cookie_value = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(';')
+                .find_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}=")))
+        })
+        .unwrap_or_default()
+        .to_string();
+    sessions.remove(&cookie_value);
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("sluice_console=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(resp)
+}
+
+/// Spool counts, off the async workers (listing reads directories).
+async fn spool_sizes(ctx: &ServerContext) -> (usize, usize) {
+    let spool = ctx.spool.clone();
+    tokio::task::spawn_blocking(move || {
+        (
+            spool
+                .list(crate::spool::SpoolState::Queue)
+                .map_or(0, |l| l.len()),
+            spool
+                .list(crate::spool::SpoolState::Quarantine)
+                .map_or(0, |l| l.len()),
+        )
+    })
+    .await
+    .unwrap_or((0, 0))
+}
+
+async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let sizes = spool_sizes(&c.ctx).await;
+    Ok(pages::overview(&s.user, &s.csrf, &c.ctx, sizes).into_response())
+}
+
+async fn overview_panel(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
+    signed_in(&c, &headers)?;
+    let sizes = spool_sizes(&c.ctx).await;
+    Ok(pages::overview_panel(&c.ctx, sizes).into_response())
+}
+
+async fn plugins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
+    let s = signed_in(&c, &headers)?;
+    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, None).into_response())
+}
+
+async fn reload(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Page {
+    let form = Form::parse(&body);
+    let s = signed_in_post(&c, &headers, &form)?;
+    let path = c.ctx.live().config.source.clone();
+    let outcome = crate::reload::reload_config(&c.ctx, path.as_deref()).await;
+    crate::metrics::get().reload("console", outcome.is_ok());
+    tracing::info!(user = %crate::message::printable(&s.user), ok = outcome.is_ok(), "console reload");
+    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
+}
+
+/// The queue's filters (`?sender=&recipient=&domain=&min_age_minutes=`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct QueueFilter {
+    sender: String,
+    recipient: String,
+    domain: String,
+    min_age_minutes: Option<u64>,
+}
+
+impl QueueFilter {
+    fn keeps(&self, e: &crate::delivery::admin::Entry) -> bool {
+        let has = |hay: &str, needle: &str| {
+            needle.is_empty() || hay.to_lowercase().contains(&needle.trim().to_lowercase())
+        };
+        let domain = self.domain.trim().to_lowercase();
+        let in_domain = |a: &str| {
+            a.rsplit_once('@')
+                .is_some_and(|(_, d)| d.to_lowercase() == domain)
+        };
+        let age_ok = self.min_age_minutes.is_none_or(|m| {
+            chrono::DateTime::parse_from_rfc3339(&e.received_at).is_ok_and(|t| {
+                (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_minutes() >= m as i64
+            })
+        });
+        has(&e.sender, &self.sender)
+            && (self.recipient.is_empty()
+                || e.recipients.iter().any(|(r, _, _)| has(r, &self.recipient)))
+            && (domain.is_empty()
+                || in_domain(&e.sender)
+                || e.recipients.iter().any(|(r, _, _)| in_domain(r)))
+            && age_ok
+    }
+}
+
+async fn list(
+    ctx: &ServerContext,
+    which: crate::spool::SpoolState,
+) -> Result<Vec<crate::delivery::admin::Entry>, String> {
+    let spool = ctx.spool.clone();
+    tokio::task::spawn_blocking(move || crate::delivery::admin::list(&spool, which))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+async fn queue(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(filter): Query<QueueFilter>,
+) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
+        .await
+        .map(|v| {
+            v.into_iter()
+                .filter(|e| filter.keeps(e))
+                .collect::<Vec<_>>()
+        });
+    Ok(pages::queue(&s.user, &s.csrf, &filter, entries, None).into_response())
+}
+
+async fn show(
+    ctx: &ServerContext,
+    which: crate::spool::SpoolState,
+    id: String,
+) -> Result<(crate::delivery::admin::Entry, Vec<u8>), String> {
+    let spool = ctx.spool.clone();
+    tokio::task::spawn_blocking(move || {
+        let entry = crate::delivery::admin::list(&spool, which)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|e| e.id == id)
+            .ok_or_else(|| format!("no message {id}"))?;
+        let (_, raw) = spool.read(which, &id).map_err(|e| e.to_string())?;
+        Ok((entry, raw))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn queue_message(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let found = show(&c.ctx, crate::spool::SpoolState::Queue, id).await;
+    Ok(pages::message(&s.user, &s.csrf, "queue", found).into_response())
+}
+
+async fn quarantine_message(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let found = show(&c.ctx, crate::spool::SpoolState::Quarantine, id).await;
+    Ok(pages::message(&s.user, &s.csrf, "quarantine", found).into_response())
+}
+
+/// Runs `action` on each id off the async workers; one line per id saying what happened.
+async fn each(
+    ids: Vec<String>,
+    action: impl Fn(&str) -> Result<String, String> + Send + 'static,
+) -> Vec<String> {
+    tokio::task::spawn_blocking(move || {
+        ids.iter()
+            .take(10_000)
+            .map(|id| match action(id) {
+                Ok(done) => format!("{id}: {done}"),
+                Err(e) => format!("{id}: {e}"),
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn queue_action(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Page {
+    let form = Form::parse(&body);
+    let s = signed_in_post(&c, &headers, &form)?;
+    let action = form.first("action").unwrap_or_default();
+    let ids = form.all("id");
+    let spool = c.ctx.spool.clone();
+    use crate::delivery::admin;
+    let act = action.clone();
+    let results = each(ids, move |id| {
+        let r = match act.as_str() {
+            "retry" => admin::retry(&spool, id).map(|_| "retry scheduled now"),
+            "hold" => admin::hold(&spool, id).map(|_| "held"),
+            "release" => admin::release(&spool, id).map(|_| "released"),
+            "delete-bounce" => admin::delete(&spool, id, true).map(|_| "deleted, sender told"),
+            "delete-drop" => admin::delete(&spool, id, false).map(|_| "deleted silently"),
+            other => {
+                return Err(format!(
+                    "unknown action `{}`",
+                    crate::message::printable(other)
+                ));
+            }
+        };
+        r.map(str::to_string).map_err(|e| e.to_string())
+    })
+    .await;
+    if matches!(action.as_str(), "retry" | "release") {
+        c.ctx.delivery_wakeup.notify_one();
+    }
+    tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console queue action");
+    let entries = list(&c.ctx, crate::spool::SpoolState::Queue).await;
+    Ok(pages::queue(
+        &s.user,
+        &s.csrf,
+        &QueueFilter::default(),
+        entries,
+        Some(results),
+    )
+    .into_response())
+}
+
+async fn quarantine(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let entries = list(&c.ctx, crate::spool::SpoolState::Quarantine).await;
+    Ok(pages::quarantine(&s.user, &s.csrf, entries, None).into_response())
+}
+
+async fn quarantine_action(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Page {
+    let form = Form::parse(&body);
+    let s = signed_in_post(&c, &headers, &form)?;
+    let action = form.first("action").unwrap_or_default();
+    let ids = form.all("id");
+    use crate::delivery::admin;
+    let results = match action.as_str() {
+        "learn-spam" | "learn-ham" => learn(&c, &action, ids).await,
+        _ => {
+            let spool = c.ctx.spool.clone();
+            let act = action.clone();
+            each(ids, move |id| {
+                let r = match act.as_str() {
+                    "release" => {
+                        admin::quarantine_release(&spool, id).map(|_| "released to delivery")
+                    }
+                    "delete" => admin::quarantine_delete(&spool, id).map(|_| "deleted"),
+                    other => {
+                        return Err(format!(
+                            "unknown action `{}`",
+                            crate::message::printable(other)
+                        ));
+                    }
+                };
+                r.map(str::to_string).map_err(|e| e.to_string())
+            })
+            .await
+        }
+    };
+    if action == "release" {
+        c.ctx.delivery_wakeup.notify_one();
+    }
+    tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console quarantine action");
+    let entries = list(&c.ctx, crate::spool::SpoolState::Quarantine).await;
+    Ok(pages::quarantine(&s.user, &s.csrf, entries, Some(results)).into_response())
+}
+
+/// Learns quarantined messages as spam or ham (`sluice spam learn`); they stay in quarantine.
+async fn learn(c: &Console, action: &str, ids: Vec<String>) -> Vec<String> {
+    let spool = c.ctx.spool.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .take(1000)
+            .map(|id| {
+                let r = spool
+                    .read(crate::spool::SpoolState::Quarantine, &id)
+                    .map(|(_, raw)| {
+                        raw[..raw.len().min(sluice_spam::features::SCAN_BYTES)].to_vec()
+                    })
+                    .map_err(|e| e.to_string());
+                (id, r)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let config = c.ctx.live().config.clone();
+    let kv = match &c.ctx.runtime.services.kv {
+        Some(kv @ crate::store::KvStore::Redis(_)) => Some(kv.clone()),
+        _ => None,
+    };
+    let what = if action == "learn-spam" {
+        crate::spam_learning::Action::Spam
+    } else {
+        crate::spam_learning::Action::Ham
+    };
+    let mut out = Vec::new();
+    let mut messages = Vec::new();
+    for (id, r) in read {
+        match r {
+            Ok(m) => {
+                messages.push(m);
+                out.push(id);
+            }
+            Err(e) => out.push(format!("{id}: {e}")),
+        }
+    }
+    if messages.is_empty() {
+        return out;
+    }
+    match crate::spam_learning::learn(&config, kv, what, &messages).await {
+        Ok(summary) => out.push(format!(
+            "{} learned ({} unchanged); the site model corrects {} features",
+            summary.changed, summary.unchanged, summary.features
+        )),
+        Err(e) => out.push(format!("not learned: {e}")),
+    }
+    out
+}
+
+/// `?q=` searches the recent transactions.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Search {
+    q: String,
+}
+
+async fn transactions(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(search): Query<Search>,
+) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let found = crate::journal::get().transactions(&search.q, 200);
+    Ok(pages::transactions(&s.user, &s.csrf, &search.q, &found).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_keep_repeated_keys_and_decode() {
+        let f = Form::parse(b"id=a1&id=b%202&csrf=x%2By+z&action=retry&bad=%zz&tail=%4");
+        assert_eq!(f.all("id"), vec!["a1", "b 2"]);
+        assert_eq!(f.first("csrf").as_deref(), Some("x+y z"));
+        assert_eq!(f.first("bad").as_deref(), Some("%zz"));
+        assert_eq!(f.first("tail").as_deref(), Some("%4"));
+        assert_eq!(f.first("none"), None);
+    }
+}

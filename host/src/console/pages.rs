@@ -1,0 +1,409 @@
+//! The console's pages (maud: every `(value)` is HTML-escaped, so nothing a message, a client
+//! or a plugin wrote can become markup).
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::QueueFilter;
+use crate::context::ServerContext;
+use crate::delivery::admin::Entry;
+use crate::journal::Transaction;
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}\
+nav{background:#234;padding:.6em 1em;display:flex;gap:1.2em;align-items:center}\
+nav a{color:#fff;text-decoration:none}nav form{margin-left:auto}\
+main{padding:1em 1.5em}table{border-collapse:collapse;width:100%;background:#fff}\
+th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top;font-size:.92em}\
+th{background:#eef}pre{background:#fff;border:1px solid #ddd;padding:.8em;white-space:pre-wrap;word-break:break-all}\
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{background:#fff;border:1px solid #ddd;padding:.7em 1em;min-width:9em}\
+.card b{font-size:1.6em;display:block}.note{background:#ffd;border:1px solid #cc8;padding:.5em 1em}\
+.bad{color:#a00}button{cursor:pointer}form.inline{display:inline}";
+
+fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
+                title { (title) " · Sluice" }
+                style { (PreEscaped(STYLE)) }
+                script src="/assets/htmx.min.js" {}
+            }
+            body {
+                @if let Some((user, csrf)) = user {
+                    nav {
+                        strong style="color:#fff" { "Sluice" }
+                        a href="/" { "Overview" }
+                        a href="/plugins" { "Plugins" }
+                        a href="/queue" { "Queue" }
+                        a href="/quarantine" { "Quarantine" }
+                        a href="/transactions" { "Transactions" }
+                        form.inline method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            span style="color:#cde" { (user) " " }
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// The log-in page, with a message after a failure.
+pub fn login(message: Option<&str>) -> Markup {
+    layout(
+        "Log in",
+        None,
+        html! {
+            @if let Some(m) = message { p.note { (m) } }
+            form method="post" action="/login" {
+                p { label { "User " input name="user" autocomplete="username" required; } }
+                p { label { "Password " input name="password" type="password" autocomplete="current-password" required; } }
+                button type="submit" { "Log in" }
+            }
+        },
+    )
+}
+
+/// An SVG bar chart of `series` (oldest first), drawn here so the page needs no chart script.
+fn chart(label: &str, series: &[u64], color: &str) -> Markup {
+    let max = series.iter().copied().max().unwrap_or(0).max(1);
+    let (w, h) = (12u64, 60u64);
+    let width = w * series.len() as u64;
+    html! {
+        figure style="margin:0 0 1em 0" {
+            figcaption { (label) " (per hour, last 24 h; highest " (max) ")" }
+            svg width=(width) height=(h) viewBox=(format!("0 0 {width} {h}")) role="img" aria-label=(label) {
+                rect x="0" y="0" width=(width) height=(h) fill="#fff" stroke="#ddd" {}
+                @for (i, n) in series.iter().enumerate() {
+                    @let bh = n * (h - 2) / max;
+                    rect x=(i as u64 * w + 1) y=(h - bh) width=(w - 2) height=(bh) fill=(color) {
+                        title { (n) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The overview's numbers and charts (the part htmx refreshes).
+pub fn overview_panel(ctx: &ServerContext, (queued, quarantined): (usize, usize)) -> Markup {
+    let j = crate::journal::get();
+    // (row, counted events): the last hour's and day's totals of their sum.
+    let events: [(&str, &[&str]); 7] = [
+        ("accepted", &["message:queued", "message:accepted"]),
+        ("rejected", &["message:reject"]),
+        ("tempfailed", &["message:tempfail"]),
+        ("quarantined", &["message:quarantined"]),
+        ("discarded", &["message:discarded"]),
+        ("delivered", &["delivery:delivered"]),
+        ("deferred", &["delivery:deferred"]),
+    ];
+    let rows: Vec<(&str, u64, u64)> = events
+        .iter()
+        .map(|(name, events)| {
+            let sum = |m: u64| events.iter().map(|e| j.total(e, m)).sum::<u64>();
+            (*name, sum(60), sum(24 * 60))
+        })
+        .collect();
+    let hourly = |a: &str, b: &str| -> Vec<u64> {
+        j.series(a, 60, 24)
+            .iter()
+            .zip(j.series(b, 60, 24))
+            .map(|(x, y)| x + y)
+            .collect()
+    };
+    let live = ctx.live();
+    let described = live.pipeline.describe();
+    let stats = j.plugin_stats();
+    html! {
+        div #panel hx-get="/overview/panel" hx-trigger="every 10s" hx-swap="outerHTML" {
+            div.cards {
+                div.card { "In the queue" b #queue-size { (queued) } }
+                div.card { "In quarantine" b #quarantine-size { (quarantined) } }
+            }
+            h2 { "Messages" }
+            table #traffic {
+                tr { th { "" } th { "last hour" } th { "last day" } }
+                @for (name, hour, day) in &rows {
+                    tr { td { (name) } td { (hour) } td { (day) } }
+                }
+            }
+            h2 { "Traffic" }
+            (chart("Accepted", &hourly("message:queued", "message:accepted"), "#4a7"))
+            (chart("Rejected", &j.series("message:reject", 60, 24), "#c44"))
+            (chart("Delivered", &j.series("delivery:delivered", 60, 24), "#47a"))
+            h2 { "Plugins" }
+            table #plugin-stats {
+                tr { th { "plugin" } th { "calls" } th { "failures" } th { "cool-downs" } th { "p50 ms" } th { "p99 ms" } }
+                @for p in &described {
+                    @let name = p["name"].as_str().unwrap_or_default();
+                    @let s = stats.iter().find(|s| s.plugin == name);
+                    tr {
+                        td { (name) }
+                        td { (s.map_or(0, |s| s.calls)) }
+                        td { (s.map_or(0, |s| s.failures)) }
+                        td { (p["cooldowns"].as_u64().unwrap_or(0)) }
+                        td { (format!("{:.2}", s.map_or(0, |s| s.p50_us) as f64 / 1000.0)) }
+                        td { (format!("{:.2}", s.map_or(0, |s| s.p99_us) as f64 / 1000.0)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The overview page.
+pub fn overview(user: &str, csrf: &str, ctx: &ServerContext, sizes: (usize, usize)) -> Markup {
+    layout("Overview", Some((user, csrf)), overview_panel(ctx, sizes))
+}
+
+/// The plugins in service, with the reload button and the last reload's outcome.
+pub fn plugins(
+    user: &str,
+    csrf: &str,
+    ctx: &ServerContext,
+    reloaded: Option<Result<String, String>>,
+) -> Markup {
+    let rows = ctx.live().pipeline.describe();
+    let list = |v: &serde_json::Value| -> String {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    layout(
+        "Plugins",
+        Some((user, csrf)),
+        html! {
+            @match &reloaded {
+                Some(Ok(summary)) => p.note #reload-result { "Reloaded: " (summary) },
+                Some(Err(why)) => p.note.bad #reload-result { "Reload refused, the old configuration stays: " (why) },
+                None => {},
+            }
+            form method="post" action="/plugins/reload" {
+                input type="hidden" name="csrf" value=(csrf);
+                button type="submit" { "Reload configuration and plugins" }
+            }
+            table #plugins {
+                tr { th { "#" } th { "name" } th { "version" } th { "hooks" } th { "scope" } th { "limits" } th { "on failure" } th { "health" } th { "sha256" } }
+                @for p in &rows {
+                    tr {
+                        td { (p["order"]) }
+                        td { (p["name"].as_str().unwrap_or_default()) }
+                        td { (p["version"].as_str().unwrap_or_default()) }
+                        td { (list(&p["hooks"])) }
+                        td { "listeners: " (list(&p["listeners"])) br; "domains: " (list(&p["domains"])) }
+                        td { (p["timeout_ms"]) " ms, " (p["memory_mb"]) " MiB" br; "capabilities: " (list(&p["capabilities"])) }
+                        td { (p["on_failure"].as_str().unwrap_or_default()) }
+                        td {
+                            @match p["cooldown_secs_left"].as_u64() {
+                                Some(s) => span.bad { "cooling down, " (s) " s left" },
+                                None => "in service",
+                            }
+                        }
+                        td { code { (p["sha256"].as_str().unwrap_or_default().get(..16).unwrap_or_default()) "…" } }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn results_note(results: &Option<Vec<String>>) -> Markup {
+    html! {
+        @if let Some(lines) = results {
+            div.note #results { @for l in lines { div { (l) } } }
+        }
+    }
+}
+
+fn entries_table(kind: &str, csrf: &str, entries: &[Entry], actions: &[(&str, &str)]) -> Markup {
+    html! {
+        form method="post" action=(format!("/{kind}/action")) {
+            input type="hidden" name="csrf" value=(csrf);
+            p {
+                @for (value, label) in actions {
+                    button type="submit" name="action" value=(value) { (label) } " "
+                }
+                " the selected messages"
+            }
+            table #messages {
+                tr {
+                    th { "" } th { "id" } th { "received" } th { "sender" } th { "recipients" }
+                    th { "size" } th { "attempts" }
+                    @if kind == "quarantine" { th { "reason" } } @else { th { "next attempt" } }
+                }
+                @for e in entries {
+                    tr {
+                        td { input type="checkbox" name="id" value=(e.id); }
+                        td { a href=(format!("/{kind}/{}", e.id)) { (e.id) } @if e.held { " (held)" } }
+                        td { (e.received_at) }
+                        td { (e.sender) }
+                        td {
+                            @for (r, status, reply) in &e.recipients {
+                                div { (r) " — " (format!("{status:?}").to_lowercase())
+                                    @if let Some(reply) = reply { ": " (reply) } }
+                            }
+                        }
+                        td { (e.size) }
+                        td { (e.attempts) }
+                        @if kind == "quarantine" {
+                            td { (e.quarantine.as_deref().unwrap_or_default()) }
+                        } @else {
+                            td { (e.next_attempt.as_deref().unwrap_or("now")) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The queue, filtered, with the actions.
+pub fn queue(
+    user: &str,
+    csrf: &str,
+    filter: &QueueFilter,
+    entries: Result<Vec<Entry>, String>,
+    results: Option<Vec<String>>,
+) -> Markup {
+    layout(
+        "Queue",
+        Some((user, csrf)),
+        html! {
+            (results_note(&results))
+            form method="get" action="/queue" {
+                "Sender " input name="sender" value=(filter.sender);
+                " recipient " input name="recipient" value=(filter.recipient);
+                " domain " input name="domain" value=(filter.domain);
+                " at least " input name="min_age_minutes" size="4" value=(filter.min_age_minutes.map(|m| m.to_string()).unwrap_or_default()); " minutes old "
+                button type="submit" { "Filter" }
+            }
+            @match entries {
+                Ok(entries) => {
+                    p { (entries.len()) " messages" }
+                    (entries_table("queue", csrf, &entries, &[("retry", "Retry now"), ("hold", "Hold"), ("release", "Release"), ("delete-bounce", "Delete and bounce"), ("delete-drop", "Delete silently")]))
+                },
+                Err(e) => p.bad { "Cannot read the queue: " (e) },
+            }
+        },
+    )
+}
+
+/// The quarantine, with the actions.
+pub fn quarantine(
+    user: &str,
+    csrf: &str,
+    entries: Result<Vec<Entry>, String>,
+    results: Option<Vec<String>>,
+) -> Markup {
+    layout(
+        "Quarantine",
+        Some((user, csrf)),
+        html! {
+            (results_note(&results))
+            @match entries {
+                Ok(entries) => {
+                    p { (entries.len()) " messages" }
+                    (entries_table("quarantine", csrf, &entries, &[("release", "Release to delivery"), ("delete", "Delete"), ("learn-spam", "Learn as spam"), ("learn-ham", "Learn as ham")]))
+                },
+                Err(e) => p.bad { "Cannot read the quarantine: " (e) },
+            }
+        },
+    )
+}
+
+/// One message: envelope, status, the spam verdict, its headers and its text, all as text.
+pub fn message(
+    user: &str,
+    csrf: &str,
+    kind: &str,
+    found: Result<(Entry, Vec<u8>), String>,
+) -> Markup {
+    let title = if kind == "quarantine" {
+        "Quarantined message"
+    } else {
+        "Queued message"
+    };
+    layout(
+        title,
+        Some((user, csrf)),
+        html! {
+            @match found {
+                Err(e) => p.bad { (e) },
+                Ok((e, raw)) => {
+                    @let parsed = mail_parser::MessageParser::default().parse(&raw);
+                    @let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2)
+                        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
+                        .unwrap_or(raw.len());
+                    @let headers = String::from_utf8_lossy(&raw[..head_end.min(64 << 10)]);
+                    @let text = parsed.as_ref().and_then(|m| m.body_text(0)).map(|t| t.chars().take(100_000).collect::<String>());
+                    table {
+                        tr { th { "id" } td { (e.id) } }
+                        tr { th { "received" } td { (e.received_at) } }
+                        tr { th { "sender" } td { (e.sender) } }
+                        @for (r, status, reply) in &e.recipients {
+                            tr { th { "recipient" } td { (r) " — " (format!("{status:?}").to_lowercase()) @if let Some(reply) = reply { ": " (reply) } } }
+                        }
+                        @if let Some(q) = &e.quarantine { tr { th { "reason" } td #reason { (q) } } }
+                        tr { th { "size" } td { (raw.len()) " bytes" } }
+                    }
+                    form method="post" action=(format!("/{kind}/action")) {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="id" value=(e.id);
+                        @if kind == "quarantine" {
+                            button type="submit" name="action" value="release" { "Release to delivery" } " "
+                            button type="submit" name="action" value="delete" { "Delete" } " "
+                            button type="submit" name="action" value="learn-spam" { "Learn as spam" } " "
+                            button type="submit" name="action" value="learn-ham" { "Learn as ham" }
+                        } @else {
+                            button type="submit" name="action" value="retry" { "Retry now" } " "
+                            button type="submit" name="action" value="hold" { "Hold" } " "
+                            button type="submit" name="action" value="release" { "Release" } " "
+                            button type="submit" name="action" value="delete-bounce" { "Delete and bounce" }
+                        }
+                    }
+                    h2 { "Headers" }
+                    pre #headers { (headers) }
+                    h2 { "Text" }
+                    @match text {
+                        Some(t) => pre #body { (t) },
+                        None => p { "(no text part)" },
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Recent transactions, searchable.
+pub fn transactions(user: &str, csrf: &str, q: &str, found: &[Transaction]) -> Markup {
+    layout(
+        "Recent transactions",
+        Some((user, csrf)),
+        html! {
+            form method="get" action="/transactions" {
+                "Queue id, address or client " input name="q" value=(q); " " button type="submit" { "Search" }
+            }
+            p { (found.len()) " shown (newest first)" }
+            table #transactions {
+                tr { th { "time" } th { "id" } th { "client" } th { "sender" } th { "recipients" } th { "plugins" } th { "score" } th { "disposition" } th { "reply" } }
+                @for t in found {
+                    tr {
+                        td { (t.at) } td { (t.id) } td { (t.client) " (" (t.listener) ")" } td { (t.sender) }
+                        td { @for r in &t.recipients { div { (r) } } }
+                        td { @for v in &t.verdicts { div { code { (v) } } } }
+                        td { (format!("{:.2}", t.score)) } td { (t.disposition) } td { (t.reply) }
+                    }
+                }
+            }
+        },
+    )
+}

@@ -1,0 +1,519 @@
+//! The web console over real HTTP (ureq): log-in, sessions and CSRF, the lock-out after failed
+//! log-ins, every page, the queue and quarantine actions and their effect on the spool (a
+//! released message reaches the mailbox), and escaping of what a message carries.
+
+use std::time::Duration;
+
+use sluice::envelope::{Recipient, Sender};
+use sluice::spool::{SpoolState, SpooledEnvelope};
+use sluice_tests::*;
+
+/// An HTTP client that neither follows redirects nor treats 4xx as errors, and keeps the
+/// console's cookie by hand.
+struct Browser {
+    base: String,
+    agent: ureq::Agent,
+    cookie: Option<String>,
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The CSRF token of the page's forms.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no CSRF token in {}", self.body));
+        let rest = &self.body[at + 19..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl Browser {
+    fn new(addr: std::net::SocketAddr) -> Browser {
+        let agent = ureq::Agent::config_builder()
+            .max_redirects(0)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(20)))
+            .build()
+            .into();
+        Browser {
+            base: format!("http://{addr}"),
+            agent,
+            cookie: None,
+        }
+    }
+
+    fn finish(&mut self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+        let mut r = r.expect("the console answers");
+        let headers: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
+        if let Some((_, c)) = headers.iter().find(|(k, _)| k == "set-cookie") {
+            let pair = c.split(';').next().unwrap_or_default().to_string();
+            self.cookie = (!pair.ends_with('=')).then_some(pair);
+        }
+        Reply {
+            status: r.status().as_u16(),
+            body: r.body_mut().read_to_string().unwrap_or_default(),
+            headers,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Reply {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("Cookie", c);
+        }
+        let r = tokio::task::spawn_blocking(move || req.call())
+            .await
+            .unwrap();
+        self.finish(r)
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(c) = &self.cookie {
+            req = req.header("Cookie", c);
+        }
+        let form: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = tokio::task::spawn_blocking(move || {
+            req.send_form(form.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        })
+        .await
+        .unwrap();
+        self.finish(r)
+    }
+
+    async fn log_in(&mut self, user: &str, password: &str) -> Reply {
+        self.post("/login", &[("user", user), ("password", password)])
+            .await
+    }
+}
+
+fn envelope(id: &str, reason: &str) -> SpooledEnvelope {
+    SpooledEnvelope {
+        id: id.into(),
+        received_at: "2027-01-15T08:00:00+00:00".into(),
+        sender: Sender {
+            address: "mallory@evil.test".into(),
+            params: vec![],
+        },
+        recipients: vec![Recipient {
+            address: "bob@example.org".into(),
+            params: vec![],
+            discarded: false,
+        }],
+        client_ip: "192.0.2.1".into(),
+        helo: "c".into(),
+        listener: "smtp".into(),
+        auth_user: None,
+        quarantine: Some(reason.into()),
+    }
+}
+
+async fn console() -> TestServer {
+    let server = TestServer::start(
+        "[admin]\naddress = \"127.0.0.1:0\"\nmax_failed_logins = 3\n",
+        &[],
+    )
+    .await;
+    let admins = server.dir.path().join("admins");
+    sluice::credentials::set_password(&admins, "root", "correct horse").unwrap();
+    server
+}
+
+#[tokio::test]
+async fn log_in_sessions_csrf_and_the_lock_out() {
+    let server = console().await;
+    let mut b = Browser::new(server.admin.expect("console address"));
+
+    // Nothing but the log-in page, /metrics and /healthz without a log-in.
+    for page in [
+        "/",
+        "/plugins",
+        "/queue",
+        "/quarantine",
+        "/transactions",
+        "/quarantine/x",
+    ] {
+        let r = b.get(page).await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (303, Some("/login")),
+            "{page}"
+        );
+    }
+    let r = b
+        .post("/queue/action", &[("action", "retry"), ("id", "x")])
+        .await;
+    assert_eq!(r.status, 303, "a POST without a log-in goes nowhere");
+    assert_eq!(b.get("/healthz").await.body, "ok\n");
+    assert!(b.get("/metrics").await.body.contains("# EOF"));
+    let page = b.get("/login").await;
+    assert_eq!(page.status, 200);
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+
+    // A wrong password, then the right one: a cookie that scripts cannot read.
+    let r = b.log_in("root", "wrong").await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("Wrong user name or password"));
+    let r = b.log_in("root", "correct horse").await;
+    assert_eq!(r.status, 303);
+    let cookie = r.header("set-cookie").unwrap_or_default().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let overview = b.get("/").await;
+    assert_eq!(overview.status, 200);
+    assert!(
+        overview.body.contains("In the queue")
+            && overview.body.contains("hx-trigger=\"every 10s\"")
+    );
+    assert!(b.get("/assets/htmx.min.js").await.body.contains("htmx"));
+
+    // A state-changing request needs the page's CSRF token.
+    let csrf = overview.csrf();
+    let r = b.post("/plugins/reload", &[]).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = b
+        .post("/plugins/reload", &[("csrf", "0".repeat(64).as_str())])
+        .await;
+    assert_eq!(r.status, 403);
+    let r = b.post("/plugins/reload", &[("csrf", &csrf)]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("id=\"reload-result\""), "{}", r.body);
+
+    // Logged out: the cookie no longer opens anything.
+    let old = b.cookie.clone();
+    assert_eq!(b.post("/logout", &[("csrf", &csrf)]).await.status, 303);
+    b.cookie = old;
+    assert_eq!(b.get("/").await.status, 303);
+
+    // Three failures for a user (the first was above, and a success does not clear a user's
+    // count) lock it out, even with the right password afterwards.
+    let mut other = Browser::new(server.admin.unwrap());
+    for _ in 0..2 {
+        assert_eq!(other.log_in("root", "guess").await.status, 401);
+    }
+    let r = other.log_in("root", "correct horse").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("Too many failed log-ins"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quarantine_shows_markup_as_text_and_a_released_message_is_delivered() {
+    let server = console().await;
+    let hostile = "From: Mallory <mallory@evil.test>\r\nTo: bob@example.org\r\nSubject: <script>alert(1)</script> win\r\n\
+                   Content-Type: text/plain\r\n\r\nClick <a href=\"http://evil.test/\">here</a> <img src=\"http://evil.test/p.gif\"> </textarea><script>steal()</script>\r\n";
+    let spool = &server.ctx().spool;
+    spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("QX1", "plugin <b>spam-score</b>: score 31"),
+            hostile.as_bytes(),
+        )
+        .await
+        .unwrap();
+    spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("QX2", "second"),
+            b"Subject: two\r\n\r\nplain\r\n",
+        )
+        .await
+        .unwrap();
+    let mut b = Browser::new(server.admin.unwrap());
+    assert_eq!(b.log_in("root", "correct horse").await.status, 303);
+
+    let list = b.get("/quarantine").await;
+    assert!(list.body.contains("QX1") && list.body.contains("QX2"));
+    assert!(
+        list.body
+            .contains("plugin &lt;b&gt;spam-score&lt;/b&gt;: score 31"),
+        "{}",
+        list.body
+    );
+    assert!(!list.body.contains("<b>spam-score"));
+
+    let page = b.get("/quarantine/QX1").await;
+    assert_eq!(page.status, 200);
+    for markup in [
+        "<script>alert",
+        "<script>steal",
+        "<img src",
+        "<a href=\"http://evil",
+        "</textarea><script>",
+    ] {
+        assert!(
+            !page.body.contains(markup),
+            "{markup} reached the page as markup"
+        );
+    }
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt; win"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("&lt;img src=&quot;http://evil.test/p.gif&quot;&gt;")
+    );
+    assert_eq!(
+        page.body.matches("<script").count(),
+        1,
+        "only the console's own script tag"
+    );
+
+    // Release QX1 (the same code as `sluice queue quarantine release`): it is delivered.
+    let csrf = page.csrf();
+    let r = b
+        .post(
+            "/quarantine/action",
+            &[("csrf", &csrf), ("action", "release"), ("id", "QX1")],
+        )
+        .await;
+    assert!(r.body.contains("QX1: released to delivery"), "{}", r.body);
+    let mail = server.mailbox("bob", 1).await;
+    assert!(mail[0].contains("alert(1)"));
+    // Delete QX2, and an unknown id says so.
+    let r = b
+        .post(
+            "/quarantine/action",
+            &[
+                ("csrf", &csrf),
+                ("action", "delete"),
+                ("id", "QX2"),
+                ("id", "NOPE"),
+            ],
+        )
+        .await;
+    assert!(
+        r.body.contains("QX2: deleted") && r.body.contains("NOPE: no message NOPE"),
+        "{}",
+        r.body
+    );
+    assert!(
+        server
+            .ctx()
+            .spool
+            .list(SpoolState::Quarantine)
+            .unwrap()
+            .is_empty()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queue_filters_and_bulk_actions_and_recent_transactions() {
+    let server = console().await;
+    // Two messages to a domain that does not answer stay in the queue.
+    for (id, sender) in [("QA1", "ann@one.test"), ("QA2", "bea@two.test")] {
+        let mut e = envelope(id, "");
+        e.quarantine = None;
+        e.sender.address = sender.into();
+        e.recipients[0].address = format!("x@{id}.unreachable.test");
+        server
+            .ctx()
+            .spool
+            .store(SpoolState::Queue, &e, b"Subject: q\r\n\r\nq\r\n")
+            .await
+            .unwrap();
+    }
+    let mut b = Browser::new(server.admin.unwrap());
+    b.log_in("root", "correct horse").await;
+    let all = b.get("/queue").await;
+    assert!(all.body.contains("QA1") && all.body.contains("QA2"));
+    let one = b.get("/queue?sender=ann").await;
+    assert!(
+        one.body.contains("QA1") && !one.body.contains("QA2"),
+        "{}",
+        one.body
+    );
+    let by_domain = b.get("/queue?domain=qa2.unreachable.test").await;
+    assert!(by_domain.body.contains("QA2") && !by_domain.body.contains("QA1"));
+    let young = b.get("/queue?min_age_minutes=100000000").await;
+    assert!(!young.body.contains("QA1"), "nothing is that old");
+
+    // Hold both at once, then delete one without a bounce.
+    let csrf = all.csrf();
+    let r = b
+        .post(
+            "/queue/action",
+            &[
+                ("csrf", &csrf),
+                ("action", "hold"),
+                ("id", "QA1"),
+                ("id", "QA2"),
+            ],
+        )
+        .await;
+    assert!(
+        r.body.contains("QA1: held") && r.body.contains("QA2: held"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("(held)"));
+    let r = b
+        .post(
+            "/queue/action",
+            &[("csrf", &csrf), ("action", "delete-drop"), ("id", "QA2")],
+        )
+        .await;
+    assert!(r.body.contains("QA2: deleted silently"));
+    assert_eq!(
+        server.ctx().spool.list(SpoolState::Queue).unwrap(),
+        vec!["QA1".to_string()]
+    );
+    let shown = b.get("/queue/QA1").await;
+    assert!(shown.body.contains("ann@one.test") && shown.body.contains("Headers"));
+
+    // A message received over SMTP appears among the recent transactions, by address.
+    send_to_bob(server.smtp, "transactions page", "hello").await;
+    server.mailbox("bob", 1).await;
+    let t = b.get("/transactions?q=a%40example.net").await;
+    assert!(
+        t.body.contains("a@example.net") && t.body.contains("queued"),
+        "{}",
+        t.body
+    );
+    let none = b.get("/transactions?q=nobody-at-all").await;
+    assert!(none.body.contains("0 shown"));
+    let overview = b.get("/overview/panel").await;
+    assert!(overview.body.contains("id=\"traffic\""));
+    server.stop().await;
+}
+
+/// Drives headless Chromium (Selenium, Debian's chromium-driver): log in, look at the overview
+/// and the quarantine, release a message. Screenshots go to `OUT`.
+const BROWSER: &str = r##"
+import os, sys, time
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support import expected_conditions as EC
+
+base, out = os.environ["BASE"], os.environ["OUT"]
+opts = Options()
+for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000", "--disable-dev-shm-usage"]:
+    opts.add_argument(a)
+opts.binary_location = "/usr/bin/chromium"
+d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+d.set_page_load_timeout(30)
+try:
+    wait = WebDriverWait(d, 20)
+    d.get(base + "/login")
+    d.find_element(By.NAME, "user").send_keys(os.environ["USER_NAME"])
+    d.find_element(By.NAME, "password").send_keys(os.environ["USER_PW"])
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(EC.title_contains("Overview"))
+    # htmx replaces the panel in place: wait for one refresh request to have run.
+    wait.until(lambda d: d.execute_script("return typeof htmx !== 'undefined'"))
+    d.save_screenshot(os.path.join(out, "overview.png"))
+    d.get(base + "/quarantine")
+    wait.until(EC.title_contains("Quarantine"))
+    d.save_screenshot(os.path.join(out, "quarantine.png"))
+    d.find_element(By.CSS_SELECTOR, "a[href='/quarantine/QB1']").click()
+    wait.until(EC.presence_of_element_located((By.ID, "headers")))
+    # The subject's markup is text on the page, not an element.
+    assert "<b>draft</b>" in d.find_element(By.ID, "headers").text
+    assert not d.find_elements(By.CSS_SELECTOR, "#headers b")
+    d.save_screenshot(os.path.join(out, "message.png"))
+    d.find_element(By.CSS_SELECTOR, "button[value=release]").click()
+    wait.until(EC.presence_of_element_located((By.ID, "results")))
+    print(d.find_element(By.ID, "results").text)
+finally:
+    d.quit()
+"##;
+
+#[tokio::test]
+async fn a_browser_logs_in_releases_a_quarantined_message_and_sees_it_delivered() {
+    for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(tool).exists(),
+            "{tool} is missing: scripts/test installs chromium and chromium-driver"
+        );
+    }
+    let server = console().await;
+    // Some traffic for the overview's charts and tables.
+    for i in 0..3 {
+        send_to_bob(server.smtp, &format!("traffic {i}"), "hello").await;
+    }
+    server.mailbox("bob", 3).await;
+    let spool = &server.ctx().spool;
+    spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("QB1", "spam-score: score 16.2 (STAT_90_100, HTML_ONLY)"),
+            b"From: Newsletter <news@shop.test>\r\nTo: bob@example.org\r\nSubject: Weekly report <b>draft</b>\r\n\r\nThe figures are in.\r\n",
+        )
+        .await
+        .unwrap();
+    spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("QB2", "dmarc: p=quarantine for evil.test"),
+            b"Subject: hello\r\n\r\nhi\r\n",
+        )
+        .await
+        .unwrap();
+    let out = workspace_root().join("target/console-screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let run = run_client(
+        tokio::process::Command::new(workspace_root().join(".venv/bin/python"))
+            .arg("-c")
+            .arg(BROWSER)
+            .env("BASE", format!("http://{}", server.admin.unwrap()))
+            .env("OUT", &out)
+            .env("USER_NAME", "root")
+            .env("USER_PW", "correct horse"),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("QB1: released to delivery"), "{stdout}");
+    let mail = server.mailbox("bob", 4).await;
+    assert!(
+        mail.iter()
+            .any(|m| m.contains("Weekly report <b>draft</b>"))
+    );
+    for shot in ["overview.png", "quarantine.png", "message.png"] {
+        let png = std::fs::read(out.join(shot)).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{shot}: {} bytes",
+            png.len()
+        );
+    }
+    server.stop().await;
+}
