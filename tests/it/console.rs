@@ -517,3 +517,51 @@ async fn a_browser_logs_in_releases_a_quarantined_message_and_sees_it_delivered(
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn quarantined_mail_is_learned_as_spam_from_the_console() {
+    let state = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n[plugin.spam-score]\nread_dirs = [{dir:?}]\n\
+             [plugin.spam-score.config]\nlearned = {file:?}\n",
+            dir = state.path(),
+            file = state.path().join("learned.bin"),
+        ),
+        &[("spam-score", plugin("bundled", "20-spam-score"))],
+    )
+    .await;
+    sluice::credentials::set_password(&server.dir.path().join("admins"), "root", "pw").unwrap();
+    server
+        .ctx()
+        .spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("QL1", "held for review"),
+            b"From: Deals <deals@shop.test>\r\nSubject: Members' prices\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nOur summer catalogue: garden furniture at members' prices, order today.\r\n",
+        )
+        .await
+        .unwrap();
+    let mut b = Browser::new(server.admin.unwrap());
+    b.log_in("root", "pw").await;
+    let csrf = b.get("/quarantine").await.csrf();
+    let r = b
+        .post(
+            "/quarantine/action",
+            &[("csrf", &csrf), ("action", "learn-spam"), ("id", "QL1")],
+        )
+        .await;
+    assert!(r.body.contains("1 learned (0 unchanged)"), "{}", r.body);
+    let log: Vec<String> = std::fs::read_dir(state.path().join("learned-messages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".spam"))
+        .collect();
+    assert_eq!(log.len(), 1, "{log:?}");
+    // Learning leaves the message where it was: the operator still decides its fate.
+    assert_eq!(
+        server.ctx().spool.list(SpoolState::Quarantine).unwrap(),
+        vec!["QL1".to_string()]
+    );
+    server.stop().await;
+}

@@ -938,7 +938,7 @@ async fn the_metrics_endpoint_answers_a_bounded_number_of_connections_at_once() 
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut waiting = TcpStream::connect(addr).await.unwrap();
     waiting
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();

@@ -100,9 +100,11 @@ impl Serve {
     pub async fn get(&self, path: &str) -> (String, String) {
         let addr = self.metrics.expect("metrics listener");
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let (head, body) = out.split_once("\r\n\r\n").unwrap();

@@ -271,15 +271,13 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .with_state(console)
 }
 
+/// Connections the console serves at once (browsers open several).
+const MAX_CONNECTIONS: usize = 32;
+
 /// Serves the console on `listener` until the server shuts down.
 pub async fn serve(ctx: Arc<ServerContext>, listener: tokio::net::TcpListener) {
-    let mut shutdown = ctx.shutdown.subscribe();
-    let app = router(ctx).into_make_service_with_connect_info::<SocketAddr>();
-    let _ = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
+    let shutdown = ctx.shutdown.subscribe();
+    crate::http::serve_bounded(listener, router(ctx), MAX_CONNECTIONS, shutdown).await;
 }
 
 async fn htmx() -> Response {
