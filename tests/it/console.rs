@@ -227,7 +227,7 @@ async fn log_in_sessions_csrf_and_the_lock_out() {
 #[tokio::test]
 async fn quarantine_shows_markup_as_text_and_a_released_message_is_delivered() {
     let server = console().await;
-    let hostile = "From: Mallory <mallory@evil.test>\r\nTo: bob@example.org\r\nSubject: <script>alert(1)</script> win\r\n\
+    let hostile = "X-Spam-Status: Yes, score=31.00 required=5.00\r\n tests=STAT_90_100,HTML_ONLY\r\nFrom: Mallory <mallory@evil.test>\r\nTo: bob@example.org\r\nSubject: <script>alert(1)</script> win\r\n\
                    Content-Type: text/plain\r\n\r\nClick <a href=\"http://evil.test/\">here</a> <img src=\"http://evil.test/p.gif\"> </textarea><script>steal()</script>\r\n";
     let spool = &server.ctx().spool;
     spool
@@ -258,6 +258,18 @@ async fn quarantine_shows_markup_as_text_and_a_released_message_is_delivered() {
         list.body
     );
     assert!(!list.body.contains("<b>spam-score"));
+    // Each held message's subject (as text) and spam verdict, read from its head.
+    assert!(
+        list.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt; win"),
+        "{}",
+        list.body
+    );
+    assert!(
+        list.body
+            .contains("Yes, score=31.00 required=5.00 tests=STAT_90_100,HTML_ONLY")
+    );
+    assert!(!list.body.contains("<script>alert"));
 
     let page = b.get("/quarantine/QX1").await;
     assert_eq!(page.status, 200);
@@ -471,7 +483,7 @@ async fn a_browser_logs_in_releases_a_quarantined_message_and_sees_it_delivered(
         .store(
             SpoolState::Quarantine,
             &envelope("QB1", "spam-score: score 16.2 (STAT_90_100, HTML_ONLY)"),
-            b"From: Newsletter <news@shop.test>\r\nTo: bob@example.org\r\nSubject: Weekly report <b>draft</b>\r\n\r\nThe figures are in.\r\n",
+            b"X-Spam-Score: 16.20\r\nX-Spam-Status: Yes, score=16.20 required=5.00 tests=STAT_90_100,HTML_ONLY\r\nFrom: Newsletter <news@shop.test>\r\nTo: bob@example.org\r\nSubject: Weekly report <b>draft</b>\r\n\r\nThe figures are in.\r\n",
         )
         .await
         .unwrap();

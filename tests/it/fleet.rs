@@ -357,23 +357,6 @@ with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
     );
 }
 
-/// Runs `sluice spam ARGS --config cfg`.
-fn spam_cli(args: &[&str], cfg: &Path) -> String {
-    let out = std::process::Command::new(sluice_bin())
-        .arg("spam")
-        .args(args)
-        .arg("--config")
-        .arg(cfg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Waits (bounded: 10 s) until `path` holds other bytes than `old`.
 async fn file_changes(path: &Path, old: Option<Vec<u8>>) {
     for _ in 0..200 {
@@ -423,7 +406,7 @@ async fn what_one_node_learns_about_spam_every_node_of_the_fleet_uses() {
 
     // Learned through node A's configuration: the state goes to Redis, and node B copies the
     // new site model to its own file.
-    let out = spam_cli(&["learn", "--spam", on_a.to_str().unwrap()], &a_cfg);
+    let out = spam_command(&["learn", "--spam", on_a.to_str().unwrap()], &a_cfg);
     assert!(
         out.contains("1 message(s) learned as spam") && out.contains("redis://"),
         "{out}"
@@ -449,7 +432,7 @@ async fn what_one_node_learns_about_spam_every_node_of_the_fleet_uses() {
     // Forgotten through node B: node A goes back to the shipped model's judgement.
     let a_model = a_dir.path().join("spam/learned.bin");
     let old = std::fs::read(&a_model).ok();
-    let out = spam_cli(&["forget", on_a.to_str().unwrap()], &b_cfg);
+    let out = spam_command(&["forget", on_a.to_str().unwrap()], &b_cfg);
     assert!(out.contains("1 message(s) forgotten"), "{out}");
     file_changes(&a_model, old).await;
     let (forgotten, status, _) = offer(a.smtp.port(), a_dir.path(), "a2").await;

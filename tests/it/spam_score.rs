@@ -171,22 +171,6 @@ fn delivered(server: &TestServer, id: &str) -> (std::path::PathBuf, f64, String)
     panic!("<{id}@shop.example> was not delivered");
 }
 
-fn spam_cli(args: &[&str], config: &std::path::Path) -> String {
-    let out = std::process::Command::new(sluice_bin())
-        .arg("spam")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sluice spam {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 const OFFER: &str = "Our summer catalogue is here: garden furniture, barbecue sets and parasols \
     at members' prices until the end of the month. Free delivery on orders over fifty pounds. \
     Browse the catalogue and order online today.";
@@ -235,7 +219,7 @@ async fn mail_learned_as_spam_moves_similar_mail_without_a_restart_and_forgettin
 
     // Bob moves the first to Junk: it is learned from his mailbox, with Sluice's own Received
     // field on top.
-    let out = spam_cli(&["learn", "--spam", learned_file.to_str().unwrap()], &cli);
+    let out = spam_command(&["learn", "--spam", learned_file.to_str().unwrap()], &cli);
     assert!(out.contains("1 message(s) learned as spam"), "{out}");
     assert!(state.path().join("learned.bin").exists());
 
@@ -247,12 +231,12 @@ async fn mail_learned_as_spam_moves_similar_mail_without_a_restart_and_forgettin
     assert!(status.contains("SITE_LEARNED"), "{status}");
 
     // Learning it again changes nothing; forgetting it restores the shipped model's judgement.
-    let out = spam_cli(&["learn", "--spam", learned_file.to_str().unwrap()], &cli);
+    let out = spam_command(&["learn", "--spam", learned_file.to_str().unwrap()], &cli);
     assert!(
         out.contains("0 message(s) learned as spam, 1 unchanged"),
         "{out}"
     );
-    let out = spam_cli(&["forget", learned_file.to_str().unwrap()], &cli);
+    let out = spam_command(&["forget", learned_file.to_str().unwrap()], &cli);
     assert!(
         out.contains("1 message(s) forgotten") && out.contains("log holds 0"),
         "{out}"

@@ -481,6 +481,24 @@ pub async fn run_client(cmd: &mut tokio::process::Command) -> std::process::Outp
         .expect("client runs")
 }
 
+/// Runs `sluice spam ARGS --config CONFIG` (learn, forget), asserting it succeeds; its
+/// standard output.
+pub fn spam_command(args: &[&str], config: &Path) -> String {
+    let out = std::process::Command::new(sluice_bin())
+        .arg("spam")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("sluice runs");
+    assert!(
+        out.status.success(),
+        "sluice spam {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs a Python script (`python3 -c`) with the given environment; returns stdout, panicking
 /// with stderr on failure.
 pub async fn python(script: &str, env: &[(&str, String)]) -> String {

@@ -592,10 +592,50 @@ async fn queue_action(
     .into_response())
 }
 
+/// Quarantined messages listed with a summary of each read from its head.
+const MAX_SUMMARIES: usize = 500;
+
+/// A quarantined message's subject and spam verdict (its `X-Spam-Status`), read from the first
+/// 16 KiB of each of the first [`MAX_SUMMARIES`] messages.
+async fn summaries(ctx: &ServerContext, ids: Vec<String>) -> HashMap<String, pages::Summary> {
+    let spool = ctx.spool.clone();
+    tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .take(MAX_SUMMARIES)
+            .filter_map(|id| {
+                let (_, raw) = spool.read(crate::spool::SpoolState::Quarantine, &id).ok()?;
+                let head = &raw[..raw.len().min(16 << 10)];
+                let parsed = mail_parser::MessageParser::new().parse_headers(head)?;
+                let spam = parsed
+                    .header_raw("X-Spam-Status")
+                    .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
+                Some((
+                    id,
+                    pages::Summary {
+                        subject: parsed.subject().unwrap_or_default().to_string(),
+                        spam: spam.unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+async fn quarantine_page(c: &Console, s: &Session, results: Option<Vec<String>>) -> Response {
+    let entries = list(&c.ctx, crate::spool::SpoolState::Quarantine).await;
+    let ids = entries
+        .as_ref()
+        .map(|e| e.iter().map(|e| e.id.clone()).collect())
+        .unwrap_or_default();
+    let summaries = summaries(&c.ctx, ids).await;
+    pages::quarantine(&s.user, &s.csrf, entries, &summaries, results).into_response()
+}
+
 async fn quarantine(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
     let s = signed_in(&c, &headers)?;
-    let entries = list(&c.ctx, crate::spool::SpoolState::Quarantine).await;
-    Ok(pages::quarantine(&s.user, &s.csrf, entries, None).into_response())
+    Ok(quarantine_page(&c, &s, None).await)
 }
 
 async fn quarantine_action(
@@ -635,8 +675,7 @@ async fn quarantine_action(
         c.ctx.delivery_wakeup.notify_one();
     }
     tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console quarantine action");
-    let entries = list(&c.ctx, crate::spool::SpoolState::Quarantine).await;
-    Ok(pages::quarantine(&s.user, &s.csrf, entries, Some(results)).into_response())
+    Ok(quarantine_page(&c, &s, Some(results)).await)
 }
 
 /// Learns quarantined messages as spam or ham (`sluice spam learn`); they stay in quarantine.

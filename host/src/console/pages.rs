@@ -224,7 +224,22 @@ fn results_note(results: &Option<Vec<String>>) -> Markup {
     }
 }
 
-fn entries_table(kind: &str, csrf: &str, entries: &[Entry], actions: &[(&str, &str)]) -> Markup {
+/// A quarantined message's subject and spam verdict, read from its head.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// The decoded subject.
+    pub subject: String,
+    /// Its `X-Spam-Status` (score and symbols), unfolded; empty when it has none.
+    pub spam: String,
+}
+
+fn entries_table(
+    kind: &str,
+    csrf: &str,
+    entries: &[Entry],
+    summaries: &std::collections::HashMap<String, Summary>,
+    actions: &[(&str, &str)],
+) -> Markup {
     html! {
         form method="post" action=(format!("/{kind}/action")) {
             input type="hidden" name="csrf" value=(csrf);
@@ -238,7 +253,7 @@ fn entries_table(kind: &str, csrf: &str, entries: &[Entry], actions: &[(&str, &s
                 tr {
                     th { "" } th { "id" } th { "received" } th { "sender" } th { "recipients" }
                     th { "size" } th { "attempts" }
-                    @if kind == "quarantine" { th { "reason" } } @else { th { "next attempt" } }
+                    @if kind == "quarantine" { th { "reason" } th { "subject" } th { "spam status (score, symbols)" } } @else { th { "next attempt" } }
                 }
                 @for e in entries {
                     tr {
@@ -255,7 +270,10 @@ fn entries_table(kind: &str, csrf: &str, entries: &[Entry], actions: &[(&str, &s
                         td { (e.size) }
                         td { (e.attempts) }
                         @if kind == "quarantine" {
+                            @let summary = summaries.get(&e.id).cloned().unwrap_or_default();
                             td { (e.quarantine.as_deref().unwrap_or_default()) }
+                            td { (summary.subject) }
+                            td { (summary.spam) }
                         } @else {
                             td { (e.next_attempt.as_deref().unwrap_or("now")) }
                         }
@@ -289,7 +307,7 @@ pub fn queue(
             @match entries {
                 Ok(entries) => {
                     p { (entries.len()) " messages" }
-                    (entries_table("queue", csrf, &entries, &[("retry", "Retry now"), ("hold", "Hold"), ("release", "Release"), ("delete-bounce", "Delete and bounce"), ("delete-drop", "Delete silently")]))
+                    (entries_table("queue", csrf, &entries, &std::collections::HashMap::new(), &[("retry", "Retry now"), ("hold", "Hold"), ("release", "Release"), ("delete-bounce", "Delete and bounce"), ("delete-drop", "Delete silently")]))
                 },
                 Err(e) => p.bad { "Cannot read the queue: " (e) },
             }
@@ -302,6 +320,7 @@ pub fn quarantine(
     user: &str,
     csrf: &str,
     entries: Result<Vec<Entry>, String>,
+    summaries: &std::collections::HashMap<String, Summary>,
     results: Option<Vec<String>>,
 ) -> Markup {
     layout(
@@ -312,7 +331,7 @@ pub fn quarantine(
             @match entries {
                 Ok(entries) => {
                     p { (entries.len()) " messages" }
-                    (entries_table("quarantine", csrf, &entries, &[("release", "Release to delivery"), ("delete", "Delete"), ("learn-spam", "Learn as spam"), ("learn-ham", "Learn as ham")]))
+                    (entries_table("quarantine", csrf, &entries, summaries, &[("release", "Release to delivery"), ("delete", "Delete"), ("learn-spam", "Learn as spam"), ("learn-ham", "Learn as ham")]))
                 },
                 Err(e) => p.bad { "Cannot read the quarantine: " (e) },
             }
