@@ -245,7 +245,13 @@ local_domains = ["example.org", "catchall.example.org"]
             data = dir.path(),
             cache = workspace_root().join("target/test-compile-cache"),
         );
-        let config = config(&toml);
+        // Written to a file the configuration names as its source, as `sluice serve --config`
+        // does: a reload (SIGHUP, the console's button) re-reads this file, not the built-in
+        // configuration.
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(&file, &toml).unwrap();
+        let mut config = config(&toml);
+        config.source = Some(file);
         sluice::credentials::set_password(&config.users_file(), "alice", "wonderland").unwrap();
         let rt = runtime();
         let pipeline = Pipeline::load(&rt, &config)
