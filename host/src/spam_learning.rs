@@ -10,7 +10,8 @@
 //! - **One node** (no `[store] url`): beside the model file, in `learned-messages/`, one file
 //!   per message named `<sequence>-<sha256>.<spam|ham>`. Not in the data directory: the learner
 //!   usually runs as another user (Dovecot's mail user, from IMAPSieve), who owns that
-//!   directory; the model is written readable by its group (Sluice's), the log by its owner.
+//!   directory; the model and the log are written readable by the directory's group (Sluice's),
+//!   so the console, running as Sluice, can learn too.
 //! - **A fleet** (`[store] url`, Redis): in the shared store, so every node learns together.
 //!   The learner writes the log and the model there and bumps a version; every server copies a
 //!   new model to its own `learned` file within [`SYNC_INTERVAL`] ([`spawn_sync`]).
@@ -320,8 +321,7 @@ impl Log {
     ) -> Result<(), LearnError> {
         match self {
             Log::Files(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+                log_dir(dir)?;
                 for e in removed {
                     let path = dir.join(e.file_name());
                     std::fs::remove_file(&path)
@@ -329,7 +329,7 @@ impl Log {
                 }
                 for (e, bytes) in added {
                     let path = dir.join(e.file_name());
-                    write_atomic(&path, bytes, 0o600)
+                    write_atomic(&path, bytes, 0o640)
                         .map_err(|err| fail(format!("cannot write {}: {err}", path.display())))?;
                 }
                 Ok(())
@@ -381,15 +381,34 @@ enum Lock {
     Store(KvStore, Vec<u8>),
 }
 
+/// Creates the log directory, shared by its group: the learner run by Dovecot (the mail user)
+/// and Sluice's console (user `sluice`) both learn, and the directory's group (set-group-id,
+/// as the README sets it up) lets each read and extend what the other wrote.
+fn log_dir(dir: &Path) -> Result<(), LearnError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .and_then(|()| {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o2770))
+        })
+        .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))
+}
+
 impl Lock {
     async fn take(log: &Log) -> Result<Lock, LearnError> {
         match log {
             Log::Files(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+                log_dir(dir)?;
                 let path = dir.join(".lock");
-                let f = std::fs::File::create(&path)
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
                     .map_err(|e| fail(format!("cannot create {}: {e}", path.display())))?;
+                // The other learner's user must open it too.
+                let _ = f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o660));
                 f.lock()
                     .map_err(|e| fail(format!("cannot lock {}: {e}", path.display())))?;
                 Ok(Lock::File(f))
