@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use sluice_spam::features::extract_with;
 use sluice_spam::model::Scorer;
 use sluice_spam::site;
-use sluice_spam::trust::{Trust, parse_network};
+use sluice_spam::trust::Trust;
 
 use crate::config::Config;
 use crate::store::KvStore;
@@ -166,19 +166,10 @@ impl Site {
         })?;
         // Our own hops (the Received field Sluice writes) are inside the border, and so are
         // the relays the operator names: the same border the plugin finds as mail arrives.
-        let mut trust = Trust::default();
-        trust
-            .internal_hosts
-            .push(config.server.hostname.to_ascii_lowercase());
-        for h in strings(config, "internal_hosts")? {
-            trust.internal_hosts.push(h.to_ascii_lowercase());
-        }
-        for n in strings(config, "internal_networks")? {
-            trust.internal_networks.push(
-                parse_network(&n)
-                    .map_err(|e| fail(format!("plugin.{PLUGIN}.config.internal_networks: {e}")))?,
-            );
-        }
+        let mut hosts = strings(config, "internal_hosts")?;
+        hosts.push(config.server.hostname.clone());
+        let trust = Trust::site(&hosts, &strings(config, "internal_networks")?)
+            .map_err(|e| fail(format!("plugin.{PLUGIN}.config.internal_networks: {e}")))?;
         let base = match setting(config, "model") {
             Some(toml::Value::String(p)) => {
                 let bytes = std::fs::read(p).map_err(|e| {

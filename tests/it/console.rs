@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use sluice::envelope::{Recipient, Sender};
 use sluice::spool::{SpoolState, SpooledEnvelope};
 use sluice_tests::*;
 
@@ -109,24 +108,7 @@ impl Browser {
 }
 
 fn envelope(id: &str, reason: &str) -> SpooledEnvelope {
-    SpooledEnvelope {
-        id: id.into(),
-        received_at: "2027-01-15T08:00:00+00:00".into(),
-        sender: Sender {
-            address: "mallory@evil.test".into(),
-            params: vec![],
-        },
-        recipients: vec![Recipient {
-            address: "bob@example.org".into(),
-            params: vec![],
-            discarded: false,
-        }],
-        client_ip: "192.0.2.1".into(),
-        helo: "c".into(),
-        listener: "smtp".into(),
-        auth_user: None,
-        quarantine: Some(reason.into()),
-    }
+    spooled(id, "mallory@evil.test", "bob@example.org", Some(reason))
 }
 
 async fn console() -> TestServer {
@@ -174,6 +156,13 @@ async fn log_in_sessions_csrf_and_the_lock_out() {
         csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
         "{csp}"
     );
+
+    // A form beyond the console's bound (256 KiB) is refused unread.
+    let huge = "x".repeat(300 << 10);
+    let r = b
+        .post("/login", &[("user", "root"), ("password", &huge)])
+        .await;
+    assert_eq!(r.status, 413);
 
     // A wrong password, then the right one: a cookie that scripts cannot read.
     let r = b.log_in("root", "wrong").await;

@@ -3,29 +3,11 @@
 
 use std::process::Command;
 
-use sluice::envelope::{Recipient, Sender};
 use sluice::spool::{Spool, SpoolState, SpooledEnvelope};
 use sluice_tests::*;
 
 fn envelope(id: &str, quarantine: Option<&str>) -> SpooledEnvelope {
-    SpooledEnvelope {
-        id: id.into(),
-        received_at: "2027-01-15T08:00:00+00:00".into(),
-        sender: Sender {
-            address: "alice@relay.test".into(),
-            params: vec![],
-        },
-        recipients: vec![Recipient {
-            address: "someone@elsewhere.test".into(),
-            params: vec![],
-            discarded: false,
-        }],
-        client_ip: "192.0.2.1".into(),
-        helo: "c".into(),
-        listener: "smtp".into(),
-        auth_user: None,
-        quarantine: quarantine.map(str::to_string),
-    }
+    spooled(id, "alice@relay.test", "someone@elsewhere.test", quarantine)
 }
 
 /// A configuration for a relay whose data directory is `dir`; returns its path.

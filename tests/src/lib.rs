@@ -487,6 +487,34 @@ pub async fn run_client(cmd: &mut tokio::process::Command) -> std::process::Outp
         .expect("client runs")
 }
 
+/// A spooled message's envelope: from `sender` to `rcpt`, received 2027-01-15 08:00 UTC from
+/// 192.0.2.1 on the smtp listener, quarantined with `quarantine` as the reason if given.
+pub fn spooled(
+    id: &str,
+    sender: &str,
+    rcpt: &str,
+    quarantine: Option<&str>,
+) -> sluice::spool::SpooledEnvelope {
+    sluice::spool::SpooledEnvelope {
+        id: id.into(),
+        received_at: "2027-01-15T08:00:00+00:00".into(),
+        sender: Sender {
+            address: sender.into(),
+            params: vec![],
+        },
+        recipients: vec![Recipient {
+            address: rcpt.into(),
+            params: vec![],
+            discarded: false,
+        }],
+        client_ip: "192.0.2.1".into(),
+        helo: "c".into(),
+        listener: "smtp".into(),
+        auth_user: None,
+        quarantine: quarantine.map(str::to_string),
+    }
+}
+
 /// Runs `sluice spam ARGS --config CONFIG` (learn, forget), asserting it succeeds; its
 /// standard output.
 pub fn spam_command(args: &[&str], config: &Path) -> String {

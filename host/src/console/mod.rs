@@ -491,20 +491,23 @@ async fn queue(
     Ok(pages::queue(&s.user, &s.csrf, &filter, entries, None).into_response())
 }
 
+/// One message as `sluice queue show` gives it: entry, delivery history, header section, and
+/// the message.
 async fn show(
     ctx: &ServerContext,
     which: crate::spool::SpoolState,
     id: String,
-) -> Result<(crate::delivery::admin::Entry, Vec<u8>), String> {
+) -> Result<pages::Shown, String> {
     let spool = ctx.spool.clone();
     tokio::task::spawn_blocking(move || {
-        let entry = crate::delivery::admin::list(&spool, which)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .find(|e| e.id == id)
-            .ok_or_else(|| format!("no message {id}"))?;
-        let (_, raw) = spool.read(which, &id).map_err(|e| e.to_string())?;
-        Ok((entry, raw))
+        crate::delivery::admin::show(&spool, which, &id)
+            .map(|(entry, history, header, message)| pages::Shown {
+                entry,
+                history,
+                header,
+                message,
+            })
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|e| e.to_string())?
@@ -592,44 +595,50 @@ async fn queue_action(
     .into_response())
 }
 
-/// Quarantined messages listed with a summary of each read from its head.
+/// Quarantined messages listed with a summary read from their head.
 const MAX_SUMMARIES: usize = 500;
 
-/// A quarantined message's subject and spam verdict (its `X-Spam-Status`), read from the first
-/// 16 KiB of each of the first [`MAX_SUMMARIES`] messages.
-async fn summaries(ctx: &ServerContext, ids: Vec<String>) -> HashMap<String, pages::Summary> {
-    let spool = ctx.spool.clone();
-    tokio::task::spawn_blocking(move || {
-        ids.into_iter()
-            .take(MAX_SUMMARIES)
-            .filter_map(|id| {
-                let (_, raw) = spool.read(crate::spool::SpoolState::Quarantine, &id).ok()?;
-                let head = &raw[..raw.len().min(16 << 10)];
-                let parsed = mail_parser::MessageParser::new().parse_headers(head)?;
-                let spam = parsed
-                    .header_raw("X-Spam-Status")
-                    .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
-                Some((
-                    id,
-                    pages::Summary {
-                        subject: parsed.subject().unwrap_or_default().to_string(),
-                        spam: spam.unwrap_or_default(),
-                    },
-                ))
-            })
-            .collect()
-    })
-    .await
-    .unwrap_or_default()
+/// A message's subject and spam verdict (its `X-Spam-Status`), read from its first 16 KiB.
+fn summary(raw: &[u8]) -> pages::Summary {
+    let head = &raw[..raw.len().min(16 << 10)];
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(head) else {
+        return pages::Summary::default();
+    };
+    pages::Summary {
+        subject: parsed.subject().unwrap_or_default().to_string(),
+        spam: parsed
+            .header_raw("X-Spam-Status")
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
+    }
 }
 
 async fn quarantine_page(c: &Console, s: &Session, results: Option<Vec<String>>) -> Response {
-    let entries = list(&c.ctx, crate::spool::SpoolState::Quarantine).await;
-    let ids = entries
-        .as_ref()
-        .map(|e| e.iter().map(|e| e.id.clone()).collect())
-        .unwrap_or_default();
-    let summaries = summaries(&c.ctx, ids).await;
+    // One read of each message gives both its entry and, for the first MAX_SUMMARIES, its
+    // summary.
+    let spool = c.ctx.spool.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let mut n = 0;
+        crate::delivery::admin::list_each(&spool, crate::spool::SpoolState::Quarantine, |e, raw| {
+            n += 1;
+            let summary = (n <= MAX_SUMMARIES).then(|| summary(raw));
+            (e, summary)
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    let mut summaries = HashMap::new();
+    let entries = listed.map(|rows| {
+        rows.into_iter()
+            .map(|(e, summary)| {
+                if let Some(summary) = summary {
+                    summaries.insert(e.id.clone(), summary);
+                }
+                e
+            })
+            .collect::<Vec<_>>()
+    });
     pages::quarantine(&s.user, &s.csrf, entries, &summaries, results).into_response()
 }
 

@@ -339,13 +339,20 @@ pub fn quarantine(
     )
 }
 
-/// One message: envelope, status, the spam verdict, its headers and its text, all as text.
-pub fn message(
-    user: &str,
-    csrf: &str,
-    kind: &str,
-    found: Result<(Entry, Vec<u8>), String>,
-) -> Markup {
+/// One message as `sluice queue show` gives it.
+pub struct Shown {
+    /// Its envelope and status.
+    pub entry: Entry,
+    /// Its delivery history.
+    pub history: Vec<String>,
+    /// Its header section.
+    pub header: String,
+    /// The whole message.
+    pub message: Vec<u8>,
+}
+
+/// One message: envelope, status, delivery history, its headers and its text, all as text.
+pub fn message(user: &str, csrf: &str, kind: &str, found: Result<Shown, String>) -> Markup {
     let title = if kind == "quarantine" {
         "Quarantined message"
     } else {
@@ -357,12 +364,9 @@ pub fn message(
         html! {
             @match found {
                 Err(e) => p.bad { (e) },
-                Ok((e, raw)) => {
+                Ok(Shown { entry: e, history, header, message: raw }) => {
                     @let parsed = mail_parser::MessageParser::default().parse(&raw);
-                    @let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2)
-                        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 1))
-                        .unwrap_or(raw.len());
-                    @let headers = String::from_utf8_lossy(&raw[..head_end.min(64 << 10)]);
+                    @let headers: String = header.chars().take(64 << 10).collect();
                     @let text = parsed.as_ref().and_then(|m| m.body_text(0)).map(|t| t.chars().take(100_000).collect::<String>());
                     table {
                         tr { th { "id" } td { (e.id) } }
@@ -388,6 +392,10 @@ pub fn message(
                             button type="submit" name="action" value="release" { "Release" } " "
                             button type="submit" name="action" value="delete-bounce" { "Delete and bounce" }
                         }
+                    }
+                    @if !history.is_empty() {
+                        h2 { "Delivery history" }
+                        pre #history { @for line in &history { (line) "\n" } }
                     }
                     h2 { "Headers" }
                     pre #headers { (headers) }

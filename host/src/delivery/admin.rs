@@ -54,14 +54,20 @@ fn where_(s: SpoolState) -> &'static str {
     }
 }
 
-fn entry(spool: &Spool, which: SpoolState, id: &str) -> Result<Entry, AdminError> {
-    let (env, msg) = spool.read(which, id)?;
+/// The entry of a message already read.
+fn entry_of(
+    spool: &Spool,
+    which: SpoolState,
+    id: &str,
+    env: &crate::spool::SpooledEnvelope,
+    msg: &[u8],
+) -> Result<Entry, AdminError> {
     let dir = spool.root().join("queue");
     let st = match which {
         SpoolState::Queue => state::read(&dir, id)?,
         SpoolState::Quarantine => None,
     }
-    .unwrap_or_else(|| QueueState::initial(&env, 0));
+    .unwrap_or_else(|| QueueState::initial(env, 0));
     Ok(Entry {
         id: id.to_string(),
         received_at: env.received_at.clone(),
@@ -81,24 +87,37 @@ fn entry(spool: &Spool, which: SpoolState, id: &str) -> Result<Entry, AdminError
 
 /// Every message in `which`, oldest first.
 pub fn list(spool: &Spool, which: SpoolState) -> Result<Vec<Entry>, AdminError> {
+    list_each(spool, which, |e, _| e)
+}
+
+/// Every message in `which`, oldest first, each as `f(entry, message bytes)`: for a listing
+/// that also shows something of the message (the console's subjects), from the one read.
+pub fn list_each<T>(
+    spool: &Spool,
+    which: SpoolState,
+    mut f: impl FnMut(Entry, &[u8]) -> T,
+) -> Result<Vec<T>, AdminError> {
     spool
         .list(which)?
         .iter()
-        .map(|id| entry(spool, which, id))
+        .map(|id| {
+            let (env, msg) = spool.read(which, id)?;
+            Ok(f(entry_of(spool, which, id, &env, &msg)?, &msg))
+        })
         .collect()
 }
 
-/// One message: its entry, history, and header section.
+/// One message: its entry, history, header section, and the whole message.
 pub fn show(
     spool: &Spool,
     which: SpoolState,
     id: &str,
-) -> Result<(Entry, Vec<String>, String), AdminError> {
+) -> Result<(Entry, Vec<String>, String, Vec<u8>), AdminError> {
     if !spool.path(which, id).is_file() {
         return Err(AdminError::NotFound(id.to_string(), where_(which)));
     }
-    let e = entry(spool, which, id)?;
-    let (_, msg) = spool.read(which, id)?;
+    let (env, msg) = spool.read(which, id)?;
+    let e = entry_of(spool, which, id, &env, &msg)?;
     let history = state::read(&spool.root().join("queue"), id)?
         .map(|s| s.history)
         .unwrap_or_default();
@@ -106,11 +125,8 @@ pub fn show(
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .unwrap_or(msg.len());
-    Ok((
-        e,
-        history,
-        String::from_utf8_lossy(&msg[..end]).into_owned(),
-    ))
+    let header = String::from_utf8_lossy(&msg[..end]).into_owned();
+    Ok((e, history, header, msg))
 }
 
 /// Changes a queued message's state under the queue lock.

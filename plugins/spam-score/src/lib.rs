@@ -24,7 +24,7 @@ use sluice_plugin_sdk::{
 use sluice_spam::features::extract_with;
 use sluice_spam::model::{Scorer, judgement};
 use sluice_spam::site::SiteModel;
-use sluice_spam::trust::{Client, Trust, parse_network};
+use sluice_spam::trust::{Client, Trust};
 
 /// The model trained by scripts/build-plugins on the shared corpus (empty when none was).
 static BUILT_IN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model.bin"));
@@ -97,21 +97,15 @@ impl Settings for Scoring {
             },
             None => Vec::new(),
         };
-        let mut trust = Trust::default();
-        for host in config
-            .get::<Vec<String>>("internal_hosts")?
-            .unwrap_or_default()
-        {
-            trust.internal_hosts.push(host.to_ascii_lowercase());
-        }
-        for net in config
-            .get::<Vec<String>>("internal_networks")?
-            .unwrap_or_default()
-        {
-            let parsed =
-                parse_network(&net).map_err(|e| ConfigError::new("internal_networks", e))?;
-            trust.internal_networks.push(parsed);
-        }
+        let trust = Trust::site(
+            &config
+                .get::<Vec<String>>("internal_hosts")?
+                .unwrap_or_default(),
+            &config
+                .get::<Vec<String>>("internal_networks")?
+                .unwrap_or_default(),
+        )
+        .map_err(|e| ConfigError::new("internal_networks", e))?;
         Ok(Scoring {
             model,
             learned,

@@ -66,7 +66,7 @@ pub fn run(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
             print_entries(&admin::list(&spool, SpoolState::Queue)?, json)?
         }
         QueueCommand::Show { id } => {
-            let (entry, history, headers) = admin::show(&spool, SpoolState::Queue, &id)
+            let (entry, history, headers, _) = admin::show(&spool, SpoolState::Queue, &id)
                 .or_else(|_| admin::show(&spool, SpoolState::Quarantine, &id))?;
             print_entries(std::slice::from_ref(&entry), false)?;
             println!("history:");

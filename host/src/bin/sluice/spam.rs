@@ -20,8 +20,8 @@ fn first_bytes(mut r: impl std::io::Read) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The messages under `path`: a file, a folder of files or a Maildir (recursively, without
-/// its `tmp/`), or `-` for one message on standard input.
+/// The messages under `path`: a file, a folder of files or a Maildir (see
+/// `sluice_spam::files::message_files`), or `-` for one message on standard input.
 fn messages(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     if path == Path::new("-") {
         return Ok(vec![
@@ -38,31 +38,7 @@ fn messages(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     if !meta.is_dir() {
         return Ok(vec![read(path)?]);
     }
-    let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in
-            std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))?
-        {
-            let p = e?.path();
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            if name.starts_with('.') {
-                continue;
-            }
-            if p.is_dir() {
-                // A Maildir's tmp/ holds messages still being written.
-                if name != "tmp" {
-                    stack.push(p);
-                }
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
+    let files = sluice_spam::files::message_files(path).map_err(anyhow::Error::msg)?;
     files.iter().map(|p| read(p)).collect()
 }
 

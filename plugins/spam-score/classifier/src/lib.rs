@@ -10,6 +10,7 @@
 //! - [`train`]: training (Adagrad-SGD over shuffled epochs) and k-fold evaluation.
 
 pub mod features;
+pub mod files;
 pub mod model;
 pub mod site;
 pub mod train;

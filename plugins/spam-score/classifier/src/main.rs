@@ -24,28 +24,9 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Every message file under `dir` (recursively: plain folders and Maildirs alike).
+/// Every message file under `dir` (plain folders and Maildirs alike); at least one.
 fn messages(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "tmp") {
-                    stack.push(p);
-                }
-            } else if p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                !n.starts_with('.') && !n.ends_with(".tsv") && !n.ends_with(".md")
-            }) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
+    let out = sluice_spam::files::message_files(dir)?;
     if out.is_empty() {
         return Err(format!("no messages in {}", dir.display()));
     }

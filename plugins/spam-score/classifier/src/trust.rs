@@ -104,6 +104,19 @@ fn in_network(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
 }
 
 impl Trust {
+    /// The site as an operator lists it (`internal_hosts`, `internal_networks`): host names
+    /// are compared in lower case; a network that does not parse is the error.
+    pub fn site(hosts: &[String], networks: &[String]) -> Result<Trust, String> {
+        Ok(Trust {
+            internal_hosts: hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            internal_networks: networks
+                .iter()
+                .map(|n| parse_network(n))
+                .collect::<Result<_, _>>()?,
+            session: None,
+        })
+    }
+
     fn is_internal_host(&self, name: &str) -> bool {
         !name.is_empty()
             && (name == "localhost"
