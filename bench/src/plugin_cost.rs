@@ -155,7 +155,7 @@ async fn timed_transaction(
     msg: &sluice::plugin::bindings::types::Message,
 ) -> anyhow::Result<Phases> {
     let t0 = Instant::now();
-    let session = Session {
+    let session = Arc::new(Session {
         listener: "bench".into(),
         client_ip: "192.0.2.1".into(),
         client_port: 1,
@@ -166,7 +166,7 @@ async fn timed_transaction(
             "bench-{}",
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ),
-    };
+    });
     let mut inst = PluginInstance::new(p.clone())
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
@@ -184,7 +184,8 @@ async fn timed_transaction(
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
     env.recipients.push(rcpt);
-    inst.check_message(&session, &env, msg)
+    // The pipeline copies the message once per transaction, as here.
+    inst.check_message(&session, &Arc::new((env, msg.clone())))
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
     let t2 = Instant::now();
@@ -296,6 +297,7 @@ async fn main() -> anyhow::Result<()> {
     let pool = PoolSize {
         max_memory_bytes: 256 << 20,
         max_instances: 64,
+        threads: 1,
     };
 
     // Compile cost: cold (empty cache) versus cache hit, each in a fresh runtime.

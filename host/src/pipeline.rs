@@ -366,7 +366,7 @@ impl Pipeline {
             instances: (0..self.plugins.len()).map(|_| None).collect(),
             missing_required: self.missing_required.clone(),
             client: Some(client.ip),
-            session: wit_session(client, transaction_id),
+            session: Arc::new(wit_session(client, transaction_id)),
             calls: Vec::new(),
             authentication: None,
         }
@@ -376,6 +376,7 @@ impl Pipeline {
     /// are logged and never affect delivery.
     pub async fn on_delivery(&self, report: &DeliveryReport) -> Vec<CallRecord> {
         let mut calls = Vec::new();
+        let shared = Arc::new(report.clone());
         for p in self
             .plugins
             .iter()
@@ -384,7 +385,7 @@ impl Pipeline {
             let started = Instant::now();
             let mut slot = None;
             let r = match instance(&mut slot, p, None, &None).await {
-                Ok(i) => i.on_delivery(report).await,
+                Ok(i) => i.on_delivery(&shared).await,
                 Err(f) => Err(f),
             };
             let failure = r.err();
@@ -408,6 +409,7 @@ impl Pipeline {
         request: &BounceRequest,
     ) -> (Option<BounceText>, Vec<CallRecord>) {
         let mut calls = Vec::new();
+        let shared = Arc::new(request.clone());
         for p in self.plugins.iter().filter(|p| {
             p.wants(Hook::RenderBounce)
                 && p.scope
@@ -416,7 +418,7 @@ impl Pipeline {
             let started = Instant::now();
             let mut slot = None;
             let r = match instance(&mut slot, p, None, &None).await {
-                Ok(i) => i.render_bounce(request).await,
+                Ok(i) => i.render_bounce(&shared).await,
                 Err(f) => Err(f),
             };
             match r {
@@ -507,7 +509,7 @@ pub struct PluginRun {
     plugins: Arc<[Arc<LoadedPlugin>]>,
     scoring: ScoringConfig,
     instances: Vec<Option<PluginInstance>>,
-    session: Session,
+    session: Arc<Session>,
     /// The client's address, for the plugins' per-client failure counts.
     client: Option<std::net::IpAddr>,
     /// Required plugins not in service when the transaction began.
@@ -632,7 +634,7 @@ impl PluginRun {
     pub async fn check_message(&mut self, envelope: &Envelope, message: &[u8]) -> MessageOutcome {
         // The WIT envelope and message (a copy of the bytes, parsed header fields) are built
         // for the first plugin that wants the message, not when none does.
-        let mut wit: Option<(wit::Envelope, Message)> = None;
+        let mut wit: Option<Arc<(wit::Envelope, Message)>> = None;
         let mut decision = Decision::Continue;
         let mut symbols = Vec::new();
         let mut add_headers = Vec::new();
@@ -648,8 +650,9 @@ impl PluginRun {
                 continue;
             }
             let started = Instant::now();
-            let (wit_env, wit_msg) = wit
-                .get_or_insert_with(|| (wit_envelope(envelope), self::message(message.to_vec())));
+            let input = wit.get_or_insert_with(|| {
+                Arc::new((wit_envelope(envelope), self::message(message.to_vec())))
+            });
             let r = match instance(
                 &mut self.instances[i],
                 &p,
@@ -658,7 +661,7 @@ impl PluginRun {
             )
             .await
             {
-                Ok(inst) => inst.check_message(&self.session, wit_env, wit_msg).await,
+                Ok(inst) => inst.check_message(&self.session, input).await,
                 Err(f) => Err(f),
             };
             let verdict = match r {

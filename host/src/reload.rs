@@ -241,9 +241,10 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
                 old.config.metrics.address == config.metrics.address,
             ),
             (
-                "plugins.max_memory_mb/max_instances",
+                "plugins.max_memory_mb/max_instances/threads",
                 old.config.plugins.max_memory_mb == config.plugins.max_memory_mb
-                    && old.config.plugins.max_instances == config.plugins.max_instances,
+                    && old.config.plugins.max_instances == config.plugins.max_instances
+                    && old.config.plugins.threads == config.plugins.threads,
             ),
         ] {
             if !same {

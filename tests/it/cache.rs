@@ -10,6 +10,7 @@ fn runtime_at(dir: &std::path::Path) -> Runtime {
         PoolSize {
             max_memory_bytes: 64 << 20,
             max_instances: 8,
+            threads: 1,
         },
         dir,
     )

@@ -57,6 +57,7 @@ pub fn runtime() -> Runtime {
         PoolSize {
             max_memory_bytes: 256 << 20,
             max_instances: 64,
+            threads: 1,
         },
         &workspace_root().join("target/test-compile-cache"),
     )

@@ -27,6 +27,8 @@ pub struct PoolSize {
     pub max_memory_bytes: u64,
     /// Plugin instances alive at once.
     pub max_instances: u32,
+    /// Threads that run plugin code ([`super::executor`]).
+    pub threads: usize,
 }
 
 /// The engine, the linker and the compile cache, shared by every plugin.
@@ -97,6 +99,7 @@ impl Runtime {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
 
         let engine = Engine::new(&config)?;
+        super::executor::start(pool.threads);
         spawn_epoch_ticker(&engine);
 
         let mut linker = Linker::<StoreState>::new(&engine);

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod capabilities;
 pub mod directory;
 pub mod engine;
+pub mod executor;
 pub mod health;
 pub mod host_api;
 pub mod instance;

@@ -359,6 +359,7 @@ fn runtime_for(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
         PoolSize {
             max_memory_bytes: config.plugins.max_memory_mb << 20,
             max_instances: config.plugins.max_instances,
+            threads: config.plugins.threads,
         },
         &cache_dir,
     )
