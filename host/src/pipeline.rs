@@ -6,6 +6,7 @@
 //! The pipeline does no I/O of its own: the SMTP session and `sluice plugin check` both drive
 //! it, so the replay harness behaves exactly as the server does.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +17,7 @@ use crate::plugin::bindings::types::{
 };
 use crate::plugin::health::{Scope, Transition};
 use crate::plugin::{
-    self, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime, directory,
+    self, CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, Runtime, directory, executor,
 };
 use crate::reply::Reply;
 
@@ -360,95 +361,117 @@ impl Pipeline {
     /// Starts the plugins' run through one transaction, for `client`, named
     /// `transaction_id`. It keeps the plugin set it started with.
     pub fn start(&self, client: &Client, transaction_id: &str) -> PluginRun {
+        let session = Arc::new(wit_session(client, transaction_id));
         PluginRun {
-            plugins: self.plugins.clone(),
-            scoring: self.scoring.clone(),
-            instances: (0..self.plugins.len()).map(|_| None).collect(),
-            missing_required: self.missing_required.clone(),
-            client: Some(client.ip),
-            session: Arc::new(wit_session(client, transaction_id)),
-            calls: Vec::new(),
-            authentication: None,
+            chain: Some(Box::new(Chain {
+                plugins: self.plugins.clone(),
+                scoring: self.scoring.clone(),
+                instances: (0..self.plugins.len()).map(|_| None).collect(),
+                missing_required: self.missing_required.clone(),
+                client: Some(client.ip),
+                session: session.clone(),
+                calls: Vec::new(),
+                authentication: None,
+            })),
+            session,
         }
     }
 
-    /// Calls `on-delivery` of every plugin that wants it, each in a fresh instance. Failures
-    /// are logged and never affect delivery.
+    /// Calls `on-delivery` of every plugin that wants it, each in a fresh instance, on the
+    /// plugin thread. Failures are logged and never affect delivery.
     pub async fn on_delivery(&self, report: &DeliveryReport) -> Vec<CallRecord> {
-        let mut calls = Vec::new();
-        let shared = Arc::new(report.clone());
-        for p in self
-            .plugins
-            .iter()
-            .filter(|p| p.wants(Hook::OnDelivery) && p.scope.recipient(&report.recipient))
-        {
-            let started = Instant::now();
-            let mut slot = None;
-            let r = match instance(&mut slot, p, None, &None).await {
-                Ok(i) => i.on_delivery(&shared).await,
-                Err(f) => Err(f),
-            };
-            let failure = r.err();
-            calls.push(record(
-                Hook::OnDelivery,
-                p,
-                &mut slot,
-                Decision::Continue,
-                failure,
-                started,
-                (&report.queue_id, None),
-            ));
+        if !self.plugins.iter().any(|p| p.wants(Hook::OnDelivery)) {
+            return Vec::new();
         }
-        calls
+        let (plugins, report) = (self.plugins.clone(), report.clone());
+        executor::run(async move { on_delivery(&plugins, &report).await }).await
     }
 
     /// Asks the `render-bounce` plugins, in order, for a bounce text; the first that gives one
-    /// wins. `None` means the host's default text.
+    /// wins. `None` means the host's default text. The plugins run on the plugin thread.
     pub async fn render_bounce(
         &self,
         request: &BounceRequest,
     ) -> (Option<BounceText>, Vec<CallRecord>) {
-        let mut calls = Vec::new();
-        let shared = Arc::new(request.clone());
-        for p in self.plugins.iter().filter(|p| {
-            p.wants(Hook::RenderBounce)
-                && p.scope
-                    .any_recipient(request.failures.iter().map(|f| f.address.as_str()))
-        }) {
-            let started = Instant::now();
-            let mut slot = None;
-            let r = match instance(&mut slot, p, None, &None).await {
-                Ok(i) => i.render_bounce(&shared).await,
-                Err(f) => Err(f),
-            };
-            match r {
-                Ok(text) => {
-                    calls.push(record(
-                        Hook::RenderBounce,
-                        p,
-                        &mut slot,
-                        Decision::Continue,
-                        None,
-                        started,
-                        (&request.queue_id, None),
-                    ));
-                    if text.is_some() {
-                        return (text, calls);
-                    }
-                }
-                Err(f) => calls.push(record(
+        if !self.plugins.iter().any(|p| p.wants(Hook::RenderBounce)) {
+            return (None, Vec::new());
+        }
+        let (plugins, request) = (self.plugins.clone(), request.clone());
+        executor::run(async move { render_bounce(&plugins, &request).await }).await
+    }
+}
+
+/// [`Pipeline::on_delivery`], on the plugin thread.
+async fn on_delivery(plugins: &[Arc<LoadedPlugin>], report: &DeliveryReport) -> Vec<CallRecord> {
+    let mut calls = Vec::new();
+    for p in plugins
+        .iter()
+        .filter(|p| p.wants(Hook::OnDelivery) && p.scope.recipient(&report.recipient))
+    {
+        let started = Instant::now();
+        let mut slot = None;
+        let r = match instance(&mut slot, p, None, &None).await {
+            Ok(i) => i.on_delivery(report).await,
+            Err(f) => Err(f),
+        };
+        let failure = r.err();
+        calls.push(record(
+            Hook::OnDelivery,
+            p,
+            &mut slot,
+            Decision::Continue,
+            failure,
+            started,
+            (&report.queue_id, None),
+        ));
+    }
+    calls
+}
+
+/// [`Pipeline::render_bounce`], on the plugin thread.
+async fn render_bounce(
+    plugins: &[Arc<LoadedPlugin>],
+    request: &BounceRequest,
+) -> (Option<BounceText>, Vec<CallRecord>) {
+    let mut calls = Vec::new();
+    for p in plugins.iter().filter(|p| {
+        p.wants(Hook::RenderBounce)
+            && p.scope
+                .any_recipient(request.failures.iter().map(|f| f.address.as_str()))
+    }) {
+        let started = Instant::now();
+        let mut slot = None;
+        let r = match instance(&mut slot, p, None, &None).await {
+            Ok(i) => i.render_bounce(request).await,
+            Err(f) => Err(f),
+        };
+        match r {
+            Ok(text) => {
+                calls.push(record(
                     Hook::RenderBounce,
                     p,
                     &mut slot,
                     Decision::Continue,
-                    Some(f),
+                    None,
                     started,
                     (&request.queue_id, None),
-                )),
+                ));
+                if text.is_some() {
+                    return (text, calls);
+                }
             }
+            Err(f) => calls.push(record(
+                Hook::RenderBounce,
+                p,
+                &mut slot,
+                Decision::Continue,
+                Some(f),
+                started,
+                (&request.queue_id, None),
+            )),
         }
-        (None, calls)
     }
+    (None, calls)
 }
 
 /// Why the plugin set could not be loaded.
@@ -505,7 +528,131 @@ fn wit_envelope(e: &Envelope) -> wit::Envelope {
 /// The plugins' run through one SMTP transaction: the plugin set it started with and its own
 /// plugin instances, created on first use and dropped with the transaction. It takes the
 /// envelope vocabulary and speaks WIT to the plugins.
+///
+/// The instances live on the plugin thread ([`executor`]): each stage that calls a plugin is
+/// carried out there in one hop, and the instances are dropped there.
 pub struct PluginRun {
+    /// The run's state; away on the plugin thread during a stage, and gone for good if a
+    /// stage was abandoned (its caller dropped while the stage ran).
+    chain: Option<Box<Chain>>,
+    session: Arc<Session>,
+}
+
+/// Why a stage cannot run: an earlier stage of this transaction was abandoned mid-way.
+fn chain_lost() -> Decision {
+    Decision::Tempfail {
+        reply: Reply::new(451, "4.3.0", "Filter state lost, try again later"),
+    }
+}
+
+impl PluginRun {
+    /// The session facts every hook receives.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Every call made so far, in order.
+    pub fn calls(&self) -> &[CallRecord] {
+        self.chain.as_ref().map_or(&[], |c| &c.calls)
+    }
+
+    /// Sets the sender-authentication results the following hooks see (through
+    /// `sluice:filter/authentication`); `None` when the host does not verify this transaction.
+    pub fn set_authentication(&mut self, results: Option<crate::authentication::Results>) {
+        if let Some(c) = self.chain.as_mut() {
+            c.authentication = results.map(Arc::new);
+        }
+    }
+
+    /// Takes the call records (for logging or reporting).
+    pub fn take_calls(&mut self) -> Vec<CallRecord> {
+        self.chain
+            .as_mut()
+            .map(|c| std::mem::take(&mut c.calls))
+            .unwrap_or_default()
+    }
+
+    /// Carries out `stage` on the chain: on the plugin thread when a plugin wants `hook`,
+    /// here when none does (no sandbox is touched then). `None` when the chain was lost.
+    async fn stage<T, F>(&mut self, hook: Hook, stage: impl FnOnce(Box<Chain>) -> F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = (Box<Chain>, T)> + Send + 'static,
+    {
+        let chain = self.chain.take()?;
+        let (chain, out) = if chain.plugins.iter().any(|p| p.wants(hook)) {
+            executor::run(stage(chain)).await
+        } else {
+            stage(chain).await
+        };
+        self.chain = Some(chain);
+        Some(out)
+    }
+
+    /// Runs `verify-sender`.
+    pub async fn verify_sender(&mut self, sender: &Sender) -> Decision {
+        let sender = sender.clone();
+        self.stage(Hook::VerifySender, |mut c| async move {
+            let d = c.verify_sender(&sender).await;
+            (c, d)
+        })
+        .await
+        .unwrap_or_else(chain_lost)
+    }
+
+    /// Runs `check-recipient` for `recipient`; `envelope.recipients` holds those accepted so far.
+    pub async fn check_recipient(
+        &mut self,
+        envelope: &Envelope,
+        recipient: &Recipient,
+    ) -> Decision {
+        let (envelope, recipient) = (envelope.clone(), recipient.clone());
+        self.stage(Hook::CheckRecipient, |mut c| async move {
+            let d = c.check_recipient(&envelope, &recipient).await;
+            (c, d)
+        })
+        .await
+        .unwrap_or_else(chain_lost)
+    }
+
+    /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
+    pub async fn check_message(&mut self, envelope: &Envelope, message: &[u8]) -> MessageOutcome {
+        // The one copy of the message the plugins get (none when no plugin wants it).
+        let wanted = self
+            .chain
+            .as_ref()
+            .is_some_and(|c| c.plugins.iter().any(|p| p.wants(Hook::CheckMessage)));
+        let bytes = if wanted { message.to_vec() } else { Vec::new() };
+        let envelope = envelope.clone();
+        self.stage(Hook::CheckMessage, |mut c| async move {
+            let out = c.check_message(&envelope, Cow::Owned(bytes)).await;
+            (c, out)
+        })
+        .await
+        .unwrap_or_else(|| MessageOutcome {
+            decision: chain_lost(),
+            score: 0.0,
+            spam: false,
+            symbols: Vec::new(),
+            add_headers: Vec::new(),
+            remove_headers: Vec::new(),
+        })
+    }
+}
+
+impl Drop for PluginRun {
+    /// The instances are dropped on the plugin thread, where their memory slots are reset.
+    fn drop(&mut self) {
+        if let Some(chain) = self.chain.take()
+            && chain.instances.iter().any(Option::is_some)
+        {
+            executor::drop_there(chain);
+        }
+    }
+}
+
+/// The state of a [`PluginRun`], and its stages as carried out on the plugin thread.
+struct Chain {
     plugins: Arc<[Arc<LoadedPlugin>]>,
     scoring: ScoringConfig,
     instances: Vec<Option<PluginInstance>>,
@@ -518,30 +665,9 @@ pub struct PluginRun {
     authentication: Option<Arc<crate::authentication::Results>>,
 }
 
-impl PluginRun {
-    /// The session facts every hook receives.
-    pub fn session(&self) -> &Session {
-        &self.session
-    }
-
-    /// Every call made so far, in order.
-    pub fn calls(&self) -> &[CallRecord] {
-        &self.calls
-    }
-
-    /// Sets the sender-authentication results the following hooks see (through
-    /// `sluice:filter/authentication`); `None` when the host does not verify this transaction.
-    pub fn set_authentication(&mut self, results: Option<crate::authentication::Results>) {
-        self.authentication = results.map(Arc::new);
-    }
-
-    /// Takes the call records (for logging or reporting).
-    pub fn take_calls(&mut self) -> Vec<CallRecord> {
-        std::mem::take(&mut self.calls)
-    }
-
+impl Chain {
     /// Runs `verify-sender`.
-    pub async fn verify_sender(&mut self, sender: &Sender) -> Decision {
+    async fn verify_sender(&mut self, sender: &Sender) -> Decision {
         let sender = &wit_address(&sender.address, &sender.params);
         if let Some(name) = self.missing_required.first() {
             // Fail closed: a required filter missing must not let mail through unfiltered.
@@ -587,11 +713,7 @@ impl PluginRun {
     }
 
     /// Runs `check-recipient` for `recipient`; `envelope.recipients` holds those accepted so far.
-    pub async fn check_recipient(
-        &mut self,
-        envelope: &Envelope,
-        recipient: &Recipient,
-    ) -> Decision {
+    async fn check_recipient(&mut self, envelope: &Envelope, recipient: &Recipient) -> Decision {
         let envelope = &wit_envelope(envelope);
         let recipient = &wit_address(&recipient.address, &recipient.params);
         let mut decision = Decision::Continue;
@@ -631,10 +753,14 @@ impl PluginRun {
     }
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
-    pub async fn check_message(&mut self, envelope: &Envelope, message: &[u8]) -> MessageOutcome {
+    async fn check_message(
+        &mut self,
+        envelope: &Envelope,
+        mut message: Cow<'_, [u8]>,
+    ) -> MessageOutcome {
         // The WIT envelope and message (a copy of the bytes, parsed header fields) are built
         // for the first plugin that wants the message, not when none does.
-        let mut wit: Option<Arc<(wit::Envelope, Message)>> = None;
+        let mut wit: Option<(wit::Envelope, Message)> = None;
         let mut decision = Decision::Continue;
         let mut symbols = Vec::new();
         let mut add_headers = Vec::new();
@@ -650,8 +776,9 @@ impl PluginRun {
                 continue;
             }
             let started = Instant::now();
-            let input = wit.get_or_insert_with(|| {
-                Arc::new((wit_envelope(envelope), self::message(message.to_vec())))
+            let (wit_env, wit_msg) = wit.get_or_insert_with(|| {
+                let bytes = std::mem::take(&mut message).into_owned();
+                (wit_envelope(envelope), self::message(bytes))
             });
             let r = match instance(
                 &mut self.instances[i],
@@ -661,7 +788,7 @@ impl PluginRun {
             )
             .await
             {
-                Ok(inst) => inst.check_message(&self.session, input).await,
+                Ok(inst) => inst.check_message(&self.session, wit_env, wit_msg).await,
                 Err(f) => Err(f),
             };
             let verdict = match r {

@@ -19,6 +19,15 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle};
 
+std::thread_local! {
+    static ON_PLUGIN_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True on a plugin thread: where sandboxes may be created.
+pub fn on_plugin_thread() -> bool {
+    ON_PLUGIN_THREAD.with(std::cell::Cell::get)
+}
+
 /// The plugin threads' runtime, and how many threads it has.
 static EXECUTOR: OnceLock<(Handle, usize)> = OnceLock::new();
 
@@ -47,6 +56,7 @@ fn spawn(threads: usize) -> (Handle, usize) {
         Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("sluice-plugins")
+            .on_thread_start(|| ON_PLUGIN_THREAD.with(|f| f.set(true)))
             .enable_all()
             .build()
     }
@@ -56,7 +66,10 @@ fn spawn(threads: usize) -> (Handle, usize) {
     // when `threads` is 1).
     std::thread::Builder::new()
         .name("sluice-plugins".into())
-        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .spawn(move || {
+            ON_PLUGIN_THREAD.with(|f| f.set(true));
+            runtime.block_on(std::future::pending::<()>())
+        })
         .expect("spawning the plugin thread");
     (handle, threads)
 }
@@ -84,6 +97,8 @@ mod tests {
     async fn work_and_drops_run_on_the_plugin_thread() {
         let name = run(async { std::thread::current().name().map(str::to_string) }).await;
         assert_eq!(name.as_deref(), Some("sluice-plugins"));
+        assert!(run(async { on_plugin_thread() }).await);
+        assert!(!on_plugin_thread());
 
         struct Witness(std::sync::mpsc::Sender<Option<String>>);
         impl Drop for Witness {

@@ -16,7 +16,6 @@ use super::bindings::types::{
     PluginInfo, Session, Verdict,
 };
 use super::bindings::v0_1;
-use super::executor;
 use super::host_api::{LogLine, MemoryLimitExceeded, StoreState};
 use super::loader::LoadedPlugin;
 use super::returns;
@@ -122,161 +121,8 @@ impl fmt::Display for CallFailure {
     }
 }
 
-/// A plugin's sandbox for one transaction. The sandbox itself lives on the plugin thread
-/// ([`super::executor`]): it is created there, each call is carried out there, and it is
-/// dropped there, so a guest's page faults never race a slot reset on another core. This
-/// handle holds it between calls.
+/// A live instance of a plugin.
 pub struct PluginInstance {
-    plugin: Arc<LoadedPlugin>,
-    /// `None` while a call is away on the plugin thread, and for good once a call was
-    /// abandoned (its caller dropped mid-call): the guest is then in an unknown state.
-    sandbox: Option<Box<Sandbox>>,
-}
-
-impl PluginInstance {
-    /// Instantiates `plugin` in a fresh store, on the plugin thread.
-    pub async fn new(plugin: Arc<LoadedPlugin>) -> Result<PluginInstance, CallFailure> {
-        let p = plugin.clone();
-        let sandbox = executor::run(async move { Sandbox::new(p).await.map(Box::new) }).await?;
-        Ok(PluginInstance {
-            plugin,
-            sandbox: Some(sandbox),
-        })
-    }
-
-    /// The plugin this is an instance of.
-    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
-        &self.plugin
-    }
-
-    /// Sets the sender-authentication results the guest's next calls see.
-    pub fn set_authentication(&mut self, results: Option<Arc<crate::authentication::Results>>) {
-        if let Some(s) = self.sandbox.as_mut() {
-            s.store.data_mut().authentication = results;
-        }
-    }
-
-    /// Takes the lines logged since the last call, and how many were dropped over the quota.
-    pub fn take_logs(&mut self) -> (Vec<LogLine>, u32) {
-        let Some(s) = self.sandbox.as_mut() else {
-            return (Vec::new(), 0);
-        };
-        let state = s.store.data_mut();
-        (
-            std::mem::take(&mut state.logs),
-            std::mem::take(&mut state.logs_dropped),
-        )
-    }
-
-    /// Carries out `call` on the sandbox, on the plugin thread.
-    async fn call<T, F>(&mut self, call: impl FnOnce(Box<Sandbox>) -> F) -> Result<T, CallFailure>
-    where
-        T: Send + 'static,
-        F: Future<Output = (Box<Sandbox>, Result<T, CallFailure>)> + Send + 'static,
-    {
-        let sandbox = self.sandbox.take().ok_or(CallFailure::EarlierFailure)?;
-        let (sandbox, result) = executor::run(call(sandbox)).await;
-        self.sandbox = Some(sandbox);
-        result
-    }
-
-    /// `describe`.
-    pub async fn describe(&mut self) -> Result<PluginInfo, CallFailure> {
-        self.call(|mut s| async move {
-            let r = s.describe().await;
-            (s, r)
-        })
-        .await
-    }
-
-    /// `validate-config`.
-    pub async fn validate_config(&mut self) -> Result<Result<(), String>, CallFailure> {
-        self.call(|mut s| async move {
-            let r = s.validate_config().await;
-            (s, r)
-        })
-        .await
-    }
-
-    /// `verify-sender`.
-    pub async fn verify_sender(
-        &mut self,
-        session: &Arc<Session>,
-        sender: &Address,
-    ) -> Result<Verdict, CallFailure> {
-        let (session, sender) = (session.clone(), sender.clone());
-        self.call(|mut s| async move {
-            let r = s.verify_sender(&session, &sender).await;
-            (s, r)
-        })
-        .await
-    }
-
-    /// `check-recipient`.
-    pub async fn check_recipient(
-        &mut self,
-        session: &Arc<Session>,
-        envelope: &Envelope,
-        recipient: &Address,
-    ) -> Result<Verdict, CallFailure> {
-        let (session, envelope, recipient) = (session.clone(), envelope.clone(), recipient.clone());
-        self.call(|mut s| async move {
-            let r = s.check_recipient(&session, &envelope, &recipient).await;
-            (s, r)
-        })
-        .await
-    }
-
-    /// `check-message`. The envelope and message are shared by every plugin of the
-    /// transaction, not copied into each call.
-    pub async fn check_message(
-        &mut self,
-        session: &Arc<Session>,
-        input: &Arc<(Envelope, Message)>,
-    ) -> Result<MessageVerdict, CallFailure> {
-        let (session, input) = (session.clone(), input.clone());
-        self.call(|mut s| async move {
-            let r = s.check_message(&session, &input.0, &input.1).await;
-            (s, r)
-        })
-        .await
-    }
-
-    /// `on-delivery`.
-    pub async fn on_delivery(&mut self, report: &Arc<DeliveryReport>) -> Result<(), CallFailure> {
-        let report = report.clone();
-        self.call(|mut s| async move {
-            let r = s.on_delivery(&report).await;
-            (s, r)
-        })
-        .await
-    }
-
-    /// `render-bounce`.
-    pub async fn render_bounce(
-        &mut self,
-        request: &Arc<BounceRequest>,
-    ) -> Result<Option<BounceText>, CallFailure> {
-        let request = request.clone();
-        self.call(|mut s| async move {
-            let r = s.render_bounce(&request).await;
-            (s, r)
-        })
-        .await
-    }
-}
-
-impl Drop for PluginInstance {
-    /// The sandbox is dropped on the plugin thread too: that is where its memory slot is reset.
-    fn drop(&mut self) {
-        if let Some(sandbox) = self.sandbox.take() {
-            executor::drop_there(sandbox);
-        }
-    }
-}
-
-/// A live instance of a plugin, owned by the plugin thread while it is called.
-struct Sandbox {
     plugin: Arc<LoadedPlugin>,
     store: Store<StoreState>,
     bindings: v0_1::Plugin,
@@ -288,9 +134,13 @@ struct Sandbox {
 /// is blocked in a host call (where epochs are not checked).
 const TIMEOUT_GRACE: Duration = Duration::from_millis(50);
 
-impl Sandbox {
+impl PluginInstance {
     /// Instantiates `plugin` in a fresh store.
-    async fn new(plugin: Arc<LoadedPlugin>) -> Result<Sandbox, CallFailure> {
+    pub async fn new(plugin: Arc<LoadedPlugin>) -> Result<PluginInstance, CallFailure> {
+        debug_assert!(
+            super::executor::on_plugin_thread(),
+            "a sandbox is created on the plugin thread only (plugin::executor)"
+        );
         let limits = plugin.limits;
         let state = StoreState::new(
             plugin.config.clone(),
@@ -342,7 +192,7 @@ impl Sandbox {
                 });
             }
         };
-        Ok(Sandbox {
+        Ok(PluginInstance {
             plugin,
             store,
             bindings,
@@ -350,8 +200,27 @@ impl Sandbox {
         })
     }
 
+    /// Sets the sender-authentication results the guest's next calls see.
+    pub fn set_authentication(&mut self, results: Option<Arc<crate::authentication::Results>>) {
+        self.store.data_mut().authentication = results;
+    }
+
+    /// The plugin this is an instance of.
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    /// Takes the lines logged since the last call, and how many were dropped over the quota.
+    pub fn take_logs(&mut self) -> (Vec<LogLine>, u32) {
+        let state = self.store.data_mut();
+        (
+            std::mem::take(&mut state.logs),
+            std::mem::take(&mut state.logs_dropped),
+        )
+    }
+
     /// `describe`.
-    async fn describe(&mut self) -> Result<PluginInfo, CallFailure> {
+    pub async fn describe(&mut self) -> Result<PluginInfo, CallFailure> {
         self.begin()?;
         let fut = self
             .bindings
@@ -362,7 +231,7 @@ impl Sandbox {
     }
 
     /// `validate-config`.
-    async fn validate_config(&mut self) -> Result<Result<(), String>, CallFailure> {
+    pub async fn validate_config(&mut self) -> Result<Result<(), String>, CallFailure> {
         self.begin()?;
         let fut = self
             .bindings
@@ -373,7 +242,7 @@ impl Sandbox {
     }
 
     /// `verify-sender`.
-    async fn verify_sender(
+    pub async fn verify_sender(
         &mut self,
         session: &Session,
         sender: &Address,
@@ -390,7 +259,7 @@ impl Sandbox {
     }
 
     /// `check-recipient`.
-    async fn check_recipient(
+    pub async fn check_recipient(
         &mut self,
         session: &Session,
         envelope: &Envelope,
@@ -409,7 +278,7 @@ impl Sandbox {
     }
 
     /// `check-message`.
-    async fn check_message(
+    pub async fn check_message(
         &mut self,
         session: &Session,
         envelope: &Envelope,
@@ -428,7 +297,7 @@ impl Sandbox {
     }
 
     /// `on-delivery`.
-    async fn on_delivery(&mut self, report: &DeliveryReport) -> Result<(), CallFailure> {
+    pub async fn on_delivery(&mut self, report: &DeliveryReport) -> Result<(), CallFailure> {
         self.begin()?;
         let fut = self
             .bindings
@@ -439,7 +308,7 @@ impl Sandbox {
     }
 
     /// `render-bounce`.
-    async fn render_bounce(
+    pub async fn render_bounce(
         &mut self,
         request: &BounceRequest,
     ) -> Result<Option<BounceText>, CallFailure> {

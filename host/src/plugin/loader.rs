@@ -14,8 +14,9 @@ use wasmtime::component::types::ComponentItem;
 use super::bindings::types::{ConfigValue, Hooks, PluginInfo};
 use super::bindings::{HOOKS_EXPORT, HOOKS_EXPORTS, WIT_VERSION, v0_1};
 use super::cache::CacheOutcome;
-use super::host_api::{StoreState, flatten_config};
-use super::instance::PluginInstance;
+use super::executor;
+use super::host_api::{LogLine, StoreState, flatten_config};
+use super::instance::{CallFailure, PluginInstance};
 use super::{Error, ErrorKind, Hook, Runtime};
 use crate::config::{PluginLimits, PluginSettings};
 
@@ -207,35 +208,19 @@ pub async fn load(
         pre,
     };
 
-    // Ask the plugin about itself and its settings, in a throwaway instance.
-    let mut instance = PluginInstance::new(Arc::new(plugin.clone()))
+    // Ask the plugin about itself and its settings, in a throwaway instance (on the plugin
+    // thread, like every instance).
+    let (info, refused, logs) = executor::run(ask(Arc::new(plugin.clone())))
         .await
-        .map_err(|failure| {
-            err(ErrorKind::LoadCall {
-                hook: Hook::Describe,
-                failure,
-            })
-        })?;
-    let info = instance.describe().await.map_err(|failure| {
-        err(ErrorKind::LoadCall {
-            hook: Hook::Describe,
-            failure,
-        })
-    })?;
+        .map_err(|(hook, failure)| err(ErrorKind::LoadCall { hook, failure }))?;
+    for line in logs {
+        tracing::info!(plugin = %name, level = line.level, "{}", line.message);
+    }
     if info.name.trim().is_empty() {
         return Err(err(ErrorKind::BadDescribe("an empty name".to_string())));
     }
-    let refused = instance.validate_config().await.map_err(|failure| {
-        err(ErrorKind::LoadCall {
-            hook: Hook::ValidateConfig,
-            failure,
-        })
-    })?;
     if let Err(message) = refused {
         return Err(err(ErrorKind::ConfigRefused(message)));
-    }
-    for line in instance.take_logs().0 {
-        tracing::info!(plugin = %name, level = line.level, "{}", line.message);
     }
     plugin.info = info;
     Ok(Arc::new(plugin))
@@ -287,4 +272,24 @@ fn check_world(
             exports.join(", ")
         }
     ))
+}
+
+/// What a plugin says about itself (`describe`) and of its settings (`validate-config`), with
+/// what it logged meanwhile; or the hook that failed, and how.
+async fn ask(
+    plugin: Arc<LoadedPlugin>,
+) -> Result<(PluginInfo, Result<(), String>, Vec<LogLine>), (Hook, CallFailure)> {
+    let mut instance = PluginInstance::new(plugin)
+        .await
+        .map_err(|f| (Hook::Describe, f))?;
+    let info = instance.describe().await.map_err(|f| (Hook::Describe, f))?;
+    // A plugin without a name is refused before its settings are looked at.
+    if info.name.trim().is_empty() {
+        return Ok((info, Ok(()), instance.take_logs().0));
+    }
+    let refused = instance
+        .validate_config()
+        .await
+        .map_err(|f| (Hook::ValidateConfig, f))?;
+    Ok((info, refused, instance.take_logs().0))
 }
