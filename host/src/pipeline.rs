@@ -573,15 +573,28 @@ impl PluginRun {
     }
 
     /// Carries out `stage` on the chain: on the plugin thread when a plugin wants `hook`,
-    /// here when none does (no sandbox is touched then). `None` when the chain was lost.
-    async fn stage<T, F>(&mut self, hook: Hook, stage: impl FnOnce(Box<Chain>) -> F) -> Option<T>
+    /// here when none does (no sandbox is touched then). With `last`, the stage is the
+    /// transaction's last: its instances are dropped on the plugin thread right after it
+    /// answers. `None` when the chain was lost.
+    async fn stage<T, F>(
+        &mut self,
+        hook: Hook,
+        last: bool,
+        stage: impl FnOnce(Box<Chain>) -> F,
+    ) -> Option<T>
     where
         T: Send + 'static,
         F: Future<Output = (Box<Chain>, T)> + Send + 'static,
     {
         let chain = self.chain.take()?;
         let (chain, out) = if chain.plugins.iter().any(|p| p.wants(hook)) {
-            executor::run(stage(chain)).await
+            let work = stage(chain);
+            executor::run_then_drop(async move {
+                let (mut chain, out) = work.await;
+                let used = if last { chain.release() } else { Vec::new() };
+                ((chain, out), used)
+            })
+            .await
         } else {
             stage(chain).await
         };
@@ -592,7 +605,7 @@ impl PluginRun {
     /// Runs `verify-sender`.
     pub async fn verify_sender(&mut self, sender: &Sender) -> Decision {
         let sender = sender.clone();
-        self.stage(Hook::VerifySender, |mut c| async move {
+        self.stage(Hook::VerifySender, false, |mut c| async move {
             let d = c.verify_sender(&sender).await;
             (c, d)
         })
@@ -607,7 +620,7 @@ impl PluginRun {
         recipient: &Recipient,
     ) -> Decision {
         let (envelope, recipient) = (envelope.clone(), recipient.clone());
-        self.stage(Hook::CheckRecipient, |mut c| async move {
+        self.stage(Hook::CheckRecipient, false, |mut c| async move {
             let d = c.check_recipient(&envelope, &recipient).await;
             (c, d)
         })
@@ -616,6 +629,7 @@ impl PluginRun {
     }
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
+    /// It is the transaction's last hook: its instances are dropped after it.
     pub async fn check_message(&mut self, envelope: &Envelope, message: &[u8]) -> MessageOutcome {
         // The one copy of the message the plugins get (none when no plugin wants it).
         let wanted = self
@@ -624,7 +638,7 @@ impl PluginRun {
             .is_some_and(|c| c.plugins.iter().any(|p| p.wants(Hook::CheckMessage)));
         let bytes = if wanted { message.to_vec() } else { Vec::new() };
         let envelope = envelope.clone();
-        self.stage(Hook::CheckMessage, |mut c| async move {
+        self.stage(Hook::CheckMessage, true, |mut c| async move {
             let out = c.check_message(&envelope, Cow::Owned(bytes)).await;
             (c, out)
         })
@@ -666,6 +680,12 @@ struct Chain {
 }
 
 impl Chain {
+    /// Takes the instances out (each a fresh one again if a later hook wanted it).
+    fn release(&mut self) -> Vec<Option<PluginInstance>> {
+        let fresh = (0..self.instances.len()).map(|_| None).collect();
+        std::mem::replace(&mut self.instances, fresh)
+    }
+
     /// Runs `verify-sender`.
     async fn verify_sender(&mut self, sender: &Sender) -> Decision {
         let sender = &wit_address(&sender.address, &sender.params);

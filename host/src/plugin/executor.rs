@@ -77,10 +77,31 @@ fn spawn(threads: usize) -> (Handle, usize) {
 /// Runs `work` on the plugin thread and waits for it. If the caller is dropped first, `work`
 /// still runs to its end there (a call is bounded by its deadline).
 pub async fn run<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
-    match handle().spawn(work).await {
+    run_then_drop(async move { (work.await, ()) }).await
+}
+
+/// Runs `work` on the plugin thread and answers with the first part of its output as soon as
+/// it is ready; the second part is dropped there afterwards, off the caller's path and without
+/// another wake-up of the plugin thread (a transaction's instances, when it has no more hooks).
+pub async fn run_then_drop<T, L>(work: impl Future<Output = (T, L)> + Send + 'static) -> T
+where
+    T: Send + 'static,
+    L: Send + 'static,
+{
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task = handle().spawn(async move {
+        let (value, leftover) = work.await;
+        let _ = answer.send(value);
+        drop(leftover);
+    });
+    match answered.await {
         Ok(value) => value,
-        // The plugin runtime is never shut down, so the task can only have panicked.
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        // The task ended without answering: it panicked (the plugin runtime is never shut
+        // down), and its join handle holds the panic.
+        Err(_) => match task.await {
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            _ => unreachable!("a plugin task ended without an answer or a panic"),
+        },
     }
 }
 
