@@ -252,7 +252,7 @@ impl Inbound {
         }
         let envelope = self.envelope();
         let outcome = match &policy {
-            None => Some(self.plugins.check_message(&envelope, &raw).await),
+            None => Some(self.plugins.check_message_and_end(&envelope, &raw).await),
             Some(_) => None,
         };
         let decision = policy

@@ -235,3 +235,21 @@ async fn one_instance_per_transaction_never_shared() {
         assert_eq!(counts, ["call 1", "call 2"]);
     }
 }
+
+#[tokio::test]
+async fn the_last_stage_ends_the_transactions_instances() {
+    // The inbound core ends a transaction with `check_message_and_end`: its instances are
+    // dropped right after, so anything later would start from a fresh one.
+    let p = all().await;
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let mut txn = p.start(&client(), "t-end");
+    txn.check_message_and_end(&env, &message("x", "y")).await;
+    txn.check_message(&env, &message("x", "y")).await;
+    let counts: Vec<&str> = txn
+        .calls()
+        .iter()
+        .filter(|c| c.plugin == "tagger")
+        .map(|c| c.logs[0].message.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(counts, ["call 1", "call 1"]);
+}
