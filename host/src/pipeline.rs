@@ -6,7 +6,6 @@
 //! The pipeline does no I/O of its own: the SMTP session and `sluice plugin check` both drive
 //! it, so the replay harness behaves exactly as the server does.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -588,7 +587,7 @@ impl PluginRun {
         F: Future<Output = (Box<Chain>, T)> + Send + 'static,
     {
         let chain = self.chain.take()?;
-        let (chain, out) = if chain.plugins.iter().any(|p| p.wants(hook)) {
+        let (chain, out) = if chain.wants(hook) {
             let work = stage(chain);
             executor::run_then_drop(async move {
                 let (mut chain, out) = work.await;
@@ -655,11 +654,11 @@ impl PluginRun {
         let wanted = self
             .chain
             .as_ref()
-            .is_some_and(|c| c.plugins.iter().any(|p| p.wants(Hook::CheckMessage)));
+            .is_some_and(|c| c.wants(Hook::CheckMessage));
         let bytes = if wanted { message.to_vec() } else { Vec::new() };
         let envelope = envelope.clone();
         self.stage(Hook::CheckMessage, last, |mut c| async move {
-            let out = c.check_message(&envelope, Cow::Owned(bytes)).await;
+            let out = c.check_message(&envelope, bytes).await;
             (c, out)
         })
         .await
@@ -700,6 +699,11 @@ struct Chain {
 }
 
 impl Chain {
+    /// True when a plugin of the chain wants `hook` (then the stage goes to the plugin thread).
+    fn wants(&self, hook: Hook) -> bool {
+        self.plugins.iter().any(|p| p.wants(hook))
+    }
+
     /// Takes the instances out (each a fresh one again if a later hook wanted it).
     fn release(&mut self) -> Vec<Option<PluginInstance>> {
         let fresh = (0..self.instances.len()).map(|_| None).collect();
@@ -793,11 +797,7 @@ impl Chain {
     }
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
-    async fn check_message(
-        &mut self,
-        envelope: &Envelope,
-        mut message: Cow<'_, [u8]>,
-    ) -> MessageOutcome {
+    async fn check_message(&mut self, envelope: &Envelope, mut message: Vec<u8>) -> MessageOutcome {
         // The WIT envelope and message (a copy of the bytes, parsed header fields) are built
         // for the first plugin that wants the message, not when none does.
         let mut wit: Option<(wit::Envelope, Message)> = None;
@@ -817,8 +817,10 @@ impl Chain {
             }
             let started = Instant::now();
             let (wit_env, wit_msg) = wit.get_or_insert_with(|| {
-                let bytes = std::mem::take(&mut message).into_owned();
-                (wit_envelope(envelope), self::message(bytes))
+                (
+                    wit_envelope(envelope),
+                    self::message(std::mem::take(&mut message)),
+                )
             });
             let r = match instance(
                 &mut self.instances[i],

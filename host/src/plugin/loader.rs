@@ -16,7 +16,7 @@ use super::bindings::{HOOKS_EXPORT, HOOKS_EXPORTS, WIT_VERSION, v0_1};
 use super::cache::CacheOutcome;
 use super::executor;
 use super::host_api::{LogLine, StoreState, flatten_config};
-use super::instance::{CallFailure, PluginInstance};
+use super::instance::PluginInstance;
 use super::{Error, ErrorKind, Hook, Runtime};
 use crate::config::{PluginLimits, PluginSettings};
 
@@ -210,17 +210,11 @@ pub async fn load(
 
     // Ask the plugin about itself and its settings, in a throwaway instance (on the plugin
     // thread, like every instance).
-    let (info, refused, logs) = executor::run(ask(Arc::new(plugin.clone())))
+    let (info, logs) = executor::run(ask(Arc::new(plugin.clone())))
         .await
-        .map_err(|(hook, failure)| err(ErrorKind::LoadCall { hook, failure }))?;
+        .map_err(err)?;
     for line in logs {
         tracing::info!(plugin = %name, level = line.level, "{}", line.message);
-    }
-    if info.name.trim().is_empty() {
-        return Err(err(ErrorKind::BadDescribe("an empty name".to_string())));
-    }
-    if let Err(message) = refused {
-        return Err(err(ErrorKind::ConfigRefused(message)));
     }
     plugin.info = info;
     Ok(Arc::new(plugin))
@@ -274,22 +268,21 @@ fn check_world(
     ))
 }
 
-/// What a plugin says about itself (`describe`) and of its settings (`validate-config`), with
-/// what it logged meanwhile; or the hook that failed, and how.
-async fn ask(
-    plugin: Arc<LoadedPlugin>,
-) -> Result<(PluginInfo, Result<(), String>, Vec<LogLine>), (Hook, CallFailure)> {
+/// What a plugin says about itself (`describe`), once it accepted its settings
+/// (`validate-config`), with what it logged meanwhile; or why it is refused.
+async fn ask(plugin: Arc<LoadedPlugin>) -> Result<(PluginInfo, Vec<LogLine>), ErrorKind> {
+    let call = |hook| move |failure| ErrorKind::LoadCall { hook, failure };
     let mut instance = PluginInstance::new(plugin)
         .await
-        .map_err(|f| (Hook::Describe, f))?;
-    let info = instance.describe().await.map_err(|f| (Hook::Describe, f))?;
-    // A plugin without a name is refused before its settings are looked at.
+        .map_err(call(Hook::Describe))?;
+    let info = instance.describe().await.map_err(call(Hook::Describe))?;
     if info.name.trim().is_empty() {
-        return Ok((info, Ok(()), instance.take_logs().0));
+        return Err(ErrorKind::BadDescribe("an empty name".to_string()));
     }
-    let refused = instance
+    instance
         .validate_config()
         .await
-        .map_err(|f| (Hook::ValidateConfig, f))?;
-    Ok((info, refused, instance.take_logs().0))
+        .map_err(call(Hook::ValidateConfig))?
+        .map_err(ErrorKind::ConfigRefused)?;
+    Ok((info, instance.take_logs().0))
 }
