@@ -312,13 +312,13 @@ async fn offer(port: u16, dir: &Path, id: &str) -> (f64, String, std::path::Path
     python(
         r#"
 import os, smtplib, email.utils
-msg = ("From: Deals Desk <deals@shop.example>\r\nTo: bob@example.org\r\n"
+msg = ("From: Anna Berg <anna@shop.example>\r\nTo: bob@example.org\r\n"
        "Subject: Summer catalogue for members\r\nDate: " + email.utils.formatdate() + "\r\n"
        "Message-ID: <" + os.environ["ID"] + "@shop.example>\r\n\r\n"
        "Our summer catalogue is here: garden furniture, barbecue sets and parasols at members'\r\n"
-       "prices until the end of the month. Free delivery on orders over fifty pounds.\r\n")
+       "prices until the end of the month. See you at the garden club on Thursday.\r\n")
 with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
-    c.sendmail("deals@shop.example", ["bob@example.org"], msg.encode())
+    c.sendmail("anna@shop.example", ["bob@example.org"], msg.encode())
 "#,
         &[("PORT", port.to_string()), ("ID", id.to_string())],
     )

@@ -31,7 +31,7 @@ async fn an_operator_model_in_a_granted_directory_replaces_the_built_in_one() {
     let file = plugin("bundled", "20-spam-score");
     let rt = runtime();
 
-    // The built-in model is sure this is ham.
+    // The built-in model judges this ham.
     let cfg = config("");
     let p = pipeline(&rt, &cfg, &[("spam-score", file.clone())])
         .await
@@ -41,7 +41,7 @@ async fn an_operator_model_in_a_granted_directory_replaces_the_built_in_one() {
         .start(&client(), "t")
         .check_message(&env, &message("Re: flaky test", REPLY))
         .await;
-    assert!(out.score < -5.0, "{:?}", out.symbols);
+    assert!(out.symbols[0].score < -3.0, "{:?}", out.symbols);
 
     // The operator's model is the one used once configured and granted.
     let cfg = config(&toml(dir.path(), "neutral.bin", true));

@@ -622,6 +622,20 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
                     b"from-has-name",
                     if name.is_empty() { b"no" } else { b"yes" },
                 ]);
+                // A display name that is itself an address (`"gholy_45@hotmail.com"
+                // <xx@xx.cc>`): the same one, another at the same domain, or a different one.
+                let shown = name.trim_matches(['"', '\'', ' ']).to_ascii_lowercase();
+                if let Some((_, shown_domain)) = shown.rsplit_once('@') {
+                    let domain = domain.to_ascii_lowercase();
+                    let kind: &[u8] = if shown == addr.to_ascii_lowercase() {
+                        b"same"
+                    } else if domain_of(shown_domain) == domain_of(&domain) {
+                        b"same-domain"
+                    } else {
+                        b"other"
+                    };
+                    sink.add(&[b"from-name-address", kind]);
+                }
             }
         }
         if name == "subject" {
@@ -681,9 +695,10 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
             url_count += urls(&mut sink, &h);
         }
     }
+    // A part without a Content-Type field is text/plain (RFC 2045, 5.2).
     let has_plain = msg
         .text_bodies()
-        .any(|p| p.is_content_type("text", "plain"));
+        .any(|p| p.content_type().is_none() || p.is_content_type("text", "plain"));
     if html_parts > 0 && !has_plain {
         facts.push("HTML_ONLY");
     }

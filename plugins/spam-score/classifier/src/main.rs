@@ -19,7 +19,7 @@ use sluice_spam::trust::{Trust, parse_network};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  sluice-spam train --ham DIR --spam DIR -o MODEL\n  sluice-spam evaluate --ham DIR --spam DIR [--folds K] [--manifest MANIFEST.tsv] [--threshold POINTS] [--internal-hosts FILE] [--learner NAME] [--feedback]\n  sluice-spam score --model MODEL MESSAGE..."
+        "usage:\n  sluice-spam train --ham DIR --spam DIR -o MODEL\n  sluice-spam evaluate --ham DIR --spam DIR [--folds K] [--manifest MANIFEST.tsv] [--threshold POINTS] [--internal-hosts FILE] [--learner NAME] [--bags N] [--feedback] [--sweep]\n  sluice-spam score --model MODEL MESSAGE..."
     );
     ExitCode::from(2)
 }
@@ -199,7 +199,22 @@ fn manifest(path: Option<&PathBuf>) -> Result<HashMap<String, String>, String> {
         .collect())
 }
 
-/// Training settings from `--learner`, `--epochs`, `--rate`, `--margin`, `--ham-weight`.
+/// Prints the errors the same scores would make at other thresholds (`--sweep`): how far
+/// the ranking itself is from a target, apart from where the decision sits.
+fn sweep(scored: &[(f32, bool)]) {
+    for tenths in (-50..=100).step_by(5) {
+        let t = tenths as f32 / 10.0;
+        let fp = scored.iter().filter(|(s, spam)| !spam && *s >= t).count();
+        let fneg = scored.iter().filter(|(s, spam)| *spam && *s < t).count();
+        println!(
+            "threshold {t:5.1}: false positives {fp:3}, spam missed {fneg:3}, accuracy {:.2} %",
+            100.0 * (1.0 - (fp + fneg) as f64 / scored.len().max(1) as f64)
+        );
+    }
+}
+
+/// Training settings from `--learner`, `--epochs`, `--rate`, `--margin`, `--ham-weight`,
+/// `--bags`.
 fn settings_from(opt: &dyn Fn(&str) -> Option<PathBuf>) -> Result<Settings, String> {
     let mut s = Settings::default();
     let num = |name: &str| -> Result<Option<f32>, String> {
@@ -225,6 +240,12 @@ fn settings_from(opt: &dyn Fn(&str) -> Option<PathBuf>) -> Result<Settings, Stri
     }
     if let Some(v) = num("--ham-weight")? {
         s.ham_weight = v;
+    }
+    if let Some(v) = num("--bags")? {
+        if !(1.0..=64.0).contains(&v) {
+            return Err("--bags: a number from 1 to 64".into());
+        }
+        s.bags = v as usize;
     }
     Ok(s)
 }
@@ -280,6 +301,7 @@ fn run() -> Result<(), String> {
             let examples = load(&ham, &spam, &groups, &trust)?;
             let extract_secs = t.elapsed().as_secs_f64();
             let mut total = Confusion::default();
+            let mut scored: Vec<(f32, bool)> = Vec::new();
             for fold in 0..k {
                 let (mut test, training): (Vec<&Example>, Vec<&Example>) =
                     examples.iter().partition(|e| fold_of(e.group, k) == fold);
@@ -308,6 +330,7 @@ fn run() -> Result<(), String> {
                         site_weights = sluice_spam::site::train(&|f| model.logit(f), &corrected);
                     }
                     c.add(e.spam, j.score >= threshold);
+                    scored.push((j.score, e.spam));
                     if std::env::var_os("SPAM_SHOW").is_some() && e.spam != (j.score >= threshold) {
                         let idx = examples
                             .iter()
@@ -340,6 +363,9 @@ fn run() -> Result<(), String> {
                 100.0 * total.spam_recall(),
                 1e6 * extract_secs / examples.len().max(1) as f64
             );
+            if args.iter().any(|a| a == "--sweep") {
+                sweep(&scored);
+            }
         }
         "score" => {
             let path = need("--model")?;

@@ -1,4 +1,5 @@
-//! Training (logistic regression by Adagrad SGD over shuffled epochs) and k-fold evaluation.
+//! Training (logistic regression by Adagrad SGD over shuffled epochs, averaged over several
+//! shuffles) and k-fold evaluation.
 
 use crate::features::{BITS, Features};
 use crate::model::Model;
@@ -64,6 +65,11 @@ pub struct Settings {
     pub rate: f32,
     /// Weight given to ham examples' errors (>1 trades spam recall for fewer false positives).
     pub ham_weight: f32,
+    /// Models trained, each on its own shuffle of the data, and averaged. One model trained
+    /// by SGD at a high rate depends on the order of its last steps; the average of models
+    /// that saw the data in different orders does not, and is one linear model again (the
+    /// mean of the weights), so scoring costs the same.
+    pub bags: usize,
 }
 
 impl Default for Settings {
@@ -74,6 +80,7 @@ impl Default for Settings {
             epochs: 12,
             rate: 1.0,
             ham_weight: 1.0,
+            bags: 8,
         }
     }
 }
@@ -90,13 +97,26 @@ impl Rng {
     }
 }
 
-/// Trains a model on `examples`.
+/// The seed of the first shuffle; bag `b` uses a seed derived from it.
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Trains a model on `examples`: the mean of `s.bags` models, each trained on its own shuffle.
 pub fn train(examples: &[&Example], s: Settings) -> Model {
     let n = 1usize << BITS;
+    let bags = s.bags.max(1);
+    let mut mean = vec![0f32; n];
     let mut w = vec![0f32; n];
-    let mut g2 = vec![1e-6f32; n];
-    train_into(&mut w, &mut g2, examples, s);
-    Model { weights: w }
+    let mut g2 = vec![0f32; n];
+    for b in 0..bags {
+        w.fill(0.0);
+        g2.fill(1e-6);
+        let seed = SEED ^ (b as u64).wrapping_mul(0x1234_5678_9abc);
+        train_seeded(&mut w, &mut g2, examples, s, seed);
+        for (m, x) in mean.iter_mut().zip(&w) {
+            *m += x / bags as f32;
+        }
+    }
+    Model { weights: mean }
 }
 
 /// One online step of `s.learner` on one example; true when the weights changed.
@@ -150,8 +170,13 @@ pub fn step(w: &mut [f32], g2: &mut [f32], e: &Example, s: &Settings) -> bool {
 
 /// Trains the weights `w` (with Adagrad's accumulators `g2`) further on `examples`.
 pub fn train_into(w: &mut [f32], g2: &mut [f32], examples: &[&Example], s: Settings) {
+    train_seeded(w, g2, examples, s, SEED);
+}
+
+/// [`train_into`] with the shuffles drawn from `seed`.
+fn train_seeded(w: &mut [f32], g2: &mut [f32], examples: &[&Example], s: Settings, seed: u64) {
     let mut order: Vec<usize> = (0..examples.len()).collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(seed);
     for _ in 0..s.epochs {
         for i in (1..order.len()).rev() {
             let j = (rng.next() % (i as u64 + 1)) as usize;
