@@ -166,6 +166,8 @@ struct Run {
     delivery: Vec<Duration>,
     /// CPU seconds of the relay: (user, system).
     cpu_secs: (f64, f64),
+    /// Of those, the helper process's (Sluice as the milter), user plus system.
+    helper_cpu_secs: f64,
     /// Connections that broke (errors, timeouts).
     failed: usize,
     /// Messages answered with 4xx/5xx after the data.
@@ -747,6 +749,7 @@ async fn main() -> anyhow::Result<()> {
         for t in targets.iter_mut() {
             let before_sink = sink.count();
             let cpu0 = target_cpu(t);
+            let helper0 = t.helper.map(cpu_secs).unwrap_or_default();
             let start = Instant::now();
             let tag = format!("{}-{round}", t.name);
             let sent = load(t.port, a.connections, per_round, a.size, &tag, a.fresh).await;
@@ -758,6 +761,8 @@ async fn main() -> anyhow::Result<()> {
             let e2e_secs = start.elapsed().as_secs_f64();
             let cpu1 = target_cpu(t);
             let cpu = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+            let helper1 = t.helper.map(cpu_secs).unwrap_or_default();
+            let helper_cpu_secs = (helper1.0 + helper1.1) - (helper0.0 + helper0.1);
             // Delivery latency: from the 250 to the sink's receipt, by Message-ID.
             let mut at = std::collections::HashMap::new();
             for m in sink.messages().into_iter().skip(before_sink) {
@@ -777,6 +782,7 @@ async fn main() -> anyhow::Result<()> {
                 latencies: sent.acked.iter().map(|(_, _, l)| *l).collect(),
                 delivery,
                 cpu_secs: cpu,
+                helper_cpu_secs,
                 failed: sent.failed,
                 refused: sent.refused,
                 peak_rss_kib: t.pid.map(|p| rss_kib(p).1).unwrap_or(0),
@@ -849,6 +855,14 @@ async fn main() -> anyhow::Result<()> {
             refused,
             failed
         );
+        if t.helper.is_some() {
+            let helper: f64 = t.runs.iter().map(|r| r.helper_cpu_secs).sum();
+            lines.push(format!(
+                "{}: of the {cpu_ms:.3} ms of CPU per message, the Sluice milter's {:.3} ms",
+                t.name,
+                per_msg(helper)
+            ));
+        }
         lines.push(format!(
             "RESULT config={} mode={mode} messages={n} size={} connections={} accept_per_s={acc_rate:.1} accept_p50_ms={p50:.3} accept_p99_ms={p99:.3} delivered_per_s={e2e_rate:.1} delivery_p50_ms={d50:.3} delivery_p99_ms={d99:.3} cpu_ms_per_msg={cpu_ms:.4} user_cpu_ms_per_msg={user_ms:.4} peak_rss_mib={peak_mib:.1} refused={refused} failed={failed}",
             t.name, a.size, a.connections

@@ -179,6 +179,14 @@ where
     }
 }
 
+/// The plugin threads' runtime, for a task that should live there: a milter conversation,
+/// whose every step waits on plugin work, runs there whole, so each stage is a task on the
+/// same thread instead of two cross-thread wake-ups. I/O it creates registers with this
+/// runtime.
+pub fn plugin_runtime() -> &'static Handle {
+    handle()
+}
+
 /// Drops `value` on the plugin thread, without waiting.
 pub fn drop_there<T: Send + 'static>(value: T) {
     drop(handle().spawn(async move { drop(value) }));
