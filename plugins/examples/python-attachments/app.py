@@ -5,8 +5,8 @@ blocked type; parts nested inside attached messages (message/rfc822) are inspect
 
 Only the header block of each MIME part is parsed (by Python's `email` package); the parts are
 found by their boundary lines with `bytes.find`, which runs as compiled code inside the
-interpreter. Parsing the whole message with `email.message_from_bytes` decodes every body line
-in interpreted Python, and cost ten times as much per message (see README.md).
+interpreter. Parsing the whole message with `email.message_from_bytes` reads every body line
+in interpreted Python (see README.md for what each costs).
 
 Settings (all optional):
   blocked_extensions  list of extensions without the dot   (default: exe, scr, bat, ...)
