@@ -97,7 +97,7 @@ impl Rng {
     }
 }
 
-/// The seed of the first shuffle; bag `b` uses a seed derived from it.
+/// The seed of the first model's shuffles; model `b` uses a seed derived from it.
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Trains a model on `examples`: the mean of `s.bags` models, each trained on its own shuffle.
@@ -111,7 +111,7 @@ pub fn train(examples: &[&Example], s: Settings) -> Model {
         w.fill(0.0);
         g2.fill(1e-6);
         let seed = SEED ^ (b as u64).wrapping_mul(0x1234_5678_9abc);
-        train_seeded(&mut w, &mut g2, examples, s, seed);
+        train_one(&mut w, &mut g2, examples, s, seed);
         for (m, x) in mean.iter_mut().zip(&w) {
             *m += x / bags as f32;
         }
@@ -168,13 +168,9 @@ pub fn step(w: &mut [f32], g2: &mut [f32], e: &Example, s: &Settings) -> bool {
     }
 }
 
-/// Trains the weights `w` (with Adagrad's accumulators `g2`) further on `examples`.
-pub fn train_into(w: &mut [f32], g2: &mut [f32], examples: &[&Example], s: Settings) {
-    train_seeded(w, g2, examples, s, SEED);
-}
-
-/// [`train_into`] with the shuffles drawn from `seed`.
-fn train_seeded(w: &mut [f32], g2: &mut [f32], examples: &[&Example], s: Settings, seed: u64) {
+/// Trains the weights `w` (with Adagrad's accumulators `g2`) on `examples`, shuffled anew in
+/// each epoch from `seed`.
+fn train_one(w: &mut [f32], g2: &mut [f32], examples: &[&Example], s: Settings, seed: u64) {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut rng = Rng(seed);
     for _ in 0..s.epochs {
