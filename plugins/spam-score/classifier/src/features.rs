@@ -591,9 +591,11 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
         if !READ_HEADERS.contains(&name.as_str()) {
             continue;
         }
+        // Without the leading space and the line ending the raw value carries: `From`'s
+        // address and domain must read the same in a mailbox (LF) as over SMTP (CRLF).
         let raw_value = msg
             .header_raw(h.name())
-            .map(str::to_string)
+            .map(|v| v.trim().to_string())
             .unwrap_or_default();
         let value = match name.as_str() {
             "subject" => msg.subject().map(str::to_string).unwrap_or(raw_value),
@@ -809,6 +811,55 @@ mod tests {
         got.sort_unstable();
         expected.sort_unstable();
         assert_eq!(got, expected);
+    }
+
+    /// A message read from a mailbox (LF) and the same message over SMTP (CRLF) have the same
+    /// features: the model is trained on the one and judges the other.
+    #[test]
+    fn line_endings_do_not_change_the_features() {
+        let lf = "From: \"Jo\" <jo@example.org>\nReply-To: jo@example.org\nSubject: Lunch\nX-Mailer: Mutt\n\nSee you at noon.\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let sorted = |raw: &str| {
+            let f = extract(raw.as_bytes());
+            let (mut t, mut m) = (f.indices, f.meta);
+            t.sort_unstable();
+            m.sort_unstable();
+            (t, m)
+        };
+        assert_eq!(sorted(lf), sorted(&crlf));
+    }
+
+    /// A message without a Content-Type field is plain text (RFC 2045), so not `HTML_ONLY`.
+    #[test]
+    fn a_message_without_content_type_is_plain_text() {
+        let m = b"From: a@example.org\r\nSubject: Lunch\r\n\r\nSee you at noon.\r\n";
+        assert!(!extract(m).facts.contains(&"HTML_ONLY"));
+    }
+
+    /// A display name that is an address is told apart from the address it stands for.
+    #[test]
+    fn a_from_display_name_that_is_an_address_is_a_feature() {
+        let with = |from: &str| {
+            let raw = format!("From: {from}\r\nSubject: hi\r\n\r\nhello\r\n");
+            let mut meta = extract(raw.as_bytes()).meta;
+            meta.sort_unstable();
+            meta
+        };
+        let mut kinds = Vec::new();
+        for kind in [&b"same"[..], b"same-domain", b"other"] {
+            let mut sink = Sink::new();
+            sink.add(&[b"from-name-address", kind]);
+            kinds.push(sink.meta[0]);
+        }
+        let has = |meta: &[u32], k: usize| meta.binary_search(&kinds[k]).is_ok();
+        let other = with("\"gholy_45@hotmail.com\" <xx@xx.cc>");
+        assert!(has(&other, 2) && !has(&other, 0) && !has(&other, 1));
+        let same = with("\"Jo@Example.org\" <jo@example.org>");
+        assert!(has(&same, 0) && !has(&same, 2));
+        let domain = with("\"sales@mail.example.org\" <jo@example.org>");
+        assert!(has(&domain, 1) && !has(&domain, 2));
+        let plain = with("Jo Bloggs <jo@example.org>");
+        assert!((0..3).all(|k| !has(&plain, k)));
     }
 
     #[test]
