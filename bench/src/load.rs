@@ -27,9 +27,11 @@
 //!    durable queue), when it is installed and we are root;
 //! 10. `postfix-milter`: the same Postfix with Sluice as its milter (`smtpd_milters`, the
 //!     bundled plugins); its CPU time is Postfix's and Sluice's together;
-//! 11. `postfix-milter-none`: the same with a Sluice milter without plugins: the cost of the
-//!     milter protocol alone;
-//! 12. `sluice-stateful`: the bundled plugins plus the opt-in greylisting (its triplet
+//! 11. `postfix-milter-unix`: the same over a Unix socket (`smtpd_milters = unix:PATH`), the
+//!     usual transport when both run on one host;
+//! 12. `postfix-milter-none`: the same over TCP with a Sluice milter without plugins: the
+//!     cost of the milter protocol alone;
+//! 13. `sluice-stateful`: the bundled plugins plus the opt-in greylisting (its triplet
 //!     passed beforehand), rate-limit (three limits, never reached) and dnsbl (a rejecting
 //!     zone not listing the client, on a loopback DNS server), on a loopback `redis-server`
 //!     (when installed): what state and lookups cost per message.
@@ -42,6 +44,7 @@
 //! `RESULT` line of key=value pairs per configuration for machines. Bounded: every wait has a
 //! deadline; the counts are fixed by the arguments.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -440,17 +443,17 @@ mode = "ok"
 mode = "ok"
 "#;
 
-/// Starts `target/release/sluice serve` relaying to `sink` with the given plugin files (each
-/// copied under the file name given), and `extra` appended to its configuration.
-/// Starts `sluice serve` in `dir` with `plugins`; returns it and the port of its first
-/// listener of kind `want`.
+/// Starts `target/release/sluice serve` in `dir`, relaying to `sink`, with the given plugin
+/// files (each copied under the file name given) and `extra` appended to its configuration;
+/// returns it and the address of its first listener of kind `want` (`127.0.0.1:PORT`, or a
+/// Unix socket's path).
 async fn sluice(
     dir: &Path,
     sink: u16,
     plugins: &[(PathBuf, String)],
     (plugins_toml, extra): (&str, &str),
     want: &str,
-) -> anyhow::Result<(tokio::process::Child, u16)> {
+) -> anyhow::Result<(tokio::process::Child, String)> {
     let plugin_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugin_dir)?;
     for (p, name) in plugins {
@@ -518,8 +521,7 @@ score = 2.0
             .await??
             .context("sluice exited before listening")?;
         if let Some(addr) = line.strip_prefix(&format!("listening {want} ")) {
-            let port = addr.rsplit(':').next().unwrap_or("").parse()?;
-            return Ok((child, port));
+            return Ok((child, addr.to_string()));
         }
     }
 }
@@ -623,8 +625,9 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let (child, port) =
+        let (child, addr) =
             sluice(dir.path(), sink_port, plugins, (&extra.0, &extra.1), "smtp").await?;
+        let port = addr.rsplit(':').next().unwrap_or("").parse()?;
         eprintln!("{name}: pid {}", child.id().unwrap_or(0));
         if let (true, Some(r)) = (name == "sluice-stateful", &redis) {
             // The load's one triplet has passed greylisting already (a steady state: a
@@ -652,8 +655,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(only) = &a.only {
         let known = |o: &String| {
             o == "postfix"
-                || o == "postfix-milter"
-                || o == "postfix-milter-none"
+                || o.starts_with("postfix-milter")
                 || targets.iter().any(|t| t.name == o.as_str())
         };
         if let Some(unknown) = only.iter().find(|o| !known(o)) {
@@ -686,12 +688,19 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("postfix: skipped (not installed, not root, or --no-postfix)");
         None
     };
-    // Postfix with Sluice as its milter, relaying to the same sink: with the bundled plugins,
-    // and with none (the floor: what the milter protocol costs Postfix and Sluice).
+    // Postfix with Sluice as its milter, relaying to the same sink: with the bundled plugins
+    // over TCP and over a Unix socket, and with none (the floor: what the milter protocol
+    // costs Postfix and Sluice).
     let mut postfix_milters = Vec::new();
-    let milter_configs: [(&'static str, &[(PathBuf, String)]); 2] =
-        [("postfix-milter", &bundled), ("postfix-milter-none", &[])];
-    for (name, plugins) in milter_configs {
+    /// A configuration's name, its plugins, and whether Postfix reaches Sluice over a Unix
+    /// socket.
+    type MilterConfig<'a> = (&'static str, &'a [(PathBuf, String)], bool);
+    let milter_configs: [MilterConfig; 3] = [
+        ("postfix-milter", &bundled, false),
+        ("postfix-milter-unix", &bundled, true),
+        ("postfix-milter-none", &[], false),
+    ];
+    for (name, plugins, unix) in milter_configs {
         if !(a.postfix
             && a.only.as_ref().is_none_or(|o| o.iter().any(|o| o == name))
             && Path::new("/usr/sbin/postfix").exists()
@@ -700,19 +709,27 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let (child, milter) = sluice(
-            dir.path(),
-            sink_port,
-            plugins,
-            (
-                "",
-                "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n",
-            ),
-            "milter",
-        )
-        .await?;
+        let listener = if unix {
+            // Postfix's smtpd and cleanup run as its own user: the directory must be
+            // traversable and the socket writable by it.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+            let socket = dir.path().join("milter.sock");
+            format!(
+                "[[listener]]\nkind = \"milter\"\nsocket = {socket:?}\nsocket_mode = \"0666\"\n"
+            )
+        } else {
+            "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n".to_string()
+        };
+        let (child, milter) =
+            sluice(dir.path(), sink_port, plugins, ("", &listener), "milter").await?;
+        // Sluice prints a socket as `unix:PATH`, Postfix's own notation.
+        let milter = if unix {
+            milter
+        } else {
+            format!("inet:{milter}")
+        };
         let p = Postfix::start(&format!(
-            "myhostname = relay.bench.test\nrelay_domains = sink.test\nrelayhost = [127.0.0.1]:{sink_port}\nsmtpd_client_connection_count_limit = 0\ndefault_process_limit = 200\nsmtpd_milters = inet:127.0.0.1:{milter}\nmilter_default_action = tempfail\n"
+            "myhostname = relay.bench.test\nrelay_domains = sink.test\nrelayhost = [127.0.0.1]:{sink_port}\nsmtpd_client_connection_count_limit = 0\ndefault_process_limit = 200\nsmtpd_milters = {milter}\nmilter_default_action = tempfail\n"
         ));
         let pid: u32 = std::fs::read_to_string(p.dir.path().join("queue/pid/master.pid"))?
             .trim()
@@ -894,8 +911,9 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-hostile") / r("sluice-benign"),
     );
     println!(
-        "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter, against Postfix alone); postfix-milter-none / postfix = {:.2} (the same milter with no plugins: the protocol's own cost)",
+        "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter over TCP, against Postfix alone); postfix-milter-unix / postfix = {:.2} (the same over a Unix socket); postfix-milter-none / postfix = {:.2} (a milter over TCP with no plugins: the protocol's own cost)",
         r("postfix-milter") / r("postfix"),
+        r("postfix-milter-unix") / r("postfix"),
         r("postfix-milter-none") / r("postfix"),
     );
     if a.idle > 0

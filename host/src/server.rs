@@ -101,13 +101,16 @@ impl Server {
         let total = Arc::new(Semaphore::new(config.limits.max_connections));
         let per_ip = Arc::new(PerIp::default());
         let bind = |address: SocketAddr, kind: &'static str| async move {
-            let listener = TcpListener::bind(address)
-                .await
-                .map_err(|source| StartError::Bind {
-                    address,
-                    kind,
-                    source,
-                })?;
+            let listener = if kind == ListenerKind::Milter.as_str() {
+                crate::milter::bind_tcp(address)
+            } else {
+                TcpListener::bind(address).await
+            }
+            .map_err(|source| StartError::Bind {
+                address,
+                kind,
+                source,
+            })?;
             let addr = listener.local_addr().map_err(|source| StartError::Bind {
                 address,
                 kind,

@@ -47,6 +47,36 @@ pub fn bind_unix(path: &Path, mode: Option<&str>) -> std::io::Result<UnixListene
     Ok(listener)
 }
 
+/// The largest TCP segment a milter connection's peer may send (TCP_MAXSEG on the listener,
+/// announced in the SYN-ACK). Postfix sizes a milter stream's buffers at four times the
+/// connection's MSS when that is above 1 KiB (`vstream_tweak_tcp`, against Nagle delays), and
+/// its allocator fills every block with a pattern when it is allocated and again when it is
+/// freed. Over loopback (an MSS of 32,741 on this machine, 65,483 on others) that is 128 or
+/// 256 KiB for reading and as much for writing, mapped, filled and unmapped again for each
+/// message in its cleanup process (which takes the connection over from smtpd per message).
+/// With this cap they are 16 KiB: Postfix with Sluice as its milter spent 0.22–0.36 ms less
+/// CPU per message in the milter benchmark (three runs), and delivered 7–12 % more; 100 KB
+/// messages gained too, though a 64 KiB body chunk now travels in 16 segments. Over a real
+/// network the MSS is below the cap already; a Unix socket gets 4 KiB buffers.
+pub const MTA_MSS: u32 = 4096;
+
+/// Binds a milter TCP listener with its peers' segments capped at [`MTA_MSS`].
+pub fn bind_tcp(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    // As tokio's `TcpListener::bind` does: a restart can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_mss(MTA_MSS)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// A TCP connection from the MTA that acknowledges what it reads at once (TCP_QUICKACK,
 /// re-armed after every read: Linux clears it). The MTA sends macros as a packet of their own
 /// that gets no answer, then the command; with Nagle's algorithm on its side (Postfix's milter
@@ -681,6 +711,17 @@ fn responses_for(d: &Disposition, recipients: &[Recipient], leading_space: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_mta_connecting_over_tcp_sees_the_capped_segment_size() {
+        let listener = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let mta = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        // What Postfix reads with getsockopt(TCP_MAXSEG) to size its buffers (loopback's own
+        // MSS is 16 KiB or more).
+        let mss = socket2::SockRef::from(&mta).tcp_mss().unwrap();
+        assert!(mss <= MTA_MSS && mss > 1024, "MSS {mss}");
+        assert!(listener.accept().await.is_ok());
+    }
 
     #[test]
     fn envelope_arguments_lose_their_brackets_and_keep_parameters() {
