@@ -652,10 +652,21 @@ async fn main() -> anyhow::Result<()> {
         dirs.push(dir);
         children.push(child);
     }
+    // Postfix with Sluice as its milter, relaying to the same sink: with the bundled plugins
+    // over TCP and over a Unix socket, and with none (the floor: what the milter protocol
+    // costs Postfix and Sluice).
+    /// A configuration's name, its plugins, and whether Postfix reaches Sluice over a Unix
+    /// socket.
+    type MilterConfig<'a> = (&'static str, &'a [(PathBuf, String)], bool);
+    let milter_configs: [MilterConfig; 3] = [
+        ("postfix-milter", &bundled, false),
+        ("postfix-milter-unix", &bundled, true),
+        ("postfix-milter-none", &[], false),
+    ];
     if let Some(only) = &a.only {
         let known = |o: &String| {
             o == "postfix"
-                || o.starts_with("postfix-milter")
+                || milter_configs.iter().any(|c| c.0 == o.as_str())
                 || targets.iter().any(|t| t.name == o.as_str())
         };
         if let Some(unknown) = only.iter().find(|o| !known(o)) {
@@ -688,18 +699,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("postfix: skipped (not installed, not root, or --no-postfix)");
         None
     };
-    // Postfix with Sluice as its milter, relaying to the same sink: with the bundled plugins
-    // over TCP and over a Unix socket, and with none (the floor: what the milter protocol
-    // costs Postfix and Sluice).
     let mut postfix_milters = Vec::new();
-    /// A configuration's name, its plugins, and whether Postfix reaches Sluice over a Unix
-    /// socket.
-    type MilterConfig<'a> = (&'static str, &'a [(PathBuf, String)], bool);
-    let milter_configs: [MilterConfig; 3] = [
-        ("postfix-milter", &bundled, false),
-        ("postfix-milter-unix", &bundled, true),
-        ("postfix-milter-none", &[], false),
-    ];
     for (name, plugins, unix) in milter_configs {
         if !(a.postfix
             && a.only.as_ref().is_none_or(|o| o.iter().any(|o| o == name))
