@@ -420,6 +420,23 @@ pub struct ListenerConfig {
     /// What a DMARC failure of mail arriving here does: `record` (default) or `enforce`.
     #[serde(default)]
     pub dmarc: DmarcMode,
+    /// A milter TCP listener's peers: the networks whose MTAs may connect (the MTA decides
+    /// what mail is and who sent it, so a stranger must not speak for it). Loopback only
+    /// (`127.0.0.0/8`, `::1/128`) when unset; others are closed at once, with a log line.
+    #[serde(default)]
+    pub allow_from: Option<Vec<ipnet::IpNet>>,
+}
+
+impl ListenerConfig {
+    /// The networks allowed to connect to this (milter) listener: `allow_from`, or loopback.
+    pub fn peers_allowed(&self) -> Vec<ipnet::IpNet> {
+        self.allow_from.clone().unwrap_or_else(|| {
+            ["127.0.0.0/8", "::1/128"]
+                .iter()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
+    }
 }
 
 fn yes() -> bool {
@@ -972,6 +989,11 @@ impl Config {
                 )),
                 _ => {}
             }
+            if l.allow_from.is_some() && !(l.kind == ListenerKind::Milter && l.socket.is_none()) {
+                problems.push(format!(
+                    "listener[{i}].allow_from: only a milter listener on a TCP address takes an allow-list (a Unix socket's peers are set by its socket_mode)"
+                ));
+            }
             if let Some(m) = &l.socket_mode
                 && u32::from_str_radix(m.trim_start_matches("0o"), 8).map_or(true, |v| v > 0o777)
             {
@@ -1192,6 +1214,7 @@ impl Config {
             socket_mode: None,
             enabled: true,
             dmarc: DmarcMode::Record,
+            allow_from: None,
         })
         .collect()
     }

@@ -151,6 +151,7 @@ impl Server {
                     ctx.clone(),
                     listener,
                     l.dmarc,
+                    l.peers_allowed(),
                     total.clone(),
                 ));
                 continue;

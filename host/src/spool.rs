@@ -494,6 +494,13 @@ fn syncfs(dir: &Path) -> std::io::Result<()> {
     rustix::fs::syncfs(&f).map_err(std::io::Error::from)
 }
 
+/// Whether `id` has the spool's id format: 1 to 64 ASCII letters and digits ([`new_queue_id`]
+/// makes 22 hex digits). Ids that come from outside (the console, `sluice queue`) are checked
+/// with this before they name a file, so none can climb out of the spool (`../x`).
+pub fn is_queue_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 /// A new queue id: sortable by time, unique within the process.
 pub fn new_queue_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

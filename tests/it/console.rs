@@ -566,3 +566,38 @@ async fn quarantined_mail_is_learned_as_spam_from_the_console() {
     );
     server.stop().await;
 }
+
+/// Ids from a form or a URL name spool files only when they have the spool's id format: a
+/// `../x` once deleted any `*.msg` file the service could write.
+#[tokio::test]
+async fn ids_that_climb_out_of_the_spool_are_refused() {
+    let server = console().await;
+    let spool_root = server.ctx().spool.root().to_path_buf();
+    // A file one level above the queue and the quarantine, where `../victim` would lead.
+    let victim = spool_root.join("victim.msg");
+    std::fs::write(&victim, b"not a queued message").unwrap();
+    let mut b = Browser::new(server.admin.unwrap());
+    b.log_in("root", "correct horse").await;
+    let csrf = b.get("/queue").await.csrf();
+    for action in ["delete-drop", "delete-bounce", "hold", "retry"] {
+        let r = b
+            .post(
+                "/queue/action",
+                &[("csrf", &csrf), ("action", action), ("id", "../victim")],
+            )
+            .await;
+        assert!(r.body.contains("is not a queue id"), "{action}: {}", r.body);
+    }
+    for action in ["delete", "release", "learn-spam"] {
+        let r = b
+            .post(
+                "/quarantine/action",
+                &[("csrf", &csrf), ("action", action), ("id", "../victim")],
+            )
+            .await;
+        assert!(r.body.contains("is not a queue id"), "{action}: {}", r.body);
+    }
+    let shown = b.get("/quarantine/..%2Fvictim").await;
+    assert!(shown.body.contains("is not a queue id"), "{}", shown.body);
+    assert_eq!(std::fs::read(&victim).unwrap(), b"not a queued message");
+}

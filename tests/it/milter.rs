@@ -212,3 +212,146 @@ c.quit()
     );
     s.stop().await;
 }
+
+/// A milter listener on loopback with a DKIM key for `example.org` and loopback trusted, as
+/// the sample configuration has it; `extra` is added to the listener.
+async fn milter_server(extra: &str) -> (TestServer, std::net::SocketAddr, tempfile::TempDir) {
+    let keys = tempfile::tempdir().unwrap();
+    let (pem, _) = sluice::authentication::keygen(true).unwrap();
+    let key = keys.path().join("example.org.key");
+    std::fs::write(&key, pem).unwrap();
+    let s = TestServer::start(
+        &format!(
+            "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n{extra}\n\
+             [relay]\ntrusted_networks = [\"127.0.0.0/8\", \"::1/128\"]\n\
+             [authentication]\nverify = false\n\
+             [[authentication.dkim_key]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey = {key:?}\n"
+        )
+        .replace(
+            "[relay]\n",
+            "[relay]\nlocal_domains = [\"example.org\", \"catchall.example.org\"]\n",
+        ),
+        &[],
+    )
+    .await;
+    let addr = s
+        .listeners
+        .iter()
+        .find(|(k, _)| *k == ListenerKind::Milter)
+        .unwrap()
+        .1;
+    (s, addr, keys)
+}
+
+/// One transaction from `ceo@example.org` after `connect` (None: no connect packet at all);
+/// whether the filter DKIM-signed it (it signs only its own users' and trusted networks' mail).
+fn signed_after(addr: std::net::SocketAddr, connect: Option<Vec<u8>>) -> bool {
+    use sluice_tests::milter_client::{MilterClient, arg};
+    let mut c = MilterClient::connect(addr).unwrap();
+    if let Some(data) = connect {
+        assert_eq!(c.ask(b'C', &data).unwrap().cmd, b'c');
+    }
+    assert_eq!(c.ask(b'H', &arg("mx.spoof.test")).unwrap().cmd, b'c');
+    assert_eq!(c.ask(b'M', &arg("<ceo@example.org>")).unwrap().cmd, b'c');
+    assert_eq!(c.ask(b'R', &arg("<bob@example.org>")).unwrap().cmd, b'c');
+    let answer = c
+        .message(
+            &[
+                ("From", "CEO <ceo@example.org>"),
+                ("Subject", "wire the money"),
+            ],
+            "Today, please.\r\n",
+        )
+        .unwrap();
+    assert!(
+        matches!(answer.last().map(|p| p.cmd), Some(b'a' | b'c')),
+        "{answer:?}"
+    );
+    answer
+        .iter()
+        .filter_map(|p| p.added_header())
+        .any(|(name, _)| name.eq_ignore_ascii_case("DKIM-Signature"))
+}
+
+/// A client whose address the MTA does not give (a connect of family `U` or `L`, an address
+/// that is not one, no connect at all) is not in the trusted networks: its mail is not
+/// signed as the operator's. It used to become 127.0.0.1, which the sample trusts.
+#[tokio::test]
+async fn a_client_the_mta_cannot_name_is_never_trusted() {
+    use sluice_tests::milter_client::connect_data;
+    let (_s, addr, _keys) = milter_server("").await;
+    let results = tokio::task::spawn_blocking(move || {
+        [
+            (
+                "loopback (trusted)",
+                Some(connect_data("localhost", b'4', 4000, "127.0.0.1")),
+            ),
+            ("family U", Some(connect_data("spoofer", b'U', 0, ""))),
+            ("family L", Some(connect_data("localhost", b'L', 0, ""))),
+            (
+                "unknown",
+                Some(connect_data("[UNAVAILABLE]", b'4', 0, "[UNAVAILABLE]")),
+            ),
+            ("no connect", None),
+        ]
+        .map(|(what, connect)| (what, signed_after(addr, connect)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        results,
+        [
+            ("loopback (trusted)", true),
+            ("family U", false),
+            ("family L", false),
+            ("unknown", false),
+            ("no connect", false),
+        ]
+    );
+}
+
+/// The TCP listener serves only the networks in `allow_from` (loopback when unset): a peer
+/// from elsewhere is closed before a byte is read.
+#[tokio::test]
+async fn a_milter_listener_serves_only_its_allowed_peers() {
+    use sluice_tests::milter_client::MilterClient;
+    let (_open, addr, _k1) = milter_server("").await;
+    let (_closed, closed_addr, _k2) = milter_server("allow_from = [\"192.0.2.0/24\"]").await;
+    tokio::task::spawn_blocking(move || {
+        assert!(
+            MilterClient::connect(addr).is_ok(),
+            "loopback is allowed by default"
+        );
+        let refused = std::panic::catch_unwind(|| MilterClient::connect(closed_addr));
+        assert!(
+            !matches!(refused, Ok(Ok(_))),
+            "a peer outside allow_from must not be served"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// A 1 MiB macro packet of small macros is read without a string per macro, and a read
+/// holding thousands of packets decodes in one pass: the conversation goes on normally.
+#[tokio::test]
+async fn huge_macro_packets_and_packet_floods_are_survived() {
+    use sluice_tests::milter_client::{MilterClient, arg, encode};
+    let (_s, addr, _keys) = milter_server("").await;
+    tokio::task::spawn_blocking(move || {
+        let mut c = MilterClient::connect(addr).unwrap();
+        let mut macros = vec![b'C'];
+        while macros.len() < sluice::milter::protocol::MAX_PACKET - 16 {
+            macros.extend_from_slice(b"a\0b\0");
+        }
+        c.send(b'D', &macros).unwrap();
+        // 100,000 small macro packets in one write (they get no answer).
+        let flood: Vec<u8> = (0..100_000)
+            .flat_map(|_| encode(b'D', b"Mx\0y\0"))
+            .collect();
+        c.send_raw(&flood).unwrap();
+        assert_eq!(c.ask(b'M', &arg("<a@example.org>")).unwrap().cmd, b'c');
+    })
+    .await
+    .unwrap();
+}

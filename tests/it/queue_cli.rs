@@ -139,3 +139,27 @@ async fn queue_output_escapes_control_characters_from_remote_parties() {
     assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{out:?}");
     assert!(out.contains("Subject: hi\\u{1b}]0;pwned\\u{7}"), "{out}");
 }
+
+/// An id is checked against the spool's id format before it names a file: `../victim` once
+/// deleted `spool/victim.msg`.
+#[tokio::test]
+async fn ids_that_climb_out_of_the_spool_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = queue_config(dir.path());
+    Spool::open(&dir.path().join("spool")).unwrap();
+    let victim = dir.path().join("spool").join("victim.msg");
+    std::fs::write(&victim, b"keep me").unwrap();
+    for args in [
+        &["delete", "../victim", "--drop"][..],
+        &["delete", "../victim", "--bounce"],
+        &["hold", "../victim"],
+        &["show", "../victim"],
+        &["quarantine", "delete", "../victim"],
+        &["quarantine", "release", "../victim"],
+    ] {
+        let (code, _, err) = queue(&cfg, args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains("is not a queue id"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod dns;
+pub mod milter_client;
 pub mod peers;
 pub mod serve;
 pub mod sink;
@@ -215,6 +216,12 @@ impl TestServer {
         } else {
             "[authentication]\nverify = false\n"
         };
+        // A test that sets its own `[relay]` table names its local domains there.
+        let relay_default = if extra.contains("[relay]\n") {
+            ""
+        } else {
+            "[relay]\nlocal_domains = [\"example.org\", \"catchall.example.org\"]\n"
+        };
         let toml = format!(
             r#"
 [server]
@@ -237,9 +244,7 @@ address = "127.0.0.1:0"
 kind = "smtps"
 address = "127.0.0.1:0"
 
-[relay]
-local_domains = ["example.org", "catchall.example.org"]
-
+{relay_default}
 {auth_default}
 {extra}
 "#,

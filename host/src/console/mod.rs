@@ -694,6 +694,10 @@ async fn learn(c: &Console, action: &str, ids: Vec<String>) -> Vec<String> {
         ids.into_iter()
             .take(1000)
             .map(|id| {
+                if !crate::spool::is_queue_id(&id) {
+                    let e = crate::delivery::admin::AdminError::BadId(id.clone()).to_string();
+                    return (crate::message::printable(&id).into_owned(), Err(e));
+                }
                 let r = spool
                     .read(crate::spool::SpoolState::Quarantine, &id)
                     .map(|(_, raw)| {

@@ -39,12 +39,28 @@ pub enum AdminError {
     /// No such message.
     #[error("no message {0} in the {1}")]
     NotFound(String, &'static str),
+    /// Not a queue id: refused before it touches the file system.
+    #[error("{0:?} is not a queue id (letters and digits only, at most 64)")]
+    BadId(String),
     /// Spool trouble.
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
     /// File trouble.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// `id` when it has the spool's id format ([`crate::spool::is_queue_id`]): every function
+/// here takes ids from the command line or the console, and an id such as `../x` must never
+/// name a file outside the spool.
+fn checked(id: &str) -> Result<&str, AdminError> {
+    if crate::spool::is_queue_id(id) {
+        Ok(id)
+    } else {
+        Err(AdminError::BadId(
+            crate::message::printable(id).into_owned(),
+        ))
+    }
 }
 
 fn where_(s: SpoolState) -> &'static str {
@@ -113,6 +129,7 @@ pub fn show(
     which: SpoolState,
     id: &str,
 ) -> Result<(Entry, Vec<String>, String, Vec<u8>), AdminError> {
+    let id = checked(id)?;
     if !spool.path(which, id).is_file() {
         return Err(AdminError::NotFound(id.to_string(), where_(which)));
     }
@@ -131,6 +148,7 @@ pub fn show(
 
 /// Changes a queued message's state under the queue lock.
 fn update(spool: &Spool, id: &str, change: impl FnOnce(&mut QueueState)) -> Result<(), AdminError> {
+    let id = checked(id)?;
     let dir = spool.root().join("queue");
     state::with_lock(&dir, || {
         if !spool.path(SpoolState::Queue, id).is_file() {
@@ -176,6 +194,7 @@ pub fn release(spool: &Spool, id: &str) -> Result<(), AdminError> {
 /// Deletes `id` from the queue. With `bounce`, its pending recipients fail ("deleted by the
 /// operator") and the runner sends the sender a bounce; without, it is dropped.
 pub fn delete(spool: &Spool, id: &str, bounce: bool) -> Result<(), AdminError> {
+    let id = checked(id)?;
     if bounce {
         return update(spool, id, |st| {
             for r in st
@@ -206,6 +225,7 @@ pub fn delete(spool: &Spool, id: &str, bounce: bool) -> Result<(), AdminError> {
 
 /// Moves a quarantined message into the queue for delivery.
 pub fn quarantine_release(spool: &Spool, id: &str) -> Result<(), AdminError> {
+    let id = checked(id)?;
     let from = spool.path(SpoolState::Quarantine, id);
     if !from.is_file() {
         return Err(AdminError::NotFound(id.to_string(), "quarantine"));
@@ -220,6 +240,7 @@ pub fn quarantine_release(spool: &Spool, id: &str) -> Result<(), AdminError> {
 
 /// Deletes a quarantined message.
 pub fn quarantine_delete(spool: &Spool, id: &str) -> Result<(), AdminError> {
+    let id = checked(id)?;
     if !spool.path(SpoolState::Quarantine, id).is_file() {
         return Err(AdminError::NotFound(id.to_string(), "quarantine"));
     }

@@ -150,12 +150,21 @@ pub async fn accept_loop(
     ctx: Arc<ServerContext>,
     listener: TcpListener,
     dmarc: DmarcMode,
+    allowed: Vec<ipnet::IpNet>,
     total: Arc<tokio::sync::Semaphore>,
 ) {
     serve_accepted(ctx.clone(), dmarc, total, || async {
-        let (tcp, peer) = listener.accept().await?;
-        let _ = tcp.set_nodelay(true);
-        Ok((tcp.into_std()?, peer.to_string()))
+        loop {
+            let (tcp, peer) = listener.accept().await?;
+            // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+            let ip = peer.ip().to_canonical();
+            if !allowed.iter().any(|n| n.contains(&ip)) {
+                tracing::warn!(mta = %peer, "milter: connection refused: the address is not in the listener's allow_from");
+                continue;
+            }
+            let _ = tcp.set_nodelay(true);
+            return Ok((tcp.into_std()?, peer.to_string()));
+        }
     })
     .await;
 }
@@ -343,11 +352,11 @@ impl Conversation {
                     macros,
                 }]
             }
-            Command::Macros { pairs, .. } => {
+            Command::Macros { raw, .. } => {
                 // Only the macros read here are kept, each cut to a bound: an MTA that sends
                 // others, or long values, grows nothing.
-                for (name, value) in pairs {
-                    keep_macro(&mut self.macros, &name, value);
+                for (name, value) in protocol::macro_pairs(&raw) {
+                    keep_macro(&mut self.macros, name, value);
                 }
                 Vec::new()
             }
@@ -355,7 +364,7 @@ impl Conversation {
                 let ip = address
                     .map(|a| a.ip())
                     .or_else(|| self.macro_value("client_addr").and_then(|a| a.parse().ok()))
-                    .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+                    .unwrap_or(UNKNOWN_CLIENT);
                 let _ = hostname;
                 self.client = Some(mta_client(ip, address.map_or(0, |a: SocketAddr| a.port())));
                 self.reply_unless(step::NO_REPLY_CONNECT)
@@ -450,7 +459,7 @@ impl Conversation {
         let mut c = self
             .client
             .clone()
-            .unwrap_or_else(|| mta_client(IpAddr::from([127, 0, 0, 1]), 0));
+            .unwrap_or_else(|| mta_client(UNKNOWN_CLIENT, 0));
         if let Some(v) = self.macro_value("tls_version") {
             c.tls = Some(TlsParams {
                 version: v.to_string(),
@@ -458,14 +467,17 @@ impl Conversation {
             });
         }
         c.auth_user = self.macro_value("auth_authen").map(str::to_string);
-        c.trusted = self
-            .ctx
-            .live()
-            .config
-            .relay
-            .trusted_networks
-            .iter()
-            .any(|n| n.contains(&c.ip));
+        // A client the MTA could not name is never trusted, whatever the trusted networks
+        // hold (0.0.0.0/0 included).
+        c.trusted = !c.ip.is_unspecified()
+            && self
+                .ctx
+                .live()
+                .config
+                .relay
+                .trusted_networks
+                .iter()
+                .any(|n| n.contains(&c.ip));
         c
     }
 
@@ -565,17 +577,25 @@ const MAX_MACRO_VALUE: usize = 512;
 
 /// Stores a macro the conversation reads, its value cut to [`MAX_MACRO_VALUE`]; others are
 /// dropped.
-fn keep_macro(
-    macros: &mut std::collections::HashMap<String, String>,
-    name: &str,
-    mut value: String,
-) {
-    let name = name.trim_matches(['{', '}']);
-    if MACROS_READ.contains(&name) {
-        value.truncate(crate::plugin::truncate(&value, MAX_MACRO_VALUE).len());
-        macros.insert(name.to_string(), value);
+fn keep_macro(macros: &mut std::collections::HashMap<String, String>, name: &[u8], value: &[u8]) {
+    let name = name.trim_ascii();
+    let name = name
+        .strip_prefix(b"{")
+        .and_then(|n| n.strip_suffix(b"}"))
+        .unwrap_or(name);
+    if let Some(&kept) = MACROS_READ.iter().find(|m| m.as_bytes() == name) {
+        let value = String::from_utf8_lossy(&value[..value.len().min(4 * MAX_MACRO_VALUE)]);
+        let value = crate::plugin::truncate(&value, MAX_MACRO_VALUE).to_string();
+        macros.insert(kept.to_string(), value);
     }
 }
+
+/// The address of a client the MTA does not give: a connect of family `U` (unknown) or `L`
+/// (a local socket), an address that does not parse (`unknown`, XCLIENT's `[UNAVAILABLE]`),
+/// or no connect at all. It is in no network an operator could mean, never trusted (see
+/// [`Conversation::client_at_mail`]), and SPF cannot pass for it; it used to be 127.0.0.1,
+/// which trusted networks usually hold, so a spoofed From skipped DMARC and was signed.
+const UNKNOWN_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// The facts of an SMTP client the MTA reports, before HELO and MAIL add theirs.
 fn mta_client(ip: IpAddr, port: u16) -> Client {
@@ -751,13 +771,13 @@ mod tests {
     #[test]
     fn only_the_macros_read_are_kept_and_bounded() {
         let mut m = std::collections::HashMap::new();
-        keep_macro(&mut m, "{client_addr}", "192.0.2.7".into());
-        keep_macro(&mut m, "i", "ABC".into());
-        keep_macro(&mut m, "{cert_subject}", "x".repeat(10_000));
+        keep_macro(&mut m, b"{client_addr}", b"192.0.2.7");
+        keep_macro(&mut m, b"i", b"ABC");
+        keep_macro(&mut m, b"{cert_subject}", "x".repeat(10_000).as_bytes());
         for n in 0..1000 {
-            keep_macro(&mut m, &format!("{{junk{n}}}"), "y".into());
+            keep_macro(&mut m, format!("{{junk{n}}}").as_bytes(), b"y");
         }
-        keep_macro(&mut m, "{auth_authen}", "é".repeat(1000));
+        keep_macro(&mut m, b"{auth_authen}", "é".repeat(1000).as_bytes());
         assert_eq!(m.len(), 3, "{:?}", m.keys());
         assert_eq!(m["client_addr"], "192.0.2.7");
         assert!(m["auth_authen"].len() <= MAX_MACRO_VALUE);

@@ -83,8 +83,10 @@ pub enum Command {
     Macros {
         /// The command letter they belong to.
         for_command: u8,
-        /// Name and value pairs.
-        pairs: Vec<(String, String)>,
+        /// The packet's NUL-separated name and value pairs, undecoded: [`macro_pairs`] reads
+        /// them without allocating, so the filter allocates only for the macros it keeps
+        /// (a 1 MiB packet of small macros would otherwise be half a million strings).
+        raw: Vec<u8>,
     },
     /// `C`: the SMTP client's connection.
     Connect {
@@ -138,15 +140,32 @@ pub enum ProtocolError {
     Malformed(&'static str),
 }
 
-/// Splits `data` into NUL-terminated strings (a missing final NUL is tolerated).
+/// The most NUL-terminated strings read from one packet: MAIL and RCPT carry an address and
+/// a few ESMTP parameters, so a packet of a million empty strings allocates no more than this.
+const MAX_STRINGS: usize = 64;
+
+/// Splits `data` into NUL-terminated strings (a missing final NUL is tolerated), at most
+/// [`MAX_STRINGS`].
 fn strings(data: &[u8]) -> Vec<String> {
     let data = data.strip_suffix(b"\0").unwrap_or(data);
     if data.is_empty() {
         return Vec::new();
     }
     data.split(|&b| b == 0)
+        .take(MAX_STRINGS)
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// The name and value pairs of a macro packet's data ([`Command::Macros`]), borrowed; a
+/// name without a value gets an empty one.
+pub fn macro_pairs(raw: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
+    let mut fields = raw.split(|&b| b == 0).filter(|_| !raw.is_empty());
+    std::iter::from_fn(move || {
+        let name = fields.next()?;
+        Some((name, fields.next().unwrap_or_default()))
+    })
 }
 
 fn u32_at(data: &[u8], at: usize) -> Option<u32> {
@@ -166,12 +185,10 @@ fn decode(cmd: u8, data: &[u8]) -> Result<Command, ProtocolError> {
             let (&for_command, rest) = data
                 .split_first()
                 .ok_or(ProtocolError::Malformed("macro"))?;
-            let s = strings(rest);
-            let pairs = s
-                .chunks(2)
-                .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
-                .collect();
-            Command::Macros { for_command, pairs }
+            Command::Macros {
+                for_command,
+                raw: rest.to_vec(),
+            }
         }
         b'C' => {
             let nul = data
@@ -223,29 +240,45 @@ fn decode(cmd: u8, data: &[u8]) -> Result<Command, ProtocolError> {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next packet starts in `buf`: packets are taken by moving this, not by
+    /// shifting the rest of the buffer, so a read holding many packets is decoded in linear
+    /// time (draining each from the front was quadratic in the packets per read).
+    start: usize,
 }
 
 impl Decoder {
     /// Appends bytes read from the MTA.
     pub fn receive(&mut self, bytes: &[u8]) {
+        // What was decoded goes before the buffer grows: each byte moves at most once per
+        // time the buffer doubles, so the cost stays linear in the bytes received.
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole command, `Ok(None)` when more bytes are needed. A length out of range
     /// is refused as soon as the length is there, before its data is buffered.
     pub fn next_command(&mut self) -> Result<Option<Command>, ProtocolError> {
-        let Some(len) = u32_at(&self.buf, 0) else {
+        let Some(len) = u32_at(&self.buf, self.start) else {
             return Ok(None);
         };
         let len = len as usize;
         if len == 0 || len > MAX_PACKET {
             return Err(ProtocolError::Length(len));
         }
-        if self.buf.len() < 4 + len {
+        let at = self.start + 4;
+        if self.buf.len() < at + len {
             return Ok(None);
         }
-        let packet: Vec<u8> = self.buf.drain(..4 + len).skip(4).collect();
-        decode(packet[0], &packet[1..]).map(Some)
+        self.start = at + len;
+        let command = decode(self.buf[at], &self.buf[at + 1..at + len]);
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        command.map(Some)
     }
 }
 
@@ -399,10 +432,7 @@ mod tests {
             },
             Command::Macros {
                 for_command: b'C',
-                pairs: vec![
-                    ("j".into(), "mx.test".into()),
-                    ("{daemon_name}".into(), "smtpd".into()),
-                ],
+                raw: b"j\0mx.test\0{daemon_name}\0smtpd\0".to_vec(),
             },
             Command::Connect {
                 hostname: "client.example".into(),
