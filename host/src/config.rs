@@ -49,6 +49,10 @@ pub struct Config {
     pub authentication: AuthenticationConfig,
     /// Where plugins granted `kv` keep their state.
     pub store: StoreConfig,
+    /// How users' Junk folders teach the spam filter (`sluice spam submit`, the drop
+    /// directory Sluice collects from).
+    #[serde(rename = "spam_learning")]
+    pub learning: LearningConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -78,6 +82,38 @@ impl Default for StoreConfig {
             ca_file: None,
             path: None,
             flush_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[spam_learning]`: the hand-over of learned messages from mail users to Sluice, and the
+/// bounds on what one user may teach. The model, its log and its lock are Sluice's alone
+/// (beside `[plugin.spam-score.config] learned`); a mail user may only drop a message and its
+/// label into the drop directory (`sluice spam submit`), which Sluice collects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LearningConfig {
+    /// The drop directory; default `drop/` beside the `learned` file. Make it mode 1730,
+    /// owned by Sluice's user and the mail user's group (see host/deploy/dovecot-imapsieve).
+    pub drop_dir: Option<PathBuf>,
+    /// Messages one user may hand over per day (UTC); the rest are dropped with a log line.
+    pub max_per_user_per_day: u32,
+    /// Messages the site's log keeps; past it the oldest are forgotten.
+    pub max_messages: usize,
+    /// Messages collected from the drop directory per pass (one retraining per pass).
+    pub batch: usize,
+    /// How long a learner waits for another's lock before it gives up (seconds).
+    pub lock_timeout_secs: u64,
+}
+
+impl Default for LearningConfig {
+    fn default() -> Self {
+        LearningConfig {
+            drop_dir: None,
+            max_per_user_per_day: 200,
+            max_messages: 10_000,
+            batch: 500,
+            lock_timeout_secs: 30,
         }
     }
 }
@@ -831,6 +867,23 @@ impl Config {
             problems.push(format!(
                 "admin.address: {a} is also metrics.address; the console serves /metrics and /healthz itself, so remove [metrics] or give it another address"
             ));
+        }
+        let l = &self.learning;
+        for (key, value, max) in [
+            (
+                "max_per_user_per_day",
+                l.max_per_user_per_day as usize,
+                1_000_000,
+            ),
+            ("max_messages", l.max_messages, 1_000_000),
+            ("batch", l.batch, 100_000),
+            ("lock_timeout_secs", l.lock_timeout_secs as usize, 3600),
+        ] {
+            if !(1..=max).contains(&value) {
+                problems.push(format!(
+                    "spam_learning.{key}: {value} is out of range (1 to {max})"
+                ));
+            }
         }
         if !(1..=7 * 24 * 60).contains(&self.admin.session_minutes) {
             problems.push(format!(

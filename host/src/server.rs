@@ -179,6 +179,14 @@ impl Server {
         if config.plugins.watch {
             background.spawn(crate::reload::watch(ctx.clone()));
         }
+        // What mail users hand over for the spam filter is collected here, by Sluice's own
+        // account (crate::spam_learning).
+        if crate::spam_learning::learned_path(config).is_some() {
+            background.spawn(crate::spam_learning::collect_loop(
+                ctx.clone(),
+                ctx.shutdown.subscribe(),
+            ));
+        }
         // A fleet shares what its users taught the spam filter (crate::spam_learning).
         if let (Some(kv @ crate::store::KvStore::Redis(_)), Some(learned)) = (
             ctx.runtime.services.kv.clone(),

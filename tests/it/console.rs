@@ -601,3 +601,67 @@ async fn ids_that_climb_out_of_the_spool_are_refused() {
     assert!(shown.body.contains("is not a queue id"), "{}", shown.body);
     assert_eq!(std::fs::read(&victim).unwrap(), b"not a queued message");
 }
+
+/// The console's Learn waits for another learner's lock without holding up anything else: a
+/// greeting on port 25 comes back while the lock is held (the wait used to block a worker
+/// thread, and on a one-thread runtime the whole server).
+#[tokio::test]
+async fn learning_waits_for_the_lock_without_holding_up_smtp() {
+    use tokio::io::AsyncReadExt;
+    let state = tempfile::tempdir().unwrap();
+    let server = TestServer::start(
+        &format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\n[plugin.spam-score]\nread_dirs = [{dir:?}]\n\
+             [plugin.spam-score.config]\nlearned = {file:?}\n[spam_learning]\nlock_timeout_secs = 30\n",
+            dir = state.path(),
+            file = state.path().join("learned.bin"),
+        ),
+        &[("spam-score", plugin("bundled", "20-spam-score"))],
+    )
+    .await;
+    sluice::credentials::set_password(&server.dir.path().join("admins"), "root", "pw").unwrap();
+    server
+        .ctx()
+        .spool
+        .store(
+            SpoolState::Quarantine,
+            &envelope("QL2", "held for review"),
+            b"From: Deals <deals@shop.test>\r\nSubject: Members' prices\r\n\r\nOrder today.\r\n",
+        )
+        .await
+        .unwrap();
+    // Another learner holds the lock.
+    let log = state.path().join("learned-messages");
+    std::fs::create_dir(&log).unwrap();
+    let held = std::fs::File::create(log.join(".lock")).unwrap();
+    held.lock().unwrap();
+
+    let mut b = Browser::new(server.admin.unwrap());
+    b.log_in("root", "pw").await;
+    let csrf = b.get("/quarantine").await.csrf();
+    let learning = tokio::spawn(async move {
+        b.post(
+            "/quarantine/action",
+            &[("csrf", &csrf), ("action", "learn-spam"), ("id", "QL2")],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let mut smtp = tokio::net::TcpStream::connect(server.smtp).await.unwrap();
+    let mut greeting = [0u8; 3];
+    tokio::time::timeout(Duration::from_secs(10), smtp.read_exact(&mut greeting))
+        .await
+        .expect("a greeting while another learner holds the lock")
+        .unwrap();
+    assert_eq!(&greeting, b"220");
+    eprintln!(
+        "greeting on port 25 in {:.1} ms while the learner waited for the lock",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(!learning.is_finished(), "the learner is still waiting");
+    drop(held);
+    let r = learning.await.unwrap();
+    assert!(r.body.contains("1 learned (0 unchanged)"), "{}", r.body);
+    server.stop().await;
+}

@@ -447,3 +447,80 @@ async fn what_one_node_learns_about_spam_every_node_of_the_fleet_uses() {
         "the forgotten message is gone from the store"
     );
 }
+
+/// A site model with NaN weights on every feature of the offer: what a damaged or forged
+/// file or store entry could hold.
+fn nan_model() -> Vec<u8> {
+    let text = "Subject: Summer catalogue for members\r\n\r\nOur summer catalogue is here: garden furniture, \
+                barbecue sets and parasols at members' prices until the end of the month. See you at the \
+                garden club on Thursday.\r\n";
+    let features = sluice_spam::features::extract(text.as_bytes());
+    let weights: std::collections::BTreeMap<u32, f32> =
+        features.terms().map(|(i, _)| (i, f32::NAN)).collect();
+    assert!(!weights.is_empty());
+    sluice_spam::site::to_bytes(&weights)
+}
+
+/// A site model is checked before it is used: NaN weights written into the `learned` file
+/// leave scoring as the shipped model's (once, every message was answered 451), and written
+/// into the shared store they are refused by the sync, which keeps the previous model.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_model_with_nan_weights_is_refused_in_the_file_and_in_the_store() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spam = dir.path().join("spam");
+    std::fs::create_dir_all(&spam).unwrap();
+    let learned = spam.join("learned.bin");
+    let cfg = node(
+        dir.path(),
+        &[],
+        &format!(
+            "[store]\nurl = {:?}\n[plugin.spam-score]\nread_dirs = [{spam:?}]\n\
+             [plugin.spam-score.config]\nlearned = {learned:?}\n[scoring]\nadd_headers = true\nreject_threshold = 1000.0\n",
+            redis.url(3),
+        ),
+    );
+    std::fs::copy(
+        plugin("bundled", "20-spam-score"),
+        dir.path().join("plugins/20-spam-score.wasm"),
+    )
+    .unwrap();
+    let node = Serve::start(&cfg).await;
+    let port = node.smtp.port();
+    let (shipped, _, first) = offer(port, dir.path(), "n0").await;
+
+    // In the file: the message is accepted and scored by the shipped model alone.
+    std::fs::write(&learned, nan_model()).unwrap();
+    let (with_nan_file, status, _) = offer(port, dir.path(), "n1").await;
+    assert!(
+        (with_nan_file - shipped).abs() < 0.01 && !status.contains("SITE_LEARNED"),
+        "{shipped} vs {with_nan_file}: {status}"
+    );
+
+    // A good model from the learner, then NaN in the store: the file keeps the good one.
+    let out = spam_command(&["learn", "--spam", first.to_str().unwrap()], &cfg);
+    assert!(out.contains("1 message(s) learned as spam"), "{out}");
+    let good = std::fs::read(&learned).unwrap();
+    assert_ne!(good, nan_model());
+    let (taught, _, _) = offer(port, dir.path(), "n2").await;
+    assert!(taught >= shipped + 5.0, "{shipped} -> {taught}");
+    let kv = sluice::store::KvStore::Redis(
+        sluice::store::redis::Redis::new(&redis.url(3), None).unwrap(),
+    );
+    kv.set(b"@spam-learning:model".to_vec(), nan_model(), 0)
+        .await
+        .unwrap();
+    kv.increment(b"@spam-learning:model-version".to_vec(), 1, 0)
+        .await
+        .unwrap();
+    // Three sync intervals.
+    tokio::time::sleep(sluice::spam_learning::SYNC_INTERVAL * 3).await;
+    assert_eq!(
+        std::fs::read(&learned).unwrap(),
+        good,
+        "the previous model stays"
+    );
+    let (after, _, _) = offer(port, dir.path(), "n3").await;
+    assert!((after - taught).abs() < 0.01, "{taught} vs {after}");
+    drop(node);
+}

@@ -16,6 +16,7 @@ mod hooks;
 mod hostile;
 mod inbound;
 mod languages;
+mod learning;
 mod lifecycle;
 mod loading;
 mod milter;

@@ -461,7 +461,7 @@ with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
 
 /// Dovecot's IMAPSieve set up from `host/deploy/dovecot-imapsieve/` (paths moved into the test
 /// directories, the learner pointed at this build and `cfg`).
-fn imapsieve(dovecot_dir: &Path, cfg: &Path) -> String {
+fn imapsieve(dovecot_dir: &Path, drop: &Path) -> String {
     let deploy = workspace_root().join("host/deploy/dovecot-imapsieve");
     let sieve = dovecot_dir.join("sieve");
     let pipe = dovecot_dir.join("sieve-pipe");
@@ -473,16 +473,39 @@ fn imapsieve(dovecot_dir: &Path, cfg: &Path) -> String {
     let learner = std::fs::read_to_string(deploy.join("sluice-learn"))
         .unwrap()
         .replace("/usr/local/bin/sluice", &sluice_bin().display().to_string())
-        .replace("/etc/sluice/sluice.toml", &cfg.display().to_string());
+        .replace("/var/lib/sluice-spam/drop", &drop.display().to_string());
     std::fs::write(pipe.join("sluice-learn"), learner).unwrap();
     std::fs::set_permissions(
         pipe.join("sluice-learn"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    std::fs::read_to_string(deploy.join("90-sluice-learn.conf"))
+    let learn = std::fs::read_to_string(deploy.join("90-sluice-learn.conf"))
         .unwrap()
-        .replace("/etc/dovecot/", &format!("{}/", dovecot_dir.display()))
+        .replace("/etc/dovecot/", &format!("{}/", dovecot_dir.display()));
+    // A Trash by special use but not by name, as Outlook and Apple Mail name theirs.
+    format!(
+        "{learn}\nnamespace inbox {{\n  inbox = yes\n  mailbox Bin {{\n    special_use = \\Trash\n  }}\n}}\n"
+    )
+}
+
+/// The learning directories as the Dovecot README lays them out: `spam/` Sluice's (root's
+/// here), `spam/drop` mode 1730 with the mail user's group; the scripts compiled ahead (the
+/// mail user may not write there).
+fn learning_layout(dir: &Path, dovecot: &Dovecot) {
+    let drop = dir.join("spam/drop");
+    std::fs::create_dir_all(&drop).unwrap();
+    sluice_tests::peers::chown(&drop, "root:mail");
+    std::fs::set_permissions(&drop, std::os::unix::fs::PermissionsExt::from_mode(0o1730)).unwrap();
+    // The mail user reaches the drop directory (and the binary) through these.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ok = std::process::Command::new("sievec")
+        .arg("-c")
+        .arg(dovecot.dir.path().join("dovecot.conf"))
+        .arg(dovecot.dir.path().join("sieve"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "sievec failed (is dovecot-sieve installed?)");
 }
 
 /// Moves the message with `message_id` from `from` to `to` over IMAPS (creating `to`).
@@ -574,24 +597,12 @@ async fn learned_log_has(dir: &Path, suffix: &str, dovecot: &Dovecot) {
 async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
     let dir = tempfile::tempdir().unwrap();
     install_plugins(dir.path());
-    let cfg_path = dir.path().join("sluice.toml");
-    let dovecot = Dovecot::start_with(&[("bob@dove.test", "bobpw")], |d| imapsieve(d, &cfg_path));
+    let drop_dir = dir.path().join("spam/drop");
+    let dovecot = Dovecot::start_with(&[("bob@dove.test", "bobpw")], |d| imapsieve(d, &drop_dir));
     let cfg = sluice_config(dir.path(), &dovecot, "");
-    assert_eq!(cfg, cfg_path);
-    // The scripts compiled ahead, as the README says (the mail user may not write there).
-    let ok = std::process::Command::new("sievec")
-        .arg("-c")
-        .arg(dovecot.dir.path().join("dovecot.conf"))
-        .arg(dovecot.dir.path().join("sieve"))
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "sievec failed (is dovecot-sieve installed?)");
-    // Dovecot runs the learner as its mail user: it reads the configuration and the plugin
-    // directory and owns the learned state (host/deploy/dovecot-imapsieve/README.md).
-    for (p, mode) in [(dir.path().to_path_buf(), 0o755), (cfg.clone(), 0o644)] {
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    }
-    sluice_tests::peers::chown(&dir.path().join("spam"), "mail:mail");
+    // Dovecot runs the learner as its mail user: it only hands messages over into the drop
+    // directory, and `sluice serve` collects them (host/deploy/dovecot-imapsieve/README.md).
+    learning_layout(dir.path(), &dovecot);
     let s = Serve::start(&cfg).await;
     let port = s.smtp.port();
 
@@ -607,7 +618,7 @@ async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
     .await;
     assert!(before < 5.0, "the shipped model lets it through: {before}");
 
-    // Bob moves one into Junk: Dovecot pipes it to `sluice spam learn --spam`.
+    // Bob moves one into Junk: Dovecot pipes it to `sluice spam submit --spam`.
     let moved = |from: &str, to: &str| {
         [
             ("IMAPS", dovecot.imaps.to_string()),
@@ -650,5 +661,233 @@ async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
         .filter(|n| !n.starts_with('.'))
         .collect();
     assert_eq!(log.len(), 1, "one message, relabelled: {log:?}");
+
+    // Spam moved out of Junk into the Trash says nothing about it, whatever the Trash is
+    // called: `Bin` has the \Trash special use.
+    python(
+        MOVE,
+        &[
+            ("IMAPS", dovecot.imaps.to_string()),
+            ("USER_ADDR", "bob@dove.test".to_string()),
+            ("USER_PW", "bobpw".to_string()),
+            ("FROM", "INBOX".to_string()),
+            ("TO", "Junk".to_string()),
+            ("MID", "<back@shop.example>".to_string()),
+        ],
+    )
+    .await;
+    let count = |suffix: &str| {
+        std::fs::read_dir(dir.path().join("spam/learned-messages"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(suffix)
+            })
+            .count()
+    };
+    for _ in 0..200 {
+        if count(".spam") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(".spam"), 1, "the second message was learned as spam");
+    python(
+        MOVE,
+        &[
+            ("IMAPS", dovecot.imaps.to_string()),
+            ("USER_ADDR", "bob@dove.test".to_string()),
+            ("USER_PW", "bobpw".to_string()),
+            ("FROM", "Junk".to_string()),
+            ("TO", "Bin".to_string()),
+            ("MID", "<back@shop.example>".to_string()),
+        ],
+    )
+    .await;
+    // Two collection intervals and more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        (count(".spam"), count(".ham")),
+        (1, 1),
+        "nothing relabelled by the move to Bin"
+    );
+    drop(s);
+}
+
+/// APPENDs `N` distinct offers into `USER_ADDR`'s Junk over IMAPS; prints the seconds taken.
+const FLOOD: &str = r#"
+import imaplib, os, ssl, time
+c = imaplib.IMAP4_SSL("127.0.0.1", int(os.environ["IMAPS"]), ssl_context=ssl._create_unverified_context())
+c.login(os.environ["USER_ADDR"], os.environ["USER_PW"])
+c.create("Junk")
+n = int(os.environ["N"])
+t0 = time.time()
+for i in range(n):
+    m = ("From: seller%d@shop%d.example\r\nTo: bob@dove.test\r\nSubject: offer %d: cheap pills\r\n"
+         "Message-ID: <flood%d@shop.example>\r\n\r\nBuy item %d now, only %d left.\r\n") % (i, i % 50, i, i, i, i * 7919 % 1000)
+    typ, data = c.append("Junk", None, None, m.encode())
+    assert typ == "OK", data
+print("%.3f" % (time.time() - t0))
+c.logout()
+"#;
+
+/// APPENDs one message to `USER_ADDR`'s INBOX (Message-ID `MID`, Subject `SUBJECT`).
+const APPEND_ONE: &str = r#"
+import imaplib, os, ssl
+c = imaplib.IMAP4_SSL("127.0.0.1", int(os.environ["IMAPS"]), ssl_context=ssl._create_unverified_context())
+c.login(os.environ["USER_ADDR"], os.environ["USER_PW"])
+m = "From: news@club.example\r\nTo: carol@dove.test\r\nSubject: %s\r\nMessage-ID: %s\r\n\r\nMembers only.\r\n" % (os.environ["SUBJECT"], os.environ["MID"])
+typ, data = c.append("INBOX", None, None, m.encode())
+assert typ == "OK", data
+c.logout()
+"#;
+
+/// The messages in the site's log (their first bytes), waiting until the drop directory is
+/// empty (bounded: 60 s).
+async fn log_after_collection(dir: &Path) -> Vec<String> {
+    for _ in 0..600 {
+        let pending = std::fs::read_dir(dir.join("spam/drop"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0);
+        if pending == 0 {
+            // One more collection interval: the last batch may still be retraining.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            return std::fs::read_dir(dir.join("spam/learned-messages"))
+                .unwrap()
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .map(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the drop directory was not collected within 60 s");
+}
+
+/// One user cannot steer or stall the site's model: 2,000 APPENDs into Junk by Bob are
+/// handed over at once each, but only his daily quota is learned, the log stays within its
+/// cap (the oldest forgotten), and Carol's one move into Junk still applies.
+#[tokio::test]
+async fn one_user_flooding_junk_cannot_steer_or_stall_learning() {
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path());
+    let drop_dir = dir.path().join("spam/drop");
+    let dovecot = Dovecot::start_with(
+        &[("bob@dove.test", "bobpw"), ("carol@dove.test", "carolpw")],
+        |d| imapsieve(d, &drop_dir),
+    );
+    let cfg = sluice_config(dir.path(), &dovecot, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("max_per_user_per_day = 200", "max_per_user_per_day = 100")
+        .replace("max_messages = 10000", "max_messages = 60");
+    assert!(text.contains("max_messages = 60"), "{text}");
+    std::fs::write(&cfg, text).unwrap();
+    learning_layout(dir.path(), &dovecot);
+    let s = Serve::start(&cfg).await;
+
+    let n = 2000;
+    let mut flood = tokio::process::Command::new("python3");
+    flood
+        .arg("-c")
+        .arg(FLOOD)
+        .env("IMAPS", dovecot.imaps.to_string())
+        .env("USER_ADDR", "bob@dove.test")
+        .env("USER_PW", "bobpw")
+        .env("N", n.to_string())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(600), flood.output())
+        .await
+        .expect("2,000 APPENDs within 10 minutes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let log = log_after_collection(dir.path()).await;
+    eprintln!(
+        "{n} APPENDs into Junk in {secs:.1} s: {:.1} ms per APPEND with its hand-over; the log holds {} messages",
+        secs * 1000.0 / f64::from(n),
+        log.len()
+    );
+    assert!(
+        log.len() <= 60,
+        "the log keeps at most max_messages: {}",
+        log.len()
+    );
+    assert!(!log.is_empty(), "Bob's quota's worth was learned");
+    // His first 100 (the quota) were learned, and the log kept the newest 60 of them.
+    let offers: Vec<u32> = log
+        .iter()
+        .map(|m| {
+            let at = m.find("Subject: offer ").expect("only Bob's offers") + 15;
+            m[at..].split(':').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(
+        offers.iter().all(|i| (40..100).contains(i)),
+        "past the quota nothing is learned, and the oldest go first: {offers:?}"
+    );
+
+    // Carol's move into Junk is learned despite Bob's flood.
+    python(
+        APPEND_ONE,
+        &[
+            ("IMAPS", dovecot.imaps.to_string()),
+            ("USER_ADDR", "carol@dove.test".to_string()),
+            ("USER_PW", "carolpw".to_string()),
+            ("SUBJECT", "Carol's club news".to_string()),
+            ("MID", "<carol@club.example>".to_string()),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    python(
+        MOVE,
+        &[
+            ("IMAPS", dovecot.imaps.to_string()),
+            ("USER_ADDR", "carol@dove.test".to_string()),
+            ("USER_PW", "carolpw".to_string()),
+            ("FROM", "INBOX".to_string()),
+            ("TO", "Junk".to_string()),
+            ("MID", "<carol@club.example>".to_string()),
+        ],
+    )
+    .await;
+    let mut learned = false;
+    for _ in 0..300 {
+        let log: Vec<String> = std::fs::read_dir(dir.path().join("spam/learned-messages"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| {
+                String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).into_owned()
+            })
+            .collect();
+        if log.iter().any(|m| m.contains("Carol's club news")) {
+            assert!(log.len() <= 60, "{}", log.len());
+            learned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        learned,
+        "Carol's message was not learned within 30 s; Dovecot's log:\n{}",
+        dovecot.log()
+    );
+    eprintln!(
+        "Carol's move into Junk was in the site's log {:.2} s later",
+        started.elapsed().as_secs_f64()
+    );
     drop(s);
 }

@@ -79,11 +79,19 @@ impl Settings for Scoring {
         };
         let learned = match config.get::<String>("learned")? {
             Some(path) => match std::fs::read(&path) {
-                Ok(bytes) => {
-                    SiteModel::new(&bytes)
-                        .map_err(|e| ConfigError::new("learned", format!("{path}: {e}")))?;
-                    bytes
-                }
+                Ok(bytes) => match SiteModel::new(&bytes) {
+                    Ok(_) => bytes,
+                    // A damaged or forged site model (NaN or huge weights, a bad header) is
+                    // refused, and the shipped model scores alone: failing here would make
+                    // every message wait (451) for a file only the learner can mend. Sluice's
+                    // learner and the fleet sync never write one (they check it first).
+                    Err(e) => {
+                        log::warn(&format!(
+                            "learned: {path}: {e}: refused; scoring with the shipped model alone"
+                        ));
+                        Vec::new()
+                    }
+                },
                 // Nothing learned yet.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                 Err(e) => {

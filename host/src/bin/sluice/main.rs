@@ -203,6 +203,28 @@ enum SpamCommand {
         #[arg(required = true)]
         messages: Vec<PathBuf>,
     },
+    /// Hand one message over for learning, as a mail user (Dovecot's IMAPSieve): it is
+    /// written into the drop directory, which Sluice collects. Needs no configuration and no
+    /// secret, only the right to create files in DROP.
+    Submit {
+        /// The message is spam.
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        /// The message is ham (not spam).
+        #[arg(long)]
+        ham: bool,
+        /// The IMAP user it comes from (each user's hand-overs count against a daily quota).
+        #[arg(long)]
+        user: Option<String>,
+        /// The drop directory, e.g. /var/lib/sluice-spam/drop.
+        #[arg(long)]
+        drop: PathBuf,
+        /// The message file, or `-` for standard input.
+        message: PathBuf,
+    },
+    /// Learn what mail users handed over (`sluice submit`) now, once; `sluice serve` does it
+    /// every 2 seconds by itself.
+    Collect,
 }
 
 #[derive(Subcommand)]
@@ -409,6 +431,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     out,
                 },
         } => dkim::keygen(&domain, &selector, &algorithm, &out),
+        Command::Spam {
+            command:
+                SpamCommand::Submit {
+                    spam,
+                    user,
+                    drop,
+                    message,
+                    ..
+                },
+            ..
+        } => {
+            spam::submit(&drop, spam, user.as_deref(), &message)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Spam {
+            config,
+            command: SpamCommand::Collect,
+        } => {
+            spam::collect(&load_config(config.as_ref())?)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Spam { config, command } => {
             let config = load_config(config.as_ref())?;
             let (action, messages) = match command {
@@ -421,6 +464,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     messages,
                 ),
                 SpamCommand::Forget { messages } => (spam::Action::Forget, messages),
+                SpamCommand::Submit { .. } | SpamCommand::Collect => unreachable!("above"),
             };
             spam::run(&config, action, &messages)?;
             Ok(ExitCode::SUCCESS)

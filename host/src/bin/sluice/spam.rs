@@ -42,6 +42,68 @@ fn messages(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     files.iter().map(|p| read(p)).collect()
 }
 
+/// The fleet's shared store, when the configuration names one (the embedded store belongs to
+/// the server).
+fn shared_store(config: &Config) -> anyhow::Result<Option<KvStore>> {
+    Ok(match &config.store.url {
+        Some(url) => Some(KvStore::Redis(
+            sluice::store::redis::Redis::new(url, config.store.ca_file.as_deref())
+                .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
+        )),
+        None => None,
+    })
+}
+
+fn print_summary(verb: &str, summary: &sluice::spam_learning::Summary) {
+    let mut extra = String::new();
+    if summary.over_quota > 0 {
+        extra += &format!(", {} over their user's daily quota", summary.over_quota);
+    }
+    if summary.dropped_oldest > 0 {
+        extra += &format!(
+            ", {} oldest forgotten to keep the log within its cap",
+            summary.dropped_oldest
+        );
+    }
+    println!(
+        "{} message(s) {verb}, {} unchanged{extra}; the site's log holds {} ({} spam, {} ham); site model: {} features, written to {}",
+        summary.changed,
+        summary.unchanged,
+        summary.spam + summary.ham,
+        summary.spam,
+        summary.ham,
+        summary.features,
+        summary.written_to
+    );
+}
+
+/// `sluice spam submit`: hands one message over into the drop directory.
+pub fn submit(drop: &Path, spam: bool, user: Option<&str>, path: &Path) -> anyhow::Result<()> {
+    let message = messages(path)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("no message in {}", path.display()))?;
+    let action = if spam { Action::Spam } else { Action::Ham };
+    sluice::spam_learning::submit(drop, action, user, &message)?;
+    Ok(())
+}
+
+/// `sluice spam collect`: learns what the drop directory holds, once.
+pub fn collect(config: &Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let summary = rt.block_on(async {
+        let shared = shared_store(config)?;
+        anyhow::Ok(sluice::spam_learning::collect(config, shared).await?)
+    })?;
+    match summary {
+        Some(s) => print_summary("learned from the drop directory", &s),
+        None => println!("the drop directory holds nothing to learn"),
+    }
+    Ok(())
+}
+
 /// Runs `sluice spam learn|forget` on `paths`.
 pub fn run(config: &Config, action: Action, paths: &[PathBuf]) -> anyhow::Result<()> {
     let mut all = Vec::new();
@@ -62,14 +124,7 @@ pub fn run(config: &Config, action: Action, paths: &[PathBuf]) -> anyhow::Result
         .enable_all()
         .build()?;
     let summary = rt.block_on(async {
-        // A fleet's shared store holds the state; the embedded one belongs to the server.
-        let shared = match &config.store.url {
-            Some(url) => Some(KvStore::Redis(
-                sluice::store::redis::Redis::new(url, config.store.ca_file.as_deref())
-                    .map_err(|e| anyhow::anyhow!("store.url: {e}"))?,
-            )),
-            None => None,
-        };
+        let shared = shared_store(config)?;
         anyhow::Ok(learn(config, shared, action, &all).await?)
     })?;
     let verb = match action {
@@ -77,15 +132,6 @@ pub fn run(config: &Config, action: Action, paths: &[PathBuf]) -> anyhow::Result
         Action::Ham => "learned as ham",
         Action::Forget => "forgotten",
     };
-    println!(
-        "{} message(s) {verb}, {} unchanged; the site's log holds {} ({} spam, {} ham); site model: {} features, written to {}",
-        summary.changed,
-        summary.unchanged,
-        summary.spam + summary.ham,
-        summary.spam,
-        summary.ham,
-        summary.features,
-        summary.written_to
-    );
+    print_summary(verb, &summary);
     Ok(())
 }

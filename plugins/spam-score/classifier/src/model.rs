@@ -15,7 +15,7 @@ pub struct Model {
 }
 
 /// Why a model file was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ModelError {
     /// Not a model file.
     BadMagic,
@@ -23,6 +23,8 @@ pub enum ModelError {
     WrongBits(u32),
     /// Shorter than its header says.
     Truncated,
+    /// A weight scale that is not a finite number in (0, 1].
+    BadScale(f32),
 }
 
 impl std::fmt::Display for ModelError {
@@ -34,6 +36,10 @@ impl std::fmt::Display for ModelError {
                 "model has {b}-bit features, this plugin uses {BITS}: retrain it with this version"
             ),
             ModelError::Truncated => write!(f, "model file is truncated"),
+            ModelError::BadScale(s) => write!(
+                f,
+                "model's weight scale is {s}, not a finite number in (0, 1]: the file is damaged"
+            ),
         }
     }
 }
@@ -153,6 +159,11 @@ impl<'a> Scorer<'a> {
             return Err(ModelError::WrongBits(bits));
         }
         let scale = f32::from_le_bytes([b[16], b[17], b[18], b[19]]);
+        // Weights are i16 times the scale: a scale that is not a small positive number can
+        // only come from a damaged or forged file, and would make every score meaningless.
+        if !(scale.is_finite() && scale > 0.0 && scale <= 1.0) {
+            return Err(ModelError::BadScale(scale));
+        }
         let n = 1usize << BITS;
         if b.len() < 20 + n * 2 {
             return Err(ModelError::Truncated);

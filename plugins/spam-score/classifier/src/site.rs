@@ -43,19 +43,37 @@ pub struct SiteModel<'a> {
 }
 
 /// Why a site model file was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SiteModelError {
     /// Not a site model.
     BadMagic,
     /// Shorter than its header says, or entries out of order.
     Corrupt,
+    /// More corrections than [`MAX_FEATURES`].
+    TooLarge(usize),
+    /// A weight that is not a finite number within ±[`MAX_WEIGHT`].
+    BadWeight(u32, f32),
 }
+
+/// The largest correction a site model may hold for one feature. Training moves a message's
+/// log-odds by at most [`MAX_STEP`] per step, spread over its features, so a real model stays
+/// far below this; a NaN, an infinity or a huge weight can only come from a damaged or
+/// forged file, and would make every score meaningless.
+pub const MAX_WEIGHT: f32 = 1000.0;
 
 impl std::fmt::Display for SiteModelError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SiteModelError::BadMagic => write!(f, "not a Sluice site spam model (bad magic)"),
             SiteModelError::Corrupt => write!(f, "site spam model is truncated or corrupt"),
+            SiteModelError::TooLarge(n) => write!(
+                f,
+                "site spam model has {n} corrections, more than the {MAX_FEATURES} allowed"
+            ),
+            SiteModelError::BadWeight(i, w) => write!(
+                f,
+                "site spam model's weight of feature {i} is {w}, not a finite number within ±{MAX_WEIGHT}"
+            ),
         }
     }
 }
@@ -69,6 +87,9 @@ impl<'a> SiteModel<'a> {
             return Err(SiteModelError::BadMagic);
         }
         let n = u32::from_le_bytes([b[16], b[17], b[18], b[19]]) as usize;
+        if n > MAX_FEATURES {
+            return Err(SiteModelError::TooLarge(n));
+        }
         let entries = b
             .get(20..20 + n.checked_mul(8).ok_or(SiteModelError::Corrupt)?)
             .ok_or(SiteModelError::Corrupt)?;
@@ -77,7 +98,14 @@ impl<'a> SiteModel<'a> {
         if (1..n).any(|k| index(k - 1) >= index(k)) || (n > 0 && index(n - 1) >= 1 << BITS) {
             return Err(SiteModelError::Corrupt);
         }
-        Ok(SiteModel { entries })
+        let model = SiteModel { entries };
+        for k in 0..n {
+            let w = model.weight_at(k);
+            if !w.is_finite() || w.abs() > MAX_WEIGHT {
+                return Err(SiteModelError::BadWeight(model.index(k), w));
+            }
+        }
+        Ok(model)
     }
 
     /// Features with a correction.
@@ -94,6 +122,11 @@ impl<'a> SiteModel<'a> {
         u32::from_le_bytes(self.entries[k * 8..k * 8 + 4].try_into().unwrap_or([0; 4]))
     }
 
+    fn weight_at(&self, k: usize) -> f32 {
+        let at = k * 8 + 4;
+        f32::from_le_bytes(self.entries[at..at + 4].try_into().unwrap_or([0; 4]))
+    }
+
     /// The correction of feature `i` (0 when none).
     pub fn weight(&self, i: u32) -> f32 {
         let (mut lo, mut hi) = (0, self.len());
@@ -102,12 +135,7 @@ impl<'a> SiteModel<'a> {
             match self.index(mid).cmp(&i) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let at = mid * 8 + 4;
-                    return f32::from_le_bytes(
-                        self.entries[at..at + 4].try_into().unwrap_or([0; 4]),
-                    );
-                }
+                std::cmp::Ordering::Equal => return self.weight_at(mid),
             }
         }
         0.0
@@ -301,5 +329,24 @@ mod tests {
             SiteModel::new(&swapped).unwrap_err(),
             SiteModelError::Corrupt
         );
+    }
+
+    #[test]
+    fn models_with_weights_that_are_not_finite_or_bounded_are_refused() {
+        for bad in [f32::NAN, f32::INFINITY, -f32::INFINITY, MAX_WEIGHT * 2.0] {
+            let bytes = to_bytes(&BTreeMap::from([(3, 0.5), (7, bad)]));
+            assert!(
+                matches!(SiteModel::new(&bytes), Err(SiteModelError::BadWeight(7, _))),
+                "{bad}"
+            );
+        }
+        let fine = to_bytes(&BTreeMap::from([(3, 0.5), (7, -MAX_WEIGHT)]));
+        assert!(SiteModel::new(&fine).is_ok());
+        let mut too_many = fine.clone();
+        too_many[16..20].copy_from_slice(&((MAX_FEATURES + 1) as u32).to_le_bytes());
+        assert!(matches!(
+            SiteModel::new(&too_many),
+            Err(SiteModelError::TooLarge(_))
+        ));
     }
 }
