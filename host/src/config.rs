@@ -223,6 +223,12 @@ pub struct PluginsConfig {
     /// Longest wait for one DNS answer to a plugin, in milliseconds (the hook's deadline
     /// bounds it too).
     pub dns_timeout_ms: u64,
+    /// DNS lookups one plugin may make in one transaction (all its hook calls together);
+    /// past it a lookup answers `temporary`.
+    pub dns_lookups_per_transaction: u32,
+    /// DNS lookups all plugins together may make per second; past it a lookup answers
+    /// `temporary`.
+    pub dns_lookups_per_second: u32,
 }
 
 impl Default for PluginsConfig {
@@ -241,6 +247,8 @@ impl Default for PluginsConfig {
             cooldown_secs: 30,
             resolver: None,
             dns_timeout_ms: 2000,
+            dns_lookups_per_transaction: 100,
+            dns_lookups_per_second: 1000,
         }
     }
 }
@@ -962,6 +970,22 @@ impl Config {
             problems.push(format!(
                 "plugins.resolver: {r:?} is not an IP address or ip:port"
             ));
+        }
+        for (key, value) in [
+            (
+                "dns_lookups_per_transaction",
+                self.plugins.dns_lookups_per_transaction,
+            ),
+            (
+                "dns_lookups_per_second",
+                self.plugins.dns_lookups_per_second,
+            ),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                problems.push(format!(
+                    "plugins.{key}: {value} is out of range (1 to 100000)"
+                ));
+            }
         }
         if !(1..=30_000).contains(&self.plugins.dns_timeout_ms) {
             problems.push(format!(

@@ -282,3 +282,83 @@ async fn the_bundled_dnsbl_refuses_a_listed_client_and_scores_a_listed_link_from
     let logs = format!("{:?}", txn.calls());
     assert!(logs.contains("the list refused the query"), "{logs}");
 }
+
+/// Services whose resolver asks `dns` and waits up to 2 s for an answer (the default), with
+/// the given budgets.
+fn budgeted(
+    dns: std::net::SocketAddr,
+    per_transaction: u32,
+    per_second: u32,
+) -> sluice::plugin::capabilities::Services {
+    let mut services = scratch_services(None);
+    services.dns = Some(std::sync::Arc::new(
+        sluice::plugin::capabilities::PluginDns::with_budgets(
+            Some(&dns.to_string()),
+            Duration::from_millis(2000),
+            per_transaction,
+            per_second,
+        ),
+    ));
+    services
+}
+
+/// A lookup a silent resolver never answers ends before the hook's deadline, so the plugin
+/// gets its `temporary` answer and goes on (it used to end at the deadline: the plugin was
+/// stopped before it could use the answer, and every message was tempfailed).
+#[tokio::test]
+async fn a_lookup_answers_temporary_before_the_hooks_deadline() {
+    let dns = Dns::start(Zone::new().silent("1.0.0.127.slow.test")).await;
+    let rt = runtime_with(budgeted(dns.addr, 100, 1000));
+    let cfg = config(
+        "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\ntimeout_ms = 200\n[plugin.probe.config]\nlookup = \"1.0.0.127.slow.test\"\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let mut txn = p.start(&client(), "t");
+    let out = txn.check_message(&env, &message("s", "b")).await;
+    assert_eq!(out.decision, Decision::Continue, "{:?}", txn.calls());
+    assert_eq!(header(&out, "X-Probe-A").as_deref(), Some("temporary"));
+}
+
+/// Lookups are budgeted per transaction, not only per hook call, and for all plugins per
+/// second: past either a lookup answers `temporary` without reaching the resolver.
+#[tokio::test]
+async fn dns_lookups_are_budgeted_per_transaction_and_per_second() {
+    let dns = Dns::start(Zone::new()).await;
+    let rt = runtime_with(budgeted(dns.addr, 30, 100_000));
+    let cfg = config(
+        "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\ntimeout_ms = 5000\nkv_ops_per_call = 1000\n\
+         [plugin.probe.config]\nlookup_fresh = \"fresh.test\"\nfresh_lookups = 200\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let mut txn = p.start(&client(), "t1");
+    let out = txn.check_message(&env, &message("s", "b")).await;
+    assert_eq!(out.decision, Decision::Continue, "{:?}", txn.calls());
+    // One lookup of TRANSACTION.fresh.test, then 29 of the 200: 171 spent nothing.
+    assert_eq!(header(&out, "X-Probe-Fresh").as_deref(), Some("29 171"));
+    assert_eq!(dns.queries(), 30, "queries that reached the resolver");
+
+    // A rate of 10 a second for everyone: two transactions' worth of lookups in a moment
+    // reach the resolver only as fast as the rate allows.
+    let dns = Dns::start(Zone::new()).await;
+    let rt = runtime_with(budgeted(dns.addr, 1000, 10));
+    let p = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+    let started = std::time::Instant::now();
+    for t in ["t2", "t3"] {
+        let mut txn = p.start(&client(), t);
+        let out = txn.check_message(&env, &message("s", "b")).await;
+        assert_eq!(out.decision, Decision::Continue, "{:?}", txn.calls());
+    }
+    let allowed = 10.0 + 10.0 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(
+        (dns.queries() as f64) <= allowed,
+        "{} queries, at most {allowed:.0} allowed",
+        dns.queries()
+    );
+    assert!(
+        dns.queries() >= 10,
+        "the rate's worth got through: {}",
+        dns.queries()
+    );
+}

@@ -127,6 +127,7 @@ impl Zone {
 pub struct Dns {
     /// Where it listens (UDP).
     pub addr: SocketAddr,
+    queries: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -144,9 +145,12 @@ impl Dns {
             .expect("bind DNS");
         let addr = socket.local_addr().expect("DNS address");
         let zone = Arc::new(zone);
+        let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = queries.clone();
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Ok(query) = Message::from_vec(&buf[..n]) else {
                     continue;
                 };
@@ -163,6 +167,15 @@ impl Dns {
                 }
             }
         });
-        Dns { addr, task }
+        Dns {
+            addr,
+            queries,
+            task,
+        }
+    }
+
+    /// Queries received so far.
+    pub fn queries(&self) -> usize {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

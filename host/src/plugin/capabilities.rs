@@ -89,30 +89,92 @@ impl Services {
     }
 }
 
-/// The resolver plugins ask, with its timeout per lookup.
+/// The resolver plugins ask, with its timeout per lookup and its budgets: lookups per
+/// transaction (each plugin instance lives for one transaction) and lookups per second for
+/// all plugins together.
 pub struct PluginDns {
     resolver: Result<TokioResolver, String>,
     timeout: Duration,
+    per_transaction: u32,
+    rate: RateLimit,
+}
+
+/// A token bucket: `per_second` tokens a second, at most `per_second` saved up.
+struct RateLimit {
+    per_second: f64,
+    bucket: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> RateLimit {
+        let per_second = f64::from(per_second.max(1));
+        RateLimit {
+            per_second,
+            bucket: std::sync::Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    /// Takes one token; false when none is left.
+    fn take(&self) -> bool {
+        let mut b = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * self.per_second;
+        *b = ((b.0 + refill).min(self.per_second), now);
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl PluginDns {
     /// A caching resolver asking `server` (`ip` or `ip:port`; `None`: the system's), waiting
-    /// at most `timeout` for an answer.
+    /// at most `timeout` for an answer, with the default budgets.
     pub fn new(server: Option<&str>, timeout: Duration) -> PluginDns {
+        let defaults = crate::config::PluginsConfig::default();
+        PluginDns::with_budgets(
+            server,
+            timeout,
+            defaults.dns_lookups_per_transaction,
+            defaults.dns_lookups_per_second,
+        )
+    }
+
+    /// Like [`PluginDns::new`], with `per_transaction` lookups allowed to each plugin in one
+    /// transaction and `per_second` to all plugins together.
+    pub fn with_budgets(
+        server: Option<&str>,
+        timeout: Duration,
+        per_transaction: u32,
+        per_second: u32,
+    ) -> PluginDns {
         PluginDns {
             resolver: crate::dns::resolver(server, "plugins.resolver", timeout, 1),
             timeout,
+            per_transaction,
+            rate: RateLimit::new(per_second),
         }
     }
 
-    /// The resolver of `[plugins] resolver` and `dns_timeout_ms`.
+    /// The resolver of `[plugins] resolver`, `dns_timeout_ms` and the lookup budgets.
     pub fn from_config(config: &crate::config::Config) -> PluginDns {
-        PluginDns::new(
+        PluginDns::with_budgets(
             config.plugins.resolver.as_deref(),
             Duration::from_millis(config.plugins.dns_timeout_ms),
+            config.plugins.dns_lookups_per_transaction,
+            config.plugins.dns_lookups_per_second,
         )
     }
 }
+
+/// The most of a hook's remaining time a lookup leaves unused, so the plugin can still act on
+/// a `temporary` answer before its deadline.
+const ANSWER_MARGIN: Duration = Duration::from_millis(50);
 
 /// What one plugin may use.
 #[derive(Clone, Default)]
@@ -334,7 +396,32 @@ impl StoreState {
             Ok(r) => r,
             Err(e) => return Ok(Err(dns::LookupError::Temporary(e.clone()))),
         };
-        let until = self.deadline.min(Instant::now() + plugin_dns.timeout);
+        // Budgets: per transaction (this instance's lifetime) and for all plugins per second.
+        // Spent, the lookup answers `temporary`, as an unreachable list would.
+        if self.dns_used >= plugin_dns.per_transaction {
+            return Ok(Err(dns::LookupError::Temporary(format!(
+                "this transaction's {} DNS lookups are spent (plugins.dns_lookups_per_transaction)",
+                plugin_dns.per_transaction
+            ))));
+        }
+        self.dns_used += 1;
+        if !plugin_dns.rate.take() {
+            return Ok(Err(dns::LookupError::Temporary(
+                "plugins' DNS lookups are over their rate (plugins.dns_lookups_per_second)"
+                    .to_string(),
+            )));
+        }
+        // Ends before the hook's deadline, leaving the plugin a quarter of the time it has
+        // left (at most ANSWER_MARGIN) to act on the answer; it used to end at the deadline,
+        // so a plugin never saw its `temporary` answer and failed instead.
+        let now = Instant::now();
+        let left = self.deadline.saturating_duration_since(now);
+        let until = (now + left - (left / 4).min(ANSWER_MARGIN)).min(now + plugin_dns.timeout);
+        if until <= now {
+            return Ok(Err(dns::LookupError::Temporary(
+                "no time left before the hook's deadline".to_string(),
+            )));
+        }
         let fqdn = format!("{name}.");
         Ok(run_lookup(resolver, &fqdn, kind, until).await)
     }

@@ -59,6 +59,8 @@ pub struct StoreState {
     /// `kv` and `dns` calls allowed per hook call, and how many are left in this one.
     pub(crate) ops_per_call: u32,
     pub(crate) ops_left: u32,
+    /// DNS lookups made by this instance, that is in its one transaction.
+    pub(crate) dns_used: u32,
 }
 
 impl StoreState {
@@ -119,6 +121,7 @@ impl StoreState {
             grants,
             ops_per_call,
             ops_left: ops_per_call,
+            dns_used: 0,
         })
     }
 }

@@ -9,7 +9,9 @@
 //! - `incrs = N`: N `kv::increment` calls on one key;
 //! - `lookups = N`: N `dns::a` lookups of `lookup` (cached after the first);
 //! - `lookup_fresh = "ZONE"`: one `dns::a` lookup of `TRANSACTION-ID.ZONE` (a new name per
-//!   transaction, so never cached).
+//!   transaction, so never cached);
+//! - `fresh_lookups = N` (with `lookup_fresh`): N more, of `I.TRANSACTION-ID.ZONE`;
+//!   `X-Probe-Fresh: ANSWERED TEMPORARY` counts how they ended.
 use sluice_plugin_sdk::Settings;
 use sluice_plugin_sdk::dns::{self, LookupError};
 use sluice_plugin_sdk::{
@@ -31,6 +33,7 @@ struct ProbeSettings {
     incrs: i64,
     lookups: i64,
     lookup_fresh: Option<String>,
+    fresh_lookups: i64,
 }
 
 fn outcome(r: Result<Vec<String>, LookupError>) -> String {
@@ -55,6 +58,7 @@ impl Settings for ProbeSettings {
             "incrs",
             "lookups",
             "lookup_fresh",
+            "fresh_lookups",
         ])?;
         Ok(ProbeSettings {
             write: config.get("write")?,
@@ -66,6 +70,7 @@ impl Settings for ProbeSettings {
             incrs: config.get_or("incrs", 0)?,
             lookups: config.get_or("lookups", 0)?,
             lookup_fresh: config.get("lookup_fresh")?,
+            fresh_lookups: config.get_or("fresh_lookups", 0)?,
         })
     }
 }
@@ -116,6 +121,16 @@ impl Plugin for Probe {
         }
         if let Some(zone) = &cfg.lookup_fresh {
             let _ = dns::a(&format!("{}.{zone}", s.transaction_id));
+            let (mut answered, mut temporary) = (0, 0);
+            for i in 0..cfg.fresh_lookups {
+                match dns::a(&format!("{i}.{}.{zone}", s.transaction_id)) {
+                    Err(LookupError::Temporary(_)) => temporary += 1,
+                    _ => answered += 1,
+                }
+            }
+            if cfg.fresh_lookups > 0 {
+                v = v.add_header("X-Probe-Fresh", &format!("{answered} {temporary}"));
+            }
         }
         v
     }
