@@ -73,6 +73,11 @@ pub struct StoreConfig {
     /// The embedded store makes its writes durable this often (milliseconds): a crash loses
     /// at most the writes of one interval.
     pub flush_interval_ms: u64,
+    /// The most the embedded store holds, keys and values (MiB); past it writes fail as the
+    /// store being unavailable. Each plugin has its own quota besides (`kv_max_bytes`).
+    pub max_mb: u64,
+    /// The embedded store's page cache (MiB).
+    pub cache_mb: u64,
 }
 
 impl Default for StoreConfig {
@@ -82,6 +87,8 @@ impl Default for StoreConfig {
             ca_file: None,
             path: None,
             flush_interval_ms: 1000,
+            max_mb: 1024,
+            cache_mb: 64,
         }
     }
 }
@@ -302,6 +309,13 @@ pub struct PluginLimits {
     pub max_bounce_bytes: u32,
     /// Calls to `kv` and `dns` one hook call may make.
     pub kv_ops_per_call: u32,
+    /// Keys the plugin may keep in the store.
+    pub kv_max_keys: u64,
+    /// Bytes (keys and values) the plugin may keep in the store.
+    pub kv_max_bytes: u64,
+    /// The time-to-live of a key written with 0 ("never"), and the longest any key may have
+    /// (seconds): every key a plugin writes expires.
+    pub kv_max_ttl_secs: u32,
 }
 
 impl Default for PluginLimits {
@@ -317,6 +331,9 @@ impl Default for PluginLimits {
             max_text_bytes: 512,
             max_bounce_bytes: 256 * 1024,
             kv_ops_per_call: 64,
+            kv_max_keys: 100_000,
+            kv_max_bytes: 64 << 20,
+            kv_max_ttl_secs: 90 * 24 * 3600,
         }
     }
 }
@@ -370,6 +387,12 @@ pub struct PluginSettings {
     pub max_bounce_bytes: Option<u32>,
     /// Calls to `kv` and `dns` per hook call.
     pub kv_ops_per_call: Option<u32>,
+    /// Keys in the store.
+    pub kv_max_keys: Option<u64>,
+    /// Bytes in the store.
+    pub kv_max_bytes: Option<u64>,
+    /// The longest time-to-live, given to keys written with 0.
+    pub kv_max_ttl_secs: Option<u32>,
     /// The capabilities granted to this plugin (`"kv"`, `"dns"`); none by default. A plugin
     /// importing one it is not granted is refused at load.
     #[serde(default)]
@@ -411,6 +434,9 @@ impl PluginSettings {
             max_text_bytes: self.max_text_bytes.unwrap_or(defaults.max_text_bytes),
             max_bounce_bytes: self.max_bounce_bytes.unwrap_or(defaults.max_bounce_bytes),
             kv_ops_per_call: self.kv_ops_per_call.unwrap_or(defaults.kv_ops_per_call),
+            kv_max_keys: self.kv_max_keys.unwrap_or(defaults.kv_max_keys),
+            kv_max_bytes: self.kv_max_bytes.unwrap_or(defaults.kv_max_bytes),
+            kv_max_ttl_secs: self.kv_max_ttl_secs.unwrap_or(defaults.kv_max_ttl_secs),
         }
     }
 }
@@ -971,6 +997,18 @@ impl Config {
                 "plugins.resolver: {r:?} is not an IP address or ip:port"
             ));
         }
+        if !(1..=1 << 20).contains(&self.store.max_mb) {
+            problems.push(format!(
+                "store.max_mb: {} is out of range (1 to 1048576)",
+                self.store.max_mb
+            ));
+        }
+        if !(1..=65_536).contains(&self.store.cache_mb) {
+            problems.push(format!(
+                "store.cache_mb: {} is out of range (1 to 65536)",
+                self.store.cache_mb
+            ));
+        }
         for (key, value) in [
             (
                 "dns_lookups_per_transaction",
@@ -1391,6 +1429,25 @@ fn check_limits(key: &str, l: &PluginLimits, max_mem: u64, problems: &mut Vec<St
         problems.push(format!(
             "{key}.timeout_ms: {} is out of range (1 to 60000)",
             l.timeout_ms
+        ));
+    }
+    if !(1..=100_000_000).contains(&l.kv_max_keys) {
+        problems.push(format!(
+            "{key}.kv_max_keys: {} is out of range (1 to 100000000)",
+            l.kv_max_keys
+        ));
+    }
+    if !(1024..=1 << 40).contains(&l.kv_max_bytes) {
+        problems.push(format!(
+            "{key}.kv_max_bytes: {} is out of range (1024 to 1 TiB)",
+            l.kv_max_bytes
+        ));
+    }
+    if !(1..=crate::store::MAX_TTL_SECS).contains(&l.kv_max_ttl_secs) {
+        problems.push(format!(
+            "{key}.kv_max_ttl_secs: {} is out of range (1 to {}, 90 days)",
+            l.kv_max_ttl_secs,
+            crate::store::MAX_TTL_SECS
         ));
     }
     if !(1..=10_000).contains(&l.kv_ops_per_call) {

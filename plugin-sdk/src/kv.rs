@@ -9,7 +9,8 @@
 //! A call never returns a store error: when the store is unreachable the hook call ends and
 //! the operator's `on_failure` policy applies (tempfail by default), so the client retries.
 //!
-//! A time-to-live of `None` means the key never expires; Sluice caps it at 90 days.
+//! A time-to-live of `None` means the longest the operator allows (`kv_max_ttl_secs`, 90 days
+//! by default): every key expires. Each plugin also has a quota of keys and bytes.
 //!
 //! ```ignore
 //! use std::time::Duration;
@@ -53,7 +54,7 @@ pub fn get_string(key: &str) -> Option<String> {
     get(key).and_then(|v| String::from_utf8(v).ok())
 }
 
-/// Sets `key` to `value`, expiring after `ttl` (`None`: never).
+/// Sets `key` to `value`, expiring after `ttl` (`None`: the longest allowed).
 pub fn set(key: &str, value: impl AsRef<[u8]>, ttl: Option<Duration>) {
     imp::set(key, value.as_ref(), secs(ttl))
 }

@@ -362,3 +362,83 @@ async fn dns_lookups_are_budgeted_per_transaction_and_per_second() {
         dns.queries()
     );
 }
+
+/// A plugin cannot fill the store: writing as many 64 KiB values as it may, over ten
+/// transactions, it stops at its quota (its own failure, unlike an unreachable store), and
+/// the store's file stays near the quota instead of growing by the 20 MiB written.
+#[tokio::test]
+async fn a_plugin_cannot_fill_the_store_past_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.redb");
+    let mut services = scratch_services(None);
+    services.kv = Some(sluice::store::KvStore::Embedded(
+        sluice::store::embedded::Embedded::open(&path, Duration::from_millis(50)).unwrap(),
+    ));
+    let rt = runtime_with(services);
+    let cfg = config(
+        "[plugins]\ncooldown_after_failures = 3\n\
+         [plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\ntimeout_ms = 5000\nkv_max_bytes = 1048576\n\
+         [plugin.probe.config]\nfill = 32\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("probe", probe())]).await.unwrap();
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let mut failures = Vec::new();
+    for t in 0..10 {
+        let mut txn = p.start(&client(), &format!("t{t}"));
+        let out = txn.check_message(&env, &message("s", "b")).await;
+        assert!(
+            matches!(out.decision, Decision::Tempfail { .. }),
+            "{:?}",
+            out.decision
+        );
+        let failure = txn.calls()[0].failure.clone().unwrap();
+        assert!(
+            !matches!(failure, CallFailure::StoreUnavailable { .. }),
+            "the plugin's own failure: {failure}"
+        );
+        failures.push(failure.to_string());
+    }
+    // Three failures over the quota, then the plugin is cooled down (an unreachable store
+    // never cools a plugin down).
+    assert!(
+        failures[..3].iter().all(|f| f.contains("quota is used up")),
+        "{failures:?}"
+    );
+    assert!(
+        failures[3..].iter().all(|f| f.contains("cool-down")),
+        "{failures:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let size = std::fs::metadata(&path).unwrap().len();
+    eprintln!("kv.redb after transactions writing 2 MiB each against a 1 MiB quota: {size} bytes");
+    assert!(size < 8 << 20, "the store grew to {size} bytes");
+}
+
+/// A key written with a time-to-live of 0 gets the configured maximum, not "never".
+#[tokio::test]
+async fn a_key_without_a_time_to_live_expires_at_the_configured_maximum() {
+    let rt = runtime_with(scratch_services(None));
+    let write = config(
+        "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\nkv_max_ttl_secs = 1\n[plugin.probe.config]\nwrite = \"k=v\"\n",
+    );
+    let read = config(
+        "[plugin.probe]\ncapabilities = [\"kv\", \"dns\"]\nkv_max_ttl_secs = 1\n[plugin.probe.config]\nread = \"k\"\n",
+    );
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let p = pipeline(&rt, &write, &[("probe", probe())]).await.unwrap();
+    p.start(&client(), "w")
+        .check_message(&env, &message("s", "b"))
+        .await;
+    let p = pipeline(&rt, &read, &[("probe", probe())]).await.unwrap();
+    let out = p
+        .start(&client(), "r1")
+        .check_message(&env, &message("s", "b"))
+        .await;
+    assert_eq!(header(&out, "X-Probe-Read").as_deref(), Some("v"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = p
+        .start(&client(), "r2")
+        .check_message(&env, &message("s", "b"))
+        .await;
+    assert_eq!(header(&out, "X-Probe-Read").as_deref(), Some("(none)"));
+}

@@ -524,3 +524,62 @@ async fn a_site_model_with_nan_weights_is_refused_in_the_file_and_in_the_store()
     assert!((after - taught).abs() < 0.01, "{taught} vs {after}");
     drop(node);
 }
+
+/// Redis holds each plugin to its quota as the embedded store does: keys and bytes per
+/// namespace, counted atomically with each write, given back by a delete and by expiry.
+#[tokio::test]
+async fn the_redis_store_holds_each_plugin_to_its_quota() {
+    use sluice::store::{KvStore, Quota, StoreError};
+    let redis = Redis::start();
+    let kv = KvStore::Redis(sluice::store::redis::Redis::new(&redis.url(4), None).unwrap());
+    let q = Some(Quota {
+        max_keys: 3,
+        max_bytes: 1000,
+    });
+    let over = |r: Result<(), StoreError>| matches!(r, Err(StoreError::QuotaExceeded(_)));
+    kv.set_within(b"p:a".to_vec(), vec![b'x'; 500], 0, q)
+        .await
+        .unwrap();
+    assert!(over(
+        kv.set_within(b"p:b".to_vec(), vec![b'x'; 600], 0, q).await
+    ));
+    kv.set_within(b"p:b".to_vec(), b"1".to_vec(), 0, q)
+        .await
+        .unwrap();
+    kv.set_within(b"p:c".to_vec(), b"1".to_vec(), 1, q)
+        .await
+        .unwrap();
+    assert!(over(
+        kv.set_within(b"p:d".to_vec(), b"1".to_vec(), 0, q).await
+    ));
+    assert!(matches!(
+        kv.increment_within(b"p:n".to_vec(), 1, 0, q).await,
+        Err(StoreError::QuotaExceeded(_))
+    ));
+    assert!(matches!(
+        kv.compare_and_set_within(b"p:e".to_vec(), None, b"1".to_vec(), 0, q)
+            .await,
+        Err(StoreError::QuotaExceeded(_))
+    ));
+    // Another plugin's namespace is counted apart; a refused write wrote nothing.
+    kv.set_within(b"other:d".to_vec(), b"1".to_vec(), 0, q)
+        .await
+        .unwrap();
+    assert_eq!(kv.get(b"p:d".to_vec()).await.unwrap(), None);
+    assert_eq!(kv.get(b"p:n".to_vec()).await.unwrap(), None);
+    // A delete gives its room back; so does a key Redis expired.
+    assert!(kv.delete_within(b"p:b".to_vec(), q).await.unwrap());
+    assert_eq!(
+        kv.increment_within(b"p:n".to_vec(), 5, 0, q).await.unwrap(),
+        5
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kv.set_within(b"p:d".to_vec(), b"1".to_vec(), 0, q)
+        .await
+        .unwrap();
+    assert!(
+        kv.compare_and_set_within(b"p:a".to_vec(), Some(vec![b'x'; 500]), b"2".to_vec(), 0, q)
+            .await
+            .unwrap()
+    );
+}

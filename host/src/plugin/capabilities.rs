@@ -67,8 +67,13 @@ impl Services {
                 }
                 let flush = Duration::from_millis(config.store.flush_interval_ms);
                 KvStore::Embedded(
-                    crate::store::embedded::Embedded::open(&path, flush)
-                        .map_err(|e| e.to_string())?,
+                    crate::store::embedded::Embedded::open_bounded(
+                        &path,
+                        flush,
+                        Some(config.store.max_mb << 20),
+                        usize::try_from(config.store.cache_mb << 20).unwrap_or(usize::MAX),
+                    )
+                    .map_err(|e| e.to_string())?,
                 )
             }
         };
@@ -181,6 +186,10 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(50);
 pub struct Grants {
     kv: Option<(KvStore, Arc<[u8]>)>,
     dns: Option<Arc<PluginDns>>,
+    /// What the plugin may keep in the store.
+    quota: Option<crate::store::Quota>,
+    /// The time-to-live a key written with 0 ("never") gets, and the most any may have.
+    max_ttl_secs: u32,
 }
 
 impl Grants {
@@ -207,6 +216,31 @@ impl Grants {
             }
         }
         Ok(grants)
+    }
+
+    /// These grants with the store quota and the longest time-to-live of `limits`.
+    pub fn with_kv_limits(mut self, limits: &crate::config::PluginLimits) -> Grants {
+        self.quota = Some(crate::store::Quota {
+            max_keys: limits.kv_max_keys,
+            max_bytes: limits.kv_max_bytes,
+        });
+        self.max_ttl_secs = limits.kv_max_ttl_secs;
+        self
+    }
+
+    /// A plugin's time-to-live: 0 ("never") and anything longer become the maximum, so
+    /// every key a plugin writes expires.
+    fn ttl(&self, ttl_secs: u32) -> u32 {
+        let max = if self.max_ttl_secs == 0 {
+            crate::store::MAX_TTL_SECS
+        } else {
+            self.max_ttl_secs
+        };
+        if ttl_secs == 0 {
+            max
+        } else {
+            ttl_secs.min(max)
+        }
     }
 }
 
@@ -327,22 +361,25 @@ impl kv::Host for StoreState {
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_secs: u32) -> wasmtime::Result<()> {
         let (store, key, deadline) = self.kv_call("kv.set", &key)?;
         check_value("kv.set", &value)?;
-        bounded("kv.set", deadline, store.set(key, value, ttl_secs)).await
+        let (ttl, quota) = (self.grants.ttl(ttl_secs), self.grants.quota);
+        bounded("kv.set", deadline, store.set_within(key, value, ttl, quota)).await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_secs: u32) -> wasmtime::Result<i64> {
         let (store, key, deadline) = self.kv_call("kv.increment", &key)?;
+        let (ttl, quota) = (self.grants.ttl(ttl_secs), self.grants.quota);
         bounded(
             "kv.increment",
             deadline,
-            store.increment(key, delta, ttl_secs),
+            store.increment_within(key, delta, ttl, quota),
         )
         .await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
         let (store, key, deadline) = self.kv_call("kv.delete", &key)?;
-        bounded("kv.delete", deadline, store.delete(key)).await
+        let quota = self.grants.quota;
+        bounded("kv.delete", deadline, store.delete_within(key, quota)).await
     }
 
     async fn compare_and_set(
@@ -354,10 +391,11 @@ impl kv::Host for StoreState {
     ) -> wasmtime::Result<bool> {
         let (store, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
         check_value("kv.compare-and-set", &value)?;
+        let (ttl, quota) = (self.grants.ttl(ttl_secs), self.grants.quota);
         bounded(
             "kv.compare-and-set",
             deadline,
-            store.compare_and_set(key, expected, value, ttl_secs),
+            store.compare_and_set_within(key, expected, value, ttl, quota),
         )
         .await
     }

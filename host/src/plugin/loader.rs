@@ -169,7 +169,8 @@ pub async fn load(
     super::capabilities::check_imports(&runtime.engine, &component, name, &settings.capabilities)
         .map_err(|m| err(ErrorKind::NotGranted(m)))?;
     let grants = super::capabilities::Grants::new(name, &settings.capabilities, &runtime.services)
-        .map_err(|m| err(ErrorKind::NotGranted(m)))?;
+        .map_err(|m| err(ErrorKind::NotGranted(m)))?
+        .with_kv_limits(&settings.limits(defaults));
 
     let instance_pre = runtime
         .linker

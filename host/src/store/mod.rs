@@ -29,6 +29,30 @@ pub enum StoreError {
     /// `increment` past the range of a signed 64-bit integer.
     #[error("the counter would overflow")]
     Overflow,
+    /// The write would take the plugin past its quota (`kv_max_keys`, `kv_max_bytes`): the
+    /// plugin's own failure.
+    #[error("the plugin's store quota is used up ({0})")]
+    QuotaExceeded(String),
+}
+
+/// What one plugin may keep in the store: keys and bytes (keys and values together, as
+/// stored). A write that would pass either fails with [`StoreError::QuotaExceeded`]; writes
+/// that do not grow the usage (an overwrite with a value no larger, a delete) always pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Keys at most.
+    pub max_keys: u64,
+    /// Bytes at most.
+    pub max_bytes: u64,
+}
+
+/// The part of a key its usage is counted under: up to and including its first `:` (the
+/// plugin runtime's `NAME:`), or the whole key.
+pub fn namespace(key: &[u8]) -> &[u8] {
+    match key.iter().position(|&b| b == b':') {
+        Some(i) => &key[..=i],
+        None => key,
+    }
 }
 
 /// A key-value store, shared by every plugin granted `kv` (clones share it).
@@ -70,10 +94,31 @@ impl KvStore {
 
     /// Sets `key` to `value` with a time-to-live (0: none).
     pub async fn set(&self, key: Vec<u8>, value: Vec<u8>, ttl_secs: u32) -> Result<(), StoreError> {
+        self.set_within(key, value, ttl_secs, None).await
+    }
+
+    /// [`KvStore::set`] within `quota` for the key's namespace (a plugin's call).
+    pub async fn set_within(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        ttl_secs: u32,
+        quota: Option<Quota>,
+    ) -> Result<(), StoreError> {
         let ttl = ttl(ttl_secs);
         match self {
-            KvStore::Embedded(e) => e.clone().run(move |e| e.set(&key, &value, ttl)).await,
-            KvStore::Redis(r) => r.set(&key, &value, ttl).await,
+            KvStore::Embedded(e) => {
+                e.clone()
+                    .run(move |e| e.set(&key, &value, ttl, quota))
+                    .await
+            }
+            KvStore::Redis(r) => match quota {
+                None => r.set(&key, &value, ttl).await,
+                Some(q) => r
+                    .accounted(redis::Op::Set(&value), &key, ttl, q)
+                    .await
+                    .map(|_| ()),
+            },
         }
     }
 
@@ -84,18 +129,52 @@ impl KvStore {
         delta: i64,
         ttl_secs: u32,
     ) -> Result<i64, StoreError> {
+        self.increment_within(key, delta, ttl_secs, None).await
+    }
+
+    /// [`KvStore::increment`] within `quota` for the key's namespace (a plugin's call).
+    pub async fn increment_within(
+        &self,
+        key: Vec<u8>,
+        delta: i64,
+        ttl_secs: u32,
+        quota: Option<Quota>,
+    ) -> Result<i64, StoreError> {
         let ttl = ttl(ttl_secs);
         match self {
-            KvStore::Embedded(e) => e.clone().run(move |e| e.increment(&key, delta, ttl)).await,
-            KvStore::Redis(r) => r.increment(&key, delta, ttl).await,
+            KvStore::Embedded(e) => {
+                e.clone()
+                    .run(move |e| e.increment(&key, delta, ttl, quota))
+                    .await
+            }
+            KvStore::Redis(r) => match quota {
+                None => r.increment(&key, delta, ttl).await,
+                Some(q) => r.accounted(redis::Op::Increment(delta), &key, ttl, q).await,
+            },
         }
     }
 
     /// Removes `key`; true when it was set.
     pub async fn delete(&self, key: Vec<u8>) -> Result<bool, StoreError> {
+        self.delete_within(key, None).await
+    }
+
+    /// [`KvStore::delete`] of a key counted against a quota (a plugin's call): its usage is
+    /// given back.
+    pub async fn delete_within(
+        &self,
+        key: Vec<u8>,
+        quota: Option<Quota>,
+    ) -> Result<bool, StoreError> {
         match self {
             KvStore::Embedded(e) => e.clone().run(move |e| e.delete(&key)).await,
-            KvStore::Redis(r) => r.delete(&key).await,
+            KvStore::Redis(r) => match quota {
+                None => r.delete(&key).await,
+                Some(q) => r
+                    .accounted(redis::Op::Delete, &key, None, q)
+                    .await
+                    .map(|n| n > 0),
+            },
         }
     }
 
@@ -107,17 +186,41 @@ impl KvStore {
         value: Vec<u8>,
         ttl_secs: u32,
     ) -> Result<bool, StoreError> {
+        self.compare_and_set_within(key, expected, value, ttl_secs, None)
+            .await
+    }
+
+    /// [`KvStore::compare_and_set`] within `quota` for the key's namespace (a plugin's call).
+    pub async fn compare_and_set_within(
+        &self,
+        key: Vec<u8>,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        ttl_secs: u32,
+        quota: Option<Quota>,
+    ) -> Result<bool, StoreError> {
         let ttl = ttl(ttl_secs);
         match self {
             KvStore::Embedded(e) => {
                 e.clone()
-                    .run(move |e| e.compare_and_set(&key, expected.as_deref(), &value, ttl))
+                    .run(move |e| e.compare_and_set(&key, expected.as_deref(), &value, ttl, quota))
                     .await
             }
-            KvStore::Redis(r) => {
-                r.compare_and_set(&key, expected.as_deref(), &value, ttl)
+            KvStore::Redis(r) => match quota {
+                None => {
+                    r.compare_and_set(&key, expected.as_deref(), &value, ttl)
+                        .await
+                }
+                Some(q) => r
+                    .accounted(
+                        redis::Op::CompareAndSet(expected.as_deref(), &value),
+                        &key,
+                        ttl,
+                        q,
+                    )
                     .await
-            }
+                    .map(|n| n == 1),
+            },
         }
     }
 

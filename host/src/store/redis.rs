@@ -41,12 +41,103 @@ end
 return 1
 ";
 
+/// A plugin's write with its usage counted and its quota checked, as one atomic script.
+/// Usage per namespace lives in `sluice:kv-usage:NS` (a hash: each key's stored size, and the
+/// total under `#bytes`) and `sluice:kv-expiry:NS` (a sorted set: each key by its expiry, so
+/// keys Redis expired are given back, a bounded number per call).
+///
+/// KEYS: data key, usage hash, expiry set. ARGV: operation, now (ms), max keys, max bytes,
+/// time-to-live (ms, 0 none), value or delta, expected value, whether one is expected.
+/// Answers like the plain command (1/0, the counter, the number deleted; -1 for a failed
+/// compare-and-set), or the error `QUOTA ...`.
+const ACCOUNTED: &str = r"
+local k, h, z = KEYS[1], KEYS[2], KEYS[3]
+local op, now = ARGV[1], tonumber(ARGV[2])
+local max_keys, max_bytes, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local NEVER = 9000000000000000
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 64)) do
+  if redis.call('EXISTS', gone) == 0 then
+    redis.call('HINCRBY', h, '#bytes', -tonumber(redis.call('HGET', h, gone) or '0'))
+    redis.call('HDEL', h, gone)
+  end
+  redis.call('ZREM', z, gone)
+end
+local function forget()
+  local old = redis.call('HGET', h, k)
+  if old then
+    redis.call('HINCRBY', h, '#bytes', -tonumber(old))
+    redis.call('HDEL', h, k)
+    redis.call('ZREM', z, k)
+  end
+end
+local function admit(size)
+  local old = tonumber(redis.call('HGET', h, k) or '-1')
+  local bytes = tonumber(redis.call('HGET', h, '#bytes') or '0')
+  local delta = size - math.max(old, 0)
+  if old < 0 and redis.call('ZCARD', z) + 1 > max_keys then
+    return 'QUOTA ' .. (redis.call('ZCARD', z) + 1) .. ' keys, at most ' .. max_keys
+  end
+  if delta > 0 and bytes + delta > max_bytes then
+    return 'QUOTA ' .. (bytes + delta) .. ' bytes, at most ' .. max_bytes
+  end
+  redis.call('HSET', h, k, size)
+  redis.call('HINCRBY', h, '#bytes', delta)
+  return nil
+end
+local function expiry()
+  local pttl = redis.call('PTTL', k)
+  if pttl > 0 then redis.call('ZADD', z, now + pttl, k) else redis.call('ZADD', z, NEVER, k) end
+end
+if op == 'del' then
+  forget()
+  return redis.call('DEL', k)
+end
+if op == 'incr' then
+  local created = redis.call('EXISTS', k) == 0
+  local v = redis.call('INCRBY', k, ARGV[6])
+  local refused = admit(#k + #redis.call('GET', k))
+  if refused then
+    if created then redis.call('DEL', k) else redis.call('DECRBY', k, ARGV[6]) end
+    return redis.error_reply(refused)
+  end
+  if created and ttl > 0 then redis.call('PEXPIRE', k, ttl) end
+  expiry()
+  return v
+end
+if op == 'cas' then
+  local cur = redis.call('GET', k)
+  if ARGV[8] == '1' then
+    if cur ~= ARGV[7] then return -1 end
+  elseif cur then
+    return -1
+  end
+end
+local refused = admit(#k + #ARGV[6])
+if refused then return redis.error_reply(refused) end
+if ttl > 0 then redis.call('SET', k, ARGV[6], 'PX', ttl) else redis.call('SET', k, ARGV[6]) end
+expiry()
+return 1
+";
+
+/// A plugin's write, for [`Redis::accounted`].
+pub enum Op<'a> {
+    /// `set` to this value.
+    Set(&'a [u8]),
+    /// `increment` by this delta.
+    Increment(i64),
+    /// `compare-and-set`: the expected value (None: absent) and the new one.
+    CompareAndSet(Option<&'a [u8]>, &'a [u8]),
+    /// `delete`.
+    Delete,
+}
+
 /// A Redis-backed store (clones share the connection).
 #[derive(Clone)]
 pub struct Redis {
     connection: ConnectionManager,
     increment: std::sync::Arc<redis::Script>,
     compare_and_set: std::sync::Arc<redis::Script>,
+    accounted: std::sync::Arc<redis::Script>,
     /// The URL without its password, for logs.
     shown: String,
 }
@@ -64,6 +155,12 @@ pub fn redact(url: &str) -> String {
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
+    let text = e.to_string();
+    // The script's error reply; the client shows its first word as the error code.
+    if let Some(at) = text.find("QUOTA") {
+        let detail = text[at + 5..].trim_start_matches([':', ' ', '-']).trim();
+        return StoreError::QuotaExceeded(detail.to_string());
+    }
     if e.to_string().contains("not an integer") {
         return StoreError::NotACounter;
     }
@@ -116,6 +213,7 @@ impl Redis {
             connection,
             increment: std::sync::Arc::new(redis::Script::new(INCREMENT)),
             compare_and_set: std::sync::Arc::new(redis::Script::new(COMPARE_AND_SET)),
+            accounted: std::sync::Arc::new(redis::Script::new(ACCOUNTED)),
             shown: redact(url),
         })
     }
@@ -171,6 +269,52 @@ impl Redis {
             .await
             .map_err(unavailable)?;
         Ok(n > 0)
+    }
+
+    /// Runs `op` on `k` with the namespace's usage counted and `quota` checked (see
+    /// [`ACCOUNTED`]).
+    pub(super) async fn accounted(
+        &self,
+        op: Op<'_>,
+        k: &[u8],
+        ttl: Option<Duration>,
+        quota: super::Quota,
+    ) -> Result<i64, StoreError> {
+        let ns = super::namespace(k);
+        let aux = |what: &str| {
+            let mut out = format!("sluice:kv-{what}:").into_bytes();
+            out.extend_from_slice(ns);
+            out
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let (name, value, expected, has_expected): (&str, Vec<u8>, &[u8], &str) = match op {
+            Op::Set(v) => ("set", v.to_vec(), b"", "0"),
+            Op::Increment(d) => ("incr", d.to_string().into_bytes(), b"", "0"),
+            Op::CompareAndSet(e, v) => (
+                "cas",
+                v.to_vec(),
+                e.unwrap_or_default(),
+                if e.is_some() { "1" } else { "0" },
+            ),
+            Op::Delete => ("del", Vec::new(), b"", "0"),
+        };
+        self.accounted
+            .key(key(k))
+            .key(aux("usage"))
+            .key(aux("expiry"))
+            .arg(name)
+            .arg(now)
+            .arg(quota.max_keys)
+            .arg(quota.max_bytes)
+            .arg(ttl_ms(ttl))
+            .arg(value)
+            .arg(expected)
+            .arg(has_expected)
+            .invoke_async(&mut self.connection.clone())
+            .await
+            .map_err(unavailable)
     }
 
     pub(super) async fn compare_and_set(

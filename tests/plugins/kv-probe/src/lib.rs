@@ -10,6 +10,7 @@
 //! - `lookups = N`: N `dns::a` lookups of `lookup` (cached after the first);
 //! - `lookup_fresh = "ZONE"`: one `dns::a` lookup of `TRANSACTION-ID.ZONE` (a new name per
 //!   transaction, so never cached);
+//! - `fill = N`: N `kv::set` calls of 64 KiB values under new keys (to pass a quota);
 //! - `fresh_lookups = N` (with `lookup_fresh`): N more, of `I.TRANSACTION-ID.ZONE`;
 //!   `X-Probe-Fresh: ANSWERED TEMPORARY` counts how they ended.
 use sluice_plugin_sdk::Settings;
@@ -34,6 +35,7 @@ struct ProbeSettings {
     lookups: i64,
     lookup_fresh: Option<String>,
     fresh_lookups: i64,
+    fill: i64,
 }
 
 fn outcome(r: Result<Vec<String>, LookupError>) -> String {
@@ -59,6 +61,7 @@ impl Settings for ProbeSettings {
             "lookups",
             "lookup_fresh",
             "fresh_lookups",
+            "fill",
         ])?;
         Ok(ProbeSettings {
             write: config.get("write")?,
@@ -71,6 +74,7 @@ impl Settings for ProbeSettings {
             lookups: config.get_or("lookups", 0)?,
             lookup_fresh: config.get("lookup_fresh")?,
             fresh_lookups: config.get_or("fresh_lookups", 0)?,
+            fill: config.get_or("fill", 0)?,
         })
     }
 }
@@ -107,6 +111,10 @@ impl Plugin for Probe {
                 Err(_) => Err(LookupError::Invalid(ip.clone())),
             };
             v = v.add_header("X-Probe-Ptr", &outcome(found));
+        }
+        let big = vec![b'x'; 64 * 1024];
+        for i in 0..cfg.fill {
+            kv::set(&format!("fill-{}-{i}", s.transaction_id), &big, None);
         }
         for i in 0..cfg.gets {
             kv::get(&format!("k{i}"));
