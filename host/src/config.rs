@@ -132,6 +132,12 @@ impl Default for LearningConfig {
 pub struct MetricsConfig {
     /// Address to listen on, e.g. `127.0.0.1:9325`.
     pub address: Option<std::net::SocketAddr>,
+    /// Serve `/plugins` (what is loaded, for `sluice plugin list --server`): off unless
+    /// set, since it tells anyone who can reach the address which filters run.
+    pub plugins: bool,
+    /// Host names the endpoint answers to besides its own address, `localhost` and
+    /// `server.hostname`.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[admin]`: the operator's web console (and `/metrics`, `/healthz`). Off unless `address`
@@ -152,6 +158,11 @@ pub struct AdminConfig {
     pub max_failed_logins: u32,
     /// See `max_failed_logins`.
     pub lockout_minutes: u64,
+    /// A log-in ends this long after it began, however much it is used (minutes).
+    pub session_max_minutes: u64,
+    /// Host names the console answers to besides its own address, `localhost` and
+    /// `server.hostname` (a request naming another host is refused: DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -162,6 +173,8 @@ impl Default for AdminConfig {
             session_minutes: 60,
             max_failed_logins: 5,
             lockout_minutes: 15,
+            session_max_minutes: 12 * 60,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -897,6 +910,7 @@ impl Config {
         let mut problems = Vec::new();
         if let (Some(a), Some(m)) = (self.admin.address, self.metrics.address)
             && a == m
+            && a.port() != 0
         {
             problems.push(format!(
                 "admin.address: {a} is also metrics.address; the console serves /metrics and /healthz itself, so remove [metrics] or give it another address"
@@ -929,6 +943,70 @@ impl Config {
             problems.push(
                 "admin.max_failed_logins and admin.lockout_minutes must be at least 1".to_string(),
             );
+        }
+        // Every duration has a ceiling too: a huge one overflows when it becomes a time, or
+        // makes a lock-out or a timeout last for ever.
+        const DAY: u64 = 24 * 3600;
+        let d = &self.delivery;
+        let l = &self.limits;
+        for (key, secs, max) in [
+            (
+                "admin.lockout_minutes",
+                self.admin.lockout_minutes.saturating_mul(60),
+                7 * DAY,
+            ),
+            (
+                "admin.session_max_minutes",
+                self.admin.session_max_minutes.saturating_mul(60),
+                7 * DAY,
+            ),
+            (
+                "server.drain_timeout_secs",
+                self.server.drain_timeout_secs,
+                3600,
+            ),
+            ("plugins.rescan_secs", self.plugins.rescan_secs, 3600),
+            ("plugins.cooldown_secs", self.plugins.cooldown_secs, DAY),
+            (
+                "delivery.max_queue_lifetime_secs",
+                d.max_queue_lifetime_secs,
+                60 * DAY,
+            ),
+            ("delivery.timeout_secs", d.timeout_secs, 3600),
+            (
+                "delivery.delay_warning_secs",
+                d.delay_warning_secs.unwrap_or(0),
+                30 * DAY,
+            ),
+            (
+                "delivery.connection_idle_secs",
+                d.connection_idle_secs,
+                3600,
+            ),
+            (
+                "delivery.retry_secs",
+                d.retry_secs.iter().copied().max().unwrap_or(0),
+                30 * DAY,
+            ),
+            ("limits.command_timeout_secs", l.command_timeout_secs, 3600),
+            ("limits.data_timeout_secs", l.data_timeout_secs, 3600),
+            ("limits.max_session_secs", l.max_session_secs, DAY),
+            ("limits.auth_lockout_secs", l.auth_lockout_secs, 7 * DAY),
+            (
+                "authentication.dns_timeout_secs",
+                self.authentication.dns_timeout_secs,
+                60,
+            ),
+        ] {
+            if secs > max {
+                problems.push(format!("{key}: {secs} seconds is too long (at most {max})"));
+            }
+        }
+        if self.admin.session_max_minutes < self.admin.session_minutes {
+            problems.push(format!(
+                "admin.session_max_minutes: {} is shorter than admin.session_minutes ({})",
+                self.admin.session_max_minutes, self.admin.session_minutes
+            ));
         }
         let max_mem = self.plugins.max_memory_mb;
         if !(1..=4096).contains(&max_mem) {
@@ -1715,5 +1793,34 @@ mod tests {
         assert_eq!(l.timeout_ms, 50);
         assert_eq!(l.memory_mb, 64);
         assert_eq!(l.on_failure, FailurePolicy::Continue);
+    }
+
+    #[test]
+    fn every_duration_has_a_ceiling() {
+        for (toml, key) in [
+            (
+                "[admin]\nlockout_minutes = 1000000000000\n",
+                "admin.lockout_minutes",
+            ),
+            (
+                "[delivery]\ntimeout_secs = 99999999\n",
+                "delivery.timeout_secs",
+            ),
+            (
+                "[limits]\nauth_lockout_secs = 99999999999\n",
+                "limits.auth_lockout_secs",
+            ),
+            (
+                "[delivery]\nretry_secs = [60, 999999999]\n",
+                "delivery.retry_secs",
+            ),
+        ] {
+            let e = Config::parse(toml)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("too long"), "{toml}: {e}");
+        }
     }
 }

@@ -339,7 +339,7 @@ async fn check_password(
             .unwrap_or(false)
     };
     if ok {
-        logins.succeeded(client);
+        logins.succeeded(client, user);
         return AuthOutcome::Accepted;
     }
     tracing::info!(client = %peer, user = %crate::message::printable(user), "AUTH failed");

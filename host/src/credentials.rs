@@ -93,6 +93,12 @@ impl Credentials {
         ok && stored.is_some()
     }
 
+    /// The stored hash of `user`, if there is such a user: a log-in made with it lasts only
+    /// while it is unchanged (a new password or a removed user ends the console's sessions).
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(String::as_str)
+    }
+
     /// Number of users.
     pub fn len(&self) -> usize {
         self.users.len()

@@ -92,8 +92,29 @@ impl LoginThrottle {
             .map_or(0, |e| e.failures)
     }
 
-    /// Whether `client` (already a [`client_key`]) may try `user` now.
+    /// Whether `client` (already a [`client_key`]) may try `user` now. When it may, the
+    /// attempt is counted as a failure at once, before the password is checked, so guesses
+    /// sent in parallel each see the ones before them and cannot pass the limit together;
+    /// [`LoginThrottle::succeeded`] takes it back.
+    ///
+    /// The user's count locks out only clients that have failed themselves: a guesser
+    /// spread over many addresses cannot lock the user out from everywhere, while each of
+    /// its addresses gets one guess per window once the user is locked.
     pub fn admit(&self, client: IpAddr, user: &str, limit: u32, window: Duration) -> Admission {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let by_client = Self::failures(&map, &Key::Client(client), window, now);
+        let by_user = Self::failures(&map, &Key::User(user.to_ascii_lowercase()), window, now);
+        if by_client >= limit || (by_client > 0 && by_user >= limit) {
+            return Admission::LockedOut;
+        }
+        Self::count(&mut map, client, user, window, now);
+        Admission::Check
+    }
+
+    /// How long to wait before answering an attempt that failed or was locked out (the
+    /// failure itself was counted by [`LoginThrottle::admit`]).
+    pub fn failed(&self, client: IpAddr, user: &str, window: Duration) -> Duration {
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let worst = Self::failures(&map, &Key::Client(client), window, now).max(Self::failures(
@@ -102,17 +123,17 @@ impl LoginThrottle {
             window,
             now,
         ));
-        if worst >= limit {
-            Admission::LockedOut
-        } else {
-            Admission::Check
-        }
+        (DELAY_STEP * worst).min(MAX_DELAY)
     }
 
-    /// Records a failure; returns how long to wait before answering.
-    pub fn failed(&self, client: IpAddr, user: &str, window: Duration) -> Duration {
-        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+    /// Counts one failure of `client` and `user`.
+    fn count(
+        map: &mut HashMap<Key, Entry>,
+        client: IpAddr,
+        user: &str,
+        window: Duration,
+        now: Instant,
+    ) {
         if map.len() + 2 > MAX_KEYS {
             map.retain(|_, e| now.duration_since(e.last) < window);
         }
@@ -123,7 +144,6 @@ impl LoginThrottle {
             let median = counts[counts.len() / 2];
             map.retain(|_, e| e.failures > median);
         }
-        let mut worst = 0;
         for key in [Key::Client(client), Key::User(user.to_ascii_lowercase())] {
             let e = map.entry(key).or_insert(Entry {
                 failures: 0,
@@ -134,16 +154,18 @@ impl LoginThrottle {
             }
             e.failures = e.failures.saturating_add(1);
             e.last = now;
-            worst = worst.max(e.failures);
         }
-        (DELAY_STEP * worst).min(MAX_DELAY)
     }
 
-    /// Records a success: the client's count is cleared (the user's is not, or a guesser
-    /// could reset it by logging in with an account of its own).
-    pub fn succeeded(&self, client: IpAddr) {
+    /// Records a success: the attempt [`LoginThrottle::admit`] counted is taken back from the
+    /// user, and the client's count is cleared (the user's earlier failures stay, or a
+    /// guesser could reset them by logging in with an account of its own).
+    pub fn succeeded(&self, client: IpAddr, user: &str) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&Key::Client(client));
+        if let Some(e) = map.get_mut(&Key::User(user.to_ascii_lowercase())) {
+            e.failures = e.failures.saturating_sub(1);
+        }
     }
 
     /// Waits for a hashing slot.
@@ -178,17 +200,40 @@ mod tests {
         let w = Duration::from_secs(60);
         let ip1 = IpAddr::V4([192, 0, 2, 1].into());
         let ip2 = IpAddr::V4([192, 0, 2, 2].into());
-        assert_eq!(t.admit(ip1, "alice", 3, w), Admission::Check);
-        let delays: Vec<Duration> = (0..3).map(|_| t.failed(ip1, "alice", w)).collect();
+        let ip3 = IpAddr::V4([192, 0, 2, 3].into());
+        let mut delays = Vec::new();
+        for _ in 0..3 {
+            assert_eq!(t.admit(ip1, "alice", 3, w), Admission::Check);
+            delays.push(t.failed(ip1, "alice", w));
+        }
         assert!(delays[0] < delays[1] && delays[1] < delays[2], "{delays:?}");
         assert_eq!(t.admit(ip1, "bob", 3, w), Admission::LockedOut, "client");
-        assert_eq!(t.admit(ip2, "ALICE", 3, w), Admission::LockedOut, "user");
+        // A client that has not failed is not locked out by the user's count...
+        assert_eq!(
+            t.admit(ip2, "ALICE", 3, w),
+            Admission::Check,
+            "a clean client"
+        );
+        t.succeeded(ip2, "alice");
+        // ...but once it fails, it is.
+        assert_eq!(t.admit(ip3, "alice", 3, w), Admission::Check);
+        let _ = t.failed(ip3, "alice", w);
+        assert_eq!(t.admit(ip3, "alice", 3, w), Admission::LockedOut, "user");
         assert_eq!(t.admit(ip2, "bob", 3, w), Admission::Check);
         // A window of zero has always passed.
         assert_eq!(t.admit(ip1, "alice", 3, Duration::ZERO), Admission::Check);
-        t.succeeded(ip1);
-        assert_eq!(t.admit(ip1, "bob", 3, w), Admission::Check);
-        assert_eq!(t.admit(ip1, "alice", 3, w), Admission::LockedOut);
+    }
+
+    #[test]
+    fn attempts_are_counted_before_the_password_is_checked() {
+        let t = LoginThrottle::new(4);
+        let w = Duration::from_secs(60);
+        let ip = IpAddr::V4([192, 0, 2, 9].into());
+        // Ten guesses at once: only the limit's worth get to a password check.
+        let admitted = (0..10)
+            .filter(|_| t.admit(ip, "root", 3, w) == Admission::Check)
+            .count();
+        assert_eq!(admitted, 3);
     }
 
     #[tokio::test]

@@ -665,3 +665,187 @@ async fn learning_waits_for_the_lock_without_holding_up_smtp() {
     assert!(r.body.contains("1 learned (0 unchanged)"), "{}", r.body);
     server.stop().await;
 }
+
+/// One HTTP/1.1 request from the loopback address `from` (127.0.0.x), over a raw socket:
+/// (status, the whole response).
+async fn raw_http(to: std::net::SocketAddr, from: [u8; 4], request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    let mut s = socket.connect(to).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn login_request(to: std::net::SocketAddr, user: &str, password: &str) -> String {
+    let body = format!("user={user}&password={password}");
+    format!(
+        "POST /login HTTP/1.1\r\nHost: {to}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A guesser spread over many addresses cannot lock the administrator out from everywhere:
+/// the user's count applies only to addresses that failed themselves. And guesses sent at
+/// once are counted before the password is checked, so no more than the limit are checked.
+#[tokio::test]
+async fn the_log_in_throttle_cannot_lock_the_administrator_out_and_counts_parallel_guesses() {
+    let server = console().await;
+    let addr = server.admin.unwrap();
+    // Five addresses fail for root (the limit is 3).
+    for last in 2..7 {
+        let (status, _) = raw_http(
+            addr,
+            [127, 0, 0, last],
+            &login_request(addr, "root", "guess"),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    // Each of them is now refused for root without a check...
+    let (status, _) = raw_http(
+        addr,
+        [127, 0, 0, 2],
+        &login_request(addr, "root", "correct%20horse"),
+    )
+    .await;
+    assert_eq!(status, 429);
+    // ...but the administrator, from an address that never failed, logs in.
+    let (status, text) = raw_http(
+        addr,
+        [127, 0, 0, 1],
+        &login_request(addr, "root", "correct%20horse"),
+    )
+    .await;
+    assert_eq!(status, 303, "{text}");
+
+    // Ten guesses at once from one new address: at most three are checked.
+    let guesses = (0..10).map(|_| {
+        tokio::spawn(async move {
+            raw_http(
+                addr,
+                [127, 0, 0, 9],
+                &login_request(addr, "someone", "guess"),
+            )
+            .await
+            .0
+        })
+    });
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(checked <= 3, "{checked} guesses were checked: {statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 10 - checked);
+    server.stop().await;
+}
+
+/// A log-in ends when its administrator's password changes or they are removed.
+#[tokio::test]
+async fn a_session_ends_when_the_password_changes_or_the_user_is_removed() {
+    let server = console().await;
+    let admins = server.dir.path().join("admins");
+    sluice::credentials::set_password(&admins, "ops", "second pw").unwrap();
+    let mut root = Browser::new(server.admin.unwrap());
+    let mut ops = Browser::new(server.admin.unwrap());
+    assert_eq!(root.log_in("root", "correct horse").await.status, 303);
+    assert_eq!(ops.log_in("ops", "second pw").await.status, 303);
+    assert_eq!(root.get("/").await.status, 200);
+    assert_eq!(ops.get("/").await.status, 200);
+    // A new password for root (the file's time must move on for it to be re-read).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    sluice::credentials::set_password(&admins, "root", "new horse").unwrap();
+    let r = root.get("/").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    assert_eq!(ops.get("/").await.status, 200, "the other log-in stays");
+    // ops removed from the file.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let text = std::fs::read_to_string(&admins).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.starts_with("ops:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&admins, kept).unwrap();
+    assert_eq!(ops.get("/").await.status, 303);
+    assert_eq!(root.log_in("root", "new horse").await.status, 303);
+    assert_eq!(root.get("/").await.status, 200);
+    server.stop().await;
+}
+
+/// Both HTTP servers answer only to their own names (DNS rebinding), serve `/plugins` only
+/// when configured, and share their connections fairly between client addresses.
+#[tokio::test]
+async fn http_endpoints_refuse_other_host_names_and_share_connections_fairly() {
+    let server = TestServer::start(
+        "[admin]\naddress = \"127.0.0.1:0\"\n[metrics]\naddress = \"127.0.0.1:0\"\n",
+        &[],
+    )
+    .await;
+    let console = server.admin.unwrap();
+    let metrics = server.metrics.expect("metrics address");
+    for addr in [console, metrics] {
+        for (host, want) in [
+            (format!("{addr}"), 200),
+            ("localhost".to_string(), 200),
+            ("mx.test".to_string(), 200),
+            ("attacker.example".to_string(), 421),
+            ("attacker.example:80".to_string(), 421),
+        ] {
+            let (status, text) = raw_http(
+                addr,
+                [127, 0, 0, 1],
+                &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert_eq!(status, want, "{addr} Host: {host}: {text}");
+        }
+    }
+    let (status, text) = raw_http(
+        metrics,
+        [127, 0, 0, 1],
+        &format!("GET /plugins HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("[metrics] plugins = true"), "{text}");
+
+    // One address opens all the console's connections and keeps them; another is served.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        held.push(socket.connect(console).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let (status, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw_http(
+            console,
+            [127, 0, 0, 2],
+            &format!("GET /healthz HTTP/1.1\r\nHost: {console}\r\nConnection: close\r\n\r\n"),
+        ),
+    )
+    .await
+    .expect("served while another address holds connections");
+    assert_eq!(status, 200);
+    eprintln!(
+        "served in {:.0} ms while one address held 40 connections",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    drop(held);
+    server.stop().await;
+}

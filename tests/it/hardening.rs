@@ -930,15 +930,26 @@ async fn the_metrics_endpoint_answers_a_bounded_number_of_connections_at_once() 
     let cfg = serve_config(dir.path(), "[metrics]\naddress = \"127.0.0.1:0\"\n");
     let server = Serve::start(&cfg).await;
     let addr = server.metrics.expect("metrics endpoint");
-    // Sixteen clients that connect and say nothing hold every slot.
+    // Sixteen clients on four addresses (one address holds at most a quarter of the slots)
+    // connect and say nothing: they hold every slot.
+    let from = |last: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, last], 0)))
+            .unwrap();
+        socket.connect(addr).await.unwrap()
+    };
     let mut idle = Vec::new();
-    for _ in 0..16 {
-        idle.push(TcpStream::connect(addr).await.unwrap());
+    for i in 0..16u8 {
+        idle.push(from(2 + i / 4).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    let mut waiting = from(9).await;
     waiting
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let mut buf = Vec::new();

@@ -55,7 +55,7 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(plugin("test", "tagger"), plugins.join("10-tagger.wasm")).unwrap();
     let tagger = "[plugin.tagger.config]\nreject_word = \"forbidden\"\n";
-    let metrics = "[metrics]\naddress = \"127.0.0.1:0\"\n";
+    let metrics = "[metrics]\naddress = \"127.0.0.1:0\"\nplugins = true\n";
     let cfg = write_config(dir.path(), &format!("{metrics}{tagger}"));
     let mut s = Serve::start(&cfg).await;
     assert_eq!(
@@ -277,4 +277,27 @@ async fn at_the_drain_timeout_an_unfinished_transaction_is_tempfailed_not_accept
         .map(|d| d.count())
         .unwrap_or(0);
     assert_eq!(queued, 0, "an unacknowledged message was kept");
+}
+
+/// `sluice reload` signals only a Sluice: a stale pid file naming another process (its
+/// number reused) is refused, and that process lives on.
+#[tokio::test]
+async fn reload_refuses_a_pid_file_that_names_another_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.path().join("sluice.pid"), other.id().to_string()).unwrap();
+    let out = sluice(&["reload", "--config", cfg.to_str().unwrap()]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not a running sluice"), "{err}");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other program got no signal"
+    );
+    other.kill().unwrap();
+    let _ = other.wait();
 }

@@ -187,6 +187,8 @@ pub struct TestServer {
     pub listeners: Vec<(sluice::config::ListenerKind, std::net::SocketAddr)>,
     /// The web console, when `[admin] address` is set.
     pub admin: Option<std::net::SocketAddr>,
+    /// The metrics endpoint, when `[metrics] address` is set.
+    pub metrics: Option<std::net::SocketAddr>,
     server: Option<sluice::server::Server>,
 }
 
@@ -274,6 +276,7 @@ address = "127.0.0.1:0"
             smtps: server.address(K::Smtps).unwrap(),
             listeners: server.listeners.clone(),
             admin: server.admin,
+            metrics: server.metrics,
             server: Some(server),
             dir,
         }

@@ -45,13 +45,25 @@ pub struct Console {
     ctx: Arc<ServerContext>,
     sessions: Mutex<HashMap<String, Session>>,
     throttle: LoginThrottle,
+    /// The administrators file, kept to notice a changed password or a removed user.
+    admins: Mutex<Option<(std::path::PathBuf, crate::credentials::CredentialsFile)>>,
 }
 
 #[derive(Clone)]
 struct Session {
     user: String,
     csrf: String,
+    /// The user's password hash when they logged in: the session ends when it changes.
+    hash: String,
+    created: Instant,
     last_used: Instant,
+}
+
+impl Session {
+    /// Over: unused for `idle`, or begun more than `max` ago.
+    fn expired(&self, now: Instant, idle: Duration, max: Duration) -> bool {
+        now.duration_since(self.last_used) >= idle || now.duration_since(self.created) >= max
+    }
 }
 
 fn token() -> String {
@@ -75,20 +87,45 @@ impl Console {
             .filter_map(|kv| kv.trim().split_once('='))
             .find(|(k, _)| *k == COOKIE)
             .map(|(_, v)| v.to_string())?;
-        let ttl = Duration::from_secs(self.settings().session_minutes * 60);
+        let settings = self.settings();
+        let idle = Duration::from_secs(settings.session_minutes * 60);
+        let max = Duration::from_secs(settings.session_max_minutes * 60);
+        let admins = self.admins();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        sessions.retain(|_, s| now.duration_since(s.last_used) < ttl);
+        // A removed administrator's, or one whose password changed, end too.
+        sessions.retain(|_, s| {
+            !s.expired(now, idle, max) && admins.hash_of(&s.user) == Some(s.hash.as_str())
+        });
         let s = sessions.get_mut(&cookie)?;
         s.last_used = now;
         Some(s.clone())
     }
 
-    fn open_session(&self, user: &str) -> (String, Session) {
+    /// The administrators as the users file holds them now (re-read when it changes).
+    fn admins(&self) -> Arc<crate::credentials::Credentials> {
+        let path = self.ctx.live().config.admins_file();
+        let mut file = self.admins.lock().unwrap_or_else(|p| p.into_inner());
+        if file.as_ref().is_none_or(|(p, _)| *p != path) {
+            match crate::credentials::CredentialsFile::open(&path) {
+                Ok(f) => *file = Some((path, f)),
+                Err(e) => {
+                    tracing::warn!("console: the administrators file: {e}");
+                    return Arc::new(crate::credentials::Credentials::default());
+                }
+            }
+        }
+        file.as_ref().map(|(_, f)| f.current()).unwrap_or_default()
+    }
+
+    fn open_session(&self, user: &str, hash: &str) -> (String, Session) {
+        let now = Instant::now();
         let s = Session {
             user: user.to_string(),
             csrf: token(),
-            last_used: Instant::now(),
+            hash: hash.to_string(),
+            created: now,
+            last_used: now,
         };
         let id = token();
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
@@ -238,10 +275,13 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
 
 /// The console's routes.
 pub fn router(ctx: Arc<ServerContext>) -> Router {
+    let config = ctx.live().config.clone();
+    let check = crate::http::HostCheck::new(&config.server.hostname, &config.admin.allowed_hosts);
     let console = Arc::new(Console {
         ctx,
         sessions: Mutex::new(HashMap::new()),
         throttle: LoginThrottle::new(2),
+        admins: Mutex::new(None),
     });
     Router::new()
         .route("/login", get(login_page).post(login))
@@ -267,6 +307,10 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
             get(|State(c): State<Arc<Console>>| async move { crate::http::healthz(&c.ctx) }),
         )
         .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            check,
+            crate::http::check_host,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM))
         .with_state(console)
 }
@@ -326,24 +370,27 @@ async fn login(
             .into_response();
     }
     let path = c.ctx.live().config.admins_file();
-    let ok = {
+    let hash = {
         let _slot = c.throttle.hashing_slot().await;
         let (u, p) = (user.clone(), password.clone());
         tokio::task::spawn_blocking(move || {
-            crate::credentials::Credentials::load(&path).is_ok_and(|cr| cr.verify(&u, &p))
+            crate::credentials::Credentials::load(&path)
+                .ok()
+                .filter(|cr| cr.verify(&u, &p))
+                .and_then(|cr| cr.hash_of(&u).map(str::to_string))
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(None)
     };
-    if !ok {
+    let Some(hash) = hash else {
         let wait = c.throttle.failed(client, &user, window);
         tracing::warn!(client = %peer.ip(), user = %crate::message::printable(&user), "console log-in failed");
         tokio::time::sleep(wait).await;
         return refused("Wrong user name or password.");
-    }
-    c.throttle.succeeded(client);
+    };
+    c.throttle.succeeded(client, &user);
     tracing::info!(client = %peer.ip(), user = %crate::message::printable(&user), "console log-in");
-    let (id, _) = c.open_session(&user);
+    let (id, _) = c.open_session(&user, &hash);
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         settings.session_minutes * 60

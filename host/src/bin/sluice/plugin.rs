@@ -217,7 +217,17 @@ async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
                 )
             })?;
         if reply.status() != 200 {
-            bail!("--server {addr}: HTTP {}", reply.status());
+            let why = reply
+                .body_mut()
+                .with_config()
+                .limit(4096)
+                .read_to_string()
+                .unwrap_or_default();
+            bail!(
+                "--server {addr}: HTTP {}: {}",
+                reply.status(),
+                sluice::message::printable(why.trim())
+            );
         }
         let body = reply
             .body_mut()

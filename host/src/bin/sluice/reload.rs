@@ -30,6 +30,24 @@ pub fn run(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: not a process id", pid_file.display()))?;
     let pid = rustix::process::Pid::from_raw(pid)
         .with_context(|| format!("{}: not a process id", pid_file.display()))?;
+    // A stale pid file may name a process that is not Sluice at all now (the number was
+    // reused): it must not get a SIGHUP, which would end most programs.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", pid.as_raw_nonzero()));
+    let is_sluice = exe.as_ref().is_ok_and(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("sluice"))
+    });
+    if !is_sluice {
+        bail!(
+            "{} names process {}, which is not a running sluice ({}): is the server running? (the pid file is stale)",
+            pid_file.display(),
+            pid.as_raw_nonzero(),
+            match &exe {
+                Ok(p) => format!("it runs {}", p.display()),
+                Err(e) => format!("{e}"),
+            }
+        );
+    }
     let status_file = sluice::reload::status_file(&config);
     let read_status = || -> Option<ReloadStatus> {
         serde_json::from_slice(&std::fs::read(&status_file).ok()?).ok()
