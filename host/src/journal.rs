@@ -3,7 +3,8 @@
 //! [`MAX_TRANSACTIONS`] transactions (the `message` log line's fields).
 //!
 //! Bounded by construction: 1,440 minutes of a few counters, and a ring of transactions whose
-//! text fields are cut to [`MAX_FIELD`] characters. Nothing here is durable; the log is.
+//! text fields are cut to [`MAX_FIELD`] characters, at most [`MAX_TRANSACTIONS`] of them and
+//! [`MAX_TRANSACTION_BYTES`] in all. Nothing here is durable; the log is.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
@@ -14,6 +15,10 @@ pub const MAX_TRANSACTIONS: usize = 1000;
 pub const MAX_FIELD: usize = 1000;
 /// Minutes of counts kept.
 pub const MINUTES: usize = 24 * 60;
+/// Bytes of transactions remembered, all fields together: a transaction with a hundred
+/// recipients of a thousand characters each weighs hundreds of KiB, and a thousand of them
+/// would otherwise take hundreds of MiB.
+pub const MAX_TRANSACTION_BYTES: usize = 8 << 20;
 
 /// The facts of one transaction, as its log line gives them.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -52,7 +57,32 @@ struct Minute {
 struct Inner {
     minutes: VecDeque<Minute>,
     transactions: VecDeque<Transaction>,
+    /// The bytes of `transactions` ([`Transaction::weight`]).
+    transaction_bytes: usize,
     plugins: BTreeMap<String, PluginCalls>,
+}
+
+impl Transaction {
+    /// What it holds in memory, about: its text fields and a fixed part.
+    fn weight(&self) -> usize {
+        let texts = [
+            &self.at,
+            &self.id,
+            &self.client,
+            &self.listener,
+            &self.sender,
+            &self.disposition,
+            &self.reply,
+        ];
+        std::mem::size_of::<Transaction>()
+            + texts.iter().map(|t| t.len()).sum::<usize>()
+            + self
+                .recipients
+                .iter()
+                .chain(&self.verdicts)
+                .map(|t| t.len() + std::mem::size_of::<String>())
+                .sum::<usize>()
+    }
 }
 
 /// Latencies kept per plugin for its percentiles.
@@ -188,10 +218,17 @@ impl Journal {
             reply: cut(&t.reply),
             ..t
         };
+        let weight = t.weight();
         let mut inner = self.lock();
-        if inner.transactions.len() >= MAX_TRANSACTIONS {
-            inner.transactions.pop_front();
+        while inner.transactions.len() >= MAX_TRANSACTIONS
+            || (!inner.transactions.is_empty()
+                && inner.transaction_bytes + weight > MAX_TRANSACTION_BYTES)
+        {
+            if let Some(old) = inner.transactions.pop_front() {
+                inner.transaction_bytes -= old.weight();
+            }
         }
+        inner.transaction_bytes += weight;
         inner.transactions.push_back(t);
     }
 
@@ -306,5 +343,39 @@ mod tests {
         assert_eq!(all[0].id, format!("id{}", MAX_TRANSACTIONS + 4));
         assert!(!all[0].sender.contains('\r') && !all[0].sender.contains('\n'));
         assert_eq!(j.transactions("A7@EXAMPLE", 10).len(), 1);
+    }
+
+    #[test]
+    fn transactions_are_bounded_in_bytes_too() {
+        let j = Journal::default();
+        let long = "x".repeat(MAX_FIELD);
+        for i in 0..100 {
+            j.transaction(Transaction {
+                at: String::new(),
+                id: format!("t{i}"),
+                client: long.clone(),
+                listener: String::new(),
+                sender: long.clone(),
+                recipients: vec![long.clone(); 100],
+                score: 0.0,
+                verdicts: vec![long.clone(); 100],
+                disposition: String::new(),
+                reply: long.clone(),
+            });
+        }
+        let inner = j.lock();
+        let held: usize = inner.transactions.iter().map(Transaction::weight).sum();
+        assert_eq!(held, inner.transaction_bytes);
+        assert!(held <= MAX_TRANSACTION_BYTES, "{held}");
+        assert!(
+            inner.transactions.len() < 100,
+            "{}",
+            inner.transactions.len()
+        );
+        assert_eq!(
+            inner.transactions.back().map(|t| t.id.as_str()),
+            Some("t99"),
+            "the newest are kept"
+        );
     }
 }
