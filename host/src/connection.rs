@@ -259,6 +259,7 @@ impl Connection {
                         dmarc: self.dmarc,
                         writes_received: true,
                         verify: live.verifier.verifies(),
+                        relay_control: true,
                     };
                     let client = self.client();
                     let (txn, decision) =

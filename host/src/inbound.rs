@@ -29,6 +29,8 @@ use crate::pipeline::{self, CallRecord, MessageOutcome, action_name};
 use crate::reply::Reply;
 use crate::spool::{Spool, SpoolState, SpooledEnvelope};
 
+pub mod rules;
+
 /// How the front end stands in the mail flow.
 #[derive(Debug, Clone, Copy)]
 pub struct FrontEnd {
@@ -38,6 +40,9 @@ pub struct FrontEnd {
     pub writes_received: bool,
     /// Run SPF, DKIM and DMARC for unauthenticated, untrusted clients (when configured).
     pub verify: bool,
+    /// Apply relay control (recipients outside the local domains only for clients that may
+    /// relay): not behind a milter, where the MTA decides what it relays.
+    pub relay_control: bool,
 }
 
 /// The message after [`Inbound::message`]: what happens to it and what changes.
@@ -119,6 +124,41 @@ impl Inbound {
     ) -> (Inbound, Decision) {
         let mut plugins = live.pipeline.start(&client, &id);
         let mut checks = None;
+        // The envelope rules first (the SMTP session has applied them already; replay and the
+        // milter have not): a refused sender costs no DNS query and no plugin call.
+        let config = &live.config;
+        let declared = sender
+            .params
+            .iter()
+            .find(|p| p.keyword.eq_ignore_ascii_case("SIZE"))
+            .and_then(|p| p.value.as_deref()?.parse::<usize>().ok())
+            .unwrap_or(0);
+        let user = client.auth_user.as_deref();
+        let refusal = rules::too_big(declared, config.limits.max_message_size).or_else(|| {
+            rules::sender_not_owned(
+                user,
+                &sender.address,
+                user.and_then(|u| config.auth.senders.get(u)),
+                &config.relay.local_domains,
+            )
+        });
+        if let Some(reply) = refusal {
+            let t = Inbound {
+                live: live.clone(),
+                id,
+                client,
+                front,
+                plugins,
+                checks,
+                sender,
+                recipients: Vec::new(),
+                discard: false,
+                quarantine: None,
+            };
+            let decision = Decision::Reject { reply };
+            t.log_refusal("MAIL", &t.sender.address.clone(), &decision);
+            return (t, decision);
+        }
         if front.verify && client.auth_user.is_none() && !client.trusted {
             let c = live
                 .verifier
@@ -187,6 +227,23 @@ impl Inbound {
     /// RCPT TO: `check-recipient`. An accepted recipient is remembered (a discarded one
     /// marked so).
     pub async fn rcpt(&mut self, mut recipient: Recipient) -> Decision {
+        let config = &self.live.config;
+        if let Some(reply) = rules::recipient_refused(
+            &recipient.address,
+            self.recipients.len(),
+            config.limits.max_recipients,
+            self.client.auth_user.is_some() || self.client.trusted,
+            self.front.relay_control,
+            &config.relay.local_domains,
+        ) {
+            let decision = if reply.code < 500 {
+                Decision::Tempfail { reply }
+            } else {
+                Decision::Reject { reply }
+            };
+            self.log_refusal("RCPT", &recipient.address, &decision);
+            return decision;
+        }
         let envelope = self.envelope();
         let decision = self.plugins.check_recipient(&envelope, &recipient).await;
         match &decision {
@@ -223,6 +280,10 @@ impl Inbound {
     /// [`Inbound::take_calls`].
     pub async fn message(&mut self, raw: Vec<u8>) -> Disposition {
         let config = &self.live.config;
+        if let Some(reply) = rules::too_big(raw.len(), config.limits.max_message_size) {
+            tracing::info!(id = %self.id, client = %self.client.ip, size = raw.len(), "refused: message too big");
+            return self.refused(raw, reply, None, None, Vec::new());
+        }
         let hops = message::count_fields(&raw, "Received");
         if hops >= config.limits.max_received {
             let reply = Reply::new(

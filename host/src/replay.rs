@@ -205,6 +205,7 @@ pub async fn replay(
         dmarc,
         writes_received: true,
         verify: args.authenticate,
+        relay_control: true,
     };
 
     let mut report = Report {
@@ -274,9 +275,20 @@ pub async fn replay(
     }
 
     let d = txn.message(raw).await;
+    // What the server would do with it: a quarantine or discard decided at MAIL or RCPT holds
+    // or drops the message though check-message said nothing (it used to print `continue`).
+    let decision = match (d.action, &d.decision) {
+        (inbound::Action::Quarantine, Decision::Continue | Decision::Accept) => {
+            Decision::Quarantine {
+                reason: d.quarantine.clone().unwrap_or_default(),
+            }
+        }
+        (inbound::Action::Discard, Decision::Continue | Decision::Accept) => Decision::Discard,
+        _ => d.decision.clone(),
+    };
     report.result = ResultReport {
         stage: "check-message",
-        decision: d.decision.clone(),
+        decision,
     };
     if d.authentication.is_some() {
         report.authentication = d.authentication.clone();

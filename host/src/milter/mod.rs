@@ -490,6 +490,8 @@ impl Conversation {
             dmarc: self.dmarc,
             writes_received: false,
             verify: live.verifier.verifies(),
+            // The MTA decides what it relays.
+            relay_control: false,
         };
         // The MTA's queue id names the transaction in both logs, when it is known yet.
         let id = self

@@ -6,6 +6,7 @@ use smtp_proto::{MailFrom, RcptTo};
 use super::{Session, State, Step, address};
 use crate::config::ListenerKind;
 use crate::envelope::{Decision, Envelope, Param, Recipient, Sender};
+use crate::inbound::rules;
 use crate::reply::Reply;
 
 impl Session {
@@ -30,31 +31,18 @@ impl Session {
             self.error(Reply::new(530, "5.7.0", "Authentication required"));
             return None;
         }
-        if from.size > self.cfg.max_message_size {
-            self.error(Reply::new(
-                552,
-                "5.3.4",
-                &format!(
-                    "Message size exceeds the limit of {} bytes",
-                    self.cfg.max_message_size
-                ),
-            ));
-            return None;
-        }
-        if let Some(user) = &self.auth_user
-            && !address::sender_allowed(
+        // The inbound core's envelope rules (crate::inbound::rules), answered at once here.
+        let refusal = rules::too_big(from.size, self.cfg.max_message_size).or_else(|| {
+            let user = self.auth_user.as_deref();
+            rules::sender_not_owned(
                 user,
                 &from.address,
-                self.cfg.senders.get(user),
+                user.and_then(|u| self.cfg.senders.get(u)),
                 &self.cfg.local_domains,
             )
-        {
-            let user = user.clone();
-            self.error(Reply::new(
-                553,
-                "5.7.1",
-                &format!("Sender address not owned by user {user}"),
-            ));
+        });
+        if let Some(reply) = refusal {
+            self.error(reply);
             return None;
         }
         // The grammar lets control characters through in (quoted) local parts; such an
@@ -80,18 +68,26 @@ impl Session {
             self.error(Reply::new(503, "5.5.1", "Send MAIL first"));
             return None;
         }
-        if self.txn.as_ref().map_or(0, |t| t.recipients.len()) >= self.cfg.max_recipients {
-            // RFC 5321 §4.5.3.1.10: 452 for each recipient over the limit; not an error.
-            self.reply(&Reply::new(452, "4.5.3", "Too many recipients"));
-            return None;
-        }
+        let accepted = self.txn.as_ref().map_or(0, |t| t.recipients.len());
         let may_relay = self.auth_user.is_some() || self.cfg.trusted_client;
-        if !may_relay
-            && !to.address.is_empty()
-            && !address::deliverable_without_relay(&to.address, &self.cfg.local_domains)
-        {
-            self.error(Reply::new(550, "5.7.1", "Relaying denied"));
-            return None;
+        match rules::recipient_refused(
+            &to.address,
+            accepted,
+            self.cfg.max_recipients,
+            may_relay,
+            true,
+            &self.cfg.local_domains,
+        ) {
+            // RFC 5321 §4.5.3.1.10: 452 for each recipient over the limit; not an error.
+            Some(reply) if reply.code == 452 => {
+                self.reply(&reply);
+                return None;
+            }
+            Some(reply) => {
+                self.error(reply);
+                return None;
+            }
+            None => {}
         }
         // The grammar reports `<postmaster>` as an empty address (and `<>` likewise, which
         // RFC 5321 forbids anyway): both are taken as the local postmaster.

@@ -1,5 +1,6 @@
-//! Test plugin for the envelope hooks: refuses senders from `deny_domain`, and recipients
-//! whose local part is `nobody` (550 5.1.1) or `later` (451 4.2.0).
+//! Test plugin for the envelope hooks: refuses senders from `deny_domain`, quarantines those
+//! from `quarantine_domain`, and refuses recipients whose local part is `nobody` (550 5.1.1)
+//! or `later` (451 4.2.0).
 use sluice_plugin_sdk::{
     Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, export,
 };
@@ -11,13 +12,15 @@ struct SenderGate;
 /// The settings.
 struct SenderGateSettings {
     deny_domain: String,
+    quarantine_domain: String,
 }
 
 impl Settings for SenderGateSettings {
     fn parse(config: &Config) -> Result<Self, ConfigError> {
-        config.deny_unknown(&["deny_domain"])?;
+        config.deny_unknown(&["deny_domain", "quarantine_domain"])?;
         Ok(SenderGateSettings {
             deny_domain: config.get_or("deny_domain", "spammer.example".to_string())?,
+            quarantine_domain: config.get_or("quarantine_domain", "suspect.example".to_string())?,
         })
     }
 }
@@ -32,6 +35,9 @@ impl Plugin for SenderGate {
         _session: &Session,
         sender: &Address,
     ) -> Verdict {
+        if sender.domain_is(&cfg.quarantine_domain) {
+            return Verdict::Quarantine("sender domain under review".to_string());
+        }
         if sender.domain_is(&cfg.deny_domain) {
             return Verdict::reject(
                 550,
