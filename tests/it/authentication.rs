@@ -488,7 +488,7 @@ async fn plugin_check_shows_what_plugins_see() {
     std::fs::write(
         &cfg,
         format!(
-            "[server]\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n{}",
+            "[server]\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[relay]\nlocal_domains = [\"example.org\"]\n{}",
             dir.path(),
             workspace_root().join("target/test-compile-cache"),
             auth_config(&dns)

@@ -848,6 +848,7 @@ async fn a_flood_of_symbols_is_a_plugin_failure_under_its_policy() {
     let calls = txn.take_calls();
     let failure = calls.iter().find_map(|c| c.failure.clone());
     match failure {
+        // Refused by the count, or before: at the copy budget its limits give.
         Some(CallFailure::BadReturn { message }) => {
             assert!(message.contains("max_symbols"), "{message}")
         }
@@ -966,4 +967,31 @@ async fn the_metrics_endpoint_answers_a_bounded_number_of_connections_at_once() 
         String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
         "{buf:?}"
     );
+}
+
+/// What a plugin returns is bounded before the host copies it: forty header fields of 1 MiB
+/// each (40 MiB of the guest's memory) stop at the copy budget its limits give, about a
+/// megabyte, instead of being copied whole and refused afterwards.
+#[tokio::test]
+async fn a_huge_return_is_refused_before_it_is_copied() {
+    use sluice::plugin::CallFailure;
+    let rt = runtime();
+    let cfg = config(
+        "[plugin.hostile]\non_failure = \"continue\"\nmemory_mb = 128\n[plugin.hostile.config]\nmode = \"bigreturn\"\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("hostile", plugin("test", "hostile"))])
+        .await
+        .expect("loads");
+    let mut txn = p.start(&client(), "big");
+    let env = envelope("a@example.org", &["b@example.net"]);
+    let out = txn.check_message(&env, &message("hostile", "body")).await;
+    assert_eq!(out.decision, sluice::envelope::Decision::Continue);
+    assert!(out.add_headers.iter().all(|(n, _)| !n.starts_with("X-Big")));
+    let calls = txn.take_calls();
+    match calls.iter().find_map(|c| c.failure.clone()) {
+        Some(CallFailure::BadReturn { message }) => {
+            assert!(message.contains("the host stopped copying"), "{message}")
+        }
+        other => panic!("expected a bad return, got {other:?}"),
+    }
 }

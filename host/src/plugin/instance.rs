@@ -155,6 +155,13 @@ impl PluginInstance {
         })?;
         let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // What the host copies out of the guest in one go (a return value, or the arguments
+        // of one host call) is bounded before it is copied: wasmtime counts each string's and
+        // list's bytes against this as it lifts them and stops at the bound. By default it is
+        // 128 MiB, and a list may name the same guest bytes many times, so a plugin returning
+        // 120 header fields that all point at one 1 MiB string made the host copy 120 MiB
+        // before the limits below refused the verdict.
+        store.set_hostcall_fuel(returns::copy_budget(&limits));
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
                 Err(DeadlineExceeded.into())
@@ -413,9 +420,20 @@ fn classify(
             limit_mb: memory_mb,
         };
     }
+    // wasmtime stopped copying a return (or a host call's arguments) at the copy budget
+    // (`returns::copy_budget`): a return beyond what the limits could accept.
+    let text = format!("{e:#}");
+    if text.contains("too much data is being copied") {
+        return CallFailure::BadReturn {
+            message: format!(
+                "it returned more than its limits allow to copy ({} bytes: max_headers, max_header_bytes, max_symbols, max_text_bytes); the host stopped copying there",
+                store.hostcall_fuel()
+            ),
+        };
+    }
     let mut message = match e.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
-        None => format!("{e:#}"),
+        None => text,
     };
     if message.len() > 1024 {
         message = super::truncate(&message, 1024).to_string();

@@ -14,6 +14,24 @@ const MAX_SYMBOL_NAME: usize = 64;
 /// The longest header field name accepted (RFC 5322 has no limit; a line has 998 bytes).
 const MAX_FIELD_NAME: usize = 76;
 
+/// The most bytes the host copies out of a plugin's memory in one lift: the largest return
+/// the limits allow (header fields, symbols, texts, a bounce; each list element's own bytes
+/// too), or one host call's arguments (a `kv` value of 64 KiB and its key, a log line), with
+/// room to spare. Past it the call fails ("too much data is being copied") before more is
+/// copied.
+pub fn copy_budget(limits: &PluginLimits) -> usize {
+    let text = limits.max_text_bytes as usize;
+    let per_header = MAX_FIELD_NAME + 2 * 16;
+    let per_symbol = MAX_SYMBOL_NAME + text + 32;
+    let returns = limits.max_header_bytes as usize
+        + 2 * limits.max_headers as usize * per_header
+        + limits.max_symbols as usize * per_symbol
+        + 4 * text
+        + limits.max_bounce_bytes as usize;
+    let host_call = super::capabilities::MAX_VALUE_BYTES + 64 * 1024;
+    returns.max(host_call) + (256 << 10)
+}
+
 /// `text` (called `what`) has no CR, LF, NUL or other control character except tab, and at
 /// most `max` bytes.
 fn check_text(what: &str, text: &str, max: u32) -> Result<(), String> {

@@ -2,7 +2,8 @@
 //! `loop` (never returns), `hog` (allocates without end), `trap` (panics after printing),
 //! `logflood` (logs without end, then returns), `badcode` (rejects with reply code 250),
 //! `inject` (a symbol name carrying CR LF and a header field, to split `X-Spam-Status`),
-//! `symbolflood` (100,000 symbols), `ok` (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`).
+//! `symbolflood` (100,000 symbols), `bigreturn` (40 header fields of 1 MiB each), `ok`
+//! (behaves). Setting `hook` picks the hook that misbehaves (default `check-message`).
 //! It misbehaves only when triggered — a sender or recipient whose local part is `hostile`,
 //! or a Subject containing `hostile` (setting `trigger` changes that word for the Subject) —
 //! so tests can show the next transaction is unaffected.
@@ -64,6 +65,7 @@ impl Settings for HostileSettings {
             "badcode",
             "inject",
             "symbolflood",
+            "bigreturn",
             "ok",
         ]
         .contains(&mode.as_str())
@@ -125,6 +127,11 @@ impl Plugin for Hostile {
         } else if cfg.hook == "check-message" && triggered && cfg.mode == "symbolflood" {
             (0..100_000).fold(MessageVerdict::default(), |v, i| {
                 v.symbol(&format!("S{i}"), 0.0, "")
+            })
+        } else if cfg.hook == "check-message" && triggered && cfg.mode == "bigreturn" {
+            let value = "x".repeat(1 << 20);
+            (0..40).fold(MessageVerdict::default(), |v, i| {
+                v.add_header(&format!("X-Big-{i}"), &value)
             })
         } else if cfg.hook == "check-message" && triggered {
             misbehave(&cfg.mode).into()
