@@ -337,6 +337,54 @@ impl Spool {
         parse_file(&path, &bytes)
     }
 
+    /// Reads only the envelope of message `id` in `state`, and the message's size: what a
+    /// listing shows, without reading the message itself.
+    pub fn read_envelope(
+        &self,
+        state: SpoolState,
+        id: &str,
+    ) -> Result<(SpooledEnvelope, usize), SpoolError> {
+        use std::io::{BufRead, Read};
+        let path = self.path(state, id);
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        let total = file.metadata().map_err(io_err(&path))?.len() as usize;
+        let mut line = Vec::new();
+        // An envelope line is small; a file without one within 16 MiB is damaged.
+        std::io::BufReader::new(file.take(16 << 20))
+            .read_until(b'\n', &mut line)
+            .map_err(io_err(&path))?;
+        let damaged = |problem: String| SpoolError::Damaged {
+            path: path.clone(),
+            problem,
+        };
+        if line.last() != Some(&b'\n') {
+            return Err(damaged("no envelope line".into()));
+        }
+        let envelope: SpooledEnvelope =
+            serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| damaged(e.to_string()))?;
+        Ok((envelope, total.saturating_sub(line.len())))
+    }
+
+    /// The first `max` bytes of message `id` in `state` (after its envelope).
+    pub fn read_head(
+        &self,
+        state: SpoolState,
+        id: &str,
+        max: usize,
+    ) -> Result<Vec<u8>, SpoolError> {
+        use std::io::{BufRead, Read};
+        let path = self.path(state, id);
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        let mut r = std::io::BufReader::new(file.take(16 << 20));
+        let mut envelope = Vec::new();
+        r.read_until(b'\n', &mut envelope).map_err(io_err(&path))?;
+        let mut head = Vec::new();
+        r.take(max as u64)
+            .read_to_end(&mut head)
+            .map_err(io_err(&path))?;
+        Ok(head)
+    }
+
     /// Removes message `id` from `state` after its delivery: its file is kept in `free/` for a
     /// later message to be written over, or unlinked when enough are kept (an operator's
     /// deletion uses [`Spool::delete`]). The directory is not synced: if the system crashes

@@ -849,3 +849,51 @@ async fn http_endpoints_refuse_other_host_names_and_share_connections_fairly() {
     drop(held);
     server.stop().await;
 }
+
+/// The queue and the quarantine show a page at a time (100 messages), with the count and the
+/// way to the next page; a filter field left empty is no filter.
+#[tokio::test]
+async fn queue_and_quarantine_are_shown_a_page_at_a_time() {
+    let server = console().await;
+    let spool = server.ctx().spool.clone();
+    let stores = (0..230).map(|i| {
+        let spool = spool.clone();
+        async move {
+            let id = format!("PG{i:04}");
+            spool
+                .store(
+                    SpoolState::Quarantine,
+                    &envelope(&id, "held"),
+                    format!("Subject: page test {i}\r\n\r\nx\r\n").as_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    for s in stores {
+        s.await;
+    }
+    let mut b = Browser::new(server.admin.unwrap());
+    b.log_in("root", "correct horse").await;
+    let rows = |body: &str| body.matches("name=\"id\" value=\"PG").count();
+    let first = b.get("/quarantine").await;
+    assert!(
+        first.body.contains("230 messages, page 1 of 3"),
+        "{}",
+        first.body
+    );
+    assert_eq!(rows(&first.body), 100);
+    assert!(first.body.contains("page test 0<") || first.body.contains("page test 0 "));
+    let last = b.get("/quarantine?page=3").await;
+    assert_eq!(rows(&last.body), 30);
+    assert!(
+        last.body.contains("page test 229"),
+        "the summaries of the page shown"
+    );
+    let queue = b
+        .get("/queue?sender=&recipient=&domain=&min_age_minutes=")
+        .await;
+    assert_eq!(queue.status, 200, "{}", queue.body);
+    assert!(queue.body.contains("0 messages"), "{}", queue.body);
+    server.stop().await;
+}

@@ -483,7 +483,39 @@ pub struct QueueFilter {
     sender: String,
     recipient: String,
     domain: String,
+    /// Empty in the form means no bound (a number field left empty sends `min_age_minutes=`).
+    #[serde(deserialize_with = "empty_as_none")]
     min_age_minutes: Option<u64>,
+    /// The page shown, from 1 ([`PAGE`] messages a page).
+    page: Option<usize>,
+}
+
+/// A query value left empty as `None`, else the number.
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// Messages shown per page of the queue and of the quarantine.
+pub const PAGE: usize = 100;
+
+/// The query of the quarantine's pages (`?page=`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Paging {
+    page: Option<usize>,
+}
+
+/// Page `page` (from 1) of `items`, with the page number used and the number of pages.
+fn page_of<T>(mut items: Vec<T>, page: Option<usize>) -> (Vec<T>, usize, usize) {
+    let pages = items.len().div_ceil(PAGE).max(1);
+    let page = page.unwrap_or(1).clamp(1, pages);
+    let start = (page - 1) * PAGE;
+    items.truncate((start + PAGE).min(items.len()));
+    (items.split_off(start.min(items.len())), page, pages)
 }
 
 impl QueueFilter {
@@ -528,12 +560,19 @@ async fn queue(
     Query(filter): Query<QueueFilter>,
 ) -> Page {
     let s = signed_in(&c, &headers)?;
+    // Only envelopes are read to list and filter; one page is shown.
     let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
         .await
         .map(|v| {
-            v.into_iter()
-                .filter(|e| filter.keeps(e))
-                .collect::<Vec<_>>()
+            let kept: Vec<_> = v.into_iter().filter(|e| filter.keeps(e)).collect();
+            let total = kept.len();
+            let (shown, page, pages) = page_of(kept, filter.page);
+            pages::Listed {
+                entries: shown,
+                total,
+                page,
+                pages,
+            }
         });
     Ok(pages::queue(&s.user, &s.csrf, &filter, entries, None).into_response())
 }
@@ -631,7 +670,18 @@ async fn queue_action(
         c.ctx.delivery_wakeup.notify_one();
     }
     tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console queue action");
-    let entries = list(&c.ctx, crate::spool::SpoolState::Queue).await;
+    let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
+        .await
+        .map(|all| {
+            let total = all.len();
+            let (entries, page, pages) = page_of(all, None);
+            pages::Listed {
+                entries,
+                total,
+                page,
+                pages,
+            }
+        });
     Ok(pages::queue(
         &s.user,
         &s.csrf,
@@ -642,12 +692,12 @@ async fn queue_action(
     .into_response())
 }
 
-/// Quarantined messages listed with a summary read from their head.
-const MAX_SUMMARIES: usize = 500;
+/// The bytes of a quarantined message read for its summary.
+const SUMMARY_BYTES: usize = 16 << 10;
 
 /// A message's subject and spam verdict (its `X-Spam-Status`), read from its first 16 KiB.
 fn summary(raw: &[u8]) -> pages::Summary {
-    let head = &raw[..raw.len().min(16 << 10)];
+    let head = &raw[..raw.len().min(SUMMARY_BYTES)];
     let Some(parsed) = mail_parser::MessageParser::new().parse_headers(head) else {
         return pages::Summary::default();
     };
@@ -660,38 +710,54 @@ fn summary(raw: &[u8]) -> pages::Summary {
     }
 }
 
-async fn quarantine_page(c: &Console, s: &Session, results: Option<Vec<String>>) -> Response {
-    // One read of each message gives both its entry and, for the first MAX_SUMMARIES, its
-    // summary.
+async fn quarantine_page(
+    c: &Console,
+    s: &Session,
+    page: Option<usize>,
+    results: Option<Vec<String>>,
+) -> Response {
+    // Envelopes for the list; the head of each message on the page shown for its summary.
     let spool = c.ctx.spool.clone();
     let listed = tokio::task::spawn_blocking(move || {
-        let mut n = 0;
-        crate::delivery::admin::list_each(&spool, crate::spool::SpoolState::Quarantine, |e, raw| {
-            n += 1;
-            let summary = (n <= MAX_SUMMARIES).then(|| summary(raw));
-            (e, summary)
-        })
+        let all = crate::delivery::admin::list(&spool, crate::spool::SpoolState::Quarantine)?;
+        let total = all.len();
+        let (shown, page, pages) = page_of(all, page);
+        let summaries: HashMap<String, pages::Summary> = shown
+            .iter()
+            .filter_map(|e| {
+                let head = spool
+                    .read_head(crate::spool::SpoolState::Quarantine, &e.id, SUMMARY_BYTES)
+                    .ok()?;
+                Some((e.id.clone(), summary(&head)))
+            })
+            .collect();
+        Ok::<_, crate::delivery::admin::AdminError>((
+            pages::Listed {
+                entries: shown,
+                total,
+                page,
+                pages,
+            },
+            summaries,
+        ))
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r.map_err(|e| e.to_string()));
-    let mut summaries = HashMap::new();
-    let entries = listed.map(|rows| {
-        rows.into_iter()
-            .map(|(e, summary)| {
-                if let Some(summary) = summary {
-                    summaries.insert(e.id.clone(), summary);
-                }
-                e
-            })
-            .collect::<Vec<_>>()
-    });
+    let (entries, summaries) = match listed {
+        Ok((l, s)) => (Ok(l), s),
+        Err(e) => (Err(e), HashMap::new()),
+    };
     pages::quarantine(&s.user, &s.csrf, entries, &summaries, results).into_response()
 }
 
-async fn quarantine(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
+async fn quarantine(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(paging): Query<Paging>,
+) -> Page {
     let s = signed_in(&c, &headers)?;
-    Ok(quarantine_page(&c, &s, None).await)
+    Ok(quarantine_page(&c, &s, paging.page, None).await)
 }
 
 async fn quarantine_action(
@@ -731,7 +797,7 @@ async fn quarantine_action(
         c.ctx.delivery_wakeup.notify_one();
     }
     tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console quarantine action");
-    Ok(quarantine_page(&c, &s, Some(results)).await)
+    Ok(quarantine_page(&c, &s, None, Some(results)).await)
 }
 
 /// Learns quarantined messages as spam or ham (`sluice spam learn`); they stay in quarantine.

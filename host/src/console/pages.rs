@@ -285,13 +285,69 @@ fn entries_table(
 }
 
 /// The queue, filtered, with the actions.
+/// One page of a listing.
+pub struct Listed {
+    /// The entries shown.
+    pub entries: Vec<Entry>,
+    /// How many there are in all (after the filter).
+    pub total: usize,
+    /// The page shown, from 1.
+    pub page: usize,
+    /// How many pages there are.
+    pub pages: usize,
+}
+
+/// "N messages, page P of Q" with links to the neighbouring pages; `query` is the rest of the
+/// page's query string (the filters).
+fn pager(path: &str, query: &str, l: &Listed) -> Markup {
+    let link = |page: usize| format!("{path}?{query}page={page}");
+    html! {
+        p {
+            (l.total) " messages"
+            @if l.pages > 1 {
+                ", page " (l.page) " of " (l.pages) " "
+                @if l.page > 1 { a href=(link(l.page - 1)) { "previous" } " " }
+                @if l.page < l.pages { a href=(link(l.page + 1)) { "next" } }
+            }
+        }
+    }
+}
+
+/// A query string's part for a filter value (`key=value&`, encoded), or nothing.
+fn query_part(key: &str, value: &str) -> String {
+    if value.is_empty() {
+        return String::new();
+    }
+    let encoded: String = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("{key}={encoded}&")
+}
+
 pub fn queue(
     user: &str,
     csrf: &str,
     filter: &QueueFilter,
-    entries: Result<Vec<Entry>, String>,
+    entries: Result<Listed, String>,
     results: Option<Vec<String>>,
 ) -> Markup {
+    let query = query_part("sender", &filter.sender)
+        + &query_part("recipient", &filter.recipient)
+        + &query_part("domain", &filter.domain)
+        + &query_part(
+            "min_age_minutes",
+            &filter
+                .min_age_minutes
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+        );
     layout(
         "Queue",
         Some((user, csrf)),
@@ -305,9 +361,9 @@ pub fn queue(
                 button type="submit" { "Filter" }
             }
             @match entries {
-                Ok(entries) => {
-                    p { (entries.len()) " messages" }
-                    (entries_table("queue", csrf, &entries, &std::collections::HashMap::new(), &[("retry", "Retry now"), ("hold", "Hold"), ("release", "Release"), ("delete-bounce", "Delete and bounce"), ("delete-drop", "Delete silently")]))
+                Ok(listed) => {
+                    (pager("/queue", &query, &listed))
+                    (entries_table("queue", csrf, &listed.entries, &std::collections::HashMap::new(), &[("retry", "Retry now"), ("hold", "Hold"), ("release", "Release"), ("delete-bounce", "Delete and bounce"), ("delete-drop", "Delete silently")]))
                 },
                 Err(e) => p.bad { "Cannot read the queue: " (e) },
             }
@@ -319,7 +375,7 @@ pub fn queue(
 pub fn quarantine(
     user: &str,
     csrf: &str,
-    entries: Result<Vec<Entry>, String>,
+    entries: Result<Listed, String>,
     summaries: &std::collections::HashMap<String, Summary>,
     results: Option<Vec<String>>,
 ) -> Markup {
@@ -329,9 +385,9 @@ pub fn quarantine(
         html! {
             (results_note(&results))
             @match entries {
-                Ok(entries) => {
-                    p { (entries.len()) " messages" }
-                    (entries_table("quarantine", csrf, &entries, summaries, &[("release", "Release to delivery"), ("delete", "Delete"), ("learn-spam", "Learn as spam"), ("learn-ham", "Learn as ham")]))
+                Ok(listed) => {
+                    (pager("/quarantine", "", &listed))
+                    (entries_table("quarantine", csrf, &listed.entries, summaries, &[("release", "Release to delivery"), ("delete", "Delete"), ("learn-spam", "Learn as spam"), ("learn-ham", "Learn as ham")]))
                 },
                 Err(e) => p.bad { "Cannot read the quarantine: " (e) },
             }

@@ -76,7 +76,7 @@ fn entry_of(
     which: SpoolState,
     id: &str,
     env: &crate::spool::SpooledEnvelope,
-    msg: &[u8],
+    size: usize,
 ) -> Result<Entry, AdminError> {
     let dir = spool.root().join("queue");
     let st = match which {
@@ -88,7 +88,7 @@ fn entry_of(
         id: id.to_string(),
         received_at: env.received_at.clone(),
         sender: env.sender.address.clone(),
-        size: msg.len(),
+        size,
         held: st.held,
         next_attempt: (st.attempts > 0).then(|| fmt_time(st.next_attempt)),
         attempts: st.attempts,
@@ -101,9 +101,16 @@ fn entry_of(
     })
 }
 
-/// Every message in `which`, oldest first.
+/// Every message in `which`, oldest first: only their envelopes are read.
 pub fn list(spool: &Spool, which: SpoolState) -> Result<Vec<Entry>, AdminError> {
-    list_each(spool, which, |e, _| e)
+    spool
+        .list(which)?
+        .iter()
+        .map(|id| {
+            let (env, size) = spool.read_envelope(which, id)?;
+            entry_of(spool, which, id, &env, size)
+        })
+        .collect()
 }
 
 /// Every message in `which`, oldest first, each as `f(entry, message bytes)`: for a listing
@@ -118,7 +125,7 @@ pub fn list_each<T>(
         .iter()
         .map(|id| {
             let (env, msg) = spool.read(which, id)?;
-            Ok(f(entry_of(spool, which, id, &env, &msg)?, &msg))
+            Ok(f(entry_of(spool, which, id, &env, msg.len())?, &msg))
         })
         .collect()
 }
@@ -134,7 +141,7 @@ pub fn show(
         return Err(AdminError::NotFound(id.to_string(), where_(which)));
     }
     let (env, msg) = spool.read(which, id)?;
-    let e = entry_of(spool, which, id, &env, &msg)?;
+    let e = entry_of(spool, which, id, &env, msg.len())?;
     let history = state::read(&spool.root().join("queue"), id)?
         .map(|s| s.history)
         .unwrap_or_default();
