@@ -205,7 +205,9 @@ pub async fn replay(
         dmarc,
         writes_received: true,
         verify: args.authenticate,
-        relay_control: true,
+        // Relay control needs to know who sent the message: it applies when --client-ip says
+        // (a plugin author replaying test messages to any domain is not refused for relaying).
+        relay_control: args.client_ip.is_some(),
     };
 
     let mut report = Report {

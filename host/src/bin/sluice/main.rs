@@ -262,7 +262,8 @@ enum PluginCommand {
         /// Envelope recipient (default: the message's To/Cc/Bcc). Repeatable.
         #[arg(long)]
         rcpt: Vec<String>,
-        /// Client IP address (default 127.0.0.1).
+        /// Client IP address (default 127.0.0.1). Given, the replay also applies relay control
+        /// as the server would for that client.
         #[arg(long)]
         client_ip: Option<std::net::IpAddr>,
         /// HELO name (default localhost).
