@@ -142,24 +142,7 @@ impl Inbound {
                 &config.relay.local_domains,
             )
         });
-        if let Some(reply) = refusal {
-            let t = Inbound {
-                live: live.clone(),
-                id,
-                client,
-                front,
-                plugins,
-                checks,
-                sender,
-                recipients: Vec::new(),
-                discard: false,
-                quarantine: None,
-            };
-            let decision = Decision::Reject { reply };
-            t.log_refusal("MAIL", &t.sender.address.clone(), &decision);
-            return (t, decision);
-        }
-        if front.verify && client.auth_user.is_none() && !client.trusted {
+        if refusal.is_none() && front.verify && client.auth_user.is_none() && !client.trusted {
             let c = live
                 .verifier
                 .check_sender(client.ip, &client.helo, &sender.address)
@@ -177,7 +160,10 @@ impl Inbound {
             plugins.set_authentication(Some(results));
             checks = Some(c);
         }
-        let decision = plugins.verify_sender(&sender).await;
+        let decision = match refusal {
+            Some(reply) => Decision::Reject { reply },
+            None => plugins.verify_sender(&sender).await,
+        };
         let mut t = Inbound {
             live,
             id,

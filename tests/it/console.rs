@@ -519,13 +519,14 @@ async fn a_browser_logs_in_releases_a_quarantined_message_and_sees_it_delivered(
     server.stop().await;
 }
 
-#[tokio::test]
-async fn quarantined_mail_is_learned_as_spam_from_the_console() {
+/// A console with spam-score learning into a directory of its own (returned), an
+/// administrator `root` (password `pw`), `extra` TOML, and message `id` quarantined.
+async fn learning_console(extra: &str, id: &str) -> (tempfile::TempDir, TestServer) {
     let state = tempfile::tempdir().unwrap();
     let server = TestServer::start(
         &format!(
             "[admin]\naddress = \"127.0.0.1:0\"\n[plugin.spam-score]\nread_dirs = [{dir:?}]\n\
-             [plugin.spam-score.config]\nlearned = {file:?}\n",
+             [plugin.spam-score.config]\nlearned = {file:?}\n{extra}",
             dir = state.path(),
             file = state.path().join("learned.bin"),
         ),
@@ -538,11 +539,17 @@ async fn quarantined_mail_is_learned_as_spam_from_the_console() {
         .spool
         .store(
             SpoolState::Quarantine,
-            &envelope("QL1", "held for review"),
+            &envelope(id, "held for review"),
             b"From: Deals <deals@shop.test>\r\nSubject: Members' prices\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\r\nOur summer catalogue: garden furniture at members' prices, order today.\r\n",
         )
         .await
         .unwrap();
+    (state, server)
+}
+
+#[tokio::test]
+async fn quarantined_mail_is_learned_as_spam_from_the_console() {
+    let (state, server) = learning_console("", "QL1").await;
     let mut b = Browser::new(server.admin.unwrap());
     b.log_in("root", "pw").await;
     let csrf = b.get("/quarantine").await.csrf();
@@ -608,28 +615,8 @@ async fn ids_that_climb_out_of_the_spool_are_refused() {
 #[tokio::test]
 async fn learning_waits_for_the_lock_without_holding_up_smtp() {
     use tokio::io::AsyncReadExt;
-    let state = tempfile::tempdir().unwrap();
-    let server = TestServer::start(
-        &format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\n[plugin.spam-score]\nread_dirs = [{dir:?}]\n\
-             [plugin.spam-score.config]\nlearned = {file:?}\n[spam_learning]\nlock_timeout_secs = 30\n",
-            dir = state.path(),
-            file = state.path().join("learned.bin"),
-        ),
-        &[("spam-score", plugin("bundled", "20-spam-score"))],
-    )
-    .await;
-    sluice::credentials::set_password(&server.dir.path().join("admins"), "root", "pw").unwrap();
-    server
-        .ctx()
-        .spool
-        .store(
-            SpoolState::Quarantine,
-            &envelope("QL2", "held for review"),
-            b"From: Deals <deals@shop.test>\r\nSubject: Members' prices\r\n\r\nOrder today.\r\n",
-        )
-        .await
-        .unwrap();
+    let (state, server) =
+        learning_console("[spam_learning]\nlock_timeout_secs = 30\n", "QL2").await;
     // Another learner holds the lock.
     let log = state.path().join("learned-messages");
     std::fs::create_dir(&log).unwrap();
