@@ -29,7 +29,7 @@
 use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use sluice_spam::features::{SCAN_BYTES, extract_with};
@@ -355,22 +355,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", random_name()));
+    write_new(&tmp, path, bytes, mode)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes `bytes` to the new file `tmp` (`O_EXCL | O_NOFOLLOW`; permissions exactly `mode`,
+/// whatever the umask: the file is this call's own), syncs it and renames it to `target`;
+/// `tmp` is removed when anything fails.
+fn write_new(tmp: &Path, target: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .custom_flags(libc_flags::NOFOLLOW)
-            .open(&tmp)?;
+            .open(tmp)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         std::io::Write::write_all(&mut f, bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(tmp, target)
     })();
     if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
-    written?;
-    std::fs::File::open(dir)?.sync_all()
+    written
 }
 
 /// Open flags from rustix, as `std` takes them.
@@ -450,22 +458,9 @@ pub fn submit(
     let name = random_name();
     let tmp = drop.join(format!(".{name}.tmp"));
     let target = drop.join(format!("{name}.{label}"));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc_flags::NOFOLLOW)
-            .open(&tmp)?;
-        // Readable by Sluice's account whatever the umask (sluice runs with 077): the file
-        // was created just now by this call, so this changes nothing else.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &target)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+    // Readable by Sluice's account whatever the umask (sluice runs with 077). The drop
+    // directory is not synced: the mail user may not open it for reading.
+    if let Err(e) = write_new(&tmp, &target, &bytes, 0o644) {
         return Err(fail(format!(
             "cannot hand the message over into {}: {e} (this account needs to create files there: \
              install -d -o sluice -g MAILGROUP -m 1730 {})",
@@ -517,6 +512,17 @@ fn parse_drop(bytes: &[u8], uid: u32) -> Result<Dropped, String> {
     })
 }
 
+/// Whether `dir` holds a drop file (a name not starting with a dot), without reading any.
+fn has_drops(dir: &Path) -> Result<bool, LearnError> {
+    let mut entries = std::fs::read_dir(dir).map_err(|e| {
+        fail(format!(
+            "cannot read the drop directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(entries.any(|e| e.is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))))
+}
+
 /// Takes up to `batch` drop files out of `dir`: each is read as [`read_untrusted`] allows and
 /// removed, whatever it was. Temporary files older than an hour (a submitter that died) go
 /// too. Refusals are logged with the file's name (escaped).
@@ -528,28 +534,26 @@ fn take_drops(dir: &Path, batch: usize) -> Result<Vec<Dropped>, LearnError> {
         ))
     })?;
     // Oldest first, so a user's quota is spent on what they handed over first.
-    let mut entries: Vec<(std::time::SystemTime, String, PathBuf)> = entries
+    let mut entries: Vec<(SystemTime, String, PathBuf)> = entries
         .filter_map(Result::ok)
         .map(|e| {
             let when = std::fs::symlink_metadata(e.path())
                 .and_then(|m| m.modified())
-                .unwrap_or(std::time::UNIX_EPOCH);
+                .unwrap_or(SystemTime::UNIX_EPOCH);
             (when, e.file_name().to_string_lossy().into_owned(), e.path())
         })
         .collect();
     entries.sort();
     let mut out = Vec::new();
     let mut taken = 0;
-    for (_, name, path) in entries {
+    for (modified, name, path) in entries {
         if taken >= batch {
             break;
         }
         if name.starts_with('.') {
-            let stale = std::fs::symlink_metadata(&path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > Duration::from_secs(3600));
+            let stale = modified
+                .elapsed()
+                .is_ok_and(|age| age > Duration::from_secs(3600));
             if stale {
                 let _ = std::fs::remove_file(&path);
             }
@@ -846,6 +850,9 @@ pub async fn learn(
     messages: &[Vec<u8>],
 ) -> Result<Summary, LearnError> {
     let site = Site::of(config)?;
+    if shared.is_none() {
+        check_own_dir(learning_dir(&site.learned))?;
+    }
     let items = messages
         .iter()
         .map(|m| Item {
@@ -862,20 +869,29 @@ pub async fn collect(
     config: &Config,
     shared: Option<KvStore>,
 ) -> Result<Option<Summary>, LearnError> {
-    let site = Site::of(config)?;
     let Some(dir) = drop_dir(config) else {
+        // No site model configured: the reason, as learning gives it.
+        return Site::of(config).map(|_| None);
+    };
+    let config = config.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        // The site (its base model is read from the plugin's file) only when something waits:
+        // `sluice serve` looks every two seconds.
+        if !has_drops(&dir)? {
+            return Ok(None);
+        }
+        let site = Site::of(&config)?;
+        // Checked before anything is taken out of the drop directory, so nothing handed over
+        // is lost while the learning directory is laid out wrong.
+        check_own_dir(learning_dir(&site.learned))?;
+        let drops = take_drops(&dir, site.limits.batch)?;
+        Ok::<_, LearnError>(Some((site, drops)))
+    })
+    .await
+    .map_err(|e| fail(format!("collecting the drop directory: {e}")))??;
+    let Some((site, drops)) = taken.filter(|(_, drops)| !drops.is_empty()) else {
         return Ok(None);
     };
-    // Checked before anything is taken out of the drop directory, so nothing handed over is
-    // lost while the learning directory is laid out wrong.
-    check_own_dir(learning_dir(&site.learned))?;
-    let batch = site.limits.batch;
-    let drops = tokio::task::spawn_blocking(move || take_drops(&dir, batch))
-        .await
-        .map_err(|e| fail(format!("collecting the drop directory: {e}")))??;
-    if drops.is_empty() {
-        return Ok(None);
-    }
     let users = drops.iter().map(|d| d.user.clone()).collect();
     let items = drops
         .into_iter()
@@ -888,7 +904,8 @@ pub async fn collect(
 }
 
 /// Takes the lock and runs [`learn_locked`]; `users[i]` is who handed over `items[i]` (empty
-/// when no quota applies: an operator's own learning).
+/// when no quota applies: an operator's own learning). The callers have checked the learning
+/// directory ([`check_own_dir`]).
 async fn run(
     site: &Site,
     shared: Option<KvStore>,
@@ -896,9 +913,6 @@ async fn run(
     users: Vec<String>,
 ) -> Result<Summary, LearnError> {
     let log = Log::of(site, shared);
-    if let Log::Files(_) = log {
-        check_own_dir(learning_dir(&site.learned))?;
-    }
     let timeout = Duration::from_secs(site.limits.lock_timeout_secs);
     let lock = Lock::take(&log, timeout).await?;
     let result = learn_locked(site, &log, items, users).await;
