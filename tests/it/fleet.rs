@@ -583,3 +583,58 @@ async fn the_redis_store_holds_each_plugin_to_its_quota() {
             .unwrap()
     );
 }
+
+/// A node whose clock runs ahead finds keys due that Redis has not expired yet: they stay
+/// counted and are given back once Redis has expired them (a key dropped from the expiry set
+/// while it still existed was counted for ever once it expired).
+#[tokio::test]
+async fn redis_usage_survives_a_node_whose_clock_runs_ahead() {
+    use sluice::store::{KvStore, Quota};
+    let redis = Redis::start();
+    let kv = KvStore::Redis(sluice::store::redis::Redis::new(&redis.url(5), None).unwrap());
+    let q = Some(Quota {
+        max_keys: 10,
+        max_bytes: 10_000,
+    });
+    kv.set_within(b"p:a".to_vec(), vec![b'x'; 100], 1, q)
+        .await
+        .unwrap();
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    // A write from a node two minutes ahead, while p:a still exists.
+    let ahead = |skew: u128| {
+        redis.cli(
+            5,
+            &[
+                "EVAL",
+                sluice::store::redis::ACCOUNTED,
+                "3",
+                "sluice:kv:p:b",
+                "sluice:kv-usage:p:",
+                "sluice:kv-expiry:p:",
+                "set",
+                &(now_ms() + skew).to_string(),
+                "10",
+                "10000",
+                "0",
+                "y",
+                "",
+                "0",
+            ],
+        )
+    };
+    assert_eq!(ahead(120_000).trim(), "1");
+    // p:a expires in Redis; the next write from that node gives its room back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ahead(240_000).trim(), "1");
+    let bytes = redis.cli(5, &["HGET", "sluice:kv-usage:p:", "#bytes"]);
+    assert_eq!(
+        bytes.trim(),
+        ("sluice:kv:p:b".len() + 1).to_string(),
+        "only p:b is counted"
+    );
+}

@@ -50,17 +50,22 @@ return 1
 /// time-to-live (ms, 0 none), value or delta, expected value, whether one is expected.
 /// Answers like the plain command (1/0, the counter, the number deleted; -1 for a failed
 /// compare-and-set), or the error `QUOTA ...`.
-const ACCOUNTED: &str = r"
+pub const ACCOUNTED: &str = r"
 local k, h, z = KEYS[1], KEYS[2], KEYS[3]
 local op, now = ARGV[1], tonumber(ARGV[2])
 local max_keys, max_bytes, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local NEVER = 9000000000000000
-for _, gone in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 64)) do
-  if redis.call('EXISTS', gone) == 0 then
-    redis.call('HINCRBY', h, '#bytes', -tonumber(redis.call('HGET', h, gone) or '0'))
-    redis.call('HDEL', h, gone)
+for _, due in ipairs(redis.call('ZRANGEBYSCORE', z, '-inf', now, 'LIMIT', 0, 64)) do
+  local pttl = redis.call('PTTL', due)
+  if pttl == -2 then
+    redis.call('HINCRBY', h, '#bytes', -tonumber(redis.call('HGET', h, due) or '0'))
+    redis.call('HDEL', h, due)
+    redis.call('ZREM', z, due)
+  elseif pttl > 0 then
+    redis.call('ZADD', z, now + pttl, due)
+  else
+    redis.call('ZADD', z, NEVER, due)
   end
-  redis.call('ZREM', z, gone)
 end
 local function forget()
   local old = redis.call('HGET', h, k)
