@@ -509,13 +509,19 @@ pub struct Paging {
     page: Option<usize>,
 }
 
-/// Page `page` (from 1) of `items`, with the page number used and the number of pages.
-fn page_of<T>(mut items: Vec<T>, page: Option<usize>) -> (Vec<T>, usize, usize) {
-    let pages = items.len().div_ceil(PAGE).max(1);
+/// Page `page` (from 1) of `all`, with the count and the number of pages.
+fn page_of(mut all: Vec<crate::delivery::admin::Entry>, page: Option<usize>) -> pages::Listed {
+    let total = all.len();
+    let pages = total.div_ceil(PAGE).max(1);
     let page = page.unwrap_or(1).clamp(1, pages);
     let start = (page - 1) * PAGE;
-    items.truncate((start + PAGE).min(items.len()));
-    (items.split_off(start.min(items.len())), page, pages)
+    all.truncate((start + PAGE).min(total));
+    pages::Listed {
+        entries: all.split_off(start.min(all.len())),
+        total,
+        page,
+        pages,
+    }
 }
 
 impl QueueFilter {
@@ -564,15 +570,10 @@ async fn queue(
     let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
         .await
         .map(|v| {
-            let kept: Vec<_> = v.into_iter().filter(|e| filter.keeps(e)).collect();
-            let total = kept.len();
-            let (shown, page, pages) = page_of(kept, filter.page);
-            pages::Listed {
-                entries: shown,
-                total,
-                page,
-                pages,
-            }
+            page_of(
+                v.into_iter().filter(|e| filter.keeps(e)).collect(),
+                filter.page,
+            )
         });
     Ok(pages::queue(&s.user, &s.csrf, &filter, entries, None).into_response())
 }
@@ -672,16 +673,7 @@ async fn queue_action(
     tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console queue action");
     let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
         .await
-        .map(|all| {
-            let total = all.len();
-            let (entries, page, pages) = page_of(all, None);
-            pages::Listed {
-                entries,
-                total,
-                page,
-                pages,
-            }
-        });
+        .map(|all| page_of(all, None));
     Ok(pages::queue(
         &s.user,
         &s.csrf,
@@ -720,9 +712,9 @@ async fn quarantine_page(
     let spool = c.ctx.spool.clone();
     let listed = tokio::task::spawn_blocking(move || {
         let all = crate::delivery::admin::list(&spool, crate::spool::SpoolState::Quarantine)?;
-        let total = all.len();
-        let (shown, page, pages) = page_of(all, page);
-        let summaries: HashMap<String, pages::Summary> = shown
+        let listed = page_of(all, page);
+        let summaries: HashMap<String, pages::Summary> = listed
+            .entries
             .iter()
             .filter_map(|e| {
                 let head = spool
@@ -731,15 +723,7 @@ async fn quarantine_page(
                 Some((e.id.clone(), summary(&head)))
             })
             .collect();
-        Ok::<_, crate::delivery::admin::AdminError>((
-            pages::Listed {
-                entries: shown,
-                total,
-                page,
-                pages,
-            },
-            summaries,
-        ))
+        Ok::<_, crate::delivery::admin::AdminError>((listed, summaries))
     })
     .await
     .map_err(|e| e.to_string())
