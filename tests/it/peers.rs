@@ -524,6 +524,22 @@ assert typ == "OK", data
 c.logout()
 "#;
 
+/// Moves `user`'s message with Message-ID `mid` from `from` to `to` over IMAPS ([`MOVE`]).
+async fn move_message(d: &Dovecot, user: &str, pw: &str, mid: &str, from: &str, to: &str) {
+    python(
+        MOVE,
+        &[
+            ("IMAPS", d.imaps.to_string()),
+            ("USER_ADDR", user.to_string()),
+            ("USER_PW", pw.to_string()),
+            ("FROM", from.to_string()),
+            ("TO", to.to_string()),
+            ("MID", mid.to_string()),
+        ],
+    )
+    .await;
+}
+
 /// The X-Spam-Score and X-Spam-Status of the message with `message_id` in `user`'s INBOX.
 async fn spam_score_of(
     d: &Dovecot,
@@ -619,17 +635,17 @@ async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
     assert!(before < 5.0, "the shipped model lets it through: {before}");
 
     // Bob moves one into Junk: Dovecot pipes it to `sluice spam submit --spam`.
-    let moved = |from: &str, to: &str| {
-        [
-            ("IMAPS", dovecot.imaps.to_string()),
-            ("USER_ADDR", "bob@dove.test".to_string()),
-            ("USER_PW", "bobpw".to_string()),
-            ("FROM", from.to_string()),
-            ("TO", to.to_string()),
-            ("MID", "<junk@shop.example>".to_string()),
-        ]
+    let moved = |from: &'static str, to: &'static str| {
+        move_message(
+            &dovecot,
+            "bob@dove.test",
+            "bobpw",
+            "<junk@shop.example>",
+            from,
+            to,
+        )
     };
-    python(MOVE, &moved("INBOX", "Junk")).await;
+    moved("INBOX", "Junk").await;
     learned_log_has(dir.path(), ".spam", &dovecot).await;
 
     // The next similar message scores higher, with no reload of Sluice.
@@ -648,7 +664,7 @@ async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
 
     // Moved back out of Junk: relabelled as ham (not counted twice), and similar mail scores
     // as ham, more surely than before Bob said anything.
-    python(MOVE, &moved("Junk", "INBOX")).await;
+    moved("Junk", "INBOX").await;
     learned_log_has(dir.path(), ".ham", &dovecot).await;
     send_offer(port, "back", "Summer catalogue for members").await;
     let (back, status) =
@@ -664,16 +680,13 @@ async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
 
     // Spam moved out of Junk into the Trash says nothing about it, whatever the Trash is
     // called: `Bin` has the \Trash special use.
-    python(
-        MOVE,
-        &[
-            ("IMAPS", dovecot.imaps.to_string()),
-            ("USER_ADDR", "bob@dove.test".to_string()),
-            ("USER_PW", "bobpw".to_string()),
-            ("FROM", "INBOX".to_string()),
-            ("TO", "Junk".to_string()),
-            ("MID", "<back@shop.example>".to_string()),
-        ],
+    move_message(
+        &dovecot,
+        "bob@dove.test",
+        "bobpw",
+        "<back@shop.example>",
+        "INBOX",
+        "Junk",
     )
     .await;
     let count = |suffix: &str| {
@@ -695,16 +708,13 @@ async fn moving_mail_into_junk_over_imap_teaches_the_filter() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(count(".spam"), 1, "the second message was learned as spam");
-    python(
-        MOVE,
-        &[
-            ("IMAPS", dovecot.imaps.to_string()),
-            ("USER_ADDR", "bob@dove.test".to_string()),
-            ("USER_PW", "bobpw".to_string()),
-            ("FROM", "Junk".to_string()),
-            ("TO", "Bin".to_string()),
-            ("MID", "<back@shop.example>".to_string()),
-        ],
+    move_message(
+        &dovecot,
+        "bob@dove.test",
+        "bobpw",
+        "<back@shop.example>",
+        "Junk",
+        "Bin",
     )
     .await;
     // Two collection intervals and more.
@@ -851,16 +861,13 @@ async fn one_user_flooding_junk_cannot_steer_or_stall_learning() {
     )
     .await;
     let started = std::time::Instant::now();
-    python(
-        MOVE,
-        &[
-            ("IMAPS", dovecot.imaps.to_string()),
-            ("USER_ADDR", "carol@dove.test".to_string()),
-            ("USER_PW", "carolpw".to_string()),
-            ("FROM", "INBOX".to_string()),
-            ("TO", "Junk".to_string()),
-            ("MID", "<carol@club.example>".to_string()),
-        ],
+    move_message(
+        &dovecot,
+        "carol@dove.test",
+        "carolpw",
+        "<carol@club.example>",
+        "INBOX",
+        "Junk",
     )
     .await;
     let mut learned = false;
