@@ -353,15 +353,7 @@ impl Spool {
         std::io::BufReader::new(file.take(16 << 20))
             .read_until(b'\n', &mut line)
             .map_err(io_err(&path))?;
-        let damaged = |problem: String| SpoolError::Damaged {
-            path: path.clone(),
-            problem,
-        };
-        if line.last() != Some(&b'\n') {
-            return Err(damaged("no envelope line".into()));
-        }
-        let envelope: SpooledEnvelope =
-            serde_json::from_slice(&line[..line.len() - 1]).map_err(|e| damaged(e.to_string()))?;
+        let (envelope, _) = parse_file(&path, &line)?;
         Ok((envelope, total.saturating_sub(line.len())))
     }
 

@@ -113,23 +113,6 @@ pub fn list(spool: &Spool, which: SpoolState) -> Result<Vec<Entry>, AdminError> 
         .collect()
 }
 
-/// Every message in `which`, oldest first, each as `f(entry, message bytes)`: for a listing
-/// that also shows something of the message (the console's subjects), from the one read.
-pub fn list_each<T>(
-    spool: &Spool,
-    which: SpoolState,
-    mut f: impl FnMut(Entry, &[u8]) -> T,
-) -> Result<Vec<T>, AdminError> {
-    spool
-        .list(which)?
-        .iter()
-        .map(|id| {
-            let (env, msg) = spool.read(which, id)?;
-            Ok(f(entry_of(spool, which, id, &env, msg.len())?, &msg))
-        })
-        .collect()
-}
-
 /// One message: its entry, history, header section, and the whole message.
 pub fn show(
     spool: &Spool,
