@@ -104,6 +104,15 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The refusal `reply` stands for: a reject for a 5xx code, a tempfail otherwise.
+    pub fn refusal(reply: Reply) -> Decision {
+        if reply.code >= 500 {
+            Decision::Reject { reply }
+        } else {
+            Decision::Tempfail { reply }
+        }
+    }
+
     /// True when the stage is decided and later plugins are not called.
     pub fn is_final(&self) -> bool {
         !matches!(self, Decision::Continue)

@@ -222,11 +222,7 @@ impl Inbound {
             self.front.relay_control,
             &config.relay.local_domains,
         ) {
-            let decision = if reply.code < 500 {
-                Decision::Tempfail { reply }
-            } else {
-                Decision::Reject { reply }
-            };
+            let decision = Decision::refusal(reply);
             self.log_refusal("RCPT", &recipient.address, &decision);
             return decision;
         }
@@ -432,15 +428,7 @@ impl Inbound {
     ) -> Disposition {
         Disposition {
             action: Action::Refuse,
-            decision: if reply.code >= 500 {
-                Decision::Reject {
-                    reply: reply.clone(),
-                }
-            } else {
-                Decision::Tempfail {
-                    reply: reply.clone(),
-                }
-            },
+            decision: Decision::refusal(reply.clone()),
             reply,
             prepend: Vec::new(),
             remove,
