@@ -651,13 +651,25 @@ pub struct DeliveryConfig {
     pub retry_secs: Vec<u64>,
     /// How long a message may stay in the queue before it fails (default 5 days).
     pub max_queue_lifetime_secs: u64,
-    /// Seconds to wait for each reply from a next hop.
+    /// Seconds to wait for the reply to each command (MAIL, RCPT, RSET, DATA) from a next
+    /// hop, and to send one (like Postfix's `smtp_mail_timeout`, `smtp_rcpt_timeout`).
     pub timeout_secs: u64,
+    /// Seconds to wait for a TCP connection to a next hop (Postfix's `smtp_connect_timeout`).
+    pub connect_timeout_secs: u64,
+    /// Seconds to wait for the greeting, and for each reply while the session is set up
+    /// (EHLO, STARTTLS and its handshake, AUTH; Postfix's `smtp_helo_timeout`).
+    pub greeting_timeout_secs: u64,
+    /// Seconds to send the message and wait for the reply to its end of data (Postfix's
+    /// `smtp_data_xfer_timeout` and `smtp_data_done_timeout`).
+    pub data_timeout_secs: u64,
     /// Send a "delayed" DSN once a message has waited this long (off when unset).
     pub delay_warning_secs: Option<u64>,
-    /// Messages delivered at the same time.
+    /// Deliveries (one message to one destination) in progress at the same time.
     pub concurrency: usize,
-    /// Open connections to one next-hop address at most.
+    /// Deliveries in progress to one destination (an MX domain, or a route's next hop) at
+    /// most, and open connections to one next-hop address; a route's `max_connections`
+    /// overrides it. Keep it below `concurrency`, so that one destination that does not
+    /// answer cannot hold every delivery.
     pub max_connections_per_destination: usize,
     /// Seconds an idle connection is kept for the next message to the same next hop.
     pub connection_idle_secs: u64,
@@ -672,6 +684,9 @@ impl Default for DeliveryConfig {
             retry_secs: vec![300, 600, 1200, 2400, 4800, 9600, 14400],
             max_queue_lifetime_secs: 5 * 24 * 3600,
             timeout_secs: 300,
+            connect_timeout_secs: 30,
+            greeting_timeout_secs: 300,
+            data_timeout_secs: 600,
             delay_warning_secs: None,
             concurrency: 20,
             max_connections_per_destination: 10,
@@ -720,6 +735,18 @@ pub struct RouteConfig {
     /// AUTH password.
     #[serde(default)]
     pub auth_password: Option<String>,
+    /// Deliveries in progress to one of this route's destinations at most; default
+    /// `delivery.max_connections_per_destination`.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Messages sent over one connection before it is closed; default: no limit (a connection
+    /// lives at most 5 minutes).
+    #[serde(default)]
+    pub max_messages_per_connection: Option<u32>,
+    /// Messages handed to one of this route's destinations per minute at most (a fixed
+    /// window); shared by every Sluice of a fleet when `[store]` is Redis. Default: no limit.
+    #[serde(default)]
+    pub max_messages_per_minute: Option<u32>,
 }
 
 fn smtp_port() -> u16 {
@@ -973,6 +1000,17 @@ impl Config {
                 60 * DAY,
             ),
             ("delivery.timeout_secs", d.timeout_secs, 3600),
+            (
+                "delivery.connect_timeout_secs",
+                d.connect_timeout_secs,
+                3600,
+            ),
+            (
+                "delivery.greeting_timeout_secs",
+                d.greeting_timeout_secs,
+                3600,
+            ),
+            ("delivery.data_timeout_secs", d.data_timeout_secs, 3600),
             (
                 "delivery.delay_warning_secs",
                 d.delay_warning_secs.unwrap_or(0),
@@ -1300,6 +1338,23 @@ impl Config {
                     "route[{i}]: set both auth_user and auth_password, or neither"
                 ));
             }
+            for (key, v) in [
+                ("max_connections", r.max_connections.map(|n| n as u64)),
+                (
+                    "max_messages_per_connection",
+                    r.max_messages_per_connection.map(u64::from),
+                ),
+                (
+                    "max_messages_per_minute",
+                    r.max_messages_per_minute.map(u64::from),
+                ),
+            ] {
+                if v == Some(0) {
+                    problems.push(format!(
+                        "route[{i}].{key}: must be at least 1 (leave it out for the default)"
+                    ));
+                }
+            }
             if r.auth_user.is_some() && r.tls != TlsPolicy::Required {
                 problems.push(format!(
                     "route[{i}].tls: a route with auth_user sends its password, so it needs tls = \"required\" (a verified certificate); it is {:?}",
@@ -1314,6 +1369,18 @@ impl Config {
         }
         for (key, v) in [
             ("delivery.timeout_secs", self.delivery.timeout_secs),
+            (
+                "delivery.connect_timeout_secs",
+                self.delivery.connect_timeout_secs,
+            ),
+            (
+                "delivery.greeting_timeout_secs",
+                self.delivery.greeting_timeout_secs,
+            ),
+            (
+                "delivery.data_timeout_secs",
+                self.delivery.data_timeout_secs,
+            ),
             ("delivery.concurrency", self.delivery.concurrency as u64),
             (
                 "delivery.max_connections_per_destination",
@@ -1443,6 +1510,9 @@ impl Config {
                 tls: TlsPolicy::None,
                 auth_user: None,
                 auth_password: None,
+                max_connections: None,
+                max_messages_per_connection: None,
+                max_messages_per_minute: None,
             });
         }
         self.routes.iter().find(star).cloned()

@@ -40,6 +40,9 @@ pub struct ServerContext {
     pub logins: crate::login_throttle::LoginThrottle,
     /// Wakes the queue runner when a message was spooled.
     pub delivery_wakeup: Arc<Notify>,
+    /// Tells the queue runner that the queue was changed by hand (retry, hold, release):
+    /// it reads every message's state again.
+    pub queue_changed: Arc<Notify>,
     /// The plugin runtime, for loading plugins on reload.
     pub runtime: Runtime,
     /// Becomes true when the server starts shutting down.
@@ -82,6 +85,7 @@ pub fn context(
         credentials: Arc::new(credentials),
         logins: Default::default(),
         delivery_wakeup: Arc::new(Notify::new()),
+        queue_changed: Arc::new(Notify::new()),
         runtime,
         shutdown: watch::channel(false).0,
         reload_lock: tokio::sync::Mutex::new(Default::default()),

@@ -205,8 +205,16 @@ impl Server {
         )
         .following(ctx.live.clone())
         .listening_on(bound.iter().map(|(_, a)| *a).collect());
-        let runner =
-            tokio::spawn(runner.run(ctx.delivery_wakeup.clone(), ctx.shutdown.subscribe()));
+        // A fleet that shares a store shares each destination's rate too.
+        let runner = match ctx.runtime.services.kv.clone() {
+            Some(kv @ crate::store::KvStore::Redis(_)) => runner.sharing_rates(kv),
+            _ => runner,
+        };
+        let runner = tokio::spawn(runner.run(
+            ctx.delivery_wakeup.clone(),
+            ctx.queue_changed.clone(),
+            ctx.shutdown.subscribe(),
+        ));
         Ok(Server {
             listeners: bound,
             sockets: unix,

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice::delivery::client::{ClientConfig, ClientError, Outgoing, TlsPolicy, deliver};
+use sluice::delivery::client::{ClientConfig, ClientError, Outgoing, Timeouts, TlsPolicy, deliver};
 use sluice_tests::*;
 
 fn cfg(tls: TlsPolicy) -> ClientConfig {
@@ -12,7 +12,8 @@ fn cfg(tls: TlsPolicy) -> ClientConfig {
         tls,
         auth: None,
         lmtp: false,
-        timeout: Duration::from_secs(10),
+        timeouts: Timeouts::all(Duration::from_secs(10)),
+        max_messages: None,
     }
 }
 

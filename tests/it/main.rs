@@ -26,6 +26,7 @@ mod queue_cli;
 mod recipients;
 mod replay_cli;
 mod routes;
+mod scheduling;
 mod serve_cli;
 mod smtp;
 mod spam_score;

@@ -296,3 +296,61 @@ async fn read_data<R: AsyncBufReadExt + Unpin>(s: &mut R) -> std::io::Result<Vec
         data.extend_from_slice(l);
     }
 }
+
+/// A next hop that accepts TCP connections and never says a word: the destination that
+/// must not stall the others. It counts the connections accepted and those still open (a
+/// connection is closed when the client gives up on it).
+pub struct BlackHole {
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    /// Listens on 127.0.0.1 (an ephemeral port).
+    pub async fn start() -> std::io::Result<BlackHole> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, o) = (accepted.clone(), open.clone());
+        let task = tokio::spawn(async move {
+            let mut held = tokio::task::JoinSet::new();
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                held.spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = [0u8; 512];
+                    // Read (and ignore) until the client closes.
+                    while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Ok(BlackHole {
+            addr,
+            accepted,
+            open,
+            task,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections still open.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

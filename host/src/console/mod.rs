@@ -667,9 +667,7 @@ async fn queue_action(
         r.map(str::to_string).map_err(|e| e.to_string())
     })
     .await;
-    if matches!(action.as_str(), "retry" | "release") {
-        c.ctx.delivery_wakeup.notify_one();
-    }
+    c.ctx.queue_changed.notify_one();
     tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console queue action");
     let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
         .await
@@ -779,6 +777,7 @@ async fn quarantine_action(
     };
     if action == "release" {
         c.ctx.delivery_wakeup.notify_one();
+        c.ctx.queue_changed.notify_one();
     }
     tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console quarantine action");
     Ok(quarantine_page(&c, &s, None, Some(results)).await)

@@ -157,7 +157,7 @@ fn update(spool: &Spool, id: &str, change: impl FnOnce(&mut QueueState)) -> Resu
 pub fn retry(spool: &Spool, id: &str) -> Result<(), AdminError> {
     update(spool, id, |st| {
         st.held = false;
-        st.next_attempt = 0;
+        st.retry_now();
         st.history.push(format!(
             "{} retry requested by the operator",
             fmt_time(crate::delivery::runner::now())
@@ -197,7 +197,7 @@ pub fn delete(spool: &Spool, id: &str, bounce: bool) -> Result<(), AdminError> {
                 r.last_reply = Some("deleted from the queue by the postmaster".to_string());
             }
             st.held = false;
-            st.next_attempt = 0;
+            st.retry_now();
         });
     }
     let dir = spool.root().join("queue");

@@ -35,8 +35,47 @@ pub struct ClientConfig {
     pub auth: Option<(String, String)>,
     /// Speak LMTP (LHLO, one reply per recipient after DATA).
     pub lmtp: bool,
-    /// Timeout for each read or write.
-    pub timeout: Duration,
+    /// How long each phase of the conversation may take.
+    pub timeouts: Timeouts,
+    /// Messages sent over one connection before it is closed (none: no limit).
+    pub max_messages: Option<u32>,
+}
+
+/// Deadlines for each phase of a conversation with a next hop, like Postfix's
+/// `smtp_*_timeout` family: a host that accepts the connection and never greets is given up
+/// after `greeting`, not after the much longer time a large message's data may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The TCP (or Unix socket) connection.
+    pub connect: Duration,
+    /// The greeting, and each step of setting the session up: EHLO/LHLO, STARTTLS and its
+    /// handshake, AUTH.
+    pub greeting: Duration,
+    /// Each command of a transaction and its reply: RSET, MAIL, RCPT, DATA, QUIT.
+    pub command: Duration,
+    /// Sending the message, and the reply to its end of data.
+    pub data: Duration,
+}
+
+impl Timeouts {
+    /// The same deadline for every phase.
+    pub fn all(d: Duration) -> Timeouts {
+        Timeouts {
+            connect: d,
+            greeting: d,
+            command: d,
+            data: d,
+        }
+    }
+
+    /// The deadline of the step named `stage` (as in [`ClientError::Conversation`]).
+    fn of(&self, stage: &str) -> Duration {
+        match stage {
+            "greeting" | "EHLO" | "STARTTLS" | "AUTH" => self.greeting,
+            "message" | "end of DATA" => self.data,
+            _ => self.command,
+        }
+    }
 }
 
 /// One message to hand over.
@@ -215,7 +254,7 @@ impl Connection {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
         };
-        match tokio::time::timeout(self.cfg.timeout, write).await {
+        match tokio::time::timeout(self.cfg.timeouts.of(stage), write).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.fail(stage, e.to_string())),
             Err(_) => Err(self.fail(stage, "timeout while sending")),
@@ -232,8 +271,8 @@ impl Connection {
                 return Err(self.fail(stage, "reply too long"));
             }
             let mut chunk = [0u8; 8192];
-            let n = match tokio::time::timeout(self.cfg.timeout, self.stream.read(&mut chunk)).await
-            {
+            let deadline = self.cfg.timeouts.of(stage);
+            let n = match tokio::time::timeout(deadline, self.stream.read(&mut chunk)).await {
                 Ok(Ok(0)) => return Err(self.fail(stage, "connection closed by the server")),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => return Err(self.fail(stage, e.to_string())),
@@ -299,7 +338,7 @@ impl Connection {
         let remote = server_name.to_string();
         let connected: std::io::Result<Box<dyn Io>> = match target {
             Target::Tcp(addr) => {
-                match tokio::time::timeout(cfg.timeout, TcpStream::connect(addr)).await {
+                match tokio::time::timeout(cfg.timeouts.connect, TcpStream::connect(addr)).await {
                     Ok(Ok(s)) => {
                         let _ = s.set_nodelay(true);
                         Ok(Box::new(s))
@@ -309,7 +348,7 @@ impl Connection {
                 }
             }
             Target::Unix(path) => {
-                match tokio::time::timeout(cfg.timeout, UnixStream::connect(path)).await {
+                match tokio::time::timeout(cfg.timeouts.connect, UnixStream::connect(path)).await {
                     Ok(Ok(s)) => Ok(Box::new(s)),
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
@@ -398,8 +437,8 @@ impl Connection {
             tokio_rustls::TlsConnector::from(tls_config(self.cfg.tls == TlsPolicy::Required));
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| tls_error(e.to_string()))?;
-        let stream = match tokio::time::timeout(self.cfg.timeout, connector.connect(name, io)).await
-        {
+        let handshake = connector.connect(name, io);
+        let stream = match tokio::time::timeout(self.cfg.timeouts.greeting, handshake).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(tls_error(e.to_string())),
             Err(_) => return Err(tls_error("handshake timeout".into())),
@@ -524,7 +563,7 @@ impl Connection {
                     results[i].1 = Some(go.clone());
                 }
             } else {
-                self.send("DATA", &dot_stuff(msg.message)).await?;
+                self.send("message", &dot_stuff(msg.message)).await?;
                 if self.cfg.lmtp {
                     // LMTP: one reply per accepted recipient, in order (RFC 2033 §4.2).
                     for &i in &accepted {

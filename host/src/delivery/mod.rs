@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod bounce;
 pub mod client;
+pub mod destinations;
 pub mod local;
 pub mod mx;
 pub mod pool;

@@ -51,6 +51,7 @@ pub struct Pool {
 #[derive(Clone)]
 struct Slot {
     permits: Arc<Semaphore>,
+    cap: usize,
     idle: Arc<Notify>,
 }
 
@@ -88,21 +89,33 @@ impl Pool {
         None
     }
 
-    fn slot(&self, key: &str) -> Slot {
+    /// The permits of `key`, at most `cap` (a route's own limit, else the pool's); a slot
+    /// whose limit changed (a reload) is replaced, and connections holding the old one's
+    /// permits finish as they are.
+    fn slot(&self, key: &str, cap: Option<usize>) -> Slot {
+        let cap = cap.unwrap_or(self.cap).max(1);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots
-            .entry(key.to_string())
-            .or_insert_with(|| Slot {
-                permits: Arc::new(Semaphore::new(self.cap)),
-                idle: Arc::new(Notify::new()),
-            })
-            .clone()
+        let slot = slots.entry(key.to_string()).or_insert_with(|| Slot {
+            permits: Arc::new(Semaphore::new(cap)),
+            cap,
+            idle: Arc::new(Notify::new()),
+        });
+        if slot.cap != cap {
+            slot.permits = Arc::new(Semaphore::new(cap));
+            slot.cap = cap;
+        }
+        slot.clone()
     }
 
     /// An idle connection to `key` (unless `reuse` is off), else a permit for a new one,
     /// waiting for whichever comes first when the destination is at its cap.
-    async fn checkout(&self, key: &str, reuse: bool) -> Result<Pooled, OwnedSemaphorePermit> {
-        let slot = self.slot(key);
+    async fn checkout(
+        &self,
+        key: &str,
+        cap: Option<usize>,
+        reuse: bool,
+    ) -> Result<Pooled, OwnedSemaphorePermit> {
+        let slot = self.slot(key, cap);
         loop {
             if reuse && let Some(p) = self.take_idle(key) {
                 return Ok(p);
@@ -116,19 +129,21 @@ impl Pool {
     }
 
     /// Sends `msg` to `target` (named `server_name`), over an idle connection when there is
-    /// one, else a new one once the destination has a free slot. A reused connection that
-    /// turns out to be closed before the message was sent is replaced by a new one.
+    /// one, else a new one once the destination has a free slot (of `cap`, default the
+    /// pool's). A reused connection that turns out to be closed before the message was sent
+    /// is replaced by a new one; one that has carried `cfg.max_messages` is closed.
     pub async fn send(
         &self,
         target: &Target,
         server_name: &str,
         cfg: &ClientConfig,
+        cap: Option<usize>,
         msg: &Outgoing<'_>,
     ) -> Sent {
         let key = key(target, cfg);
         let mut reuse = true;
         loop {
-            let (mut pooled, reused) = match self.checkout(&key, reuse).await {
+            let (mut pooled, reused) = match self.checkout(&key, cap, reuse).await {
                 Ok(p) => (p, true),
                 Err(permit) => {
                     self.opened
@@ -148,6 +163,12 @@ impl Pool {
                 }
             };
             match pooled.conn.transact(msg).await {
+                Ok(outcome) if cfg.max_messages.is_some_and(|n| pooled.conn.messages >= n) => {
+                    // Its permit is freed once QUIT is done.
+                    let Pooled { conn, _permit, .. } = pooled;
+                    conn.quit().await;
+                    return Sent::Answered(outcome);
+                }
                 Ok(outcome) => {
                     pooled.idle_since = Instant::now();
                     self.idle
@@ -156,7 +177,7 @@ impl Pool {
                         .entry(key.clone())
                         .or_default()
                         .push(pooled);
-                    self.slot(&key).idle.notify_one();
+                    self.slot(&key, cap).idle.notify_one();
                     return Sent::Answered(outcome);
                 }
                 Err(e) if reused && e.before_message() => {
@@ -183,9 +204,8 @@ impl Pool {
             idle.retain(|_, l| !l.is_empty());
             stale
         };
-        for p in stale {
-            p.conn.quit().await;
-        }
+        // All at once: each QUIT waits up to 2 s for a server that may not answer.
+        futures::future::join_all(stale.into_iter().map(|p| p.conn.quit())).await;
     }
 
     /// Closes every idle connection (at shutdown).
@@ -194,8 +214,6 @@ impl Pool {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             idle.drain().flat_map(|(_, l)| l).collect()
         };
-        for p in all {
-            p.conn.quit().await;
-        }
+        futures::future::join_all(all.into_iter().map(|p| p.conn.quit())).await;
     }
 }

@@ -30,7 +30,8 @@ use crate::session::address;
 use crate::spool::{self, Spool, SpoolState, SpooledEnvelope};
 
 use super::bounce::Notice;
-use super::client::{ClientConfig, DsnParams, Outgoing, Target};
+use super::client::{ClientConfig, DsnParams, Outgoing, Target, Timeouts};
+use super::destinations::{Admission, Destinations, Limits, Outcome as DestinationOutcome};
 use super::mx::{MxError, MxResolver};
 use super::pool::{Pool, Sent};
 use super::state::{self, QueueState, RcptStatus, fmt_time};
@@ -66,12 +67,14 @@ pub struct PassReport {
 /// Delivers the queue.
 pub struct Runner {
     spool: Spool,
-    config: Config,
-    pipeline: Pipeline,
+    settings: arc_swap::ArcSwap<Settings>,
     pool: Pool,
     mx: MxResolver,
-    /// When set, each pass takes the configuration and plugins in force from here.
+    destinations: Destinations,
+    /// When set, the configuration and plugins in force are taken from here.
     live: Option<Arc<arc_swap::ArcSwap<crate::context::Live>>>,
+    /// The `live` state `settings` was taken from.
+    seen: std::sync::Mutex<Option<Arc<crate::context::Live>>>,
     /// Where this server listens: a next hop there is ourselves (a mail loop).
     own: Vec<std::net::SocketAddr>,
     /// Messages whose processing panicked, and when to try them again.
@@ -122,6 +125,35 @@ fn loops_back(target: std::net::SocketAddr, own: &[std::net::SocketAddr]) -> boo
             && (l.ip() == target.ip()
                 || (target.ip().is_loopback() && (l.ip().is_loopback() || l.ip().is_unspecified())))
     })
+}
+
+/// The seconds to wait after a recipient's `attempts`-th attempt failed temporarily: the
+/// schedule's entry for it, its last entry repeating.
+fn retry_delay(schedule: &[u64], attempts: u32) -> i64 {
+    let step = usize::try_from(attempts)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(1)
+        .min(schedule.len().saturating_sub(1));
+    i64::try_from(schedule.get(step).copied().unwrap_or(300)).unwrap_or(i64::MAX / 2)
+}
+
+/// The destination a recipient in `domain` goes to by `route`: the domain for MX routes,
+/// the next hop (and how it is reached) for the others.
+fn destination_key(route: Option<&RouteConfig>, domain: &str) -> String {
+    match route {
+        Some(r) if r.kind == RouteKind::Mx => format!("mx:{domain}"),
+        Some(r) if r.kind == RouteKind::Maildir => "maildir:".to_string(),
+        Some(r) => format!(
+            "{}:{}{}",
+            format!("{:?}", r.kind).to_lowercase(),
+            r.host.clone().unwrap_or_default(),
+            r.socket
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ),
+        None => format!("none:{domain}"),
+    }
 }
 
 /// The current Unix time in seconds.
@@ -214,6 +246,37 @@ impl PassReport {
     }
 }
 
+/// The configuration and plugins a delivery uses (swapped by reloads).
+struct Settings {
+    config: Config,
+    pipeline: Pipeline,
+}
+
+/// What one visit to a message came to, for the scheduler.
+#[derive(Default)]
+struct Visit {
+    report: PassReport,
+    /// When the message is due again (`None`: finished or gone).
+    due: Option<i64>,
+    /// Destinations that had no room for some of its recipients: the message is looked at
+    /// again when one of them has.
+    waiting_for: Vec<String>,
+}
+
+/// How often the scheduler reads every queued message's state again (to see changes made by
+/// `sluice queue` from another process), at most.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// What became of one destination's group of recipients in one visit.
+enum GroupResult {
+    /// Attempted: one outcome per recipient.
+    Tried(Vec<Handed>),
+    /// No room now: not attempted.
+    Busy(String),
+    /// Its rate is used up until then: not attempted.
+    Throttled(i64),
+}
+
 impl Runner {
     /// A runner over `spool` with the routes and limits of `config`.
     pub fn new(spool: Spool, config: Config, pipeline: Pipeline) -> Runner {
@@ -223,13 +286,15 @@ impl Runner {
             Duration::from_secs(d.connection_idle_secs),
         );
         let mx = MxResolver::new(d.resolver.as_deref());
+        let destinations = Destinations::new(d.concurrency, None);
         Runner {
             spool,
-            config,
-            pipeline,
+            settings: arc_swap::ArcSwap::from_pointee(Settings { config, pipeline }),
             pool,
             mx,
+            destinations,
             live: None,
+            seen: Default::default(),
             own: Vec::new(),
             panicked: Default::default(),
             unsaved: Default::default(),
@@ -243,9 +308,16 @@ impl Runner {
         self
     }
 
-    /// Makes each pass use the configuration and plugins in force in `live` (reloads).
+    /// Makes the runner use the configuration and plugins in force in `live` (reloads).
     pub fn following(mut self, live: Arc<arc_swap::ArcSwap<crate::context::Live>>) -> Runner {
         self.live = Some(live);
+        self
+    }
+
+    /// Counts per-destination rates in `kv` (a store a fleet shares), not in this process.
+    pub fn sharing_rates(mut self, kv: crate::store::KvStore) -> Runner {
+        let concurrency = self.settings.load().config.delivery.concurrency;
+        self.destinations = Destinations::new(concurrency, Some(kv));
         self
     }
 
@@ -254,36 +326,176 @@ impl Runner {
         &self.pool
     }
 
-    /// Runs passes until dropped or shut down: after each wake-up, and at least every few
-    /// seconds. On shutdown the pass in progress finishes, then the runner returns.
-    pub async fn run(
-        mut self,
-        wakeup: Arc<Notify>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            if let Some(live) = &self.live {
-                let l = live.load();
-                self.config = l.config.clone();
-                self.pipeline = l.pipeline.clone();
-            }
-            let report = self.run_once(now()).await;
-            for (id, rcpt, status, reply) in &report.attempts {
-                tracing::info!(id = %id, to = %rcpt, status = ?status, reply = %reply, "delivery");
-            }
-            self.pool.close_idle().await;
-            tokio::select! {
-                _ = tokio::time::timeout(Duration::from_secs(5), wakeup.notified()) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-        }
+    /// How each destination stands.
+    pub fn destinations(&self) -> &Destinations {
+        &self.destinations
     }
 
-    /// One pass over the queue at time `now` (Unix seconds).
+    /// Takes the configuration and plugins in force from `live`, when following it and
+    /// they changed (a reload).
+    fn refresh(&self) {
+        let Some(live) = &self.live else { return };
+        let l = live.load_full();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &l)) {
+            return;
+        }
+        self.destinations
+            .set_concurrency(l.config.delivery.concurrency);
+        self.settings.store(Arc::new(Settings {
+            config: l.config.clone(),
+            pipeline: l.pipeline.clone(),
+        }));
+        *seen = Some(l);
+    }
+
+    /// Delivers until shut down. Each message is delivered on its own, as soon as it is due
+    /// and its destinations have room: a delivery that takes long (a next hop that never
+    /// answers) holds up only its own destination, within that destination's limits.
+    ///
+    /// The scheduler looks at the queue when mail arrives (`wakeup`), when the queue was
+    /// changed (`changed`: a console action), when a delivery ends, when the next message is
+    /// due, and at least every [`RESCAN`]. On shutdown, the deliveries in progress finish
+    /// (the server bounds how long it waits), then the runner returns.
+    pub async fn run(
+        self,
+        wakeup: Arc<Notify>,
+        changed: Arc<Notify>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures::FutureExt as _;
+        use std::collections::{HashMap, HashSet};
+        let freed = self.destinations.freed();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        let mut due: HashMap<String, i64> = HashMap::new();
+        let mut waiting: HashMap<String, Vec<String>> = HashMap::new();
+        let mut visits = futures::stream::FuturesUnordered::new();
+        let mut last_full: Option<std::time::Instant> = None;
+        let mut full = true;
+        let mut last_idle_sweep = std::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            self.refresh();
+            let now = now();
+            if last_full.is_none_or(|t| t.elapsed() >= RESCAN) {
+                full = true;
+            }
+            if full {
+                due.clear();
+                last_full = Some(std::time::Instant::now());
+            }
+            let spool = self.spool.clone();
+            let ids = off_worker(move || spool.list(SpoolState::Queue))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let listed: HashSet<&String> = ids.iter().collect();
+            due.retain(|id, _| listed.contains(id));
+            waiting.retain(|id, _| listed.contains(id));
+            let skip: HashMap<String, i64> = self
+                .panicked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            for id in &ids {
+                if in_flight.contains(id)
+                    || skip.get(id).is_some_and(|&until| until > now)
+                    || due.get(id).is_some_and(|&t| t > now)
+                {
+                    continue;
+                }
+                if !full
+                    && let Some(keys) = waiting.get(id)
+                    && !keys.iter().any(|k| self.destinations.has_room(k, now))
+                {
+                    continue;
+                }
+                in_flight.insert(id.clone());
+                let id = id.clone();
+                visits.push(
+                    std::panic::AssertUnwindSafe(self.visit(id.clone(), now, false))
+                        .catch_unwind()
+                        .map(move |r| (id, r)),
+                );
+            }
+            full = false;
+            if last_idle_sweep.elapsed() >= Duration::from_secs(1) {
+                last_idle_sweep = std::time::Instant::now();
+                self.pool.close_idle().await;
+            }
+            // Until the next message is due, at most RESCAN.
+            let next_due = due
+                .values()
+                .copied()
+                .min()
+                .map(|t| Duration::from_secs(u64::try_from(t - now).unwrap_or(0).max(1)))
+                .unwrap_or(RESCAN)
+                .min(RESCAN);
+            let sleep = tokio::time::sleep(next_due);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    Some((id, result)) = visits.next(), if !visits.is_empty() => {
+                        in_flight.remove(&id);
+                        match result {
+                            Ok(Ok(v)) => {
+                                match v.due {
+                                    Some(t) => { due.insert(id.clone(), t); }
+                                    None => { due.remove(&id); }
+                                }
+                                if v.waiting_for.is_empty() {
+                                    waiting.remove(&id);
+                                } else {
+                                    due.remove(&id);
+                                    waiting.insert(id, v.waiting_for);
+                                }
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(id = %id, error = %e, "queue runner could not process the message");
+                            }
+                            Err(panic) => self.contain_panic(&id, panic, now),
+                        }
+                    }
+                    _ = wakeup.notified() => break,
+                    _ = changed.notified() => { full = true; break }
+                    _ = freed.notified(), if !waiting.is_empty() => break,
+                    _ = &mut sleep => break,
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+            }
+        }
+        // Shutting down: let the deliveries in progress finish.
+        while let Some((id, result)) = visits.next().await {
+            if let Err(panic) = result {
+                self.contain_panic(&id, panic, now());
+            }
+        }
+        self.pool.close_all().await;
+    }
+
+    /// Records that the delivery of `id` panicked: a bug, not the message's fault. The
+    /// message stays queued and is tried again later; the other deliveries go on.
+    fn contain_panic(&self, id: &str, panic: Box<dyn std::any::Any + Send>, now: i64) {
+        let text = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        tracing::error!(id = %id, panic = %crate::message::printable(&text), "delivery of the message panicked; it stays queued and is retried in {PANIC_RETRY_SECS} s");
+        self.panicked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), now + PANIC_RETRY_SECS);
+    }
+
+    /// One pass over the queue at time `now` (Unix seconds): every due message, waiting for
+    /// room at busy destinations, so that the pass ends with each due recipient attempted
+    /// (for tests and `sluice queue` tools that run the queue on a clock of their own).
     pub async fn run_once(&self, now: i64) -> PassReport {
+        self.refresh();
         let mut report = PassReport::default();
         let spool = self.spool.clone();
         let Ok(Ok(ids)) = off_worker(move || spool.list(SpoolState::Queue)).await else {
@@ -295,53 +507,55 @@ impl Runner {
                 .filter(|id| skip.get(id).is_none_or(|&until| until <= now))
                 .collect()
         };
-        let concurrency = self.config.delivery.concurrency.max(1);
+        let concurrency = self.settings.load().config.delivery.concurrency.max(1);
         let results = contained(ids, concurrency, |id| async move {
-            self.process(&id, now).await
+            self.visit(id, now, true).await
         })
         .await;
         for (id, result) in results {
             match result {
-                Ok(Ok(r)) => report.merge(r),
+                Ok(Ok(v)) => report.merge(v.report),
                 Ok(Err(e)) => {
                     tracing::warn!(id = %id, error = %e, "queue runner could not process the message")
                 }
-                Err(panic) => {
-                    // A bug, not the message's fault: the message stays queued and is tried
-                    // again later; the other deliveries go on.
-                    tracing::error!(id = %id, panic = %crate::message::printable(&panic), "delivery of the message panicked; it stays queued and is retried in {PANIC_RETRY_SECS} s");
-                    self.panicked
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(id, now + PANIC_RETRY_SECS);
-                }
+                Err(panic) => self.contain_panic(&id, Box::new(panic), now),
             }
         }
         report
     }
 
-    async fn process(&self, id: &str, now: i64) -> anyhow::Result<PassReport> {
-        let mut report = PassReport::default();
+    /// Delivers what is due of message `id` at `now`. With `wait`, waits for room at busy
+    /// destinations; without, leaves their recipients for later (not an attempt).
+    async fn visit(&self, id: String, now: i64, wait: bool) -> anyhow::Result<Visit> {
+        let id = id.as_str();
+        let settings = self.settings.load_full();
+        let config = &settings.config;
+        let pipeline = &settings.pipeline;
+        let mut visit = Visit::default();
         let dir = self.spool.root().join("queue");
         let (spool, queue, owned_id) = (self.spool.clone(), dir.clone(), id.to_string());
         let loaded = off_worker(move || -> anyhow::Result<_> {
             let disk_state = state::read(&queue, &owned_id)?;
-            if disk_state
-                .as_ref()
-                .is_some_and(|s| s.held || s.next_attempt > now)
+            if let Some(s) = &disk_state
+                && (s.held || s.next_attempt > now)
             {
-                return Ok(None);
+                return Ok(Err(if s.held { i64::MAX } else { s.next_attempt }));
             }
-            match spool.read(SpoolState::Queue, &owned_id) {
-                Ok((envelope, message)) => Ok(Some((disk_state, envelope, message))),
+            match spool.read_envelope(SpoolState::Queue, &owned_id) {
+                Ok((envelope, _)) => Ok(Ok((disk_state, envelope))),
                 // Finished, or deleted by the operator, since the listing.
-                Err(_) if !spool.path(SpoolState::Queue, &owned_id).is_file() => Ok(None),
+                Err(_) if !spool.path(SpoolState::Queue, &owned_id).is_file() => Ok(Err(0)),
                 Err(e) => Err(e.into()),
             }
         })
         .await??;
-        let Some((disk_state, envelope, message)) = loaded else {
-            return Ok(report);
+        let (disk_state, envelope) = match loaded {
+            Ok(l) => l,
+            Err(0) => return Ok(visit),
+            Err(later) => {
+                visit.due = Some(later);
+                return Ok(visit);
+            }
         };
         // Outcomes that could not be written last time are remembered here, so a failed
         // state write never sends to a recipient already delivered.
@@ -358,52 +572,102 @@ impl Runner {
             (None, Some(disk)) => disk,
             (None, None) => QueueState::initial(&envelope, now),
         };
+        let lifetime =
+            i64::try_from(config.delivery.max_queue_lifetime_secs).unwrap_or(i64::MAX / 2);
 
-        // Group the pending recipients by route (and, for MX routes, by domain).
+        // Group the due recipients by destination: a route (and, for MX routes, a domain).
         let mut groups: BTreeMap<String, (Option<RouteConfig>, String, Vec<usize>)> =
             BTreeMap::new();
         for (i, r) in st.recipients.iter().enumerate() {
-            if r.status != RcptStatus::Pending {
+            if r.status != RcptStatus::Pending || r.next_attempt.is_some_and(|t| t > now) {
                 continue;
             }
             let domain = address::split(&r.address).1.to_ascii_lowercase();
-            let route = self.config.route_for(&domain);
-            let key = match &route {
-                Some(r) if r.kind == RouteKind::Mx => format!("mx:{domain}"),
-                Some(r) => format!(
-                    "{:?}:{}{}",
-                    r.kind,
-                    r.host.clone().unwrap_or_default(),
-                    r.socket
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                ),
-                None => format!("none:{domain}"),
-            };
+            let route = config.route_for(&domain);
+            let key = destination_key(route.as_ref(), &domain);
             groups
                 .entry(key)
                 .or_insert((route, domain, Vec::new()))
                 .2
                 .push(i);
         }
+        // Nothing can start and nothing else is due: wait, without reading the message.
+        let warning_due = config.delivery.delay_warning_secs.is_some_and(|after| {
+            !st.warned && now - st.queued_at >= i64::try_from(after).unwrap_or(i64::MAX / 2)
+        });
+        if !wait
+            && !groups.is_empty()
+            && now - st.queued_at < lifetime
+            && !warning_due
+            && !groups.keys().any(|k| self.destinations.has_room(k, now))
+        {
+            visit.waiting_for = groups.into_keys().collect();
+            visit.due = Some(now);
+            return Ok(visit);
+        }
+        let (spool, owned_id) = (self.spool.clone(), id.to_string());
+        let message = match off_worker(move || spool.read(SpoolState::Queue, &owned_id)).await? {
+            Ok((_, message)) => message,
+            Err(_) if !self.spool.path(SpoolState::Queue, id).is_file() => return Ok(visit),
+            Err(e) => return Err(e.into()),
+        };
 
-        st.attempts += 1;
+        // Every destination at once, each as soon as it has room; outcomes are recorded as
+        // they come.
+        let mut running = futures::stream::FuturesUnordered::new();
+        for (key, (route, domain, indexes)) in groups {
+            let rcpts: Vec<String> = indexes
+                .iter()
+                .map(|&i| st.recipients[i].address.clone())
+                .collect();
+            let (envelope, message, config) = (&envelope, &message, config);
+            running.push(async move {
+                let result = self
+                    .deliver_to(
+                        &key,
+                        envelope,
+                        message,
+                        route.as_ref(),
+                        &domain,
+                        rcpts,
+                        config,
+                        now,
+                        wait,
+                    )
+                    .await;
+                (key, indexes, result)
+            });
+        }
         // Recipients whose acceptance the sender asked to hear about (NOTIFY=SUCCESS).
         let mut successes: Vec<(Notice, usize)> = Vec::new();
-        for (_, (route, domain, indexes)) in groups {
-            let outcomes = self
-                .deliver_group(&envelope, &message, route.as_ref(), &domain, &st, &indexes)
-                .await;
-            for (
-                i,
-                Handed {
+        let mut attempted = false;
+        let mut throttled = false;
+        while let Some((key, indexes, result)) = running.next().await {
+            let outcomes = match result {
+                GroupResult::Tried(outcomes) => outcomes,
+                GroupResult::Busy(key) => {
+                    visit.waiting_for.push(key);
+                    continue;
+                }
+                GroupResult::Throttled(until) => {
+                    tracing::info!(id = %id, destination = %key, until = %fmt_time(until), "delivery: destination's rate is used up; waiting");
+                    for &i in &indexes {
+                        st.recipients[i].next_attempt = Some(until);
+                    }
+                    throttled = true;
+                    continue;
+                }
+            };
+            if !attempted {
+                attempted = true;
+                st.attempts += 1;
+            }
+            for (i, handed) in indexes.into_iter().zip(outcomes) {
+                let Handed {
                     reply,
                     remote,
                     success,
-                },
-            ) in indexes.into_iter().zip(outcomes)
-            {
+                } = handed;
                 let r = &mut st.recipients[i];
                 r.attempts += 1;
                 r.status = match reply.code / 100 {
@@ -411,6 +675,9 @@ impl Runner {
                     5 => RcptStatus::Failed,
                     _ => RcptStatus::Pending,
                 };
+                r.next_attempt = (r.status == RcptStatus::Pending).then(|| {
+                    now.saturating_add(retry_delay(&config.delivery.retry_secs, r.attempts))
+                });
                 r.last_reply = Some(reply.to_string());
                 r.status_code = Some(if reply.enhanced.is_empty() {
                     format!("{}.0.0", reply.code / 100)
@@ -424,12 +691,23 @@ impl Runner {
                     r.address,
                     r.status
                 ));
-                crate::metrics::get().delivery(match r.status {
+                let outcome = match r.status {
                     RcptStatus::Delivered => "delivered",
                     RcptStatus::Failed => "failed",
                     RcptStatus::Pending => "deferred",
-                });
-                report.attempts.push((
+                };
+                crate::metrics::get().delivery(outcome);
+                tracing::info!(
+                    id = %id,
+                    to = %crate::message::printable(&r.address),
+                    destination = %key,
+                    outcome,
+                    remote = %remote.as_deref().map(crate::message::printable).unwrap_or_default(),
+                    attempt = r.attempts,
+                    reply = %crate::message::printable(&reply.to_string()),
+                    "delivery"
+                );
+                visit.report.attempts.push((
                     id.to_string(),
                     r.address.clone(),
                     r.status,
@@ -453,37 +731,21 @@ impl Runner {
                 {
                     successes.push((notice, i));
                 }
-                report
+                visit
+                    .report
                     .hook_calls
-                    .extend(self.pipeline.on_delivery(&delivery).await);
+                    .extend(pipeline.on_delivery(&delivery).await);
             }
             // Recorded as it happens: a later group's failure, or a crash, must not send
             // this group's recipients again. (A finished message is removed next; what can
             // fail before that keeps its state in memory.)
             if !st.finished() {
-                let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
-                let dir = dir.clone();
-                let saved = off_worker(move || {
-                    state::with_lock(&dir, || -> std::io::Result<()> {
-                        if !spool.path(SpoolState::Queue, &owned_id).is_file() {
-                            return Ok(());
-                        }
-                        let mut snapshot = snapshot;
-                        if let Some(disk) = state::read(&dir, &owned_id)? {
-                            snapshot.held |= disk.held;
-                        }
-                        state::write(&dir, &owned_id, &snapshot)
-                    })
-                })
-                .await;
-                if !matches!(saved, Ok(Ok(()))) {
-                    tracing::error!(id = %id, "cannot record delivery outcomes; kept in memory and written again later");
-                    self.remember_unsaved(id, &st);
-                }
+                self.save(id, &st).await;
             }
         }
+        drop(running);
         if let Err(e) = self
-            .notify_successes(&envelope, &message, &st, &successes, &mut report)
+            .notify_successes(&envelope, &message, &st, &successes, config)
             .await
         {
             self.remember_unsaved(id, &st);
@@ -491,8 +753,6 @@ impl Runner {
         }
 
         // Expiry: pending recipients of a message past its lifetime fail.
-        let lifetime =
-            i64::try_from(self.config.delivery.max_queue_lifetime_secs).unwrap_or(i64::MAX / 2);
         let expired = !st.finished() && now - st.queued_at >= lifetime;
         if expired {
             for r in st
@@ -502,20 +762,21 @@ impl Runner {
             {
                 r.status = RcptStatus::Failed;
                 r.status_code = Some("4.4.7".to_string());
+                r.next_attempt = None;
                 let last = r.last_reply.clone().unwrap_or_default();
                 r.last_reply = Some(format!("message expired in the queue; last reply: {last}"));
                 st.history
                     .push(format!("{} {} expired", fmt_time(now), r.address));
+                tracing::info!(id = %id, to = %crate::message::printable(&r.address), outcome = "expired", "delivery");
             }
         }
 
         if !st.finished() {
+            let mut changed = attempted || throttled;
             // A delay warning, once, when the message has waited long enough.
-            if let Some(after) = self.config.delivery.delay_warning_secs
-                && !st.warned
-                && now - st.queued_at >= i64::try_from(after).unwrap_or(i64::MAX / 2)
-            {
+            if warning_due {
                 st.warned = true;
+                changed = true;
                 let pending = bounce::delayed(&envelope, &st);
                 if !pending.is_empty() {
                     let headers = crate::pipeline::parse_headers(&message);
@@ -523,14 +784,14 @@ impl Runner {
                         &envelope,
                         headers,
                         pending,
-                        &self.config.server.hostname,
+                        &config.server.hostname,
                         false,
                     );
                     let retry_until = st.queued_at.saturating_add(lifetime);
                     let text = bounce::delay_text(&req, retry_until);
                     let notice = Notice::Delayed { retry_until };
                     let warning = self
-                        .spool_notice(&envelope, &message, &req, &text, notice)
+                        .spool_notice(&envelope, &message, &req, &text, notice, config)
                         .await?;
                     st.history.push(format!(
                         "{} delay warning {warning} sent to {}",
@@ -538,40 +799,30 @@ impl Runner {
                         envelope.sender.address
                     ));
                     crate::metrics::get().delay_warning();
-                    report.warnings.push(warning);
+                    visit.report.warnings.push(warning);
                 }
             }
-            let schedule = &self.config.delivery.retry_secs;
-            let step = usize::try_from(st.attempts)
-                .unwrap_or(usize::MAX)
-                .saturating_sub(1)
-                .min(schedule.len().saturating_sub(1));
-            let delay = schedule.get(step).copied().unwrap_or(300);
-            st.next_attempt = now + i64::try_from(delay).unwrap_or(i64::MAX / 2);
-            st.history.push(format!(
-                "{} next attempt {}",
-                fmt_time(now),
-                fmt_time(st.next_attempt)
-            ));
-            // The operator may have held or deleted the message meanwhile: theirs wins.
-            let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
-            let written = off_worker(move || {
-                state::with_lock(&dir, || -> std::io::Result<()> {
-                    if !spool.path(SpoolState::Queue, &owned_id).is_file() {
-                        return Ok(());
-                    }
-                    if let Some(disk) = state::read(&dir, &owned_id)? {
-                        st.held |= disk.held;
-                    }
-                    state::write(&dir, &owned_id, &st)
-                })
-            })
-            .await;
-            if !matches!(written, Ok(Ok(()))) {
-                self.remember_unsaved(id, &snapshot);
+            // The message is due when its first pending recipient is; one that found no
+            // room is due now (the scheduler waits for room before looking again).
+            st.next_attempt = st
+                .recipients
+                .iter()
+                .filter(|r| r.status == RcptStatus::Pending)
+                .map(|r| r.next_attempt.unwrap_or(now))
+                .min()
+                .unwrap_or(now);
+            visit.due = Some(st.next_attempt);
+            if changed {
+                if attempted {
+                    st.history.push(format!(
+                        "{} next attempt {}",
+                        fmt_time(now),
+                        fmt_time(st.next_attempt)
+                    ));
+                }
+                self.save(id, &st).await;
             }
-            written??;
-            return Ok(report);
+            return Ok(visit);
         }
 
         // Finished: bounce the failures (never a bounce of a bounce), then remove.
@@ -582,14 +833,14 @@ impl Runner {
                 &envelope,
                 headers,
                 failures,
-                &self.config.server.hostname,
+                &config.server.hostname,
                 expired,
             );
-            let (rendered, calls) = self.pipeline.render_bounce(&req).await;
-            report.hook_calls.extend(calls);
+            let (rendered, calls) = pipeline.render_bounce(&req).await;
+            visit.report.hook_calls.extend(calls);
             let text = rendered.unwrap_or_else(|| bounce::default_text(&req));
             let bounce_id = match self
-                .spool_notice(&envelope, &message, &req, &text, Notice::Failed)
+                .spool_notice(&envelope, &message, &req, &text, Notice::Failed, config)
                 .await
             {
                 Ok(id) => id,
@@ -599,7 +850,7 @@ impl Runner {
                 }
             };
             crate::metrics::get().bounce();
-            report.bounces.push(bounce_id);
+            visit.report.bounces.push(bounce_id);
         } else if envelope.sender.address.is_empty()
             && st.recipients.iter().any(|r| r.status == RcptStatus::Failed)
         {
@@ -620,8 +871,95 @@ impl Runner {
             self.remember_unsaved(id, &st);
         }
         removed??;
-        report.finished.push(id.to_string());
-        Ok(report)
+        visit.report.finished.push(id.to_string());
+        Ok(visit)
+    }
+
+    /// Writes `st` as the state of `id`, unless the message is gone; the operator's hold,
+    /// set meanwhile, is kept. When it cannot be written it is kept in memory for the next
+    /// visit.
+    async fn save(&self, id: &str, st: &QueueState) {
+        let dir = self.spool.root().join("queue");
+        let (spool, owned_id, snapshot) = (self.spool.clone(), id.to_string(), st.clone());
+        let saved = off_worker(move || {
+            state::with_lock(&dir, || -> std::io::Result<()> {
+                if !spool.path(SpoolState::Queue, &owned_id).is_file() {
+                    return Ok(());
+                }
+                let mut snapshot = snapshot;
+                if let Some(disk) = state::read(&dir, &owned_id)? {
+                    snapshot.held |= disk.held;
+                }
+                state::write(&dir, &owned_id, &snapshot)
+            })
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            tracing::error!(id = %id, "cannot record delivery outcomes; kept in memory and written again later");
+            self.remember_unsaved(id, st);
+        }
+    }
+
+    /// Delivers `rcpts` of one message to the destination `key` once it is admitted there;
+    /// records what came of it in the destination's health.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_to(
+        &self,
+        key: &str,
+        envelope: &SpooledEnvelope,
+        message: &[u8],
+        route: Option<&RouteConfig>,
+        domain: &str,
+        rcpts: Vec<String>,
+        config: &Config,
+        now: i64,
+        wait: bool,
+    ) -> GroupResult {
+        let Some(route) = route else {
+            let r = Reply::new(451, "4.4.0", "No route configured for this domain");
+            return GroupResult::Tried(each(rcpts.len(), r, None));
+        };
+        let d = &config.delivery;
+        let limits = Limits {
+            connections: match route.kind {
+                // Local delivery has no connections to spare: only the overall limit.
+                RouteKind::Maildir => d.concurrency,
+                _ => route
+                    .max_connections
+                    .unwrap_or(d.max_connections_per_destination),
+            },
+            per_minute: route.max_messages_per_minute,
+        };
+        let _ticket = match self.destinations.admit(key, limits, now, wait).await {
+            Admission::Go(ticket) => ticket,
+            Admission::Busy => return GroupResult::Busy(key.to_string()),
+            Admission::Throttled(until) => return GroupResult::Throttled(until),
+            Admission::Suspended(until, why) => {
+                let r = Reply::new(
+                    451,
+                    "4.4.1",
+                    &format!(
+                        "delivery for {domain} to {} suspended until {} after repeated failures: {why}",
+                        key.split_once(':').map_or(key, |(_, d)| d),
+                        fmt_time(until)
+                    ),
+                );
+                return GroupResult::Tried(each(rcpts.len(), r, None));
+            }
+        };
+        let (outcomes, health) = self
+            .deliver_group(envelope, message, route, domain, &rcpts, config)
+            .await;
+        self.destinations.record(
+            key,
+            match &health {
+                Some(Ok(())) => DestinationOutcome::Answered,
+                Some(Err(e)) => DestinationOutcome::Unreachable(e),
+                None => DestinationOutcome::Neutral,
+            },
+            now,
+        );
+        GroupResult::Tried(outcomes)
     }
 
     /// Keeps `st` for the next attempt at `id`, when it could not be written to disk.
@@ -640,7 +978,7 @@ impl Runner {
         message: &[u8],
         st: &QueueState,
         successes: &[(Notice, usize)],
-        report: &mut PassReport,
+        config: &Config,
     ) -> anyhow::Result<()> {
         if envelope.sender.address.is_empty() {
             return Ok(());
@@ -677,18 +1015,11 @@ impl Runner {
                 continue;
             }
             let headers = crate::pipeline::parse_headers(message);
-            let req = bounce::request(
-                envelope,
-                headers,
-                these,
-                &self.config.server.hostname,
-                false,
-            );
+            let req = bounce::request(envelope, headers, these, &config.server.hostname, false);
             let text = bounce::success_text(&req, notice);
-            self.spool_notice(envelope, message, &req, &text, notice)
+            self.spool_notice(envelope, message, &req, &text, notice, config)
                 .await?;
         }
-        let _ = report;
         Ok(())
     }
 
@@ -700,6 +1031,7 @@ impl Runner {
         req: &crate::plugin::bindings::types::BounceRequest,
         text: &crate::plugin::bindings::types::BounceText,
         notice: Notice,
+        config: &Config,
     ) -> anyhow::Result<String> {
         let dsn = bounce::build(envelope, message, req, text, notice);
         let dsn_id = spool::new_queue_id();
@@ -716,7 +1048,7 @@ impl Runner {
                 discarded: false,
             }],
             client_ip: "127.0.0.1".to_string(),
-            helo: self.config.server.hostname.clone(),
+            helo: config.server.hostname.clone(),
             listener: "bounce".to_string(),
             auth_user: None,
             quarantine: None,
@@ -733,34 +1065,28 @@ impl Runner {
         Ok(dsn_id)
     }
 
-    /// Delivers to one route; returns (reply, remote host) per recipient index given.
+    /// Delivers to one route: an outcome per recipient of `rcpts`, and what it says of the
+    /// destination's health: `Some(Ok)` when a server answered, `Some(Err(why))` when none
+    /// could be talked to, `None` when no server was tried.
     async fn deliver_group(
         &self,
         envelope: &SpooledEnvelope,
         message: &[u8],
-        route: Option<&RouteConfig>,
+        route: &RouteConfig,
         domain: &str,
-        st: &QueueState,
-        indexes: &[usize],
-    ) -> Vec<Handed> {
-        let rcpts: Vec<String> = indexes
-            .iter()
-            .map(|&i| st.recipients[i].address.clone())
-            .collect();
-        let Some(route) = route else {
-            let r = Reply::new(451, "4.4.0", "No route configured for this domain");
-            return each(rcpts.len(), r, None);
-        };
+        rcpts: &[String],
+        config: &Config,
+    ) -> (Vec<Handed>, Option<Result<(), String>>) {
         if route.kind == RouteKind::Maildir {
-            let root = self.config.maildir();
-            return rcpts
+            let root = config.maildir();
+            let outcomes = rcpts
                 .iter()
                 .map(|a| {
                     let mailbox = local::mailbox_name(address::split(a).0);
                     let reply = match local::write_maildir(
                         &root.join(&mailbox),
                         &envelope.id,
-                        &self.config.server.hostname,
+                        &config.server.hostname,
                         message,
                     ) {
                         Ok(_) => Reply::new(250, "2.0.0", "Delivered to maildir"),
@@ -773,18 +1099,26 @@ impl Runner {
                     }
                 })
                 .collect();
+            return (outcomes, None);
         }
+        let d = &config.delivery;
         let cfg = ClientConfig {
-            helo: self.config.server.hostname.clone(),
+            helo: config.server.hostname.clone(),
             tls: route.tls,
             auth: route.auth_user.clone().zip(route.auth_password.clone()),
             lmtp: route.kind == RouteKind::Lmtp,
-            timeout: Duration::from_secs(self.config.delivery.timeout_secs),
+            timeouts: Timeouts {
+                connect: Duration::from_secs(d.connect_timeout_secs),
+                greeting: Duration::from_secs(d.greeting_timeout_secs),
+                command: Duration::from_secs(d.timeout_secs),
+                data: Duration::from_secs(d.data_timeout_secs),
+            },
+            max_messages: route.max_messages_per_connection,
         };
-        let (dsn_mail, dsn_rcpt) = dsn_params(envelope, &rcpts);
+        let (dsn_mail, dsn_rcpt) = dsn_params(envelope, rcpts);
         let out = Outgoing {
             sender: &envelope.sender.address,
-            recipients: &rcpts,
+            recipients: rcpts,
             message,
             eight_bit: message.iter().any(|b| *b >= 0x80),
             smtputf8: needs_smtputf8(envelope, message),
@@ -815,7 +1149,7 @@ impl Runner {
                         }
                         MxError::Temporary { .. } => Reply::new(451, "4.4.3", &e.to_string()),
                     };
-                    return each(rcpts.len(), r, None);
+                    return (each(rcpts.len(), r, None), None);
                 }
             },
             (_, _, host) => {
@@ -834,7 +1168,7 @@ impl Runner {
         };
         if hops.is_empty() {
             let r = Reply::new(451, "4.4.3", "Cannot resolve the next hop");
-            return each(rcpts.len(), r, None);
+            return (each(rcpts.len(), r, None), None);
         }
         let hops: Vec<(Target, String)> = hops
             .into_iter()
@@ -849,16 +1183,18 @@ impl Runner {
                 &format!("mail for {domain} loops back to myself"),
             );
             tracing::warn!(id = %envelope.id, domain, "mail loops back to myself: the next hop is one of our own listeners");
-            return each(rcpts.len(), r, None);
+            return (each(rcpts.len(), r, None), None);
         }
         // Try each next hop until one answers for the recipients (RFC 5321 §5.1: a host
         // that cannot be reached or refuses the session sends us to the next one).
         let mut last = Reply::new(451, "4.4.1", "No next hop answered");
         let mut last_remote = None;
+        let mut answered = false;
+        let cap = route.max_connections;
         for (target, name) in &hops {
-            match self.pool.send(target, name, &cfg, &out).await {
+            match self.pool.send(target, name, &cfg, cap, &out).await {
                 Sent::Answered(o) => {
-                    return o
+                    let outcomes = o
                         .recipients
                         .into_iter()
                         .map(|(_, reply)| Handed {
@@ -867,16 +1203,19 @@ impl Runner {
                             success: success(o.dsn),
                         })
                         .collect();
+                    return (outcomes, Some(Ok(())));
                 }
                 Sent::Refused(r) => {
                     last = r;
                     last_remote = Some(name.clone());
+                    answered = true;
                 }
                 Sent::Failed(e) if e.after_end_of_data() => {
                     // The message may have been taken: no other host in this attempt.
                     tracing::info!(id = %envelope.id, hop = %target, error = %e, "connection lost after the end of data; not trying another host now");
                     last = Reply::new(451, "4.4.2", &e.to_string());
                     last_remote = None;
+                    answered = true;
                     break;
                 }
                 Sent::Failed(e) => {
@@ -886,7 +1225,12 @@ impl Runner {
                 }
             }
         }
-        each(rcpts.len(), last, last_remote)
+        let health = if answered {
+            Ok(())
+        } else {
+            Err(last.text.clone())
+        };
+        (each(rcpts.len(), last, last_remote), Some(health))
     }
 
     /// The addresses of the domain's mail exchangers, in the order to try them.

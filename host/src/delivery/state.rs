@@ -34,6 +34,10 @@ pub struct RcptState {
     pub status_code: Option<String>,
     /// The host that gave it.
     pub remote: Option<String>,
+    /// Unix time (seconds) before which it is not tried again (after a temporary failure,
+    /// or while its destination's rate is used up); none: with the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<i64>,
 }
 
 /// A queued message's delivery state.
@@ -76,9 +80,18 @@ impl QueueState {
                     last_reply: None,
                     status_code: None,
                     remote: None,
+                    next_attempt: None,
                 })
                 .collect(),
             history: vec![format!("{} queued", fmt_time(queued_at))],
+        }
+    }
+
+    /// Makes every pending recipient due now (the operator's "retry").
+    pub fn retry_now(&mut self) {
+        self.next_attempt = 0;
+        for r in &mut self.recipients {
+            r.next_attempt = None;
         }
     }
 
