@@ -186,7 +186,9 @@ impl Connection {
         let mut deadline = started;
         let mut progress = None;
         loop {
-            match self.session.step() {
+            let step = self.session.step();
+            self.log_refused();
+            match step {
                 Step::Read => {
                     if drain_until.is_none() && *shutdown.borrow() {
                         drain_until = Some(tokio::time::Instant::now() + drain);
@@ -308,6 +310,28 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Connection {
+    /// Logs the refusals the session made itself since the last step.
+    fn log_refused(&mut self) {
+        for r in self.session.take_refused() {
+            crate::decisions::refused(&crate::decisions::Refusal {
+                id: if r.sender.is_some() { &self.id } else { "" },
+                client: Some(self.peer.ip()),
+                listener: self.kind.as_str(),
+                helo: self.session.helo(),
+                user: self.session.auth_user(),
+                stage: r.stage,
+                reason: r.reason,
+                sender: r.sender.as_deref(),
+                recipients: &r.recipients,
+                recipient: r.recipient.as_deref(),
+                reply: Some(&r.reply),
+                plugin: None,
+            });
         }
     }
 }

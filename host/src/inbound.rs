@@ -68,6 +68,8 @@ pub struct Disposition {
     pub quarantine: Option<String>,
     /// The message as received, less forged `Authentication-Results:` for our host.
     pub received: Vec<u8>,
+    /// Why it was refused, as a [`crate::decisions::Refusal::reason`] word.
+    pub why: &'static str,
 }
 
 /// What is done with a message.
@@ -134,14 +136,17 @@ impl Inbound {
             .and_then(|p| p.value.as_deref()?.parse::<usize>().ok())
             .unwrap_or(0);
         let user = client.auth_user.as_deref();
-        let refusal = rules::too_big(declared, config.limits.max_message_size).or_else(|| {
-            rules::sender_not_owned(
-                user,
-                &sender.address,
-                user.and_then(|u| config.auth.senders.get(u)),
-                &config.relay.local_domains,
-            )
-        });
+        let refusal = rules::too_big(declared, config.limits.max_message_size)
+            .map(|r| ("size", r))
+            .or_else(|| {
+                rules::sender_not_owned(
+                    user,
+                    &sender.address,
+                    user.and_then(|u| config.auth.senders.get(u)),
+                    &config.relay.local_domains,
+                )
+                .map(|r| ("sender-not-owned", r))
+            });
         if refusal.is_none() && front.verify && client.auth_user.is_none() && !client.trusted {
             let c = live
                 .verifier
@@ -160,9 +165,9 @@ impl Inbound {
             plugins.set_authentication(Some(results));
             checks = Some(c);
         }
-        let decision = match refusal {
-            Some(reply) => Decision::Reject { reply },
-            None => plugins.verify_sender(&sender).await,
+        let (why, decision) = match refusal {
+            Some((why, reply)) => (Some(why), Decision::Reject { reply }),
+            None => (None, plugins.verify_sender(&sender).await),
         };
         let mut t = Inbound {
             live,
@@ -179,7 +184,7 @@ impl Inbound {
         match &decision {
             Decision::Discard => t.discard = true,
             Decision::Quarantine { reason } => t.quarantine = Some(reason.clone()),
-            d if refuses(d) => t.log_refusal("MAIL", &t.sender.address.clone(), d),
+            d if refuses(d) => t.log_refusal("MAIL", why, None, d, t.plugins.calls()),
             _ => {}
         }
         (t, decision)
@@ -222,14 +227,22 @@ impl Inbound {
             self.front.relay_control,
             &config.relay.local_domains,
         ) {
+            let why = if reply.code == 452 {
+                "too-many-recipients"
+            } else {
+                "relay-denied"
+            };
             let decision = Decision::refusal(reply);
-            self.log_refusal("RCPT", &recipient.address, &decision);
+            self.log_refusal("RCPT", Some(why), Some(&recipient.address), &decision, &[]);
             return decision;
         }
         let envelope = self.envelope();
         let decision = self.plugins.check_recipient(&envelope, &recipient).await;
         match &decision {
-            d if refuses(d) => self.log_refusal("RCPT", &recipient.address, d),
+            d if refuses(d) => {
+                let calls = self.plugins.calls();
+                self.log_refusal("RCPT", None, Some(&recipient.address), d, calls)
+            }
             Decision::Discard => {
                 recipient.discarded = true;
                 self.recipients.push(recipient);
@@ -250,11 +263,53 @@ impl Inbound {
         }
     }
 
-    fn log_refusal(&self, stage: &str, address: &str, decision: &Decision) {
-        if let Decision::Reject { reply } | Decision::Tempfail { reply } = decision {
-            crate::metrics::get().refusal(stage, reply.code);
-        }
-        tracing::info!(id = %self.id, client = %self.client.ip, stage, address = %message::printable(address), decision = ?decision, "refused");
+    /// Logs a refusal at `stage` (`MAIL`, `RCPT`, `DATA`): by the host for `why`, else by
+    /// the plugin whose call at that stage refused (the latest such call).
+    fn log_refusal(
+        &self,
+        stage: &str,
+        why: Option<&'static str>,
+        recipient: Option<&str>,
+        decision: &Decision,
+        calls: &[CallRecord],
+    ) {
+        let (Decision::Reject { reply } | Decision::Tempfail { reply }) = decision else {
+            return;
+        };
+        let hook = match stage {
+            "MAIL" => crate::plugin::Hook::VerifySender,
+            "RCPT" => crate::plugin::Hook::CheckRecipient,
+            _ => crate::plugin::Hook::CheckMessage,
+        };
+        let plugin = why
+            .is_none()
+            .then(|| {
+                calls
+                    .iter()
+                    .rev()
+                    .find(|c| c.hook == hook && refuses(&c.decision))
+                    .map(|c| c.plugin.as_str())
+            })
+            .flatten();
+        let recipients: Vec<String> = self.recipients.iter().map(|r| r.address.clone()).collect();
+        crate::decisions::refused(&crate::decisions::Refusal {
+            id: &self.id,
+            client: Some(self.client.ip),
+            listener: &self.client.listener,
+            helo: &self.client.helo,
+            user: self.client.auth_user.as_deref(),
+            stage,
+            reason: why.unwrap_or(if plugin.is_some() {
+                "plugin"
+            } else {
+                "required-plugin-missing"
+            }),
+            sender: Some(&self.sender.address),
+            recipients: &recipients,
+            recipient,
+            reply: Some(reply),
+            plugin,
+        });
     }
 
     /// The message (CRLF line endings, as received): decides what happens to it and what
@@ -263,8 +318,7 @@ impl Inbound {
     pub async fn message(&mut self, raw: Vec<u8>) -> Disposition {
         let config = &self.live.config;
         if let Some(reply) = rules::too_big(raw.len(), config.limits.max_message_size) {
-            tracing::info!(id = %self.id, client = %self.client.ip, size = raw.len(), "refused: message too big");
-            return self.refused(raw, reply, None, None, Vec::new());
+            return self.refused(raw, reply, "size", None, None);
         }
         let hops = message::count_fields(&raw, "Received");
         if hops >= config.limits.max_received {
@@ -273,8 +327,7 @@ impl Inbound {
                 "5.4.6",
                 &format!("Too many hops ({hops} Received fields): mail loop"),
             );
-            tracing::info!(id = %self.id, client = %self.client.ip, hops, "refused: mail loop");
-            return self.refused(raw, reply, None, None, Vec::new());
+            return self.refused(raw, reply, "mail-loop", None, None);
         }
         // DKIM and DMARC, before the plugins see the message (and instead of them, when the
         // front end enforces DMARC and the message fails it).
@@ -304,7 +357,8 @@ impl Inbound {
             .unwrap_or(Decision::Continue);
         if let Decision::Reject { reply } | Decision::Tempfail { reply } = &decision {
             let reply = reply.clone();
-            return self.refused(raw, reply, outcome, authentication, Vec::new());
+            let why = if policy.is_some() { "dmarc" } else { "plugin" };
+            return self.refused(raw, reply, why, outcome, authentication);
         }
         let deliver_to: Vec<Recipient> = self
             .recipients
@@ -366,11 +420,13 @@ impl Inbound {
             deliver_to,
             quarantine,
             received,
+            why: "",
         };
         if action != Action::Discard
             && let Err(reply) = self.sign(&mut d)
         {
             d.action = Action::Refuse;
+            d.why = "sender-not-owned";
             d.decision = Decision::Reject {
                 reply: reply.clone(),
             };
@@ -422,21 +478,22 @@ impl Inbound {
         &self,
         raw: Vec<u8>,
         reply: Reply,
+        why: &'static str,
         outcome: Option<MessageOutcome>,
         authentication: Option<Results>,
-        remove: Vec<String>,
     ) -> Disposition {
         Disposition {
             action: Action::Refuse,
             decision: Decision::refusal(reply.clone()),
             reply,
             prepend: Vec::new(),
-            remove,
+            remove: Vec::new(),
             outcome,
             authentication,
             deliver_to: Vec::new(),
             quarantine: None,
             received: raw,
+            why,
         }
     }
 
@@ -445,6 +502,16 @@ impl Inbound {
     /// disposition.
     pub fn log(&self, d: &Disposition, calls: &[CallRecord], disposition: &str, reply: &Reply) {
         crate::metrics::get().message(disposition);
+        if reply.code >= 400 {
+            let why = match d.action {
+                Action::Refuse if d.why == "plugin" => None,
+                Action::Refuse if !d.why.is_empty() => Some(d.why),
+                Action::Refuse => None,
+                // Accepted by every check, then the spool could not take it.
+                _ => Some("spool"),
+            };
+            self.log_refusal("DATA", why, None, &Decision::refusal(reply.clone()), calls);
+        }
         // Each plugin call of the transaction: `plugin:hook:verdict`, with the plugin's score
         // when it gave symbols, and `!failure` when it failed.
         let verdicts: Vec<String> = calls
@@ -487,6 +554,7 @@ impl Inbound {
         let score = d.outcome.as_ref().map(|o| o.score).unwrap_or(0.0);
         let rcpts: Vec<&str> = self.recipients.iter().map(|r| r.address.as_str()).collect();
         tracing::info!(
+            event = "message",
             id = %self.id,
             client = %self.client.ip,
             listener = %self.client.listener,

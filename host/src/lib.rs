@@ -21,6 +21,8 @@
 //! - [`server`]: listeners, connection limits, the shared context, graceful shutdown.
 //! - [`reload`]: the plugin-directory watcher and configuration reload (SIGHUP).
 //! - [`metrics`]: Prometheus metrics; [`http`]: `/metrics`, `/healthz`, `/plugins`.
+//! - [`decisions`]: one log line, metric and console entry per refusal, whoever made it;
+//!   [`logfmt`]: the text log format (one `key=value` line per event).
 //! - [`stream`]: a TCP stream before or after TLS (server and client).
 //! - [`tls`]: certificates (configured or self-signed) for rustls.
 //! - [`credentials`]: the AUTH users file (Argon2id); [`login_throttle`]: failed AUTH
@@ -43,6 +45,7 @@ pub mod connection;
 pub mod console;
 pub mod context;
 pub mod credentials;
+pub mod decisions;
 pub mod delivery;
 pub mod dkim_key;
 pub mod dns;
@@ -52,6 +55,7 @@ pub mod fuzz;
 pub mod http;
 pub mod inbound;
 pub mod journal;
+pub mod logfmt;
 pub mod login_throttle;
 pub mod message;
 pub mod metrics;

@@ -94,7 +94,7 @@ impl Metrics {
         );
         r.register(
             "refusals",
-            "MAIL and RCPT commands refused by a plugin, by stage and reply class",
+            "Refusals at any stage (connection, HELO, AUTH, STARTTLS, MAIL, RCPT, DATA, commands), by stage, reason and reply class",
             m.refusals.clone(),
         );
         r.register(
@@ -185,15 +185,15 @@ impl Metrics {
             .inc();
     }
 
-    /// A plugin refused MAIL or RCPT.
-    pub fn refusal(&self, stage: &str, code: u16) {
-        let class = if code >= 500 {
-            "permanent"
-        } else {
-            "temporary"
-        };
+    /// A refusal (see [`crate::decisions`]): by stage, reason and class (`permanent`,
+    /// `temporary`).
+    pub fn refusal(&self, stage: &str, reason: &str, class: &str) {
         self.refusals
-            .get_or_create(&labels(&[("stage", stage), ("class", class)]))
+            .get_or_create(&labels(&[
+                ("stage", stage),
+                ("reason", reason),
+                ("class", class),
+            ]))
             .inc();
     }
 

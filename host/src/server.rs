@@ -317,10 +317,22 @@ async fn accept_loop(
         let client = crate::login_throttle::client_key(peer.ip(), limits.ipv6_prefix_len);
         let slot = per_ip.try_take(client, limits.max_connections_per_ip);
         let (Some(permit), Some(slot)) = (permit, slot) else {
-            tracing::info!(client = %peer, "connection limit reached; refusing");
             let host = live.config.server.hostname.clone();
+            let reply = crate::reply::Reply::new(
+                421,
+                "4.7.0",
+                &format!("{host} Too many connections, try again later"),
+            );
+            crate::decisions::refused(&crate::decisions::Refusal {
+                client: Some(peer.ip()),
+                listener: kind.as_str(),
+                stage: "CONNECT",
+                reason: "connection-limit",
+                reply: Some(&reply),
+                ..Default::default()
+            });
             connections.spawn(async move {
-                let msg = format!("421 4.7.0 {host} Too many connections, try again later\r\n");
+                let msg = format!("{reply}\r\n");
                 let _ = tcp.write_all(msg.as_bytes()).await;
                 let _ = tcp.shutdown().await;
             });

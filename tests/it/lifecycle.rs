@@ -188,27 +188,27 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
     let mut log = String::new();
     for _ in 0..200 {
         log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
-        if log
-            .lines()
-            .any(|l| l.contains(&id) && l.contains("delivery") && l.contains("Delivered"))
-        {
+        if log.lines().any(|l| {
+            l.contains(&id) && l.contains("event=delivery") && l.contains("outcome=delivered")
+        }) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let story: Vec<&str> = log.lines().filter(|l| l.contains(&id)).collect();
     assert!(
-        story.iter().any(|l| l.contains("message")
-            && l.contains("from=a@example.net")
-            && l.contains("to=bob@example.org")
-            && l.contains("plugins=tagger:check-message:continue=1.00")
-            && l.contains("disposition=\"queued\"")),
+        story.iter().any(|l| l.starts_with("ts=")
+            && l.contains(" event=message ")
+            && l.contains(" from=a@example.net ")
+            && l.contains(" to=bob@example.org ")
+            && l.contains(" plugins=tagger:check-message:continue=1.00 ")
+            && l.contains(" disposition=queued ")),
         "{story:#?}"
     );
     assert!(
         story
             .iter()
-            .any(|l| l.contains("delivery") && l.contains("Delivered")),
+            .any(|l| l.contains(" event=delivery ") && l.contains(" outcome=delivered ")),
         "{story:#?}"
     );
 

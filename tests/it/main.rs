@@ -9,6 +9,7 @@ mod capabilities;
 mod client;
 mod console;
 mod crash;
+mod decision_log;
 mod delivery;
 mod fleet;
 mod hardening;

@@ -395,7 +395,7 @@ async fn postfix_in_front_relays_a_batch_through_sluice_into_dovecot_and_a_plugi
     for _ in 0..100 {
         if std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("plugin added plugin=tagger")
+            .contains("msg=\"plugin added\" plugin=tagger")
         {
             break;
         }

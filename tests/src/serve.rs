@@ -19,6 +19,8 @@ pub struct Serve {
     pub smtps: Option<std::net::SocketAddr>,
     /// The metrics endpoint, if configured.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The web console, if configured.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Serve {
@@ -35,6 +37,7 @@ impl Serve {
             .expect("sluice serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut smtp, mut metrics, mut submission, mut smtps) = (None, None, None, None);
+        let mut admin = None;
         // The server prints one line per listener, then flushes: read until the smtp (and,
         // when configured, metrics) line has come and no more lines follow at once.
         let want_metrics = has_metrics(cfg);
@@ -57,6 +60,7 @@ impl Serve {
             match (w.next(), w.next()) {
                 (Some("smtp"), Some(a)) if smtp.is_none() => smtp = a.parse().ok(),
                 (Some("metrics"), Some(a)) => metrics = a.parse().ok(),
+                (Some("admin"), Some(a)) => admin = a.parse().ok(),
                 (Some("submission"), Some(a)) if submission.is_none() => {
                     submission = a.parse().ok()
                 }
@@ -70,6 +74,7 @@ impl Serve {
             submission,
             smtps,
             metrics,
+            admin,
         }
     }
 

@@ -94,8 +94,10 @@ pub fn overview_panel(ctx: &ServerContext, (queued, quarantined): (usize, usize)
     // (row, counted events): the last hour's and day's totals of their sum.
     let events: [(&str, &[&str]); 7] = [
         ("accepted", &["message:queued", "message:accepted"]),
-        ("rejected", &["message:reject"]),
-        ("tempfailed", &["message:tempfail"]),
+        // Refusals at MAIL and RCPT (greylisting, relay denial, …) count with those after
+        // DATA.
+        ("rejected", &["message:reject", "envelope:reject"]),
+        ("tempfailed", &["message:tempfail", "envelope:tempfail"]),
         ("quarantined", &["message:quarantined"]),
         ("discarded", &["message:discarded"]),
         ("delivered", &["delivery:delivered"]),
@@ -133,7 +135,7 @@ pub fn overview_panel(ctx: &ServerContext, (queued, quarantined): (usize, usize)
             }
             h2 { "Traffic" }
             (chart("Accepted", &hourly("message:queued", "message:accepted"), "#4a7"))
-            (chart("Rejected", &j.series("message:reject", 60, 24), "#c44"))
+            (chart("Rejected", &hourly("message:reject", "envelope:reject"), "#c44"))
             (chart("Delivered", &j.series("delivery:delivered", 60, 24), "#47a"))
             h2 { "Plugins" }
             table #plugin-stats {

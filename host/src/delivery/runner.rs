@@ -698,7 +698,9 @@ impl Runner {
                 };
                 crate::metrics::get().delivery(outcome);
                 tracing::info!(
+                    event = "delivery",
                     id = %id,
+                    from = %crate::message::printable(&envelope.sender.address),
                     to = %crate::message::printable(&r.address),
                     destination = %key,
                     outcome,
@@ -767,7 +769,7 @@ impl Runner {
                 r.last_reply = Some(format!("message expired in the queue; last reply: {last}"));
                 st.history
                     .push(format!("{} {} expired", fmt_time(now), r.address));
-                tracing::info!(id = %id, to = %crate::message::printable(&r.address), outcome = "expired", "delivery");
+                tracing::info!(event = "expired", id = %id, from = %crate::message::printable(&envelope.sender.address), to = %crate::message::printable(&r.address), outcome = "failed", "expired");
             }
         }
 
@@ -1058,10 +1060,10 @@ impl Runner {
             .await?;
         let kind = match notice {
             Notice::Failed => "bounce",
-            Notice::Delayed { .. } => "delay warning",
-            Notice::Delivered | Notice::Relayed => "success notice",
+            Notice::Delayed { .. } => "delay-warning",
+            Notice::Delivered | Notice::Relayed => "success-notice",
         };
-        tracing::info!(id = %envelope.id, dsn = %dsn_id, to = %envelope.sender.address, "{kind} queued");
+        tracing::info!(event = kind, id = %envelope.id, dsn = %dsn_id, to = %crate::message::printable(&envelope.sender.address), "{kind} queued");
         Ok(dsn_id)
     }
 

@@ -90,11 +90,14 @@ impl Session {
             return None;
         }
         if !self.auth_offered() {
-            self.error(Reply::new(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            ));
+            self.refuse(
+                "starttls-required",
+                Reply::new(
+                    538,
+                    "5.7.11",
+                    "Encryption required for requested authentication mechanism",
+                ),
+            );
             return None;
         }
         match mechanism {
@@ -203,26 +206,30 @@ impl Session {
             }
             AuthOutcome::Throttled => {
                 // RFC 4954 §6: a temporary failure; the credentials were not even checked.
-                self.error(Reply::new(
-                    454,
-                    "4.7.0",
-                    "Temporary authentication failure: too many failed attempts, try again later",
-                ));
+                self.refuse(
+                    "auth-throttled",
+                    Reply::new(
+                        454,
+                        "4.7.0",
+                        "Temporary authentication failure: too many failed attempts, try again later",
+                    ),
+                );
                 return;
             }
             AuthOutcome::Refused => {}
         }
         self.auth_failures += 1;
         if self.auth_failures >= self.cfg.max_auth_failures {
-            self.write_line(421, "4.7.0", "Too many authentication failures, closing");
+            let close = Reply::new(421, "4.7.0", "Too many authentication failures, closing");
+            self.record("auth-failed", &close);
+            self.reply(&close);
             self.state = State::Closed;
             return;
         }
-        self.error(Reply::new(
-            535,
-            "5.7.8",
-            "Authentication credentials invalid",
-        ));
+        self.refuse(
+            "auth-failed",
+            Reply::new(535, "5.7.8", "Authentication credentials invalid"),
+        );
     }
 }
 

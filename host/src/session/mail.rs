@@ -20,29 +20,34 @@ impl Session {
             return None;
         }
         if self.cfg.listener == ListenerKind::Submission && self.tls.is_none() {
-            self.error(Reply::new(
-                530,
-                "5.7.0",
-                "Must issue a STARTTLS command first",
-            ));
+            self.refuse(
+                "starttls-required",
+                Reply::new(530, "5.7.0", "Must issue a STARTTLS command first"),
+            );
             return None;
         }
         if self.is_submission() && self.auth_user.is_none() {
-            self.error(Reply::new(530, "5.7.0", "Authentication required"));
+            self.refuse(
+                "auth-required",
+                Reply::new(530, "5.7.0", "Authentication required"),
+            );
             return None;
         }
         // The inbound core's envelope rules (crate::inbound::rules), answered at once here.
-        let refusal = rules::too_big(from.size, self.cfg.max_message_size).or_else(|| {
-            let user = self.auth_user.as_deref();
-            rules::sender_not_owned(
-                user,
-                &from.address,
-                user.and_then(|u| self.cfg.senders.get(u)),
-                &self.cfg.local_domains,
-            )
-        });
-        if let Some(reply) = refusal {
-            self.error(reply);
+        let refusal = rules::too_big(from.size, self.cfg.max_message_size)
+            .map(|r| ("size", r))
+            .or_else(|| {
+                let user = self.auth_user.as_deref();
+                rules::sender_not_owned(
+                    user,
+                    &from.address,
+                    user.and_then(|u| self.cfg.senders.get(u)),
+                    &self.cfg.local_domains,
+                )
+                .map(|r| ("sender-not-owned", r))
+            });
+        if let Some((reason, reply)) = refusal {
+            self.refuse(reason, reply);
             return None;
         }
         // The grammar lets control characters through in (quoted) local parts; such an
@@ -80,11 +85,12 @@ impl Session {
         ) {
             // RFC 5321 §4.5.3.1.10: 452 for each recipient over the limit; not an error.
             Some(reply) if reply.code == 452 => {
+                self.record("too-many-recipients", &reply);
                 self.reply(&reply);
                 return None;
             }
             Some(reply) => {
-                self.error(reply);
+                self.refuse("relay-denied", reply);
                 return None;
             }
             None => {}
@@ -116,10 +122,13 @@ impl Session {
     }
 
     /// Reports the outcome of `verify-sender` for the sender of the last [`Step::Mail`].
+    /// A refusal was decided (and logged) by the inbound core.
     pub fn mail_decided(&mut self, sender: Sender, decision: &Decision) {
         self.state = State::Command;
         match decision {
-            Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
+            Decision::Reject { reply } | Decision::Tempfail { reply } => {
+                self.count_error(reply.clone())
+            }
             _ => {
                 self.reset_transaction();
                 self.txn = Some(Envelope {
@@ -132,10 +141,13 @@ impl Session {
     }
 
     /// Reports the outcome of `check-recipient` for the last [`Step::Rcpt`].
+    /// A refusal was decided (and logged) by the inbound core.
     pub fn rcpt_decided(&mut self, mut recipient: Recipient, decision: &Decision) {
         self.state = State::Command;
         match decision {
-            Decision::Reject { reply } | Decision::Tempfail { reply } => self.error(reply.clone()),
+            Decision::Reject { reply } | Decision::Tempfail { reply } => {
+                self.count_error(reply.clone())
+            }
             other => {
                 recipient.discarded = matches!(other, Decision::Discard);
                 if let Some(t) = self.txn.as_mut() {

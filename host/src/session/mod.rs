@@ -119,6 +119,24 @@ enum State {
     Closed,
 }
 
+/// A refusal the session made itself (not one the inbound core decided and reported back),
+/// for the driver to log with what it knows of the client ([`crate::decisions`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// The command refused: `HELO`, `AUTH`, `STARTTLS`, `MAIL`, `RCPT`, `DATA`, `COMMAND`.
+    pub stage: &'static str,
+    /// Why, as a stable word (see [`crate::decisions::Refusal::reason`]).
+    pub reason: &'static str,
+    /// The reply.
+    pub reply: Reply,
+    /// The envelope sender, when a transaction was open.
+    pub sender: Option<String>,
+    /// The recipients accepted so far.
+    pub recipients: Vec<String>,
+    /// The recipient refused (at RCPT).
+    pub recipient: Option<String>,
+}
+
 /// What reads and drops data that will not be accepted.
 enum Swallow {
     /// The rest of a DATA message (to its end of data).
@@ -166,6 +184,13 @@ pub struct Session {
     /// Commands, SASL lines and message data completed so far: the driver restarts its
     /// deadline when this moves, so a deadline bounds a whole command, not one read.
     completed: u64,
+    /// The command being answered, for [`Refused::stage`].
+    stage: &'static str,
+    /// The recipient being answered at RCPT.
+    recipient: Option<String>,
+    /// Refusals made since the driver last took them (bounded: the driver takes them after
+    /// every step, and an error limit closes the session).
+    refused: Vec<Refused>,
 }
 
 impl Session {
@@ -189,7 +214,15 @@ impl Session {
             auth_failures: 0,
             partial_line: 0,
             completed: 0,
+            stage: "CONNECT",
+            recipient: None,
+            refused: Vec::new(),
         }
+    }
+
+    /// Takes the refusals the session made itself since the last call.
+    pub fn take_refused(&mut self) -> Vec<Refused> {
+        std::mem::take(&mut self.refused)
     }
 
     /// Queues the 220 greeting.
@@ -316,9 +349,12 @@ impl Session {
                         Some(Step::Message(raw))
                     } else if done {
                         self.completed += 1;
-                        self.reset_transaction();
                         self.state = State::Command;
-                        self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
+                        self.refuse(
+                            "size",
+                            Reply::new(552, "5.3.4", "Message too big for this server"),
+                        );
+                        self.reset_transaction();
                         None
                     } else if self.message.len() > self.cfg.max_message_size {
                         self.message = Vec::new();
@@ -346,8 +382,11 @@ impl Session {
                     if r.is_last {
                         let raw = normalise_line_endings(std::mem::take(&mut self.message));
                         if raw.len() > self.cfg.max_message_size {
+                            self.refuse(
+                                "size",
+                                Reply::new(552, "5.3.4", "Message too big for this server"),
+                            );
                             self.reset_transaction();
-                            self.error(Reply::new(552, "5.3.4", "Message too big for this server"));
                             None
                         } else {
                             Some(Step::Message(raw))
@@ -364,8 +403,13 @@ impl Session {
                     if done {
                         self.completed += 1;
                         self.state = State::Command;
+                        let reason = if reply.code == 552 {
+                            "size"
+                        } else {
+                            "protocol"
+                        };
+                        self.refuse(reason, reply);
                         self.reset_transaction();
-                        self.error(reply);
                         None
                     } else {
                         self.state = State::Discard(r, reply);
@@ -458,6 +502,7 @@ impl Session {
                 self.pos = self.input.len();
                 State::SkipLine
             };
+            self.stage = "COMMAND";
             self.error(Reply::new(500, "5.5.2", "Line too long"));
             return None;
         }
@@ -474,6 +519,7 @@ impl Session {
             self.pos = start + end + 1;
             self.receiver = RequestReceiver::default();
             self.state = State::Command;
+            self.stage = "COMMAND";
             self.error(Reply::new(501, "5.5.2", "Syntax error in command"));
             return None;
         }
@@ -482,9 +528,23 @@ impl Session {
             Ok(r) => r,
             Err(smtp_proto::Error::NeedsMoreData { .. }) => return Some(Step::Read),
             Err(e) => {
+                self.stage = "COMMAND";
                 self.error(syntax_reply(e));
                 return self.closed();
             }
+        };
+        self.stage = match &request {
+            Request::Ehlo { .. } | Request::Helo { .. } | Request::Lhlo { .. } => "HELO",
+            Request::Mail { .. } => "MAIL",
+            Request::Rcpt { .. } => "RCPT",
+            Request::Data | Request::Bdat { .. } => "DATA",
+            Request::StartTls => "STARTTLS",
+            Request::Auth { .. } => "AUTH",
+            _ => "COMMAND",
+        };
+        self.recipient = match &request {
+            Request::Rcpt { to } => Some(to.address.clone()),
+            _ => None,
         };
         let step = match request {
             Request::Ehlo { host } => {
@@ -576,9 +636,35 @@ impl Session {
         self.write_line(r.code, &r.enhanced, &r.text);
     }
 
+    /// Sends an error reply of the session's own (a protocol error) and counts it.
+    fn error(&mut self, r: Reply) {
+        self.refuse("protocol", r);
+    }
+
+    /// Sends a refusal of the session's own, for `reason`, and records it for the log.
+    fn refuse(&mut self, reason: &'static str, r: Reply) {
+        self.record(reason, &r);
+        self.count_error(r);
+    }
+
+    fn record(&mut self, reason: &'static str, r: &Reply) {
+        let txn = self.txn.as_ref();
+        self.refused.push(Refused {
+            stage: self.stage,
+            reason,
+            reply: r.clone(),
+            sender: txn.map(|t| t.sender.address.clone()),
+            recipients: txn
+                .map(|t| t.recipients.iter().map(|r| r.address.clone()).collect())
+                .unwrap_or_default(),
+            recipient: self.recipient.clone(),
+        });
+    }
+
     /// Sends an error reply and counts it; too many errors close the session, and so does a
     /// 421 (its meaning in SMTP: "closing the channel"), e.g. from a plugin against probing.
-    fn error(&mut self, r: Reply) {
+    /// Not recorded: the caller did, or the inbound core decided and logged it.
+    fn count_error(&mut self, r: Reply) {
         self.reply(&r);
         if r.code == 421 {
             self.state = State::Closed;
@@ -586,7 +672,9 @@ impl Session {
         }
         self.errors += 1;
         if self.errors >= self.cfg.max_errors {
-            self.write_line(421, "4.7.0", "Too many errors, closing connection");
+            let close = Reply::new(421, "4.7.0", "Too many errors, closing connection");
+            self.record("too-many-errors", &close);
+            self.reply(&close);
             self.state = State::Closed;
         }
     }

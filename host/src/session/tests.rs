@@ -737,3 +737,40 @@ fn completed_counts_whole_commands_not_reads() {
     assert_eq!(s.step(), Step::Read);
     assert_eq!(s.completed(), 1);
 }
+
+#[test]
+fn the_session_records_each_refusal_of_its_own_with_stage_reason_and_envelope() {
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    s.greet();
+    drive(
+        &mut s,
+        &[b"MAIL FROM:<a@x.test>\r\nEHLO c\r\nMAIL FROM:<a@x.test> SIZE=5000\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<ok@example.org>\r\nRCPT TO:<x@elsewhere.test>\r\nRCPT TO:<reject@example.org>\r\nRSET\r\nAUTH PLAIN\r\nSTARTTLS now\r\n"],
+    );
+    let refused = s.take_refused();
+    let got: Vec<String> = refused
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {:?} {} {:?}",
+                r.stage,
+                r.reason,
+                r.reply.code,
+                r.sender,
+                r.recipients.len(),
+                r.recipient
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "MAIL protocol 503 None 0 None",
+            "MAIL size 552 None 0 None",
+            "RCPT relay-denied 550 Some(\"a@x.test\") 1 Some(\"x@elsewhere.test\")",
+            // The plugin's refusal of reject@ is the inbound core's to log, not the session's.
+            "AUTH starttls-required 538 None 0 None",
+            "STARTTLS protocol 501 None 0 None",
+        ]
+    );
+    assert!(s.take_refused().is_empty(), "taken once");
+}

@@ -65,12 +65,12 @@ impl Session {
     }
 
     /// Reports the outcome of the message: the reply for DATA (or the last BDAT). The
-    /// transaction ends either way.
+    /// transaction ends either way. A refusal was decided (and logged) by the inbound core.
     pub fn message_done(&mut self, reply: &Reply) {
         self.state = State::Command;
         self.reset_transaction();
         if reply.code >= 400 {
-            self.error(reply.clone());
+            self.count_error(reply.clone());
         } else {
             self.reply(reply);
         }

@@ -344,12 +344,13 @@ fn init_logging(format: &str, default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(false)
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
-        builder.init();
+        // One `key=value` line per event (README: "The log").
+        builder.event_format(sluice::logfmt::Logfmt).init();
     }
 }
 

@@ -60,6 +60,9 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     if let Some(addr) = server.metrics {
         println!("listening metrics {addr}");
     }
+    if let Some(addr) = server.admin {
+        println!("listening admin {addr}");
+    }
     std::io::stdout().flush()?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
