@@ -47,6 +47,9 @@ pub struct ServerContext {
     pub runtime: Runtime,
     /// Becomes true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
+    /// Files of the plugin directory that could not be loaded, with why (the console shows
+    /// them): kept up to date by the directory watcher and reloads.
+    pub load_problems: std::sync::Mutex<std::collections::BTreeMap<std::path::PathBuf, String>>,
     /// Serialises reloads (directory watcher, SIGHUP).
     pub reload_lock: tokio::sync::Mutex<crate::plugin::directory::DirState>,
 }
@@ -74,6 +77,11 @@ pub fn context(
     let credentials = CredentialsFile::open(&config.users_file())?;
     let tls = crate::tls::server_config(&config)?;
     crate::metrics::get().plugins_loaded(pipeline.plugins().len());
+    let load_problems = pipeline
+        .skipped()
+        .iter()
+        .map(|(file, why)| (file.clone(), crate::pipeline::stray_warning(file, why)))
+        .collect();
     Ok(ServerContext {
         live: Arc::new(ArcSwap::from_pointee(Live {
             verifier: Arc::new(crate::authentication::Authenticator::new(&config)?),
@@ -88,6 +96,7 @@ pub fn context(
         queue_changed: Arc::new(Notify::new()),
         runtime,
         shutdown: watch::channel(false).0,
+        load_problems: std::sync::Mutex::new(load_problems),
         reload_lock: tokio::sync::Mutex::new(Default::default()),
     })
 }

@@ -233,8 +233,11 @@ async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 
-/// Serves the endpoint until the server shuts down.
+/// Serves the endpoint until the server's tasks end: through the drain of a shutdown too,
+/// so that `/healthz` answers 503 to a load balancer meanwhile instead of a refused
+/// connection.
 pub async fn serve(ctx: Arc<ServerContext>, listener: TcpListener) {
-    let shutdown = ctx.shutdown.subscribe();
-    serve_bounded(listener, router(ctx), MAX_METRICS_CONNECTIONS, shutdown).await;
+    // A stop signal that never comes: the server ends this task after the drain.
+    let (_never, until) = tokio::sync::watch::channel(false);
+    serve_bounded(listener, router(ctx), MAX_METRICS_CONNECTIONS, until).await;
 }

@@ -152,6 +152,16 @@ pub struct Pipeline {
     missing_required: Arc<[String]>,
     /// Naming problems found at load ([`name_warnings`]), for the commands to show.
     warnings: Arc<[String]>,
+    /// Files of the plugin directory skipped because they are not Sluice plugins, with why.
+    skipped: Arc<[(std::path::PathBuf, String)]>,
+}
+
+/// The warning for a file of the plugin directory that is not a Sluice plugin.
+pub fn stray_warning(file: &std::path::Path, why: &str) -> String {
+    format!(
+        "{} is not a Sluice plugin ({why}); skipped: remove it from the plugin directory (list the filters you cannot do without in [plugin.NAME] required = true, so that mail waits while one is missing)",
+        file.display()
+    )
 }
 
 /// Warnings about plugin names, the one trap of the naming rule ("a plugin is named after its
@@ -206,7 +216,14 @@ impl Pipeline {
             scoring,
             missing_required: Arc::new([]),
             warnings: Arc::new([]),
+            skipped: Arc::new([]),
         }
+    }
+
+    /// The files of the plugin directory skipped because they are not Sluice plugins (file,
+    /// why). Their warnings are among [`Pipeline::warnings`].
+    pub fn skipped(&self) -> &[(std::path::PathBuf, String)] {
+        &self.skipped
     }
 
     /// Naming problems found when it was loaded (see [`name_warnings`]).
@@ -271,9 +288,15 @@ impl Pipeline {
             })
             .map(|f| (f.name, f.path))
             .collect();
-        let pipeline = Self::load_files_quietly(runtime, config, &files).await?;
-        let warnings = name_warnings(config, pipeline.plugins(), Some(&present));
-        Ok(pipeline.with_warnings(warnings).with_required(config))
+        let (pipeline, skipped) = Self::load_files_quietly(runtime, config, &files, true).await?;
+        let mut warnings: Vec<String> = skipped
+            .iter()
+            .map(|(file, why)| stray_warning(file, why))
+            .collect();
+        warnings.extend(name_warnings(config, pipeline.plugins(), Some(&present)));
+        let mut pipeline = pipeline.with_warnings(warnings).with_required(config);
+        pipeline.skipped = skipped.into();
+        Ok(pipeline)
     }
 
     /// Loads exactly the given plugin files (name, path), in the order given, even those the
@@ -283,18 +306,22 @@ impl Pipeline {
         config: &Config,
         files: &[(String, std::path::PathBuf)],
     ) -> Result<Pipeline, Vec<LoadError>> {
-        let pipeline = Self::load_files_quietly(runtime, config, files).await?;
+        let (pipeline, _) = Self::load_files_quietly(runtime, config, files, false).await?;
         let warnings = name_warnings(config, pipeline.plugins(), None);
         Ok(pipeline.with_warnings(warnings))
     }
 
+    /// Loads `files`; with `skip_stray`, a file that is not a Sluice plugin is skipped (and
+    /// returned with why) instead of being an error.
     async fn load_files_quietly(
         runtime: &Runtime,
         config: &Config,
         files: &[(String, std::path::PathBuf)],
-    ) -> Result<Pipeline, Vec<LoadError>> {
+        skip_stray: bool,
+    ) -> Result<(Pipeline, Vec<(std::path::PathBuf, String)>), Vec<LoadError>> {
         let mut plugins = Vec::new();
         let mut errors = Vec::new();
+        let mut skipped = Vec::new();
         for (name, path) in files {
             let settings = config.plugin_settings(name);
             match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults)
@@ -303,6 +330,9 @@ impl Pipeline {
                 Ok(p) => {
                     tracing::debug!(plugin = %name, version = %p.info.version, cache = ?p.cache, ms = p.compile_ms, "plugin loaded");
                     plugins.push(p)
+                }
+                Err(e) if skip_stray && e.not_a_plugin() => {
+                    skipped.push((e.file.clone(), e.kind.to_string()));
                 }
                 Err(e) => errors.push(LoadError::Plugin(e)),
             }
@@ -314,7 +344,7 @@ impl Pipeline {
             );
         }
         if errors.is_empty() {
-            Ok(Pipeline::new(plugins, config.scoring.clone()))
+            Ok((Pipeline::new(plugins, config.scoring.clone()), skipped))
         } else {
             Err(errors)
         }

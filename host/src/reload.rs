@@ -47,7 +47,7 @@ pub struct Rescan {
 pub async fn rescan(ctx: &ServerContext) -> Rescan {
     let mut state = ctx.reload_lock.lock().await;
     if state.loaded.is_empty() && state.refused.is_empty() {
-        *state = DirState::from_plugins(ctx.live().pipeline.plugins());
+        *state = dir_state(&ctx.live().pipeline);
     }
     let live = ctx.live();
     let config = &live.config;
@@ -122,11 +122,22 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
                 }
                 state.loaded.insert(f.name.clone(), (f.path.clone(), fp));
                 state.refused.remove(&f.path);
+                problems(ctx).remove(&f.path);
                 report.loaded.push(f.name.clone());
                 next.push(p);
                 changed = true;
             }
+            Err(e) if e.not_a_plugin() => {
+                // Skipped, as at start and on a reload (crate::pipeline::stray_warning).
+                let warning = crate::pipeline::stray_warning(&e.file, &e.kind.to_string());
+                tracing::warn!("{warning}");
+                problems(ctx).insert(f.path.clone(), warning);
+                state.refused.insert(f.path.clone(), fp);
+                report.refused.push(f.path.clone());
+                next.extend(cur);
+            }
             Err(e) => {
+                problems(ctx).insert(f.path.clone(), e.to_string());
                 match &cur {
                     Some(old) => tracing::warn!(
                         plugin = %f.name,
@@ -143,6 +154,8 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             }
         }
     }
+    // A problem file that is gone is no problem any more.
+    problems(ctx).retain(|path, _| path.exists());
     for p in live.pipeline.plugins() {
         if !next.iter().any(|n| n.name == p.name) {
             tracing::info!(plugin = %p.name, file = %p.file.display(), "plugin removed from service");
@@ -169,6 +182,25 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
         }));
     }
     report
+}
+
+/// The watcher's state for `pipeline` in service: its plugins loaded, the files it skipped
+/// (not Sluice plugins) refused until they change.
+fn dir_state(pipeline: &Pipeline) -> DirState {
+    let mut state = DirState::from_plugins(pipeline.plugins());
+    for (file, _) in pipeline.skipped() {
+        if let Some(fp) = fingerprint(file) {
+            state.refused.insert(file.clone(), fp);
+        }
+    }
+    state
+}
+
+/// The load problems the console shows (file → why).
+fn problems(
+    ctx: &ServerContext,
+) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<PathBuf, String>> {
+    ctx.load_problems.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Watches the plugin directory until the task is dropped.
@@ -289,7 +321,12 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
                 "\nwarning: {r} changed; takes effect after a restart"
             ));
         }
-        *state = DirState::from_plugins(pipeline.plugins());
+        *state = dir_state(&pipeline);
+        *problems(ctx) = pipeline
+            .skipped()
+            .iter()
+            .map(|(file, why)| (file.clone(), crate::pipeline::stray_warning(file, why)))
+            .collect();
         crate::metrics::get().plugins_loaded(pipeline.plugins().len());
         let auth = crate::authentication::Authenticator::new(&config).map_err(|e| e.to_string())?;
         ctx.live.store(Arc::new(Live {

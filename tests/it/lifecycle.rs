@@ -39,7 +39,7 @@ fn delivered(dir: &Path, user: &str) -> Vec<String> {
 /// A configuration without plugins whose sessions may drain for `secs` on SIGTERM.
 fn drain_config(dir: &Path, secs: u64) -> PathBuf {
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
-    let cfg = write_config(dir, "");
+    let cfg = write_config(dir, "[metrics]\naddress = \"127.0.0.1:0\"\n");
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "[plugins]",
         &format!("drain_timeout_secs = {secs}\n[plugins]"),
@@ -109,6 +109,17 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
         table.contains(" 1. tagger") && table.contains("on_failure=tempfail"),
         "{table}"
     );
+    // Its reader gone (`… | head -1` that has read its line): a quiet end, no panic.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let piped = tokio::process::Command::new(sluice_bin())
+        .args(["plugin", "list", "--server", &metrics_addr])
+        .stdout(writer)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(piped.status.success() && !err.contains("panicked"), "{err}");
 
     // SIGHUP with a bad configuration: refused, the old one keeps serving.
     std::fs::write(
@@ -201,7 +212,7 @@ async fn metrics_plugin_list_and_reload_against_a_running_server() {
             && l.contains(" event=message ")
             && l.contains(" from=a@example.net ")
             && l.contains(" to=bob@example.org ")
-            && l.contains(" plugins=tagger:check-message:continue=1.00 ")
+            && l.contains(" plugins=\"tagger:check-message:continue=1.00\" ")
             && l.contains(" disposition=queued ")),
         "{story:#?}"
     );
@@ -246,6 +257,14 @@ async fn sigterm_lets_transactions_in_flight_finish_and_turns_idle_sessions_away
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(refused, "still accepting after SIGTERM");
+    // The health check says so while the drain lasts (a load balancer takes it out).
+    assert_eq!(
+        s.get("/healthz").await,
+        (
+            "HTTP/1.1 503 Service Unavailable".into(),
+            "shutting down\n".into()
+        )
+    );
 
     // A finishes its message and is acknowledged; then it is told to go.
     a.raw(b"second half.\r\n.\r\n").await;
@@ -300,4 +319,76 @@ async fn reload_refuses_a_pid_file_that_names_another_program() {
     );
     other.kill().unwrap();
     let _ = other.wait();
+}
+
+/// `check-config` says "ok" only when `serve` would start: a setting the plugin itself
+/// refuses fails the check, naming the plugin and its reason. A file of the plugin directory
+/// that is not a Sluice plugin is skipped with a warning everywhere alike: by the check, at
+/// start, on a reload (which goes through), and the console shows it.
+#[tokio::test]
+async fn check_config_tells_the_truth_and_a_stray_file_is_skipped_everywhere_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        plugin("optional", "30-greylisting"),
+        plugins.join("30-greylisting.wasm"),
+    )
+    .unwrap();
+    let settings = |delay: i64| {
+        format!(
+            "[metrics]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n[plugin.greylisting]\ncapabilities = [\"kv\"]\n[plugin.greylisting.config]\ndelay_secs = {delay}\n"
+        )
+    };
+    let cfg = write_config(dir.path(), &settings(-5));
+    let check = sluice(&["check-config", cfg.to_str().unwrap()]).await;
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("sluice serve would not start")
+            && err.contains("30-greylisting.wasm")
+            && err.contains("refused its configuration")
+            && err.contains("delay_secs"),
+        "{err}"
+    );
+
+    // A good setting, and a stray file: ok, with a warning.
+    let cfg = write_config(dir.path(), &settings(60));
+    std::fs::write(plugins.join("notes.wasm"), "not a plugin at all\n").unwrap();
+    let check = sluice(&["check-config", cfg.to_str().unwrap()]).await;
+    let err = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{err}");
+    assert!(
+        err.contains("notes.wasm is not a Sluice plugin") && err.contains("skipped"),
+        "{err}"
+    );
+
+    // serve starts with it, and the console shows why the file is not in service.
+    let s = Serve::start(&cfg).await;
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    assert!(log.contains("notes.wasm is not a Sluice plugin"), "{log}");
+    sluice::credentials::set_password(&dir.path().join("admins"), "root", "correct horse").unwrap();
+    let mut b = sluice_tests::browser::Browser::new(s.admin.unwrap());
+    assert_eq!(b.log_in("root", "correct horse").await.status, 303);
+    let page = b.get("/plugins").await.body;
+    assert!(
+        page.contains("id=\"load-problems\"") && page.contains("notes.wasm is not a Sluice plugin"),
+        "{page}"
+    );
+    assert!(page.contains(">greylisting<"), "{page}");
+    // A reload goes through with the stray file still there.
+    s.signal("HUP");
+    s.metrics_until(&["sluice_reloads_total{kind=\"config\",result=\"ok\"} 1"])
+        .await;
+    // Removed, it is no problem any more (the watcher notices).
+    std::fs::remove_file(plugins.join("notes.wasm")).unwrap();
+    let mut cleared = false;
+    for _ in 0..100 {
+        if !b.get("/plugins").await.body.contains("load-problems") {
+            cleared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cleared, "the console still shows the removed file");
 }

@@ -170,6 +170,13 @@ pub fn plugins(
     reloaded: Option<Result<String, String>>,
 ) -> Markup {
     let rows = ctx.live().pipeline.describe();
+    let problems: Vec<(String, String)> = ctx
+        .load_problems
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(f, why)| (f.display().to_string(), why.clone()))
+        .collect();
     let list = |v: &serde_json::Value| -> String {
         v.as_array()
             .map(|a| {
@@ -192,6 +199,14 @@ pub fn plugins(
             form method="post" action="/plugins/reload" {
                 input type="hidden" name="csrf" value=(csrf);
                 button type="submit" { "Reload configuration and plugins" }
+            }
+            @if !problems.is_empty() {
+                div.note.bad #load-problems {
+                    b { "Files of the plugin directory not in service:" }
+                    @for (file, why) in &problems {
+                        div { code { (file) } ": " (why) }
+                    }
+                }
             }
             table #plugins {
                 tr { th { "#" } th { "name" } th { "version" } th { "hooks" } th { "scope" } th { "limits" } th { "on failure" } th { "health" } th { "sha256" } }

@@ -96,6 +96,20 @@ pub struct Error {
     pub kind: ErrorKind,
 }
 
+impl Error {
+    /// True when the file is not a Sluice plugin at all (not a WebAssembly component, or a
+    /// component that does not export Sluice's hooks): a stray file in the plugin directory,
+    /// skipped with a warning wherever the directory is loaded. A Sluice plugin that cannot
+    /// run (another WIT version, a capability not granted, settings refused) is an error.
+    pub fn not_a_plugin(&self) -> bool {
+        match &self.kind {
+            ErrorKind::Compile(_) => true,
+            ErrorKind::WrongWorld(m) => m.starts_with("not a Sluice plugin"),
+            _ => false,
+        }
+    }
+}
+
 /// What went wrong with a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum ErrorKind {

@@ -1,7 +1,33 @@
 //! The `sluice` command line. Thin by design: parse arguments, set up logging, call the library.
 //! One module per command: [`serve`], [`reload`], [`passwd`], [`dkim`], [`queue`], [`plugin`]
-//! (`plugin check` and `plugin list`); `check-config` is a line here.
+//! (`plugin check` and `plugin list`), [`check_config`], [`scaffold`] (`plugin new`), [`spam`].
 
+/// `println!` for the command line: a reader that went away (`sluice queue list | head -1`)
+/// ends the command quietly, as it does for other Unix tools, instead of the standard
+/// macro's panic. (Rust ignores SIGPIPE, so a write to a closed pipe fails with EPIPE; the
+/// other way out, restoring SIGPIPE's default action, needs `unsafe`, which this crate
+/// forbids.) Defined before the modules, so that they use it.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            $crate::stdout_failed(e);
+        }
+    }};
+}
+
+/// Ends the process after a failed write to stdout: quietly (status 0) when the reader
+/// closed the pipe, else with the error (status 2).
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("sluice: cannot write to standard output: {e}");
+    std::process::exit(2);
+}
+
+mod check_config;
 mod dkim;
 mod passwd;
 mod plugin;
@@ -92,7 +118,8 @@ enum Command {
         #[command(subcommand)]
         command: SpamCommand,
     },
-    /// Validate a configuration file and print every problem.
+    /// Check that `sluice serve` would start with a configuration file and its plugin
+    /// directory (plugins' own validation included); print every problem.
     CheckConfig {
         /// The file.
         file: PathBuf,
@@ -479,20 +506,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             queue::run(&config, command)
         }
-        Command::CheckConfig { file } => {
-            let config = Config::load(&file)?;
-            // Sections naming no plugin of the directory (when it exists): the naming trap.
-            if let Ok(files) =
-                sluice::plugin::directory::scan(&config.plugin_dir(), &config.plugins.order)
-            {
-                let present: Vec<String> = files.into_iter().map(|f| f.name).collect();
-                for w in sluice::pipeline::name_warnings(&config, &[], Some(&present)) {
-                    eprintln!("sluice: warning: {w}");
-                }
-            }
-            println!("{}: ok", file.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig { file } => check_config::run(&file),
         Command::Plugin {
             command:
                 PluginCommand::Check {
