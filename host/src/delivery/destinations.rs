@@ -36,6 +36,9 @@ pub struct Limits {
     pub connections: usize,
     /// Messages per minute at most.
     pub per_minute: Option<u32>,
+    /// Counts against the runner's overall limit (`delivery.concurrency`). Local delivery
+    /// does not: it holds no connection, and must not wait behind remote destinations.
+    pub shared: bool,
 }
 
 /// Whether a delivery to a destination may start.
@@ -54,7 +57,7 @@ pub enum Admission {
 /// Room for one delivery; freed (and the queue woken) when dropped.
 pub struct Ticket {
     _own: OwnedSemaphorePermit,
-    _all: OwnedSemaphorePermit,
+    _all: Option<OwnedSemaphorePermit>,
     probe: Option<Arc<Destination>>,
     freed: Arc<Notify>,
 }
@@ -82,6 +85,8 @@ pub enum Outcome<'a> {
 struct Destination {
     permits: Arc<Semaphore>,
     cap: usize,
+    /// Counts against the overall limit ([`Limits::shared`]): a change makes a new count.
+    shared: bool,
     health: Mutex<Health>,
 }
 
@@ -153,22 +158,24 @@ impl Destinations {
         }
     }
 
-    fn get(&self, key: &str, cap: usize) -> Arc<Destination> {
-        let cap = cap.max(1);
+    fn get(&self, key: &str, limits: Limits) -> Arc<Destination> {
+        let cap = limits.connections.max(1);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let d = map.entry(key.to_string()).or_insert_with(|| {
             Arc::new(Destination {
                 permits: Arc::new(Semaphore::new(cap)),
                 cap,
+                shared: limits.shared,
                 health: Mutex::new(Health::default()),
             })
         });
-        if d.cap != cap {
-            // A reload changed the limit: a new count, the same health.
+        if d.cap != cap || d.shared != limits.shared {
+            // A reload changed the limits: a new count, the same health.
             let health = std::mem::take(&mut *d.health());
             *d = Arc::new(Destination {
                 permits: Arc::new(Semaphore::new(cap)),
                 cap,
+                shared: limits.shared,
                 health: Mutex::new(health),
             });
         }
@@ -176,8 +183,17 @@ impl Destinations {
     }
 
     /// False when [`Destinations::admit`] at `now` would surely answer `Busy` for `key`
-    /// (used to decide whether a message that found no room is worth looking at again).
-    pub fn has_room(&self, key: &str, now: i64) -> bool {
+    /// with `limits` (used to decide whether a message that found no room is worth looking
+    /// at again).
+    pub fn has_room(&self, key: &str, limits: Limits, now: i64) -> bool {
+        self.room(key, limits, now) > 0
+    }
+
+    /// How many deliveries to `key` could start at `now`, about (suspended: any number,
+    /// since they are deferred at once). The scheduler looks again at no more waiting
+    /// messages than that, so a slot that frees costs one message read, not one per message
+    /// waiting.
+    pub fn room(&self, key: &str, limits: Limits, now: i64) -> usize {
         let d = self
             .map
             .lock()
@@ -187,20 +203,31 @@ impl Destinations {
         if let Some(d) = &d
             && d.health().suspended_until > now
         {
-            return true;
+            return usize::MAX;
         }
         let all = self.all.lock().unwrap_or_else(|p| p.into_inner()).0.clone();
-        all.available_permits() > 0
-            && d.is_none_or(|d| {
+        let overall = match limits.shared {
+            true => all.available_permits(),
+            false => usize::MAX,
+        };
+        let own = match &d {
+            None => limits.connections.max(1),
+            Some(d) => {
                 let h = d.health();
-                d.permits.available_permits() > 0 && !(h.probing && h.failures >= SUSPEND_AFTER)
-            })
+                if h.probing && h.failures >= SUSPEND_AFTER {
+                    0
+                } else {
+                    d.permits.available_permits()
+                }
+            }
+        };
+        own.min(overall)
     }
 
     /// May a delivery to `key` start at `now`? With `wait`, waits for room instead of
     /// answering [`Admission::Busy`] (a whole pass, as tests run the queue).
     pub async fn admit(&self, key: &str, limits: Limits, now: i64, wait: bool) -> Admission {
-        let d = self.get(key, limits.connections);
+        let d = self.get(key, limits);
         let probe = {
             let h = d.health();
             if h.suspended_until > now {
@@ -217,16 +244,24 @@ impl Destinations {
             let Ok(own) = d.permits.clone().acquire_owned().await else {
                 return Admission::Busy;
             };
-            let Ok(every) = all.acquire_owned().await else {
-                return Admission::Busy;
+            let every = match limits.shared {
+                true => match all.acquire_owned().await {
+                    Ok(p) => Some(p),
+                    Err(_) => return Admission::Busy,
+                },
+                false => None,
             };
             (own, every)
         } else {
             let Ok(own) = d.permits.clone().try_acquire_owned() else {
                 return Admission::Busy;
             };
-            let Ok(every) = all.try_acquire_owned() else {
-                return Admission::Busy;
+            let every = match limits.shared {
+                true => match all.try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => return Admission::Busy,
+                },
+                false => None,
             };
             (own, every)
         };
@@ -336,6 +371,7 @@ mod tests {
     const L: Limits = Limits {
         connections: 2,
         per_minute: None,
+        shared: true,
     };
 
     #[tokio::test]
@@ -345,14 +381,37 @@ mod tests {
         let a2 = d.admit("a", L, 0, false).await;
         assert!(matches!(a1, Admission::Go(_)) && matches!(a2, Admission::Go(_)));
         assert!(matches!(d.admit("a", L, 0, false).await, Admission::Busy));
-        assert!(!d.has_room("a", 0) && d.has_room("b", 0));
+        assert!(!d.has_room("a", L, 0) && d.has_room("b", L, 0));
         let b = d.admit("b", L, 0, false).await;
         assert!(matches!(b, Admission::Go(_)));
         // Three in all: even "c" waits now.
         assert!(matches!(d.admit("c", L, 0, false).await, Admission::Busy));
         drop(a1);
-        assert!(d.has_room("a", 0));
+        assert!(d.has_room("a", L, 0));
         assert!(matches!(d.admit("c", L, 0, false).await, Admission::Go(_)));
+    }
+
+    #[tokio::test]
+    async fn local_delivery_does_not_wait_behind_remote_destinations() {
+        let d = Destinations::new(1, None);
+        let remote = d.admit("mx:a.test", L, 0, false).await;
+        assert!(matches!(remote, Admission::Go(_)));
+        assert!(matches!(
+            d.admit("mx:b.test", L, 0, false).await,
+            Admission::Busy
+        ));
+        let local = Limits {
+            connections: 4,
+            per_minute: None,
+            shared: false,
+        };
+        assert!(matches!(
+            d.admit("maildir:", local, 0, false).await,
+            Admission::Go(_)
+        ));
+        assert!(d.has_room("maildir:", local, 0) && !d.has_room("mx:b.test", L, 0));
+        // Even before its first delivery.
+        assert!(d.has_room("maildir:other", local, 0));
     }
 
     #[tokio::test]
@@ -399,6 +458,7 @@ mod tests {
         let l = Limits {
             connections: 5,
             per_minute: Some(2),
+            shared: true,
         };
         for _ in 0..2 {
             assert!(matches!(
@@ -422,6 +482,7 @@ mod tests {
         let l = Limits {
             connections: 5,
             per_minute: Some(3),
+            shared: true,
         };
         let one = Destinations::new(10, Some(kv.clone()));
         let two = Destinations::new(10, Some(kv));

@@ -156,6 +156,23 @@ fn destination_key(route: Option<&RouteConfig>, domain: &str) -> String {
     }
 }
 
+/// The limits of a destination reached by `route`.
+fn limits_of(route: &RouteConfig, config: &Config) -> Limits {
+    let d = &config.delivery;
+    let local = route.kind == RouteKind::Maildir;
+    Limits {
+        connections: match local {
+            // Local delivery holds no connection: as many at once as deliveries in all.
+            true => d.concurrency,
+            false => route
+                .max_connections
+                .unwrap_or(d.max_connections_per_destination),
+        },
+        per_minute: route.max_messages_per_minute,
+        shared: !local,
+    }
+}
+
 /// The current Unix time in seconds.
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -260,7 +277,7 @@ struct Visit {
     due: Option<i64>,
     /// Destinations that had no room for some of its recipients: the message is looked at
     /// again when one of them has.
-    waiting_for: Vec<String>,
+    waiting_for: Vec<(String, Limits)>,
 }
 
 /// How often the scheduler reads every queued message's state again (to see changes made by
@@ -272,7 +289,7 @@ enum GroupResult {
     /// Attempted: one outcome per recipient.
     Tried(Vec<Handed>),
     /// No room now: not attempted.
-    Busy(String),
+    Busy(String, Limits),
     /// Its rate is used up until then: not attempted.
     Throttled(i64),
 }
@@ -368,7 +385,7 @@ impl Runner {
         let freed = self.destinations.freed();
         let mut in_flight: HashSet<String> = HashSet::new();
         let mut due: HashMap<String, i64> = HashMap::new();
-        let mut waiting: HashMap<String, Vec<String>> = HashMap::new();
+        let mut waiting: HashMap<String, Vec<(String, Limits)>> = HashMap::new();
         let mut visits = futures::stream::FuturesUnordered::new();
         let mut last_full: Option<std::time::Instant> = None;
         let mut full = true;
@@ -387,11 +404,13 @@ impl Runner {
                 last_full = Some(std::time::Instant::now());
             }
             let spool = self.spool.clone();
-            let ids = off_worker(move || spool.list(SpoolState::Queue))
+            let mut ids = off_worker(move || spool.list(SpoolState::Queue))
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
+            // Queue ids begin with their time: oldest first.
+            ids.sort_unstable();
             let listed: HashSet<&String> = ids.iter().collect();
             due.retain(|id, _| listed.contains(id));
             waiting.retain(|id, _| listed.contains(id));
@@ -400,6 +419,9 @@ impl Runner {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
+            // How many waiting messages to look at again per destination: as many as it has
+            // room for (the rest would only find it full again).
+            let mut budget: HashMap<&str, usize> = HashMap::new();
             for id in &ids {
                 if in_flight.contains(id)
                     || skip.get(id).is_some_and(|&until| until > now)
@@ -407,11 +429,20 @@ impl Runner {
                 {
                     continue;
                 }
-                if !full
-                    && let Some(keys) = waiting.get(id)
-                    && !keys.iter().any(|k| self.destinations.has_room(k, now))
-                {
-                    continue;
+                if !full && let Some(keys) = waiting.get(id) {
+                    let mut any = false;
+                    for (k, l) in keys {
+                        let left = budget
+                            .entry(k.as_str())
+                            .or_insert_with(|| self.destinations.room(k, *l, now));
+                        if *left > 0 {
+                            *left = left.saturating_sub(1);
+                            any = true;
+                        }
+                    }
+                    if !any {
+                        continue;
+                    }
                 }
                 in_flight.insert(id.clone());
                 let id = id.clone();
@@ -599,9 +630,16 @@ impl Runner {
             && !groups.is_empty()
             && now - st.queued_at < lifetime
             && !warning_due
-            && !groups.keys().any(|k| self.destinations.has_room(k, now))
+            && !groups.iter().any(|(k, (route, _, _))| {
+                route
+                    .as_ref()
+                    .is_none_or(|r| self.destinations.has_room(k, limits_of(r, config), now))
+            })
         {
-            visit.waiting_for = groups.into_keys().collect();
+            visit.waiting_for = groups
+                .into_iter()
+                .filter_map(|(k, (route, _, _))| Some((k, limits_of(route.as_ref()?, config))))
+                .collect();
             visit.due = Some(now);
             return Ok(visit);
         }
@@ -645,8 +683,8 @@ impl Runner {
         while let Some((key, indexes, result)) = running.next().await {
             let outcomes = match result {
                 GroupResult::Tried(outcomes) => outcomes,
-                GroupResult::Busy(key) => {
-                    visit.waiting_for.push(key);
+                GroupResult::Busy(key, limits) => {
+                    visit.waiting_for.push((key, limits));
                     continue;
                 }
                 GroupResult::Throttled(until) => {
@@ -921,20 +959,10 @@ impl Runner {
             let r = Reply::new(451, "4.4.0", "No route configured for this domain");
             return GroupResult::Tried(each(rcpts.len(), r, None));
         };
-        let d = &config.delivery;
-        let limits = Limits {
-            connections: match route.kind {
-                // Local delivery has no connections to spare: only the overall limit.
-                RouteKind::Maildir => d.concurrency,
-                _ => route
-                    .max_connections
-                    .unwrap_or(d.max_connections_per_destination),
-            },
-            per_minute: route.max_messages_per_minute,
-        };
+        let limits = limits_of(route, config);
         let _ticket = match self.destinations.admit(key, limits, now, wait).await {
             Admission::Go(ticket) => ticket,
-            Admission::Busy => return GroupResult::Busy(key.to_string()),
+            Admission::Busy => return GroupResult::Busy(key.to_string(), limits),
             Admission::Throttled(until) => return GroupResult::Throttled(until),
             Admission::Suspended(until, why) => {
                 let r = Reply::new(
