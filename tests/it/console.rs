@@ -258,6 +258,12 @@ async fn queue_filters_and_bulk_actions_and_recent_transactions() {
     );
     let by_domain = b.get("/queue?domain=qa2.unreachable.test").await;
     assert!(by_domain.body.contains("QA2") && !by_domain.body.contains("QA1"));
+    // The form sent with every field left empty is no filter at all.
+    let empty = b
+        .get("/queue?sender=&recipient=&domain=&min_age_minutes=&page=")
+        .await;
+    assert_eq!(empty.status, 200, "{}", empty.body);
+    assert!(empty.body.contains("QA1") && empty.body.contains("QA2"));
     let young = b.get("/queue?min_age_minutes=100000000").await;
     assert!(!young.body.contains("QA1"), "nothing is that old");
 

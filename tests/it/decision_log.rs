@@ -233,5 +233,33 @@ async fn every_refusal_writes_one_key_value_line_and_is_counted() {
     );
     let tx = b.get("/transactions?q=dave").await.body;
     assert!(tx.contains("tempfailed at RCPT"), "{tx}");
+
+    // A console action is logged with each message id it touched.
+    let csrf = b.get("/queue").await.csrf();
+    b.post(
+        "/queue/action",
+        &[
+            ("csrf", &csrf),
+            ("action", "hold"),
+            ("id", "NOPE1"),
+            ("id", "NOPE2"),
+        ],
+    )
+    .await;
+    let mut actions = Vec::new();
+    for _ in 0..100 {
+        let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+        actions = log
+            .lines()
+            .filter_map(logfmt)
+            .filter(|l| l.get("event").map(String::as_str) == Some("console-action"))
+            .map(|l| format!("{} {} {} {}", l["user"], l["action"], l["id"], l["page"]))
+            .collect();
+        if actions.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(actions, ["root hold NOPE1 queue", "root hold NOPE2 queue"]);
     drop(s);
 }

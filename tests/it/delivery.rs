@@ -192,6 +192,9 @@ async fn mixed_outcomes_retry_expiry_and_a_dsn_checked_field_by_field() {
     let parsed = mail_parser::MessageParser::new()
         .parse(dsn.as_bytes())
         .unwrap();
+    // Its Message-ID is under server.hostname, not the machine's name.
+    let message_id = parsed.message_id().unwrap_or_default();
+    assert!(message_id.ends_with("@relay.test"), "{message_id}");
     let text = parsed.body_text(0).unwrap().replace("\r\n", "\n");
     assert!(
         text.starts_with(

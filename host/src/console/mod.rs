@@ -487,11 +487,17 @@ pub struct QueueFilter {
     #[serde(deserialize_with = "empty_as_none")]
     min_age_minutes: Option<u64>,
     /// The page shown, from 1 ([`PAGE`] messages a page).
+    #[serde(deserialize_with = "empty_as_none")]
     page: Option<usize>,
 }
 
 /// A query value left empty as `None`, else the number.
-fn empty_as_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     let text = <Option<String> as serde::Deserialize>::deserialize(d)?;
     match text.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
@@ -638,6 +644,24 @@ async fn each(
     .unwrap_or_default()
 }
 
+/// One log line per message an administrator's action touched (`event=console-action`):
+/// who, what, which message, and what came of it.
+fn log_actions(page: &str, user: &str, action: &str, results: &[String]) {
+    use crate::message::printable;
+    for r in results {
+        let (id, outcome) = r.split_once(": ").unwrap_or((r.as_str(), ""));
+        tracing::info!(
+            event = "console-action",
+            user = %printable(user),
+            page,
+            action = %printable(action),
+            id = %printable(id),
+            outcome = %printable(outcome),
+            "console action"
+        );
+    }
+}
+
 async fn queue_action(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
@@ -668,7 +692,7 @@ async fn queue_action(
     })
     .await;
     c.ctx.queue_changed.notify_one();
-    tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console queue action");
+    log_actions("queue", &s.user, &action, &results);
     let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
         .await
         .map(|all| page_of(all, None));
@@ -779,7 +803,7 @@ async fn quarantine_action(
         c.ctx.delivery_wakeup.notify_one();
         c.ctx.queue_changed.notify_one();
     }
-    tracing::info!(user = %crate::message::printable(&s.user), action = %crate::message::printable(&action), n = results.len(), "console quarantine action");
+    log_actions("quarantine", &s.user, &action, &results);
     Ok(quarantine_page(&c, &s, None, Some(results)).await)
 }
 

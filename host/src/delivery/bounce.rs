@@ -289,6 +289,12 @@ pub fn build(
         ))
         .to(envelope.sender.address.clone())
         .subject(text.subject.clone())
+        // Ours, under our own name (mail-builder's default names the machine instead).
+        .message_id(format!(
+            "{}@{}",
+            crate::spool::new_queue_id(),
+            req.reporting_host
+        ))
         .header(
             "Auto-Submitted",
             mail_builder::headers::raw::Raw::new("auto-replied"),
