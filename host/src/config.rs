@@ -845,10 +845,116 @@ pub struct ScoringConfig {
     /// Add `X-Spam-Score` and `X-Spam-Status` headers to every message that reaches
     /// `check-message`.
     pub add_headers: bool,
-    /// At or above this score the message is marked spam (`X-Spam-Status: Yes`).
+    /// At or above this score the message is marked spam (`X-Spam-Status: Yes`; rspamd's
+    /// "add header").
     pub spam_threshold: f64,
+    /// At or above this score the message is held in quarantine; none to never.
+    pub quarantine_threshold: Option<f64>,
     /// At or above this score the message is rejected with 550 5.7.1; none to never reject.
     pub reject_threshold: Option<f64>,
+    /// Mail from authenticated users (submission): `off` (no score headers, no score
+    /// actions: the default; a sender's own mail is not judged as spam), `score` (the
+    /// headers with the score, never marked spam, no actions) or `on` (as any mail).
+    pub authenticated: AuthenticatedScoring,
+    /// Other thresholds for some listeners or recipient domains; the first that matches a
+    /// transaction applies.
+    #[serde(rename = "override")]
+    pub overrides: Vec<ScoringOverride>,
+}
+
+/// How mail from authenticated users is scored ([`ScoringConfig::authenticated`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthenticatedScoring {
+    /// No score headers, no score actions.
+    Off,
+    /// Score headers, never marked spam, no actions.
+    Score,
+    /// As any mail.
+    On,
+}
+
+/// `[[scoring.override]]`: thresholds for the transactions of some listeners or recipient
+/// domains (a transaction matches when its listener is listed, or any recipient's domain).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoringOverride {
+    /// Listener kinds (`smtp`, `submission`, `smtps`, `milter`).
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// Recipient domains.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Replaces `spam_threshold`.
+    pub spam_threshold: Option<f64>,
+    /// Replaces `quarantine_threshold` (a value; leave out to keep the default's).
+    pub quarantine_threshold: Option<f64>,
+    /// Replaces `reject_threshold`.
+    pub reject_threshold: Option<f64>,
+}
+
+/// The thresholds that apply to one transaction ([`ScoringConfig::effective`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Score headers are added.
+    pub headers: bool,
+    /// Marked spam at or above (none: never).
+    pub spam: Option<f64>,
+    /// Quarantined at or above.
+    pub quarantine: Option<f64>,
+    /// Rejected at or above.
+    pub reject: Option<f64>,
+}
+
+impl ScoringConfig {
+    /// The thresholds for a transaction on `listener`, from an authenticated client or not,
+    /// to recipients in `domains`.
+    pub fn effective<'a>(
+        &self,
+        listener: &str,
+        authenticated: bool,
+        mut domains: impl Iterator<Item = &'a str>,
+    ) -> Thresholds {
+        if authenticated {
+            match self.authenticated {
+                AuthenticatedScoring::Off => {
+                    return Thresholds {
+                        headers: false,
+                        spam: None,
+                        quarantine: None,
+                        reject: None,
+                    };
+                }
+                AuthenticatedScoring::Score => {
+                    return Thresholds {
+                        headers: self.add_headers,
+                        spam: None,
+                        quarantine: None,
+                        reject: None,
+                    };
+                }
+                AuthenticatedScoring::On => {}
+            }
+        }
+        let domains: Vec<&str> = domains.by_ref().collect();
+        let o = self.overrides.iter().find(|o| {
+            o.listeners.iter().any(|l| l == listener)
+                || o.domains
+                    .iter()
+                    .any(|d| domains.iter().any(|r| r.eq_ignore_ascii_case(d)))
+        });
+        Thresholds {
+            headers: self.add_headers,
+            spam: Some(
+                o.and_then(|o| o.spam_threshold)
+                    .unwrap_or(self.spam_threshold),
+            ),
+            quarantine: o
+                .and_then(|o| o.quarantine_threshold)
+                .or(self.quarantine_threshold),
+            reject: o.and_then(|o| o.reject_threshold).or(self.reject_threshold),
+        }
+    }
 }
 
 impl Default for ScoringConfig {
@@ -856,7 +962,10 @@ impl Default for ScoringConfig {
         ScoringConfig {
             add_headers: true,
             spam_threshold: 5.0,
+            quarantine_threshold: None,
             reject_threshold: Some(15.0),
+            authenticated: AuthenticatedScoring::Off,
+            overrides: Vec::new(),
         }
     }
 }
@@ -1190,16 +1299,58 @@ impl Config {
             }
         }
         let s = &self.scoring;
-        if !s.spam_threshold.is_finite() {
-            problems.push("scoring.spam_threshold: must be a finite number".to_string());
-        }
-        if let Some(r) = s.reject_threshold
-            && (!r.is_finite() || r < s.spam_threshold)
-        {
-            problems.push(format!(
-                    "scoring.reject_threshold: {r} must be a number not below scoring.spam_threshold ({})",
-                    s.spam_threshold
+        let mut thresholds = |at: &str, spam: f64, quarantine: Option<f64>, reject: Option<f64>| {
+            if !spam.is_finite() {
+                problems.push(format!("{at}spam_threshold: must be a finite number"));
+            }
+            for (key, v) in [
+                ("quarantine_threshold", quarantine),
+                ("reject_threshold", reject),
+            ] {
+                if let Some(v) = v
+                    && (!v.is_finite() || v < spam)
+                {
+                    problems.push(format!(
+                        "{at}{key}: {v} must be a number not below {at}spam_threshold ({spam})"
+                    ));
+                }
+            }
+            if let (Some(q), Some(r)) = (quarantine, reject)
+                && q > r
+            {
+                problems.push(format!(
+                    "{at}quarantine_threshold: {q} is above {at}reject_threshold ({r}): nothing could be quarantined"
                 ));
+            }
+        };
+        thresholds(
+            "scoring.",
+            s.spam_threshold,
+            s.quarantine_threshold,
+            s.reject_threshold,
+        );
+        for (i, o) in s.overrides.iter().enumerate() {
+            let at = format!("scoring.override[{i}].");
+            thresholds(
+                &at,
+                o.spam_threshold.unwrap_or(s.spam_threshold),
+                o.quarantine_threshold.or(s.quarantine_threshold),
+                o.reject_threshold.or(s.reject_threshold),
+            );
+        }
+        for (i, o) in s.overrides.iter().enumerate() {
+            if o.listeners.is_empty() && o.domains.is_empty() {
+                problems.push(format!(
+                    "scoring.override[{i}]: name the listeners or domains it is for"
+                ));
+            }
+            for l in &o.listeners {
+                if !["smtp", "submission", "smtps", "milter"].contains(&l.as_str()) {
+                    problems.push(format!(
+                        "scoring.override[{i}].listeners: {l:?} is not a listener kind (smtp, submission, smtps, milter)"
+                    ));
+                }
+            }
         }
         for (i, l) in self.listeners.iter().enumerate() {
             let kind = l.kind.as_str();

@@ -894,16 +894,31 @@ impl Chain {
         }
         // `+ 0.0` turns the -0.0 of an empty sum into 0.0 for the headers.
         let score: f64 = symbols.iter().map(|s| s.score).sum::<f64>() + 0.0;
-        let spam = score >= self.scoring.spam_threshold;
-        if decision == Decision::Continue
-            && let Some(limit) = self.scoring.reject_threshold
-            && score >= limit
-        {
-            decision = Decision::Reject {
-                reply: Reply::new(550, "5.7.1", "Message rejected as spam"),
-            };
+        let thresholds = self.scoring.effective(
+            &self.session.listener,
+            self.session.auth_user.is_some(),
+            envelope
+                .recipients
+                .iter()
+                .map(|r| crate::session::address::split(&r.address).1),
+        );
+        let spam = thresholds.spam.is_some_and(|t| score >= t);
+        if decision == Decision::Continue {
+            if let Some(limit) = thresholds.reject
+                && score >= limit
+            {
+                decision = Decision::Reject {
+                    reply: Reply::new(550, "5.7.1", "Message rejected as spam"),
+                };
+            } else if let Some(limit) = thresholds.quarantine
+                && score >= limit
+            {
+                decision = Decision::Quarantine {
+                    reason: format!("spam score {score:.2} at or above {limit:.2}"),
+                };
+            }
         }
-        if self.scoring.add_headers {
+        if thresholds.headers {
             let tests: Vec<&str> = symbols.iter().map(|s| s.name.as_str()).collect();
             add_headers.push(("X-Spam-Score".to_string(), format!("{score:.2}")));
             add_headers.push((
@@ -911,7 +926,7 @@ impl Chain {
                 format!(
                     "{}, score={score:.2} required={:.2} tests={}",
                     if spam { "Yes" } else { "No" },
-                    self.scoring.spam_threshold,
+                    thresholds.spam.unwrap_or(self.scoring.spam_threshold),
                     if tests.is_empty() {
                         "none".to_string()
                     } else {
@@ -919,6 +934,8 @@ impl Chain {
                     }
                 ),
             ));
+        }
+        if self.scoring.add_headers {
             // Never let a sender's own spam verdict through.
             remove_headers.push("X-Spam-Score".to_string());
             remove_headers.push("X-Spam-Status".to_string());

@@ -28,6 +28,7 @@ mod recipients;
 mod replay_cli;
 mod routes;
 mod scheduling;
+mod score_actions;
 mod serve_cli;
 mod smtp;
 mod spam_score;
