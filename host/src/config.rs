@@ -646,6 +646,9 @@ pub struct AuthConfig {
 pub struct DeliveryConfig {
     /// Maildir root for local recipients; default `<data_dir>/maildir`.
     pub maildir: Option<PathBuf>,
+    /// The folder of each Maildir that mail marked spam is filed in (Maildir++: `.Junk`
+    /// inside the user's Maildir, as Dovecot reads it); empty: the inbox, like other mail.
+    pub junk_folder: String,
     /// Seconds to wait before each retry of a deferred message; the last value repeats.
     /// Default like Postfix: 5 minutes, doubling, up to 4 hours.
     pub retry_secs: Vec<u64>,
@@ -681,6 +684,7 @@ impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             maildir: None,
+            junk_folder: "Junk".to_string(),
             retry_secs: vec![300, 600, 1200, 2400, 4800, 9600, 14400],
             max_queue_lifetime_secs: 5 * 24 * 3600,
             timeout_secs: 300,
@@ -1512,6 +1516,17 @@ impl Config {
                     format!("{:?}", r.tls).to_lowercase()
                 ));
             }
+        }
+        let junk = &self.delivery.junk_folder;
+        if junk.starts_with('.')
+            || junk
+                .chars()
+                .any(|c| c == '/' || c == '\\' || c.is_control())
+            || junk.len() > 64
+        {
+            problems.push(format!(
+                "delivery.junk_folder: {junk:?} must be a folder name (no '/', not starting with '.', at most 64 bytes), or empty for none"
+            ));
         }
         if self.delivery.retry_secs.is_empty() || self.delivery.retry_secs.contains(&0) {
             problems.push(

@@ -612,6 +612,7 @@ impl Inbound {
             listener: self.client.listener.clone(),
             auth_user: self.client.auth_user.clone(),
             quarantine: d.quarantine.clone(),
+            spam: d.outcome.as_ref().is_some_and(|o| o.spam),
         };
         match spool.store(state, &envelope, &d.final_message()).await {
             Ok(()) => {

@@ -56,6 +56,9 @@ pub struct SpooledEnvelope {
     pub auth_user: Option<String>,
     /// Why it is quarantined, if it is.
     pub quarantine: Option<String>,
+    /// The plugins' score marked it spam (local delivery files it in the Junk folder).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spam: bool,
 }
 
 /// A state directory of the spool.
@@ -576,6 +579,7 @@ mod tests {
             listener: "smtp".into(),
             auth_user: None,
             quarantine: None,
+            spam: false,
         }
     }
 

@@ -70,6 +70,7 @@ fn envelope(id: &str, from: &str, rcpts: &[&str], sender_params: Vec<Param>) -> 
         listener: "smtp".into(),
         auth_user: None,
         quarantine: None,
+        spam: false,
     }
 }
 

@@ -64,6 +64,7 @@ pub(crate) fn envelope(id: &str, rcpts: &[&str], rcpt_params: Vec<Param>) -> Spo
         listener: "smtp".into(),
         auth_user: None,
         quarantine: None,
+        spam: false,
     }
 }
 

@@ -193,6 +193,7 @@ async fn route_throttles_messages_per_connection_and_per_minute() {
             listener: "smtp".into(),
             auth_user: None,
             quarantine: None,
+            spam: false,
         };
         spool
             .store(SpoolState::Queue, &env, b"Subject: t\r\n\r\nx\r\n")

@@ -36,6 +36,18 @@ fn quarantined(s: &TestServer) -> usize {
         .unwrap_or(0)
 }
 
+/// The files of a Maildir folder, waiting (bounded: 10 s) until there are `n`.
+async fn wait_files(dir: &std::path::Path, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let files = maildir_files(dir);
+        if files.len() >= n {
+            return files;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{} did not get {n} message(s) within 10 s", dir.display());
+}
+
 const TAGGER: &str = "[plugin.tagger.config]\nscore = 1.0\n";
 
 #[tokio::test]
@@ -55,18 +67,19 @@ async fn thresholds_per_domain_quarantine_and_authenticated_senders() {
             .starts_with("250 ")
     );
     assert_eq!(quarantined(&s), 1);
-    // …marked and delivered for the domain with its own thresholds.
-    assert!(
-        send(&s, "x@catchall.example.org", "marked", false)
-            .await
-            .starts_with("250 ")
-    );
-    let got = s.mailbox("x", 1).await;
+    // …marked and delivered for the domain with its own thresholds: into the user's Junk
+    // folder (Maildir++ `.Junk`), as Dovecot with Sieve would file it.
+    let r = send(&s, "x@catchall.example.org", "marked", false).await;
+    assert!(r.starts_with("250 "), "{r}");
+    let junk = s.dir.path().join("maildir/x/.Junk");
+    let got = wait_files(&junk.join("new"), 1).await;
     assert!(
         got[0].contains("X-Spam-Status: Yes, score=1.00 required=0.50"),
         "{}",
         got[0]
     );
+    assert!(junk.join("maildirfolder").is_file());
+    assert!(maildir_files(&s.dir.path().join("maildir/x/new")).is_empty());
     // An authenticated user's own mail is not judged (the default): no quarantine, no
     // score header.
     assert!(
@@ -101,6 +114,19 @@ async fn thresholds_per_domain_quarantine_and_authenticated_senders() {
         bob[0]
     );
     assert_eq!(quarantined(&s), 0);
+    s.stop().await;
+
+    // With no Junk folder, marked mail goes to the inbox like the rest.
+    let s = TestServer::start(
+        &format!("{scoring}[delivery]\njunk_folder = \"\"\n{TAGGER}"),
+        &[("tagger", plugin("test", "tagger"))],
+    )
+    .await;
+    let r = send(&s, "x@catchall.example.org", "inbox", false).await;
+    assert!(r.starts_with("250 "), "{r}");
+    let got = s.mailbox("x", 1).await;
+    assert!(got[0].contains("X-Spam-Status: Yes"), "{}", got[0]);
+    assert!(!s.dir.path().join("maildir/x/.Junk").exists());
     s.stop().await;
 }
 

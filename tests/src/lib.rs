@@ -522,6 +522,7 @@ pub fn spooled(
         listener: "smtp".into(),
         auth_user: None,
         quarantine: quarantine.map(str::to_string),
+        spam: false,
     }
 }
 

@@ -26,6 +26,19 @@ pub fn mailbox_name(local: &str) -> String {
     }
 }
 
+/// The Maildir++ folder `name` of the Maildir `mailbox` (`<mailbox>/.<name>`, as Dovecot and
+/// Courier read it), created with its `maildirfolder` marker if needed. `name` is checked
+/// at start-up (`delivery.junk_folder`): no `/`, no leading `.`.
+pub fn folder(mailbox: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let dir = mailbox.join(format!(".{name}"));
+    std::fs::create_dir_all(&dir)?;
+    let marker = dir.join("maildirfolder");
+    if !marker.exists() {
+        std::fs::File::create(marker)?;
+    }
+    Ok(dir)
+}
+
 /// Writes `message` into the Maildir `dir` (created if needed) by the Maildir protocol:
 /// `tmp/`, sync, rename into `new/`, sync the directory. Returns the new file.
 pub fn write_maildir(

@@ -1082,6 +1082,7 @@ impl Runner {
             listener: "bounce".to_string(),
             auth_user: None,
             quarantine: None,
+            spam: false,
         };
         self.spool
             .store(SpoolState::Queue, &dsn_envelope, &dsn)
@@ -1112,14 +1113,21 @@ impl Runner {
             let outcomes = rcpts
                 .iter()
                 .map(|a| {
-                    let mailbox = local::mailbox_name(address::split(a).0);
-                    let reply = match local::write_maildir(
-                        &root.join(&mailbox),
-                        &envelope.id,
-                        &config.server.hostname,
-                        message,
-                    ) {
-                        Ok(_) => Reply::new(250, "2.0.0", "Delivered to maildir"),
+                    let mailbox = root.join(local::mailbox_name(address::split(a).0));
+                    let junk = &config.delivery.junk_folder;
+                    let (folder, text) = if envelope.spam && !junk.is_empty() {
+                        (
+                            local::folder(&mailbox, junk),
+                            format!("Delivered to maildir folder {junk}"),
+                        )
+                    } else {
+                        (Ok(mailbox), "Delivered to maildir".to_string())
+                    };
+                    let written = folder.and_then(|f| {
+                        local::write_maildir(&f, &envelope.id, &config.server.hostname, message)
+                    });
+                    let reply = match written {
+                        Ok(_) => Reply::new(250, "2.0.0", &text),
                         Err(e) => Reply::new(451, "4.3.0", &format!("Maildir write failed: {e}")),
                     };
                     Handed {
