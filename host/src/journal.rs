@@ -4,7 +4,13 @@
 //!
 //! Bounded by construction: 1,440 minutes of a few counters, and a ring of transactions whose
 //! text fields are cut to [`MAX_FIELD`] characters, at most [`MAX_TRANSACTIONS`] of them and
-//! [`MAX_TRANSACTION_BYTES`] in all. Nothing here is durable; the log is.
+//! [`MAX_TRANSACTION_BYTES`] in all.
+//!
+//! It survives a restart: the server writes a [`Journal::snapshot`] to
+//! `<data_dir>/console-journal.json` every minute and at shutdown (replaced atomically, owner
+//! only), and [`Journal::restore`]s it at start, applying the same bounds to what it reads.
+//! A file of its own rather than keys in the plugins' store: that store may be a Redis a
+//! fleet shares, and these are one server's counts.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, OnceLock};
@@ -21,7 +27,7 @@ pub const MINUTES: usize = 24 * 60;
 pub const MAX_TRANSACTION_BYTES: usize = 8 << 20;
 
 /// The facts of one transaction, as its log line gives them.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Transaction {
     /// When it ended (RFC 3339).
     pub at: String,
@@ -46,7 +52,7 @@ pub struct Transaction {
 }
 
 /// Counts of one minute.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Minute {
     /// Minutes since the Unix epoch.
     at: u64,
@@ -89,7 +95,7 @@ impl Transaction {
 const LATENCIES: usize = 1000;
 
 /// One plugin's calls since start, and its latest latencies.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct PluginCalls {
     calls: u64,
     failures: u64,
@@ -281,6 +287,110 @@ impl Journal {
     pub fn total(&self, what: &str, minutes: u64) -> u64 {
         self.series(what, minutes, 1)[0]
     }
+
+    /// Everything remembered, as JSON, for [`Journal::restore`].
+    pub fn snapshot(&self) -> Vec<u8> {
+        let inner = self.lock();
+        let snap = Snapshot {
+            minutes: inner.minutes.iter().cloned().collect(),
+            transactions: inner.transactions.iter().cloned().collect(),
+            plugins: inner.plugins.clone(),
+        };
+        drop(inner);
+        serde_json::to_vec(&snap).unwrap_or_default()
+    }
+
+    /// Takes back what a [`Journal::snapshot`] held, within today's bounds: minutes older
+    /// than a day and counters beyond a few hundred per minute are dropped, transactions go
+    /// through [`Journal::transaction`]. Counts made since start are kept and added to.
+    pub fn restore(&self, bytes: &[u8]) -> Result<(), String> {
+        let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let now = now_minute();
+        for t in snap
+            .transactions
+            .into_iter()
+            .rev()
+            .take(MAX_TRANSACTIONS)
+            .rev()
+        {
+            self.transaction(t);
+        }
+        let mut inner = self.lock();
+        let mut merged: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+        for m in snap
+            .minutes
+            .into_iter()
+            .chain(inner.minutes.drain(..))
+            .filter(|m| m.at <= now && m.at + (MINUTES as u64) > now)
+        {
+            let counts = merged.entry(m.at).or_default();
+            for (k, v) in m.counts.into_iter().take(256) {
+                *counts.entry(cut(&k)).or_default() += v;
+            }
+        }
+        inner.minutes = merged
+            .into_iter()
+            .map(|(at, counts)| Minute { at, counts })
+            .collect();
+        for (name, p) in snap.plugins.into_iter().take(1000) {
+            let mine = inner.plugins.entry(cut(&name)).or_default();
+            mine.calls += p.calls;
+            mine.failures += p.failures;
+            let mut all: VecDeque<u64> = p.micros;
+            all.extend(mine.micros.drain(..));
+            while all.len() > LATENCIES {
+                all.pop_front();
+            }
+            mine.micros = all;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Journal::snapshot`] writes.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    minutes: Vec<Minute>,
+    transactions: Vec<Transaction>,
+    plugins: BTreeMap<String, PluginCalls>,
+}
+
+/// The journal's file in `data_dir`.
+pub fn file(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("console-journal.json")
+}
+
+/// Writes the process's journal to `path` (a temporary file, synced, renamed).
+pub fn save(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(&get().snapshot())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the journal saved at `path` into the process's journal, if there is one. A file
+/// that cannot be read is reported and set aside, never a reason not to start.
+pub fn load(path: &std::path::Path) {
+    // Far more than the bounds allow a snapshot to weigh: anything larger is not ours.
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 64 << 20) {
+        tracing::warn!(file = %path.display(), "the console's saved counts are too large; starting from none");
+        let _ = std::fs::rename(path, path.with_extension("json.bad"));
+        return;
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            if let Err(e) = get().restore(&bytes) {
+                tracing::warn!(file = %path.display(), error = %e, "the console's saved counts cannot be read; starting from none");
+                let _ = std::fs::rename(path, path.with_extension("json.bad"));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot read the console's saved counts")
+        }
+    }
 }
 
 /// The process's journal.
@@ -292,6 +402,39 @@ pub fn get() -> &'static Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_comes_back_within_the_bounds() {
+        let now = now_minute();
+        let old = Journal::default();
+        old.count_at(now, "message:queued");
+        old.count_at(now - 2 * MINUTES as u64, "message:queued");
+        old.plugin_call("spam", 1200, false);
+        let t = |id: &str| Transaction {
+            at: String::new(),
+            id: id.into(),
+            client: "192.0.2.1".into(),
+            listener: "smtp".into(),
+            sender: "a@x.test".into(),
+            recipients: vec!["b@y.test".into()],
+            score: 0.0,
+            verdicts: Vec::new(),
+            disposition: "queued".into(),
+            reply: "250".into(),
+        };
+        old.transaction(t("T1"));
+        let new = Journal::default();
+        new.count_at(now, "message:queued");
+        new.restore(&old.snapshot()).unwrap();
+        assert_eq!(
+            new.total("message:queued", MINUTES as u64),
+            2,
+            "the day-old minute is gone"
+        );
+        assert_eq!(new.transactions("", 10)[0].id, "T1");
+        assert_eq!(new.plugin_stats()[0].calls, 1);
+        assert!(new.restore(b"{not json").is_err());
+    }
 
     #[test]
     fn counts_fall_into_buckets_and_age_out() {

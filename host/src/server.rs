@@ -179,6 +179,10 @@ impl Server {
         if config.plugins.watch {
             background.spawn(crate::reload::watch(ctx.clone()));
         }
+        // The console's counts, charts and transactions survive a restart.
+        let journal = crate::journal::file(&config.server.data_dir);
+        crate::journal::load(&journal);
+        background.spawn(save_journal_every_minute(journal));
         // What mail users hand over for the spam filter is collected here, by Sluice's own
         // account (crate::spam_learning).
         if crate::spam_learning::learned_path(config).is_some() {
@@ -240,6 +244,14 @@ impl Server {
         &self.ctx
     }
 
+    /// Writes the console's journal to the data directory.
+    fn save_journal(&self) {
+        let file = crate::journal::file(&self.ctx.live().config.server.data_dir);
+        if let Err(e) = crate::journal::save(&file) {
+            tracing::warn!(file = %file.display(), error = %e, "cannot save the console's counts");
+        }
+    }
+
     /// Stops at once: every task ends, connections in progress are dropped. Nothing
     /// acknowledged is lost (a 250 follows the flush to disk), but clients mid-transaction
     /// see the connection close. [`Server::shutdown`] is the graceful way.
@@ -251,6 +263,7 @@ impl Server {
             r.abort();
             let _ = r.await;
         }
+        self.save_journal();
     }
 
     /// Graceful shutdown: stop accepting, let sessions finish their transactions (idle ones
@@ -284,7 +297,22 @@ impl Server {
             let _ = r.await;
         }
         self.background.shutdown().await;
+        self.save_journal();
         tracing::info!("shutdown complete");
+    }
+}
+
+/// Saves the console's journal to `file` every minute, until the task is dropped.
+async fn save_journal_every_minute(file: std::path::PathBuf) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let f = file.clone();
+        let saved = tokio::task::spawn_blocking(move || crate::journal::save(&f)).await;
+        if let Ok(Err(e)) = saved {
+            tracing::warn!(file = %file.display(), error = %e, "cannot save the console's counts");
+        }
     }
 }
 

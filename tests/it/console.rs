@@ -344,6 +344,18 @@ try:
     # htmx replaces the panel in place: wait for one refresh request to have run.
     wait.until(lambda d: d.execute_script("return typeof htmx !== 'undefined'"))
     d.save_screenshot(os.path.join(out, "overview.png"))
+    # Each chart has a labelled y axis (from 0) and x axis (to "now").
+    labels = d.execute_script("return Array.from(document.querySelectorAll('figure svg')).map(s => Array.from(s.querySelectorAll('text')).map(t => t.textContent.trim()))")
+    assert len(labels) == 3 and all("0" in l and "now" in l and "-12h" in l for l in labels), labels
+    print("chart axes labelled")
+    # Wide tables fit a narrow window: the page itself never scrolls sideways.
+    d.set_window_size(700, 900)
+    for page in ["/", "/queue", "/quarantine", "/transactions", "/plugins"]:
+        d.get(base + page)
+        sizes = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+        assert sizes[0] <= sizes[1], (page, sizes)
+    print("pages fit the window")
+    d.set_window_size(1280, 1000)
     d.get(base + "/quarantine")
     wait.until(EC.title_contains("Quarantine"))
     d.save_screenshot(os.path.join(out, "quarantine.png"))
@@ -410,6 +422,10 @@ async fn a_browser_logs_in_releases_a_quarantined_message_and_sees_it_delivered(
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(stdout.contains("QB1: released to delivery"), "{stdout}");
+    assert!(
+        stdout.contains("chart axes labelled") && stdout.contains("pages fit the window"),
+        "{stdout}"
+    );
     let mail = server.mailbox("bob", 4).await;
     assert!(
         mail.iter()

@@ -392,3 +392,59 @@ async fn check_config_tells_the_truth_and_a_stray_file_is_skipped_everywhere_ali
     }
     assert!(cleared, "the console still shows the removed file");
 }
+
+/// The console's counts and transactions survive a restart (saved at shutdown, read at
+/// start).
+#[tokio::test]
+async fn the_console_remembers_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    let cfg = write_config(dir.path(), "[admin]\naddress = \"127.0.0.1:0\"\n");
+    sluice::credentials::set_password(&dir.path().join("admins"), "root", "correct horse").unwrap();
+    let overview = |s: &Serve| {
+        let addr = s.admin.unwrap();
+        async move {
+            let mut b = sluice_tests::browser::Browser::new(addr);
+            assert_eq!(b.log_in("root", "correct horse").await.status, 303);
+            (
+                b.get("/overview/panel").await.body,
+                b.get("/transactions").await.body,
+            )
+        }
+    };
+    let row = |panel: &str, name: &str| -> String {
+        let at = panel.find(&format!("<td>{name}</td>")).unwrap();
+        panel[at..at + panel[at..].find("</tr>").unwrap()].to_string()
+    };
+    let mut s = Serve::start(&cfg).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let r = send(s.smtp, &format!("kept {i}")).await;
+        assert!(r.starts_with("250 "), "{r}");
+        ids.push(r.trim().rsplit(' ').next().unwrap().to_string());
+    }
+    let mut c = Conversation::connect(s.smtp).await;
+    c.send("EHLO c").await;
+    c.expect("250 ").await;
+    c.send("MAIL FROM:<a@example.net>").await;
+    c.expect("250 ").await;
+    c.send("RCPT TO:<x@elsewhere.test>").await;
+    c.expect("550 5.7.1").await;
+    c.send("QUIT").await;
+    let (before, _) = overview(&s).await;
+    assert!(row(&before, "accepted").contains("<td>2</td>"), "{before}");
+    s.signal("TERM");
+    assert!(s.exited(Duration::from_secs(20)).await.success());
+    assert!(dir.path().join("console-journal.json").is_file());
+
+    let s = Serve::start(&cfg).await;
+    let (after, transactions) = overview(&s).await;
+    for name in ["accepted", "rejected"] {
+        assert_eq!(row(&after, name), row(&before, name), "{after}");
+    }
+    assert!(row(&after, "rejected").contains("<td>1</td>"), "{after}");
+    for id in &ids {
+        assert!(transactions.contains(id.as_str()), "{id} in {transactions}");
+    }
+    assert!(transactions.contains("rejected at RCPT"), "{transactions}");
+}

@@ -16,7 +16,8 @@ th,td{border-bottom:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-a
 th{background:#eef}pre{background:#fff;border:1px solid #ddd;padding:.8em;white-space:pre-wrap;word-break:break-all}\
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{background:#fff;border:1px solid #ddd;padding:.7em 1em;min-width:9em}\
 .card b{font-size:1.6em;display:block}.note{background:#ffd;border:1px solid #cc8;padding:.5em 1em}\
-.bad{color:#a00}button{cursor:pointer}form.inline{display:inline}";
+.bad{color:#a00}button{cursor:pointer}form.inline{display:inline}\
+main{box-sizing:border-box;max-width:100vw;overflow-x:auto}td{overflow-wrap:anywhere}";
 
 fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
     html! {
@@ -68,19 +69,39 @@ pub fn login(message: Option<&str>) -> Markup {
 }
 
 /// An SVG bar chart of `series` (oldest first), drawn here so the page needs no chart script.
+/// A bar chart of `series` (one bar per hour, the last 24 hours, the last bar this hour),
+/// with a labelled y axis (messages per hour: 0, half, the highest) and x axis (hours ago).
 fn chart(label: &str, series: &[u64], color: &str) -> Markup {
     let max = series.iter().copied().max().unwrap_or(0).max(1);
-    let (w, h) = (12u64, 60u64);
-    let width = w * series.len() as u64;
+    let n = series.len() as u64;
+    // Bar width and plot height; margins for the axis labels.
+    let (w, h, left, bottom, top) = (16u64, 80u64, 40u64, 20u64, 8u64);
+    let width = left + w * n + 8;
+    let height = top + h + bottom;
+    let y = |v: u64| top + h - v * h / max;
+    let hours_ago = |i: u64| n - 1 - i;
     html! {
         figure style="margin:0 0 1em 0" {
-            figcaption { (label) " (per hour, last 24 h; highest " (max) ")" }
-            svg width=(width) height=(h) viewBox=(format!("0 0 {width} {h}")) role="img" aria-label=(label) {
-                rect x="0" y="0" width=(width) height=(h) fill="#fff" stroke="#ddd" {}
-                @for (i, n) in series.iter().enumerate() {
-                    @let bh = n * (h - 2) / max;
-                    rect x=(i as u64 * w + 1) y=(h - bh) width=(w - 2) height=(bh) fill=(color) {
-                        title { (n) }
+            figcaption { (label) ": messages per hour, the last " (n) " hours" }
+            svg width=(width) height=(height) viewBox=(format!("0 0 {width} {height}")) role="img" aria-label=(format!("{label}, messages per hour")) style="max-width:100%;height:auto" {
+                rect x=(left) y=(top) width=(w * n) height=(h) fill="#fff" stroke="#ddd" {}
+                // The y axis: 0, half and the highest value, with grid lines.
+                @for v in [0, max / 2, max] {
+                    line x1=(left - 4) y1=(y(v)) x2=(left + w * n) y2=(y(v)) stroke="#eee" {}
+                    text x=(left - 6) y=(y(v) + 4) text-anchor="end" font-size="10" fill="#555" { (v) }
+                }
+                line x1=(left) y1=(top) x2=(left) y2=(top + h) stroke="#888" {}
+                line x1=(left) y1=(top + h) x2=(left + w * n) y2=(top + h) stroke="#888" {}
+                @for (i, v) in series.iter().enumerate() {
+                    @let bh = v * h / max;
+                    rect x=(left + i as u64 * w + 1) y=(top + h - bh) width=(w - 2) height=(bh) fill=(color) {
+                        title { (v) " in the hour " (hours_ago(i as u64)) " h ago" }
+                    }
+                }
+                // The x axis: hours ago, every sixth hour, and "now".
+                @for i in (0..n).filter(|i| hours_ago(*i) % 6 == 0) {
+                    text x=(left + i * w + w / 2) y=(top + h + 14) text-anchor="middle" font-size="10" fill="#555" {
+                        @if hours_ago(i) == 0 { "now" } @else { "-" (hours_ago(i)) "h" }
                     }
                 }
             }
