@@ -45,6 +45,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The operator's web console.
     pub admin: AdminConfig,
+    /// Delivery events and refusals POSTed to an HTTPS endpoint (off unless `url` is set).
+    pub webhook: Option<WebhookConfig>,
     /// SPF, DKIM and DMARC for mail from other servers; DKIM signing for our own.
     pub authentication: AuthenticationConfig,
     /// Where plugins granted `kv` keep their state.
@@ -697,6 +699,75 @@ impl Default for DeliveryConfig {
             connection_idle_secs: 10,
             resolver: None,
         }
+    }
+}
+
+/// `[webhook]`: delivery events and refusals out, in batches of JSON ([`crate::webhook`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The endpoint, `https://…`.
+    pub url: String,
+    /// A file holding the HMAC-SHA256 key of the `X-Sluice-Signature` header (owner-only).
+    pub secret_file: PathBuf,
+    /// The events sent: any of `delivered`, `deferred`, `failed`, `bounced`, `expired`,
+    /// `refused`; default all.
+    #[serde(default = "all_webhook_events")]
+    pub events: Vec<String>,
+    /// Events per POST at most.
+    #[serde(default = "webhook_batch")]
+    pub batch: usize,
+    /// Milliseconds to wait for more events before sending a batch.
+    #[serde(default = "webhook_flush_ms")]
+    pub flush_ms: u64,
+    /// Unsent events kept on disk at most, in MiB; past it the oldest are dropped.
+    #[serde(default = "webhook_backlog_mb")]
+    pub max_backlog_mb: u64,
+    /// Seconds a POST may take.
+    #[serde(default = "webhook_timeout")]
+    pub timeout_secs: u64,
+    /// A PEM file of the CA certificates the endpoint's certificate must chain to (instead of
+    /// the public roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The events a webhook can send.
+pub const WEBHOOK_EVENTS: [&str; 6] = [
+    "delivered",
+    "deferred",
+    "failed",
+    "bounced",
+    "expired",
+    "refused",
+];
+
+fn all_webhook_events() -> Vec<String> {
+    WEBHOOK_EVENTS.iter().map(|e| e.to_string()).collect()
+}
+fn webhook_batch() -> usize {
+    100
+}
+fn webhook_flush_ms() -> u64 {
+    1000
+}
+fn webhook_backlog_mb() -> u64 {
+    64
+}
+fn webhook_timeout() -> u64 {
+    10
+}
+
+impl WebhookConfig {
+    /// The HMAC key: the secret file's content, surrounding white space removed.
+    pub fn secret(&self) -> std::io::Result<Vec<u8>> {
+        let text = std::fs::read_to_string(&self.secret_file).map_err(|e| {
+            std::io::Error::other(format!(
+                "webhook.secret_file {}: {e}",
+                self.secret_file.display()
+            ))
+        })?;
+        Ok(text.trim().as_bytes().to_vec())
     }
 }
 
@@ -1515,6 +1586,37 @@ impl Config {
                     "route[{i}].tls: a route with auth_user sends its password, so it needs tls = \"required\" (a verified certificate); it is {:?}",
                     format!("{:?}", r.tls).to_lowercase()
                 ));
+            }
+        }
+        if let Some(w) = &self.webhook {
+            if !w.url.starts_with("https://") {
+                problems.push(format!("webhook.url: {:?} must be an https:// URL", w.url));
+            }
+            for e in &w.events {
+                if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+                    problems.push(format!(
+                        "webhook.events: {e:?} is not one of {}",
+                        WEBHOOK_EVENTS.join(", ")
+                    ));
+                }
+            }
+            for (key, v, max) in [
+                ("batch", w.batch as u64, 10_000),
+                ("flush_ms", w.flush_ms, 60_000),
+                ("max_backlog_mb", w.max_backlog_mb, 1 << 20),
+                ("timeout_secs", w.timeout_secs, 300),
+            ] {
+                if v == 0 || v > max {
+                    problems.push(format!("webhook.{key}: {v} is out of range (1 to {max})"));
+                }
+            }
+            match w.secret() {
+                Ok(s) if s.len() < 16 => problems.push(format!(
+                    "webhook.secret_file {}: the secret is shorter than 16 bytes",
+                    w.secret_file.display()
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(e.to_string()),
             }
         }
         let junk = &self.delivery.junk_folder;

@@ -84,6 +84,22 @@ pub fn refused(r: &Refusal<'_>) {
         plugin = %printable(r.plugin.unwrap_or("")),
         "refused"
     );
+    crate::webhook::emit(
+        "refused",
+        serde_json::json!({
+            "id": r.id,
+            "client": r.client.map(|c| c.to_string()),
+            "listener": r.listener,
+            "stage": r.stage,
+            "reason": r.reason,
+            "from": r.sender,
+            "rcpt": r.recipient,
+            "code": code,
+            "enhanced": enhanced,
+            "text": text,
+            "plugin": r.plugin,
+        }),
+    );
     // The console counts envelope refusals with the messages refused after DATA, and shows
     // them among the transactions (not protocol errors: they decide nothing about mail).
     if matches!(r.stage, "MAIL" | "RCPT") && !matches!(r.reason, "protocol" | "too-many-errors") {

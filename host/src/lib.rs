@@ -36,6 +36,7 @@
 //! - [`store`]: the key-value store behind the plugins' `kv` capability (embedded or Redis).
 //! - [`private_files`]: owner-only files and directories (secrets, umask, shared-directory check).
 //! - [`delivery`]: getting spooled mail out: routes, MX, pooling, retries, bounces.
+//! - [`webhook`]: delivery events and refusals POSTed in signed batches, from a disk backlog.
 //!
 //! The `sluice` binary (`src/bin/sluice/`, one module per command) is only the command line.
 
@@ -73,3 +74,4 @@ pub mod spool;
 pub mod store;
 pub mod stream;
 pub mod tls;
+pub mod webhook;

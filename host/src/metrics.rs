@@ -45,6 +45,7 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     spool: Family<Labels, Gauge>,
     deliveries: Family<Labels, Counter>,
+    webhook: Family<Labels, Counter>,
     authentication: Family<Labels, Counter>,
     bounces: Counter,
     delay_warnings: Counter,
@@ -72,6 +73,7 @@ impl Metrics {
             reloads: Family::default(),
             spool: Family::default(),
             deliveries: Family::default(),
+            webhook: Family::default(),
             authentication: Family::default(),
             bounces: Counter::default(),
             delay_warnings: Counter::default(),
@@ -131,6 +133,11 @@ impl Metrics {
             "spool_messages",
             "Messages in the spool, by state (queue, quarantine)",
             m.spool.clone(),
+        );
+        r.register(
+            "webhook_events",
+            "Webhook events, by result (sent; dropped: over the backlog's bound; lost: not written to the backlog) and failed batches (failed)",
+            m.webhook.clone(),
         );
         r.register(
             "deliveries",
@@ -257,6 +264,28 @@ impl Metrics {
     }
 
     /// A recipient's delivery attempt ended.
+    /// A webhook event or batch came to `result` (`failed`, `lost`).
+    pub fn webhook(&self, result: &str) {
+        self.webhook
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+    }
+
+    /// `n` webhook events were taken by the receiver.
+    pub fn webhook_sent(&self, n: usize) {
+        self.webhook
+            .get_or_create(&labels(&[("result", "sent")]))
+            .inc_by(n as u64);
+    }
+
+    /// `n` webhook events were dropped over the backlog's bound.
+    pub fn webhook_dropped(&self, n: u64) {
+        self.webhook
+            .get_or_create(&labels(&[("result", "dropped")]))
+            .inc_by(n);
+    }
+
+    /// A delivery attempt came to `outcome`.
     pub fn delivery(&self, outcome: &str) {
         crate::journal::get().count(&format!("delivery:{outcome}"));
         self.deliveries

@@ -17,6 +17,15 @@ pub fn restrict_umask() {
 /// Writes `data` to `path` readable by the owner only: into a new, uniquely named 0600 file in
 /// the same directory, synced, then renamed over `path`. A reader never sees a half-written
 /// file, and two writers never share a temporary file.
+/// Creates `dir` (and its parents) if needed, owner-only.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -55,6 +55,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The webhook's backlog could not be opened.
+    #[error("webhook: {0}")]
+    Webhook(std::io::Error),
 }
 
 /// Connection counts per client, released when a connection ends: per IPv4 address, per IPv6
@@ -178,6 +181,12 @@ impl Server {
         }
         if config.plugins.watch {
             background.spawn(crate::reload::watch(ctx.clone()));
+        }
+        // Events out, from a backlog on disk.
+        if let Some(w) = &config.webhook {
+            let sender =
+                crate::webhook::install(w, &config.server.data_dir).map_err(StartError::Webhook)?;
+            background.spawn(sender);
         }
         // The console's counts, charts and transactions survive a restart.
         let journal = crate::journal::file(&config.server.data_dir);

@@ -32,3 +32,4 @@ mod score_actions;
 mod serve_cli;
 mod smtp;
 mod spam_score;
+mod webhook;

@@ -735,6 +735,18 @@ impl Runner {
                     RcptStatus::Pending => "deferred",
                 };
                 crate::metrics::get().delivery(outcome);
+                crate::webhook::emit(
+                    outcome,
+                    serde_json::json!({
+                        "id": id,
+                        "from": envelope.sender.address,
+                        "to": r.address,
+                        "destination": key,
+                        "remote": remote,
+                        "attempt": r.attempts,
+                        "reply": reply.to_string(),
+                    }),
+                );
                 tracing::info!(
                     event = "delivery",
                     id = %id,
@@ -807,6 +819,15 @@ impl Runner {
                 r.last_reply = Some(format!("message expired in the queue; last reply: {last}"));
                 st.history
                     .push(format!("{} {} expired", fmt_time(now), r.address));
+                crate::webhook::emit(
+                    "expired",
+                    serde_json::json!({
+                        "id": id,
+                        "from": envelope.sender.address,
+                        "to": r.address,
+                        "reply": r.last_reply,
+                    }),
+                );
                 tracing::info!(event = "expired", id = %id, from = %crate::message::printable(&envelope.sender.address), to = %crate::message::printable(&r.address), outcome = "failed", "expired");
             }
         }
@@ -1092,6 +1113,17 @@ impl Runner {
             Notice::Delayed { .. } => "delay-warning",
             Notice::Delivered | Notice::Relayed => "success-notice",
         };
+        if notice == Notice::Failed {
+            crate::webhook::emit(
+                "bounced",
+                serde_json::json!({
+                    "id": envelope.id,
+                    "dsn": dsn_id,
+                    "to": envelope.sender.address,
+                    "failed": req.failures.iter().map(|f| &f.address).collect::<Vec<_>>(),
+                }),
+            );
+        }
         tracing::info!(event = kind, id = %envelope.id, dsn = %dsn_id, to = %crate::message::printable(&envelope.sender.address), "{kind} queued");
         Ok(dsn_id)
     }
