@@ -282,6 +282,7 @@ impl Connection {
                             let d = txn.message(raw).await;
                             let reply = txn.spool(d, &self.ctx.spool).await;
                             if reply.code / 100 == 2 {
+                                self.ctx.arrivals.add(txn.id());
                                 self.ctx.delivery_wakeup.notify_one();
                             }
                             reply

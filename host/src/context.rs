@@ -40,6 +40,8 @@ pub struct ServerContext {
     pub logins: crate::login_throttle::LoginThrottle,
     /// Wakes the queue runner when a message was spooled.
     pub delivery_wakeup: Arc<Notify>,
+    /// The ids of messages put in the queue, for the runner (with `delivery_wakeup`).
+    pub arrivals: crate::delivery::runner::Arrivals,
     /// Tells the queue runner that the queue was changed by hand (retry, hold, release):
     /// it reads every message's state again.
     pub queue_changed: Arc<Notify>,
@@ -94,6 +96,7 @@ pub fn context(
         logins: Default::default(),
         delivery_wakeup: Arc::new(Notify::new()),
         queue_changed: Arc::new(Notify::new()),
+        arrivals: Default::default(),
         runtime,
         shutdown: watch::channel(false).0,
         load_problems: std::sync::Mutex::new(load_problems),

@@ -217,6 +217,7 @@ impl Server {
             live.pipeline.clone(),
         )
         .following(ctx.live.clone())
+        .hearing(ctx.arrivals.clone())
         .listening_on(bound.iter().map(|(_, a)| *a).collect());
         // A fleet that shares a store shares each destination's rate too.
         let runner = match ctx.runtime.services.kv.clone() {

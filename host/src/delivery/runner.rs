@@ -81,6 +81,36 @@ pub struct Runner {
     panicked: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// Delivery states that could not be written to disk, by queue id.
     unsaved: std::sync::Mutex<std::collections::HashMap<String, QueueState>>,
+    /// Messages put in the queue since the scheduler last looked ([`Arrivals`]).
+    arrivals: Arrivals,
+}
+
+/// The ids of messages put in the queue, for the scheduler to visit without listing the
+/// spool: the SMTP sessions add theirs (then wake the runner), and so do the runner's own
+/// DSNs. Bounded: past [`MAX_ARRIVALS`] the list is dropped and the next listing of the
+/// spool finds them.
+#[derive(Clone, Default)]
+pub struct Arrivals(Arc<std::sync::Mutex<(Vec<String>, bool)>>);
+
+/// Arrivals remembered at most between two looks.
+const MAX_ARRIVALS: usize = 100_000;
+
+impl Arrivals {
+    /// Notes that message `id` was put in the queue.
+    pub fn add(&self, id: &str) {
+        let mut a = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if a.0.len() >= MAX_ARRIVALS {
+            a.0.clear();
+            a.1 = true;
+        }
+        a.0.push(id.to_string());
+    }
+
+    /// The ids added since the last call, and whether some were dropped (list the spool).
+    fn take(&self) -> (Vec<String>, bool) {
+        let mut a = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut a.0), std::mem::take(&mut a.1))
+    }
 }
 
 /// Seconds before a message whose delivery panicked is tried again.
@@ -284,6 +314,45 @@ struct Visit {
 /// `sluice queue` from another process), at most.
 const RESCAN: Duration = Duration::from_secs(5);
 
+/// The waiting messages to look at again now, from each destination's queue, oldest first:
+/// as many as it has room for, and up to as many again sent ahead to wait for a slot with
+/// their message read (`ahead` counts those per destination), so that a connection that
+/// frees is used at once. Each comes with the destinations it was sent ahead for (none: it
+/// had room). `waiting` forgets them; a visit that finds no room puts its message back.
+fn take_ready(
+    queues: &mut std::collections::HashMap<String, (Limits, std::collections::VecDeque<String>)>,
+    waiting: &mut std::collections::HashMap<String, Vec<(String, Limits)>>,
+    in_flight: &std::collections::HashSet<String>,
+    ahead: &mut std::collections::HashMap<String, usize>,
+    destinations: &Destinations,
+    now: i64,
+) -> Vec<(String, Vec<String>)> {
+    let mut ready: Vec<(String, Vec<String>)> = Vec::new();
+    for (key, (limits, queue)) in queues.iter_mut() {
+        let mut room = destinations.room(key, *limits, now);
+        let sent_ahead = ahead.entry(key.clone()).or_default();
+        let mut extra = limits.connections.saturating_sub(*sent_ahead);
+        while room > 0 || extra > 0 {
+            let Some(id) = queue.pop_front() else { break };
+            // Gone, already taken from another destination's queue, or under way.
+            if in_flight.contains(&id) || waiting.remove(&id).is_none() {
+                continue;
+            }
+            if room > 0 {
+                room -= 1;
+                ready.push((id, Vec::new()));
+            } else {
+                extra -= 1;
+                *sent_ahead += 1;
+                ready.push((id, vec![key.clone()]));
+            }
+        }
+    }
+    queues.retain(|_, (_, q)| !q.is_empty());
+    ahead.retain(|_, n| *n > 0);
+    ready
+}
+
 /// What became of one destination's group of recipients in one visit.
 enum GroupResult {
     /// Attempted: one outcome per recipient.
@@ -315,7 +384,14 @@ impl Runner {
             own: Vec::new(),
             panicked: Default::default(),
             unsaved: Default::default(),
+            arrivals: Arrivals::default(),
         }
+    }
+
+    /// Hears of new messages through `arrivals` (the server's SMTP sessions add to it).
+    pub fn hearing(mut self, arrivals: Arrivals) -> Runner {
+        self.arrivals = arrivals;
+        self
     }
 
     /// Tells the runner where this server listens, so that a next hop that is ourselves is
@@ -381,11 +457,25 @@ impl Runner {
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         use futures::FutureExt as _;
-        use std::collections::{HashMap, HashSet};
+        use std::collections::{HashMap, HashSet, VecDeque};
         let freed = self.destinations.freed();
         let mut in_flight: HashSet<String> = HashSet::new();
+        // When each message is due again, as its last visit said.
         let mut due: HashMap<String, i64> = HashMap::new();
+        // Messages that found no room, with the destinations they wait for; and each
+        // destination's queue of them, oldest first. A slot that frees takes the next ones
+        // from its queue, without a look at the spool.
         let mut waiting: HashMap<String, Vec<(String, Limits)>> = HashMap::new();
+        let mut queues: HashMap<String, (Limits, VecDeque<String>)> = HashMap::new();
+        // Visits sent ahead to wait for a slot (the message read, ready to go the moment a
+        // connection frees): how many per destination, and which destinations each is for.
+        let mut ahead: HashMap<String, usize> = HashMap::new();
+        let mut ahead_of: HashMap<String, Vec<String>> = HashMap::new();
+        let start = |id: String, wait: bool| {
+            std::panic::AssertUnwindSafe(self.visit(id.clone(), now(), wait))
+                .catch_unwind()
+                .map(move |r| (id, r))
+        };
         let mut visits = futures::stream::FuturesUnordered::new();
         let mut last_full: Option<std::time::Instant> = None;
         let mut full = true;
@@ -396,61 +486,52 @@ impl Runner {
             }
             self.refresh();
             let now = now();
-            if last_full.is_none_or(|t| t.elapsed() >= RESCAN) {
+            let (arrived, dropped) = self.arrivals.take();
+            if dropped || last_full.is_none_or(|t| t.elapsed() >= RESCAN) {
                 full = true;
             }
-            if full {
-                due.clear();
+            // The messages to visit: on a full look every queued message (changes made by
+            // `sluice queue` from another process show then), otherwise those that arrived
+            // and those due by now.
+            let mut candidates: Vec<String> = if full {
                 last_full = Some(std::time::Instant::now());
-            }
-            let spool = self.spool.clone();
-            let mut ids = off_worker(move || spool.list(SpoolState::Queue))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+                due.clear();
+                let spool = self.spool.clone();
+                let ids = off_worker(move || spool.list(SpoolState::Queue))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                let listed: HashSet<&String> = ids.iter().collect();
+                waiting.retain(|id, _| listed.contains(id));
+                ids
+            } else {
+                let mut c = arrived;
+                c.extend(
+                    due.iter()
+                        .filter(|(_, t)| **t <= now)
+                        .map(|(id, _)| id.clone()),
+                );
+                c
+            };
             // Queue ids begin with their time: oldest first.
-            ids.sort_unstable();
-            let listed: HashSet<&String> = ids.iter().collect();
-            due.retain(|id, _| listed.contains(id));
-            waiting.retain(|id, _| listed.contains(id));
+            candidates.sort_unstable();
+            candidates.dedup();
             let skip: HashMap<String, i64> = self
                 .panicked
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            // How many waiting messages to look at again per destination: as many as it has
-            // room for (the rest would only find it full again).
-            let mut budget: HashMap<&str, usize> = HashMap::new();
-            for id in &ids {
+            for id in &candidates {
                 if in_flight.contains(id)
+                    || waiting.contains_key(id)
                     || skip.get(id).is_some_and(|&until| until > now)
                     || due.get(id).is_some_and(|&t| t > now)
                 {
                     continue;
                 }
-                if !full && let Some(keys) = waiting.get(id) {
-                    let mut any = false;
-                    for (k, l) in keys {
-                        let left = budget
-                            .entry(k.as_str())
-                            .or_insert_with(|| self.destinations.room(k, *l, now));
-                        if *left > 0 {
-                            *left = left.saturating_sub(1);
-                            any = true;
-                        }
-                    }
-                    if !any {
-                        continue;
-                    }
-                }
                 in_flight.insert(id.clone());
-                let id = id.clone();
-                visits.push(
-                    std::panic::AssertUnwindSafe(self.visit(id.clone(), now, false))
-                        .catch_unwind()
-                        .map(move |r| (id, r)),
-                );
+                visits.push(start(id.clone(), false));
             }
             full = false;
             if last_idle_sweep.elapsed() >= Duration::from_secs(1) {
@@ -471,28 +552,48 @@ impl Runner {
                 tokio::select! {
                     Some((id, result)) = visits.next(), if !visits.is_empty() => {
                         in_flight.remove(&id);
+                        for key in ahead_of.remove(&id).unwrap_or_default() {
+                            if let Some(n) = ahead.get_mut(&key) {
+                                *n = n.saturating_sub(1);
+                            }
+                        }
                         match result {
                             Ok(Ok(v)) => {
                                 match v.due {
                                     Some(t) => { due.insert(id.clone(), t); }
                                     None => { due.remove(&id); }
                                 }
-                                if v.waiting_for.is_empty() {
-                                    waiting.remove(&id);
-                                } else {
+                                if !v.waiting_for.is_empty() {
                                     due.remove(&id);
+                                    for (key, limits) in &v.waiting_for {
+                                        let q = queues
+                                            .entry(key.clone())
+                                            .or_insert_with(|| (*limits, VecDeque::new()));
+                                        q.0 = *limits;
+                                        q.1.push_back(id.clone());
+                                    }
                                     waiting.insert(id, v.waiting_for);
                                 }
                             }
                             Ok(Err(e)) => {
                                 tracing::warn!(id = %id, error = %e, "queue runner could not process the message");
                             }
-                            Err(panic) => self.contain_panic(&id, panic, now),
+                            Err(panic) => self.contain_panic(&id, panic, self::now()),
+                        }
+                    }
+                    _ = freed.notified(), if !queues.is_empty() => {
+                        let ready = take_ready(&mut queues, &mut waiting, &in_flight, &mut ahead, &self.destinations, self::now());
+                        for (id, waits_for) in ready {
+                            in_flight.insert(id.clone());
+                            let wait = !waits_for.is_empty();
+                            if wait {
+                                ahead_of.insert(id.clone(), waits_for);
+                            }
+                            visits.push(start(id, wait));
                         }
                     }
                     _ = wakeup.notified() => break,
                     _ = changed.notified() => { full = true; break }
-                    _ = freed.notified(), if !waiting.is_empty() => break,
                     _ = &mut sleep => break,
                     _ = shutdown.wait_for(|s| *s) => break,
                 }
@@ -572,15 +673,17 @@ impl Runner {
             {
                 return Ok(Err(if s.held { i64::MAX } else { s.next_attempt }));
             }
-            match spool.read_envelope(SpoolState::Queue, &owned_id) {
-                Ok((envelope, _)) => Ok(Ok((disk_state, envelope))),
+            // The message too, in the same trip to the blocking threads: a visit that finds
+            // no room is the exception (the scheduler sends visits where there is room).
+            match spool.read(SpoolState::Queue, &owned_id) {
+                Ok((envelope, message)) => Ok(Ok((disk_state, envelope, message))),
                 // Finished, or deleted by the operator, since the listing.
                 Err(_) if !spool.path(SpoolState::Queue, &owned_id).is_file() => Ok(Err(0)),
                 Err(e) => Err(e.into()),
             }
         })
         .await??;
-        let (disk_state, envelope) = match loaded {
+        let (disk_state, envelope, message) = match loaded {
             Ok(l) => l,
             Err(0) => return Ok(visit),
             Err(later) => {
@@ -622,7 +725,7 @@ impl Runner {
                 .2
                 .push(i);
         }
-        // Nothing can start and nothing else is due: wait, without reading the message.
+        // Nothing can start and nothing else is due: wait.
         let warning_due = config.delivery.delay_warning_secs.is_some_and(|after| {
             !st.warned && now - st.queued_at >= i64::try_from(after).unwrap_or(i64::MAX / 2)
         });
@@ -643,12 +746,6 @@ impl Runner {
             visit.due = Some(now);
             return Ok(visit);
         }
-        let (spool, owned_id) = (self.spool.clone(), id.to_string());
-        let message = match off_worker(move || spool.read(SpoolState::Queue, &owned_id)).await? {
-            Ok((_, message)) => message,
-            Err(_) if !self.spool.path(SpoolState::Queue, id).is_file() => return Ok(visit),
-            Err(e) => return Err(e.into()),
-        };
 
         // Every destination at once, each as soon as it has room; outcomes are recorded as
         // they come.
@@ -1108,6 +1205,7 @@ impl Runner {
         self.spool
             .store(SpoolState::Queue, &dsn_envelope, &dsn)
             .await?;
+        self.arrivals.add(&dsn_id);
         let kind = match notice {
             Notice::Failed => "bounce",
             Notice::Delayed { .. } => "delay-warning",
