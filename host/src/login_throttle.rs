@@ -160,6 +160,14 @@ impl LoginThrottle {
     /// Records a success: the attempt [`LoginThrottle::admit`] counted is taken back from the
     /// user, and the client's count is cleared (the user's earlier failures stay, or a
     /// guesser could reset them by logging in with an account of its own).
+    /// Forgets every failure counted (an operator's `sluice admin unlock`).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     pub fn succeeded(&self, client: IpAddr, user: &str) {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(&Key::Client(client));

@@ -111,6 +111,21 @@ async fn log_in_sessions_csrf_and_the_lock_out() {
     let r = other.log_in("root", "correct horse").await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("Too many failed log-ins"));
+    // The operator ends the lock-out from the command line.
+    let cfg = server.dir.path().join("sluice.toml");
+    let out = run_client(
+        tokio::process::Command::new(sluice_bin())
+            .args(["admin", "unlock", "--config"])
+            .arg(&cfg),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = other.log_in("root", "correct horse").await;
+    assert_eq!(r.status, 303, "{}", r.body);
     server.stop().await;
 }
 

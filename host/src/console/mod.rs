@@ -342,6 +342,11 @@ async fn login_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Respon
     pages::login(None).into_response()
 }
 
+/// Where `sluice admin unlock` asks the running console to clear its lock-outs.
+pub fn unlock_request(config: &crate::config::Config) -> std::path::PathBuf {
+    config.server.data_dir.join("admin-unlock")
+}
+
 async fn login(
     State(c): State<Arc<Console>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -357,6 +362,15 @@ async fn login(
         |message: &str| (StatusCode::UNAUTHORIZED, pages::login(Some(message))).into_response();
     if user.is_empty() || user.len() > 256 || password.len() > 1024 {
         return refused("Give a user name and a password.");
+    }
+    // `sluice admin unlock` leaves a request in the data directory: every lock-out ends.
+    let request = unlock_request(&c.ctx.live().config);
+    if std::fs::remove_file(&request).is_ok() {
+        c.throttle.clear();
+        tracing::warn!(
+            event = "console-unlock",
+            "console lock-outs cleared (sluice admin unlock)"
+        );
     }
     if c.throttle
         .admit(client, &user, settings.max_failed_logins, window)

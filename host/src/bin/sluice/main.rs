@@ -207,6 +207,13 @@ enum AdminCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// End the console's log-in lock-outs (after too many failed log-ins): the running
+    /// server clears them at its next log-in attempt.
+    Unlock {
+        /// Configuration file (for the data directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -502,6 +509,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin {
             command: AdminCommand::Passwd { user, config },
         } => passwd::run_admin(&user, config.as_ref()),
+        Command::Admin {
+            command: AdminCommand::Unlock { config },
+        } => {
+            let config = load_config(config.as_ref())?;
+            let request = sluice::console::unlock_request(&config);
+            sluice::private_files::write_private(&request, b"unlock\n")
+                .with_context(|| format!("writing {}", request.display()))?;
+            println!(
+                "{}: the console's lock-outs end at its next log-in attempt",
+                request.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Queue { config, command } => {
             let config = load_config(config.as_ref())?;
             queue::run(&config, command)
