@@ -234,6 +234,34 @@ async fn every_refusal_writes_one_key_value_line_and_is_counted() {
     let tx = b.get("/transactions?q=dave").await.body;
     assert!(tx.contains("tempfailed at RCPT"), "{tx}");
 
+    // The plugin-state view: greylisting's triplets, one cleared from the console.
+    let page = b.get("/state?plugin=greylisting").await.body;
+    let keys: Vec<String> = page
+        .split("name=\"key\" value=\"")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].to_string())
+        .collect();
+    let bob = keys
+        .iter()
+        .find(|k| k.contains("bob@example.org"))
+        .unwrap_or_else(|| panic!("no triplet for bob in {keys:?}"))
+        .clone();
+    assert!(
+        keys.iter().any(|k| k.contains("dave@example.org")),
+        "{keys:?}"
+    );
+    let csrf = b.get("/state").await.csrf();
+    let cleared = b
+        .post(
+            "/state/delete",
+            &[("csrf", &csrf), ("plugin", "greylisting"), ("key", &bob)],
+        )
+        .await
+        .body;
+    assert!(cleared.contains(": cleared"), "{cleared}");
+    assert!(!cleared.contains(&format!("value=\"{bob}\"")), "{cleared}");
+    assert!(cleared.contains("dave@example.org"), "the others stay");
+
     // A console action is logged with each message id it touched.
     let csrf = b.get("/queue").await.csrf();
     b.post(
@@ -255,11 +283,18 @@ async fn every_refusal_writes_one_key_value_line_and_is_counted() {
             .filter(|l| l.get("event").map(String::as_str) == Some("console-action"))
             .map(|l| format!("{} {} {} {}", l["user"], l["action"], l["id"], l["page"]))
             .collect();
-        if actions.len() >= 2 {
+        if actions.len() >= 3 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(actions, ["root hold NOPE1 queue", "root hold NOPE2 queue"]);
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["root hold NOPE1 queue", "root hold NOPE2 queue"]
+    );
+    assert!(
+        actions[0].starts_with("root clear greylisting ") && actions[0].ends_with(" state"),
+        "{actions:?}"
+    );
     drop(s);
 }

@@ -638,3 +638,39 @@ async fn redis_usage_survives_a_node_whose_clock_runs_ahead() {
         "only p:b is counted"
     );
 }
+
+/// The console's view of a plugin's state lists a namespace from Redis as from the embedded
+/// store: SCAN with the namespace's glob characters escaped, values and time left.
+#[tokio::test]
+async fn a_namespace_is_listed_alike_from_redis_and_the_embedded_store() {
+    let redis = Redis::start();
+    let stores = [
+        sluice::store::KvStore::Redis(
+            sluice::store::redis::Redis::new(&redis.url(3), None).unwrap(),
+        ),
+        sluice::store::KvStore::Embedded(sluice::store::embedded::Embedded::in_memory().unwrap()),
+    ];
+    for kv in stores {
+        for (k, ttl) in [
+            ("grey*:a", 60),
+            ("grey*:b", 0),
+            ("grey:c", 0),
+            ("greyx:d", 0),
+        ] {
+            kv.set(k.as_bytes().to_vec(), b"v".to_vec(), ttl)
+                .await
+                .unwrap();
+        }
+        let listed = kv.scan(b"grey*:".to_vec(), 10).await.unwrap();
+        let keys: Vec<String> = listed
+            .iter()
+            .map(|(k, _, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert_eq!(keys, ["grey*:a", "grey*:b"], "{}", kv.describe());
+        let left = listed[0].2.expect("a time left");
+        assert!(left > 50_000 && left <= 60_000, "{left}");
+        assert_eq!(listed[1].2, None);
+        assert_eq!(listed[0].1, b"v");
+        assert_eq!(kv.scan(b"grey*:".to_vec(), 1).await.unwrap().len(), 1);
+    }
+}

@@ -297,6 +297,8 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/quarantine/{id}", get(quarantine_message))
         .route("/quarantine/action", post(quarantine_action))
         .route("/transactions", get(transactions))
+        .route("/state", get(state))
+        .route("/state/delete", post(state_delete))
         .route("/assets/htmx.min.js", get(htmx))
         .route(
             "/metrics",
@@ -893,6 +895,137 @@ async fn transactions(
     let s = signed_in(&c, &headers)?;
     let found = crate::journal::get().transactions(&search.q, 200);
     Ok(pages::transactions(&s.user, &s.csrf, &search.q, &found).into_response())
+}
+
+/// `?plugin=&q=` of the plugin-state page.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct StateQuery {
+    plugin: String,
+    q: String,
+}
+
+/// Entries shown on the plugin-state page at most.
+const STATE_ROWS: usize = 200;
+
+/// The plugins granted `kv` (whose state can be shown).
+fn stateful_plugins(c: &Console) -> Vec<String> {
+    c.ctx
+        .live()
+        .pipeline
+        .plugins()
+        .iter()
+        .filter(|p| p.capabilities.contains(&crate::config::Capability::Kv))
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// A plugin's entries in the key-value store (greylist triplets, rate counters, allow
+/// lists): key, value and time left, the first [`STATE_ROWS`] whose key contains `q`.
+async fn state_rows(c: &Console, plugin: &str, q: &str) -> Result<Vec<pages::StateRow>, String> {
+    let Some(kv) = c.ctx.runtime.services.kv.clone() else {
+        return Err("this Sluice has no key-value store".to_string());
+    };
+    let prefix = format!("{plugin}:").into_bytes();
+    // Read more than shown, so a search finds entries beyond the first page.
+    let entries = kv
+        .scan(prefix.clone(), 20 * STATE_ROWS)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(entries
+        .into_iter()
+        .map(|(k, v, left)| pages::StateRow {
+            key: String::from_utf8_lossy(&k[prefix.len().min(k.len())..]).into_owned(),
+            value: String::from_utf8_lossy(&v).chars().take(200).collect(),
+            expires_secs: left.map(|ms| ms.div_ceil(1000)),
+        })
+        .filter(|r| q.is_empty() || r.key.contains(q))
+        .take(STATE_ROWS)
+        .collect())
+}
+
+async fn state(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    Query(query): Query<StateQuery>,
+) -> Page {
+    let s = signed_in(&c, &headers)?;
+    let plugins = stateful_plugins(&c);
+    let plugin = if plugins.contains(&query.plugin) {
+        Some(query.plugin.clone())
+    } else {
+        plugins.first().cloned()
+    };
+    let rows = match &plugin {
+        Some(p) => Some(state_rows(&c, p, &query.q).await),
+        None => None,
+    };
+    Ok(pages::state(
+        &s.user,
+        &s.csrf,
+        &plugins,
+        plugin.as_deref(),
+        &query.q,
+        rows,
+        None,
+    )
+    .into_response())
+}
+
+async fn state_delete(
+    State(c): State<Arc<Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Page {
+    let form = Form::parse(&body);
+    let s = signed_in_post(&c, &headers, &form)?;
+    let plugins = stateful_plugins(&c);
+    let plugin = form.first("plugin").unwrap_or_default();
+    let key = form.first("key").unwrap_or_default();
+    let outcome = if !plugins.contains(&plugin) {
+        Err(format!(
+            "no plugin {} with state in service",
+            crate::message::printable(&plugin)
+        ))
+    } else if key.is_empty() || key.len() > 1024 {
+        Err("no such entry".to_string())
+    } else {
+        match c.ctx.runtime.services.kv.clone() {
+            Some(kv) => kv
+                .delete(format!("{plugin}:{key}").into_bytes())
+                .await
+                .map_err(|e| e.to_string())
+                .map(|gone| {
+                    if gone {
+                        "cleared"
+                    } else {
+                        "not there (expired?)"
+                    }
+                    .to_string()
+                }),
+            None => Err("this Sluice has no key-value store".to_string()),
+        }
+    };
+    let outcome_text = match &outcome {
+        Ok(t) | Err(t) => t.clone(),
+    };
+    log_actions(
+        "state",
+        &s.user,
+        &format!("clear {plugin}"),
+        &[format!("{key}: {outcome_text}")],
+    );
+    let rows = state_rows(&c, &plugin, "").await;
+    Ok(pages::state(
+        &s.user,
+        &s.csrf,
+        &plugins,
+        Some(&plugin),
+        "",
+        Some(rows),
+        Some(format!("{key}: {outcome_text}")),
+    )
+    .into_response())
 }
 
 #[cfg(test)]

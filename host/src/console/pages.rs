@@ -39,6 +39,7 @@ fn layout(title: &str, user: Option<(&str, &str)>, body: Markup) -> Markup {
                         a href="/queue" { "Queue" }
                         a href="/quarantine" { "Quarantine" }
                         a href="/transactions" { "Transactions" }
+                        a href="/state" { "Plugin state" }
                         form.inline method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(csrf);
                             span style="color:#cde" { (user) " " }
@@ -260,6 +261,74 @@ fn results_note(results: &Option<Vec<String>>) -> Markup {
             div.note #results { @for l in lines { div { (l) } } }
         }
     }
+}
+
+/// One entry of a plugin's state.
+#[derive(Debug, Clone)]
+pub struct StateRow {
+    /// The key, without the plugin's `NAME:` namespace.
+    pub key: String,
+    /// The value (as text, cut to 200 characters).
+    pub value: String,
+    /// Seconds before it expires, when it does.
+    pub expires_secs: Option<u64>,
+}
+
+/// The plugin-state page: the plugins granted `kv`, the chosen one's entries, each with a
+/// button that clears it.
+pub fn state(
+    user: &str,
+    csrf: &str,
+    plugins: &[String],
+    plugin: Option<&str>,
+    q: &str,
+    rows: Option<Result<Vec<StateRow>, String>>,
+    note: Option<String>,
+) -> Markup {
+    layout(
+        "Plugin state",
+        Some((user, csrf)),
+        html! {
+            @if let Some(n) = &note { p.note #results { (n) } }
+            @if plugins.is_empty() {
+                p { "No plugin in service is granted the key-value store." }
+            } @else {
+                form method="get" action="/state" {
+                    "Plugin " select name="plugin" {
+                        @for p in plugins {
+                            option value=(p) selected[Some(p.as_str()) == plugin] { (p) }
+                        }
+                    }
+                    " key contains " input name="q" value=(q); " " button type="submit" { "Show" }
+                }
+                @match &rows {
+                    Some(Err(why)) => p.bad { "The store cannot be read: " (why) },
+                    Some(Ok(rows)) => {
+                        p { (rows.len()) " entries shown (at most 200), in key order" }
+                        table #state {
+                            tr { th { "key" } th { "value" } th { "expires in" } th { "" } }
+                            @for r in rows {
+                                tr {
+                                    td { code { (r.key) } }
+                                    td { code { (r.value) } }
+                                    td { @match r.expires_secs { Some(s) => { (s) " s" }, None => "never" } }
+                                    td {
+                                        form.inline method="post" action="/state/delete" {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="plugin" value=(plugin.unwrap_or_default());
+                                            input type="hidden" name="key" value=(r.key);
+                                            button type="submit" { "Clear" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    None => {}
+                }
+            }
+        },
+    )
 }
 
 /// A quarantined message's subject and spam verdict, read from its head.

@@ -296,6 +296,32 @@ impl Embedded {
         Ok(value.and_then(|v| live(v.value(), now_ms()).map(<[u8]>::to_vec)))
     }
 
+    /// Up to `limit` live entries whose key starts with `prefix`, in key order: (key, value,
+    /// milliseconds left before it expires, if it does).
+    pub(super) fn scan(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u64>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(failed)?;
+        let table = txn.open_table(TABLE).map_err(failed)?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for entry in table.range(prefix..).map_err(failed)? {
+            let (k, v) = entry.map_err(failed)?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            let (expires, value) = decode(v.value());
+            if expires != 0 && expires <= now {
+                continue;
+            }
+            let left = (expires != 0).then(|| expires - now);
+            out.push((k.value().to_vec(), value.to_vec(), left));
+        }
+        Ok(out)
+    }
+
     /// The stored size of `key`'s entry, if any (expired or not: it takes room until swept).
     fn stored_len(t: &redb::Table<&[u8], &[u8]>, key: &[u8]) -> Result<Option<usize>, StoreError> {
         Ok(t.get(key).map_err(failed)?.map(|v| v.value().len()))

@@ -82,6 +82,19 @@ impl KvStore {
         }
     }
 
+    /// Up to `limit` entries whose key starts with `prefix`: (key, value, milliseconds left
+    /// before it expires, if it does). For the console's view of a plugin's state.
+    pub async fn scan(
+        &self,
+        prefix: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u64>)>, StoreError> {
+        match self {
+            KvStore::Embedded(e) => e.scan(&prefix, limit),
+            KvStore::Redis(r) => r.scan(&prefix, limit).await,
+        }
+    }
+
     /// The value of `key`, if set and not expired.
     pub async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
         match self {

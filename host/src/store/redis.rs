@@ -228,6 +228,61 @@ impl Redis {
         format!("Redis at {}", self.shown)
     }
 
+    /// Up to `limit` entries whose key starts with `prefix` (SCAN, so the server is never
+    /// blocked; bounded to 100 rounds): (key, value, milliseconds left, if it expires).
+    pub(super) async fn scan(
+        &self,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u64>)>, StoreError> {
+        let mut pattern = Vec::new();
+        for &b in key(prefix).iter() {
+            // SCAN's glob: its special characters stand for themselves.
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                pattern.push(b'\\');
+            }
+            pattern.push(b);
+        }
+        pattern.push(b'*');
+        let mut conn = self.connection.clone();
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..100 {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(200)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 || keys.len() >= limit {
+                break;
+            }
+        }
+        keys.sort();
+        keys.truncate(limit);
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let (value, left): (Option<Vec<u8>>, i64) = redis::pipe()
+                .cmd("GET")
+                .arg(&k)
+                .cmd("PTTL")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if let Some(value) = value {
+                let short = k[KEY_PREFIX.len().min(k.len())..].to_vec();
+                out.push((short, value, u64::try_from(left).ok()));
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) async fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         redis::cmd("GET")
             .arg(key(k))
