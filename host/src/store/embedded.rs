@@ -302,7 +302,7 @@ impl Embedded {
         &self,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u64>)>, StoreError> {
+    ) -> Result<Vec<super::Scanned>, StoreError> {
         let txn = self.db.begin_read().map_err(failed)?;
         let table = txn.open_table(TABLE).map_err(failed)?;
         let now = now_ms();

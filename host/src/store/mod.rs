@@ -55,6 +55,10 @@ pub fn namespace(key: &[u8]) -> &[u8] {
     }
 }
 
+/// One entry listed by [`KvStore::scan`]: key, value, and the milliseconds left before it
+/// expires (none: it does not).
+pub type Scanned = (Vec<u8>, Vec<u8>, Option<u64>);
+
 /// A key-value store, shared by every plugin granted `kv` (clones share it).
 #[derive(Clone)]
 pub enum KvStore {
@@ -88,7 +92,7 @@ impl KvStore {
         &self,
         prefix: Vec<u8>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u64>)>, StoreError> {
+    ) -> Result<Vec<Scanned>, StoreError> {
         match self {
             KvStore::Embedded(e) => e.scan(&prefix, limit),
             KvStore::Redis(r) => r.scan(&prefix, limit).await,

@@ -234,7 +234,7 @@ impl Redis {
         &self,
         prefix: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>, Option<u64>)>, StoreError> {
+    ) -> Result<Vec<super::Scanned>, StoreError> {
         let mut pattern = Vec::new();
         for &b in key(prefix).iter() {
             // SCAN's glob: its special characters stand for themselves.
