@@ -65,7 +65,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS). Unset: embedded.
+    /// `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS), or
+    /// `redis+sentinel://[:password@]host:port[,host:port…]/SERVICE[/DB]` (the primary that
+    /// Redis Sentinel names, followed across failovers). Unset: embedded.
     pub url: Option<String>,
     /// PEM file of the CA that signed Redis's certificate (`rediss://`); default: the
     /// system's roots.
@@ -1331,13 +1333,20 @@ impl Config {
                 self.plugins.dns_timeout_ms
             ));
         }
-        if let Some(url) = &self.store.url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            problems.push(format!(
-                "store.url: {:?} is not a redis:// or rediss:// URL",
-                crate::store::redis::redact(url)
-            ));
+        if let Some(url) = &self.store.url {
+            if url.starts_with("redis+sentinel://") {
+                if let Err(e) = crate::store::sentinel::parse(url) {
+                    problems.push(format!(
+                        "store.url: {:?}: {e}",
+                        crate::store::redis::redact(url)
+                    ));
+                }
+            } else if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                problems.push(format!(
+                    "store.url: {:?} is not a redis://, rediss:// or redis+sentinel:// URL",
+                    crate::store::redis::redact(url)
+                ));
+            }
         }
         if let Some(ca) = &self.store.ca_file {
             if !ca.is_file() {
@@ -2039,7 +2048,7 @@ mod tests {
             "plugins.resolver: \"dns.example\" is not an IP address or ip:port",
             "plugins.dns_timeout_ms: 0 is out of range",
             "plugin.grey.kv_ops_per_call: 0 is out of range (1 to 10000)",
-            "store.url: \"http://:***@10.0.0.1/\" is not a redis:// or rediss:// URL",
+            "store.url: \"http://:***@10.0.0.1/\" is not a redis://, rediss:// or redis+sentinel:// URL",
             "store.flush_interval_ms: 1 is out of range (10 to 60000)",
         ] {
             assert!(msg.contains(want), "missing {want:?} in:\n{msg}");

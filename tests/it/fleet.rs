@@ -323,9 +323,16 @@ with smtplib.SMTP("127.0.0.1", int(os.environ["PORT"])) as c:
         &[("PORT", port.to_string()), ("ID", id.to_string())],
     )
     .await;
-    let new = dir.join("maildir/bob/new");
+    // Into the inbox, or into the Junk folder once the score marks it spam.
+    let folders = [
+        dir.join("maildir/bob/new"),
+        dir.join("maildir/bob/.Junk/new"),
+    ];
     for _ in 0..200 {
-        for e in std::fs::read_dir(&new).into_iter().flatten() {
+        for e in folders
+            .iter()
+            .flat_map(|f| std::fs::read_dir(f).into_iter().flatten())
+        {
             let path = e.unwrap().path();
             let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
             if text.contains(&format!("<{id}@shop.example>")) {
@@ -673,4 +680,94 @@ async fn a_namespace_is_listed_alike_from_redis_and_the_embedded_store() {
         assert_eq!(listed[0].1, b"v");
         assert_eq!(kv.scan(b"grey*:".to_vec(), 1).await.unwrap().len(), 1);
     }
+}
+
+/// `[store] url = "redis+sentinel://…"`: the primary is killed under load; the sentinel fails
+/// over to the replica and the store follows it. Meanwhile every transaction is answered
+/// within the plugin's deadline (tempfailed by policy while there is no primary), and after
+/// the failover the rate limit still holds: the counts made before the kill were replicated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_failover_keeps_rate_limits_and_no_transaction_waits_past_the_deadline() {
+    let mut sentinel = sluice_tests::peers::Sentinel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = node(
+        dir.path(),
+        &["05-rate-limit"],
+        &format!(
+            "[store]\nurl = {:?}\n[plugin.rate-limit]\ncapabilities = [\"kv\"]\ntimeout_ms = 500\n\
+             [plugin.rate-limit.config]\nsender_domain.count = 8\nsender_domain.window_secs = 3600\n",
+            sentinel.url(2)
+        ),
+    );
+    let s = Serve::start(&cfg).await;
+    let port = s.smtp.port();
+    let job = vec![(port, "r@failover.test", "bob@example.org")];
+    let (codes, _) = send(&job.repeat(4), 1).await;
+    assert_eq!(codes, [250; 4]);
+    // The counts are on the replica before the primary goes.
+    let offset = |r: &sluice_tests::peers::Redis, field: &str| -> u64 {
+        r.cli(0, &["INFO", "replication"])
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let written = offset(&sentinel.primary, "master_repl_offset:");
+    let mut synced = false;
+    for _ in 0..100 {
+        if offset(&sentinel.replica, "master_repl_offset:") >= written {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(synced, "the replica did not catch up with the primary");
+    let old = sentinel.primary.port;
+    sentinel.primary.kill();
+
+    // Load through the failover: each transaction within the deadline (plus the time a
+    // client takes), tempfailed while there is no primary.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut accepted = 4;
+    let mut tempfailed = 0;
+    while sentinel.primary_port() == Some(old) || sentinel.primary_port().is_none() {
+        assert!(Instant::now() < deadline, "no failover within 45 s");
+        let (codes, longest) = send(&job, 1).await;
+        assert!(longest < 2.5, "a transaction waited {longest} s");
+        match codes[0] {
+            250 => accepted += 1,
+            451 => tempfailed += 1,
+            other => panic!("unexpected {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sentinel.primary_port(), Some(sentinel.replica.port));
+    assert!(tempfailed > 0, "the outage was not seen");
+
+    // On the new primary: the count goes on from where it was, up to the limit of 8.
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut refused = false;
+    while Instant::now() < until {
+        let (codes, longest) = send(&job, 1).await;
+        assert!(longest < 2.5, "a transaction waited {longest} s");
+        match codes[0] {
+            250 => accepted += 1,
+            450 => {
+                refused = true;
+                break;
+            }
+            451 => tokio::time::sleep(Duration::from_millis(100)).await,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused, "the rate limit never refused after the failover");
+    assert_eq!(
+        accepted, 8,
+        "exactly the limit was accepted across the failover"
+    );
+    let keys = sentinel.replica.cli(2, &["--scan"]);
+    assert!(
+        keys.contains("sluice:kv:rate-limit:sender_domain:failover.test:"),
+        "{keys}"
+    );
+    drop(s);
 }

@@ -180,10 +180,12 @@ async fn mail_learned_as_spam_moves_similar_mail_without_a_restart_and_forgettin
     let state = tempfile::tempdir().unwrap();
     let settings = format!(
         "[plugin.spam-score]\nread_dirs = [{dir:?}]\n[plugin.spam-score.config]\nlearned = {file:?}\n\
-         [scoring]\nadd_headers = true\nspam_threshold = 5.0\nreject_threshold = 1000.0\n",
+         [scoring]\nadd_headers = true\nspam_threshold = 5.0\nreject_threshold = 1000.0\n\
+         [delivery]\njunk_folder = \"\"\n",
         dir = state.path(),
         file = state.path().join("learned.bin"),
     );
+    // (Marked mail stays in the inbox here, where the scores are read: junk_folder = "".)
     let server = TestServer::start(
         &settings,
         &[("spam-score", plugin("bundled", "20-spam-score"))],

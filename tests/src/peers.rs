@@ -475,3 +475,128 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A primary, a replica and a Redis Sentinel watching them (all `redis-server`: a sentinel is
+/// `redis-server --sentinel`), on loopback ports, from a temporary directory; stopped by PID
+/// when dropped. The sentinel declares the primary down after 1 s and fails over to the
+/// replica.
+pub struct Sentinel {
+    /// The primary at start.
+    pub primary: Redis,
+    /// Its replica.
+    pub replica: Redis,
+    /// The sentinel's port.
+    pub port: u16,
+    sentinel: Option<std::process::Child>,
+}
+
+/// The name of the service the sentinel watches.
+pub const SENTINEL_SERVICE: &str = "sluice-test";
+
+impl Sentinel {
+    /// Starts the three and waits until the sentinel knows the replica (a failover needs it).
+    pub fn start() -> Sentinel {
+        need("/usr/bin/redis-server");
+        let primary = Redis::start();
+        let mut replica = Redis {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            password: primary.password.clone(),
+            child: None,
+        };
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(replica.port.to_string())
+            .args(["--requirepass", &replica.password])
+            .args(["--masterauth", &primary.password])
+            .args(["--replicaof", "127.0.0.1"])
+            .arg(primary.port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--logfile")
+            .arg(replica.dir.path().join("redis.log"))
+            .arg("--dir")
+            .arg(replica.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (replica) starts");
+        replica.child = Some(child);
+        wait_port(replica.port, "redis-server (replica)");
+        let port = free_port();
+        let conf = replica.dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind 127.0.0.1\nport {port}\ndir {dir}\nlogfile {dir}/sentinel.log\n\
+                 sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {p} 1\n\
+                 sentinel auth-pass {SENTINEL_SERVICE} {pw}\n\
+                 sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                 sentinel failover-timeout {SENTINEL_SERVICE} 5000\n",
+                dir = replica.dir.path().display(),
+                p = primary.port,
+                pw = primary.password,
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new("/usr/bin/redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        wait_port(port, "redis sentinel");
+        let s = Sentinel {
+            primary,
+            replica,
+            port,
+            sentinel: Some(sentinel),
+        };
+        for _ in 0..150 {
+            if s.ask(&["SENTINEL", "replicas", SENTINEL_SERVICE])
+                .contains(&s.replica.port.to_string())
+                && s.replica
+                    .cli(0, &["INFO", "replication"])
+                    .contains("master_link_status:up")
+            {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the replica was not in sync and known to the sentinel within 15 s");
+    }
+
+    /// Runs `redis-cli` against the sentinel; its output.
+    pub fn ask(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The port of the primary the sentinel names now.
+    pub fn primary_port(&self) -> Option<u16> {
+        self.ask(&["SENTINEL", "get-master-addr-by-name", SENTINEL_SERVICE])
+            .lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// What `[store] url` takes: the sentinel, the service and database `db`.
+    pub fn url(&self, db: u8) -> String {
+        format!(
+            "redis+sentinel://:{}@127.0.0.1:{}/{SENTINEL_SERVICE}/{db}",
+            self.primary.password, self.port
+        )
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sentinel.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

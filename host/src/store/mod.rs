@@ -9,6 +9,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,11 +89,7 @@ impl KvStore {
 
     /// Up to `limit` entries whose key starts with `prefix`: (key, value, milliseconds left
     /// before it expires, if it does). For the console's view of a plugin's state.
-    pub async fn scan(
-        &self,
-        prefix: Vec<u8>,
-        limit: usize,
-    ) -> Result<Vec<Scanned>, StoreError> {
+    pub async fn scan(&self, prefix: Vec<u8>, limit: usize) -> Result<Vec<Scanned>, StoreError> {
         match self {
             KvStore::Embedded(e) => e.scan(&prefix, limit),
             KvStore::Redis(r) => r.scan(&prefix, limit).await,

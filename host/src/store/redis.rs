@@ -12,6 +12,8 @@
 //! The connection is a `ConnectionManager`: one multiplexed connection, made lazily,
 //! re-made with exponential backoff when it breaks. While Redis is down every call fails
 //! fast (connection timeout), and the plugin runtime bounds each call by the hook's deadline.
+//! With `redis+sentinel://…` it is a connection to the primary the sentinels name, asked
+//! again after a failover ([`super::sentinel`]).
 
 use std::time::Duration;
 
@@ -136,10 +138,48 @@ pub enum Op<'a> {
     Delete,
 }
 
+/// The connection: to one server, or to the primary the sentinels name.
+#[derive(Clone)]
+enum Connection {
+    Direct(ConnectionManager),
+    Sentinel(super::sentinel::SentinelConnection),
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Direct(c) => c.req_packed_command(cmd),
+            Connection::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Direct(c) => c.get_db(),
+            Connection::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
 /// A Redis-backed store (clones share the connection).
 #[derive(Clone)]
 pub struct Redis {
-    connection: ConnectionManager,
+    connection: Connection,
     increment: std::sync::Arc<redis::Script>,
     compare_and_set: std::sync::Arc<redis::Script>,
     accounted: std::sync::Arc<redis::Script>,
@@ -191,6 +231,19 @@ impl Redis {
     /// starts (and queues mail) while Redis is still down. `ca_file` is a PEM file of the CA
     /// to trust for `rediss://` instead of the system's roots.
     pub fn new(url: &str, ca_file: Option<&std::path::Path>) -> Result<Redis, String> {
+        if url.starts_with("redis+sentinel://") {
+            let parsed = super::sentinel::parse(url)
+                .map_err(|e| format!("store.url {}: {e}", redact(url)))?;
+            let connection = super::sentinel::SentinelConnection::new(&parsed)
+                .map_err(|e| format!("store.url {}: {e}", redact(url)))?;
+            return Ok(Redis {
+                connection: Connection::Sentinel(connection),
+                increment: std::sync::Arc::new(redis::Script::new(INCREMENT)),
+                compare_and_set: std::sync::Arc::new(redis::Script::new(COMPARE_AND_SET)),
+                accounted: std::sync::Arc::new(redis::Script::new(ACCOUNTED)),
+                shown: redact(url),
+            });
+        }
         let client = match ca_file {
             Some(ca) => {
                 let root_cert = std::fs::read(ca)
@@ -215,7 +268,7 @@ impl Redis {
         let connection = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| format!("store.url {}: {e}", redact(url)))?;
         Ok(Redis {
-            connection,
+            connection: Connection::Direct(connection),
             increment: std::sync::Arc::new(redis::Script::new(INCREMENT)),
             compare_and_set: std::sync::Arc::new(redis::Script::new(COMPARE_AND_SET)),
             accounted: std::sync::Arc::new(redis::Script::new(ACCOUNTED)),
