@@ -136,17 +136,14 @@ impl Inbound {
             .and_then(|p| p.value.as_deref()?.parse::<usize>().ok())
             .unwrap_or(0);
         let user = client.auth_user.as_deref();
-        let refusal = rules::too_big(declared, config.limits.max_message_size)
-            .map(|r| ("size", r))
-            .or_else(|| {
-                rules::sender_not_owned(
-                    user,
-                    &sender.address,
-                    user.and_then(|u| config.auth.senders.get(u)),
-                    &config.relay.local_domains,
-                )
-                .map(|r| ("sender-not-owned", r))
-            });
+        let refusal = rules::sender_refused(
+            declared,
+            config.limits.max_message_size,
+            user,
+            &sender.address,
+            user.and_then(|u| config.auth.senders.get(u)),
+            &config.relay.local_domains,
+        );
         if refusal.is_none() && front.verify && client.auth_user.is_none() && !client.trusted {
             let c = live
                 .verifier

@@ -27,7 +27,8 @@ const CASES: &[(&str, &str, &str)] = &[
 #[tokio::test]
 async fn the_smtp_path_and_replay_decide_and_edit_alike() {
     let s = TestServer::start(
-        "[plugin.sender-gate.config]\ndeny_domain = \"bad.example\"\n[plugin.tagger.config]\ntag = \"parity\"\nscore = 5.5\nreject_word = \"forbidden\"\n",
+        // (Marked mail stays in the inbox, where it is compared: junk_folder = "".)
+        "[plugin.sender-gate.config]\ndeny_domain = \"bad.example\"\n[plugin.tagger.config]\ntag = \"parity\"\nscore = 5.5\nreject_word = \"forbidden\"\n[delivery]\njunk_folder = \"\"\n",
         &[
             ("sender-gate", plugin("test", "sender-gate")),
             ("tagger", plugin("test", "tagger")),

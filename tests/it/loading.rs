@@ -184,11 +184,33 @@ async fn a_directory_load_reports_every_refused_plugin_and_keeps_order() {
         dir.path().join("50-future.wasm"),
     )
     .unwrap();
+    // A file that is not a plugin at all is skipped with a warning; a plugin for another
+    // WIT version is an error (every error is reported, not the first alone).
+    std::fs::copy(
+        plugin("test", "future-version"),
+        dir.path().join("60-future-too.wasm"),
+    )
+    .unwrap();
     let errors = sluice::pipeline::Pipeline::load(&rt, &config(&toml))
         .await
-        .expect_err("two bad plugins");
+        .expect_err("two plugins for another WIT version");
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(text.len(), 2, "{text:?}");
-    assert!(text[0].contains("40-junk.wasm"), "{text:?}");
-    assert!(text[1].contains("50-future.wasm"), "{text:?}");
+    assert!(text[0].contains("50-future.wasm"), "{text:?}");
+    assert!(text[1].contains("60-future-too.wasm"), "{text:?}");
+    std::fs::remove_file(dir.path().join("50-future.wasm")).unwrap();
+    std::fs::remove_file(dir.path().join("60-future-too.wasm")).unwrap();
+    let p = sluice::pipeline::Pipeline::load(&rt, &config(&toml))
+        .await
+        .expect("the stray file alone does not stop a load");
+    assert_eq!(p.plugins().len(), 3);
+    assert_eq!(p.skipped().len(), 1);
+    assert!(p.skipped()[0].0.ends_with("40-junk.wasm"));
+    assert!(
+        p.warnings()
+            .iter()
+            .any(|w| w.contains("40-junk.wasm is not a Sluice plugin")),
+        "{:?}",
+        p.warnings()
+    );
 }

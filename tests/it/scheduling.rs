@@ -184,18 +184,12 @@ async fn route_throttles_messages_per_connection_and_per_minute() {
     let p = pipeline(&rt, &cfg, &[]).await.unwrap();
     let runner = Runner::new(spool.clone(), cfg, p);
     for i in 0..5 {
-        let env = sluice::spool::SpooledEnvelope {
-            id: format!("T{i}"),
-            received_at: "2027-01-15T08:00:00+00:00".into(),
-            sender: sender("a@relay.test"),
-            recipients: vec![rcpt(&format!("r{i}@example.org"))],
-            client_ip: "192.0.2.1".into(),
-            helo: "c".into(),
-            listener: "smtp".into(),
-            auth_user: None,
-            quarantine: None,
-            spam: false,
-        };
+        let env = spooled(
+            &format!("T{i}"),
+            "a@relay.test",
+            &format!("r{i}@example.org"),
+            None,
+        );
         spool
             .store(SpoolState::Queue, &env, b"Subject: t\r\n\r\nx\r\n")
             .await

@@ -40,6 +40,22 @@ pub fn sender_not_owned(
     })
 }
 
+/// MAIL FROM's rules in order: the declared `size` against `max`, then whether the
+/// authenticated `user` may send as `sender` (see [`sender_not_owned`]). The refusal comes
+/// with its reason word ([`crate::decisions::Refusal::reason`]).
+pub fn sender_refused(
+    size: usize,
+    max: usize,
+    user: Option<&str>,
+    sender: &str,
+    senders: Option<&Vec<String>>,
+    local_domains: &[String],
+) -> Option<(&'static str, Reply)> {
+    too_big(size, max).map(|r| ("size", r)).or_else(|| {
+        sender_not_owned(user, sender, senders, local_domains).map(|r| ("sender-not-owned", r))
+    })
+}
+
 /// RCPT TO `recipient` after `accepted` recipients: past `max` it is answered 452 (RFC 5321
 /// §4.5.3.1.10, not an error); a recipient outside `local_domains` needs a client that may
 /// relay (authenticated or in a trusted network) when `relay_control` applies.

@@ -34,18 +34,15 @@ impl Session {
             return None;
         }
         // The inbound core's envelope rules (crate::inbound::rules), answered at once here.
-        let refusal = rules::too_big(from.size, self.cfg.max_message_size)
-            .map(|r| ("size", r))
-            .or_else(|| {
-                let user = self.auth_user.as_deref();
-                rules::sender_not_owned(
-                    user,
-                    &from.address,
-                    user.and_then(|u| self.cfg.senders.get(u)),
-                    &self.cfg.local_domains,
-                )
-                .map(|r| ("sender-not-owned", r))
-            });
+        let user = self.auth_user.as_deref();
+        let refusal = rules::sender_refused(
+            from.size,
+            self.cfg.max_message_size,
+            user,
+            &from.address,
+            user.and_then(|u| self.cfg.senders.get(u)),
+            &self.cfg.local_domains,
+        );
         if let Some((reason, reply)) = refusal {
             self.refuse(reason, reply);
             return None;
