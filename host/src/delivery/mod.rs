@@ -1,7 +1,8 @@
-//! Delivery of spooled mail: the queue [`runner`] (routes, per-recipient outcomes, retries,
-//! expiry), the outbound SMTP/LMTP [`client`] and its connection [`pool`], MX lookup
-//! ([`mx`]), local [`local`] Maildir delivery, per-message delivery [`state`], and DSN
-//! [`bounce`]s.
+//! Delivery of spooled mail: the queue [`runner`] (the scheduler, routes, per-recipient
+//! outcomes, retries, expiry), the per-destination limits and health it schedules by
+//! ([`destinations`]), the outbound SMTP/LMTP [`client`] and its connection [`pool`], MX
+//! lookup ([`mx`]), local [`local`] Maildir delivery, per-message delivery [`state`], DSN
+//! [`bounce`]s, and the operator's queue actions ([`admin`]).
 
 pub mod admin;
 pub mod bounce;

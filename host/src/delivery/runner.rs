@@ -1,14 +1,18 @@
 //! The queue runner: takes due messages from the spool to their next hop, per recipient.
 //!
-//! Each pass ([`Runner::run_once`], given the current time so tests control the clock)
-//! handles the due messages, `delivery.concurrency` at a time, over pooled connections
-//! ([`super::pool`]): for every due message, group its pending recipients by route, deliver
-//! each group, record
-//! each recipient's outcome (2xx delivered, 5xx failed, 4xx/connection trouble deferred),
-//! call the `on-delivery` hooks, then either schedule the next attempt or — when nothing is
-//! pending — spool a bounce for the failures (RFC 3464, via `render-bounce`) and remove the
-//! message. Messages older than the queue lifetime fail their pending recipients as expired;
-//! messages older than `delivery.delay_warning_secs` get one "delayed" DSN.
+//! The scheduler ([`Runner::run`]) visits each message on its own, as soon as it is due and
+//! its destinations have room ([`super::destinations`]: per-destination connection limits,
+//! rates and suspension of the unreachable, under `delivery.concurrency` in all), so a
+//! destination that hangs holds up only its own mail. A visit groups the message's due
+//! recipients by destination, delivers to every destination at once over pooled
+//! connections ([`super::pool`]), and records each recipient's outcome as it comes (2xx
+//! delivered, 5xx failed, 4xx/connection trouble deferred, each recipient with its own next
+//! attempt), calls the `on-delivery` hooks, then either schedules the next attempt or — when
+//! nothing is pending — spools a bounce for the failures (RFC 3464, via `render-bounce`) and
+//! removes the message. Messages older than the queue lifetime fail their pending recipients
+//! as expired; messages older than `delivery.delay_warning_secs` get one "delayed" DSN.
+//! [`Runner::run_once`] is one pass over every due message at a time the caller gives (tests
+//! and tools that run the queue on a clock of their own).
 //!
 //! Order of writes keeps mail safe across crashes: a bounce is spooled before the original is
 //! removed, and the state file is replaced atomically, so a crash repeats work (at-least-once)

@@ -1,5 +1,6 @@
 //! The key-value store behind the plugins' `kv` capability: an embedded file in the data
-//! directory ([`embedded`], one node) or Redis ([`redis`], a fleet sharing state).
+//! directory ([`embedded`], one node) or Redis ([`redis`], a fleet sharing state; through
+//! Redis Sentinel with [`sentinel`]).
 //!
 //! Both give the same five operations with the same meaning (WIT `sluice:filter/kv`): values
 //! are bytes, counters are decimal text, a time-to-live of 0 means "never expires", and
