@@ -189,8 +189,10 @@ impl Pool {
         }
     }
 
-    /// Closes the idle connections that have waited too long (QUIT, best effort).
-    pub async fn close_idle(&self) {
+    /// Closes the idle connections that have waited too long (QUIT, best effort), in a task
+    /// of their own: the scheduler that calls this drives every delivery in progress, and a
+    /// server that does not answer QUIT must not hold them up.
+    pub fn close_idle(&self) {
         let stale: Vec<Pooled> = {
             let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
             let mut stale = Vec::new();
@@ -204,8 +206,13 @@ impl Pool {
             idle.retain(|_, l| !l.is_empty());
             stale
         };
+        if stale.is_empty() {
+            return;
+        }
         // All at once: each QUIT waits up to 2 s for a server that may not answer.
-        futures::future::join_all(stale.into_iter().map(|p| p.conn.quit())).await;
+        tokio::spawn(futures::future::join_all(
+            stale.into_iter().map(|p| p.conn.quit()),
+        ));
     }
 
     /// Closes every idle connection (at shutdown).

@@ -540,7 +540,7 @@ impl Runner {
             full = false;
             if last_idle_sweep.elapsed() >= Duration::from_secs(1) {
                 last_idle_sweep = std::time::Instant::now();
-                self.pool.close_idle().await;
+                self.pool.close_idle();
             }
             // Until the next message is due, at most RESCAN.
             let next_due = due
