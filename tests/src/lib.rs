@@ -347,9 +347,11 @@ address = "127.0.0.1:0"
             .unwrap_or_default();
         files.retain(|f| f.extension().is_some_and(|e| e == "msg"));
         files.sort();
+        // A message delivered between the listing and the read is no longer queued.
         files
             .iter()
-            .map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned())
+            .filter_map(|f| std::fs::read(f).ok())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .collect()
     }
 
