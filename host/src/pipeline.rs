@@ -322,8 +322,27 @@ impl Pipeline {
         let mut plugins = Vec::new();
         let mut errors = Vec::new();
         let mut skipped = Vec::new();
-        for (name, path) in files {
+        // Compiling takes seconds per plugin (tens for a Python one): say so before the wait,
+        // and how far it has got, rather than starting silently.
+        let to_compile: Vec<bool> = files
+            .iter()
+            .map(|(_, path)| plugin::loader::needs_compile(runtime, path))
+            .collect();
+        let total = to_compile.iter().filter(|c| **c).count();
+        if total > 0 {
+            tracing::info!(
+                cache = %runtime.cache.dir().display(),
+                "compiling {total} of {} plugins for this machine (once: later starts load them from the cache)",
+                files.len()
+            );
+        }
+        let mut compiled = 0;
+        for ((name, path), compile) in files.iter().zip(to_compile) {
             let settings = config.plugin_settings(name);
+            if compile {
+                compiled += 1;
+                tracing::info!(plugin = %name, "compiling plugin {compiled}/{total}");
+            }
             match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults)
                 .await
             {

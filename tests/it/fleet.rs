@@ -173,7 +173,7 @@ async fn a_redis_outage_under_load_tempfails_by_policy_loses_nothing_and_recover
         dir.path(),
         &["05-rate-limit"],
         &format!(
-            "[store]\nurl = {:?}\n[plugin.rate-limit]\ncapabilities = [\"kv\"]\ntimeout_ms = 300\n\
+            "[store]\nurl = {:?}\n[plugin.rate-limit]\ncapabilities = [\"kv\"]\ntimeout_ms = 1000\n\
              [plugin.rate-limit.config]\nclient.count = 100000\n",
             redis.url(0)
         ),
@@ -193,7 +193,7 @@ async fn a_redis_outage_under_load_tempfails_by_policy_loses_nothing_and_recover
     let started = Instant::now();
     let (codes, longest) = send(&jobs(20), 5).await;
     assert_eq!(codes, vec![451; 20]);
-    assert!(longest < 2.0, "a transaction waited {longest} s");
+    assert!(longest < 5.0, "a transaction waited {longest} s");
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // Redis returns: the store reconnects by itself and mail flows again.

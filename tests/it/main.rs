@@ -22,6 +22,7 @@ mod lifecycle;
 mod loading;
 mod milter;
 mod operations;
+mod package;
 mod peers;
 mod queue_cli;
 mod recipients;

@@ -470,9 +470,14 @@ fn imapsieve(dovecot_dir: &Path, drop: &Path) -> String {
     for f in ["sluice-learn-spam.sieve", "sluice-learn-ham.sieve"] {
         std::fs::copy(deploy.join(f), sieve.join(f)).unwrap();
     }
+    // Dovecot's mail user runs the learner and the binary: a copy beside the script, since
+    // the build's own directory may sit under a private one (a clone in root's home).
+    let bin = pipe.join("sluice");
+    std::fs::copy(sluice_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let learner = std::fs::read_to_string(deploy.join("sluice-learn"))
         .unwrap()
-        .replace("/usr/local/bin/sluice", &sluice_bin().display().to_string())
+        .replace("/usr/local/bin/sluice", &bin.display().to_string())
         .replace("/var/lib/sluice-spam/drop", &drop.display().to_string());
     std::fs::write(pipe.join("sluice-learn"), learner).unwrap();
     std::fs::set_permissions(

@@ -26,9 +26,15 @@ pub struct Serve {
 impl Serve {
     /// Starts `sluice serve --config cfg`; its log goes to `cfg` with extension `log`.
     pub async fn start(cfg: &Path) -> Serve {
-        let mut child = tokio::process::Command::new(sluice_bin())
-            .args(["serve", "--config"])
-            .arg(cfg)
+        let mut cmd = tokio::process::Command::new(sluice_bin());
+        cmd.args(["serve", "--config"]).arg(cfg);
+        Serve::start_command(cmd, cfg).await
+    }
+
+    /// Starts `cmd`, a `sluice serve` command line for the configuration `cfg` (run another
+    /// way: another binary, another user); its log goes to `cfg` with extension `log`.
+    pub async fn start_command(mut cmd: tokio::process::Command, cfg: &Path) -> Serve {
+        let mut child = cmd
             .env("SLUICE_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(cfg.with_extension("log")).unwrap())
@@ -136,5 +142,9 @@ impl Serve {
 
 /// True when the configuration file sets up the metrics endpoint.
 pub fn has_metrics(cfg: &Path) -> bool {
-    std::fs::read_to_string(cfg).unwrap().contains("[metrics]")
+    // A `# [metrics]` comment (as in the packaged configuration) is not a section.
+    std::fs::read_to_string(cfg)
+        .unwrap()
+        .lines()
+        .any(|l| l.trim_start().starts_with("[metrics]"))
 }

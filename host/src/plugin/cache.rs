@@ -40,6 +40,17 @@ impl CompileCache {
         Ok(CompileCache { dir })
     }
 
+    /// True when a compiled artefact for the component whose SHA-256 is `sha256` (hex) is
+    /// stored (it is still verified when loaded).
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.dir.join(format!("{sha256}.cwasm")).is_file()
+    }
+
+    /// The directory holding this engine's artefacts.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The component for `wasm` (whose SHA-256 is `sha256`, hex), from the cache or compiled
     /// and stored. A cache that cannot be written is logged and otherwise ignored.
     pub fn load_or_compile(

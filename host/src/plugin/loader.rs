@@ -130,6 +130,15 @@ impl Scope {
     }
 }
 
+/// True when loading `file` will compile it (its compiled code is not in the cache). A file
+/// that cannot be read counts as compiled: its load reports the error.
+pub fn needs_compile(runtime: &Runtime, file: &Path) -> bool {
+    match std::fs::read(file) {
+        Ok(wasm) => !runtime.cache.contains(&hex::encode(Sha256::digest(&wasm))),
+        Err(_) => false,
+    }
+}
+
 /// Loads the plugin at `file` under the name `name` with `settings`.
 pub async fn load(
     runtime: &Runtime,

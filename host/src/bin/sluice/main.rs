@@ -124,6 +124,13 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Write the manual pages (roff): sluice.1 and one per command, into DIR (used by
+    /// scripts/package).
+    #[command(hide = true)]
+    Manpages {
+        /// The directory to write them into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -343,6 +350,16 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compile plugins for this machine into the server's compile cache (`[plugins]
+    /// cache_dir`, by default `<data_dir>/cache`), so that the server's next start or reload
+    /// loads them at once instead of compiling them.
+    Compile {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Plugin files (default: every plugin of the configured plugin directory).
+        files: Vec<PathBuf>,
+    },
 }
 
 /// mimalloc instead of the system allocator: in the load benchmark's profile with plugins on,
@@ -413,16 +430,43 @@ fn runtime_for(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
     } else {
         config.cache_dir()
     };
-    Ok(Runtime::new(
+    Ok(engine_for(config, &cache_dir)?.with_services(services))
+}
+
+/// The plugin engine as `sluice serve` builds it for `config` (the same compile-cache key),
+/// with its compile cache in `cache_dir` and no host services.
+fn engine_for(config: &Config, cache_dir: &std::path::Path) -> anyhow::Result<Runtime> {
+    Runtime::new(
         PoolSize {
             max_memory_bytes: config.plugins.max_memory_mb << 20,
             max_instances: config.plugins.max_instances,
             threads: config.plugins.threads,
         },
-        &cache_dir,
+        cache_dir,
     )
-    .context("starting the plugin runtime")?
-    .with_services(services))
+    .context("starting the plugin runtime")
+}
+
+/// Writes `sluice.1` and a page for each visible command (`sluice-queue.1`,
+/// `sluice-plugin-check.1`, …) into `dir`, generated from the command-line definition.
+fn manpages(dir: &std::path::Path) -> anyhow::Result<()> {
+    fn write(cmd: clap::Command, dir: &std::path::Path, name: String) -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd.clone().display_name(name.clone())).render(&mut out)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+        for sub in cmd
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
+            write(sub.clone(), dir, format!("{name}-{}", sub.get_name()))?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    write(cmd, dir, "sluice".to_string())
 }
 
 /// `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`, else a directory under the system's
@@ -527,6 +571,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             queue::run(&config, command)
         }
         Command::CheckConfig { file } => check_config::run(&file),
+        Command::Manpages { dir } => {
+            manpages(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugin {
             command:
                 PluginCommand::Check {
@@ -571,6 +619,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(config.as_ref())?;
             tokio_runtime()?.block_on(plugin::list(config, json, server))
+        }
+        Command::Plugin {
+            command: PluginCommand::Compile { config, files },
+        } => {
+            let config = load_config(config.as_ref())?;
+            let runtime = engine_for(&config, &config.cache_dir())?;
+            plugin::compile(&runtime, &config, files)
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `sluice plugin check` (replay messages through the inbound core) and `sluice plugin list`.
+//! `sluice plugin check` (replay messages through the inbound core), `sluice plugin list` and
+//! `sluice plugin compile`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -239,4 +240,58 @@ async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
             .with_context(|| format!("--server {addr}: not a Sluice /plugins reply"))
     })
     .await?
+}
+
+/// `sluice plugin compile`: compiles `files` (default: the plugin directory's plugins) into
+/// `runtime`'s compile cache, one line each. Exits 1 when a file could not be compiled.
+pub fn compile(
+    runtime: &Runtime,
+    config: &Config,
+    files: Vec<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let files = if files.is_empty() {
+        let dir = config.plugin_dir();
+        directory::scan(&dir, &config.plugins.order)
+            .with_context(|| format!("plugin directory {}", dir.display()))?
+            .into_iter()
+            .map(|f| f.path)
+            .collect()
+    } else {
+        files
+    };
+    let total = files.len();
+    let mut failed = 0;
+    for (i, file) in files.iter().enumerate() {
+        let started = std::time::Instant::now();
+        let outcome = std::fs::read(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|wasm| {
+                let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm));
+                runtime
+                    .cache
+                    .load_or_compile(&runtime.engine, &wasm, &sha256)
+                    .map(|(_, outcome)| outcome)
+                    .map_err(|e| anyhow::anyhow!("{e:#}"))
+            });
+        let n = i + 1;
+        match outcome {
+            Ok(sluice::plugin::cache::CacheOutcome::Hit) => {
+                println!("{n}/{total} {}: already compiled", file.display())
+            }
+            Ok(sluice::plugin::cache::CacheOutcome::Miss) => println!(
+                "{n}/{total} {}: compiled in {:.1} s",
+                file.display(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(e) => {
+                failed += 1;
+                eprintln!("sluice: {}: cannot compile: {e:#}", file.display());
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
