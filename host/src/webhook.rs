@@ -155,11 +155,19 @@ type Batch = (u64, u64, Vec<String>);
 impl Sender {
     async fn run(self) {
         let mut backoff = Duration::from_secs(1);
+        // The batch that failed: sent again as it was, the same events under the same id,
+        // although more events may have come since (they go in later batches).
+        let mut failed: Option<Batch> = None;
         loop {
             let this = (self.backlog.clone(), self.batch);
             let next = tokio::task::spawn_blocking(move || next_batch(&this.0, this.1)).await;
             let (start, end, lines) = match next {
-                Ok(Ok(Some(b))) => b,
+                // Unless the backlog's bound dropped its oldest events meanwhile: then the
+                // batch starts where the backlog now does.
+                Ok(Ok(Some(b))) => match failed.take() {
+                    Some(again) if again.0 == b.0 => again,
+                    _ => b,
+                },
                 Ok(Ok(None)) => {
                     // Nothing to send: wait for an event, then a little for more to batch.
                     self.backlog.wake.notified().await;
@@ -182,6 +190,7 @@ impl Sender {
                 hex::encode(mac.finalize().into_bytes())
             };
             let (agent, url, n) = (self.agent.clone(), self.url.clone(), lines.len());
+            let this_batch = (start, end, lines);
             let batch_id = id.clone();
             let sent = tokio::task::spawn_blocking(move || {
                 agent
@@ -209,6 +218,7 @@ impl Sender {
                     };
                     crate::metrics::get().webhook("failed");
                     tracing::warn!(batch = %id, events = n, error = %crate::message::printable(&why), retry_secs = backoff.as_secs(), "webhook: batch not taken; sent again later");
+                    failed = Some(this_batch);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
