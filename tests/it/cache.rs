@@ -61,3 +61,89 @@ async fn second_load_hits_and_corrupt_entries_are_recompiled() {
         .unwrap();
     assert_eq!(fourth.cache, CacheOutcome::Hit);
 }
+
+/// `sluice plugin compile` fills the server's cache ahead of its start (what ./run does), and a
+/// server that compiles says so first, plugin by plugin.
+#[tokio::test]
+async fn plugins_compiled_ahead_load_at_once_and_a_compiling_server_says_how_far_it_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(plugin("test", "tagger"), plugins.join("10-tagger.wasm")).unwrap();
+    std::fs::copy(plugin("test", "auth-echo"), plugins.join("20-echo.wasm")).unwrap();
+    let cfg = dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n[relay]\nlocal_domains = [\"example.org\"]\n[authentication]\nverify = false\n",
+            dir.path()
+        ),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(sluice_bin())
+            .args(["plugin", "compile", "--config"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // A first server start compiles, and says so before each plugin.
+    let server = sluice_tests::serve::Serve::start(&cfg).await;
+    drop(server);
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    assert!(
+        log.contains("compiling 2 of 2 plugins for this machine"),
+        "{log}"
+    );
+    assert!(
+        log.contains("compiling plugin 1/2") && log.contains("plugin=tagger"),
+        "{log}"
+    );
+    assert!(
+        log.contains("compiling plugin 2/2") && log.contains("plugin=echo"),
+        "{log}"
+    );
+
+    // A new cache: nothing compiled; `--check` says so and compiles nothing.
+    std::fs::remove_dir_all(dir.path().join("cache")).unwrap();
+    assert_eq!(cli(&["--check"]).status.code(), Some(1));
+    assert_eq!(cli(&["--check"]).status.code(), Some(1));
+    let out = cli(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("1/2 ") && stdout.contains("10-tagger.wasm: compiled in"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2/2 ") && stdout.contains("20-echo.wasm: compiled in"),
+        "{stdout}"
+    );
+    assert_eq!(cli(&["--check"]).status.code(), Some(0));
+    assert!(text(&cli(&[]).stdout).contains("10-tagger.wasm: already compiled"));
+
+    // The server then loads them without compiling.
+    let server = sluice_tests::serve::Serve::start(&cfg).await;
+    drop(server);
+    let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+    assert!(!log.contains("compiling"), "{log}");
+    assert!(log.contains("plugin loaded"), "{log}");
+
+    // A file that is not a component: a clear error, exit 1, the others still compiled.
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0garbage").unwrap();
+    let out = cli(&[
+        bogus.to_str().unwrap(),
+        plugins.join("10-tagger.wasm").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("bogus.wasm: cannot compile"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("2/2 "), "{}", text(&out.stdout));
+}

@@ -357,6 +357,9 @@ enum PluginCommand {
         /// Configuration file (default: the built-in configuration).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Compile nothing: exit 0 when every file is compiled already, 1 otherwise.
+        #[arg(long)]
+        check: bool,
         /// Plugin files (default: every plugin of the configured plugin directory).
         files: Vec<PathBuf>,
     },
@@ -621,11 +624,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio_runtime()?.block_on(plugin::list(config, json, server))
         }
         Command::Plugin {
-            command: PluginCommand::Compile { config, files },
+            command:
+                PluginCommand::Compile {
+                    config,
+                    check,
+                    files,
+                },
         } => {
             let config = load_config(config.as_ref())?;
             let runtime = engine_for(&config, &config.cache_dir())?;
-            plugin::compile(&runtime, &config, files)
+            plugin::compile(&runtime, &config, files, check)
         }
     }
 }

@@ -243,11 +243,13 @@ async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
 }
 
 /// `sluice plugin compile`: compiles `files` (default: the plugin directory's plugins) into
-/// `runtime`'s compile cache, one line each. Exits 1 when a file could not be compiled.
+/// `runtime`'s compile cache, one line each. Exits 1 when a file could not be compiled. With
+/// `check`, compiles nothing and exits 1 unless every file is compiled already.
 pub fn compile(
     runtime: &Runtime,
     config: &Config,
     files: Vec<PathBuf>,
+    check: bool,
 ) -> anyhow::Result<ExitCode> {
     let files = if files.is_empty() {
         let dir = config.plugin_dir();
@@ -259,6 +261,16 @@ pub fn compile(
     } else {
         files
     };
+    if check {
+        let all = files
+            .iter()
+            .all(|f| f.is_file() && !sluice::plugin::loader::needs_compile(runtime, f));
+        return Ok(if all {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let total = files.len();
     let mut failed = 0;
     for (i, file) in files.iter().enumerate() {
