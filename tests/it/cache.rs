@@ -37,6 +37,9 @@ async fn second_load_hits_and_corrupt_entries_are_recompiled() {
     for engine_dir in std::fs::read_dir(dir.path()).unwrap() {
         for entry in std::fs::read_dir(engine_dir.unwrap().path()).unwrap() {
             let path = entry.unwrap().path();
+            if path.extension().is_none_or(|x| x != "cwasm") {
+                continue; // the compile lock
+            }
             let mut bytes = std::fs::read(&path).unwrap();
             let mid = bytes.len() / 2;
             bytes[mid] ^= 0xff;
@@ -146,4 +149,37 @@ async fn plugins_compiled_ahead_load_at_once_and_a_compiling_server_says_how_far
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains("2/2 "), "{}", text(&out.stdout));
+}
+
+/// Two engines (two servers, or a server and `sluice plugin compile`) loading the same new
+/// component at once: one compiles it, the other waits and loads its result.
+#[test]
+fn a_component_is_compiled_once_when_loaded_twice_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = std::fs::read(plugin("test", "hostile")).unwrap();
+    let sha = hex_sha256(&wasm);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let outcomes: Vec<CacheOutcome> = std::thread::scope(|s| {
+        let loads: Vec<_> = (0..2)
+            .map(|_| {
+                let (barrier, wasm, sha, dir) = (barrier.clone(), &wasm, &sha, dir.path());
+                s.spawn(move || {
+                    let rt = runtime_at(dir);
+                    barrier.wait();
+                    rt.cache.load_or_compile(&rt.engine, wasm, sha).unwrap().1
+                })
+            })
+            .collect();
+        loads.into_iter().map(|l| l.join().unwrap()).collect()
+    });
+    let misses = outcomes
+        .iter()
+        .filter(|o| **o == CacheOutcome::Miss)
+        .count();
+    assert_eq!(misses, 1, "{outcomes:?}");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

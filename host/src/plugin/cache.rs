@@ -4,7 +4,8 @@
 //! Layout: `<cache_dir>/<engine-key>/<component-sha256>.cwasm`, where the engine key hashes
 //! wasmtime's precompile compatibility hash and version. Each file is the SHA-256 of the
 //! artefact followed by the artefact; it is verified before use, so a torn or corrupted file
-//! is recompiled rather than trusted. Files are written to a temporary name and renamed.
+//! is recompiled rather than trusted. Files are written to a temporary name and renamed. One
+//! compiler at a time per component (`<sha256>.lock`, flock): others wait and load its result.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -63,11 +64,31 @@ impl CompileCache {
         if let Some(component) = self.read(engine, &path) {
             return Ok((component, CacheOutcome::Hit));
         }
+        // Another thread or process (a reload, `sluice plugin compile`, a second server on the
+        // same cache) may be compiling the same component: wait for it and load its result,
+        // rather than compile it twice at once.
+        let _compiling = self.lock(sha256);
+        if let Some(component) = self.read(engine, &path) {
+            return Ok((component, CacheOutcome::Hit));
+        }
         let component = Component::new(engine, wasm)?;
         if let Err(e) = self.write(&component, &path) {
             tracing::warn!(path = %path.display(), error = %e, "cannot store compiled plugin in cache");
         }
         Ok((component, CacheOutcome::Miss))
+    }
+
+    /// An exclusive lock on compiling the component `sha256`, held until the file is dropped;
+    /// none when the cache directory cannot hold the lock file (then nothing waits).
+    fn lock(&self, sha256: &str) -> Option<std::fs::File> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join(format!("{sha256}.lock")))
+            .ok()?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive).ok()?;
+        Some(file)
     }
 
     fn read(&self, engine: &Engine, path: &Path) -> Option<Component> {
