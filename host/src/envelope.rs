@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use crate::reply::Reply;
+use crate::smtp::reply::Reply;
 
 /// A transaction's envelope: the sender and the recipients accepted so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,19 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The decision's short name, for logs, metrics and the journal: `continue`, `accept`,
+    /// `reject`, `tempfail`, `discard` or `quarantine`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Continue => "continue",
+            Decision::Accept => "accept",
+            Decision::Reject { .. } => "reject",
+            Decision::Tempfail { .. } => "tempfail",
+            Decision::Discard => "discard",
+            Decision::Quarantine { .. } => "quarantine",
+        }
+    }
+
     /// The refusal `reply` stands for: a reject for a 5xx code, a tempfail otherwise.
     pub fn refusal(reply: Reply) -> Decision {
         if reply.code >= 500 {

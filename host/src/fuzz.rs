@@ -16,8 +16,8 @@ use crate::envelope::Decision;
 use crate::envelope::TlsParams;
 use crate::pipeline;
 use crate::plugin::bindings::types::FailedRecipient;
-use crate::reply::Reply;
-use crate::session::{self, AuthOutcome, Session, SessionConfig, Step, auth};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{self, AuthOutcome, Session, SessionConfig, Step, auth};
 
 /// A harness: arbitrary bytes in, a panic when an invariant breaks.
 pub type Harness = fn(&[u8]);
@@ -475,7 +475,7 @@ pub fn message(data: &[u8]) {
     }
     // Remove the first parsed field and prepend one: the body is untouched, the field gone.
     let remove: Vec<String> = headers.iter().take(1).map(|h| h.name.clone()).collect();
-    let out = crate::message::finalize(data, &["X-Fuzz: 1\r\n".into()], &remove);
+    let out = crate::inbound::message::finalize(data, &["X-Fuzz: 1\r\n".into()], &remove);
     let body: &[u8] = if data.starts_with(b"\r\n") {
         data
     } else {
@@ -487,7 +487,7 @@ pub fn message(data: &[u8]) {
     );
     assert!(out.ends_with(body), "the body was changed");
     // Removing forged Authentication-Results keeps the body and every other field.
-    let cleaned = crate::message::remove_auth_results_of(data, "mx.test");
+    let cleaned = crate::inbound::message::remove_auth_results_of(data, "mx.test");
     assert!(cleaned.ends_with(body), "the body was changed");
     assert!(cleaned.len() <= data.len());
     // A spool file is the envelope as one JSON line and the message.

@@ -450,7 +450,7 @@ pub fn submit(
     if !valid_user(user) {
         return Err(fail(format!(
             "--user {:?}: a user name is printable, without spaces, at most {MAX_USER} bytes",
-            crate::message::printable(user)
+            crate::inbound::message::printable(user)
         )));
     }
     let mut bytes = format!("{DROP_MAGIC} {label} {user}\n").into_bytes();
@@ -564,13 +564,13 @@ fn take_drops(dir: &Path, batch: usize) -> Result<Vec<Dropped>, LearnError> {
             .and_then(|(bytes, meta)| parse_drop(&bytes, meta.uid()));
         // Removed whatever it is: a symbolic link is unlinked, not what it points to.
         if let Err(e) = std::fs::remove_file(&path) {
-            tracing::warn!(file = %crate::message::printable(&name), "spam learning: cannot remove a drop file: {e}");
+            tracing::warn!(file = %crate::inbound::message::printable(&name), "spam learning: cannot remove a drop file: {e}");
         }
         match read {
             Ok(d) => out.push(d),
             Err(why) => tracing::warn!(
                 dir = %dir.display(),
-                file = %crate::message::printable(&name),
+                file = %crate::inbound::message::printable(&name),
                 "spam learning: drop file refused: {why}"
             ),
         }
@@ -800,8 +800,12 @@ impl Lock {
                 }
             }
             Log::Store(kv) => {
-                let token = format!("{}-{}", std::process::id(), crate::message::now_rfc5322())
-                    .into_bytes();
+                let token = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    crate::inbound::message::now_rfc5322()
+                )
+                .into_bytes();
                 loop {
                     // Free: absent, or emptied by its last holder.
                     for free in [None, Some(Vec::new())] {
@@ -937,7 +941,7 @@ async fn learn_locked(
                 .await?
         {
             summary.over_quota += 1;
-            tracing::warn!(user = %crate::message::printable(user), limit = site.limits.max_per_user_per_day, "spam learning: message not learned: the user's daily quota is used up");
+            tracing::warn!(user = %crate::inbound::message::printable(user), limit = site.limits.max_per_user_per_day, "spam learning: message not learned: the user's daily quota is used up");
             continue;
         }
         let sha = digest(&item.bytes);
@@ -1042,7 +1046,7 @@ async fn learn_locked(
 /// In `sluice serve`, when a site model is configured: collects the drop directory every
 /// [`SYNC_INTERVAL`] (when it exists), logging what each collection learned.
 pub async fn collect_loop(
-    ctx: std::sync::Arc<crate::context::ServerContext>,
+    ctx: std::sync::Arc<crate::server::context::ServerContext>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last_error = String::new();

@@ -12,23 +12,23 @@ use sluice_tests::{Conversation, TestServer, plugin, run_client, sluice_bin, wor
 
 /// A signing key for `domain`/`selector`: (PEM file, DNS TXT record).
 fn key(dir: &Path, domain: &str, selector: &str, ed25519: bool) -> (std::path::PathBuf, String) {
-    let (pem, record) = sluice::authentication::keygen(ed25519).unwrap();
+    let (pem, record) = sluice::sender_auth::keygen(ed25519).unwrap();
     let path = dir.join(format!("{domain}.{selector}.key"));
     std::fs::write(&path, pem).unwrap();
     (path, record)
 }
 
 /// An authenticator that signs for `domain` with `key` (the remote senders of these tests).
-fn signer(domain: &str, selector: &str, key: &Path) -> sluice::authentication::Authenticator {
+fn signer(domain: &str, selector: &str, key: &Path) -> sluice::sender_auth::Authenticator {
     let cfg = sluice_tests::config(&format!(
         "[authentication]\nverify = false\n[[authentication.dkim_key]]\ndomain = {domain:?}\nselector = {selector:?}\nkey = {key:?}\n"
     ));
-    sluice::authentication::Authenticator::new(&cfg).unwrap()
+    sluice::sender_auth::Authenticator::new(&cfg).unwrap()
 }
 
 /// A message with its DKIM-Signature field first (when `signer` is given).
 fn message(
-    signer: Option<&sluice::authentication::Authenticator>,
+    signer: Option<&sluice::sender_auth::Authenticator>,
     from: &str,
     subject: &str,
     body: &str,
@@ -148,7 +148,7 @@ async fn spf_results_reach_the_header_and_the_plugins() {
         );
     }
     // Operators see the same in the metrics (process-wide, so at least these).
-    let metrics = sluice::metrics::get().encode();
+    let metrics = sluice::admin::metrics::get().encode();
     for verdict in ["pass", "fail", "softfail", "none", "permerror", "temperror"] {
         let line = format!(
             "sluice_authentication_results_total{{check=\"spf_mail_from\",verdict=\"{verdict}\"}} "
@@ -284,7 +284,7 @@ async fn dkim_and_dmarc_recorded_or_enforced_per_listener() {
 }
 
 /// A signer for signed.test whose selector has no key in DNS.
-fn signer_for_selector(key: &Path) -> sluice::authentication::Authenticator {
+fn signer_for_selector(key: &Path) -> sluice::sender_auth::Authenticator {
     signer("signed.test", "missing", key)
 }
 
@@ -358,7 +358,7 @@ async fn our_users_mail_is_signed_not_verified_and_verifies_elsewhere() {
     let mail = s.mailbox("bob", 2).await;
     let verifier = {
         let cfg = sluice_tests::config(&auth_config(&dns));
-        sluice::authentication::Authenticator::new(&cfg).unwrap()
+        sluice::sender_auth::Authenticator::new(&cfg).unwrap()
     };
     for (subject, domain, selector, algorithm) in [
         ("ed25519", "example.org", "ed", "ed25519-sha256"),
@@ -384,7 +384,7 @@ async fn our_users_mail_is_signed_not_verified_and_verifies_elsewhere() {
         let results = verifier.check_message(m.as_bytes(), &checks).await;
         assert_eq!(
             results.dkim.first().map(|d| (d.verdict, d.domain.as_str())),
-            Some((sluice::authentication::Status::Pass, domain)),
+            Some((sluice::sender_auth::Status::Pass, domain)),
             "{results:?}"
         );
         // dkimpy, an independent implementation, with the published record.

@@ -19,7 +19,7 @@ async fn console() -> TestServer {
     )
     .await;
     let admins = server.dir.path().join("admins");
-    sluice::credentials::set_password(&admins, "root", "correct horse").unwrap();
+    sluice::smtp_auth::credentials::set_password(&admins, "root", "correct horse").unwrap();
     server
 }
 
@@ -471,7 +471,8 @@ async fn learning_console(extra: &str, id: &str) -> (tempfile::TempDir, TestServ
         &[("spam-score", plugin("bundled", "20-spam-score"))],
     )
     .await;
-    sluice::credentials::set_password(&server.dir.path().join("admins"), "root", "pw").unwrap();
+    sluice::smtp_auth::credentials::set_password(&server.dir.path().join("admins"), "root", "pw")
+        .unwrap();
     server
         .ctx()
         .spool
@@ -682,7 +683,7 @@ async fn the_log_in_throttle_cannot_lock_the_administrator_out_and_counts_parall
 async fn a_session_ends_when_the_password_changes_or_the_user_is_removed() {
     let server = console().await;
     let admins = server.dir.path().join("admins");
-    sluice::credentials::set_password(&admins, "ops", "second pw").unwrap();
+    sluice::smtp_auth::credentials::set_password(&admins, "ops", "second pw").unwrap();
     let mut root = Browser::new(server.admin.unwrap());
     let mut ops = Browser::new(server.admin.unwrap());
     assert_eq!(root.log_in("root", "correct horse").await.status, 303);
@@ -691,7 +692,7 @@ async fn a_session_ends_when_the_password_changes_or_the_user_is_removed() {
     assert_eq!(ops.get("/").await.status, 200);
     // A new password for root (the file's time must move on for it to be re-read).
     tokio::time::sleep(Duration::from_millis(20)).await;
-    sluice::credentials::set_password(&admins, "root", "new horse").unwrap();
+    sluice::smtp_auth::credentials::set_password(&admins, "root", "new horse").unwrap();
     let r = root.get("/").await;
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
     assert_eq!(ops.get("/").await.status, 200, "the other log-in stays");

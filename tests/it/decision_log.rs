@@ -84,8 +84,10 @@ fn config(dir: &Path) -> std::path::PathBuf {
         ),
     )
     .unwrap();
-    sluice::credentials::set_password(&dir.join("users"), "alice", "wonderland").unwrap();
-    sluice::credentials::set_password(&dir.join("admins"), "root", "correct horse").unwrap();
+    sluice::smtp_auth::credentials::set_password(&dir.join("users"), "alice", "wonderland")
+        .unwrap();
+    sluice::smtp_auth::credentials::set_password(&dir.join("admins"), "root", "correct horse")
+        .unwrap();
     cfg
 }
 

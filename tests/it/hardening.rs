@@ -490,7 +490,7 @@ async fn one_client_making_a_plugin_fail_cools_it_down_for_itself_only() {
     assert!(r.starts_with("250 "), "{r}");
     let r = send_to_bob(v6, "hostile again", "x").await;
     assert!(r.starts_with("451 "), "{r}");
-    let metrics = sluice::metrics::get().encode();
+    let metrics = sluice::admin::metrics::get().encode();
     assert!(
         metrics.contains("sluice_plugin_calls_total{plugin=\"crashy\",hook=\"check-message\",verdict=\"continue\"}"),
         "the plugin was called for the other client:\n{metrics}"
@@ -782,7 +782,7 @@ async fn the_spool_filesystem_full_gets_452_loses_nothing_and_acceptance_resumes
 #[tokio::test]
 async fn dkim_signs_only_a_from_the_user_may_send_as() {
     let keys = tempfile::tempdir().unwrap();
-    let (pem, _record) = sluice::authentication::keygen(true).unwrap();
+    let (pem, _record) = sluice::sender_auth::keygen(true).unwrap();
     let key = keys.path().join("example.org.ed.key");
     std::fs::write(&key, pem).unwrap();
     for refuse in [false, true] {

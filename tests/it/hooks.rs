@@ -5,7 +5,7 @@ use sluice::plugin::Hook;
 use sluice::plugin::bindings::types::{
     BounceRequest, DeliveryReport, DeliveryStatus, FailedRecipient,
 };
-use sluice::reply::Reply;
+use sluice::smtp::reply::Reply;
 use sluice_tests::*;
 
 const CONFIG: &str = r#"

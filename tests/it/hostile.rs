@@ -4,7 +4,7 @@
 use sluice::envelope::Decision;
 use sluice::pipeline::Pipeline;
 use sluice::plugin::CallFailure;
-use sluice::reply::Reply;
+use sluice::smtp::reply::Reply;
 use sluice_tests::*;
 
 /// The hostile plugin with a deadline no finite work reaches, even on a busy machine: the

@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
-use sluice::replay::EnvelopeArgs;
+use sluice::pipeline::replay::EnvelopeArgs;
 use sluice_tests::*;
 
 /// (sender, subject, body): a clean message, a word the tagger rejects, a sender the gate
@@ -73,7 +73,7 @@ async fn the_smtp_path_and_replay_decide_and_edit_alike() {
             helo: Some("client.test".into()),
             ..Default::default()
         };
-        let report = sluice::replay::replay(&Arc::clone(&live), &file, &args, i)
+        let report = sluice::pipeline::replay::replay(&Arc::clone(&live), &file, &args, i)
             .await
             .unwrap();
         let replay_code = match &report.result.decision {
@@ -253,7 +253,7 @@ async fn by_replay(s: &TestServer, dir: &std::path::Path, i: usize, c: &Case) ->
         auth_user: c.auth.then(|| "alice".to_string()),
         authenticate: false,
     };
-    let r = sluice::replay::replay(&s.ctx().live(), &file, &args, i)
+    let r = sluice::pipeline::replay::replay(&s.ctx().live(), &file, &args, i)
         .await
         .unwrap();
     let code = |d: &sluice::envelope::Decision| match d {

@@ -2,7 +2,7 @@
 //! pipeline as Rust plugins.
 
 use sluice::envelope::Decision;
-use sluice::reply::Reply;
+use sluice::smtp::reply::Reply;
 use sluice_tests::*;
 
 const NESTED_EXE: &str = "From: a@example.org\r\nTo: b@example.net\r\nSubject: invoice\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@example.org\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"YY\"\r\n\r\n--YY\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"invoice.pdf.exe\"\r\n\r\nAAAA\r\n--YY--\r\n--XX--\r\n";

@@ -367,7 +367,12 @@ async fn check_config_tells_the_truth_and_a_stray_file_is_skipped_everywhere_ali
     let s = Serve::start(&cfg).await;
     let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
     assert!(log.contains("notes.wasm is not a Sluice plugin"), "{log}");
-    sluice::credentials::set_password(&dir.path().join("admins"), "root", "correct horse").unwrap();
+    sluice::smtp_auth::credentials::set_password(
+        &dir.path().join("admins"),
+        "root",
+        "correct horse",
+    )
+    .unwrap();
     let mut b = sluice_tests::browser::Browser::new(s.admin.unwrap());
     assert_eq!(b.log_in("root", "correct horse").await.status, 303);
     let page = b.get("/plugins").await.body;
@@ -400,7 +405,12 @@ async fn the_console_remembers_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
     let cfg = write_config(dir.path(), "[admin]\naddress = \"127.0.0.1:0\"\n");
-    sluice::credentials::set_password(&dir.path().join("admins"), "root", "correct horse").unwrap();
+    sluice::smtp_auth::credentials::set_password(
+        &dir.path().join("admins"),
+        "root",
+        "correct horse",
+    )
+    .unwrap();
     let overview = |s: &Serve| {
         let addr = s.admin.unwrap();
         async move {

@@ -217,7 +217,7 @@ c.quit()
 /// the sample configuration has it; `extra` is added to the listener.
 async fn milter_server(extra: &str) -> (TestServer, std::net::SocketAddr, tempfile::TempDir) {
     let keys = tempfile::tempdir().unwrap();
-    let (pem, _) = sluice::authentication::keygen(true).unwrap();
+    let (pem, _) = sluice::sender_auth::keygen(true).unwrap();
     let key = keys.path().join("example.org.key");
     std::fs::write(&key, pem).unwrap();
     let s = TestServer::start(

@@ -155,7 +155,7 @@ async fn a_crash_looping_plugin_is_cooled_down_and_its_policy_applies() {
             .cooling_down(now, Some([192, 0, 2, 1].into()))
             .is_none()
     );
-    let metrics = sluice::metrics::get().encode();
+    let metrics = sluice::admin::metrics::get().encode();
     for want in [
         "sluice_plugin_failures_total{plugin=\"crashloop\",hook=\"check-message\",kind=\"trap\"} 2",
         "sluice_plugin_failures_total{plugin=\"crashloop\",hook=\"check-message\",kind=\"cooling-down\"} 3",
@@ -166,8 +166,8 @@ async fn a_crash_looping_plugin_is_cooled_down_and_its_policy_applies() {
     // The plugin's other hooks are not called during the cool-down either; `plugin list`
     // shows it as a cool-down for one client, not for all.
     let rows = live.pipeline.describe();
-    assert_eq!(rows[0]["clients_in_cooldown"].as_u64(), Some(1), "{rows:?}");
-    assert!(rows[0]["cooldown_secs_left"].is_null(), "{rows:?}");
+    assert_eq!(rows[0].clients_in_cooldown, 1, "{rows:?}");
+    assert_eq!(rows[0].cooldown_secs_left, None, "{rows:?}");
     s.stop().await;
 }
 
@@ -186,13 +186,13 @@ async fn a_bad_configuration_reload_keeps_the_old_one_and_a_good_one_applies() {
 
     // Unknown key: refused, nothing changes.
     std::fs::write(&path, text("[scoring]\nspam_treshold = 1.0\n")).unwrap();
-    let e = sluice::reload::reload_config(s.ctx(), Some(&path))
+    let e = sluice::server::reload::reload_config(s.ctx(), Some(&path))
         .await
         .unwrap_err();
     assert!(e.contains("unknown key `scoring.spam_treshold`"), "{e}");
     // A plugin refusing its new settings: refused as a whole.
     std::fs::write(&path, text("[plugin.tagger.config]\nscore = 1000.0\n")).unwrap();
-    let e = sluice::reload::reload_config(s.ctx(), Some(&path))
+    let e = sluice::server::reload::reload_config(s.ctx(), Some(&path))
         .await
         .unwrap_err();
     assert!(e.contains("score"), "{e}");
@@ -202,7 +202,7 @@ async fn a_bad_configuration_reload_keeps_the_old_one_and_a_good_one_applies() {
 
     // A good one applies to the next transaction.
     std::fs::write(&path, text("[plugin.tagger.config]\ntag = \"reloaded\"\n")).unwrap();
-    sluice::reload::reload_config(s.ctx(), Some(&path))
+    sluice::server::reload::reload_config(s.ctx(), Some(&path))
         .await
         .unwrap();
     assert!(send(s.smtp, "after reload").await.starts_with("250 "));

@@ -47,7 +47,8 @@ fn passwd_then_serve_then_sigkill_keeps_the_acknowledged_message() {
         .unwrap();
     let out = passwd.wait_with_output().unwrap();
     assert!(out.status.success());
-    let creds = sluice::credentials::Credentials::load(&dir.path().join("users")).unwrap();
+    let creds =
+        sluice::smtp_auth::credentials::Credentials::load(&dir.path().join("users")).unwrap();
     assert!(creds.verify("bob", "hunter2"));
 
     let mut child = Child(

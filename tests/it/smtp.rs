@@ -422,7 +422,7 @@ async fn a_user_added_while_running_can_authenticate_on_loopback_plaintext() {
     let users = s.dir.path().join("users");
     // Make sure the file's modification time moves even on coarse-grained file systems.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    sluice::credentials::set_password(&users, "carol", "opensesame").unwrap();
+    sluice::smtp_auth::credentials::set_password(&users, "carol", "opensesame").unwrap();
     // Plaintext AUTH is allowed on loopback by configuration (submission still wants TLS
     // before mail, so this uses the smtp listener).
     let mut c = Conversation::connect(s.smtp).await;

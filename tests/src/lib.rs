@@ -261,12 +261,14 @@ address = "127.0.0.1:0"
         std::fs::write(&file, &toml).unwrap();
         let mut config = config(&toml);
         config.source = Some(file);
-        sluice::credentials::set_password(&config.users_file(), "alice", "wonderland").unwrap();
+        sluice::smtp_auth::credentials::set_password(&config.users_file(), "alice", "wonderland")
+            .unwrap();
         let rt = runtime();
         let pipeline = Pipeline::load(&rt, &config)
             .await
             .unwrap_or_else(|e| panic!("plugins: {e:?}"));
-        let ctx = sluice::context::context(config, pipeline, rt.clone()).expect("server context");
+        let ctx =
+            sluice::server::context::context(config, pipeline, rt.clone()).expect("server context");
         let server = sluice::server::Server::start(Arc::new(ctx))
             .await
             .expect("server starts");
@@ -356,7 +358,7 @@ address = "127.0.0.1:0"
     }
 
     /// The running server's shared context (live configuration and plugins, reloads).
-    pub fn ctx(&self) -> &Arc<sluice::context::ServerContext> {
+    pub fn ctx(&self) -> &Arc<sluice::server::context::ServerContext> {
         self.server.as_ref().expect("server running").context()
     }
 

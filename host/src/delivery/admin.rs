@@ -58,7 +58,7 @@ fn checked(id: &str) -> Result<&str, AdminError> {
         Ok(id)
     } else {
         Err(AdminError::BadId(
-            crate::message::printable(id).into_owned(),
+            crate::inbound::message::printable(id).into_owned(),
         ))
     }
 }

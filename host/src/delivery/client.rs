@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::reply::Reply;
+use crate::smtp::reply::Reply;
 
 pub use crate::config::TlsPolicy;
 
@@ -218,7 +218,8 @@ impl std::fmt::Display for Target {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-type Stream = crate::stream::MaybeTls<tokio_rustls::client::TlsStream<Box<dyn Io>>, Box<dyn Io>>;
+type Stream =
+    crate::tls::stream::MaybeTls<tokio_rustls::client::TlsStream<Box<dyn Io>>, Box<dyn Io>>;
 
 /// An open, greeted (and, as configured, encrypted and authenticated) connection to a next
 /// hop, ready for a message.

@@ -336,7 +336,7 @@ impl Destinations {
                     let doublings = (h.failures - SUSPEND_AFTER).min(16);
                     let secs = (FIRST_SUSPENSION << doublings).min(MAX_SUSPENSION);
                     h.suspended_until = now + secs;
-                    tracing::warn!(destination = %key, failures = h.failures, suspended_secs = secs, error = %crate::message::printable(error), "destination unreachable: its deliveries are suspended");
+                    tracing::warn!(destination = %key, failures = h.failures, suspended_secs = secs, error = %crate::inbound::message::printable(error), "destination unreachable: its deliveries are suspended");
                 }
             }
             Outcome::Neutral => {}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use crate::reply::Reply;
+use crate::smtp::reply::Reply;
 
 use super::client::{ClientConfig, ClientError, Connection, Outcome, Outgoing, Target};
 

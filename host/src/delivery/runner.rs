@@ -29,8 +29,8 @@ use crate::config::{Config, RouteConfig, RouteKind};
 use crate::envelope::{Recipient, Sender};
 use crate::pipeline::{CallRecord, Pipeline};
 use crate::plugin::bindings::types::{DeliveryReport, DeliveryStatus, FailedRecipient};
-use crate::reply::Reply;
-use crate::session::address;
+use crate::smtp::reply::Reply;
+use crate::smtp::session::address;
 use crate::spool::{self, Spool, SpoolState, SpooledEnvelope};
 
 use super::bounce::Notice;
@@ -76,9 +76,9 @@ pub struct Runner {
     mx: MxResolver,
     destinations: Destinations,
     /// When set, the configuration and plugins in force are taken from here.
-    live: Option<Arc<arc_swap::ArcSwap<crate::context::Live>>>,
+    live: Option<Arc<arc_swap::ArcSwap<crate::server::context::Live>>>,
     /// The `live` state `settings` was taken from.
-    seen: std::sync::Mutex<Option<Arc<crate::context::Live>>>,
+    seen: std::sync::Mutex<Option<Arc<crate::server::context::Live>>>,
     /// Where this server listens: a next hop there is ourselves (a mail loop).
     own: Vec<std::net::SocketAddr>,
     /// Messages whose processing panicked, and when to try them again.
@@ -406,7 +406,10 @@ impl Runner {
     }
 
     /// Makes the runner use the configuration and plugins in force in `live` (reloads).
-    pub fn following(mut self, live: Arc<arc_swap::ArcSwap<crate::context::Live>>) -> Runner {
+    pub fn following(
+        mut self,
+        live: Arc<arc_swap::ArcSwap<crate::server::context::Live>>,
+    ) -> Runner {
         self.live = Some(live);
         self
     }
@@ -620,7 +623,7 @@ impl Runner {
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "a panic without a message".to_string());
-        tracing::error!(id = %id, panic = %crate::message::printable(&text), "delivery of the message panicked; it stays queued and is retried in {PANIC_RETRY_SECS} s");
+        tracing::error!(id = %id, panic = %crate::inbound::message::printable(&text), "delivery of the message panicked; it stays queued and is retried in {PANIC_RETRY_SECS} s");
         self.panicked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -835,8 +838,8 @@ impl Runner {
                     RcptStatus::Failed => "failed",
                     RcptStatus::Pending => "deferred",
                 };
-                crate::metrics::get().delivery(outcome);
-                crate::webhook::emit(
+                crate::admin::metrics::get().delivery(outcome);
+                crate::admin::webhook::emit(
                     outcome,
                     serde_json::json!({
                         "id": id,
@@ -851,13 +854,13 @@ impl Runner {
                 tracing::info!(
                     event = "delivery",
                     id = %id,
-                    from = %crate::message::printable(&envelope.sender.address),
-                    to = %crate::message::printable(&r.address),
+                    from = %crate::inbound::message::printable(&envelope.sender.address),
+                    to = %crate::inbound::message::printable(&r.address),
                     destination = %key,
                     outcome,
-                    remote = %remote.as_deref().map(crate::message::printable).unwrap_or_default(),
+                    remote = %remote.as_deref().map(crate::inbound::message::printable).unwrap_or_default(),
                     attempt = r.attempts,
-                    reply = %crate::message::printable(&reply.to_string()),
+                    reply = %crate::inbound::message::printable(&reply.to_string()),
                     "delivery"
                 );
                 visit.report.attempts.push((
@@ -920,7 +923,7 @@ impl Runner {
                 r.last_reply = Some(format!("message expired in the queue; last reply: {last}"));
                 st.history
                     .push(format!("{} {} expired", fmt_time(now), r.address));
-                crate::webhook::emit(
+                crate::admin::webhook::emit(
                     "expired",
                     serde_json::json!({
                         "id": id,
@@ -929,7 +932,7 @@ impl Runner {
                         "reply": r.last_reply,
                     }),
                 );
-                tracing::info!(event = "expired", id = %id, from = %crate::message::printable(&envelope.sender.address), to = %crate::message::printable(&r.address), outcome = "failed", "expired");
+                tracing::info!(event = "expired", id = %id, from = %crate::inbound::message::printable(&envelope.sender.address), to = %crate::inbound::message::printable(&r.address), outcome = "failed", "expired");
             }
         }
 
@@ -960,7 +963,7 @@ impl Runner {
                         fmt_time(now),
                         envelope.sender.address
                     ));
-                    crate::metrics::get().delay_warning();
+                    crate::admin::metrics::get().delay_warning();
                     visit.report.warnings.push(warning);
                 }
             }
@@ -1011,7 +1014,7 @@ impl Runner {
                     return Err(e);
                 }
             };
-            crate::metrics::get().bounce();
+            crate::admin::metrics::get().bounce();
             visit.report.bounces.push(bounce_id);
         } else if envelope.sender.address.is_empty()
             && st.recipients.iter().any(|r| r.status == RcptStatus::Failed)
@@ -1216,7 +1219,7 @@ impl Runner {
             Notice::Delivered | Notice::Relayed => "success-notice",
         };
         if notice == Notice::Failed {
-            crate::webhook::emit(
+            crate::admin::webhook::emit(
                 "bounced",
                 serde_json::json!({
                     "id": envelope.id,
@@ -1226,7 +1229,7 @@ impl Runner {
                 }),
             );
         }
-        tracing::info!(event = kind, id = %envelope.id, dsn = %dsn_id, to = %crate::message::printable(&envelope.sender.address), "{kind} queued");
+        tracing::info!(event = kind, id = %envelope.id, dsn = %dsn_id, to = %crate::inbound::message::printable(&envelope.sender.address), "{kind} queued");
         Ok(dsn_id)
     }
 

@@ -5,8 +5,47 @@
 //! check`) and the milter decide as the server would. Relay control is the MTA's own business
 //! behind a milter, so that front end leaves it out ([`super::FrontEnd::relay_control`]).
 
-use crate::reply::Reply;
-use crate::session::address;
+use std::net::IpAddr;
+
+use crate::envelope::Decision;
+use crate::smtp::reply::Reply;
+use crate::smtp::session::address;
+
+use super::Action;
+
+/// True when `ip` is in `[relay] trusted_networks`: its mail may be relayed and is signed as
+/// the operator's. A client whose address is unknown (a milter's MTA could not name it:
+/// `0.0.0.0` or `::`) is never trusted, whatever the networks hold (`0.0.0.0/0` included).
+/// Computed once per connection by each front end.
+pub fn trusted(trusted_networks: &[ipnet::IpNet], ip: IpAddr) -> bool {
+    !ip.is_unspecified() && trusted_networks.iter().any(|n| n.contains(&ip))
+}
+
+/// What is done with a message that no check refused: `decision` is what the plugins (or
+/// the DMARC policy) decided at `check-message`; `discard` is set when a plugin discarded
+/// the transaction at an earlier stage; `recipients_left` counts the recipients not
+/// discarded; `quarantine` is a reason given at an earlier stage. A discard wins over a
+/// quarantine, which wins over queueing; the quarantine reason is `check-message`'s when it
+/// gave one.
+pub fn action(
+    decision: &Decision,
+    discard: bool,
+    recipients_left: usize,
+    quarantine: Option<&str>,
+) -> (Action, Option<String>) {
+    let quarantine = match decision {
+        Decision::Quarantine { reason } => Some(reason.clone()),
+        _ => quarantine.map(str::to_string),
+    };
+    let action = if matches!(decision, Decision::Discard) || discard || recipients_left == 0 {
+        Action::Discard
+    } else if quarantine.is_some() {
+        Action::Quarantine
+    } else {
+        Action::Queue
+    };
+    (action, quarantine)
+}
 
 /// A message larger than `max` bytes (declared with SIZE, or as received).
 pub fn too_big(size: usize, max: usize) -> Option<Reply> {
@@ -34,7 +73,7 @@ pub fn sender_not_owned(
             "5.7.1",
             &format!(
                 "Sender address not owned by user {}",
-                crate::message::printable(user)
+                crate::inbound::message::printable(user)
             ),
         )
     })
@@ -42,7 +81,7 @@ pub fn sender_not_owned(
 
 /// MAIL FROM's rules in order: the declared `size` against `max`, then whether the
 /// authenticated `user` may send as `sender` (see [`sender_not_owned`]). The refusal comes
-/// with its reason word ([`crate::decisions::Refusal::reason`]).
+/// with its reason word ([`crate::admin::decisions::Refusal::reason`]).
 pub fn sender_refused(
     size: usize,
     max: usize,
@@ -82,6 +121,65 @@ pub fn recipient_refused(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_action_for_a_message_not_refused() {
+        use super::{Action, Decision, action};
+        let held = |r: &str| Decision::Quarantine { reason: r.into() };
+        let q = Some("earlier");
+        // (decision, discarded earlier, recipients left, earlier quarantine) -> (action, reason)
+        type Row<'a> = (
+            Decision,
+            bool,
+            usize,
+            Option<&'a str>,
+            Action,
+            Option<&'a str>,
+        );
+        let table: [Row; 9] = [
+            (Decision::Continue, false, 1, None, Action::Queue, None),
+            (Decision::Accept, false, 2, None, Action::Queue, None),
+            (Decision::Continue, false, 1, q, Action::Quarantine, q),
+            (
+                held("spam"),
+                false,
+                1,
+                None,
+                Action::Quarantine,
+                Some("spam"),
+            ),
+            (held("spam"), false, 1, q, Action::Quarantine, Some("spam")),
+            (Decision::Discard, false, 1, q, Action::Discard, q),
+            (Decision::Continue, true, 1, None, Action::Discard, None),
+            (Decision::Continue, false, 0, None, Action::Discard, None),
+            (held("spam"), true, 1, None, Action::Discard, Some("spam")),
+        ];
+        for (decision, discard, left, earlier, want, reason) in table {
+            let got = action(&decision, discard, left, earlier);
+            assert_eq!(
+                got,
+                (want, reason.map(str::to_string)),
+                "{decision:?} discard={discard} left={left} earlier={earlier:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_networks_never_trust_an_unknown_client() {
+        use super::trusted;
+        let all: Vec<ipnet::IpNet> = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+        let lan: Vec<ipnet::IpNet> = vec!["192.0.2.0/24".parse().unwrap()];
+        for (nets, ip, want) in [
+            (&lan, "192.0.2.9", true),
+            (&lan, "198.51.100.1", false),
+            (&all, "198.51.100.1", true),
+            (&all, "0.0.0.0", false),
+            (&all, "::", false),
+            (&Vec::new(), "127.0.0.1", false),
+        ] {
+            assert_eq!(trusted(nets, ip.parse().unwrap()), want, "{ip} in {nets:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

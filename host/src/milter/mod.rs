@@ -19,11 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::DmarcMode;
-use crate::context::ServerContext;
 use crate::envelope::Decision;
 use crate::envelope::{Param, Recipient, Sender, TlsParams};
 use crate::inbound::{Action, Client, Disposition, FrontEnd, Inbound, refuses};
-use crate::reply::Reply;
+use crate::server::context::ServerContext;
+use crate::smtp::reply::Reply;
 use protocol::{Command, Decoder, ProtocolError, Response, action, step};
 
 /// Binds a milter Unix socket at `path` (replacing a stale socket file) with permissions
@@ -450,7 +450,7 @@ impl Conversation {
         }
         field.extend_from_slice(value);
         field.extend_from_slice(b"\r\n");
-        let field = crate::session::normalise_line_endings(field);
+        let field = crate::smtp::session::normalise_line_endings(field);
         self.push(&field);
     }
 
@@ -467,17 +467,8 @@ impl Conversation {
             });
         }
         c.auth_user = self.macro_value("auth_authen").map(str::to_string);
-        // A client the MTA could not name is never trusted, whatever the trusted networks
-        // hold (0.0.0.0/0 included).
-        c.trusted = !c.ip.is_unspecified()
-            && self
-                .ctx
-                .live()
-                .config
-                .relay
-                .trusted_networks
-                .iter()
-                .any(|n| n.contains(&c.ip));
+        c.trusted =
+            crate::inbound::rules::trusted(&self.ctx.live().config.relay.trusted_networks, c.ip);
         c
     }
 
@@ -558,13 +549,8 @@ impl Conversation {
             }
             ok
         });
-        let disposition = match d.action {
-            Action::Refuse => crate::pipeline::action_name(&d.decision),
-            Action::Discard => "discarded",
-            Action::Quarantine => "quarantined",
-            Action::Queue => "accepted",
-        };
-        txn.log(&d, &calls, disposition, &d.reply);
+        // Behind a milter the MTA queues the message; its name is the same as ours.
+        txn.log(&d, &calls, d.name(), &d.reply);
         self.end_transaction();
         responses
     }

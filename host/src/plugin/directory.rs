@@ -112,7 +112,7 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     })
 }
 
-/// What the directory watcher ([`crate::reload`]) knows about the files behind the plugins in
+/// What the directory watcher ([`crate::server::reload`]) knows about the files behind the plugins in
 /// service.
 #[derive(Debug, Default)]
 pub struct DirState {

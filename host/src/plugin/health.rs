@@ -83,7 +83,7 @@ impl Default for Health {
 
 /// The key a client's failures are counted under.
 fn key(client: IpAddr) -> IpAddr {
-    crate::login_throttle::client_key(client, 64)
+    crate::smtp_auth::login_throttle::client_key(client, 64)
 }
 
 impl Health {
@@ -243,7 +243,7 @@ mod tests {
         let m = Hook::CheckMessage;
         assert_eq!(h.failed(m, ip(1), t), Transition::None);
         assert_eq!(h.failed(m, ip(1), t), Transition::None);
-        let attacker = crate::login_throttle::client_key(ip(1).unwrap(), 64);
+        let attacker = crate::smtp_auth::login_throttle::client_key(ip(1).unwrap(), 64);
         assert_eq!(
             h.failed(m, ip(1), t),
             Transition::CooledDown(Duration::from_secs(10), Scope::Client(attacker))

@@ -18,7 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::types::ConfigValue;
 use super::bindings::v0_1::sluice::filter::{authentication, host, types};
-use crate::authentication as sender_auth;
+use crate::sender_auth;
 
 /// Longest log line kept from a plugin; longer ones are cut (and marked so).
 pub const MAX_LOG_LINE: usize = 2048;

@@ -208,7 +208,7 @@ impl PluginInstance {
     }
 
     /// Sets the sender-authentication results the guest's next calls see.
-    pub fn set_authentication(&mut self, results: Option<Arc<crate::authentication::Results>>) {
+    pub fn set_authentication(&mut self, results: Option<Arc<crate::sender_auth::Results>>) {
         self.store.data_mut().authentication = results;
     }
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use sluice::config::Config;
 use sluice::pipeline::Pipeline;
 
-use crate::{runtime_for, tokio_runtime};
+use crate::setup::{runtime_for, tokio_runtime};
 
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(file)?;
@@ -19,12 +19,12 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     if let Err(e) = sluice::tls::server_config(&config) {
         problems.push(format!("TLS: {e}"));
     }
-    if let Err(e) = sluice::authentication::Authenticator::new(&config) {
+    if let Err(e) = sluice::sender_auth::Authenticator::new(&config) {
         problems.push(format!("sender authentication: {e}"));
     }
     let users = config.users_file();
     if users.exists()
-        && let Err(e) = sluice::credentials::CredentialsFile::open(&users)
+        && let Err(e) = sluice::smtp_auth::credentials::CredentialsFile::open(&users)
     {
         problems.push(format!("users file {}: {e}", users.display()));
     }
@@ -53,4 +53,18 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("  {p}");
     }
     Ok(ExitCode::from(2))
+}
+
+/// Check that `sluice serve` would start with a configuration file and its plugin
+/// directory (plugins' own validation included); print every problem.
+#[derive(clap::Args)]
+pub struct CheckConfig {
+    /// The file.
+    file: std::path::PathBuf,
+}
+
+impl CheckConfig {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        run(&self.file)
+    }
 }

@@ -1,7 +1,7 @@
 //! `sluice dkim keygen`: a new DKIM key pair, the private key written owner-only, the DNS
 //! record printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -33,7 +33,7 @@ pub fn keygen(
             path.display()
         );
     }
-    let (pem, record) = sluice::authentication::keygen(ed25519).map_err(|e| anyhow::anyhow!(e))?;
+    let (pem, record) = sluice::sender_auth::keygen(ed25519).map_err(|e| anyhow::anyhow!(e))?;
     {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -63,4 +63,42 @@ pub fn keygen(
         std::fs::canonicalize(&path).unwrap_or(path)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// DKIM keys for signing outbound mail.
+#[derive(clap::Args)]
+pub struct Dkim {
+    #[command(subcommand)]
+    command: DkimCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum DkimCommand {
+    /// Write a new private key to DIR/DOMAIN.SELECTOR.key (readable by its owner only) and
+    /// print the DNS TXT record to publish and the configuration to add.
+    Keygen {
+        /// The signing domain, e.g. example.org.
+        domain: String,
+        /// The selector, e.g. 2026a (the record goes to SELECTOR._domainkey.DOMAIN).
+        selector: String,
+        /// `rsa` (2048 bits, understood everywhere) or `ed25519` (RFC 8463).
+        #[arg(long, default_value = "rsa")]
+        algorithm: String,
+        /// Directory for the key file (default: the current directory).
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+impl Dkim {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            DkimCommand::Keygen {
+                domain,
+                selector,
+                algorithm,
+                out,
+            } => keygen(&domain, &selector, &algorithm, &out),
+        }
+    }
 }

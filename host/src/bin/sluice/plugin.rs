@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 
 use sluice::config::Config;
-use sluice::pipeline::{LoadError, Pipeline};
+use sluice::pipeline::replay::{self, EnvelopeArgs};
+use sluice::pipeline::{LoadError, Pipeline, PluginRow};
 use sluice::plugin::{Runtime, directory};
-use sluice::replay::{self, EnvelopeArgs};
 
-use crate::runtime_for;
+use crate::setup::{engine_for, load_config, runtime_for, tokio_runtime};
 
 /// Loads the pipeline: the whole configured directory, or only the plugins named.
 pub async fn load_pipeline(
@@ -83,8 +83,8 @@ pub async fn check(
     let runtime = runtime_for(&config, false)?;
     let pipeline = load_pipeline(&runtime, &config, &only).await?;
     warn(&pipeline);
-    let auth = std::sync::Arc::new(sluice::authentication::Authenticator::new(&config)?);
-    let live = std::sync::Arc::new(sluice::context::Live {
+    let auth = std::sync::Arc::new(sluice::sender_auth::Authenticator::new(&config)?);
+    let live = std::sync::Arc::new(sluice::server::context::Live {
         config,
         pipeline,
         tls: None,
@@ -113,7 +113,7 @@ pub async fn check(
 }
 
 pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow::Result<ExitCode> {
-    let rows: Vec<serde_json::Value> = match &server {
+    let rows: Vec<PluginRow> = match &server {
         Some(addr) => fetch_plugins(addr).await?,
         None => {
             let runtime = runtime_for(&config, false)?;
@@ -132,42 +132,37 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
             None => println!("no plugins in {}", config.plugin_dir().display()),
         }
     }
-    let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let join = |items: Vec<&str>| items.join(",");
     for r in &rows {
-        let hooks: Vec<String> = r["hooks"]
-            .as_array()
-            .map(|a| a.iter().map(text).collect())
-            .unwrap_or_default();
         let mut scope = String::new();
-        for key in ["listeners", "domains"] {
-            if let Some(a) = r[key].as_array().filter(|a| !a.is_empty()) {
-                let v: Vec<String> = a.iter().map(text).collect();
-                scope.push_str(&format!(" {key}={}", v.join(",")));
-            }
+        if !r.listeners.is_empty() {
+            let l = r.listeners.iter().map(|l| l.as_str()).collect();
+            scope.push_str(&format!(" listeners={}", join(l)));
         }
-        if let Some(left) = r["cooldown_secs_left"].as_u64() {
+        if !r.domains.is_empty() {
+            scope.push_str(&format!(" domains={}", r.domains.join(",")));
+        }
+        if let Some(left) = r.cooldown_secs_left {
             scope.push_str(&format!(" COOLING-DOWN({left}s)"));
         }
-        if let Some(n) = r["clients_in_cooldown"].as_u64().filter(|n| *n > 0) {
+        if r.clients_in_cooldown > 0 {
+            let n = r.clients_in_cooldown;
             scope.push_str(&format!(" COOLING-DOWN-FOR-{n}-CLIENT(S)"));
         }
-        if let Some(n) = r["stages_ended"].as_u64().filter(|n| *n > 0) {
+        if r.stages_ended > 0 {
+            let n = r.stages_ended;
             scope.push_str(&format!(" ended-stage-before-later-plugins={n}"));
         }
-        let sha = text(&r["sha256"]);
         println!(
             "{:>2}. {:<20} {:<8} {:<45} {}ms {}MiB on_failure={} sha256={}{scope}",
-            text(&r["order"]),
-            text(&r["name"]),
-            text(&r["version"]),
-            hooks.join(","),
-            text(&r["timeout_ms"]),
-            text(&r["memory_mb"]),
-            text(&r["on_failure"]),
-            &sha[..sha.len().min(16)],
+            r.order,
+            r.name,
+            r.version,
+            r.hooks.join(","),
+            r.timeout_ms,
+            r.memory_mb,
+            r.on_failure,
+            &r.sha256[..r.sha256.len().min(16)],
         );
     }
     // Who runs after whom at each stage: any verdict but `continue` ends the stage, so a
@@ -182,12 +177,8 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
     ] {
         let names: Vec<String> = rows
             .iter()
-            .filter(|r| {
-                r["hooks"]
-                    .as_array()
-                    .is_some_and(|h| h.iter().any(|x| x == hook))
-            })
-            .map(|r| text(&r["name"]))
+            .filter(|r| r.hooks.iter().any(|h| h == hook))
+            .map(|r| r.name.clone())
             .collect();
         if !names.is_empty() {
             println!("{hook:<16} {}", names.join(" -> "));
@@ -201,7 +192,7 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
 
 /// `GET /plugins` from a running server's metrics address (ureq: an HTTP client, on a
 /// blocking thread).
-async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<PluginRow>> {
     let addr = addr.to_string();
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -227,7 +218,7 @@ async fn fetch_plugins(addr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
             bail!(
                 "--server {addr}: HTTP {}: {}",
                 reply.status(),
-                sluice::message::printable(why.trim())
+                sluice::inbound::message::printable(why.trim())
             );
         }
         let body = reply
@@ -306,4 +297,142 @@ pub fn compile(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Work with plugins offline.
+#[derive(clap::Args)]
+pub struct Plugin {
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum PluginCommand {
+    /// Replay messages through the hook chain and print one JSON object per message.
+    Check {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Run only this plugin: a path to a .wasm file or the name of a plugin in the plugin
+        /// directory. Repeatable; order is kept.
+        #[arg(long = "plugin", value_name = "PATH_OR_NAME")]
+        plugins: Vec<String>,
+        /// Envelope sender (default: from the message's headers). Use "" for the null sender.
+        #[arg(long)]
+        mail_from: Option<String>,
+        /// Envelope recipient (default: the message's To/Cc/Bcc). Repeatable.
+        #[arg(long)]
+        rcpt: Vec<String>,
+        /// Client IP address (default 127.0.0.1). Given, the replay also applies relay control
+        /// as the server would for that client.
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+        /// HELO name (default localhost).
+        #[arg(long)]
+        helo: Option<String>,
+        /// Authenticated user (default: none).
+        #[arg(long)]
+        auth_user: Option<String>,
+        /// Run the SPF, DKIM and DMARC checks as the server would (with the configuration's
+        /// `[authentication]` resolver), for the plugins and the `authentication` output.
+        /// Off by default: replay needs no network.
+        #[arg(long)]
+        authenticate: bool,
+        /// Message files (.eml).
+        #[arg(required = true)]
+        messages: Vec<PathBuf>,
+    },
+    /// Create a new plugin folder, ready to build and check: `sluice plugin new NAME --lang
+    /// rust|python|js`.
+    New {
+        /// The plugin's name (its file will be NAME.wasm).
+        name: String,
+        /// The language.
+        #[arg(long, value_enum)]
+        lang: crate::scaffold::Lang,
+        /// The hooks to implement (default: check-recipient,check-message).
+        #[arg(long, value_delimiter = ',')]
+        hooks: Vec<String>,
+        /// Where to create the NAME folder (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// List the plugins, in order: those the configuration loads (offline), or with
+    /// --server those a running server has in service.
+    List {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Ask a running server: its metrics address (host:port), as in `[metrics] address`.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile plugins for this machine into the server's compile cache (`[plugins]
+    /// cache_dir`, by default `<data_dir>/cache`), so that the server's next start or reload
+    /// loads them at once instead of compiling them.
+    Compile {
+        /// Configuration file (default: the built-in configuration).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Compile nothing: exit 0 when every file is compiled already, 1 otherwise.
+        #[arg(long)]
+        check: bool,
+        /// Plugin files (default: every plugin of the configured plugin directory).
+        files: Vec<PathBuf>,
+    },
+}
+
+impl Plugin {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            PluginCommand::Check {
+                config,
+                plugins,
+                mail_from,
+                rcpt,
+                client_ip,
+                helo,
+                auth_user,
+                authenticate,
+                messages,
+            } => {
+                let config = load_config(config.as_ref())?;
+                let args = EnvelopeArgs {
+                    mail_from,
+                    rcpt,
+                    client_ip,
+                    helo,
+                    auth_user,
+                    authenticate,
+                };
+                tokio_runtime()?.block_on(check(config, plugins, args, messages))
+            }
+            PluginCommand::New {
+                name,
+                lang,
+                hooks,
+                dir,
+            } => crate::scaffold::run(&name, lang, &hooks, &dir),
+            PluginCommand::List {
+                config,
+                json,
+                server,
+            } => {
+                let config = load_config(config.as_ref())?;
+                tokio_runtime()?.block_on(list(config, json, server))
+            }
+            PluginCommand::Compile {
+                config,
+                check,
+                files,
+            } => {
+                let config = load_config(config.as_ref())?;
+                let runtime = engine_for(&config, &config.cache_dir())?;
+                compile(&runtime, &config, files, check)
+            }
+        }
+    }
 }

@@ -1,18 +1,19 @@
 //! `sluice queue …`: list, show, retry, hold, release and delete queued messages, and the
 //! quarantine. What remote parties wrote is printed with control characters escaped.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 
 use sluice::config::Config;
 
-use crate::{QuarantineCommand, QueueCommand};
+use crate::setup::load_config;
 
 /// Prints queue entries. Addresses, reasons and remote replies came from clients, plugins and
 /// other servers: control characters in them are shown escaped, never sent to the terminal.
 fn print_entries(entries: &[sluice::delivery::admin::Entry], json: bool) -> anyhow::Result<()> {
-    use sluice::message::printable;
+    use sluice::inbound::message::printable;
     if json {
         println!("{}", serde_json::to_string_pretty(entries)?);
         return Ok(());
@@ -71,11 +72,14 @@ pub fn run(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
             print_entries(std::slice::from_ref(&entry), false)?;
             println!("history:");
             for h in history {
-                println!("    {}", sluice::message::printable(&h.to_string()));
+                println!(
+                    "    {}",
+                    sluice::inbound::message::printable(&h.to_string())
+                );
             }
             println!("headers:");
             for line in headers.lines() {
-                println!("{}", sluice::message::printable(line));
+                println!("{}", sluice::inbound::message::printable(line));
             }
         }
         QueueCommand::Retry { id, all } => {
@@ -123,4 +127,90 @@ pub fn run(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Inspect and steer the delivery queue (safe beside a running server).
+#[derive(clap::Args)]
+pub struct Queue {
+    /// Configuration file (for the data directory).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: QueueCommand,
+}
+
+impl Queue {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let config = load_config(self.config.as_ref())?;
+        run(&config, self.command)
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum QueueCommand {
+    /// List queued messages: id, age, sender, recipients with state and last reply, next attempt.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, delivery history and headers.
+    Show {
+        /// Queue id.
+        id: String,
+    },
+    /// Attempt delivery now: one message, or all with --all.
+    Retry {
+        /// Queue id.
+        id: Option<String>,
+        /// Every queued message.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Keep a message from being delivered until released.
+    Hold {
+        /// Queue id.
+        id: String,
+    },
+    /// Release a held message for delivery now.
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete a message: --bounce tells the sender, --drop does not. One is required.
+    Delete {
+        /// Queue id.
+        id: String,
+        /// Fail its pending recipients and send the sender a bounce.
+        #[arg(long, conflicts_with = "drop", required_unless_present = "drop")]
+        bounce: bool,
+        /// Remove it silently.
+        #[arg(long)]
+        drop: bool,
+    },
+    /// The quarantine: list, release (deliver) or delete.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum QuarantineCommand {
+    /// List quarantined messages with the reason.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a message to the queue for delivery.
+    Release {
+        /// Queue id.
+        id: String,
+    },
+    /// Delete a message.
+    Delete {
+        /// Queue id.
+        id: String,
+    },
 }

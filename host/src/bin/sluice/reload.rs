@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sluice::reload::ReloadStatus;
+use sluice::server::reload::ReloadStatus;
 
-use crate::load_config;
+use crate::setup::load_config;
 
 /// Checks the configuration and sends SIGHUP to the server of its pid file.
 pub fn run(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
@@ -48,7 +48,7 @@ pub fn run(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    let status_file = sluice::reload::status_file(&config);
+    let status_file = sluice::server::reload::status_file(&config);
     let read_status = || -> Option<ReloadStatus> {
         serde_json::from_slice(&std::fs::read(&status_file).ok()?).ok()
     };
@@ -81,5 +81,21 @@ pub fn run(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Tell the running server to re-read its configuration, certificate and plugins (it
+/// applies them only if all are valid). Checks the file first, then sends SIGHUP to the
+/// PID in the pid file.
+#[derive(clap::Args)]
+pub struct Reload {
+    /// Configuration file (for the pid file's location).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl Reload {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        run(self.config.as_ref())
     }
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use sluice::config::Config;
 
 use crate::plugin::load_pipeline;
-use crate::runtime_for;
+use crate::setup::{load_config, runtime_for, tokio_runtime};
 
 pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     if path.is_none() {
@@ -30,8 +30,7 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
         sluice::private_files::check_not_shared(dir, key).map_err(|e| anyhow::anyhow!(e))?;
     }
     let runtime = runtime_for(&config, true)?;
-    let store = runtime.services.kv.clone();
-    if let Some(s) = &store {
+    if let Some(s) = &runtime.services.kv {
         tracing::info!("plugins' key-value store: {}", s.describe());
     }
     let pipeline = load_pipeline(&runtime, &config, &[]).await?;
@@ -41,62 +40,44 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     for w in pipeline.warnings() {
         tracing::warn!("{w}");
     }
-    let pid_file = config.pid_file();
-    let drain = std::time::Duration::from_secs(config.server.drain_timeout_secs);
-    let ctx = sluice::context::context(config, pipeline, runtime)?;
+    let ctx = sluice::server::context::context(config, pipeline, runtime)?;
     let server = sluice::server::Server::start(std::sync::Arc::new(ctx)).await?;
-    if let Some(dir) = pid_file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", pid_file.display()))?;
-    for (kind, addr) in &server.listeners {
-        // One line per listener on stdout, so scripts and tests learn the ports.
-        println!("listening {} {addr}", kind.as_str());
-    }
-    for path in &server.sockets {
-        println!("listening milter unix:{}", path.display());
-    }
-    if let Some(addr) = server.metrics {
-        println!("listening metrics {addr}");
-    }
-    if let Some(addr) = server.admin {
-        println!("listening admin {addr}");
-    }
-    std::io::stdout().flush()?;
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let status_file = sluice::reload::status_file(&server.context().live().config);
-    let _ = std::fs::remove_file(&status_file);
-    let mut generation = 0u64;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                let outcome = sluice::reload::reload_config(server.context(), path.as_deref()).await;
-                generation += 1;
-                let status = sluice::reload::ReloadStatus {
-                    generation,
-                    pid: std::process::id(),
-                    applied: outcome.is_ok(),
-                    message: match outcome { Ok(m) | Err(m) => m },
-                };
-                // For `sluice reload`, which waits for it.
-                if let Err(e) = serde_json::to_vec(&status).map_err(std::io::Error::other).and_then(|b| {
-                    sluice::private_files::write_private(&status_file, &b)
-                }) {
-                    tracing::warn!("cannot write {}: {e}", status_file.display());
-                }
-            }
+    // One line per listener on stdout, so scripts and tests learn the ports. A closed
+    // stdout does not stop the server: these lines are for whoever reads them.
+    let announce = |server: &sluice::server::Server| {
+        let mut lines = Vec::new();
+        for (kind, addr) in &server.listeners {
+            lines.push(format!("listening {} {addr}", kind.as_str()));
         }
-    }
-    server.shutdown(drain).await;
-    if let Some(s) = &store {
-        s.flush();
-    }
-    let _ = std::fs::remove_file(&pid_file);
+        for path in &server.sockets {
+            lines.push(format!("listening milter unix:{}", path.display()));
+        }
+        if let Some(addr) = server.metrics {
+            lines.push(format!("listening metrics {addr}"));
+        }
+        if let Some(addr) = server.admin {
+            lines.push(format!("listening admin {addr}"));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", lines.join("\n")).and_then(|()| out.flush());
+    };
+    server
+        .run(path.as_deref(), announce, std::future::pending())
+        .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run the SMTP server (the default configuration listens on 127.0.0.1:2525/2587/2465).
+#[derive(clap::Args)]
+pub struct Serve {
+    /// Configuration file (default: the built-in configuration).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl Serve {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        let config = load_config(self.config.as_ref())?;
+        tokio_runtime()?.block_on(run(config, self.config))
+    }
 }

@@ -1,6 +1,7 @@
 //! `sluice spam learn|forget`: the command line of `sluice::spam_learning`.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use sluice::config::Config;
@@ -8,6 +9,8 @@ pub use sluice::spam_learning::Action;
 use sluice::spam_learning::learn;
 use sluice::store::KvStore;
 use sluice_spam::features::SCAN_BYTES;
+
+use crate::setup::load_config;
 
 /// Reads at most the first 16 KiB of `r` (all the classifier reads), then drains the rest.
 fn first_bytes(mut r: impl std::io::Read) -> std::io::Result<Vec<u8>> {
@@ -134,4 +137,84 @@ pub fn run(config: &Config, action: Action, paths: &[PathBuf]) -> anyhow::Result
     };
     print_summary(verb, &summary);
     Ok(())
+}
+
+/// Teach the spam-score plugin the site's judgement (its users' Junk folders).
+#[derive(clap::Args)]
+pub struct Spam {
+    /// Configuration file (for the plugin's settings and the data directory).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: SpamCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum SpamCommand {
+    /// Learn messages as spam or as ham; the running plugin uses the new model for the next
+    /// message. A message learned again with the other label is relabelled.
+    Learn {
+        /// The messages are spam.
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        /// The messages are ham (not spam).
+        #[arg(long)]
+        ham: bool,
+        /// Message files, folders or Maildirs; `-` reads one message from standard input.
+        #[arg(required = true)]
+        messages: Vec<PathBuf>,
+    },
+    /// Undo learning messages: the model becomes what it would be had they never been learned.
+    Forget {
+        /// Message files, folders or Maildirs; `-` reads one message from standard input.
+        #[arg(required = true)]
+        messages: Vec<PathBuf>,
+    },
+    /// Hand one message over for learning, as a mail user (Dovecot's IMAPSieve): it is
+    /// written into the drop directory, which Sluice collects. Needs no configuration and no
+    /// secret, only the right to create files in DROP.
+    Submit {
+        /// The message is spam.
+        #[arg(long, conflicts_with = "ham", required_unless_present = "ham")]
+        spam: bool,
+        /// The message is ham (not spam).
+        #[arg(long)]
+        ham: bool,
+        /// The IMAP user it comes from (each user's hand-overs count against a daily quota).
+        #[arg(long)]
+        user: Option<String>,
+        /// The drop directory, e.g. /var/lib/sluice-spam/drop.
+        #[arg(long)]
+        drop: PathBuf,
+        /// The message file, or `-` for standard input.
+        message: PathBuf,
+    },
+    /// Learn what mail users handed over (`sluice submit`) now, once; `sluice serve` does it
+    /// every 2 seconds by itself.
+    Collect,
+}
+
+impl Spam {
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self.command {
+            SpamCommand::Submit {
+                spam,
+                user,
+                drop,
+                message,
+                ..
+            } => submit(&drop, spam, user.as_deref(), &message)?,
+            SpamCommand::Collect => collect(&load_config(self.config.as_ref())?)?,
+            SpamCommand::Learn { spam, messages, .. } => {
+                let action = if spam { Action::Spam } else { Action::Ham };
+                run(&load_config(self.config.as_ref())?, action, &messages)?
+            }
+            SpamCommand::Forget { messages } => run(
+                &load_config(self.config.as_ref())?,
+                Action::Forget,
+                &messages,
+            )?,
+        }
+        Ok(ExitCode::SUCCESS)
+    }
 }
