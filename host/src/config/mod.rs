@@ -6,6 +6,9 @@
 //!
 //! Without a file Sluice runs on [`Config::default`], the built-in development configuration.
 //! This module only parses and validates; it opens no sockets and loads no plugins.
+//!
+//! May use: serde and the few parsers its checks need (store URLs, DKIM keys); everything else
+//! uses it.
 
 use std::collections::BTreeMap;
 use std::fmt;

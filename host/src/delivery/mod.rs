@@ -3,6 +3,10 @@
 //! ([`destinations`]), the outbound SMTP/LMTP [`client`] and its connection [`pool`], MX
 //! lookup ([`mx`]), local [`local`] Maildir delivery, per-message delivery [`state`], DSN
 //! [`bounce`]s, and the operator's queue actions ([`admin`]).
+//!
+//! May use: the spool, the configuration (routes, limits), the DNS resolver, TLS streams, DKIM
+//! signing and the pipeline's delivery-time hooks, and the admin reports (metrics, journal,
+//! webhook). Nothing inbound.
 
 pub mod admin;
 pub mod bounce;

@@ -15,6 +15,10 @@
 //!
 //! Spooling is the one step left to the front end that needs it ([`Inbound::spool`]): a milter
 //! does not spool, Postfix keeps the message.
+//!
+//! May use: the pipeline, sender authentication, the spool, the configuration, the shared
+//! vocabulary and the admin reports (log line, metrics, journal). No sockets: the front ends do
+//! the I/O.
 
 pub mod message;
 

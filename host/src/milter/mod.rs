@@ -7,6 +7,9 @@
 //!
 //! - [`protocol`]: the packets, sans-IO.
 //! - This module: the listener and one conversation per MTA connection, several messages each.
+//!
+//! May use: the inbound core (every decision), the server context, the configuration and the
+//! admin reports. Not the spool: the MTA keeps the message.
 
 pub mod protocol;
 

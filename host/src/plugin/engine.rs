@@ -8,13 +8,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::v0_1;
 use super::cache::CompileCache;
 use super::capabilities::Services;
-use super::host_api::StoreState;
+use super::state::StoreState;
 
 /// How often the epoch advances: the granularity of hook deadlines, and how often a running
 /// guest yields to the async executor.
@@ -107,8 +106,7 @@ impl Runtime {
         spawn_epoch_ticker(&engine);
 
         let mut linker = Linker::<StoreState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        v0_1::Plugin::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+        super::state::add_to_linker(&mut linker)?;
 
         let cache = CompileCache::new(&engine, cache_dir)?;
         Ok(Runtime {

@@ -16,9 +16,11 @@ use super::bindings::types::{
     PluginInfo, Session, Verdict,
 };
 use super::bindings::v0_1;
-use super::host_api::{LogLine, MemoryLimitExceeded, StoreState};
-use super::loader::LoadedPlugin;
+use super::host_api::LogLine;
+use super::limits::MemoryLimitExceeded;
+use super::loaded::LoadedPlugin;
 use super::returns;
+use super::state::StoreState;
 
 /// How a plugin call failed. Distinct from a verdict: this is the plugin misbehaving.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -142,17 +144,17 @@ impl PluginInstance {
             "a sandbox is created on the plugin thread only (plugin::executor)"
         );
         let limits = plugin.limits;
-        let state = StoreState::new(
-            plugin.config.clone(),
-            limits.memory_mb.saturating_mul(1 << 20),
-            limits.log_lines,
-            &plugin.read_dirs,
-            plugin.grants.clone(),
-            limits.kv_ops_per_call,
-        )
-        .map_err(|e| CallFailure::Instantiate {
-            message: format!("{e:#}"),
-        })?;
+        let state = StoreState::builder()
+            .config(plugin.config.clone())
+            .memory_bytes(limits.memory_mb.saturating_mul(1 << 20))
+            .log_lines(limits.log_lines)
+            .read_dirs(&plugin.read_dirs)
+            .grants(plugin.grants.clone())
+            .ops_per_call(limits.kv_ops_per_call)
+            .build()
+            .map_err(|e| CallFailure::Instantiate {
+                message: format!("{e:#}"),
+            })?;
         let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
         // What the host copies out of the guest in one go (a return value, or the arguments
@@ -163,13 +165,16 @@ impl PluginInstance {
         // before the limits below refused the verdict.
         store.set_hostcall_fuel(returns::copy_budget(&limits));
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
+            if Instant::now() >= ctx.data().budget.deadline {
                 Err(DeadlineExceeded.into())
             } else {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        store.data_mut().deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        store
+            .data_mut()
+            .budget
+            .start(Duration::from_millis(limits.timeout_ms));
         store.set_epoch_deadline(1);
         // Instantiation runs guest code (start functions, initialisers): it is a call like any
         // other, under the same deadline (epochs, and the async timeout) and memory limit.
@@ -209,7 +214,7 @@ impl PluginInstance {
 
     /// Sets the sender-authentication results the guest's next calls see.
     pub fn set_authentication(&mut self, results: Option<Arc<crate::sender_auth::Results>>) {
-        self.store.data_mut().authentication = results;
+        self.store.data_mut().auth.results = results;
     }
 
     /// The plugin this is an instance of.
@@ -221,8 +226,8 @@ impl PluginInstance {
     pub fn take_logs(&mut self) -> (Vec<LogLine>, u32) {
         let state = self.store.data_mut();
         (
-            std::mem::take(&mut state.logs),
-            std::mem::take(&mut state.logs_dropped),
+            std::mem::take(&mut state.host.logs),
+            std::mem::take(&mut state.host.logs_dropped),
         )
     }
 
@@ -339,8 +344,9 @@ impl PluginInstance {
             return Err(CallFailure::EarlierFailure);
         }
         let state = self.store.data_mut();
-        state.deadline = Instant::now() + Duration::from_millis(self.plugin.limits.timeout_ms);
-        state.ops_left = state.ops_per_call;
+        state
+            .budget
+            .start(Duration::from_millis(self.plugin.limits.timeout_ms));
         state.output.clear();
         self.store.set_epoch_deadline(1);
         Ok(())

@@ -3,7 +3,8 @@
 //!
 //! - [`engine`]: the one wasmtime `Engine` (pooling allocator, epoch ticker) and `Linker`.
 //! - [`cache`]: compiled artefacts on disk, keyed by engine compatibility and component hash.
-//! - [`loader`]: a `.wasm` file to a [`LoadedPlugin`], refusing bad ones with a clear reason.
+//! - [`loader`]: a `.wasm` file to a [`LoadedPlugin`] ([`loaded`]), refusing bad ones with a
+//!   clear reason.
 //! - [`instance`]: one sandbox for one transaction; every hook call under a deadline.
 //! - [`host_api`]: the functions plugins import (log, config, time).
 //! - [`capabilities`]: what an operator may grant a plugin (`kv`, `dns`) and the calls behind it.
@@ -11,6 +12,10 @@
 //! - [`directory`]: finding plugins in the plugin directory, in order.
 //!
 //! This module does not decide what verdicts mean for a transaction: that is the pipeline's job.
+//!
+//! May use: wasmtime, the configuration's plugin settings, the key-value store and the DNS
+//! resolver (for the capabilities granted), and the shared vocabulary. Used by the pipeline,
+//! which alone calls hooks.
 
 pub mod bindings;
 pub mod cache;
@@ -21,8 +26,11 @@ pub mod executor;
 pub mod health;
 pub mod host_api;
 pub mod instance;
+pub mod limits;
+pub mod loaded;
 pub mod loader;
 pub mod returns;
+pub mod state;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,7 +38,7 @@ use std::path::PathBuf;
 pub use engine::Runtime;
 pub use host_api::LogLine;
 pub use instance::{CallFailure, PluginInstance};
-pub use loader::LoadedPlugin;
+pub use loaded::LoadedPlugin;
 
 /// `text` cut to at most `max` bytes, on a character boundary (guest text is arbitrary
 /// UTF-8: `String::truncate` in the middle of a character would panic).

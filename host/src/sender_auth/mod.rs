@@ -6,6 +6,9 @@
 //! cache and a per-query timeout), turns its outputs into plain [`Results`] that logs, the
 //! replay harness and the WIT can carry, applies a listener's DMARC policy, and loads the
 //! signing keys.
+//!
+//! May use: `mail-auth`, the DNS settings of the configuration and the shared vocabulary. Used
+//! by the inbound core and the replay harness.
 
 pub mod dkim_key;
 

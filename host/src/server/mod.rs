@@ -4,6 +4,9 @@
 //! [`Server::start`] is what `sluice serve` and the integration tests run.
 //!
 //! What they share, and what a reload swaps, is in [`crate::server::context`].
+//!
+//! May use: every front end and service it starts (SMTP, milter, delivery, admin endpoints, the
+//! plugin watcher) and the configuration. Nothing but the binary and the tests start it.
 
 pub mod context;
 mod lifetime;

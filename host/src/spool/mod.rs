@@ -25,6 +25,9 @@
 //! `free/` still holds the delivered message (owner-only, like the whole spool). At most
 //! [`MAX_FREE`] files of at most [`MAX_FREE_FILE`] bytes, [`MAX_FREE_BYTES`] in all, wait
 //! there; the rest are unlinked.
+//!
+//! May use: the shared vocabulary and owner-only files; nothing of the front ends, plugins or
+//! delivery, which all use it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

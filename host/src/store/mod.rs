@@ -7,6 +7,9 @@
 //! increments and compare-and-set are atomic (within the process for the embedded store; on
 //! the server, by native commands and scripts, for Redis). Keys arrive here already namespaced
 //! by the plugin runtime.
+//!
+//! May use: the configuration's `[store]` and owner-only files; nothing else of Sluice. Used by
+//! the plugin runtime's `kv` capability and by spam learning.
 
 pub mod embedded;
 pub mod redis;

@@ -1,6 +1,9 @@
 //! The server certificate: PEM files from the configuration, or a self-signed certificate for
 //! the host name generated on first start (with `rcgen`) and kept in `<data_dir>/tls/`.
 //! TLS 1.2 and 1.3 only, through rustls with the `ring` provider.
+//!
+//! May use: rustls, rcgen and the configuration's `[tls]`. Used by the SMTP front end, delivery
+//! and the webhook client.
 
 pub mod stream;
 

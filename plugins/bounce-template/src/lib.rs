@@ -11,9 +11,7 @@ mod template;
 
 use std::collections::BTreeMap;
 
-use sluice_plugin_sdk::{
-    BounceRequest, BounceText, Config, ConfigError, Hook, Plugin, Settings, export,
-};
+use sluice_plugin_sdk::{BounceRequest, BounceText, Config, ConfigError, Settings, plugin};
 use template::{Escape, Values, render};
 
 /// The built-in texts of one language: subject, body, and the two "reason" sentences.
@@ -182,8 +180,7 @@ impl Settings for Templates {
     }
 }
 
-impl Plugin for BounceTemplate {
-    const HOOKS: &'static [Hook] = &[Hook::RenderBounce];
+plugin!(BounceTemplate {
     type Settings = Templates;
 
     fn render_bounce(
@@ -195,6 +192,4 @@ impl Plugin for BounceTemplate {
         // text is used (returning none), never a broken bounce.
         templates.render(request).ok()
     }
-}
-
-export!(BounceTemplate);
+});

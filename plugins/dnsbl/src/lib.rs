@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use sluice_plugin_sdk::dns::{self, LookupError};
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session,
-    Settings, Verdict, export, log,
+    Address, Config, ConfigError, Envelope, Message, MessageVerdict, Session, Settings, Verdict,
+    log, plugin,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,8 +176,7 @@ impl Settings for Lists {
     }
 }
 
-impl Plugin for Dnsbl {
-    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient, Hook::CheckMessage];
+plugin!(Dnsbl {
     type Settings = Lists;
 
     fn check_recipient(
@@ -247,7 +246,7 @@ impl Plugin for Dnsbl {
         }
         v
     }
-}
+});
 
 impl Lists {
     fn client_ip(&self, session: &Session) -> Option<IpAddr> {
@@ -366,16 +365,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-export!(Dnsbl);
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use sluice_plugin_sdk::ConfigValue;
     use sluice_plugin_sdk::testing::{
         address, clear_dns, dns_lookups, session, set_config, set_dns, take_logs,
     };
+    use sluice_plugin_sdk::{ConfigValue, Plugin};
 
     fn text(s: &str) -> ConfigValue {
         ConfigValue::Text(s.into())

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, domain_eq,
-    export, kv, log, now_ms,
+    Address, Config, ConfigError, Envelope, Session, Settings, Verdict, domain_eq, kv, log, now_ms,
+    plugin,
 };
 
 /// The value of a triplet that passed.
@@ -78,8 +78,7 @@ const DAY: u64 = 86400;
 #[derive(Default)]
 struct Greylisting;
 
-impl Plugin for Greylisting {
-    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient];
+plugin!(Greylisting {
     type Settings = Greylist;
 
     fn check_recipient(
@@ -91,7 +90,7 @@ impl Plugin for Greylisting {
     ) -> Verdict {
         greylist.check_recipient(session, env, rcpt)
     }
-}
+});
 
 impl Settings for Greylist {
     fn parse(config: &Config) -> Result<Self, ConfigError> {
@@ -210,8 +209,6 @@ impl Greylist {
         )
     }
 }
-
-export!(Greylisting);
 
 #[cfg(test)]
 mod tests {

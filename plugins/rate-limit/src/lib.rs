@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, export, kv,
-    log, now_ms,
+    Address, Config, ConfigError, Envelope, Session, Settings, Verdict, kv, log, now_ms, plugin,
 };
 
 /// One limit: at most `count` in any `window` seconds.
@@ -66,8 +65,7 @@ fn limit(config: &Config, kind: &str) -> Result<Option<Limit>, ConfigError> {
 #[derive(Default)]
 struct RateLimit;
 
-impl Plugin for RateLimit {
-    const HOOKS: &'static [Hook] = &[Hook::VerifySender, Hook::CheckRecipient];
+plugin!(RateLimit {
     type Settings = Limits;
 
     fn verify_sender(&mut self, limits: &Limits, session: &Session, sender: &Address) -> Verdict {
@@ -83,7 +81,7 @@ impl Plugin for RateLimit {
     ) -> Verdict {
         limits.check_recipient(session, rcpt)
     }
-}
+});
 
 impl Settings for Limits {
     fn parse(config: &Config) -> Result<Self, ConfigError> {
@@ -194,13 +192,12 @@ fn check(kind: &str, who: &str, l: Limit) -> Option<Verdict> {
     ))
 }
 
-export!(RateLimit);
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use sluice_plugin_sdk::ConfigValue;
+    use sluice_plugin_sdk::Plugin as _;
     use sluice_plugin_sdk::testing::{address, clear_kv, session, set_config, set_now};
 
     fn plugin(cfg: &[(&str, ConfigValue)]) -> Limits {

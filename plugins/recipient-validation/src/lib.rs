@@ -20,7 +20,7 @@
 use std::collections::BTreeSet;
 
 use sluice_plugin_sdk::{
-    Address, Config, ConfigError, Envelope, Hook, Plugin, Session, Settings, Verdict, export, log,
+    Address, Config, ConfigError, Envelope, Session, Settings, Verdict, log, plugin,
 };
 
 struct Directory {
@@ -162,8 +162,7 @@ impl Settings for Recipients {
     }
 }
 
-impl Plugin for RecipientValidation {
-    const HOOKS: &'static [Hook] = &[Hook::CheckRecipient];
+plugin!(RecipientValidation {
     type Settings = Recipients;
 
     fn check_recipient(
@@ -207,6 +206,4 @@ impl Plugin for RecipientValidation {
             ),
         )
     }
-}
-
-export!(RecipientValidation);
+});

@@ -18,8 +18,7 @@
 //!   (see `sluice_spam::trust`).
 
 use sluice_plugin_sdk::{
-    Config, ConfigError, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Settings,
-    export, log,
+    Config, ConfigError, Envelope, Message, MessageVerdict, Session, Settings, log, plugin,
 };
 use sluice_spam::features::extract_with;
 use sluice_spam::model::{Scorer, judgement};
@@ -122,8 +121,7 @@ impl Settings for Scoring {
     }
 }
 
-impl Plugin for SpamScore {
-    const HOOKS: &'static [Hook] = &[Hook::CheckMessage];
+plugin!(SpamScore {
     type Settings = Scoring;
 
     fn check_message(
@@ -177,6 +175,4 @@ impl Plugin for SpamScore {
         }
         verdict
     }
-}
-
-export!(SpamScore);
+});

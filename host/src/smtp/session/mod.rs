@@ -13,6 +13,9 @@
 //! By verb: [`hello`] (HELO, EHLO), [`mail`] (MAIL, RCPT), [`transfer`] (DATA, BDAT),
 //! [`starttls`], [`auth`] (AUTH); this file holds the state machine, the command dispatch and
 //! the replies.
+//!
+//! May use: the SMTP reply type, the envelope vocabulary and `smtp-proto`; nothing with I/O,
+//! time or plugins.
 
 pub mod address;
 pub mod auth;

@@ -1,0 +1,411 @@
+//! The `dns` capability: lookups for a plugin through the host's resolver (or answers pinned
+//! in advance, for a replay), within per-transaction and per-second budgets and the hook's
+//! deadline.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use wasmtime::component::HasData;
+
+use super::super::bindings::v0_1::sluice::filter::dns;
+use super::super::limits::CallBudget;
+use super::BadCall;
+
+/// Longest DNS name a plugin may look up (RFC 1035's limit on a name's text).
+const MAX_NAME_BYTES: usize = 253;
+
+/// Where a plugin's lookups are answered: the live resolver, or answers pinned in advance by
+/// name (fully qualified, lower case, with its final dot) and record type; a name not pinned
+/// has no records.
+pub enum Answers {
+    /// A caching resolver (hickory) asking the configured server (boxed: it is large, and
+    /// there is one per server).
+    Live(Box<TokioResolver>),
+    /// Fixed answers.
+    Pinned(BTreeMap<(String, RecordType), Lookup>),
+}
+
+impl Answers {
+    /// Looks `fqdn` up, giving up at `until`.
+    async fn lookup(&self, fqdn: &str, kind: RecordType, until: Instant) -> Lookup {
+        match self {
+            Answers::Live(resolver) => run_lookup(resolver, fqdn, kind, until).await,
+            Answers::Pinned(answers) => answers
+                .get(&(fqdn.to_ascii_lowercase(), kind))
+                .cloned()
+                .unwrap_or(Err(dns::LookupError::NoRecords)),
+        }
+    }
+}
+
+/// The resolver plugins ask, with its timeout per lookup and its budgets: lookups per
+/// transaction (each plugin instance lives for one transaction) and lookups per second for
+/// all plugins together.
+pub struct PluginDns {
+    /// Where answers come from; an error when the resolver could not be built (every
+    /// lookup then answers `temporary` with it).
+    answers: Result<Answers, String>,
+    timeout: Duration,
+    per_transaction: u32,
+    rate: RateLimit,
+}
+
+/// A token bucket: `per_second` tokens a second, at most `per_second` saved up.
+struct RateLimit {
+    per_second: f64,
+    bucket: std::sync::Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> RateLimit {
+        let per_second = f64::from(per_second.max(1));
+        RateLimit {
+            per_second,
+            bucket: std::sync::Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    /// Takes one token; false when none is left.
+    fn take(&self) -> bool {
+        let mut b = self
+            .bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * self.per_second;
+        *b = ((b.0 + refill).min(self.per_second), now);
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl PluginDns {
+    /// A caching resolver asking `server` (`ip` or `ip:port`; `None`: the system's), waiting
+    /// at most `timeout` for an answer, with the default budgets.
+    pub fn new(server: Option<&str>, timeout: Duration) -> PluginDns {
+        let defaults = crate::config::PluginsConfig::default();
+        PluginDns::with_budgets(
+            server,
+            timeout,
+            defaults.dns_lookups_per_transaction,
+            defaults.dns_lookups_per_second,
+        )
+    }
+
+    /// Like [`PluginDns::new`], with `per_transaction` lookups allowed to each plugin in one
+    /// transaction and `per_second` to all plugins together.
+    pub fn with_budgets(
+        server: Option<&str>,
+        timeout: Duration,
+        per_transaction: u32,
+        per_second: u32,
+    ) -> PluginDns {
+        PluginDns {
+            answers: crate::dns::resolver(server, "plugins.resolver", timeout, 1)
+                .map(|r| Answers::Live(Box::new(r))),
+            timeout,
+            per_transaction,
+            rate: RateLimit::new(per_second),
+        }
+    }
+
+    /// Lookups answered from `answers` alone, never from the network (a replay pins the
+    /// answers a transaction got), with the budgets of `config`.
+    pub fn pinned(
+        answers: BTreeMap<(String, RecordType), Lookup>,
+        config: &crate::config::Config,
+    ) -> PluginDns {
+        PluginDns {
+            answers: Ok(Answers::Pinned(answers)),
+            timeout: Duration::from_millis(config.plugins.dns_timeout_ms),
+            per_transaction: config.plugins.dns_lookups_per_transaction,
+            rate: RateLimit::new(config.plugins.dns_lookups_per_second),
+        }
+    }
+
+    /// The resolver of `[plugins] resolver`, `dns_timeout_ms` and the lookup budgets.
+    pub fn from_config(config: &crate::config::Config) -> PluginDns {
+        PluginDns::with_budgets(
+            config.plugins.resolver.as_deref(),
+            Duration::from_millis(config.plugins.dns_timeout_ms),
+            config.plugins.dns_lookups_per_transaction,
+            config.plugins.dns_lookups_per_second,
+        )
+    }
+}
+
+/// The most of a hook's remaining time a lookup leaves unused, so the plugin can still act on
+/// a `temporary` answer before its deadline.
+const ANSWER_MARGIN: Duration = Duration::from_millis(50);
+
+/// An instance's `dns` context: its grant, if any, and the lookups it made (an instance
+/// lives for one transaction).
+#[derive(Clone, Default)]
+pub struct DnsCtx {
+    pub(crate) grant: Option<Arc<PluginDns>>,
+    pub(crate) used: u32,
+}
+
+/// What a `dns` call sees of the store's data: the context and the hook call's budget.
+pub struct DnsView<'a> {
+    pub ctx: &'a mut DnsCtx,
+    pub budget: &'a mut CallBudget,
+}
+
+/// The `dns` interface's view type for the linker.
+pub struct DnsApi;
+
+impl HasData for DnsApi {
+    type Data<'a> = DnsView<'a>;
+}
+
+/// What a lookup found: the records of the type asked for, or why there are none.
+pub type Lookup = Result<Vec<RData>, dns::LookupError>;
+
+impl DnsView<'_> {
+    /// Looks `name` up for a plugin, bounded by the lookup timeout and the hook's deadline.
+    async fn lookup(
+        &mut self,
+        what: &str,
+        name: &str,
+        kind: RecordType,
+    ) -> wasmtime::Result<Lookup> {
+        self.budget.spend(what)?;
+        let Some(plugin_dns) = self.ctx.grant.clone() else {
+            return Err(BadCall(format!("{what}: the dns capability is not granted")).into());
+        };
+        let name = name.trim_end_matches('.');
+        if name.is_empty()
+            || name.len() > MAX_NAME_BYTES
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            || name
+                .split('.')
+                .any(|label| label.is_empty() || label.len() > 63)
+        {
+            return Ok(Err(dns::LookupError::Invalid(format!(
+                "{:?} is not a DNS name",
+                super::super::truncate(name, 80)
+            ))));
+        }
+        let answers = match &plugin_dns.answers {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(dns::LookupError::Temporary(e.clone()))),
+        };
+        // Budgets: per transaction (this instance's lifetime) and for all plugins per second.
+        // Spent, the lookup answers `temporary`, as an unreachable list would.
+        if self.ctx.used >= plugin_dns.per_transaction {
+            return Ok(Err(dns::LookupError::Temporary(format!(
+                "this transaction's {} DNS lookups are spent (plugins.dns_lookups_per_transaction)",
+                plugin_dns.per_transaction
+            ))));
+        }
+        self.ctx.used += 1;
+        if !plugin_dns.rate.take() {
+            return Ok(Err(dns::LookupError::Temporary(
+                "plugins' DNS lookups are over their rate (plugins.dns_lookups_per_second)"
+                    .to_string(),
+            )));
+        }
+        // Ends before the hook's deadline, leaving the plugin a quarter of the time it has
+        // left (at most ANSWER_MARGIN) to act on the answer; it used to end at the deadline,
+        // so a plugin never saw its `temporary` answer and failed instead.
+        let now = Instant::now();
+        let left = self.budget.deadline.saturating_duration_since(now);
+        let until = (now + left - (left / 4).min(ANSWER_MARGIN)).min(now + plugin_dns.timeout);
+        if until <= now {
+            return Ok(Err(dns::LookupError::Temporary(
+                "no time left before the hook's deadline".to_string(),
+            )));
+        }
+        let fqdn = format!("{name}.");
+        Ok(answers.lookup(&fqdn, kind, until).await)
+    }
+}
+
+/// Asks the live resolver.
+async fn run_lookup(
+    resolver: &TokioResolver,
+    fqdn: &str,
+    kind: RecordType,
+    until: Instant,
+) -> Lookup {
+    match tokio::time::timeout_at(until.into(), resolver.lookup(fqdn, kind)).await {
+        Err(_) => Err(dns::LookupError::Temporary(
+            "no answer within the time allowed".to_string(),
+        )),
+        Ok(Ok(lookup)) => {
+            let records: Vec<RData> = lookup
+                .answers()
+                .iter()
+                .filter(|r| r.record_type() == kind)
+                .map(|r| r.data.clone())
+                .collect();
+            if records.is_empty() {
+                Err(dns::LookupError::NoRecords)
+            } else {
+                Ok(records)
+            }
+        }
+        Ok(Err(e)) => match crate::dns::negative(&e) {
+            Some(ResponseCode::NXDomain) => Err(dns::LookupError::Nxdomain),
+            Some(ResponseCode::NoError) => Err(dns::LookupError::NoRecords),
+            _ => Err(dns::LookupError::Temporary(
+                super::super::truncate(&e.to_string(), 200).to_string(),
+            )),
+        },
+    }
+}
+
+fn host_name(name: &hickory_resolver::proto::rr::Name) -> String {
+    let text = name.to_ascii();
+    let trimmed = text.trim_end_matches('.');
+    if trimmed.is_empty() {
+        ".".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+impl dns::Host for DnsView<'_> {
+    async fn lookup_a(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
+        let found = self.lookup("dns.lookup-a", &name, RecordType::A).await?;
+        Ok(found.map(|rs| {
+            rs.iter()
+                .filter_map(|r| match r {
+                    RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect()
+        }))
+    }
+
+    async fn lookup_aaaa(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
+        let found = self
+            .lookup("dns.lookup-aaaa", &name, RecordType::AAAA)
+            .await?;
+        Ok(found.map(|rs| {
+            rs.iter()
+                .filter_map(|r| match r {
+                    RData::AAAA(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect()
+        }))
+    }
+
+    async fn lookup_txt(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
+        let found = self
+            .lookup("dns.lookup-txt", &name, RecordType::TXT)
+            .await?;
+        Ok(found.map(|rs| {
+            rs.iter()
+                .filter_map(|r| match r {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|part| String::from_utf8_lossy(part))
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()
+        }))
+    }
+
+    async fn lookup_ptr(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
+        let Ok(ip) = address.parse::<IpAddr>() else {
+            self.budget.spend("dns.lookup-ptr")?;
+            return Ok(Err(dns::LookupError::Invalid(format!(
+                "{:?} is not an IP address",
+                super::super::truncate(&address, 80)
+            ))));
+        };
+        let reverse = hickory_resolver::proto::rr::Name::from(ip).to_ascii();
+        let found = self
+            .lookup("dns.lookup-ptr", &reverse, RecordType::PTR)
+            .await?;
+        Ok(found.map(|rs| {
+            rs.iter()
+                .filter_map(|r| match r {
+                    RData::PTR(p) => Some(host_name(&p.0)),
+                    _ => None,
+                })
+                .collect()
+        }))
+    }
+
+    async fn lookup_mx(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Vec<dns::Mx>, dns::LookupError>> {
+        let found = self.lookup("dns.lookup-mx", &name, RecordType::MX).await?;
+        Ok(found.map(|rs| {
+            let mut mx: Vec<dns::Mx> = rs
+                .iter()
+                .filter_map(|r| match r {
+                    RData::MX(m) => Some(dns::Mx {
+                        preference: m.preference,
+                        exchange: host_name(&m.exchange),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            mx.sort_by(|a, b| {
+                a.preference
+                    .cmp(&b.preference)
+                    .then_with(|| a.exchange.cmp(&b.exchange))
+            });
+            mx
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::A;
+
+    #[tokio::test]
+    async fn pinned_answers_are_given_without_the_network() {
+        let listed = Ok(vec![RData::A(A::new(127, 0, 0, 2))]);
+        let answers = Answers::Pinned(BTreeMap::from([(
+            ("2.0.0.127.zen.example.".to_string(), RecordType::A),
+            listed,
+        )]));
+        let until = Instant::now() + Duration::from_secs(1);
+        let found = answers
+            .lookup("2.0.0.127.ZEN.example.", RecordType::A, until)
+            .await;
+        assert_eq!(found, Ok(vec![RData::A(A::new(127, 0, 0, 2))]));
+        for (name, kind) in [
+            ("2.0.0.127.zen.example.", RecordType::TXT),
+            ("other.example.", RecordType::A),
+        ] {
+            let found = answers.lookup(name, kind, until).await;
+            assert_eq!(found, Err(dns::LookupError::NoRecords), "{name} {kind}");
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The `kv` capability: a plugin's keys in the [`crate::store`], under its own namespace,
+//! with its quota and longest time-to-live, each call within the hook's deadline.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::HasData;
+
+use super::super::bindings::v0_1::sluice::filter::kv;
+use super::super::limits::CallBudget;
+use super::{BadCall, MAX_KEY_BYTES, MAX_VALUE_BYTES, StoreUnavailable};
+use crate::store::{KvStore, StoreError};
+
+/// The store a plugin granted `kv` writes to, and its bounds there.
+#[derive(Clone)]
+pub struct KvGrant {
+    pub(super) store: KvStore,
+    /// `NAME:`, before every key of the plugin.
+    pub(super) namespace: Arc<[u8]>,
+    /// What the plugin may keep in the store.
+    pub(super) quota: Option<crate::store::Quota>,
+    /// The time-to-live a key written with 0 ("never") gets, and the most any may have.
+    pub(super) max_ttl_secs: u32,
+}
+
+impl KvGrant {
+    /// A plugin's time-to-live: 0 ("never") and anything longer become the maximum, so
+    /// every key a plugin writes expires.
+    fn ttl(&self, ttl_secs: u32) -> u32 {
+        let max = if self.max_ttl_secs == 0 {
+            crate::store::MAX_TTL_SECS
+        } else {
+            self.max_ttl_secs
+        };
+        if ttl_secs == 0 {
+            max
+        } else {
+            ttl_secs.min(max)
+        }
+    }
+}
+
+/// An instance's `kv` context: its grant, if any.
+#[derive(Clone, Default)]
+pub struct KvCtx {
+    pub(crate) grant: Option<KvGrant>,
+}
+
+/// What a `kv` call sees of the store's data: the context and the hook call's budget.
+pub struct KvView<'a> {
+    pub ctx: &'a KvCtx,
+    pub budget: &'a mut CallBudget,
+}
+
+/// The `kv` interface's view type for the linker.
+pub struct KvApi;
+
+impl HasData for KvApi {
+    type Data<'a> = KvView<'a>;
+}
+
+impl KvView<'_> {
+    fn grant(&self) -> wasmtime::Result<&KvGrant> {
+        self.ctx
+            .grant
+            .as_ref()
+            .ok_or_else(|| BadCall("kv: the kv capability is not granted".to_string()).into())
+    }
+
+    /// The store, the namespaced key and the deadline for a kv call.
+    fn kv_call(&mut self, what: &str, key: &str) -> wasmtime::Result<(KvStore, Vec<u8>, Instant)> {
+        self.budget.spend(what)?;
+        let Some(grant) = &self.ctx.grant else {
+            return Err(BadCall(format!("{what}: the kv capability is not granted")).into());
+        };
+        if key.is_empty() || key.len() > MAX_KEY_BYTES {
+            return Err(BadCall(format!(
+                "{what}: a key has 1 to {MAX_KEY_BYTES} bytes, this one {}",
+                key.len()
+            ))
+            .into());
+        }
+        let mut full = Vec::with_capacity(grant.namespace.len() + key.len());
+        full.extend_from_slice(&grant.namespace);
+        full.extend_from_slice(key.as_bytes());
+        Ok((grant.store.clone(), full, self.budget.deadline))
+    }
+}
+
+fn check_value(what: &str, value: &[u8]) -> wasmtime::Result<()> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(BadCall(format!(
+            "{what}: a value has at most {MAX_VALUE_BYTES} bytes, this one {}",
+            value.len()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs a store call until `deadline`.
+async fn bounded<T>(
+    what: &str,
+    deadline: Instant,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> wasmtime::Result<T> {
+    match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(StoreError::Unavailable(e))) => Err(StoreUnavailable(format!("{what}: {e}")).into()),
+        Ok(Err(e)) => Err(BadCall(format!("{what}: {e}")).into()),
+        Err(_) => Err(StoreUnavailable(format!(
+            "{what}: the key-value store did not answer within the hook's deadline"
+        ))
+        .into()),
+    }
+}
+
+impl kv::Host for KvView<'_> {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        let (store, key, deadline) = self.kv_call("kv.get", &key)?;
+        bounded("kv.get", deadline, store.get(key)).await
+    }
+
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_secs: u32) -> wasmtime::Result<()> {
+        let (store, key, deadline) = self.kv_call("kv.set", &key)?;
+        check_value("kv.set", &value)?;
+        let (ttl, quota) = (self.grant()?.ttl(ttl_secs), self.grant()?.quota);
+        bounded("kv.set", deadline, store.set_within(key, value, ttl, quota)).await
+    }
+
+    async fn increment(&mut self, key: String, delta: i64, ttl_secs: u32) -> wasmtime::Result<i64> {
+        let (store, key, deadline) = self.kv_call("kv.increment", &key)?;
+        let (ttl, quota) = (self.grant()?.ttl(ttl_secs), self.grant()?.quota);
+        bounded(
+            "kv.increment",
+            deadline,
+            store.increment_within(key, delta, ttl, quota),
+        )
+        .await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        let (store, key, deadline) = self.kv_call("kv.delete", &key)?;
+        let quota = self.grant()?.quota;
+        bounded("kv.delete", deadline, store.delete_within(key, quota)).await
+    }
+
+    async fn compare_and_set(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        value: Vec<u8>,
+        ttl_secs: u32,
+    ) -> wasmtime::Result<bool> {
+        let (store, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
+        check_value("kv.compare-and-set", &value)?;
+        let (ttl, quota) = (self.grant()?.ttl(ttl_secs), self.grant()?.quota);
+        bounded(
+            "kv.compare-and-set",
+            deadline,
+            store.compare_and_set_within(key, expected, value, ttl, quota),
+        )
+        .await
+    }
+}
