@@ -84,10 +84,20 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/plugins", get(plugins))
         .route("/plugins/reload", post(reload))
         .route("/queue", get(queue))
-        .route("/queue/{id}", get(queue_message))
+        .route(
+            "/queue/{id}",
+            get(|s: State<Arc<Console>>, h: HeaderMap, p: Path<String>| {
+                message_page(crate::spool::SpoolState::Queue, s, h, p)
+            }),
+        )
         .route("/queue/action", post(queue_action))
         .route("/quarantine", get(quarantine))
-        .route("/quarantine/{id}", get(quarantine_message))
+        .route(
+            "/quarantine/{id}",
+            get(|s: State<Arc<Console>>, h: HeaderMap, p: Path<String>| {
+                message_page(crate::spool::SpoolState::Quarantine, s, h, p)
+            }),
+        )
         .route("/quarantine/action", post(quarantine_action))
         .route("/transactions", get(transactions))
         .route("/state", get(state))
@@ -166,13 +176,7 @@ async fn plugins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
     Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, None).into_response())
 }
 
-async fn reload(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Page {
-    let form = Form::parse(&body);
-    let s = signed_in_post(&c, &headers, &form)?;
+async fn reload(State(c): State<Arc<Console>>, Posted(s, _): Posted) -> Page {
     let path = c.ctx.live().config.source.clone();
     let outcome = crate::server::reload::reload_config(&c.ctx, path.as_deref()).await;
     crate::admin::metrics::get().reload("console", outcome.is_ok());
@@ -272,13 +276,7 @@ async fn state(
     .into_response())
 }
 
-async fn state_delete(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Page {
-    let form = Form::parse(&body);
-    let s = signed_in_post(&c, &headers, &form)?;
+async fn state_delete(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
     let plugins = stateful_plugins(&c);
     let plugin = form.first("plugin").unwrap_or_default();
     let key = form.first("key").unwrap_or_default();

@@ -136,24 +136,20 @@ pub(super) async fn show(
     .map_err(|e| e.to_string())?
 }
 
-pub(super) async fn queue_message(
+/// One message of the queue (`/queue/ID`) or of the quarantine (`/quarantine/ID`).
+pub(super) async fn message_page(
+    state: crate::spool::SpoolState,
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Page {
     let s = signed_in(&c, &headers)?;
-    let found = show(&c.ctx, crate::spool::SpoolState::Queue, id).await;
-    Ok(pages::message(&s.user, &s.csrf, "queue", found).into_response())
-}
-
-pub(super) async fn quarantine_message(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Page {
-    let s = signed_in(&c, &headers)?;
-    let found = show(&c.ctx, crate::spool::SpoolState::Quarantine, id).await;
-    Ok(pages::message(&s.user, &s.csrf, "quarantine", found).into_response())
+    let page = match state {
+        crate::spool::SpoolState::Quarantine => "quarantine",
+        _ => "queue",
+    };
+    let found = show(&c.ctx, state, id).await;
+    Ok(pages::message(&s.user, &s.csrf, page, found).into_response())
 }
 
 /// Runs `action` on each id off the async workers; one line per id saying what happened.
@@ -192,13 +188,7 @@ pub(super) fn log_actions(page: &str, user: &str, action: &str, results: &[Strin
     }
 }
 
-pub(super) async fn queue_action(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Page {
-    let form = Form::parse(&body);
-    let s = signed_in_post(&c, &headers, &form)?;
+pub(super) async fn queue_action(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
     let action = form.first("action").unwrap_or_default();
     let ids = form.all("id");
     let spool = c.ctx.spool.clone();
@@ -298,11 +288,8 @@ pub(super) async fn quarantine(
 
 pub(super) async fn quarantine_action(
     State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Posted(s, form): Posted,
 ) -> Page {
-    let form = Form::parse(&body);
-    let s = signed_in_post(&c, &headers, &form)?;
     let action = form.first("action").unwrap_or_default();
     let ids = form.all("id");
     use crate::delivery::admin;

@@ -139,6 +139,25 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// A POST from a signed-in administrator: the session, and the form whose CSRF token is
+/// the session's. Extracted before the handler runs, so that no action handler can forget
+/// the check.
+pub(super) struct Posted(pub(super) Session, pub(super) Form);
+
+impl axum::extract::FromRequest<Arc<Console>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, c: &Arc<Console>) -> Result<Self, Response> {
+        let headers = req.headers().clone();
+        let body = axum::body::Bytes::from_request(req, c)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = Form::parse(&body);
+        let s = signed_in_post(c, &headers, &form).map_err(IntoResponse::into_response)?;
+        Ok(Posted(s, form))
+    }
+}
+
 /// A page, or why not.
 pub(super) type Page = Result<Response, Refusal>;
 
@@ -310,13 +329,7 @@ pub(super) async fn login(
     resp
 }
 
-pub(super) async fn logout(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Page {
-    let form = Form::parse(&body);
-    signed_in_post(&c, &headers, &form)?;
+pub(super) async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, _: Posted) -> Page {
     let mut sessions = c.sessions.lock().unwrap_or_else(|p| p.into_inner());
     let cookie_value = headers
         .get(header::COOKIE)
