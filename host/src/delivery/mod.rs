@@ -9,6 +9,7 @@
 //! webhook). Nothing inbound.
 
 pub mod admin;
+pub mod arrivals;
 pub mod bounce;
 pub mod client;
 pub mod destinations;

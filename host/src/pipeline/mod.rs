@@ -22,6 +22,7 @@ pub mod scoring;
 pub mod set;
 pub mod wit;
 
-pub use run::{CallRecord, MessageOutcome, PluginRun, ScoredSymbol};
+pub use run::{CallRecord, PluginRun};
+pub use scoring::{MessageOutcome, ScoredSymbol};
 pub use set::{LoadError, Pipeline, PluginRow, name_warnings, stray_warning};
 pub use wit::{message, parse_headers};

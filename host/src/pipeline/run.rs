@@ -12,6 +12,7 @@ use crate::plugin::health::{Scope, Transition};
 use crate::plugin::{CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, executor};
 use crate::smtp::reply::Reply;
 
+use super::scoring::MessageOutcome;
 use super::wit::{
     decision_of_failure, decision_of_verdict, wit_address, wit_envelope, wit_session,
 };
@@ -44,36 +45,6 @@ pub struct CallRecord {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
-}
-
-/// A named score contribution, with the plugin that gave it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ScoredSymbol {
-    /// The plugin.
-    pub plugin: String,
-    /// Symbol name.
-    pub name: String,
-    /// Contribution.
-    pub score: f64,
-    /// Explanation.
-    pub detail: String,
-}
-
-/// The outcome of `check-message` for a whole message.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct MessageOutcome {
-    /// The final decision (including a score-threshold rejection).
-    pub decision: Decision,
-    /// Sum of every symbol's score.
-    pub score: f64,
-    /// True when the score reached `scoring.spam_threshold`.
-    pub spam: bool,
-    /// Every symbol, in plugin order.
-    pub symbols: Vec<ScoredSymbol>,
-    /// Header fields to add, in order (plugins' and the host's spam headers).
-    pub add_headers: Vec<(String, String)>,
-    /// Header field names to remove.
-    pub remove_headers: Vec<String>,
 }
 
 /// The plugins' run through one SMTP transaction: the plugin set it started with and its own

@@ -7,7 +7,35 @@ use crate::envelope::Decision;
 use crate::plugin::bindings::types::{MessageVerdict, Session};
 use crate::smtp::reply::Reply;
 
-use super::run::{MessageOutcome, ScoredSymbol};
+/// A named score contribution, with the plugin that gave it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScoredSymbol {
+    /// The plugin.
+    pub plugin: String,
+    /// Symbol name.
+    pub name: String,
+    /// Contribution.
+    pub score: f64,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// The outcome of `check-message` for a whole message.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MessageOutcome {
+    /// The final decision (including a score-threshold rejection).
+    pub decision: Decision,
+    /// Sum of every symbol's score.
+    pub score: f64,
+    /// True when the score reached `scoring.spam_threshold`.
+    pub spam: bool,
+    /// Every symbol, in plugin order.
+    pub symbols: Vec<ScoredSymbol>,
+    /// Header fields to add, in order (plugins' and the host's spam headers).
+    pub add_headers: Vec<(String, String)>,
+    /// Header field names to remove.
+    pub remove_headers: Vec<String>,
+}
 
 /// The outcome of `check-message`: `decision` is the stage's (what the plugins decided), and
 /// `verdicts` the answers of the plugins called, with their names, in order. A score at or

@@ -41,7 +41,7 @@ pub struct ServerContext {
     /// Wakes the queue runner when a message was spooled.
     pub delivery_wakeup: Arc<Notify>,
     /// The ids of messages put in the queue, for the runner (with `delivery_wakeup`).
-    pub arrivals: crate::delivery::runner::Arrivals,
+    pub arrivals: crate::delivery::arrivals::Arrivals,
     /// Tells the queue runner that the queue was changed by hand (retry, hold, release):
     /// it reads every message's state again.
     pub queue_changed: Arc<Notify>,
