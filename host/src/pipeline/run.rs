@@ -254,7 +254,7 @@ enum Reach<'a> {
     /// `check-recipient`, for this recipient.
     Recipient(&'a str),
     /// `check-message`, for these recipients (any of them).
-    Message(&'a [String]),
+    Message(&'a [Recipient]),
 }
 
 impl Reach<'_> {
@@ -272,7 +272,9 @@ impl Reach<'_> {
             && match self {
                 Reach::Sender => !p.scope.by_domain(),
                 Reach::Recipient(address) => p.scope.recipient(address),
-                Reach::Message(all) => p.scope.any_recipient(all.iter().map(String::as_str)),
+                Reach::Message(all) => p
+                    .scope
+                    .any_recipient(all.iter().map(|r| r.address.as_str())),
             }
     }
 }
@@ -326,12 +328,7 @@ impl Chain {
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
     async fn check_message(&mut self, envelope: &Envelope, message: Vec<u8>) -> MessageOutcome {
-        let recipients: Vec<String> = envelope
-            .recipients
-            .iter()
-            .map(|r| r.address.clone())
-            .collect();
-        let reach = Reach::Message(&recipients);
+        let reach = Reach::Message(&envelope.recipients);
         // The WIT envelope and message (the bytes, parsed header fields) are built only when
         // a plugin is called with them.
         let (decision, verdicts) = if self
@@ -349,7 +346,7 @@ impl Chain {
         super::scoring::outcome(
             &self.scoring,
             &self.session,
-            &recipients,
+            &envelope.recipients,
             decision,
             verdicts,
         )
@@ -365,12 +362,14 @@ impl Chain {
         input: Input<'_>,
     ) -> (Decision, Vec<(String, MessageVerdict)>) {
         let hook = reach.hook();
-        let listener = self.session.listener.clone();
+        // The session is shared (an Arc): held here, its listener is borrowed, not copied.
+        let session = self.session.clone();
+        let listener = session.listener.as_str();
         let mut decision = Decision::Continue;
         let mut verdicts = Vec::new();
         for i in 0..self.plugins.len() {
             let p = self.plugins[i].clone();
-            if !reach.covers(&p, &listener) {
+            if !reach.covers(&p, listener) {
                 continue;
             }
             let started = Instant::now();
@@ -401,7 +400,7 @@ impl Chain {
             };
             decision = self.settle(hook, i, answer, started);
             if decision.is_final() {
-                self.note_skipped(hook, i, |q| reach.covers(q, &listener));
+                self.note_skipped(hook, i, |q| reach.covers(q, listener));
                 break;
             }
         }

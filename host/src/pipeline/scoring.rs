@@ -3,7 +3,7 @@
 //! gathered, in plugin order.
 
 use crate::config::ScoringConfig;
-use crate::envelope::Decision;
+use crate::envelope::{Decision, Recipient};
 use crate::plugin::bindings::types::{MessageVerdict, Session};
 use crate::smtp::reply::Reply;
 
@@ -44,7 +44,7 @@ pub struct MessageOutcome {
 pub(super) fn outcome(
     scoring: &ScoringConfig,
     session: &Session,
-    recipients: &[String],
+    recipients: &[Recipient],
     mut decision: Decision,
     verdicts: Vec<(String, MessageVerdict)>,
 ) -> MessageOutcome {
@@ -68,7 +68,7 @@ pub(super) fn outcome(
         session.auth_user.is_some(),
         recipients
             .iter()
-            .map(|r| crate::smtp::session::address::split(r).1),
+            .map(|r| crate::smtp::session::address::split(&r.address).1),
     );
     let spam = thresholds.spam.is_some_and(|t| score >= t);
     if decision == Decision::Continue {

@@ -60,15 +60,9 @@ impl HasData for KvApi {
 }
 
 impl KvView<'_> {
-    fn grant(&self) -> wasmtime::Result<&KvGrant> {
-        self.ctx
-            .grant
-            .as_ref()
-            .ok_or_else(|| BadCall("kv: the kv capability is not granted".to_string()).into())
-    }
-
-    /// The store, the namespaced key and the deadline for a kv call.
-    fn kv_call(&mut self, what: &str, key: &str) -> wasmtime::Result<(KvStore, Vec<u8>, Instant)> {
+    /// The grant (store, quota, longest time-to-live), the namespaced key and the deadline
+    /// for a kv call.
+    fn kv_call(&mut self, what: &str, key: &str) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant)> {
         self.budget.spend(what)?;
         let Some(grant) = &self.ctx.grant else {
             return Err(BadCall(format!("{what}: the kv capability is not granted")).into());
@@ -83,7 +77,7 @@ impl KvView<'_> {
         let mut full = Vec::with_capacity(grant.namespace.len() + key.len());
         full.extend_from_slice(&grant.namespace);
         full.extend_from_slice(key.as_bytes());
-        Ok((grant.store.clone(), full, self.budget.deadline))
+        Ok((grant.clone(), full, self.budget.deadline))
     }
 }
 
@@ -117,32 +111,37 @@ async fn bounded<T>(
 
 impl kv::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let (store, key, deadline) = self.kv_call("kv.get", &key)?;
-        bounded("kv.get", deadline, store.get(key)).await
+        let (grant, key, deadline) = self.kv_call("kv.get", &key)?;
+        bounded("kv.get", deadline, grant.store.get(key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_secs: u32) -> wasmtime::Result<()> {
-        let (store, key, deadline) = self.kv_call("kv.set", &key)?;
+        let (grant, key, deadline) = self.kv_call("kv.set", &key)?;
         check_value("kv.set", &value)?;
-        let (ttl, quota) = (self.grant()?.ttl(ttl_secs), self.grant()?.quota);
-        bounded("kv.set", deadline, store.set_within(key, value, ttl, quota)).await
+        let (ttl, quota) = (grant.ttl(ttl_secs), grant.quota);
+        bounded(
+            "kv.set",
+            deadline,
+            grant.store.set_within(key, value, ttl, quota),
+        )
+        .await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_secs: u32) -> wasmtime::Result<i64> {
-        let (store, key, deadline) = self.kv_call("kv.increment", &key)?;
-        let (ttl, quota) = (self.grant()?.ttl(ttl_secs), self.grant()?.quota);
+        let (grant, key, deadline) = self.kv_call("kv.increment", &key)?;
+        let (ttl, quota) = (grant.ttl(ttl_secs), grant.quota);
         bounded(
             "kv.increment",
             deadline,
-            store.increment_within(key, delta, ttl, quota),
+            grant.store.increment_within(key, delta, ttl, quota),
         )
         .await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
-        let (store, key, deadline) = self.kv_call("kv.delete", &key)?;
-        let quota = self.grant()?.quota;
-        bounded("kv.delete", deadline, store.delete_within(key, quota)).await
+        let (grant, key, deadline) = self.kv_call("kv.delete", &key)?;
+        let quota = grant.quota;
+        bounded("kv.delete", deadline, grant.store.delete_within(key, quota)).await
     }
 
     async fn compare_and_set(
@@ -152,13 +151,15 @@ impl kv::Host for KvView<'_> {
         value: Vec<u8>,
         ttl_secs: u32,
     ) -> wasmtime::Result<bool> {
-        let (store, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
+        let (grant, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
         check_value("kv.compare-and-set", &value)?;
-        let (ttl, quota) = (self.grant()?.ttl(ttl_secs), self.grant()?.quota);
+        let (ttl, quota) = (grant.ttl(ttl_secs), grant.quota);
         bounded(
             "kv.compare-and-set",
             deadline,
-            store.compare_and_set_within(key, expected, value, ttl, quota),
+            grant
+                .store
+                .compare_and_set_within(key, expected, value, ttl, quota),
         )
         .await
     }
