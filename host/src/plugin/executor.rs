@@ -218,12 +218,14 @@ mod tests {
 
     #[tokio::test]
     async fn work_that_keeps_the_plugin_thread_busy_moves_to_the_slow_lane() {
-        // Polls that take 1 ms each: the first budget's worth run on the plugin thread, the
-        // rest on the slow lane, while short work keeps running on the plugin thread.
-        let threads = run(async {
+        // Polls that take at least 1 ms each: the first budget's worth run on the plugin
+        // thread, the rest on the slow lane, while short work keeps running on the plugin
+        // thread. Counted in polls, not in wall-clock time: on a loaded machine the time
+        // between two polls (which is not the plugin thread's) made the loop end early.
+        let polls = MAIN_LANE_BUDGET.as_millis() * 3;
+        let threads = run(async move {
             let mut seen = Vec::new();
-            let started = Instant::now();
-            while started.elapsed() < MAIN_LANE_BUDGET * 3 {
+            for _ in 0..polls {
                 std::thread::sleep(Duration::from_millis(1));
                 seen.push(std::thread::current().name().map(str::to_string));
                 tokio::task::yield_now().await;
