@@ -97,6 +97,18 @@ fn assert_clean(what: &str, text: &str) {
     );
 }
 
+/// [`assert_clean`] for an envelope address and each of its parameters.
+fn assert_clean_address(what: &str, address: &str, params: &[crate::envelope::Param]) {
+    assert_clean(what, address);
+    for p in params {
+        let value = p.value.as_deref().unwrap_or("");
+        assert_clean(
+            &format!("{what}'s parameter"),
+            &format!("{}={value}", p.keyword),
+        );
+    }
+}
+
 /// Drives a session over `chunks` (one read each), answering every step as a server would,
 /// and checks the invariants of the dialogue on the way.
 fn drive(flags: u8, chunks: &[&[u8]]) -> Outcome {
@@ -127,21 +139,13 @@ fn drive(flags: u8, chunks: &[&[u8]]) -> Outcome {
                 break;
             }
             Step::Mail(sender) => {
-                assert_clean("sender", &sender.address);
-                for p in &sender.params {
-                    assert_clean("MAIL parameter", &p.keyword);
-                    assert_clean("MAIL parameter", p.value.as_deref().unwrap_or(""));
-                }
+                assert_clean_address("sender", &sender.address, &sender.params);
                 let d = verdict(flags, &sender.address);
                 s.mail_decided(sender, &d);
             }
             Step::Rcpt(rcpt) => {
                 assert!(s.envelope().is_some(), "RCPT step outside a transaction");
-                assert_clean("recipient", &rcpt.address);
-                for p in &rcpt.params {
-                    assert_clean("RCPT parameter", &p.keyword);
-                    assert_clean("RCPT parameter", p.value.as_deref().unwrap_or(""));
-                }
+                assert_clean_address("recipient", &rcpt.address, &rcpt.params);
                 let d = verdict(flags, &rcpt.address);
                 s.rcpt_decided(rcpt, &d);
             }

@@ -180,7 +180,7 @@ async fn a_bad_configuration_reload_keeps_the_old_one_and_a_good_one_applies() {
         format!(
             "[server]\nhostname = \"mx.test\"\ndata_dir = {:?}\n[plugins]\ncache_dir = {:?}\n[relay]\nlocal_domains = [\"example.org\"]\n[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n{extra}",
             base.server.data_dir,
-            base.cache_dir(),
+            base.paths().cache_dir,
         )
     };
 

@@ -261,8 +261,12 @@ address = "127.0.0.1:0"
         std::fs::write(&file, &toml).unwrap();
         let mut config = config(&toml);
         config.source = Some(file);
-        sluice::smtp_auth::credentials::set_password(&config.users_file(), "alice", "wonderland")
-            .unwrap();
+        sluice::smtp_auth::credentials::set_password(
+            &config.paths().users_file,
+            "alice",
+            "wonderland",
+        )
+        .unwrap();
         let rt = runtime();
         let pipeline = Pipeline::load(&rt, &config)
             .await

@@ -118,6 +118,12 @@ pub struct PluginStats {
 }
 
 /// The process's journal.
+pub fn get() -> &'static Journal {
+    static JOURNAL: OnceLock<Journal> = OnceLock::new();
+    JOURNAL.get_or_init(Journal::default)
+}
+
+/// The process's journal.
 #[derive(Default)]
 pub struct Journal {
     inner: Mutex<Inner>,
@@ -391,12 +397,6 @@ pub fn load(path: &std::path::Path) {
             tracing::warn!(file = %path.display(), error = %e, "cannot read the console's saved counts")
         }
     }
-}
-
-/// The process's journal.
-pub fn get() -> &'static Journal {
-    static JOURNAL: OnceLock<Journal> = OnceLock::new();
-    JOURNAL.get_or_init(Journal::default)
 }
 
 #[cfg(test)]

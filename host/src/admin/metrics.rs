@@ -33,21 +33,24 @@ fn latency_histogram() -> Histogram {
 /// Every metric Sluice exports.
 pub struct Metrics {
     registry: Registry,
+    // The SMTP side.
     connections: Family<Labels, Counter>,
     tls_failures: Family<Labels, Counter>,
     messages: Family<Labels, Counter>,
     refusals: Family<Labels, Counter>,
+    authentication: Family<Labels, Counter>,
+    bounces: Counter,
+    // Plugins.
     plugin_calls: Family<Labels, Counter>,
     plugin_failures: Family<Labels, Counter>,
     plugin_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     plugin_cooldowns: Family<Labels, Counter>,
-    plugins_loaded: Gauge,
     reloads: Family<Labels, Counter>,
+    plugins_loaded: Gauge,
+    // The spool and delivery.
     spool: Family<Labels, Gauge>,
     deliveries: Family<Labels, Counter>,
     webhook: Family<Labels, Counter>,
-    authentication: Family<Labels, Counter>,
-    bounces: Counter,
     delay_warnings: Counter,
 }
 

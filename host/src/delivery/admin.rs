@@ -187,14 +187,11 @@ pub fn delete(spool: &Spool, id: &str, bounce: bool) -> Result<(), AdminError> {
     let id = checked(id)?;
     if bounce {
         return update(spool, id, |st| {
-            for r in st
-                .recipients
-                .iter_mut()
-                .filter(|r| r.status == RcptStatus::Pending)
-            {
-                r.status = RcptStatus::Failed;
-                r.status_code = Some("5.0.0".to_string());
-                r.last_reply = Some("deleted from the queue by the postmaster".to_string());
+            for r in state::pending(&mut st.recipients) {
+                r.fail(
+                    "5.0.0",
+                    "deleted from the queue by the postmaster".to_string(),
+                );
             }
             st.held = false;
             st.retry_now();

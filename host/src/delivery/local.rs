@@ -72,9 +72,13 @@ mod tests {
 
     #[test]
     fn mailbox_names_cannot_escape() {
-        assert_eq!(mailbox_name("Bob+lists"), "bob");
-        assert_eq!(mailbox_name("../../etc"), "_.._.._etc");
-        assert_eq!(mailbox_name(".hidden"), "_.hidden");
-        assert_eq!(mailbox_name("\"odd name\""), "_odd_name_");
+        for (local, folder) in [
+            ("Bob+lists", "bob"),
+            ("../../etc", "_.._.._etc"),
+            (".hidden", "_.hidden"),
+            ("\"odd name\"", "_odd_name_"),
+        ] {
+            assert_eq!(mailbox_name(local), folder, "{local:?}");
+        }
     }
 }

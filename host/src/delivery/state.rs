@@ -40,6 +40,24 @@ pub struct RcptState {
     pub next_attempt: Option<i64>,
 }
 
+impl RcptState {
+    /// Gives up on the recipient: failed for good with `status_code` and `reply`, not to be
+    /// tried again.
+    pub fn fail(&mut self, status_code: &str, reply: String) {
+        self.status = RcptStatus::Failed;
+        self.status_code = Some(status_code.to_string());
+        self.last_reply = Some(reply);
+        self.next_attempt = None;
+    }
+}
+
+/// The recipients still waiting for delivery.
+pub fn pending(recipients: &mut [RcptState]) -> impl Iterator<Item = &mut RcptState> {
+    recipients
+        .iter_mut()
+        .filter(|r| r.status == RcptStatus::Pending)
+}
+
 /// A queued message's delivery state.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueState {

@@ -37,14 +37,8 @@ pub mod stage {
     pub const HELO: u32 = 1;
     /// MAIL FROM.
     pub const MAIL: u32 = 2;
-    /// RCPT TO.
-    pub const RCPT: u32 = 3;
-    /// DATA.
-    pub const DATA: u32 = 4;
-    /// End of message.
-    pub const END_OF_MESSAGE: u32 = 5;
-    /// End of headers.
-    pub const END_OF_HEADERS: u32 = 6;
+    // RCPT TO (3), DATA (4), end of message (5) and end of headers (6): Sluice asks for
+    // no macros there.
 }
 
 /// Protocol steps (SMFIP_*): what the MTA may leave out or not wait for.

@@ -22,20 +22,29 @@ use crate::inbound::{self, Client, FrontEnd, Inbound};
 use crate::pipeline::{CallRecord, ScoredSymbol};
 use crate::server::context::Live;
 
-/// Envelope and session values given on the command line.
-#[derive(Debug, Clone, Default)]
+/// Envelope and session values given on the command line (`sluice plugin check`).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct EnvelopeArgs {
-    /// `--mail-from`; `Some("")` is the null sender.
+    /// Envelope sender (default: from the message's headers). Use "" for the null sender.
+    #[arg(long)]
     pub mail_from: Option<String>,
-    /// `--rcpt`, repeatable.
+    /// Envelope recipient (default: the message's To/Cc/Bcc). Repeatable.
+    #[arg(long)]
     pub rcpt: Vec<String>,
-    /// `--client-ip`.
+    /// Client IP address (default 127.0.0.1). Given, the replay also applies relay control
+    /// as the server would for that client.
+    #[arg(long)]
     pub client_ip: Option<std::net::IpAddr>,
-    /// `--helo`.
+    /// HELO name (default localhost).
+    #[arg(long)]
     pub helo: Option<String>,
-    /// `--auth-user`.
+    /// Authenticated user (default: none).
+    #[arg(long)]
     pub auth_user: Option<String>,
-    /// `--authenticate`: run SPF, DKIM and DMARC.
+    /// Run the SPF, DKIM and DMARC checks as the server would (with the configuration's
+    /// `[authentication]` resolver), for the plugins and the `authentication` output.
+    /// Off by default: replay needs no network.
+    #[arg(long)]
     pub authenticate: bool,
 }
 

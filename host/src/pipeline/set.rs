@@ -113,7 +113,7 @@ pub fn name_warnings(
                 out.push(format!(
                     "[plugin.{name}] in {} matches no plugin in {} (a plugin is named after its file: NN-NAME.wasm is NAME; there: {})",
                     source.display(),
-                    config.plugin_dir().display(),
+                    config.paths().plugin_dir.display(),
                     if present.is_empty() { "none".to_string() } else { present.join(", ") }
                 ));
             }
@@ -175,7 +175,7 @@ impl Pipeline {
     /// Loads every enabled plugin of the configured plugin directory, in order. Every plugin
     /// that fails to load is reported; the pipeline is built only if none did.
     pub async fn load(runtime: &Runtime, config: &Config) -> Result<Pipeline, Vec<LoadError>> {
-        let dir = config.plugin_dir();
+        let dir = config.paths().plugin_dir;
         let files = directory::scan(&dir, &config.plugins.order).map_err(|e| {
             let setting = match (&config.plugins.dir, &config.source) {
                 (Some(_), Some(f)) => format!("[plugins] dir in {}", f.display()),

@@ -211,16 +211,21 @@ impl<'a> OrDefaultAt<'a> for std::collections::hash_map::Entry<'a, IpAddr, (Run,
 mod tests {
     use super::*;
 
+    /// A plugin that cools down after three failures in a row, for 10 s; now; and the hook
+    /// that fails.
+    fn three_failures_cool_down_for_10s() -> (Health, Instant, Hook) {
+        let h = Health::default();
+        h.configure(3, 10);
+        (h, Instant::now(), Hook::CheckMessage)
+    }
+
     fn ip(last: u8) -> Option<IpAddr> {
         Some(IpAddr::V4([192, 0, 2, last].into()))
     }
 
     #[test]
     fn cools_down_after_failures_in_a_row_from_distinct_clients_and_recovers() {
-        let h = Health::default();
-        h.configure(3, 10);
-        let t = Instant::now();
-        let m = Hook::CheckMessage;
+        let (h, t, m) = three_failures_cool_down_for_10s();
         assert_eq!(h.failed(m, ip(1), t), Transition::None);
         assert_eq!(h.failed(m, ip(2), t), Transition::None);
         h.succeeded(m, ip(9));
@@ -237,10 +242,7 @@ mod tests {
 
     #[test]
     fn one_client_failing_on_purpose_cools_the_plugin_down_for_itself_only() {
-        let h = Health::default();
-        h.configure(3, 10);
-        let t = Instant::now();
-        let m = Hook::CheckMessage;
+        let (h, t, m) = three_failures_cool_down_for_10s();
         assert_eq!(h.failed(m, ip(1), t), Transition::None);
         assert_eq!(h.failed(m, ip(1), t), Transition::None);
         let attacker = crate::smtp_auth::login_throttle::client_key(ip(1).unwrap(), 64);

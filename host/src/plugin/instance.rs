@@ -19,7 +19,7 @@ use super::bindings::v0_1;
 use super::host_api::LogLine;
 use super::limits::MemoryLimitExceeded;
 use super::loaded::LoadedPlugin;
-use super::returns;
+use super::returns::{self, Checked};
 use super::state::StoreState;
 
 /// How a plugin call failed. Distinct from a verdict: this is the plugin misbehaving.
@@ -66,6 +66,29 @@ pub enum CallFailure {
         /// What failed.
         message: String,
     },
+}
+
+/// Writes one method per hook: each resets the deadline, calls the export under the call's
+/// timeout, turns a trap, timeout or earlier failure into a [`CallFailure`], and checks what
+/// came back against the plugin's limits ([`Checked`]). A table, so that the seven hooks
+/// cannot drift apart in how they are called.
+macro_rules! hook_calls {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $hook:ident, $export:ident;
+    )*) => {$(
+        $(#[$doc])*
+        pub async fn $name(&mut self $(, $arg: $ty)*) -> Result<$ret, CallFailure> {
+            self.begin()?;
+            let fut = self
+                .bindings
+                .sluice_filter_hooks()
+                .$export(&mut self.store $(, $arg)*);
+            let r = run(fut, self.plugin.limits.timeout_ms).await;
+            let v = self.finish(r, Hook::$hook)?;
+            self.checked(v)
+        }
+    )*};
 }
 
 impl CallFailure {
@@ -148,7 +171,7 @@ impl PluginInstance {
             .config(plugin.config.clone())
             .memory_bytes(limits.memory_mb.saturating_mul(1 << 20))
             .log_lines(limits.log_lines)
-            .read_dirs(&plugin.read_dirs)
+            .read_dirs(plugin.read_dirs.to_vec())
             .grants(plugin.grants.clone())
             .ops_per_call(limits.kv_ops_per_call)
             .build()
@@ -231,111 +254,23 @@ impl PluginInstance {
         )
     }
 
-    /// `describe`.
-    pub async fn describe(&mut self) -> Result<PluginInfo, CallFailure> {
-        self.begin()?;
-        let fut = self
-            .bindings
-            .sluice_filter_hooks()
-            .call_describe(&mut self.store);
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        self.finish(r, Hook::Describe)
-    }
-
-    /// `validate-config`.
-    pub async fn validate_config(&mut self) -> Result<Result<(), String>, CallFailure> {
-        self.begin()?;
-        let fut = self
-            .bindings
-            .sluice_filter_hooks()
-            .call_validate_config(&mut self.store);
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        self.finish(r, Hook::ValidateConfig)
-    }
-
-    /// `verify-sender`.
-    pub async fn verify_sender(
-        &mut self,
-        session: &Session,
-        sender: &Address,
-    ) -> Result<Verdict, CallFailure> {
-        self.begin()?;
-        let fut = self.bindings.sluice_filter_hooks().call_verify_sender(
-            &mut self.store,
-            session,
-            sender,
-        );
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r, Hook::VerifySender)?;
-        self.checked(returns::verdict(&v, &self.plugin.limits).map(|()| v))
-    }
-
-    /// `check-recipient`.
-    pub async fn check_recipient(
-        &mut self,
-        session: &Session,
-        envelope: &Envelope,
-        recipient: &Address,
-    ) -> Result<Verdict, CallFailure> {
-        self.begin()?;
-        let fut = self.bindings.sluice_filter_hooks().call_check_recipient(
-            &mut self.store,
-            session,
-            envelope,
-            recipient,
-        );
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r, Hook::CheckRecipient)?;
-        self.checked(returns::verdict(&v, &self.plugin.limits).map(|()| v))
-    }
-
-    /// `check-message`.
-    pub async fn check_message(
-        &mut self,
-        session: &Session,
-        envelope: &Envelope,
-        message: &Message,
-    ) -> Result<MessageVerdict, CallFailure> {
-        self.begin()?;
-        let fut = self.bindings.sluice_filter_hooks().call_check_message(
-            &mut self.store,
-            session,
-            envelope,
-            message,
-        );
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r, Hook::CheckMessage)?;
-        self.checked(returns::message_verdict(&v, &self.plugin.limits).map(|()| v))
-    }
-
-    /// `on-delivery`.
-    pub async fn on_delivery(&mut self, report: &DeliveryReport) -> Result<(), CallFailure> {
-        self.begin()?;
-        let fut = self
-            .bindings
-            .sluice_filter_hooks()
-            .call_on_delivery(&mut self.store, report);
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        self.finish(r, Hook::OnDelivery)
-    }
-
-    /// `render-bounce`.
-    pub async fn render_bounce(
-        &mut self,
-        request: &BounceRequest,
-    ) -> Result<Option<BounceText>, CallFailure> {
-        self.begin()?;
-        let fut = self
-            .bindings
-            .sluice_filter_hooks()
-            .call_render_bounce(&mut self.store, request);
-        let r = run(fut, self.plugin.limits.timeout_ms).await;
-        let v = self.finish(r, Hook::RenderBounce)?;
-        let check = match &v {
-            Some(b) => returns::bounce(b, &self.plugin.limits),
-            None => Ok(()),
-        };
-        self.checked(check.map(|()| v))
+    hook_calls! {
+        /// `describe`.
+        describe() -> PluginInfo = Describe, call_describe;
+        /// `validate-config`.
+        validate_config() -> Result<(), String> = ValidateConfig, call_validate_config;
+        /// `verify-sender`.
+        verify_sender(s: &Session, a: &Address) -> Verdict = VerifySender, call_verify_sender;
+        /// `check-recipient`.
+        check_recipient(s: &Session, e: &Envelope, a: &Address) -> Verdict =
+            CheckRecipient, call_check_recipient;
+        /// `check-message`.
+        check_message(s: &Session, e: &Envelope, m: &Message) -> MessageVerdict =
+            CheckMessage, call_check_message;
+        /// `on-delivery`.
+        on_delivery(r: &DeliveryReport) -> () = OnDelivery, call_on_delivery;
+        /// `render-bounce`.
+        render_bounce(r: &BounceRequest) -> Option<BounceText> = RenderBounce, call_render_bounce;
     }
 
     /// Resets the deadline before a call; refuses to call a broken instance.
@@ -369,11 +304,16 @@ impl PluginInstance {
         Err(failure)
     }
 
-    fn checked<T>(&mut self, r: Result<T, String>) -> Result<T, CallFailure> {
-        r.map_err(|message| {
-            self.broken = true;
-            CallFailure::BadReturn { message }
-        })
+    /// Checks a return value against the plugin's limits; marks the instance broken when it
+    /// is out of bounds.
+    fn checked<T: Checked>(&mut self, v: T) -> Result<T, CallFailure> {
+        match v.check(&self.plugin.limits) {
+            Ok(()) => Ok(v),
+            Err(message) => {
+                self.broken = true;
+                Err(CallFailure::BadReturn { message })
+            }
+        }
     }
 }
 

@@ -92,20 +92,17 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .memory_used
-            .saturating_sub(current)
-            .saturating_add(desired);
-        if total > self.memory_bytes {
-            self.memory_hit = true;
-            return Err(MemoryLimitExceeded {
-                limit: self.memory_bytes,
-                desired: total,
+        match grow(&mut self.memory_used, current, desired, self.memory_bytes) {
+            Ok(()) => Ok(true),
+            Err(total) => {
+                self.memory_hit = true;
+                Err(MemoryLimitExceeded {
+                    limit: self.memory_bytes,
+                    desired: total,
+                }
+                .into())
             }
-            .into());
         }
-        self.memory_used = total;
-        Ok(true)
     }
 
     fn table_growing(
@@ -114,16 +111,26 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self
-            .table_elements
-            .saturating_sub(current)
-            .saturating_add(desired);
-        if total > MAX_TABLE_ELEMENTS {
-            return Ok(false);
-        }
-        self.table_elements = total;
-        Ok(true)
+        Ok(grow(
+            &mut self.table_elements,
+            current,
+            desired,
+            MAX_TABLE_ELEMENTS,
+        )
+        .is_ok())
     }
+}
+
+/// Moves `used` from one memory's or table's `current` size to its `desired` one, unless the
+/// instance's total would pass `limit`: then `used` stays, and the total it would have is
+/// the error.
+fn grow(used: &mut usize, current: usize, desired: usize, limit: usize) -> Result<(), usize> {
+    let total = used.saturating_sub(current).saturating_add(desired);
+    if total > limit {
+        return Err(total);
+    }
+    *used = total;
+    Ok(())
 }
 
 /// A bounded buffer for a guest's stdout and stderr. Unlike wasmtime-wasi's memory pipe it

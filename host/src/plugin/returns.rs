@@ -5,7 +5,7 @@
 //! violation is a plugin failure ([`super::CallFailure::BadReturn`]) under the plugin's
 //! `on_failure` policy.
 
-use super::bindings::types::{BounceText, MessageVerdict, Reply, Verdict};
+use super::bindings::types::{BounceText, MessageVerdict, PluginInfo, Reply, Verdict};
 use crate::config::PluginLimits;
 
 /// A symbol name longer than this is refused.
@@ -49,34 +49,26 @@ fn check_text(what: &str, text: &str, max: u32) -> Result<(), String> {
 
 /// A header field name: 1 to 76 printable ASCII characters, no colon (RFC 5322 §3.6.8).
 fn check_field_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_FIELD_NAME
-        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "header name {:?} is not a valid field name",
-            super::truncate(name, 80)
-        ))
-    }
+    let printable = |b: u8| (33..=126).contains(&b) && b != b':';
+    check_name(name, MAX_FIELD_NAME, printable)
+        .map_err(|name| format!("header name {name:?} is not a valid field name"))
 }
 
 /// A symbol name: 1 to 64 of letters, digits and `_ - . : /` (it is listed in
 /// `X-Spam-Status`, comma-separated).
 fn check_symbol_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_SYMBOL_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b));
-    if ok {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b);
+    check_name(name, MAX_SYMBOL_NAME, allowed).map_err(|name| {
+        format!("symbol name {name:?} is not 1 to {MAX_SYMBOL_NAME} of letters, digits and _-.:/")
+    })
+}
+
+/// A name of 1 to `max` bytes, each `allowed`; else the name, shortened for a message.
+fn check_name<'a>(name: &'a str, max: usize, allowed: impl Fn(u8) -> bool) -> Result<(), &'a str> {
+    if !name.is_empty() && name.len() <= max && name.bytes().all(allowed) {
         Ok(())
     } else {
-        Err(format!(
-            "symbol name {:?} is not 1 to {MAX_SYMBOL_NAME} of letters, digits and _-.:/",
-            super::truncate(name, 80)
-        ))
+        Err(super::truncate(name, 80))
     }
 }
 
@@ -105,6 +97,38 @@ fn check_reply(reply: &Reply, class: u16, limits: &PluginLimits) -> Result<(), S
     }
     check_text("reply text", &reply.text, limits.max_text_bytes)
 }
+
+/// A hook's return value, checked against the plugin's limits before the host uses it.
+pub trait Checked {
+    /// `Err` with what is wrong when the value is out of bounds.
+    fn check(&self, _limits: &PluginLimits) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl Checked for Verdict {
+    fn check(&self, limits: &PluginLimits) -> Result<(), String> {
+        verdict(self, limits)
+    }
+}
+
+impl Checked for MessageVerdict {
+    fn check(&self, limits: &PluginLimits) -> Result<(), String> {
+        message_verdict(self, limits)
+    }
+}
+
+impl Checked for Option<BounceText> {
+    fn check(&self, limits: &PluginLimits) -> Result<(), String> {
+        self.as_ref().map_or(Ok(()), |b| bounce(b, limits))
+    }
+}
+
+// `describe` and `validate-config` are answered once, at load, where the loader reads them
+// (the copy budget bounds their size); `on-delivery` returns nothing.
+impl Checked for PluginInfo {}
+impl Checked for Result<(), String> {}
+impl Checked for () {}
 
 /// Checks a verdict of any hook.
 pub fn verdict(v: &Verdict, limits: &PluginLimits) -> Result<(), String> {

@@ -40,61 +40,50 @@ pub struct StoreState {
     pub(crate) dns: DnsCtx,
 }
 
-/// Builds a [`StoreState`]; what is not set is denied or empty.
-#[derive(Default)]
-pub struct StoreStateBuilder {
-    config: Arc<BTreeMap<String, ConfigValue>>,
-    memory_bytes: u64,
-    log_lines: u32,
-    read_dirs: Vec<PathBuf>,
-    grants: Grants,
-    ops_per_call: u32,
-    clock: Clock,
+/// Declares the builder's fields, each with the setter of the same name.
+macro_rules! builder {
+    ($(#[$meta:meta])* pub struct $name:ident {
+        $($(#[$doc:meta])* $field:ident: $ty:ty,)*
+    }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($field: $ty,)*
+        }
+
+        impl $name {
+            $(
+                $(#[$doc])*
+                pub fn $field(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+builder! {
+    /// Builds a [`StoreState`]; what is not set is denied or empty.
+    #[derive(Default)]
+    pub struct StoreStateBuilder {
+        /// The plugin's settings, flattened (`host.get-config`).
+        config: Arc<BTreeMap<String, ConfigValue>>,
+        /// What every memory of the instance may hold together.
+        memory_bytes: u64,
+        /// Lines the instance may log over its life.
+        log_lines: u32,
+        /// Directories the guest may read, each at its own path.
+        read_dirs: Vec<PathBuf>,
+        /// The store and resolver the plugin was granted.
+        grants: Grants,
+        /// `kv` and `dns` calls allowed per hook call.
+        ops_per_call: u32,
+        /// What `host.now` answers (the system's clock unless set).
+        clock: Clock,
+    }
 }
 
 impl StoreStateBuilder {
-    /// The plugin's settings, flattened (`host.get-config`).
-    pub fn config(mut self, config: Arc<BTreeMap<String, ConfigValue>>) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// What every memory of the instance may hold together.
-    pub fn memory_bytes(mut self, bytes: u64) -> Self {
-        self.memory_bytes = bytes;
-        self
-    }
-
-    /// Lines the instance may log over its life.
-    pub fn log_lines(mut self, lines: u32) -> Self {
-        self.log_lines = lines;
-        self
-    }
-
-    /// Directories the guest may read, each at its own path.
-    pub fn read_dirs(mut self, dirs: &[PathBuf]) -> Self {
-        self.read_dirs = dirs.to_vec();
-        self
-    }
-
-    /// The store and resolver the plugin was granted.
-    pub fn grants(mut self, grants: Grants) -> Self {
-        self.grants = grants;
-        self
-    }
-
-    /// `kv` and `dns` calls allowed per hook call.
-    pub fn ops_per_call(mut self, ops: u32) -> Self {
-        self.ops_per_call = ops;
-        self
-    }
-
-    /// What `host.now` answers (the system's clock unless set).
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// The store's data: no network, no environment, no files but the directories given.
     pub fn build(self) -> anyhow::Result<StoreState> {
         let output = OutputBuffer::default();

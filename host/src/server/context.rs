@@ -76,7 +76,7 @@ pub fn context(
     runtime: Runtime,
 ) -> anyhow::Result<ServerContext> {
     let spool = Spool::open(&config.server.data_dir.join("spool"))?;
-    let credentials = CredentialsFile::open(&config.users_file())?;
+    let credentials = CredentialsFile::open(&config.paths().users_file)?;
     let tls = crate::tls::server_config(&config)?;
     crate::admin::metrics::get().plugins_loaded(pipeline.plugins().len());
     let load_problems = pipeline

@@ -25,7 +25,7 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let config = self.context().live().config.clone();
-        let pid_file = config.pid_file();
+        let pid_file = config.paths().pid_file;
         if let Some(dir) = pid_file.parent() {
             std::fs::create_dir_all(dir)?;
         }

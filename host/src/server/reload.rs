@@ -51,7 +51,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
     }
     let live = ctx.live();
     let config = &live.config;
-    let dir = config.plugin_dir();
+    let dir = config.paths().plugin_dir;
     let mut report = Rescan::default();
     let files = match directory::scan(&dir, &config.plugins.order) {
         Ok(f) => f,
@@ -206,7 +206,7 @@ fn problems(
 /// Watches the plugin directory until the task is dropped.
 pub async fn watch(ctx: Arc<ServerContext>) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let dir = ctx.live().config.plugin_dir();
+    let dir = ctx.live().config.paths().plugin_dir;
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
             let _ = tx.send(());

@@ -251,7 +251,7 @@ impl Site {
                     .map_err(|e| fail(format!("plugin.{PLUGIN}.config.model: {p}: {e}")))?;
                 bytes
             }
-            _ => built_in_model(&config.plugin_dir())?,
+            _ => built_in_model(&config.paths().plugin_dir)?,
         };
         Ok(Site {
             learned,

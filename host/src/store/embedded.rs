@@ -253,10 +253,11 @@ impl Embedded {
 
     /// Runs `op` on a blocking thread (a write may wait for the flush's fsync).
     pub(super) async fn run<T: Send + 'static>(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         op: impl FnOnce(&Embedded) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        tokio::task::spawn_blocking(move || op(&self))
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || op(&store))
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }

@@ -125,11 +125,7 @@ impl KvStore {
     ) -> Result<(), StoreError> {
         let ttl = ttl(ttl_secs);
         match self {
-            KvStore::Embedded(e) => {
-                e.clone()
-                    .run(move |e| e.set(&key, &value, ttl, quota))
-                    .await
-            }
+            KvStore::Embedded(e) => e.run(move |e| e.set(&key, &value, ttl, quota)).await,
             KvStore::Redis(r) => match quota {
                 None => r.set(&key, &value, ttl).await,
                 Some(q) => r
@@ -160,11 +156,7 @@ impl KvStore {
     ) -> Result<i64, StoreError> {
         let ttl = ttl(ttl_secs);
         match self {
-            KvStore::Embedded(e) => {
-                e.clone()
-                    .run(move |e| e.increment(&key, delta, ttl, quota))
-                    .await
-            }
+            KvStore::Embedded(e) => e.run(move |e| e.increment(&key, delta, ttl, quota)).await,
             KvStore::Redis(r) => match quota {
                 None => r.increment(&key, delta, ttl).await,
                 Some(q) => r.accounted(redis::Op::Increment(delta), &key, ttl, q).await,
@@ -185,7 +177,7 @@ impl KvStore {
         quota: Option<Quota>,
     ) -> Result<bool, StoreError> {
         match self {
-            KvStore::Embedded(e) => e.clone().run(move |e| e.delete(&key)).await,
+            KvStore::Embedded(e) => e.run(move |e| e.delete(&key)).await,
             KvStore::Redis(r) => match quota {
                 None => r.delete(&key).await,
                 Some(q) => r
@@ -220,8 +212,7 @@ impl KvStore {
         let ttl = ttl(ttl_secs);
         match self {
             KvStore::Embedded(e) => {
-                e.clone()
-                    .run(move |e| e.compare_and_set(&key, expected.as_deref(), &value, ttl, quota))
+                e.run(move |e| e.compare_and_set(&key, expected.as_deref(), &value, ttl, quota))
                     .await
             }
             KvStore::Redis(r) => match quota {

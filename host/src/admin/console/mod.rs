@@ -83,22 +83,7 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/overview/panel", get(overview_panel))
         .route("/plugins", get(plugins))
         .route("/plugins/reload", post(reload))
-        .route("/queue", get(queue))
-        .route(
-            "/queue/{id}",
-            get(|s: State<Arc<Console>>, h: HeaderMap, p: Path<String>| {
-                message_page(crate::spool::SpoolState::Queue, s, h, p)
-            }),
-        )
-        .route("/queue/action", post(queue_action))
-        .route("/quarantine", get(quarantine))
-        .route(
-            "/quarantine/{id}",
-            get(|s: State<Arc<Console>>, h: HeaderMap, p: Path<String>| {
-                message_page(crate::spool::SpoolState::Quarantine, s, h, p)
-            }),
-        )
-        .route("/quarantine/action", post(quarantine_action))
+        .merge(queue::routes())
         .route("/transactions", get(transactions))
         .route("/state", get(state))
         .route("/state/delete", post(state_delete))
@@ -159,20 +144,17 @@ async fn spool_sizes(ctx: &ServerContext) -> (usize, usize) {
     .unwrap_or((0, 0))
 }
 
-async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
-    let s = signed_in(&c, &headers)?;
+async fn overview(SignedIn { c, s }: SignedIn) -> Page {
     let sizes = spool_sizes(&c.ctx).await;
     Ok(pages::overview(&s.user, &s.csrf, &c.ctx, sizes).into_response())
 }
 
-async fn overview_panel(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
-    signed_in(&c, &headers)?;
+async fn overview_panel(SignedIn { c, s: _ }: SignedIn) -> Page {
     let sizes = spool_sizes(&c.ctx).await;
     Ok(pages::overview_panel(&c.ctx, sizes).into_response())
 }
 
-async fn plugins(State(c): State<Arc<Console>>, headers: HeaderMap) -> Page {
-    let s = signed_in(&c, &headers)?;
+async fn plugins(SignedIn { c, s }: SignedIn) -> Page {
     Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, None).into_response())
 }
 
@@ -191,12 +173,7 @@ pub struct Search {
     q: String,
 }
 
-async fn transactions(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(search): Query<Search>,
-) -> Page {
-    let s = signed_in(&c, &headers)?;
+async fn transactions(SignedIn { c: _, s }: SignedIn, Query(search): Query<Search>) -> Page {
     let found = crate::admin::journal::get().transactions(&search.q, 200);
     Ok(pages::transactions(&s.user, &s.csrf, &search.q, &found).into_response())
 }
@@ -248,12 +225,7 @@ async fn state_rows(c: &Console, plugin: &str, q: &str) -> Result<Vec<pages::Sta
         .collect())
 }
 
-async fn state(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(query): Query<StateQuery>,
-) -> Page {
-    let s = signed_in(&c, &headers)?;
+async fn state(SignedIn { c, s }: SignedIn, Query(query): Query<StateQuery>) -> Page {
     let plugins = stateful_plugins(&c);
     let plugin = if plugins.contains(&query.plugin) {
         Some(query.plugin.clone())

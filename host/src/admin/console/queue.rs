@@ -96,12 +96,7 @@ pub(super) async fn list(
         .map_err(|e| e.to_string())
 }
 
-pub(super) async fn queue(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(filter): Query<QueueFilter>,
-) -> Page {
-    let s = signed_in(&c, &headers)?;
+async fn queue(SignedIn { c, s }: SignedIn, Query(filter): Query<QueueFilter>) -> Page {
     // Only envelopes are read to list and filter; one page is shown.
     let entries = list(&c.ctx, crate::spool::SpoolState::Queue)
         .await
@@ -137,13 +132,29 @@ pub(super) async fn show(
 }
 
 /// One message of the queue (`/queue/ID`) or of the quarantine (`/quarantine/ID`).
-pub(super) async fn message_page(
+/// The queue's and the quarantine's pages and actions.
+pub(super) fn routes() -> axum::Router<Arc<Console>> {
+    use crate::spool::SpoolState;
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/queue", get(queue))
+        .route("/queue/{id}", message_route(SpoolState::Queue))
+        .route("/queue/action", post(queue_action))
+        .route("/quarantine", get(quarantine))
+        .route("/quarantine/{id}", message_route(SpoolState::Quarantine))
+        .route("/quarantine/action", post(quarantine_action))
+}
+
+/// The page of one message of the queue or the quarantine.
+fn message_route(state: crate::spool::SpoolState) -> axum::routing::MethodRouter<Arc<Console>> {
+    axum::routing::get(move |who: SignedIn, p: Path<String>| message_page(state, who, p))
+}
+
+async fn message_page(
     state: crate::spool::SpoolState,
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
+    SignedIn { c, s }: SignedIn,
     Path(id): Path<String>,
 ) -> Page {
-    let s = signed_in(&c, &headers)?;
     let page = match state {
         crate::spool::SpoolState::Quarantine => "quarantine",
         _ => "queue",
@@ -188,7 +199,7 @@ pub(super) fn log_actions(page: &str, user: &str, action: &str, results: &[Strin
     }
 }
 
-pub(super) async fn queue_action(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
+async fn queue_action(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
     let action = form.first("action").unwrap_or_default();
     let ids = form.all("id");
     let spool = c.ctx.spool.clone();
@@ -277,19 +288,11 @@ pub(super) async fn quarantine_page(
     pages::quarantine(&s.user, &s.csrf, entries, &summaries, results).into_response()
 }
 
-pub(super) async fn quarantine(
-    State(c): State<Arc<Console>>,
-    headers: HeaderMap,
-    Query(paging): Query<Paging>,
-) -> Page {
-    let s = signed_in(&c, &headers)?;
+async fn quarantine(SignedIn { c, s }: SignedIn, Query(paging): Query<Paging>) -> Page {
     Ok(quarantine_page(&c, &s, paging.page, None).await)
 }
 
-pub(super) async fn quarantine_action(
-    State(c): State<Arc<Console>>,
-    Posted(s, form): Posted,
-) -> Page {
+async fn quarantine_action(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
     let action = form.first("action").unwrap_or_default();
     let ids = form.all("id");
     use crate::delivery::admin;

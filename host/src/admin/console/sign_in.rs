@@ -79,7 +79,7 @@ impl Console {
 
     /// The administrators as the users file holds them now (re-read when it changes).
     pub(super) fn admins(&self) -> Arc<crate::smtp_auth::credentials::Credentials> {
-        let path = self.ctx.live().config.admins_file();
+        let path = self.ctx.live().config.paths().admins_file;
         let mut file = self.admins.lock().unwrap_or_else(|p| p.into_inner());
         if file.as_ref().is_none_or(|(p, _)| *p != path) {
             match crate::smtp_auth::credentials::CredentialsFile::open(&path) {
@@ -155,6 +155,25 @@ impl axum::extract::FromRequest<Arc<Console>> for Posted {
         let form = Form::parse(&body);
         let s = signed_in_post(c, &headers, &form).map_err(IntoResponse::into_response)?;
         Ok(Posted(s, form))
+    }
+}
+
+/// A request from a signed-in administrator: the console, and the session. Extracted before
+/// the handler runs; without a session, the way to the log-in page.
+pub(super) struct SignedIn {
+    pub(super) c: Arc<Console>,
+    pub(super) s: Session,
+}
+
+impl axum::extract::FromRequestParts<Arc<Console>> for SignedIn {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        c: &Arc<Console>,
+    ) -> Result<Self, Refusal> {
+        let s = signed_in(c, &parts.headers)?;
+        Ok(SignedIn { c: c.clone(), s })
     }
 }
 
@@ -296,7 +315,7 @@ pub(super) async fn login(
         )
             .into_response();
     }
-    let path = c.ctx.live().config.admins_file();
+    let path = c.ctx.live().config.paths().admins_file;
     let hash = {
         let _slot = c.throttle.hashing_slot().await;
         let (u, p) = (user.clone(), password.clone());

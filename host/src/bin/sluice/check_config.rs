@@ -22,13 +22,13 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     if let Err(e) = sluice::sender_auth::Authenticator::new(&config) {
         problems.push(format!("sender authentication: {e}"));
     }
-    let users = config.users_file();
+    let users = config.paths().users_file;
     if users.exists()
         && let Err(e) = sluice::smtp_auth::credentials::CredentialsFile::open(&users)
     {
         problems.push(format!("users file {}: {e}", users.display()));
     }
-    let dir = config.plugin_dir();
+    let dir = config.paths().plugin_dir;
     if dir.exists() || config.source.is_some() {
         // Scratch services: the real store may be locked by a running server.
         let runtime = runtime_for(&config, false)?;

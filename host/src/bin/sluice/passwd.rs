@@ -11,13 +11,13 @@ use crate::setup::load_config;
 /// Sets `user`'s password in the users file of the configuration.
 pub fn run(user: &str, config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
-    set(user, &config.users_file(), "passwd")
+    set(user, &config.paths().users_file, "passwd")
 }
 
 /// Sets an administrator's password for the web console (`sluice admin passwd USER`).
 pub fn run_admin(user: &str, config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     let config = load_config(config)?;
-    set(user, &config.admins_file(), "admin passwd")
+    set(user, &config.paths().admins_file, "admin passwd")
 }
 
 fn set(user: &str, file: &std::path::Path, command: &str) -> anyhow::Result<ExitCode> {

@@ -24,7 +24,7 @@ pub async fn load_pipeline(
         Pipeline::load(runtime, config).await
     } else {
         let mut files = Vec::new();
-        let dir = config.plugin_dir();
+        let dir = config.paths().plugin_dir;
         for item in only {
             let path = PathBuf::from(item);
             if item.ends_with(".wasm") || item.contains('/') {
@@ -129,7 +129,7 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
     if rows.is_empty() {
         match &server {
             Some(addr) => println!("no plugins in service at {addr}"),
-            None => println!("no plugins in {}", config.plugin_dir().display()),
+            None => println!("no plugins in {}", config.paths().plugin_dir.display()),
         }
     }
     let join = |items: Vec<&str>| items.join(",");
@@ -243,7 +243,7 @@ pub fn compile(
     check: bool,
 ) -> anyhow::Result<ExitCode> {
     let files = if files.is_empty() {
-        let dir = config.plugin_dir();
+        let dir = config.paths().plugin_dir;
         directory::scan(&dir, &config.plugins.order)
             .with_context(|| format!("plugin directory {}", dir.display()))?
             .into_iter()
@@ -317,27 +317,8 @@ pub enum PluginCommand {
         /// directory. Repeatable; order is kept.
         #[arg(long = "plugin", value_name = "PATH_OR_NAME")]
         plugins: Vec<String>,
-        /// Envelope sender (default: from the message's headers). Use "" for the null sender.
-        #[arg(long)]
-        mail_from: Option<String>,
-        /// Envelope recipient (default: the message's To/Cc/Bcc). Repeatable.
-        #[arg(long)]
-        rcpt: Vec<String>,
-        /// Client IP address (default 127.0.0.1). Given, the replay also applies relay control
-        /// as the server would for that client.
-        #[arg(long)]
-        client_ip: Option<std::net::IpAddr>,
-        /// HELO name (default localhost).
-        #[arg(long)]
-        helo: Option<String>,
-        /// Authenticated user (default: none).
-        #[arg(long)]
-        auth_user: Option<String>,
-        /// Run the SPF, DKIM and DMARC checks as the server would (with the configuration's
-        /// `[authentication]` resolver), for the plugins and the `authentication` output.
-        /// Off by default: replay needs no network.
-        #[arg(long)]
-        authenticate: bool,
+        #[command(flatten)]
+        envelope: EnvelopeArgs,
         /// Message files (.eml).
         #[arg(required = true)]
         messages: Vec<PathBuf>,
@@ -391,24 +372,11 @@ impl Plugin {
             PluginCommand::Check {
                 config,
                 plugins,
-                mail_from,
-                rcpt,
-                client_ip,
-                helo,
-                auth_user,
-                authenticate,
+                envelope,
                 messages,
             } => {
                 let config = load_config(config.as_ref())?;
-                let args = EnvelopeArgs {
-                    mail_from,
-                    rcpt,
-                    client_ip,
-                    helo,
-                    auth_user,
-                    authenticate,
-                };
-                tokio_runtime()?.block_on(check(config, plugins, args, messages))
+                tokio_runtime()?.block_on(check(config, plugins, envelope, messages))
             }
             PluginCommand::New {
                 name,
@@ -430,7 +398,7 @@ impl Plugin {
                 files,
             } => {
                 let config = load_config(config.as_ref())?;
-                let runtime = engine_for(&config, &config.cache_dir())?;
+                let runtime = engine_for(&config, &config.paths().cache_dir)?;
                 compile(&runtime, &config, files, check)
             }
         }

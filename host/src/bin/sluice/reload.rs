@@ -17,7 +17,7 @@ pub fn run(config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     // checks again (and also loads the plugins) before applying it.
     let config = load_config(config)
         .context("the configuration is not valid; the server was not signalled")?;
-    let pid_file = config.pid_file();
+    let pid_file = config.paths().pid_file;
     let text = std::fs::read_to_string(&pid_file).with_context(|| {
         format!(
             "{}: cannot read the pid file (is sluice serve running with this configuration?)",

@@ -201,67 +201,51 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
         "From: Alice <alice@example.com>\r\nTo: someone@example.org\r\nSubject: Hello\r\nMessage-ID: <sample@example.com>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n\r\nA sample message for ./check.sh.\r\n",
         false,
     )?;
-    match lang {
+    // The language's own files: (path in the folder, text).
+    let files: Vec<(String, String)> = match lang {
         Lang::Rust => {
-            write(
-                &root,
-                "Cargo.toml",
-                &format!(
+            let mut files = vec![
+                ("Cargo.toml".into(), format!(
                     "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nsluice-plugin-sdk = {{ path = \"sdk/sluice-plugin-sdk\" }}\n\n[profile.release]\nlto = true\nopt-level = 3\ncodegen-units = 1\nstrip = \"debuginfo\"\n\n# A plugin folder is its own workspace, also when created inside another project.\n[workspace]\n"
-                ),
-                false,
-            )?;
-            write(
-                &root,
-                "src/lib.rs",
-                &fill(include_str!("scaffold/rust_lib.rs.txt"), &vars),
-                false,
-            )?;
-            write(&root, "sdk/wit/sluice-filter.wit", WIT, false)?;
-            write(
-                &root,
-                "sdk/sluice-plugin-sdk/Cargo.toml",
-                "[package]\nname = \"sluice-plugin-sdk\"\ndescription = \"Write Sluice mail-filter plugins in Rust\"\nversion = \"0.1.2\"\nedition = \"2024\"\nlicense = \"Apache-2.0\"\n\n[dependencies]\nwit-bindgen = \"0.46\"\n",
-                false,
-            )?;
-            for (file, text) in RUST_SDK {
-                write(
-                    &root,
-                    &format!("sdk/sluice-plugin-sdk/src/{file}"),
-                    text,
-                    false,
-                )?;
-            }
-            write(&root, ".gitignore", "/target\n*.wasm\n", false)?;
+                )),
+                ("src/lib.rs".into(), fill(include_str!("scaffold/rust_lib.rs.txt"), &vars)),
+                ("sdk/wit/sluice-filter.wit".into(), WIT.into()),
+                ("sdk/sluice-plugin-sdk/Cargo.toml".into(), "[package]\nname = \"sluice-plugin-sdk\"\ndescription = \"Write Sluice mail-filter plugins in Rust\"\nversion = \"0.1.2\"\nedition = \"2024\"\nlicense = \"Apache-2.0\"\n\n[dependencies]\nwit-bindgen = \"0.46\"\n".into()),
+                (".gitignore".into(), "/target\n*.wasm\n".into()),
+            ];
+            files.extend(RUST_SDK.iter().map(|(file, text)| {
+                (
+                    format!("sdk/sluice-plugin-sdk/src/{file}"),
+                    text.to_string(),
+                )
+            }));
+            files
         }
-        Lang::Python => {
-            write(
-                &root,
-                "app.py",
-                &fill(include_str!("scaffold/python_app.py.txt"), &vars),
-                false,
-            )?;
-            write(&root, "sdk/sluice_plugin/__init__.py", PY_SDK, false)?;
-            write(&root, ".gitignore", "/.venv\n*.wasm\n__pycache__/\n", false)?;
-        }
-        Lang::Js => {
-            write(
-                &root,
-                "plugin.js",
-                &fill(include_str!("scaffold/js_plugin.js.txt"), &vars),
-                false,
-            )?;
-            write(&root, "sdk/sluice-plugin.js", JS_SDK, false)?;
-            write(
-                &root,
-                "package.json",
-                &format!(
+        Lang::Python => vec![
+            (
+                "app.py".into(),
+                fill(include_str!("scaffold/python_app.py.txt"), &vars),
+            ),
+            ("sdk/sluice_plugin/__init__.py".into(), PY_SDK.into()),
+            (".gitignore".into(), "/.venv\n*.wasm\n__pycache__/\n".into()),
+        ],
+        Lang::Js => vec![
+            (
+                "plugin.js".into(),
+                fill(include_str!("scaffold/js_plugin.js.txt"), &vars),
+            ),
+            ("sdk/sluice-plugin.js".into(), JS_SDK.into()),
+            (
+                "package.json".into(),
+                format!(
                     "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"type\": \"module\",\n  \"devDependencies\": {{\n    \"@bytecodealliance/componentize-js\": \"0.23.0\",\n    \"@bytecodealliance/preview2-shim\": \"0.17.9\"\n  }}\n}}\n"
                 ),
-                false,
-            )?;
-            write(&root, ".gitignore", "/node_modules\n*.wasm\n", false)?;
-        }
+            ),
+            (".gitignore".into(), "/node_modules\n*.wasm\n".into()),
+        ],
+    };
+    for (path, text) in &files {
+        write(&root, path, text, false)?;
     }
     println!(
         "created {} ({lang_name}, hooks: {})",

@@ -16,7 +16,7 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     if path.is_none() {
         // The built-in development configuration starts from nothing: make its data and
         // plugin directories (an explicit configuration's missing directory stays an error).
-        let dir = config.plugin_dir();
+        let dir = config.paths().plugin_dir;
         if !dir.exists() {
             std::fs::create_dir_all(&dir) // owner-only: the umask is 077
                 .with_context(|| format!("creating {}", dir.display()))?;
@@ -25,7 +25,7 @@ pub async fn run(config: Config, path: Option<PathBuf>) -> anyhow::Result<ExitCo
     }
     for (dir, key) in [
         (&config.server.data_dir, "server.data_dir"),
-        (&config.cache_dir(), "plugins.cache_dir"),
+        (&config.paths().cache_dir, "plugins.cache_dir"),
     ] {
         sluice::private_files::check_not_shared(dir, key).map_err(|e| anyhow::anyhow!(e))?;
     }

@@ -33,7 +33,7 @@ pub fn runtime_for(config: &Config, serving: bool) -> anyhow::Result<Runtime> {
     let cache_dir = if !serving && config.plugins.cache_dir.is_none() {
         user_cache_dir()
     } else {
-        config.cache_dir()
+        config.paths().cache_dir
     };
     Ok(engine_for(config, &cache_dir)?.with_services(services))
 }

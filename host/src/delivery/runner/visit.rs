@@ -253,16 +253,12 @@ impl Runner {
         // Expiry: pending recipients of a message past its lifetime fail.
         let expired = !st.finished() && now - st.queued_at >= lifetime;
         if expired {
-            for r in st
-                .recipients
-                .iter_mut()
-                .filter(|r| r.status == RcptStatus::Pending)
-            {
-                r.status = RcptStatus::Failed;
-                r.status_code = Some("4.4.7".to_string());
-                r.next_attempt = None;
+            for r in crate::delivery::state::pending(&mut st.recipients) {
                 let last = r.last_reply.clone().unwrap_or_default();
-                r.last_reply = Some(format!("message expired in the queue; last reply: {last}"));
+                r.fail(
+                    "4.4.7",
+                    format!("message expired in the queue; last reply: {last}"),
+                );
                 st.history
                     .push(format!("{} {} expired", fmt_time(now), r.address));
                 crate::admin::webhook::emit(
@@ -278,6 +274,17 @@ impl Runner {
             }
         }
 
+        // What `render-bounce` gets for a notice about these recipients.
+        let notice_request = |recipients, expired| {
+            let headers = crate::pipeline::parse_headers(&message);
+            bounce::request(
+                &envelope,
+                headers,
+                recipients,
+                &config.server.hostname,
+                expired,
+            )
+        };
         if !st.finished() {
             let mut changed = attempted || throttled;
             // A delay warning, once, when the message has waited long enough.
@@ -286,14 +293,7 @@ impl Runner {
                 changed = true;
                 let pending = bounce::delayed(&envelope, &st);
                 if !pending.is_empty() {
-                    let headers = crate::pipeline::parse_headers(&message);
-                    let req = bounce::request(
-                        &envelope,
-                        headers,
-                        pending,
-                        &config.server.hostname,
-                        false,
-                    );
+                    let req = notice_request(pending, false);
                     let retry_until = st.queued_at.saturating_add(lifetime);
                     let text = bounce::delay_text(&req, retry_until);
                     let notice = Notice::Delayed { retry_until };
@@ -335,14 +335,7 @@ impl Runner {
         // Finished: bounce the failures (never a bounce of a bounce), then remove.
         let failures = bounce::reportable(&envelope, &st);
         if !failures.is_empty() {
-            let headers = crate::pipeline::parse_headers(&message);
-            let req = bounce::request(
-                &envelope,
-                headers,
-                failures,
-                &config.server.hostname,
-                expired,
-            );
+            let req = notice_request(failures, expired);
             let (rendered, calls) = pipeline.render_bounce(&req).await;
             visit.report.hook_calls.extend(calls);
             let text = rendered.unwrap_or_else(|| bounce::default_text(&req));
@@ -480,7 +473,7 @@ impl Runner {
         config: &Config,
     ) -> (Vec<Handed>, Option<Result<(), String>>) {
         if route.kind == RouteKind::Maildir {
-            let root = config.maildir();
+            let root = config.paths().maildir;
             let outcomes = rcpts
                 .iter()
                 .map(|a| {

@@ -277,59 +277,59 @@ fn host_name(name: &hickory_resolver::proto::rr::Name) -> String {
     }
 }
 
+/// What a lookup of the `dns` interface answers: a list, or why there is none.
+type Answer<T> = wasmtime::Result<Result<Vec<T>, dns::LookupError>>;
+
+/// The address of an A or AAAA record.
+fn address(r: &RData) -> Option<String> {
+    match r {
+        RData::A(a) => Some(a.0.to_string()),
+        RData::AAAA(a) => Some(a.0.to_string()),
+        _ => None,
+    }
+}
+
+/// The text of a TXT record, its strings joined.
+fn text(r: &RData) -> Option<String> {
+    match r {
+        RData::TXT(t) => Some(
+            t.txt_data
+                .iter()
+                .map(|p| String::from_utf8_lossy(p))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+impl DnsView<'_> {
+    /// The records of one kind at `name`, each made into what the plugin gets by `pick`.
+    async fn records<T>(
+        &mut self,
+        what: &str,
+        name: &str,
+        kind: RecordType,
+        pick: impl Fn(&RData) -> Option<T>,
+    ) -> Answer<T> {
+        let found = self.lookup(what, name, kind).await?;
+        Ok(found.map(|rs| rs.iter().filter_map(pick).collect()))
+    }
+}
+
 impl dns::Host for DnsView<'_> {
-    async fn lookup_a(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
-        let found = self.lookup("dns.lookup-a", &name, RecordType::A).await?;
-        Ok(found.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::A(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect()
-        }))
+    async fn lookup_a(&mut self, name: String) -> Answer<String> {
+        self.records("dns.lookup-a", &name, RecordType::A, address)
+            .await
     }
 
-    async fn lookup_aaaa(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
-        let found = self
-            .lookup("dns.lookup-aaaa", &name, RecordType::AAAA)
-            .await?;
-        Ok(found.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::AAAA(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect()
-        }))
+    async fn lookup_aaaa(&mut self, name: String) -> Answer<String> {
+        self.records("dns.lookup-aaaa", &name, RecordType::AAAA, address)
+            .await
     }
 
-    async fn lookup_txt(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Vec<String>, dns::LookupError>> {
-        let found = self
-            .lookup("dns.lookup-txt", &name, RecordType::TXT)
-            .await?;
-        Ok(found.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::TXT(t) => Some(
-                        t.txt_data
-                            .iter()
-                            .map(|part| String::from_utf8_lossy(part))
-                            .collect::<String>(),
-                    ),
-                    _ => None,
-                })
-                .collect()
-        }))
+    async fn lookup_txt(&mut self, name: String) -> Answer<String> {
+        self.records("dns.lookup-txt", &name, RecordType::TXT, text)
+            .await
     }
 
     async fn lookup_ptr(
@@ -344,17 +344,12 @@ impl dns::Host for DnsView<'_> {
             ))));
         };
         let reverse = hickory_resolver::proto::rr::Name::from(ip).to_ascii();
-        let found = self
-            .lookup("dns.lookup-ptr", &reverse, RecordType::PTR)
-            .await?;
-        Ok(found.map(|rs| {
-            rs.iter()
-                .filter_map(|r| match r {
-                    RData::PTR(p) => Some(host_name(&p.0)),
-                    _ => None,
-                })
-                .collect()
-        }))
+        let name = |r: &RData| match r {
+            RData::PTR(p) => Some(host_name(&p.0)),
+            _ => None,
+        };
+        self.records("dns.lookup-ptr", &reverse, RecordType::PTR, name)
+            .await
     }
 
     async fn lookup_mx(

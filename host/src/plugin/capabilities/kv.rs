@@ -116,32 +116,28 @@ impl kv::Host for KvView<'_> {
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_secs: u32) -> wasmtime::Result<()> {
-        let (grant, key, deadline) = self.kv_call("kv.set", &key)?;
+        let (g, key, deadline) = self.kv_call("kv.set", &key)?;
         check_value("kv.set", &value)?;
-        let (ttl, quota) = (grant.ttl(ttl_secs), grant.quota);
-        bounded(
-            "kv.set",
-            deadline,
-            grant.store.set_within(key, value, ttl, quota),
-        )
-        .await
+        let set = g.store.set_within(key, value, g.ttl(ttl_secs), g.quota);
+        bounded("kv.set", deadline, set).await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_secs: u32) -> wasmtime::Result<i64> {
-        let (grant, key, deadline) = self.kv_call("kv.increment", &key)?;
-        let (ttl, quota) = (grant.ttl(ttl_secs), grant.quota);
-        bounded(
-            "kv.increment",
-            deadline,
-            grant.store.increment_within(key, delta, ttl, quota),
-        )
-        .await
+        let (g, key, deadline) = self.kv_call("kv.increment", &key)?;
+        let add = g
+            .store
+            .increment_within(key, delta, g.ttl(ttl_secs), g.quota);
+        bounded("kv.increment", deadline, add).await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
         let (grant, key, deadline) = self.kv_call("kv.delete", &key)?;
-        let quota = grant.quota;
-        bounded("kv.delete", deadline, grant.store.delete_within(key, quota)).await
+        bounded(
+            "kv.delete",
+            deadline,
+            grant.store.delete_within(key, grant.quota),
+        )
+        .await
     }
 
     async fn compare_and_set(
@@ -151,16 +147,12 @@ impl kv::Host for KvView<'_> {
         value: Vec<u8>,
         ttl_secs: u32,
     ) -> wasmtime::Result<bool> {
-        let (grant, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
+        let (g, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
         check_value("kv.compare-and-set", &value)?;
-        let (ttl, quota) = (grant.ttl(ttl_secs), grant.quota);
-        bounded(
-            "kv.compare-and-set",
-            deadline,
-            grant
-                .store
-                .compare_and_set_within(key, expected, value, ttl, quota),
-        )
-        .await
+        let (ttl, quota) = (g.ttl(ttl_secs), g.quota);
+        let swap = g
+            .store
+            .compare_and_set_within(key, expected, value, ttl, quota);
+        bounded("kv.compare-and-set", deadline, swap).await
     }
 }

@@ -58,7 +58,7 @@ impl Services {
                 config.store.ca_file.as_deref(),
             )?),
             None => {
-                let path = config.store_path();
+                let path = config.paths().store_path;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| format!("store.path: creating {}: {e}", dir.display()))?;

@@ -73,20 +73,15 @@ pub enum AuthOutcome {
 
 impl Session {
     pub(super) fn auth(&mut self, mechanism: u64, initial: String) -> Option<Step> {
-        if !self.esmtp {
-            self.error(Reply::new(503, "5.5.1", "Send EHLO first"));
-            return None;
-        }
-        if self.auth_user.is_some() {
-            self.error(Reply::new(503, "5.5.1", "Already authenticated"));
-            return None;
-        }
-        if self.txn.is_some() {
-            self.error(Reply::new(
+        if self.out_of_sequence(&[
+            (!self.esmtp, 503, "Send EHLO first"),
+            (self.auth_user.is_some(), 503, "Already authenticated"),
+            (
+                self.txn.is_some(),
                 503,
-                "5.5.1",
                 "AUTH not allowed during a transaction",
-            ));
+            ),
+        ]) {
             return None;
         }
         if !self.auth_offered() {
@@ -221,9 +216,7 @@ impl Session {
         self.auth_failures += 1;
         if self.auth_failures >= self.cfg.max_auth_failures {
             let close = Reply::new(421, "4.7.0", "Too many authentication failures, closing");
-            self.record("auth-failed", &close);
-            self.reply(&close);
-            self.state = State::Closed;
+            self.give_up("auth-failed", &close);
             return;
         }
         self.refuse(

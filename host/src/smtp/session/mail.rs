@@ -11,12 +11,10 @@ use crate::smtp::reply::Reply;
 
 impl Session {
     pub(super) fn mail(&mut self, from: MailFrom<String>) -> Option<Step> {
-        if self.helo.is_none() {
-            self.error(Reply::new(503, "5.5.1", "Send HELO or EHLO first"));
-            return None;
-        }
-        if self.txn.is_some() {
-            self.error(Reply::new(503, "5.5.1", "Nested MAIL command"));
+        if self.out_of_sequence(&[
+            (self.helo.is_none(), 503, "Send HELO or EHLO first"),
+            (self.txn.is_some(), 503, "Nested MAIL command"),
+        ]) {
             return None;
         }
         if self.cfg.listener == ListenerKind::Submission && self.tls.is_none() {
@@ -47,22 +45,13 @@ impl Session {
             self.refuse(reason, reply);
             return None;
         }
-        // The grammar lets control characters through in (quoted) local parts; such an
-        // address would reach logs, spool files and a bounce's header (found by the `data`
-        // fuzz target).
-        if from.address.chars().any(char::is_control) {
-            self.error(Reply::new(501, "5.1.7", "Bad sender address syntax"));
-            return None;
-        }
         let params = mail_params(&from);
-        if let Some(bad) = control_in_params(&params) {
+        if let Some(bad) = control_in(&from.address, &params, BAD_SENDER) {
             self.error(bad);
             return None;
         }
-        Some(Step::Mail(Sender {
-            address: from.address.clone(),
-            params,
-        }))
+        let address = from.address.clone();
+        Some(Step::Mail(Sender { address, params }))
     }
 
     pub(super) fn rcpt(&mut self, to: RcptTo<String>) -> Option<Step> {
@@ -102,12 +91,8 @@ impl Session {
         } else {
             to.address.clone()
         };
-        if to.address.chars().any(char::is_control) {
-            self.error(Reply::new(501, "5.1.3", "Bad recipient address syntax"));
-            return None;
-        }
         let params = rcpt_params(&to);
-        if let Some(bad) = control_in_params(&params) {
+        if let Some(bad) = control_in(&to.address, &params, BAD_RECIPIENT) {
             self.error(bad);
             return None;
         }
@@ -163,10 +148,26 @@ pub(super) fn param(keyword: &str, value: Option<String>) -> Param {
     }
 }
 
-/// A refusal for a parameter whose decoded value holds control characters. The grammar
+/// The enhanced code and text for a sender address the session cannot take.
+const BAD_SENDER: (&str, &str) = ("5.1.7", "Bad sender address syntax");
+/// The enhanced code and text for a recipient address the session cannot take.
+const BAD_RECIPIENT: (&str, &str) = ("5.1.3", "Bad recipient address syntax");
+
+/// A 501 refusal for an address or a parameter that holds control characters: `bad_address`
+/// (enhanced code, text) for the address, or one that names the parameter.
+///
+/// The grammar lets control characters through in (quoted) local parts; such an address would
+/// reach logs, spool files and a bounce's header (found by the `data` fuzz target). It also
 /// decodes xtext (`ENVID=a+0D+0Ab`), and such a value would end up in a DSN's header fields
 /// (found by the `session` fuzz target); RFC 3461 allows printable ASCII only.
-pub(super) fn control_in_params(params: &[Param]) -> Option<Reply> {
+pub(super) fn control_in(
+    address: &str,
+    params: &[Param],
+    (enhanced, text): (&str, &str),
+) -> Option<Reply> {
+    if address.chars().any(char::is_control) {
+        return Some(Reply::new(501, enhanced, text));
+    }
     params
         .iter()
         .find(|p| {

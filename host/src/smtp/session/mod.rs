@@ -667,6 +667,25 @@ impl Session {
     /// Sends an error reply and counts it; too many errors close the session, and so does a
     /// 421 (its meaning in SMTP: "closing the channel"), e.g. from a plugin against probing.
     /// Not recorded: the caller did, or the inbound core decided and logged it.
+    /// Refuses a command given out of sequence with the first of `checks` that holds, each
+    /// `(wrong, code, text)` (enhanced code 5.5.1); true when one did.
+    fn out_of_sequence(&mut self, checks: &[(bool, u16, &str)]) -> bool {
+        match checks.iter().find(|(wrong, _, _)| *wrong) {
+            Some((_, code, text)) => {
+                self.error(Reply::new(*code, "5.5.1", text));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `close`, records it for the log, and closes the session.
+    fn give_up(&mut self, reason: &'static str, close: &Reply) {
+        self.record(reason, close);
+        self.reply(close);
+        self.state = State::Closed;
+    }
+
     fn count_error(&mut self, r: Reply) {
         self.reply(&r);
         if r.code == 421 {
@@ -676,9 +695,7 @@ impl Session {
         self.errors += 1;
         if self.errors >= self.cfg.max_errors {
             let close = Reply::new(421, "4.7.0", "Too many errors, closing connection");
-            self.record("too-many-errors", &close);
-            self.reply(&close);
-            self.state = State::Closed;
+            self.give_up("too-many-errors", &close);
         }
     }
 }

@@ -9,20 +9,15 @@ use crate::smtp::reply::Reply;
 
 impl Session {
     pub(super) fn starttls(&mut self) -> Option<Step> {
-        if self.tls.is_some() {
-            self.error(Reply::new(503, "5.5.1", "Already using TLS"));
-            return None;
-        }
-        if !self.cfg.tls_available {
-            self.error(Reply::new(502, "5.5.1", "STARTTLS not available"));
-            return None;
-        }
-        if self.txn.is_some() {
-            self.error(Reply::new(
+        if self.out_of_sequence(&[
+            (self.tls.is_some(), 503, "Already using TLS"),
+            (!self.cfg.tls_available, 502, "STARTTLS not available"),
+            (
+                self.txn.is_some(),
                 503,
-                "5.5.1",
                 "STARTTLS not allowed during a transaction",
-            ));
+            ),
+        ]) {
             return None;
         }
         self.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));

@@ -39,6 +39,44 @@ struct Seen {
     closed: bool,
 }
 
+impl Seen {
+    /// Asserts that the replies contain `text`.
+    #[track_caller]
+    fn says(&self, text: &str) {
+        assert!(self.out.contains(text), "{:?} not in:\n{}", text, self.out);
+    }
+
+    /// Asserts that the replies contain `text`, saying why it matters.
+    #[track_caller]
+    fn says_because(&self, text: &str, why: &str) {
+        assert!(
+            self.out.contains(text),
+            "{why}: {:?} not in:\n{}",
+            text,
+            self.out
+        );
+    }
+
+    /// Asserts that the replies end with `text`.
+    #[track_caller]
+    fn ends_with(&self, text: &str) {
+        assert!(
+            self.out.ends_with(text),
+            "replies do not end with {:?}:\n{}",
+            text,
+            self.out
+        );
+    }
+}
+
+/// The TLS parameters of a handshake in these tests.
+fn tls13() -> TlsParams {
+    TlsParams {
+        version: "TLSv1.3".into(),
+        cipher: "TLS13_AES_128_GCM_SHA256".into(),
+    }
+}
+
 /// The scripted plugin: refuses addresses whose local part is `reject`, and answers `bye@`
 /// with 421 (as a plugin does against address harvesting).
 fn plugin(address: &str, refusal: Reply) -> Decision {
@@ -89,23 +127,19 @@ fn drive(session: &mut Session, chunks: &[&[u8]]) -> Seen {
                 seen.messages.push(raw);
                 session.message_done(&Reply::new(250, "2.0.0", "Queued as Q1"));
             }
-            Step::Auth { user, password } => session.auth_decided(
-                user,
-                if password == "good" {
-                    AuthOutcome::Accepted
-                } else {
-                    AuthOutcome::Refused
-                },
-            ),
+            Step::Auth { user, password } => {
+                let outcome = match password.as_str() {
+                    "good" => AuthOutcome::Accepted,
+                    _ => AuthOutcome::Refused,
+                };
+                session.auth_decided(user, outcome)
+            }
             Step::StartTls => {
                 seen.tls_started = true;
                 seen.out
                     .push_str(&String::from_utf8_lossy(&session.take_output()));
                 seen.out.push_str("<TLS>\r\n");
-                session.tls_started(TlsParams {
-                    version: "TLSv1.3".into(),
-                    cipher: "TLS13_AES_128_GCM_SHA256".into(),
-                });
+                session.tls_started(tls13());
             }
         }
         seen.out
@@ -133,6 +167,18 @@ fn codes(out: &str) -> Vec<String> {
         .filter(|l| l.as_bytes().get(3) != Some(&b'-'))
         .map(|l| l[..3].to_string())
         .collect()
+}
+
+/// A submission session over TLS in which alice signs in (EHLO, AUTH PLAIN) before
+/// `commands`.
+fn as_alice(commands: &str) -> (Session, Seen) {
+    let mut s = Session::new(cfg(ListenerKind::Submission), Some(tls13()));
+    let input = format!(
+        "EHLO c\r\nAUTH PLAIN {}\r\n{commands}",
+        plain("alice", "good")
+    );
+    let seen = drive(&mut s, &[input.as_bytes()]);
+    (s, seen)
 }
 
 fn plain(user: &str, pw: &str) -> String {
@@ -233,7 +279,7 @@ fn over_long_lines_are_refused_without_losing_sync() {
         "{}",
         seen.out
     );
-    assert!(seen.out.ends_with("250 2.0.0 OK\r\n"), "{}", seen.out);
+    seen.ends_with("250 2.0.0 OK\r\n");
 }
 
 #[test]
@@ -246,12 +292,7 @@ fn garbage_and_nul_bytes_get_errors_then_a_disconnect() {
         &[b"\x00\x01\x02\r\n\xff\xfe\r\nHELO \x00\r\nNOOP\r\n"],
     );
     assert!(seen.closed);
-    assert!(
-        seen.out
-            .ends_with("421 4.7.0 Too many errors, closing connection\r\n"),
-        "{}",
-        seen.out
-    );
+    seen.ends_with("421 4.7.0 Too many errors, closing connection\r\n");
     assert!(!seen.out.contains("250 2.0.0 OK"));
 }
 
