@@ -90,7 +90,7 @@ async fn the_smtp_path_and_replay_decide_and_edit_alike() {
                 .find(|m| m.contains(&format!("parity-{i}@test")))
                 .expect("delivered");
             let unfolded = m.replace("\r\n\t", " ").replace("\r\n ", " ");
-            for h in &report.add_headers {
+            for h in &report.outcome.add_headers {
                 let line = format!("\r\n{}: {}\r\n", h.name, h.value);
                 assert!(
                     unfolded.contains(&line) || unfolded.starts_with(&line[2..]),

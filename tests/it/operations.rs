@@ -166,8 +166,8 @@ async fn a_crash_looping_plugin_is_cooled_down_and_its_policy_applies() {
     // The plugin's other hooks are not called during the cool-down either; `plugin list`
     // shows it as a cool-down for one client, not for all.
     let rows = live.pipeline.describe();
-    assert_eq!(rows[0].clients_in_cooldown, 1, "{rows:?}");
-    assert_eq!(rows[0].cooldown_secs_left, None, "{rows:?}");
+    assert_eq!(rows[0].health.clients_in_cooldown, 1, "{rows:?}");
+    assert_eq!(rows[0].health.cooldown_secs_left, None, "{rows:?}");
     s.stop().await;
 }
 

@@ -19,7 +19,7 @@ use crate::config::{DmarcMode, ListenerKind};
 use crate::envelope::Decision;
 use crate::envelope::{Recipient, Sender};
 use crate::inbound::{self, Client, FrontEnd, Inbound};
-use crate::pipeline::{CallRecord, ScoredSymbol};
+use crate::pipeline::{CallRecord, MessageOutcome, ScoredSymbol};
 use crate::server::context::Live;
 
 /// Envelope and session values given on the command line (`sluice plugin check`).
@@ -82,6 +82,17 @@ pub struct Report {
     pub recipients: Vec<RecipientReport>,
     /// The stage that decided, and how.
     pub result: ResultReport,
+    /// What the plugins of `check-message` made of the message.
+    #[serde(flatten)]
+    pub outcome: OutcomeReport,
+    /// The sender-authentication results (with `--authenticate`, for unauthenticated senders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<crate::sender_auth::Results>,
+}
+
+/// What the plugins of `check-message` made of the message (empty when it was not reached).
+#[derive(Debug, Default, Serialize)]
+pub struct OutcomeReport {
     /// Sum of every symbol's score (0 when `check-message` was not reached).
     pub score: f64,
     /// Whether the score reached the spam threshold.
@@ -92,9 +103,19 @@ pub struct Report {
     pub add_headers: Vec<HeaderReport>,
     /// Header field names that would be removed.
     pub remove_headers: Vec<String>,
-    /// The sender-authentication results (with `--authenticate`, for unauthenticated senders).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub authentication: Option<crate::sender_auth::Results>,
+}
+
+impl From<MessageOutcome> for OutcomeReport {
+    fn from(outcome: MessageOutcome) -> Self {
+        let header = |(name, value)| HeaderReport { name, value };
+        OutcomeReport {
+            score: outcome.score,
+            spam: outcome.spam,
+            symbols: outcome.symbols,
+            add_headers: outcome.add_headers.into_iter().map(header).collect(),
+            remove_headers: outcome.remove_headers,
+        }
+    }
 }
 
 /// The envelope of a replayed message.
@@ -234,11 +255,7 @@ pub async fn replay(
             stage: "verify-sender",
             decision: Decision::Continue,
         },
-        score: 0.0,
-        spam: false,
-        symbols: Vec::new(),
-        add_headers: Vec::new(),
-        remove_headers: Vec::new(),
+        outcome: OutcomeReport::default(),
         authentication: None,
     };
     let sender = Sender {
@@ -305,15 +322,7 @@ pub async fn replay(
         report.authentication = d.authentication.clone();
     }
     if let Some(outcome) = d.outcome {
-        report.score = outcome.score;
-        report.spam = outcome.spam;
-        report.symbols = outcome.symbols;
-        report.add_headers = outcome
-            .add_headers
-            .into_iter()
-            .map(|(name, value)| HeaderReport { name, value })
-            .collect();
-        report.remove_headers = outcome.remove_headers;
+        report.outcome = outcome.into();
     }
     report.calls = txn.take_calls();
     Ok(report)

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Capability, Config, FailurePolicy, ListenerKind, ScoringConfig};
+use crate::config::{Capability, Config, PluginLimits, ScoringConfig};
 use crate::envelope::Client;
 use crate::plugin::cache::CacheOutcome;
-use crate::plugin::{self, LoadedPlugin, Runtime, directory};
+use crate::plugin::{self, LoadedPlugin, Runtime, Scope, directory};
 
 use super::run::PluginRun;
 
@@ -30,30 +30,32 @@ pub struct PluginRow {
     pub file: String,
     /// SHA-256 of its file.
     pub sha256: String,
-    /// Deadline per call.
-    pub timeout_ms: u64,
-    /// Memory cap.
-    pub memory_mb: u64,
-    /// Log lines allowed per call.
-    pub log_lines: u32,
-    /// What its failure decides.
-    pub on_failure: FailurePolicy,
+    /// Its limits and failure policy.
+    #[serde(flatten)]
+    pub limits: PluginLimits,
     /// The capabilities granted.
     pub capabilities: Vec<Capability>,
-    /// The listeners it runs on (empty: all).
-    pub listeners: Vec<ListenerKind>,
-    /// The recipient domains it runs for (empty: all).
-    pub domains: Vec<String>,
+    /// The listeners and recipient domains it runs for (empty: all).
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// Its cool-downs.
+    #[serde(flatten)]
+    pub health: RowHealth,
+    /// Whether its compiled code came from the cache.
+    pub cache: CacheOutcome,
+    /// Stages its final verdict ended before later plugins were called.
+    pub stages_ended: u64,
+}
+
+/// A plugin's cool-downs, as [`PluginRow`] shows them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RowHealth {
     /// Seconds left of a cool-down for every client, if in one.
     pub cooldown_secs_left: Option<u64>,
     /// Clients for whom it is cooling down.
     pub clients_in_cooldown: usize,
     /// Cool-downs since it was loaded.
     pub cooldowns: u64,
-    /// Whether its compiled code came from the cache.
-    pub cache: CacheOutcome,
-    /// Stages its final verdict ended before later plugins were called.
-    pub stages_ended: u64,
 }
 
 /// The loaded plugins, in order, and the settings that shape how their verdicts combine.
@@ -303,16 +305,14 @@ impl Pipeline {
                 hooks: p.hook_names().iter().map(|h| h.to_string()).collect(),
                 file: p.file.display().to_string(),
                 sha256: p.sha256.clone(),
-                timeout_ms: p.limits.timeout_ms,
-                memory_mb: p.limits.memory_mb,
-                log_lines: p.limits.log_lines,
-                on_failure: p.limits.on_failure,
+                limits: p.limits,
                 capabilities: p.capabilities.clone(),
-                listeners: p.scope.listeners.clone(),
-                domains: p.scope.domains.clone(),
-                cooldown_secs_left: p.health.cooling_down(now, None).map(|d| d.as_secs() + 1),
-                clients_in_cooldown: p.health.clients_cooling_down(now),
-                cooldowns: p.health.cooldowns(),
+                scope: p.scope.clone(),
+                health: RowHealth {
+                    cooldown_secs_left: p.health.cooling_down(now, None).map(|d| d.as_secs() + 1),
+                    clients_in_cooldown: p.health.clients_cooling_down(now),
+                    cooldowns: p.health.cooldowns(),
+                },
                 cache: p.cache,
                 stages_ended: p.stages_ended.load(std::sync::atomic::Ordering::Relaxed),
             })

@@ -89,7 +89,7 @@ impl LoadedPlugin {
 
 /// Where a plugin applies (`[plugin.NAME] listeners` and `domains`); empty lists mean
 /// everywhere.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Scope {
     /// Listener kinds.
     pub listeners: Vec<crate::config::ListenerKind>,

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 pub use engine::Runtime;
 pub use host_api::LogLine;
 pub use instance::{CallFailure, PluginInstance};
-pub use loaded::LoadedPlugin;
+pub use loaded::{LoadedPlugin, Scope};
 
 /// `text` cut to at most `max` bytes, on a character boundary (guest text is arbitrary
 /// UTF-8: `String::truncate` in the middle of a character would panic).

@@ -64,7 +64,7 @@ fn check_symbol_name(name: &str) -> Result<(), String> {
 }
 
 /// A name of 1 to `max` bytes, each `allowed`; else the name, shortened for a message.
-fn check_name<'a>(name: &'a str, max: usize, allowed: impl Fn(u8) -> bool) -> Result<(), &'a str> {
+fn check_name(name: &str, max: usize, allowed: impl Fn(u8) -> bool) -> Result<(), &str> {
     if !name.is_empty() && name.len() <= max && name.bytes().all(allowed) {
         Ok(())
     } else {

@@ -171,7 +171,7 @@ pub fn overview_panel(ctx: &ServerContext, (queued, quarantined): (usize, usize)
                         td { (name) }
                         td { (s.map_or(0, |s| s.calls)) }
                         td { (s.map_or(0, |s| s.failures)) }
-                        td { (p.cooldowns) }
+                        td { (p.health.cooldowns) }
                         td { (format!("{:.2}", s.map_or(0, |s| s.p50_us) as f64 / 1000.0)) }
                         td { (format!("{:.2}", s.map_or(0, |s| s.p99_us) as f64 / 1000.0)) }
                     }
@@ -230,11 +230,11 @@ pub fn plugins(
                         td { (p.name) }
                         td { (p.version) }
                         td { (p.hooks.join(", ")) }
-                        td { "listeners: " (p.listeners.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")) br; "domains: " (p.domains.join(", ")) }
-                        td { (p.timeout_ms) " ms, " (p.memory_mb) " MiB" br; "capabilities: " (p.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")) }
-                        td { (p.on_failure) }
+                        td { "listeners: " (p.scope.listeners.iter().map(|l| l.as_str()).collect::<Vec<_>>().join(", ")) br; "domains: " (p.scope.domains.join(", ")) }
+                        td { (p.limits.timeout_ms) " ms, " (p.limits.memory_mb) " MiB" br; "capabilities: " (p.capabilities.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")) }
+                        td { (p.limits.on_failure) }
                         td {
-                            @match p.cooldown_secs_left {
+                            @match p.health.cooldown_secs_left {
                                 Some(s) => span.bad { "cooling down, " (s) " s left" },
                                 None => "in service",
                             }

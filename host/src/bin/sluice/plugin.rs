@@ -135,18 +135,18 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
     let join = |items: Vec<&str>| items.join(",");
     for r in &rows {
         let mut scope = String::new();
-        if !r.listeners.is_empty() {
-            let l = r.listeners.iter().map(|l| l.as_str()).collect();
+        if !r.scope.listeners.is_empty() {
+            let l = r.scope.listeners.iter().map(|l| l.as_str()).collect();
             scope.push_str(&format!(" listeners={}", join(l)));
         }
-        if !r.domains.is_empty() {
-            scope.push_str(&format!(" domains={}", r.domains.join(",")));
+        if !r.scope.domains.is_empty() {
+            scope.push_str(&format!(" domains={}", r.scope.domains.join(",")));
         }
-        if let Some(left) = r.cooldown_secs_left {
+        if let Some(left) = r.health.cooldown_secs_left {
             scope.push_str(&format!(" COOLING-DOWN({left}s)"));
         }
-        if r.clients_in_cooldown > 0 {
-            let n = r.clients_in_cooldown;
+        if r.health.clients_in_cooldown > 0 {
+            let n = r.health.clients_in_cooldown;
             scope.push_str(&format!(" COOLING-DOWN-FOR-{n}-CLIENT(S)"));
         }
         if r.stages_ended > 0 {
@@ -159,9 +159,9 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
             r.name,
             r.version,
             r.hooks.join(","),
-            r.timeout_ms,
-            r.memory_mb,
-            r.on_failure,
+            r.limits.timeout_ms,
+            r.limits.memory_mb,
+            r.limits.on_failure,
             &r.sha256[..r.sha256.len().min(16)],
         );
     }
