@@ -1,4 +1,4 @@
-// Write Sluice mail-filter plugins in JavaScript, for componentize-js (sluice:filter@0.1.2).
+// Write Sluice mail-filter plugins in JavaScript, for componentize-js (sluice:filter@0.1.3).
 //
 //   import { definePlugin, reject } from './sluice-plugin.js';
 //   export const hooks = definePlugin({
@@ -12,7 +12,7 @@
 // "no opinion". A hook may return undefined for "no opinion". `init(config)` (optional) reads
 // and checks the settings once per transaction; what it returns is passed to every hook as its
 // last argument, and what it throws refuses the plugin at load with your message.
-import { log as hostLog, getConfig, configKeys, now } from 'sluice:filter/host@0.1.2';
+import { log as hostLog, getConfig, configKeys, now } from 'sluice:filter/host@0.1.3';
 
 // --- verdicts ---------------------------------------------------------------------------------
 

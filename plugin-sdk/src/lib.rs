@@ -38,6 +38,11 @@
 //! [`kv`] keeps state between transactions and [`dns`] asks the host's resolver; each is a
 //! capability the operator grants (`capabilities = ["kv", "dns"]` in `[plugin.NAME]`).
 //!
+//! # The parsed message
+//! [`view`] gives `check_message` the message as the host parsed it: MIME parts, decoded
+//! text, attachments (with sniffed type and SHA-256) and links (with registrable domains),
+//! and the decoded From, To, Subject and Date. No capability is needed.
+//!
 //! # Testing natively
 //! Outside WebAssembly (in `cargo test`), host calls are answered by [`testing`]: set the
 //! configuration with [`testing::set_config`] and read logged lines with [`testing::take_logs`].
@@ -55,6 +60,7 @@ pub mod log;
 pub mod net;
 pub mod testing;
 mod verdict;
+pub mod view;
 
 pub use address::domain_eq;
 pub use config::{Config, ConfigError, FromConfig};

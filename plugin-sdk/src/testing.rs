@@ -115,6 +115,56 @@ pub fn message(headers: &[(&str, &str)], body: &str) -> crate::Message {
     }
 }
 
+/// What the message view answers in native tests ([`set_view`]): set the fields a test needs.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// `view::parts`.
+    pub parts: Vec<crate::view::Part>,
+    /// The decoded text of text and HTML parts, by part index (`view::text`).
+    pub texts: std::collections::BTreeMap<u32, String>,
+    /// `view::body_text`.
+    pub body_text: String,
+    /// `view::attachments`.
+    pub attachments: Vec<crate::view::Attachment>,
+    /// Decoded bytes by part index (`view::attachment_bytes`).
+    pub bytes: std::collections::BTreeMap<u32, Vec<u8>>,
+    /// `view::links`.
+    pub links: Vec<crate::view::Link>,
+    /// `view::summary`.
+    pub summary: crate::view::HeaderSummary,
+    /// The raw message (`view::raw_size`, `view::raw_slice`).
+    pub raw: Vec<u8>,
+    /// `view::limits_hit`.
+    pub limits_hit: Vec<String>,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            parts: Vec::new(),
+            texts: Default::default(),
+            body_text: String::new(),
+            attachments: Vec::new(),
+            bytes: Default::default(),
+            links: Vec::new(),
+            summary: crate::view::HeaderSummary {
+                from: Vec::new(),
+                to: Vec::new(),
+                subject: None,
+                date: None,
+            },
+            raw: Vec::new(),
+            limits_hit: Vec::new(),
+        }
+    }
+}
+
+/// Sets what [`crate::view`] answers in this thread (the host parses the real message; a
+/// native test says what the parse found).
+pub fn set_view(view: View) {
+    native::VIEW.with(|v| *v.borrow_mut() = view);
+}
+
 #[doc(hidden)]
 pub mod native {
     //! The native stand-ins for the host's imports.
@@ -132,6 +182,7 @@ pub mod native {
         pub(crate) static CONFIG: RefCell<BTreeMap<String, ConfigValue>> = const { RefCell::new(BTreeMap::new()) };
         pub(crate) static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
         pub(crate) static AUTH: RefCell<Option<AuthResults>> = const { RefCell::new(None) };
+        pub(crate) static VIEW: RefCell<super::View> = RefCell::new(super::View::default());
     }
 
     /// The results set by [`super::set_authentication`].
@@ -253,6 +304,74 @@ pub mod native {
     }
 
     /// DNS answers set by [`super::set_dns`].
+    /// The message view: what [`super::set_view`] set, answered as the host would.
+    pub mod view {
+        use super::VIEW;
+        use crate::view::{Attachment, HeaderSummary, Link, Part, PartKind};
+
+        fn with<T>(f: impl FnOnce(&super::super::View) -> T) -> T {
+            VIEW.with(|v| f(&v.borrow()))
+        }
+        fn slice(bytes: &[u8], offset: u64, length: u32) -> Vec<u8> {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let end = start
+                .saturating_add(length.min(1 << 20) as usize)
+                .min(bytes.len());
+            bytes[start..end].to_vec()
+        }
+        /// `message-view.parts`.
+        pub fn parts() -> Vec<Part> {
+            with(|v| v.parts.clone())
+        }
+        /// `message-view.text`.
+        pub fn text(part: u32) -> Option<String> {
+            with(|v| {
+                let p = v.parts.get(part as usize)?;
+                matches!(p.kind, PartKind::Text | PartKind::Html)
+                    .then(|| v.texts.get(&part).cloned())
+                    .flatten()
+            })
+        }
+        /// `message-view.visible-text`: natively, the text as set (no HTML is taken apart).
+        pub fn visible_text(part: u32) -> Option<String> {
+            text(part)
+        }
+        /// `message-view.body-text`.
+        pub fn body_text() -> String {
+            with(|v| v.body_text.clone())
+        }
+        /// `message-view.attachments`.
+        pub fn attachments() -> Vec<Attachment> {
+            with(|v| v.attachments.clone())
+        }
+        /// `message-view.attachment-bytes`.
+        pub fn attachment_bytes(part: u32, offset: u64, length: u32) -> Option<Vec<u8>> {
+            with(|v| v.bytes.get(&part).map(|b| slice(b, offset, length)))
+        }
+        /// `message-view.links`.
+        pub fn links() -> Vec<Link> {
+            with(|v| v.links.clone())
+        }
+        /// `message-view.summary`.
+        pub fn summary() -> HeaderSummary {
+            with(|v| v.summary.clone())
+        }
+        /// `message-view.raw-size`.
+        pub fn raw_size() -> u64 {
+            with(|v| v.raw.len() as u64)
+        }
+        /// `message-view.raw-slice`.
+        pub fn raw_slice(offset: u64, length: u32) -> Vec<u8> {
+            with(|v| slice(&v.raw, offset, length))
+        }
+        /// `message-view.limits-hit`.
+        pub fn limits_hit() -> Vec<String> {
+            with(|v| v.limits_hit.clone())
+        }
+    }
+
     pub mod dns {
         use super::{DNS, DNS_LOOKUPS};
         use crate::dns::{LookupError, Mx};

@@ -20,6 +20,7 @@ mod languages;
 mod learning;
 mod lifecycle;
 mod loading;
+mod message_view;
 mod milter;
 mod operations;
 mod package;

@@ -9,6 +9,7 @@ use crate::config::ScoringConfig;
 use crate::envelope::{Client, Decision, Envelope, Recipient, Sender};
 use crate::plugin::bindings::types::{self as wit, Message, MessageVerdict, Session, Verdict};
 use crate::plugin::health::{Scope, Transition};
+use crate::plugin::view::MessageView;
 use crate::plugin::{CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, executor};
 use crate::smtp::reply::Reply;
 
@@ -283,7 +284,8 @@ impl Reach<'_> {
 enum Input<'a> {
     Sender(&'a wit::Address),
     Recipient(&'a wit::Envelope, &'a wit::Address),
-    Message(&'a wit::Envelope, &'a Message),
+    /// The envelope, the message, and the parsed view of it the plugins share.
+    Message(&'a wit::Envelope, &'a Message, &'a Arc<MessageView>),
 }
 
 impl Chain {
@@ -336,9 +338,13 @@ impl Chain {
             .iter()
             .any(|p| reach.covers(p, &self.session.listener))
         {
-            let (wit_envelope, wit_message) =
-                (wit_envelope(envelope), super::wit::message(message));
-            self.stage(reach, Input::Message(&wit_envelope, &wit_message))
+            // The view parses the message only when a plugin asks (`message-view`).
+            let view = Arc::new(MessageView::new(message));
+            let (wit_envelope, wit_message) = (
+                wit_envelope(envelope),
+                super::wit::message(view.raw().to_vec()),
+            );
+            self.stage(reach, Input::Message(&wit_envelope, &wit_message, &view))
                 .await
         } else {
             (Decision::Continue, Vec::new())
@@ -387,14 +393,16 @@ impl Chain {
                         inst.check_recipient(&self.session, envelope, recipient)
                             .await
                     }
-                    Input::Message(envelope, message) => inst
-                        .check_message(&self.session, envelope, message)
-                        .await
-                        .map(|mv| {
-                            let verdict = mv.verdict.clone();
-                            verdicts.push((p.name.clone(), mv));
-                            verdict
-                        }),
+                    Input::Message(envelope, message, view) => {
+                        inst.set_message_view(Arc::clone(view));
+                        inst.check_message(&self.session, envelope, message)
+                            .await
+                            .map(|mv| {
+                                let verdict = mv.verdict.clone();
+                                verdicts.push((p.name.clone(), mv));
+                                verdict
+                            })
+                    }
                 },
                 Err(f) => Err(f),
             };

@@ -21,6 +21,7 @@ use super::limits::MemoryLimitExceeded;
 use super::loaded::LoadedPlugin;
 use super::returns::{self, Checked};
 use super::state::StoreState;
+use super::view::MessageView;
 
 /// How a plugin call failed. Distinct from a verdict: this is the plugin misbehaving.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -243,6 +244,12 @@ impl PluginInstance {
     /// The plugin this is an instance of.
     pub fn plugin(&self) -> &Arc<LoadedPlugin> {
         &self.plugin
+    }
+
+    /// Gives the instance the transaction's parsed view of the message, for `check-message`
+    /// (`message-view`). Every instance of the transaction shares the one view.
+    pub fn set_message_view(&mut self, view: Arc<MessageView>) {
+        self.store.data_mut().view.message = Some(view);
     }
 
     /// Takes the lines logged since the last call, and how many were dropped over the quota.

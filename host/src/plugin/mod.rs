@@ -8,13 +8,16 @@
 //! - [`instance`]: one sandbox for one transaction; every hook call under a deadline.
 //! - [`host_api`]: the functions plugins import (log, config, time).
 //! - [`capabilities`]: what an operator may grant a plugin (`kv`, `dns`) and the calls behind it.
+//! - [`view`]: the message of `check-message` parsed once for the transaction's plugins
+//!   (`message-view`).
 //! - [`returns`]: what a plugin returns, checked and bounded before the host acts on it.
 //! - [`directory`]: finding plugins in the plugin directory, in order.
 //!
 //! This module does not decide what verdicts mean for a transaction: that is the pipeline's job.
 //!
 //! May use: wasmtime, the configuration's plugin settings, the key-value store and the DNS
-//! resolver (for the capabilities granted), and the shared vocabulary. Used by the pipeline,
+//! resolver (for the capabilities granted), mail-parser (the message view), and the shared
+//! vocabulary. Used by the pipeline,
 //! which alone calls hooks.
 
 pub mod bindings;
@@ -31,6 +34,7 @@ pub mod loaded;
 pub mod loader;
 pub mod returns;
 pub mod state;
+pub mod view;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
 //! The data of one plugin instance's store, following wasmtime's pattern: one context per
-//! capability ([`HostCtx`], [`AuthCtx`], [`KvCtx`], [`DnsCtx`], and WASI's), each interface
+//! capability ([`HostCtx`], [`AuthCtx`], [`KvCtx`], [`DnsCtx`], [`ViewCtx`], and WASI's), each interface
 //! linked to its own view of them ([`add_to_linker`]), and the instance's bounds beside them
 //! ([`Limiter`], [`CallBudget`], [`OutputBuffer`]). Made with [`StoreState::builder`].
 //!
@@ -16,10 +16,11 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::types::ConfigValue;
-use super::bindings::v0_1::sluice::filter::{authentication, dns, host, kv, types};
+use super::bindings::v0_1::sluice::filter::{authentication, dns, host, kv, message_view, types};
 use super::capabilities::{DnsApi, DnsCtx, DnsView, Grants, KvApi, KvCtx, KvView};
 use super::host_api::{AuthApi, AuthCtx, Clock, HostApi, HostCtx};
 use super::limits::{CallBudget, Limiter, OutputBuffer};
+use super::view::{ViewApi, ViewCtx};
 
 /// Resource handles one instance may hold at once.
 const MAX_RESOURCES: usize = 4096;
@@ -38,6 +39,8 @@ pub struct StoreState {
     pub(crate) auth: AuthCtx,
     pub(crate) kv: KvCtx,
     pub(crate) dns: DnsCtx,
+    /// The message of the `check-message` call in progress (`message-view`).
+    pub(crate) view: ViewCtx,
 }
 
 /// Declares the builder's fields, each with the setter of the same name.
@@ -127,6 +130,7 @@ impl StoreStateBuilder {
             auth: AuthCtx::default(),
             dns: self.grants.dns_ctx(),
             kv: self.grants.kv,
+            view: ViewCtx::default(),
         })
     }
 }
@@ -169,6 +173,7 @@ pub fn add_to_linker(linker: &mut Linker<StoreState>) -> anyhow::Result<()> {
     authentication::add_to_linker::<StoreState, AuthApi>(linker, |s| &mut s.auth)?;
     kv::add_to_linker::<StoreState, KvApi>(linker, StoreState::kv_view)?;
     dns::add_to_linker::<StoreState, DnsApi>(linker, StoreState::dns_view)?;
+    message_view::add_to_linker::<StoreState, ViewApi>(linker, |s| &mut s.view)?;
     Ok(())
 }
 

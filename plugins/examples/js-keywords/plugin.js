@@ -13,7 +13,7 @@
 // The repeat-sender count is kept between transactions with the `kv` capability (WIT 0.1.2):
 // the operator grants it with `capabilities = ["kv"]`, and the plugin is built against the
 // `plugin-kv` world. Written with the JavaScript SDK (plugin-sdk-js).
-import { get, increment } from 'sluice:filter/kv@0.1.2';
+import { get, increment } from 'sluice:filter/kv@0.1.3';
 import { ConfigError, definePlugin, domain, header, log, messageVerdict, reject } from '../../../plugin-sdk-js/sluice-plugin.js';
 
 const DAY_SECS = 86400;

@@ -1,0 +1,574 @@
+//! The message of `check-message` parsed once for every plugin of the transaction
+//! (`message-view`, WIT 0.1.3): the parts tree, decoded text, attachments, links and the
+//! decoded From/To/Subject/Date. Pure: bytes in, a bounded description out; the WIT functions
+//! in [`super`] only copy from it.
+//!
+//! MIME is mail-parser's; what it adds is the walk over the parts tree with its bounds, the
+//! attachment facts (sniffed type, SHA-256) and the links (linkify to find them, the Public
+//! Suffix List for their registrable domains).
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use sha2::{Digest, Sha256};
+
+/// Parts the view lists at most.
+pub const MAX_PARTS: usize = 1000;
+/// How deep the view follows containers (the message itself is depth 0).
+pub const MAX_DEPTH: u32 = 32;
+/// Decoded text kept per part, and of the message's readable text; also the most one call
+/// copies (`raw-slice`, `attachment-bytes`).
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+/// Links the view lists at most.
+pub const MAX_LINKS: usize = 1000;
+/// A decoded header value, parameter, file name or URL is cut to this many bytes.
+pub const MAX_FIELD_BYTES: usize = 2048;
+/// Content-Type parameters kept per part.
+pub const MAX_PARAMS: usize = 32;
+/// The strings of the parts list together, and of the links list together, at most: what
+/// `parts` or `links` copies into a plugin's memory stays near 1 MiB.
+pub const MAX_LIST_BYTES: usize = 1 << 20;
+
+/// What a part holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text other than HTML.
+    Text,
+    /// `text/html`.
+    Html,
+    /// Not text.
+    Binary,
+    /// `multipart/*`.
+    Multipart,
+    /// `message/rfc822`.
+    Message,
+}
+
+/// One part of the parts tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartInfo {
+    /// Position in [`ParsedMessage::parts`].
+    pub index: u32,
+    /// The container it is in.
+    pub parent: Option<u32>,
+    /// 0 for the message itself.
+    pub depth: u32,
+    /// What it holds.
+    pub kind: Kind,
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    /// Content-Type parameters, names in lower case, values decoded.
+    pub params: Vec<(String, String)>,
+    /// `inline` or `attachment`.
+    pub disposition: Option<String>,
+    /// The decoded file name.
+    pub filename: Option<String>,
+    /// A text part's charset, lower case.
+    pub charset: Option<String>,
+    /// Content-Transfer-Encoding, lower case.
+    pub transfer_encoding: Option<String>,
+    /// Decoded bytes (0 for a container).
+    pub size: u64,
+    /// Where the part starts in the raw message.
+    pub raw_offset: u64,
+    /// Its bytes in the raw message.
+    pub raw_length: u64,
+    /// Counted as an attachment.
+    pub attachment: bool,
+}
+
+impl PartInfo {
+    /// The bytes of its strings, as `parts` copies them.
+    fn listed_bytes(&self) -> usize {
+        let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+        64 + self.content_type.len()
+            + self
+                .params
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
+            + opt(&self.disposition)
+            + opt(&self.filename)
+            + opt(&self.charset)
+            + opt(&self.transfer_encoding)
+    }
+}
+
+/// An attachment, described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttachmentInfo {
+    /// Its part.
+    pub part: u32,
+    /// Its decoded file name.
+    pub name: Option<String>,
+    /// The declared type.
+    pub declared_type: String,
+    /// The type its first bytes show.
+    pub sniffed_type: Option<String>,
+    /// Decoded bytes.
+    pub size: u64,
+    /// SHA-256 of the decoded bytes, hex.
+    pub sha256: String,
+}
+
+/// A link of a text or HTML part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkInfo {
+    /// As written.
+    pub url: String,
+    /// Its host, lower case, no port.
+    pub host: String,
+    /// Its registrable domain (Public Suffix List).
+    pub registrable_domain: Option<String>,
+    /// The part it is in.
+    pub part: u32,
+}
+
+/// A mailbox of From or To.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Mailbox {
+    /// The decoded display name.
+    pub name: Option<String>,
+    /// The address.
+    pub address: Option<String>,
+}
+
+/// The decoded header fields plugins ask for most.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Summary {
+    /// From.
+    pub from: Vec<Mailbox>,
+    /// To.
+    pub to: Vec<Mailbox>,
+    /// Subject.
+    pub subject: Option<String>,
+    /// Date, milliseconds since the Unix epoch.
+    pub date: Option<i64>,
+}
+
+/// A part's decoded body, as the view keeps it.
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    /// A container.
+    None,
+    /// Decoded text (HTML: the markup), cut to [`MAX_TEXT_BYTES`].
+    Text(String),
+    /// Decoded bytes.
+    Bytes(Vec<u8>),
+}
+
+/// The parsed message: everything `message-view` answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedMessage {
+    /// The parts, depth first.
+    pub parts: Vec<PartInfo>,
+    bodies: Vec<Body>,
+    /// The attachments.
+    pub attachments: Vec<AttachmentInfo>,
+    /// The links, each URL once.
+    pub links: Vec<LinkInfo>,
+    /// From, To, Subject, Date.
+    pub summary: Summary,
+    /// The readable text.
+    pub body_text: String,
+    /// The bounds that cut the view: `parts`, `depth`, `text`, `links`.
+    pub limits_hit: Vec<&'static str>,
+}
+
+/// A message and, once asked for, its parse: shared by every plugin of one transaction.
+#[derive(Debug)]
+pub struct MessageView {
+    raw: Vec<u8>,
+    parsed: OnceLock<ParsedMessage>,
+}
+
+impl MessageView {
+    /// The view of `raw`, not parsed yet.
+    pub fn new(raw: Vec<u8>) -> MessageView {
+        MessageView {
+            raw,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The raw message.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The parse, made on the first call.
+    pub fn parsed(&self) -> &ParsedMessage {
+        self.parsed.get_or_init(|| ParsedMessage::parse(&self.raw))
+    }
+
+    /// Whether it has been parsed (for tests of laziness).
+    pub fn is_parsed(&self) -> bool {
+        self.parsed.get().is_some()
+    }
+}
+
+/// Up to `length` bytes of `bytes` from `offset`, at most [`MAX_TEXT_BYTES`].
+pub fn slice(bytes: &[u8], offset: u64, length: u32) -> &[u8] {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let length = (length as usize).min(MAX_TEXT_BYTES);
+    &bytes[start..start.saturating_add(length).min(bytes.len())]
+}
+
+/// One step of the walk: a part of a (possibly nested) message.
+struct Visit<'a, 'x> {
+    message: &'a Message<'x>,
+    id: usize,
+    parent: Option<u32>,
+    depth: u32,
+    /// Where the message `message` starts in the raw message, when its bytes are the raw
+    /// message's (not transfer-encoded inside its container).
+    base: Option<u64>,
+    /// The raw range of the nearest container whose bytes are the raw message's.
+    fallback: (u64, u64),
+    /// Inside an attached message.
+    attached: bool,
+}
+
+impl ParsedMessage {
+    /// Parses `raw`. Never fails: what mail-parser cannot read is an empty message of one
+    /// text part, and past a bound the view is cut short and says so.
+    pub fn parse(raw: &[u8]) -> ParsedMessage {
+        let mut view = ParsedMessage {
+            parts: Vec::new(),
+            bodies: Vec::new(),
+            attachments: Vec::new(),
+            links: Vec::new(),
+            summary: Summary::default(),
+            body_text: String::new(),
+            limits_hit: Vec::new(),
+        };
+        let Some(message) = MessageParser::default().parse(raw) else {
+            return view;
+        };
+        view.summary = summary(&message);
+        view.walk(&message, raw.len() as u64);
+        view.body_text = readable_text(&message, &mut view.limits_hit);
+        view.find_links();
+        view
+    }
+
+    /// Visits the parts depth first, within [`MAX_PARTS`] and [`MAX_DEPTH`].
+    fn walk(&mut self, message: &Message<'_>, raw_len: u64) {
+        let mut stack = vec![Visit {
+            message,
+            id: 0,
+            parent: None,
+            depth: 0,
+            base: Some(0),
+            fallback: (0, raw_len),
+            attached: false,
+        }];
+        let mut listed = 0usize;
+        while let Some(v) = stack.pop() {
+            if self.parts.len() >= MAX_PARTS {
+                self.hit("parts");
+                break;
+            }
+            let Some(part) = v.message.parts.get(v.id) else {
+                continue;
+            };
+            let index = self.parts.len() as u32;
+            let (raw_offset, raw_length) = match v.base {
+                Some(base) => (
+                    base + u64::from(part.offset_header),
+                    u64::from(part.offset_end.saturating_sub(part.offset_header)),
+                ),
+                None => v.fallback,
+            };
+            let (info, body) = describe(part, index, &v, raw_offset, raw_length);
+            if matches!(&body, Body::Text(t) if (t.len() as u64) < info.size) {
+                self.hit("text");
+            }
+            let children: Vec<Visit<'_, '_>> = match &part.body {
+                PartType::Multipart(ids) => ids
+                    .iter()
+                    .map(|&id| Visit {
+                        message: v.message,
+                        id: id as usize,
+                        parent: Some(index),
+                        depth: v.depth + 1,
+                        base: v.base,
+                        fallback: (raw_offset, raw_length),
+                        attached: v.attached,
+                    })
+                    .collect(),
+                PartType::Message(nested) => {
+                    // The nested message's offsets count from its container's body, which is
+                    // the raw message's own bytes only when not transfer-encoded.
+                    let base = match (v.base, part.encoding) {
+                        (Some(base), Encoding::None) => Some(base + u64::from(part.offset_body)),
+                        _ => None,
+                    };
+                    vec![Visit {
+                        message: nested,
+                        id: 0,
+                        parent: Some(index),
+                        depth: v.depth + 1,
+                        base,
+                        fallback: (raw_offset, raw_length),
+                        attached: true,
+                    }]
+                }
+                _ => Vec::new(),
+            };
+            listed += info.listed_bytes();
+            if listed > MAX_LIST_BYTES {
+                self.hit("parts");
+                break;
+            }
+            if info.attachment {
+                self.attachments.push(attachment(&info, &body));
+            }
+            self.parts.push(info);
+            self.bodies.push(body);
+            if !children.is_empty() && v.depth + 1 > MAX_DEPTH {
+                self.hit("depth");
+                continue;
+            }
+            stack.extend(children.into_iter().rev());
+        }
+    }
+
+    /// The links of the text and HTML parts, each URL once.
+    fn find_links(&mut self) {
+        let mut seen = HashSet::new();
+        let mut listed = 0usize;
+        let mut links = Vec::new();
+        let mut cut_short = false;
+        'parts: for (part, body) in self.parts.iter().zip(&self.bodies) {
+            let (Body::Text(text), Kind::Text | Kind::Html) = (body, part.kind) else {
+                continue;
+            };
+            for url in super::links::urls(text) {
+                if !seen.insert(url) {
+                    continue;
+                }
+                let Some(host) = super::links::host(url) else {
+                    continue;
+                };
+                let url = cut(url);
+                listed += url.len() + 2 * host.len();
+                if links.len() >= MAX_LINKS || listed > MAX_LIST_BYTES {
+                    cut_short = true;
+                    break 'parts;
+                }
+                links.push(LinkInfo {
+                    url,
+                    registrable_domain: super::links::registrable_domain(&host),
+                    host,
+                    part: part.index,
+                });
+            }
+        }
+        self.links = links;
+        if cut_short {
+            self.hit("links");
+        }
+    }
+
+    fn hit(&mut self, bound: &'static str) {
+        if !self.limits_hit.contains(&bound) {
+            self.limits_hit.push(bound);
+        }
+    }
+
+    /// The decoded text of a text or HTML part.
+    pub fn text(&self, part: u32) -> Option<&str> {
+        let i = part as usize;
+        match (self.parts.get(i)?.kind, self.bodies.get(i)?) {
+            (Kind::Text | Kind::Html, Body::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// What a reader sees of a text or HTML part.
+    pub fn visible_text(&self, part: u32) -> Option<String> {
+        let text = self.text(part)?;
+        Some(match self.parts[part as usize].kind {
+            Kind::Html => mail_parser::decoders::html::html_to_text(text),
+            _ => text.to_string(),
+        })
+    }
+
+    /// The decoded bytes of a part that is not a container.
+    pub fn bytes(&self, part: u32) -> Option<&[u8]> {
+        match self.bodies.get(part as usize)? {
+            Body::Text(t) => Some(t.as_bytes()),
+            Body::Bytes(b) => Some(b),
+            Body::None => None,
+        }
+    }
+}
+
+/// The part's description and its decoded body.
+fn describe(
+    part: &MessagePart<'_>,
+    index: u32,
+    v: &Visit<'_, '_>,
+    raw_offset: u64,
+    raw_length: u64,
+) -> (PartInfo, Body) {
+    let ct = part.content_type();
+    let content_type = cut(&match ct {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_string(),
+        },
+        None => "text/plain".to_string(),
+    })
+    .to_ascii_lowercase();
+    let params: Vec<(String, String)> = ct
+        .and_then(|ct| ct.attributes())
+        .unwrap_or_default()
+        .iter()
+        .take(MAX_PARAMS)
+        .map(|a| (cut(&a.name).to_ascii_lowercase(), cut(&a.value)))
+        .collect();
+    let disposition = part
+        .content_disposition()
+        .map(|d| cut(d.ctype()).to_ascii_lowercase());
+    let filename = part.attachment_name().map(cut);
+    let (kind, body) = match &part.body {
+        PartType::Text(t) => (Kind::Text, Body::Text(cut_text(t))),
+        PartType::Html(t) => (Kind::Html, Body::Text(cut_text(t))),
+        PartType::Binary(b) | PartType::InlineBinary(b) => (Kind::Binary, Body::Bytes(b.to_vec())),
+        PartType::Message(m) => (Kind::Message, Body::Bytes(m.raw_message.to_vec())),
+        PartType::Multipart(_) => (Kind::Multipart, Body::None),
+    };
+    let size = match &part.body {
+        PartType::Text(t) | PartType::Html(t) => t.len(),
+        PartType::Binary(b) | PartType::InlineBinary(b) => b.len(),
+        PartType::Message(m) => m.raw_message.len(),
+        PartType::Multipart(_) => 0,
+    } as u64;
+    let charset = match kind {
+        Kind::Text | Kind::Html => params
+            .iter()
+            .find(|(n, _)| n == "charset")
+            .map(|(_, v)| v.to_ascii_lowercase()),
+        _ => None,
+    };
+    let named_or_marked = filename.is_some() || disposition.as_deref() == Some("attachment");
+    let attachment = index != 0
+        && match kind {
+            Kind::Binary | Kind::Message => true,
+            Kind::Text | Kind::Html => named_or_marked,
+            Kind::Multipart => false,
+        };
+    let info = PartInfo {
+        index,
+        parent: v.parent,
+        depth: v.depth,
+        kind,
+        content_type,
+        params,
+        disposition,
+        filename,
+        charset,
+        transfer_encoding: part
+            .content_transfer_encoding()
+            .map(|e| cut(e.trim()).to_ascii_lowercase()),
+        size,
+        raw_offset,
+        raw_length,
+        attachment,
+    };
+    (info, body)
+}
+
+/// The attachment facts of a part.
+fn attachment(info: &PartInfo, body: &Body) -> AttachmentInfo {
+    let bytes: &[u8] = match body {
+        Body::Text(t) => t.as_bytes(),
+        Body::Bytes(b) => b,
+        Body::None => &[],
+    };
+    AttachmentInfo {
+        part: info.index,
+        name: info.filename.clone(),
+        declared_type: info.content_type.clone(),
+        sniffed_type: infer::get(bytes).map(|t| t.mime_type().to_string()),
+        size: info.size,
+        sha256: hex::encode(Sha256::digest(bytes)),
+    }
+}
+
+/// From, To, Subject and Date, decoded.
+fn summary(message: &Message<'_>) -> Summary {
+    let mailboxes = |a: Option<&mail_parser::Address<'_>>| -> Vec<Mailbox> {
+        a.map(|a| {
+            a.iter()
+                .take(MAX_PARTS)
+                .map(|m| Mailbox {
+                    name: m.name().map(cut),
+                    address: m.address().map(cut),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    Summary {
+        from: mailboxes(message.from()),
+        to: mailboxes(message.to()),
+        subject: message.subject().map(cut),
+        date: message
+            .date()
+            .map(|d| d.to_timestamp().saturating_mul(1000)),
+    }
+}
+
+/// The message's readable text: mail-parser's text bodies (HTML made text where a part has
+/// no plain alternative), joined by blank lines, within [`MAX_TEXT_BYTES`].
+fn readable_text(message: &Message<'_>, limits_hit: &mut Vec<&'static str>) -> String {
+    let mut out = String::new();
+    for i in 0..message.text_body_count() {
+        let Some(text) = message.body_text(i) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push_str("\n\n");
+        }
+        out.push_str(&text);
+        if out.len() > MAX_TEXT_BYTES {
+            out.truncate(floor_char_boundary(&out, MAX_TEXT_BYTES));
+            if !limits_hit.contains(&"text") {
+                limits_hit.push("text");
+            }
+            break;
+        }
+    }
+    out
+}
+
+/// A decoded header value or parameter, cut to [`MAX_FIELD_BYTES`].
+fn cut(value: &str) -> String {
+    value[..floor_char_boundary(value, MAX_FIELD_BYTES)].to_string()
+}
+
+/// Decoded text, cut to [`MAX_TEXT_BYTES`].
+fn cut_text(text: &str) -> String {
+    text[..floor_char_boundary(text, MAX_TEXT_BYTES)].to_string()
+}
+
+/// The largest index at most `max` that is a character boundary of `s`.
+fn floor_char_boundary(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    (0..=max)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! The parsed view of the message (`message-view`, WIT 0.1.3) as plugins get it: a Rust
+//! plugin reads the parts, attachments, links and decoded header fields of a message sent
+//! over SMTP with Python's smtplib, and by `sluice plugin check`; a plugin built against
+//! the 0.1.2 WIT, which does not know the view, still loads and runs beside it.
+
+use sluice_tests::*;
+
+/// multipart/mixed: a plain and a base64 HTML alternative (the HTML's link only in base64),
+/// a PDF with an RFC 2231 file name.
+const MIXED: &str = "From: =?utf-8?q?J=C3=BCrgen?= <jurgen@example.com>\r\n\
+To: bob@example.org\r\n\
+Subject: =?utf-8?b?UmVjaG51bmcgw7xiZXI=?= 5 EUR\r\n\
+Message-ID: <view@example.com>\r\n\
+Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"outer\"\r\n\
+\r\n\
+--outer\r\n\
+Content-Type: multipart/alternative; boundary=\"alt\"\r\n\
+\r\n\
+--alt\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Pay at www.example.org today.\r\n\
+--alt\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+PHA+UGF5IDxhIGhyZWY9Imh0dHBzOi8vc2hvcC5leGFtcGxlLmNvLnVrL3BheSI+aGVyZTwvYT48L3A+\r\n\
+--alt--\r\n\
+--outer\r\n\
+Content-Type: application/pdf\r\n\
+Content-Disposition: attachment; filename*=utf-8''Rechnung%20%C3%BCber.pdf\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+JVBERi0xLjQKJcfsj6IK\r\n\
+--outer--\r\n";
+
+/// What `view-probe` reports for [`MIXED`]: (header, value).
+const EXPECTED: &[(&str, &str)] = &[
+    (
+        "X-View-Parts",
+        "multipart/mixed@0 multipart/alternative@1 text/plain@2 text/html@2 application/pdf@1",
+    ),
+    // name|sniffed type|size|sha256 prefix|bytes read back
+    (
+        "X-View-Attachments",
+        "Rechnung über.pdf|application/pdf|15|b5f218923574|15",
+    ),
+    // The base64 HTML part's link, with its registrable domain (not `co.uk`).
+    (
+        "X-View-Links",
+        "www.example.org=example.org shop.example.co.uk=example.co.uk",
+    ),
+    ("X-View-Subject", "Rechnung über 5 EUR"),
+    ("X-View-From", "Jürgen"),
+    ("X-View-Text", "Pay"),
+    ("X-View-Raw", "true true"),
+    ("X-View-Limits", ""),
+];
+
+/// The value of header `name` in `message` (unfolded), if there.
+fn field(message: &str, name: &str) -> Option<String> {
+    let head = message.split("\r\n\r\n").next().unwrap_or("");
+    let unfolded = head.replace("\r\n\t", " ").replace("\r\n ", " ");
+    unfolded
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reads_the_parsed_message_sent_over_smtp() {
+    let s = TestServer::start(
+        "",
+        &[
+            ("view-probe", plugin("test", "view-probe")),
+            ("wit-0-1-2", plugin("test", "wit-0-1-2")),
+        ],
+    )
+    .await;
+    let script = r#"
+import os, smtplib
+c = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), timeout=30)
+c.sendmail("jurgen@example.com", ["bob@example.org"], os.environ["MESSAGE"].encode())
+c.quit()
+print("sent")
+"#;
+    let out = python(
+        script,
+        &[
+            ("PORT", s.smtp.port().to_string()),
+            ("MESSAGE", MIXED.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "sent");
+    let delivered = s.mailbox("bob", 1).await;
+    let m = &delivered[0];
+    for (name, want) in EXPECTED {
+        assert_eq!(field(m, name).as_deref(), Some(*want), "{name} in:\n{m}");
+    }
+    // The plugin built against 0.1.2 ran in the same transaction.
+    let size = field(m, "X-Wit-0-1-2").expect("the 0.1.2 plugin's field");
+    assert!(size.starts_with("raw="), "{size}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn plugin_check_gives_the_same_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let eml = dir.path().join("mixed.eml");
+    std::fs::write(&eml, MIXED).unwrap();
+    let out = run_client(
+        tokio::process::Command::new(sluice_bin())
+            .args(["plugin", "check", "--plugin"])
+            .arg(plugin("test", "view-probe"))
+            .args(["--rcpt", "bob@example.org"])
+            .arg(&eml)
+            .env("SLUICE_LOG", "error"),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let headers = report["add_headers"].as_array().unwrap();
+    for (name, want) in EXPECTED {
+        let got = headers
+            .iter()
+            .find(|h| h["name"] == *name)
+            .and_then(|h| h["value"].as_str());
+        assert_eq!(got, Some(*want), "{name} in {report}");
+    }
+}
