@@ -1,6 +1,7 @@
 //! The `message-view` interface (WIT 0.1.3): the message of `check-message`, parsed once by
 //! the host and shared by every plugin of the transaction ([`MessageView`]). The parse is
-//! pure ([`parsed`], with [`links`]); this module copies from it into the WIT types.
+//! pure ([`parsed`], with [`links`]) and describes the message in the WIT's own records, so
+//! this module only hands out copies.
 //!
 //! It may use: mail-parser, linkify and the Public Suffix List (through `parsed` and
 //! `links`), and the plugin bindings. Nothing here does I/O.
@@ -12,8 +13,8 @@ use std::sync::Arc;
 
 use wasmtime::component::HasData;
 
-use super::bindings::v0_1::sluice::filter::message_view as wit;
-use parsed::{Kind, slice};
+pub(crate) use super::bindings::v0_1::sluice::filter::message_view as wit;
+use parsed::slice;
 pub use parsed::{MessageView, ParsedMessage};
 
 /// The store's part of the view: the message of the `check-message` call in progress.
@@ -38,34 +39,7 @@ impl HasData for ViewApi {
 
 impl wit::Host for ViewCtx {
     fn parts(&mut self) -> Vec<wit::Part> {
-        let Some(p) = self.parsed() else {
-            return Vec::new();
-        };
-        p.parts
-            .iter()
-            .map(|i| wit::Part {
-                index: i.index,
-                parent: i.parent,
-                depth: i.depth,
-                kind: match i.kind {
-                    Kind::Text => wit::PartKind::Text,
-                    Kind::Html => wit::PartKind::Html,
-                    Kind::Binary => wit::PartKind::Binary,
-                    Kind::Multipart => wit::PartKind::Multipart,
-                    Kind::Message => wit::PartKind::Message,
-                },
-                content_type: i.content_type.clone(),
-                params: i.params.clone(),
-                disposition: i.disposition.clone(),
-                filename: i.filename.clone(),
-                charset: i.charset.clone(),
-                transfer_encoding: i.transfer_encoding.clone(),
-                size: i.size,
-                raw_offset: i.raw_offset,
-                raw_length: i.raw_length,
-                attachment: i.attachment,
-            })
-            .collect()
+        self.parsed().map(|p| p.parts.clone()).unwrap_or_default()
     }
 
     fn text(&mut self, part: u32) -> Option<String> {
@@ -83,20 +57,9 @@ impl wit::Host for ViewCtx {
     }
 
     fn attachments(&mut self) -> Vec<wit::Attachment> {
-        let Some(p) = self.parsed() else {
-            return Vec::new();
-        };
-        p.attachments
-            .iter()
-            .map(|a| wit::Attachment {
-                part: a.part,
-                name: a.name.clone(),
-                declared_type: a.declared_type.clone(),
-                sniffed_type: a.sniffed_type.clone(),
-                size: a.size,
-                sha256: a.sha256.clone(),
-            })
-            .collect()
+        self.parsed()
+            .map(|p| p.attachments.clone())
+            .unwrap_or_default()
     }
 
     fn attachment_bytes(&mut self, part: u32, offset: u64, length: u32) -> Option<Vec<u8>> {
@@ -105,36 +68,12 @@ impl wit::Host for ViewCtx {
     }
 
     fn links(&mut self) -> Vec<wit::Link> {
-        let Some(p) = self.parsed() else {
-            return Vec::new();
-        };
-        p.links
-            .iter()
-            .map(|l| wit::Link {
-                url: l.url.clone(),
-                host: l.host.clone(),
-                registrable_domain: l.registrable_domain.clone(),
-                part: l.part,
-            })
-            .collect()
+        self.parsed().map(|p| p.links.clone()).unwrap_or_default()
     }
 
     fn summary(&mut self) -> wit::HeaderSummary {
-        let mailboxes = |m: &[parsed::Mailbox]| {
-            m.iter()
-                .map(|m| wit::Mailbox {
-                    name: m.name.clone(),
-                    address: m.address.clone(),
-                })
-                .collect()
-        };
         match self.parsed() {
-            Some(p) => wit::HeaderSummary {
-                from: mailboxes(&p.summary.from),
-                to: mailboxes(&p.summary.to),
-                subject: p.summary.subject.clone(),
-                date: p.summary.date,
-            },
+            Some(p) => p.summary.clone(),
             None => wit::HeaderSummary {
                 from: Vec::new(),
                 to: Vec::new(),

@@ -30,121 +30,32 @@ pub const MAX_PARAMS: usize = 32;
 /// `parts` or `links` copies into a plugin's memory stays near 1 MiB.
 pub const MAX_LIST_BYTES: usize = 1 << 20;
 
+/// An attachment, described (`message-view.attachment`).
+pub use super::wit::Attachment as AttachmentInfo;
+/// The decoded header fields plugins ask for most (`message-view.header-summary`).
+pub use super::wit::HeaderSummary as Summary;
+/// A link of a text or HTML part (`message-view.link`).
+pub use super::wit::Link as LinkInfo;
+/// A mailbox of From or To (`message-view.mailbox`).
+pub use super::wit::Mailbox;
+/// One part of the parts tree (`message-view.part`).
+pub use super::wit::Part as PartInfo;
 /// What a part holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Text other than HTML.
-    Text,
-    /// `text/html`.
-    Html,
-    /// Not text.
-    Binary,
-    /// `multipart/*`.
-    Multipart,
-    /// `message/rfc822`.
-    Message,
-}
+pub use super::wit::PartKind as Kind;
 
-/// One part of the parts tree.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartInfo {
-    /// Position in [`ParsedMessage::parts`].
-    pub index: u32,
-    /// The container it is in.
-    pub parent: Option<u32>,
-    /// 0 for the message itself.
-    pub depth: u32,
-    /// What it holds.
-    pub kind: Kind,
-    /// `type/subtype`, lower case.
-    pub content_type: String,
-    /// Content-Type parameters, names in lower case, values decoded.
-    pub params: Vec<(String, String)>,
-    /// `inline` or `attachment`.
-    pub disposition: Option<String>,
-    /// The decoded file name.
-    pub filename: Option<String>,
-    /// A text part's charset, lower case.
-    pub charset: Option<String>,
-    /// Content-Transfer-Encoding, lower case.
-    pub transfer_encoding: Option<String>,
-    /// Decoded bytes (0 for a container).
-    pub size: u64,
-    /// Where the part starts in the raw message.
-    pub raw_offset: u64,
-    /// Its bytes in the raw message.
-    pub raw_length: u64,
-    /// Counted as an attachment.
-    pub attachment: bool,
-}
-
-impl PartInfo {
-    /// The bytes of its strings, as `parts` copies them.
-    fn listed_bytes(&self) -> usize {
-        let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
-        64 + self.content_type.len()
-            + self
-                .params
-                .iter()
-                .map(|(n, v)| n.len() + v.len())
-                .sum::<usize>()
-            + opt(&self.disposition)
-            + opt(&self.filename)
-            + opt(&self.charset)
-            + opt(&self.transfer_encoding)
-    }
-}
-
-/// An attachment, described.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AttachmentInfo {
-    /// Its part.
-    pub part: u32,
-    /// Its decoded file name.
-    pub name: Option<String>,
-    /// The declared type.
-    pub declared_type: String,
-    /// The type its first bytes show.
-    pub sniffed_type: Option<String>,
-    /// Decoded bytes.
-    pub size: u64,
-    /// SHA-256 of the decoded bytes, hex.
-    pub sha256: String,
-}
-
-/// A link of a text or HTML part.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinkInfo {
-    /// As written.
-    pub url: String,
-    /// Its host, lower case, no port.
-    pub host: String,
-    /// Its registrable domain (Public Suffix List).
-    pub registrable_domain: Option<String>,
-    /// The part it is in.
-    pub part: u32,
-}
-
-/// A mailbox of From or To.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Mailbox {
-    /// The decoded display name.
-    pub name: Option<String>,
-    /// The address.
-    pub address: Option<String>,
-}
-
-/// The decoded header fields plugins ask for most.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Summary {
-    /// From.
-    pub from: Vec<Mailbox>,
-    /// To.
-    pub to: Vec<Mailbox>,
-    /// Subject.
-    pub subject: Option<String>,
-    /// Date, milliseconds since the Unix epoch.
-    pub date: Option<i64>,
+/// The bytes of a part's strings, as `parts` copies them.
+fn listed_bytes(part: &PartInfo) -> usize {
+    let opt = |o: &Option<String>| o.as_ref().map_or(0, String::len);
+    64 + part.content_type.len()
+        + part
+            .params
+            .iter()
+            .map(|(n, v)| n.len() + v.len())
+            .sum::<usize>()
+        + opt(&part.disposition)
+        + opt(&part.filename)
+        + opt(&part.charset)
+        + opt(&part.transfer_encoding)
 }
 
 /// A part's decoded body, as the view keeps it.
@@ -241,7 +152,12 @@ impl ParsedMessage {
             bodies: Vec::new(),
             attachments: Vec::new(),
             links: Vec::new(),
-            summary: Summary::default(),
+            summary: Summary {
+                from: Vec::new(),
+                to: Vec::new(),
+                subject: None,
+                date: None,
+            },
             body_text: String::new(),
             limits_hit: Vec::new(),
         };
@@ -319,7 +235,7 @@ impl ParsedMessage {
                 }
                 _ => Vec::new(),
             };
-            listed += info.listed_bytes();
+            listed += listed_bytes(&info);
             if listed > MAX_LIST_BYTES {
                 self.hit("parts");
                 break;
