@@ -12,7 +12,12 @@
 // "no opinion". A hook may return undefined for "no opinion". `init(config)` (optional) reads
 // and checks the settings once per transaction; what it returns is passed to every hook as its
 // last argument, and what it throws refuses the plugin at load with your message.
+//
+// `view` is the message of checkMessage as Sluice parsed it (parts, decoded text,
+// attachments, links); `./sluice-plugin-kv.js` and `./sluice-plugin-dns.js` wrap the `kv` and
+// `dns` capabilities. Types: `sluice-plugin.d.ts`.
 import { log as hostLog, getConfig, configKeys, now } from 'sluice:filter/host@0.1.3';
+import * as messageView from 'sluice:filter/message-view@0.1.3';
 
 // --- verdicts ---------------------------------------------------------------------------------
 
@@ -156,6 +161,59 @@ export const log = {
 };
 /** The host's wall clock, milliseconds since the Unix epoch. */
 export const nowMs = () => Number(now());
+
+// --- the parsed message (WIT 0.1.3) -----------------------------------------------------------
+
+const num = (x) => (typeof x === 'bigint' ? Number(x) : x);
+const CHUNK = 1 << 20;
+
+/** The message of checkMessage, parsed once by Sluice for every plugin of the transaction (on
+ *  the first call; a plugin that never calls these pays nothing). Outside checkMessage there is
+ *  no message: lists are empty, options undefined. Sizes and offsets are Numbers. Bounds: 1,000
+ *  parts, nesting 32 deep, 1 MiB of decoded text per part, 1,000 links, 1 MiB per slice;
+ *  `limitsHit()` names those that cut the view short. */
+export const view = {
+  /** The parts tree, depth first; index 0 is the message itself. */
+  parts: () => messageView.parts().map((p) => ({
+    ...p, size: num(p.size), rawOffset: num(p.rawOffset), rawLength: num(p.rawLength),
+  })),
+  /** The decoded text of a text or HTML part (HTML as markup), or undefined. */
+  text: (part) => messageView.text(part) ?? undefined,
+  /** What a reader sees of a text or HTML part (HTML without markup), or undefined. */
+  visibleText: (part) => messageView.visibleText(part) ?? undefined,
+  /** The readable text: text parts that are not attachments, HTML made text. */
+  bodyText: () => messageView.bodyText(),
+  /** The attachments without their bytes: part, name, declaredType, sniffedType, size, sha256. */
+  attachments: () => messageView.attachments().map((a) => ({ ...a, size: num(a.size) })),
+  /** Up to `length` decoded bytes of a part from `offset` (1 MiB at most), or undefined. */
+  attachmentBytes: (part, offset = 0, length = CHUNK) => messageView.attachmentBytes(part, BigInt(offset), length) ?? undefined,
+  /** The whole decoded content of an attachment, read 1 MiB at a time. */
+  readAttachment(attachment) {
+    const out = new Uint8Array(attachment.size);
+    let at = 0;
+    while (at < attachment.size) {
+      const chunk = messageView.attachmentBytes(attachment.part, BigInt(at), CHUNK);
+      if (!chunk || chunk.length === 0) break;
+      out.set(chunk, at);
+      at += chunk.length;
+    }
+    return out.subarray(0, at);
+  },
+  /** The links of the text and HTML parts (hrefs included), each URL once: url, host,
+   *  registrableDomain (Public Suffix List; undefined for an IP or a public suffix), part. */
+  links: () => messageView.links(),
+  /** The decoded From and To (mailboxes: name, address), subject, and date (ms, or undefined). */
+  summary() {
+    const s = messageView.summary();
+    return { ...s, date: s.date === undefined || s.date === null ? undefined : num(s.date) };
+  },
+  /** Bytes of the raw message. */
+  rawSize: () => num(messageView.rawSize()),
+  /** Up to `length` bytes of the raw message from `offset` (1 MiB at most). */
+  rawSlice: (offset, length) => messageView.rawSlice(BigInt(offset), length),
+  /** The bounds that cut the view short: 'parts', 'depth', 'text', 'links'. */
+  limitsHit: () => messageView.limitsHit(),
+};
 
 // --- the plugin -------------------------------------------------------------------------------
 

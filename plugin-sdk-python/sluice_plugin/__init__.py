@@ -13,8 +13,14 @@ builds a component from::
 
     Hooks = hooks_for(NoReplyGuard, name="no-reply-guard")
 
-Build: ``componentize-py -d WIT -w plugin componentize app -p . -p SDK -o no-reply-guard.wasm``
-(see the README). The hooks Sluice calls are the ones the class overrides.
+Build: ``componentize-py -w plugin componentize app -p . -p SDK -o no-reply-guard.wasm``
+(the package's `componentize-py.toml` points componentize-py at its WIT; see the README). The
+hooks Sluice calls are the ones the class overrides; a method whose name is close to a hook's
+but not one (``check_recipients``) stops the build with the list of hooks.
+
+Submodules: `sluice_plugin.view` (the message as Sluice parsed it: parts, text, attachments,
+links), `sluice_plugin.kv` (state between transactions; capability "kv") and
+`sluice_plugin.dns` (lookups; capability "dns").
 
 Lifetimes: Sluice makes a fresh instance of the component for every SMTP transaction, so the
 plugin object (built on the first hook call of a transaction, from the operator's settings)
@@ -298,9 +304,38 @@ _FLAGS = {
 }
 
 
+def _misspelt_hooks(plugin_class):
+    """Methods of `plugin_class` whose names look like a hook's but are not one, each with
+    the hook it resembles: ``check_recipients`` would build, load and never be called."""
+    import difflib
+
+    def squash(name):
+        return name.replace("_", "").lower()
+
+    found = []
+    for klass in plugin_class.__mro__:
+        if klass in (Plugin, object):
+            continue
+        for attr, value in vars(klass).items():
+            if attr.startswith("_") or attr in _FLAGS or not callable(value):
+                continue
+            near = [h for h in _FLAGS if squash(h) == squash(attr)]
+            near = near or difflib.get_close_matches(attr, list(_FLAGS), n=1, cutoff=0.8)
+            if near:
+                found.append((attr, near[0]))
+    return found
+
+
 def hooks_for(plugin_class, name, version="0.1.0"):
     """The `Hooks` export for `plugin_class`: assign it to a module-level name `Hooks`. The
-    hooks Sluice calls are those the class overrides."""
+    hooks Sluice calls are those the class overrides. A method named like a hook but not one
+    (``check_recipients``) raises TypeError here, that is, when the plugin is built."""
+    misspelt = _misspelt_hooks(plugin_class)
+    if misspelt:
+        attr, hook = misspelt[0]
+        raise TypeError(
+            f"{plugin_class.__name__}.{attr} is not a hook, so Sluice would never call it: did "
+            f"you mean {hook}? The hooks are: " + ", ".join(_FLAGS))
     flags = types.Hooks(0)
     for method, flag in _FLAGS.items():
         if getattr(plugin_class, method) is not getattr(Plugin, method):

@@ -54,6 +54,14 @@ pub fn get_string(key: &str) -> Option<String> {
     get(key).and_then(|v| String::from_utf8(v).ok())
 }
 
+/// The counter `key` without changing it: 0 when it is not set (or holds no number). Reading a
+/// counter with `increment(key, 0, …)` works too, but writes.
+pub fn counter(key: &str) -> i64 {
+    get_string(key)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sets `key` to `value`, expiring after `ttl` (`None`: the longest allowed).
 pub fn set(key: &str, value: impl AsRef<[u8]>, ttl: Option<Duration>) {
     imp::set(key, value.as_ref(), secs(ttl))

@@ -261,6 +261,27 @@ fn the_scaffold_builds_and_passes_its_check_in_every_language() {
             "{}",
             text(&checked.stdout)
         );
+        if lang == "python" {
+            // A misspelt hook stops the build with the list of hooks (Rust and JavaScript
+            // refuse it too), instead of a plugin whose hook is never called.
+            let app = folder.join("app.py");
+            let source = std::fs::read_to_string(&app).unwrap();
+            std::fs::write(
+                &app,
+                source.replace("def check_recipient(", "def check_recipients("),
+            )
+            .unwrap();
+            let refused = run("build.sh");
+            assert!(!refused.status.success(), "a misspelt hook built");
+            assert!(
+                text(&refused.stderr).contains(
+                    "check_recipients is not a hook, so Sluice would never call it: did you mean check_recipient? The hooks are: verify_sender, check_recipient, check_message, on_delivery, render_bounce"
+                ),
+                "{}",
+                text(&refused.stderr)
+            );
+            std::fs::write(&app, source).unwrap();
+        }
     }
     // A name that is taken, or not a plugin name, is refused by name.
     let again = sluice_in(
@@ -332,4 +353,32 @@ async fn a_short_form_rust_plugin_gets_exactly_the_hooks_it_writes() {
         .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
         .count();
     assert!(code <= 10, "{code} lines");
+}
+
+/// The JavaScript SDK's TypeScript declarations describe what the SDK exports and what hooks
+/// receive: a typed plugin (`plugin-sdk-js/types-check.ts`) compiles under `tsc --strict`
+/// (TypeScript from the pinned JavaScript toolchain).
+#[test]
+fn the_javascript_sdk_declarations_type_check_a_plugin() {
+    let root = workspace_root();
+    let tsc = root.join("tools/js/node_modules/.bin/tsc");
+    assert!(
+        tsc.is_file(),
+        "{} is missing: scripts/toolchains js installs it",
+        tsc.display()
+    );
+    let out = Command::new(tsc)
+        .current_dir(&root)
+        .args([
+            "--noEmit", "--strict", "--module", "nodenext", "--target", "es2022",
+        ])
+        .arg("plugin-sdk-js/types-check.ts")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }

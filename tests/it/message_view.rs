@@ -135,3 +135,109 @@ async fn plugin_check_gives_the_same_view() {
         assert_eq!(got, Some(*want), "{name} in {report}");
     }
 }
+
+/// The Python and JavaScript SDKs: each probe reads the same view as the Rust plugin, keeps a
+/// counter and a first-seen flag in `kv` across transactions, and looks names up in `dns`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_javascript_read_the_view_keep_state_and_look_up_through_their_sdks() {
+    use sluice_tests::dns::{Dns, Zone};
+    let dns = Dns::start(Zone::new().addr("listed.test", "127.0.0.2".parse().unwrap())).await;
+    let rt = runtime_with(scratch_services(Some(dns.addr)));
+    let grant = "capabilities = [\"kv\", \"dns\"]\nmemory_mb = 128\ntimeout_ms = 5000\n";
+    let cfg = config(&format!(
+        "[plugin.py-probe]\n{grant}[plugin.js-probe]\n{grant}"
+    ));
+    let p = pipeline(
+        &rt,
+        &cfg,
+        &[
+            ("py-probe", plugin("test", "py-probe")),
+            ("js-probe", plugin("test", "js-probe")),
+        ],
+    )
+    .await
+    .expect("the probes load");
+    let env = envelope("jurgen@example.com", &["bob@example.org"]);
+    for round in 1..=2 {
+        let mut txn = p.start(&client(), "t");
+        let out = txn.check_message(&env, MIXED.as_bytes()).await;
+        let value = |name: &str| {
+            out.add_headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name}: {:?}", txn.calls()))
+        };
+        for lang in ["Py", "Js"] {
+            for (field, want) in [
+                ("Parts", EXPECTED[0].1),
+                ("Attachments", EXPECTED[1].1),
+                ("Links", EXPECTED[2].1),
+                ("Subject", EXPECTED[3].1),
+                ("Text", "Pay"),
+                ("Dns", "127.0.0.2 nxdomain"),
+            ] {
+                assert_eq!(value(&format!("X-{lang}-{field}")), want, "{lang} {field}");
+            }
+            let kv = if round == 1 {
+                "1/1/True/seen"
+            } else {
+                "2/2/False/seen"
+            };
+            assert_eq!(value(&format!("X-{lang}-Kv")), kv, "{lang}, round {round}");
+        }
+    }
+}
+
+/// The Python SDK names its own copy of the WIT in its `componentize-py.toml` (so that a build
+/// needs no `-d`): the copy is the contract itself.
+#[test]
+fn the_python_sdk_carries_the_wit_itself() {
+    let root = workspace_root();
+    let wit = std::fs::read_to_string(root.join("wit/sluice-filter.wit")).unwrap();
+    let copy = root.join("plugin-sdk-python/sluice_plugin/wit/sluice-filter.wit");
+    assert!(
+        std::fs::read_to_string(&copy).is_ok_and(|c| c == wit),
+        "copy wit/sluice-filter.wit to {}",
+        copy.display()
+    );
+    let toml =
+        std::fs::read_to_string(root.join("plugin-sdk-python/sluice_plugin/componentize-py.toml"))
+            .unwrap();
+    assert!(toml.contains("wit_directory = \"wit\""), "{toml}");
+}
+
+/// The bundled dnsbl plugin reads the links from the view: the link that is only in the
+/// base64 HTML part is found, and `shop.example.co.uk` is looked up as `example.co.uk` (by the
+/// Public Suffix List), not as `co.uk`.
+#[tokio::test]
+async fn dnsbl_looks_up_the_registrable_domains_of_decoded_links() {
+    use sluice_tests::dns::{Dns, Zone};
+    let dns = Dns::start(
+        Zone::new()
+            .addr("example.co.uk.dbl.test", "127.0.1.2".parse().unwrap())
+            .addr("co.uk.dbl.test", "127.0.1.9".parse().unwrap()),
+    )
+    .await;
+    let rt = runtime_with(scratch_services(Some(dns.addr)));
+    let cfg = config(
+        "[plugin.dnsbl]\ncapabilities = [\"dns\"]\ntimeout_ms = 2000\n[plugin.dnsbl.config]\nuri_zones.dbl.zone = \"dbl.test\"\nuri_zones.dbl.score = 4.0\n",
+    );
+    let p = pipeline(&rt, &cfg, &[("dnsbl", plugin("optional", "06-dnsbl"))])
+        .await
+        .unwrap();
+    let env = envelope("jurgen@example.com", &["bob@example.org"]);
+    let mut txn = p.start(&client(), "t");
+    let out = txn.check_message(&env, MIXED.as_bytes()).await;
+    let uribl: Vec<(&str, f64, &str)> = out
+        .symbols
+        .iter()
+        .map(|s| (s.name.as_str(), s.score, s.detail.as_str()))
+        .collect();
+    assert_eq!(
+        uribl,
+        [("URIBL_DBL", 4.0, "example.co.uk listed in dbl.test")],
+        "{:?}",
+        txn.calls()
+    );
+}

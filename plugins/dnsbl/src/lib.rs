@@ -1,5 +1,6 @@
 //! dnsbl: DNS blocklists (and allowlists) of client addresses, Spamhaus-style, and domain
-//! blocklists for the links in a message. Per zone, a listing either refuses the client at
+//! blocklists for the links in a message (as Sluice parsed it: decoded parts, registrable
+//! domains by the Public Suffix List). Per zone, a listing either refuses the client at
 //! RCPT TO (`action = "reject"`), adds a weighted symbol to the spam score (`"score"`), or —
 //! for an allowlist (`"allow"`) — exempts the client from the refusing zones and adds its
 //! (negative) score.
@@ -17,7 +18,7 @@ use sluice_plugin_sdk::dns::{self, LookupError};
 use sluice_plugin_sdk::net::Network;
 use sluice_plugin_sdk::{
     Address, Config, ConfigError, Envelope, Message, MessageVerdict, Session, Settings, Verdict,
-    log, plugin,
+    log, plugin, view,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +220,7 @@ plugin!(Dnsbl {
         lists: &Lists,
         session: &Session,
         _env: &Envelope,
-        msg: &Message,
+        _msg: &Message,
     ) -> MessageVerdict {
         let mut v = MessageVerdict::default();
         if let Some(ip) = lists.client_ip(session) {
@@ -234,7 +235,7 @@ plugin!(Dnsbl {
         if lists.uri_zones.is_empty() || lists.max_uri_lookups == 0 {
             return v;
         }
-        let domains = link_domains(msg.body(), lists.max_uri_lookups);
+        let domains = link_domains(lists.max_uri_lookups);
         for z in &lists.uri_zones {
             for d in &domains {
                 if let Some(meaning) = listed(z, &format!("{d}.{}", z.zone)) {
@@ -321,48 +322,24 @@ fn listed(zone: &Zone, name: &str) -> Listing {
     None
 }
 
-/// The registered-looking domains (last two labels) of the http(s) links in the first 64 KiB
-/// of `body`, in order of appearance, at most `max`. Without a public-suffix list, a link to
-/// `shop.example.co.uk` is looked up as `co.uk`'s neighbour `example.co.uk`'s last two labels,
-/// i.e. `co.uk`; DNS domain lists answer NXDOMAIN for such names.
-fn link_domains(body: &[u8], max: usize) -> Vec<String> {
-    let body = &body[..body.len().min(64 * 1024)];
-    let lower = body.to_ascii_lowercase();
+/// The registrable domains of the message's links, in order of appearance, at most `max`:
+/// Sluice's parsed view finds them in every text and HTML part, decoded (a link in a base64
+/// part counts), `href`s included, and takes the registrable domain by the Public Suffix List
+/// (`shop.example.co.uk` is looked up as `example.co.uk`, not `co.uk`). Links to IP addresses
+/// have none and are skipped.
+fn link_domains(max: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut at = 0;
-    while out.len() < max {
-        let Some(pos) = find(&lower[at..], b"http") else {
+    for link in view::links() {
+        if out.len() >= max {
             break;
-        };
-        let mut i = at + pos + 4;
-        if lower.get(i) == Some(&b's') {
-            i += 1;
         }
-        at = i;
-        if !lower[i..].starts_with(b"://") {
-            continue;
-        }
-        i += 3;
-        let host: String = lower[i..]
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'.' || **b == b'-')
-            .map(|b| char::from(*b))
-            .collect();
-        let host = host.trim_end_matches('.');
-        if host.parse::<IpAddr>().is_ok() || !host.contains('.') {
-            continue;
-        }
-        let labels: Vec<&str> = host.rsplitn(3, '.').collect();
-        let domain = format!("{}.{}", labels[1], labels[0]);
-        if !out.contains(&domain) {
+        if let Some(domain) = link.registrable_domain
+            && !out.contains(&domain)
+        {
             out.push(domain);
         }
     }
     out
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -370,7 +347,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use sluice_plugin_sdk::testing::{
-        address, clear_dns, dns_lookups, session, set_config, set_dns, take_logs,
+        View, address, clear_dns, dns_lookups, session, set_config, set_dns, set_view, take_logs,
     };
     use sluice_plugin_sdk::{ConfigValue, Plugin};
 
@@ -493,10 +470,28 @@ mod tests {
             p.check_recipient(&session(), &env(), &address("b@y.test")),
             Verdict::Continue
         );
-        let raw = b"Subject: x\r\n\r\nSee HTTPS://www.Bad.test/offer and http://good.test/ and http://10.0.0.1/\r\n".to_vec();
+        // The host's view of the message's links (a link to an IP address has no domain).
+        let link = |url: &str, host: &str, domain: Option<&str>| view::Link {
+            url: url.into(),
+            host: host.into(),
+            registrable_domain: domain.map(str::to_string),
+            part: 0,
+        };
+        set_view(View {
+            links: vec![
+                link(
+                    "HTTPS://www.Bad.test/offer",
+                    "www.bad.test",
+                    Some("bad.test"),
+                ),
+                link("http://good.test/", "good.test", Some("good.test")),
+                link("http://10.0.0.1/", "10.0.0.1", None),
+            ],
+            ..View::default()
+        });
         let msg = Message {
             headers: Vec::new(),
-            raw,
+            raw: b"Subject: x\r\n\r\nthe links are the view's\r\n".to_vec(),
         };
         let v = p.check_message(&session(), &env(), &msg);
         let names: Vec<(&str, f64)> = v
@@ -579,9 +574,23 @@ mod tests {
     }
 
     #[test]
-    fn link_domains_are_found_in_order_without_repeats() {
-        let body = b"http://a.example.test/x https://B.EXAMPLE.test http://other.test. httpx://no.test http://1.2.3.4/ https://co";
-        assert_eq!(link_domains(body, 10), ["example.test", "other.test"]);
-        assert_eq!(link_domains(body, 1), ["example.test"]);
+    fn link_domains_are_registrable_domains_in_order_without_repeats() {
+        let link = |host: &str, domain: Option<&str>| view::Link {
+            url: format!("http://{host}/"),
+            host: host.into(),
+            registrable_domain: domain.map(str::to_string),
+            part: 1,
+        };
+        set_view(View {
+            links: vec![
+                link("a.example.test", Some("example.test")),
+                link("b.example.test", Some("example.test")),
+                link("1.2.3.4", None),
+                link("shop.example.co.uk", Some("example.co.uk")),
+            ],
+            ..View::default()
+        });
+        assert_eq!(link_domains(10), ["example.test", "example.co.uk"]);
+        assert_eq!(link_domains(1), ["example.test"]);
     }
 }

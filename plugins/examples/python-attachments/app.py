@@ -1,25 +1,20 @@
 """Sluice plugin in Python: refuse messages that carry dangerous attachments.
 
-An attachment is dangerous when its file name has a blocked extension or its MIME type is a
-blocked type; parts nested inside attached messages (message/rfc822) are inspected too.
+An attachment is dangerous when its file name has a blocked extension, its declared MIME type is
+a blocked type, or its first bytes show a blocked type whatever it declares (an .exe sent as
+`application/pdf`); parts nested inside attached messages (message/rfc822) are inspected too.
 
-Only the header block of each MIME part is parsed (by Python's `email` package); the parts are
-found by their boundary lines with `bytes.find`, which runs as compiled code inside the
-interpreter. Parsing the whole message with `email.message_from_bytes` reads every body line
-in interpreted Python (see README.md for what each costs).
+The message is not parsed here: Sluice parses it once for every plugin of the transaction
+(`sluice_plugin.view`, WIT 0.1.3) and hands over the parts tree, with file names decoded
+(RFC 2231 and 2047) and each attachment's sniffed type. The plugin only compares.
 
 Settings (all optional):
   blocked_extensions  list of extensions without the dot   (default: exe, scr, bat, ...)
   blocked_types       list of MIME types                   (default: application/x-msdownload, ...)
   action              "reject" (default) or "quarantine"
 """
-import email.policy
-# componentize-py bundles only modules imported at build time; `email` imports these lazily.
-import email.parser
-import email.feedparser  # noqa: F401
-import email.message  # noqa: F401
-
 from sluice_plugin import ConfigError, MessageVerdict, Plugin, hooks_for, info, quarantine, reject
+from sluice_plugin import view
 
 DEFAULT_EXTENSIONS = [
     "exe", "scr", "com", "pif", "bat", "cmd", "vbs", "vbe", "js", "jse", "wsf", "wsh",
@@ -28,72 +23,41 @@ DEFAULT_EXTENSIONS = [
 DEFAULT_TYPES = [
     "application/x-msdownload", "application/x-dosexec", "application/x-msdos-program",
     "application/x-ms-shortcut", "application/hta", "application/x-sh",
+    "application/vnd.microsoft.portable-executable",
 ]
 KNOWN = ["blocked_extensions", "blocked_types", "action"]
 
 
-HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-# Bounds, so that a hostile message cannot make the scan expensive.
-MAX_ATTACHED_DEPTH = 10
-MAX_NESTING = 50
-MAX_PARTS = 1000
+def inside_attached_message(part, parts):
+    """True when a container above `part` is an attached message."""
+    parent = part.parent
+    while parent is not None:
+        if parts[parent].kind == view.PartKind.MESSAGE:
+            return True
+        parent = parts[parent].parent
+    return False
 
 
-def head_and_body(raw):
-    """Splits a message or MIME part at the blank line that ends its header block."""
-    if raw.startswith(b"\r\n"):
-        return b"", raw[2:]
-    if raw.startswith(b"\n"):
-        return b"", raw[1:]
-    ends = [(i, n) for i, n in ((raw.find(b"\r\n\r\n"), 4), (raw.find(b"\n\n"), 2)) if i >= 0]
-    if not ends:
-        return raw, b""
-    i, n = min(ends)
-    return raw[:i + n // 2], raw[i + n:]
-
-
-def subparts(body, boundary):
-    """The parts of a multipart body: what lies between its boundary lines (RFC 2046, 5.1.1),
-    without the preamble and the epilogue."""
-    delimiter = b"\n--" + boundary
-    pieces = (b"\n" + body).split(delimiter, MAX_PARTS + 1)[1:]
-    for piece in pieces[:MAX_PARTS]:
-        if piece.startswith(b"--"):
-            return  # the close delimiter
-        line_end = piece.find(b"\n")
-        if line_end < 0:
-            return
-        part = piece[line_end + 1:]
-        # The line break before the next delimiter belongs to the delimiter.
-        yield part[:-1] if part.endswith(b"\r") else part
-
-
-def find_dangerous(raw, extensions, mime_types, attached=0, nesting=0):
-    """Returns a description of the first dangerous part of `raw` (a message or a MIME part),
-    or None. Recurses into multiparts and attached messages, with bounded depth."""
-    if attached > MAX_ATTACHED_DEPTH or nesting > MAX_NESTING:
-        return "attachments nested too deeply"
-    head, body = head_and_body(raw)
-    part = HEADERS.parsebytes(head)
-    ctype = part.get_content_type().lower()
-    name = part.get_filename()
-    if name:
-        ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+def find_dangerous(extensions, mime_types):
+    """A description of the first dangerous part of the message, or None."""
+    if {"parts", "depth"} & set(view.limits_hit()):
+        return "attachments nested too deeply or too many parts to inspect"
+    parts = view.parts()
+    sniffed = {a.part: a.sniffed_type for a in view.attachments()}
+    for part in parts:
+        found = None
+        name = part.filename
+        ext = name.rsplit(".", 1)[-1].lower() if name and "." in name else ""
         if ext in extensions:
-            return f"attachment {name!r} has a blocked file type (.{ext})"
-    if ctype in mime_types:
-        return f"attachment of blocked type {ctype}"
-    if ctype == "message/rfc822":
-        found = find_dangerous(body, extensions, mime_types, attached + 1, nesting + 1)
-        return found and found + " (inside an attached message)"
-    if ctype.startswith("multipart/"):
-        boundary = part.get_boundary()
-        if not boundary:
-            return None
-        for sub in subparts(body, boundary.encode("ascii", "surrogateescape")):
-            found = find_dangerous(sub, extensions, mime_types, attached, nesting + 1)
-            if found:
-                return found
+            found = f"attachment {name!r} has a blocked file type (.{ext})"
+        elif part.content_type in mime_types:
+            found = f"attachment of blocked type {part.content_type}"
+        elif sniffed.get(part.index) in mime_types:
+            found = f"attachment {name or 'without a name'!r} is {sniffed[part.index]}"
+        if found:
+            if inside_attached_message(part, parts):
+                found += " (inside an attached message)"
+            return found
     return None
 
 
@@ -109,7 +73,7 @@ class Attachments(Plugin):
             raise ConfigError("action", 'expected "reject" or "quarantine"')
 
     def check_message(self, session, envelope, message):
-        found = find_dangerous(bytes(message.raw), self.extensions, self.mime_types)
+        found = find_dangerous(self.extensions, self.mime_types)
         if found is None:
             return None
         info(f"{session.transaction_id}: {found}")
@@ -121,18 +85,4 @@ class Attachments(Plugin):
         return MessageVerdict(verdict).symbol("DANGEROUS_ATTACHMENT", 0.0, found)
 
 
-Hooks = hooks_for(Attachments, name="python-attachments", version="0.2.0")
-
-
-# A warm-up while the plugin is built: componentize-py snapshots the interpreter once this
-# module has run, so what the first message would otherwise do in every fresh instance (the
-# lazy imports of the `email` package, the regular expressions it compiles on first use) is
-# done once, here, and is part of the snapshot each transaction starts from.
-find_dangerous(
-    b'Content-Type: multipart/mixed; boundary="b"\r\nSubject: warm-up\r\n\r\n'
-    b'--b\r\nContent-Type: text/plain; charset="utf-8"\r\n\r\nhi\r\n'
-    b'--b\r\nContent-Type: application/octet-stream; name="a.bin"\r\n'
-    b'Content-Disposition: attachment; filename*=utf-8\'\'a%C3%A9.bin\r\n\r\nAA==\r\n--b--\r\n',
-    {"exe"},
-    {"application/x-msdownload"},
-)
+Hooks = hooks_for(Attachments, name="python-attachments", version="0.3.0")

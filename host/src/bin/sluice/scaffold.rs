@@ -11,8 +11,57 @@ use anyhow::{Context, bail};
 
 /// The WIT package and the SDKs, as this binary was built with them.
 const WIT: &str = include_str!("../../../../wit/sluice-filter.wit");
-const PY_SDK: &str = include_str!("../../../../plugin-sdk-python/sluice_plugin/__init__.py");
-const JS_SDK: &str = include_str!("../../../../plugin-sdk-js/sluice-plugin.js");
+/// The Python SDK package, file by file (its `wit/` copy is [`WIT`]).
+const PY_SDK: &[(&str, &str)] = &[
+    (
+        "__init__.py",
+        include_str!("../../../../plugin-sdk-python/sluice_plugin/__init__.py"),
+    ),
+    (
+        "view.py",
+        include_str!("../../../../plugin-sdk-python/sluice_plugin/view.py"),
+    ),
+    (
+        "kv.py",
+        include_str!("../../../../plugin-sdk-python/sluice_plugin/kv.py"),
+    ),
+    (
+        "dns.py",
+        include_str!("../../../../plugin-sdk-python/sluice_plugin/dns.py"),
+    ),
+    (
+        "componentize-py.toml",
+        include_str!("../../../../plugin-sdk-python/sluice_plugin/componentize-py.toml"),
+    ),
+    ("wit/sluice-filter.wit", WIT),
+];
+/// The JavaScript SDK, file by file: the module, its kv and dns companions, their types.
+const JS_SDK: &[(&str, &str)] = &[
+    (
+        "sluice-plugin.js",
+        include_str!("../../../../plugin-sdk-js/sluice-plugin.js"),
+    ),
+    (
+        "sluice-plugin.d.ts",
+        include_str!("../../../../plugin-sdk-js/sluice-plugin.d.ts"),
+    ),
+    (
+        "sluice-plugin-kv.js",
+        include_str!("../../../../plugin-sdk-js/sluice-plugin-kv.js"),
+    ),
+    (
+        "sluice-plugin-kv.d.ts",
+        include_str!("../../../../plugin-sdk-js/sluice-plugin-kv.d.ts"),
+    ),
+    (
+        "sluice-plugin-dns.js",
+        include_str!("../../../../plugin-sdk-js/sluice-plugin-dns.js"),
+    ),
+    (
+        "sluice-plugin-dns.d.ts",
+        include_str!("../../../../plugin-sdk-js/sluice-plugin-dns.d.ts"),
+    ),
+];
 /// The Rust SDK's sources (a test checks the list is complete).
 const RUST_SDK: &[(&str, &str)] = &[
     (
@@ -157,7 +206,7 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
         ),
         Lang::Python => (
             "Needs componentize-py 0.25 (`python3 -m venv .venv && .venv/bin/pip install componentize-py==0.25.1`;\n`build.sh` uses `.venv/bin/componentize-py` when present, else `$COMPONENTIZE_PY` or the one on PATH).\nThe SDK is `sdk/sluice_plugin` (also installable with pip from Sluice's `plugin-sdk-python`).".to_string(),
-            format!("#!/usr/bin/env bash\n# Builds {name}.wasm.\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\ncpy=\"${{COMPONENTIZE_PY:-}}\"\n[ -n \"$cpy\" ] || {{ [ -x .venv/bin/componentize-py ] && cpy=.venv/bin/componentize-py; }} || cpy=componentize-py\n\"$cpy\" -d wit -w plugin componentize app -p . -p sdk -o {name}.wasm.tmp >/dev/null\nmv {name}.wasm.tmp {name}.wasm\necho \"built {name}.wasm\" >&2\n"),
+            format!("#!/usr/bin/env bash\n# Builds {name}.wasm.\nset -euo pipefail\ncd \"$(dirname \"$0\")\"\ncpy=\"${{COMPONENTIZE_PY:-}}\"\n[ -n \"$cpy\" ] || {{ [ -x .venv/bin/componentize-py ] && cpy=.venv/bin/componentize-py; }} || cpy=componentize-py\n\"$cpy\" -w plugin componentize app -p . -p sdk -o {name}.wasm.tmp >/dev/null\nmv {name}.wasm.tmp {name}.wasm\necho \"built {name}.wasm\" >&2\n"),
         ),
         Lang::Js => (
             "Needs Node.js: `npm install` installs the pinned componentize-js (`build.sh` uses\n`$COMPONENTIZE_JS` instead when set). The SDK is `sdk/sluice-plugin.js`.".to_string(),
@@ -175,7 +224,11 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
         ("REFUSAL_CHECK", refusal),
     ];
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    write(&root, "wit/sluice-filter.wit", WIT, false)?;
+    // componentize-js reads the WIT from `wit/`; the Rust SDK and the Python SDK carry their
+    // own copy.
+    if lang == Lang::Js {
+        write(&root, "wit/sluice-filter.wit", WIT, false)?;
+    }
     write(
         &root,
         "README.md",
@@ -230,7 +283,6 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
                 "app.py".into(),
                 fill(include_str!("scaffold/python_app.py.txt"), &vars),
             ),
-            ("sdk/sluice_plugin/__init__.py".into(), PY_SDK.into()),
             (".gitignore".into(), "/.venv\n*.wasm\n__pycache__/\n".into()),
         ],
         Lang::Js => vec![
@@ -238,7 +290,6 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
                 "plugin.js".into(),
                 fill(include_str!("scaffold/js_plugin.js.txt"), &vars),
             ),
-            ("sdk/sluice-plugin.js".into(), JS_SDK.into()),
             (
                 "package.json".into(),
                 format!(
@@ -248,7 +299,18 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
             (".gitignore".into(), "/node_modules\n*.wasm\n".into()),
         ],
     };
-    for (path, text) in &files {
+    let sdk: Vec<(String, String)> = match lang {
+        Lang::Rust => Vec::new(),
+        Lang::Python => PY_SDK
+            .iter()
+            .map(|(f, t)| (format!("sdk/sluice_plugin/{f}"), t.to_string()))
+            .collect(),
+        Lang::Js => JS_SDK
+            .iter()
+            .map(|(f, t)| (format!("sdk/{f}"), t.to_string()))
+            .collect(),
+    };
+    for (path, text) in files.iter().chain(&sdk) {
         write(&root, path, text, false)?;
     }
     println!(
