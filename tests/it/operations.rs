@@ -45,6 +45,34 @@ fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
+/// Renaming a plugin in service is one change: at no moment is neither or both in service
+/// (the new name used to wait out the settle time while the old one was already gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_a_plugin_in_service_never_leaves_mail_unfiltered() {
+    let s = TestServer::start("", &[("tagger", plugin("test", "tagger"))]).await;
+    let dir = s.dir.path().join("plugins");
+    assert_eq!(s.plugins_in_service(), ["tagger"]);
+    std::fs::rename(dir.join("10-tagger.wasm"), dir.join("20-renamed.wasm")).unwrap();
+    // Bounded: at most 1,000 looks, 5 ms apart.
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        let now = s.plugins_in_service();
+        if seen.last() != Some(&now) {
+            seen.push(now.clone());
+        }
+        if now == ["renamed"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        seen,
+        [vec!["tagger".to_string()], vec!["renamed".to_string()]],
+        "the plugin sets in service, in order"
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugins_come_and_go_under_a_steady_trickle_without_a_failed_transaction() {
     let s = TestServer::start("", &[]).await;

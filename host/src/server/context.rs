@@ -84,6 +84,9 @@ pub fn context(
         .iter()
         .map(|(file, why)| (file.clone(), crate::pipeline::stray_warning(file, why)))
         .collect();
+    // What the directory watcher knows of the files in service, taken now: a plugin renamed
+    // before the first rescan is still recognised by its old file's fingerprint.
+    let dir_state = crate::server::reload::dir_state(&pipeline);
     Ok(ServerContext {
         live: Arc::new(ArcSwap::from_pointee(Live {
             verifier: Arc::new(crate::sender_auth::Authenticator::new(&config)?),
@@ -100,6 +103,6 @@ pub fn context(
         runtime,
         shutdown: watch::channel(false).0,
         load_problems: std::sync::Mutex::new(load_problems),
-        reload_lock: tokio::sync::Mutex::new(Default::default()),
+        reload_lock: tokio::sync::Mutex::new(dir_state),
     })
 }

@@ -10,7 +10,8 @@
 //!   still for [`SETTLE`]; a file that fails to load is refused with a log line naming it
 //!   and the reason, the version already in service (if any) stays, and the same bytes are
 //!   not retried until the file changes. Names starting with `.` are never loaded, so
-//!   "write to `.name.wasm.tmp`, then rename" installs atomically.
+//!   "write to `.name.wasm.tmp`, then rename" installs atomically. Renaming a plugin in
+//!   service is one change: the file under its new name replaces the old one in one swap.
 //! - **Configuration**: the file is read and validated, the certificate loaded and every
 //!   plugin loaded under the new settings; only when all of that succeeded is it applied.
 //!   Otherwise the old configuration stays and the error is logged. Listener addresses,
@@ -89,7 +90,14 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             .modified
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .unwrap_or(SETTLE);
-        if still_for < SETTLE {
+        // A plugin in service renamed (same inode, length and time, its old name gone) is
+        // one change: it is loaded under its new name now, in the same swap that takes the
+        // old name out, so that mail never meets neither or both.
+        let renamed = state
+            .loaded
+            .values()
+            .any(|(path, loaded)| *loaded == fp && *path != f.path && !path.exists());
+        if still_for < SETTLE && !renamed {
             report.unsettled.push(f.path.clone());
             next.extend(cur);
             continue;
@@ -186,7 +194,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
 
 /// The watcher's state for `pipeline` in service: its plugins loaded, the files it skipped
 /// (not Sluice plugins) refused until they change.
-fn dir_state(pipeline: &Pipeline) -> DirState {
+pub(crate) fn dir_state(pipeline: &Pipeline) -> DirState {
     let mut state = DirState::from_plugins(pipeline.plugins());
     for (file, _) in pipeline.skipped() {
         if let Some(fp) = fingerprint(file) {

@@ -52,13 +52,13 @@ impl wit::Host for ViewCtx {
 
     fn body_text(&mut self) -> String {
         self.parsed()
-            .map(|p| p.body_text.clone())
+            .map(|p| p.body_text().to_string())
             .unwrap_or_default()
     }
 
     fn attachments(&mut self) -> Vec<wit::Attachment> {
         self.parsed()
-            .map(|p| p.attachments.clone())
+            .map(|p| p.attachments().to_vec())
             .unwrap_or_default()
     }
 
@@ -68,7 +68,9 @@ impl wit::Host for ViewCtx {
     }
 
     fn links(&mut self) -> Vec<wit::Link> {
-        self.parsed().map(|p| p.links.clone()).unwrap_or_default()
+        self.parsed()
+            .map(|p| p.links().to_vec())
+            .unwrap_or_default()
     }
 
     fn summary(&mut self) -> wit::HeaderSummary {
@@ -96,7 +98,7 @@ impl wit::Host for ViewCtx {
 
     fn limits_hit(&mut self) -> Vec<String> {
         self.parsed()
-            .map(|p| p.limits_hit.iter().map(|s| s.to_string()).collect())
+            .map(|p| p.limits_hit().iter().map(|s| s.to_string()).collect())
             .unwrap_or_default()
     }
 }

@@ -69,22 +69,25 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
-/// The parsed message: everything `message-view` answers.
+/// The parsed message: everything `message-view` answers. The parts tree and the decoded
+/// header fields are made by the parse; what costs more and not every plugin asks for (the
+/// attachments' digests, the readable text, the links) is made on first use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedMessage {
     /// The parts, depth first.
     pub parts: Vec<PartInfo>,
     bodies: Vec<Body>,
-    /// The attachments.
-    pub attachments: Vec<AttachmentInfo>,
-    /// The links, each URL once.
-    pub links: Vec<LinkInfo>,
+    /// The parts of the message's readable text, in order (mail-parser's text bodies).
+    text_body: Vec<u32>,
     /// From, To, Subject, Date.
     pub summary: Summary,
-    /// The readable text.
-    pub body_text: String,
-    /// The bounds that cut the view: `parts`, `depth`, `text`, `links`.
-    pub limits_hit: Vec<&'static str>,
+    /// The bounds that cut the parts tree: `parts`, `depth`, `text`.
+    cut: Vec<&'static str>,
+    attachments: OnceLock<Vec<AttachmentInfo>>,
+    /// The readable text, and whether it was cut.
+    body_text: OnceLock<(String, bool)>,
+    /// The links, and whether they were cut.
+    links: OnceLock<(Vec<LinkInfo>, bool)>,
 }
 
 /// A message and, once asked for, its parse: shared by every plugin of one transaction.
@@ -150,29 +153,35 @@ impl ParsedMessage {
         let mut view = ParsedMessage {
             parts: Vec::new(),
             bodies: Vec::new(),
-            attachments: Vec::new(),
-            links: Vec::new(),
+            text_body: Vec::new(),
             summary: Summary {
                 from: Vec::new(),
                 to: Vec::new(),
                 subject: None,
                 date: None,
             },
-            body_text: String::new(),
-            limits_hit: Vec::new(),
+            cut: Vec::new(),
+            attachments: OnceLock::new(),
+            body_text: OnceLock::new(),
+            links: OnceLock::new(),
         };
         let Some(message) = MessageParser::default().parse(raw) else {
             return view;
         };
         view.summary = summary(&message);
-        view.walk(&message, raw.len() as u64);
-        view.body_text = readable_text(&message, &mut view.limits_hit);
-        view.find_links();
+        let top = view.walk(&message, raw.len() as u64);
+        view.text_body = message
+            .text_body
+            .iter()
+            .filter_map(|id| top.get(*id as usize).copied().flatten())
+            .collect();
         view
     }
 
     /// Visits the parts depth first, within [`MAX_PARTS`] and [`MAX_DEPTH`].
-    fn walk(&mut self, message: &Message<'_>, raw_len: u64) {
+    /// Returns, for each part id of the top-level message, its index in the view.
+    fn walk(&mut self, message: &Message<'_>, raw_len: u64) -> Vec<Option<u32>> {
+        let mut top = vec![None; message.parts.len()];
         let mut stack = vec![Visit {
             message,
             id: 0,
@@ -192,6 +201,11 @@ impl ParsedMessage {
                 continue;
             };
             let index = self.parts.len() as u32;
+            if std::ptr::eq(v.message, message)
+                && let Some(slot) = top.get_mut(v.id)
+            {
+                *slot = Some(index);
+            }
             let (raw_offset, raw_length) = match v.base {
                 Some(base) => (
                     base + u64::from(part.offset_header),
@@ -240,9 +254,6 @@ impl ParsedMessage {
                 self.hit("parts");
                 break;
             }
-            if info.attachment {
-                self.attachments.push(attachment(&info, &body));
-            }
             self.parts.push(info);
             self.bodies.push(body);
             if !children.is_empty() && v.depth + 1 > MAX_DEPTH {
@@ -251,10 +262,11 @@ impl ParsedMessage {
             }
             stack.extend(children.into_iter().rev());
         }
+        top
     }
 
     /// The links of the text and HTML parts, each URL once.
-    fn find_links(&mut self) {
+    fn find_links(&self) -> (Vec<LinkInfo>, bool) {
         let mut seen = HashSet::new();
         let mut listed = 0usize;
         let mut links = Vec::new();
@@ -284,16 +296,68 @@ impl ParsedMessage {
                 });
             }
         }
-        self.links = links;
-        if cut_short {
-            self.hit("links");
-        }
+        (links, cut_short)
     }
 
     fn hit(&mut self, bound: &'static str) {
-        if !self.limits_hit.contains(&bound) {
-            self.limits_hit.push(bound);
+        if !self.cut.contains(&bound) {
+            self.cut.push(bound);
         }
+    }
+
+    /// The attachments, described (digests made on the first call).
+    pub fn attachments(&self) -> &[AttachmentInfo] {
+        self.attachments.get_or_init(|| {
+            self.parts
+                .iter()
+                .zip(&self.bodies)
+                .filter(|(p, _)| p.attachment)
+                .map(|(p, b)| attachment(p, b))
+                .collect()
+        })
+    }
+
+    /// The links, each URL once (found on the first call).
+    pub fn links(&self) -> &[LinkInfo] {
+        &self.links.get_or_init(|| self.find_links()).0
+    }
+
+    /// The readable text: the text bodies, HTML made text, joined by blank lines (made on
+    /// the first call).
+    pub fn body_text(&self) -> &str {
+        &self.body_text.get_or_init(|| self.readable_text()).0
+    }
+
+    /// Every bound that cut the view short: `parts`, `depth`, `text`, `links`.
+    pub fn limits_hit(&self) -> Vec<&'static str> {
+        let mut hit = self.cut.clone();
+        let text_cut = self.body_text.get_or_init(|| self.readable_text()).1;
+        if text_cut && !hit.contains(&"text") {
+            hit.push("text");
+        }
+        if self.links.get_or_init(|| self.find_links()).1 {
+            hit.push("links");
+        }
+        hit
+    }
+
+    /// The readable text and whether [`MAX_TEXT_BYTES`] cut it.
+    fn readable_text(&self) -> (String, bool) {
+        let mut out = String::new();
+        for &part in &self.text_body {
+            let Some(text) = self.visible_text(part) else {
+                continue;
+            };
+            if !out.is_empty() {
+                out.push_str("\n\n");
+            }
+            out.push_str(&text);
+            if out.len() > MAX_TEXT_BYTES {
+                out.truncate(floor_char_boundary(&out, MAX_TEXT_BYTES));
+                return (out, true);
+            }
+        }
+        (out, false)
     }
 
     /// The decoded text of a text or HTML part.
@@ -439,29 +503,6 @@ fn summary(message: &Message<'_>) -> Summary {
             .date()
             .map(|d| d.to_timestamp().saturating_mul(1000)),
     }
-}
-
-/// The message's readable text: mail-parser's text bodies (HTML made text where a part has
-/// no plain alternative), joined by blank lines, within [`MAX_TEXT_BYTES`].
-fn readable_text(message: &Message<'_>, limits_hit: &mut Vec<&'static str>) -> String {
-    let mut out = String::new();
-    for i in 0..message.text_body_count() {
-        let Some(text) = message.body_text(i) else {
-            continue;
-        };
-        if !out.is_empty() {
-            out.push_str("\n\n");
-        }
-        out.push_str(&text);
-        if out.len() > MAX_TEXT_BYTES {
-            out.truncate(floor_char_boundary(&out, MAX_TEXT_BYTES));
-            if !limits_hit.contains(&"text") {
-                limits_hit.push("text");
-            }
-            break;
-        }
-    }
-    out
 }
 
 /// A decoded header value or parameter, cut to [`MAX_FIELD_BYTES`].

@@ -60,8 +60,8 @@ fn the_parts_tree_text_attachments_links_and_summary() {
     assert_eq!(p.visible_text(3).unwrap().trim(), "Pay here");
     assert_eq!(p.text(4), None, "a PDF is not text");
 
-    assert_eq!(p.attachments.len(), 1);
-    let pdf = &p.attachments[0];
+    assert_eq!(p.attachments().len(), 1);
+    let pdf = &p.attachments()[0];
     assert_eq!(pdf.part, 4);
     assert_eq!(pdf.name.as_deref(), Some("Rechnung über.pdf"));
     assert_eq!(pdf.declared_type, "application/pdf");
@@ -74,7 +74,7 @@ fn the_parts_tree_text_attachments_links_and_summary() {
     assert_eq!(p.bytes(4).unwrap(), b"%PDF-1.4\n%\xc7\xec\x8f\xa2\n");
 
     let links: Vec<(&str, &str, Option<&str>, u32)> = p
-        .links
+        .links()
         .iter()
         .map(|l| {
             (
@@ -109,12 +109,12 @@ fn the_parts_tree_text_attachments_links_and_summary() {
     assert_eq!(to, [Some("bob@example.org"), Some("carol@example.org")]);
     assert_eq!(p.summary.date, Some(1_796_032_800_000));
     assert!(
-        p.body_text.contains("Pay at www.example.org today."),
+        p.body_text().contains("Pay at www.example.org today."),
         "{:?}",
-        p.body_text
+        p.body_text()
     );
-    assert!(!p.body_text.contains("<a href"), "{:?}", p.body_text);
-    assert!(p.limits_hit.is_empty());
+    assert!(!p.body_text().contains("<a href"), "{:?}", p.body_text());
+    assert!(p.limits_hit().is_empty());
 }
 
 #[test]
@@ -136,6 +136,16 @@ fn the_view_is_parsed_once_and_only_when_asked() {
     let first: *const ParsedMessage = view.parsed();
     assert!(view.is_parsed());
     assert!(std::ptr::eq(first, view.parsed()));
+    // What not every plugin asks for is made on first use, once.
+    let p = view.parsed();
+    assert!(p.links.get().is_none() && p.attachments.get().is_none());
+    assert!(p.body_text.get().is_none());
+    let links: *const [LinkInfo] = p.links();
+    assert!(std::ptr::eq(links, p.links()));
+    assert!(
+        p.attachments.get().is_none(),
+        "links do not digest attachments"
+    );
 }
 
 /// A message of `depth` multiparts, each inside the last.
@@ -156,11 +166,15 @@ fn nested(depth: usize) -> Vec<u8> {
 #[test]
 fn deep_nesting_is_cut_at_the_depth_bound() {
     let p = ParsedMessage::parse(&nested(500));
-    assert!(p.limits_hit.contains(&"depth"), "{:?}", p.limits_hit);
+    assert!(p.limits_hit().contains(&"depth"), "{:?}", p.limits_hit());
     assert!(p.parts.iter().all(|i| i.depth <= MAX_DEPTH));
     assert!(p.parts.len() <= MAX_DEPTH as usize + 1);
     let shallow = ParsedMessage::parse(&nested(5));
-    assert!(shallow.limits_hit.is_empty(), "{:?}", shallow.limits_hit);
+    assert!(
+        shallow.limits_hit().is_empty(),
+        "{:?}",
+        shallow.limits_hit()
+    );
     assert_eq!(shallow.parts.last().unwrap().content_type, "text/plain");
 }
 
@@ -173,9 +187,9 @@ fn ten_thousand_parts_are_cut_at_the_parts_bound() {
     m.push_str("--b--\r\n");
     let p = ParsedMessage::parse(m.as_bytes());
     assert_eq!(p.parts.len(), MAX_PARTS);
-    assert!(p.limits_hit.contains(&"parts"), "{:?}", p.limits_hit);
-    assert_eq!(p.links.len(), MAX_LINKS);
-    assert!(p.limits_hit.contains(&"links"), "{:?}", p.limits_hit);
+    assert!(p.limits_hit().contains(&"parts"), "{:?}", p.limits_hit());
+    assert_eq!(p.links().len(), MAX_LINKS);
+    assert!(p.limits_hit().contains(&"links"), "{:?}", p.limits_hit());
 }
 
 #[test]
@@ -219,16 +233,16 @@ fn a_base64_part_that_never_ends_is_bounded() {
     let p = ParsedMessage::parse(m.as_bytes());
     let text = p.text(1).expect("the text part");
     assert!(text.len() <= MAX_TEXT_BYTES);
-    assert!(p.limits_hit.contains(&"text"), "{:?}", p.limits_hit);
-    assert!(p.body_text.len() <= MAX_TEXT_BYTES);
+    assert!(p.limits_hit().contains(&"text"), "{:?}", p.limits_hit());
+    assert!(p.body_text().len() <= MAX_TEXT_BYTES);
 }
 
 #[test]
 fn not_a_message_at_all() {
     for raw in [&b""[..], b"\0\0\0", b"\r\n\r\n", b"no header line at all"] {
         let p = ParsedMessage::parse(raw);
-        assert!(p.attachments.is_empty());
-        assert!(p.links.is_empty());
+        assert!(p.attachments().is_empty());
+        assert!(p.links().is_empty());
     }
 }
 
@@ -255,20 +269,20 @@ fn the_shared_corpus_parses_within_bounds() {
         let raw = std::fs::read(f).unwrap();
         let p = ParsedMessage::parse(&raw);
         assert!(
-            p.parts.len() <= MAX_PARTS && p.links.len() <= MAX_LINKS,
+            p.parts.len() <= MAX_PARTS && p.links().len() <= MAX_LINKS,
             "{}",
             f.display()
         );
-        assert!(p.body_text.len() <= MAX_TEXT_BYTES, "{}", f.display());
-        for l in &p.links {
+        assert!(p.body_text().len() <= MAX_TEXT_BYTES, "{}", f.display());
+        for l in p.links() {
             assert!(
                 !l.host.is_empty() && l.host == l.host.to_ascii_lowercase(),
                 "{}: {l:?}",
                 f.display()
             );
         }
-        with_links += usize::from(!p.links.is_empty());
-        with_attachments += usize::from(!p.attachments.is_empty());
+        with_links += usize::from(!p.links().is_empty());
+        with_attachments += usize::from(!p.attachments().is_empty());
     }
     assert!(
         with_links > files.len() / 2,
