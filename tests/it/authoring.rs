@@ -26,45 +26,47 @@ fn text(o: &[u8]) -> String {
 fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_nothing_is_created() {
     let dir = tempfile::tempdir().unwrap();
     // cargo names the file after the crate with underscores; the plugin calls itself
-    // `test-tagger` (its package name), and the author configured that name.
+    // `test-tagger` (its package name).
     std::fs::copy(
         plugin("test", "tagger"),
         dir.path().join("test_tagger.wasm"),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("sluice.toml"),
-        "[plugin.test-tagger.config]\ntag = \"mine\"\n",
-    )
-    .unwrap();
     std::fs::write(dir.path().join("m.eml"), message("hello", "body")).unwrap();
-    let out = sluice_in(
-        dir.path(),
-        &[
-            "plugin",
-            "check",
-            "--config",
-            "sluice.toml",
-            "--plugin",
-            "./test_tagger.wasm",
-            "--rcpt",
-            "b@example.org",
-            "m.eml",
-        ],
-    );
+    let check = |config: &str| {
+        std::fs::write(dir.path().join("sluice.toml"), config).unwrap();
+        sluice_in(
+            dir.path(),
+            &[
+                "plugin",
+                "check",
+                "--config",
+                "sluice.toml",
+                "--plugin",
+                "./test_tagger.wasm",
+                "--rcpt",
+                "b@example.org",
+                "m.eml",
+            ],
+        )
+    };
+    // Without settings for it, the mismatch is a warning.
+    let out = check("");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
         err.contains("runs as \"test_tagger\", its file name, but calls itself \"test-tagger\"")
-            && err.contains("(so [plugin.test-tagger] does not apply to it)")
             && err.contains("rename the file to test-tagger.wasm"),
         "{err}"
     );
-    // The setting was indeed not applied: the tag is the default.
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // With settings under its own name, which would not apply, it is refused, as `sluice
+    // serve`, reloads and the directory watcher refuse it.
+    let out = check("[plugin.test-tagger.config]\ntag = \"mine\"\n");
+    assert!(!out.status.success(), "ran without its settings");
+    let err = text(&out.stderr);
     assert!(
-        report["add_headers"].to_string().contains("\"yes\""),
-        "{report}"
+        err.contains("runs as \"test_tagger\", its file name, but calls itself \"test-tagger\", and the settings are in [plugin.test-tagger], which does not apply to it (a plugin is named after its file): rename the file to test-tagger.wasm (or NN-test-tagger.wasm), or move the settings to [plugin.test_tagger]"),
+        "{err}"
     );
     // `plugin check` made no `sluice-data` here; its compile cache went to the user's cache.
     assert!(!dir.path().join("sluice-data").exists());

@@ -45,6 +45,34 @@ fn install(dir: &std::path::Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
+/// A plugin file whose own name has settings in the configuration, but whose file name does
+/// not, is refused by the directory watcher (it would run without them); under its own name
+/// it comes into service with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_would_miss_its_settings_is_refused_until_renamed() {
+    let s = TestServer::start("[plugin.test-tagger.config]\ntag = \"mine\"\n", &[]).await;
+    let dir = s.dir.path().join("plugins");
+    let tagger = std::fs::read(plugin("test", "tagger")).unwrap();
+    install(&dir, "10-tagger.wasm", &tagger);
+    // Settled (0.5 s) and rescanned (every second, and on the event): it would be in by now.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        s.plugins_in_service().is_empty(),
+        "{:?}",
+        s.plugins_in_service()
+    );
+    std::fs::rename(dir.join("10-tagger.wasm"), dir.join("10-test-tagger.wasm")).unwrap();
+    until_plugins(&s, "in service under its own name", |s| {
+        s.plugins_in_service() == ["test-tagger"]
+    })
+    .await;
+    let reply = send(s.smtp, "tagged").await;
+    assert!(reply.starts_with("250 "), "{reply}");
+    let m = s.mailbox("bob", 1).await;
+    assert!(m[0].contains("mine"), "the settings apply: {}", m[0]);
+    s.stop().await;
+}
+
 /// Renaming a plugin in service is one change: at no moment is neither or both in service
 /// (the new name used to wait out the settle time while the old one was already gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

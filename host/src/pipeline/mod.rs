@@ -24,5 +24,5 @@ pub mod wit;
 
 pub use run::{CallRecord, PluginRun};
 pub use scoring::{MessageOutcome, ScoredSymbol};
-pub use set::{LoadError, Pipeline, PluginRow, name_warnings, stray_warning};
+pub use set::{LoadError, Pipeline, PluginRow, name_refusal, name_warnings, stray_warning};
 pub use wit::{message, parse_headers};

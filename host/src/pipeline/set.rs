@@ -72,6 +72,23 @@ pub struct Pipeline {
     skipped: Arc<[(std::path::PathBuf, String)]>,
 }
 
+/// Refuses `plugin` when it calls itself by another name than its file's and the
+/// configuration has settings under that other name and none under its file's: it would run
+/// without the settings the operator wrote for it.
+pub fn name_refusal(config: &Config, plugin: &LoadedPlugin) -> Option<plugin::Error> {
+    let own = plugin.info.name.trim();
+    (own != plugin.name
+        && config.plugin.contains_key(own)
+        && !config.plugin.contains_key(&plugin.name))
+    .then(|| plugin::Error {
+        file: plugin.file.clone(),
+        kind: plugin::ErrorKind::NameMismatch {
+            file_name: plugin.name.clone(),
+            own: own.to_string(),
+        },
+    })
+}
+
 /// The warning for a file of the plugin directory that is not a Sluice plugin.
 pub fn stray_warning(file: &std::path::Path, why: &str) -> String {
     format!(
@@ -262,10 +279,13 @@ impl Pipeline {
             match plugin::loader::load(runtime, path, name, &settings, &config.plugins.defaults)
                 .await
             {
-                Ok(p) => {
-                    tracing::debug!(plugin = %name, version = %p.info.version, cache = ?p.cache, ms = p.compile_ms, "plugin loaded");
-                    plugins.push(p)
-                }
+                Ok(p) => match name_refusal(config, &p) {
+                    Some(refused) => errors.push(LoadError::Plugin(refused)),
+                    None => {
+                        tracing::debug!(plugin = %name, version = %p.info.version, cache = ?p.cache, ms = p.compile_ms, "plugin loaded");
+                        plugins.push(p)
+                    }
+                },
                 Err(e) if skip_stray && e.not_a_plugin() => {
                     skipped.push((e.file.clone(), e.kind.to_string()));
                 }

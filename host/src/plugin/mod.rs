@@ -162,6 +162,17 @@ pub enum ErrorKind {
     /// `describe` returned something unusable.
     #[error("describe returned {0}")]
     BadDescribe(String),
+    /// The plugin calls itself by another name than its file's, and the configuration has
+    /// settings under that other name only: it would run without them.
+    #[error(
+        "runs as {file_name:?}, its file name, but calls itself {own:?}, and the settings are in [plugin.{own}], which does not apply to it (a plugin is named after its file): rename the file to {own}.wasm (or NN-{own}.wasm), or move the settings to [plugin.{file_name}]"
+    )]
+    NameMismatch {
+        /// The name it runs as: its file's.
+        file_name: String,
+        /// The name it gives itself.
+        own: String,
+    },
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             continue;
         }
         let settings = config.plugin_settings(&f.name);
-        match crate::plugin::loader::load(
+        let loaded = crate::plugin::loader::load(
             &ctx.runtime,
             &f.path,
             &f.name,
@@ -111,7 +111,11 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             &config.plugins.defaults,
         )
         .await
-        {
+        .and_then(|p| match crate::pipeline::name_refusal(config, &p) {
+            Some(refused) => Err(refused),
+            None => Ok(p),
+        });
+        match loaded {
             Ok(p) => {
                 p.health.configure(
                     config.plugins.cooldown_after_failures,
