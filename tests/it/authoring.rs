@@ -241,8 +241,22 @@ fn the_scaffold_builds_and_passes_its_check_in_every_language() {
                 .output()
                 .unwrap()
         };
+        let lock = std::fs::read_to_string(folder.join("Cargo.lock")).ok();
         let built = run("build.sh");
         assert!(built.status.success(), "{lang}: {}", text(&built.stderr));
+        if lang == "rust" {
+            // It ships its Cargo.lock: the build resolves nothing and leaves it as it was.
+            let after = std::fs::read_to_string(folder.join("Cargo.lock")).ok();
+            assert!(
+                lock.is_some() && lock == after,
+                "the scaffold's Cargo.lock changed"
+            );
+            assert!(
+                !text(&built.stderr).contains("Locking"),
+                "{}",
+                text(&built.stderr)
+            );
+        }
         assert!(folder.join(format!("{name}.wasm")).is_file());
         let checked = run("check.sh");
         assert!(

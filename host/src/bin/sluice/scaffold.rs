@@ -11,6 +11,34 @@ use anyhow::{Context, bail};
 
 /// The WIT package and the SDKs, as this binary was built with them.
 const WIT: &str = include_str!("../../../../wit/sluice-filter.wit");
+/// The scaffold's `Cargo.lock` without its own package: the SDK's dependencies resolved, so
+/// that a first build does not have to resolve them (and can run offline with the crates in
+/// cargo's cache). The authoring test checks that a build leaves it unchanged.
+const CARGO_LOCK: &str = include_str!("scaffold/Cargo.lock.txt");
+
+/// [`CARGO_LOCK`] with the plugin's own package in its place: cargo sorts packages by name,
+/// and rewrites a lock file whose order differs.
+fn cargo_lock(name: &str) -> String {
+    let mut parts = CARGO_LOCK.split("\n[[package]]\n");
+    let head = parts.next().unwrap_or_default();
+    let own = format!(
+        "name = \"{name}\"\nversion = \"0.1.0\"\ndependencies = [\n \"sluice-plugin-sdk\",\n]\n"
+    );
+    let mut packages: Vec<String> = parts.map(str::to_string).collect();
+    packages.push(own);
+    let key = |p: &String| p.lines().next().unwrap_or_default().to_string();
+    packages.sort_by_key(key);
+    let mut out = head.to_string();
+    for p in &packages {
+        out.push_str("\n[[package]]\n");
+        out.push_str(p);
+        if !p.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// The Python SDK package, file by file (its `wit/` copy is [`WIT`]).
 const PY_SDK: &[(&str, &str)] = &[
     (
@@ -269,6 +297,7 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
                 ("sdk/wit/sluice-filter.wit".into(), WIT.into()),
                 ("sdk/sluice-plugin-sdk/Cargo.toml".into(), "[package]\nname = \"sluice-plugin-sdk\"\ndescription = \"Write Sluice mail-filter plugins in Rust\"\nversion = \"0.1.3\"\nedition = \"2024\"\nlicense = \"Apache-2.0\"\n\n[dependencies]\nwit-bindgen = \"0.46\"\n".into()),
                 (".gitignore".into(), "/target\n*.wasm\n".into()),
+                ("Cargo.lock".into(), cargo_lock(name)),
             ];
             files.extend(RUST_SDK.iter().map(|(file, text)| {
                 (
