@@ -33,7 +33,7 @@ fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_noth
     )
     .unwrap();
     std::fs::write(dir.path().join("m.eml"), message("hello", "body")).unwrap();
-    let check = |config: &str| {
+    let check = |config: &str, file: &str| {
         std::fs::write(dir.path().join("sluice.toml"), config).unwrap();
         sluice_in(
             dir.path(),
@@ -43,7 +43,7 @@ fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_noth
                 "--config",
                 "sluice.toml",
                 "--plugin",
-                "./test_tagger.wasm",
+                file,
                 "--rcpt",
                 "b@example.org",
                 "m.eml",
@@ -51,7 +51,7 @@ fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_noth
         )
     };
     // Without settings for it, the mismatch is a warning.
-    let out = check("");
+    let out = check("", "./test_tagger.wasm");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
@@ -61,7 +61,8 @@ fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_noth
     );
     // With settings under its own name, which would not apply, it is refused, as `sluice
     // serve`, reloads and the directory watcher refuse it.
-    let out = check("[plugin.test-tagger.config]\ntag = \"mine\"\n");
+    let settings = "[plugin.test-tagger.config]\ntag = \"mine\"\n";
+    let out = check(settings, "./test_tagger.wasm");
     assert!(!out.status.success(), "ran without its settings");
     let err = text(&out.stderr);
     assert!(
@@ -78,20 +79,7 @@ fn a_file_name_that_disagrees_with_the_plugins_own_name_is_warned_about_and_noth
         dir.path().join("20-test-tagger.wasm"),
     )
     .unwrap();
-    let out = sluice_in(
-        dir.path(),
-        &[
-            "plugin",
-            "check",
-            "--config",
-            "sluice.toml",
-            "--plugin",
-            "./20-test-tagger.wasm",
-            "--rcpt",
-            "b@example.org",
-            "m.eml",
-        ],
-    );
+    let out = check(settings, "./20-test-tagger.wasm");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         !text(&out.stderr).contains("warning"),
