@@ -20,7 +20,8 @@
 //! - [`pipeline`]: the plugin set and each transaction's run through it (one stage loop),
 //!   the spam score, the WIT conversions, the delivery-time hooks and the replay harness.
 //! - [`plugin`]: the plugin runtime — wasmtime engine, compile cache, loading, sandboxed
-//!   instances with deadlines and memory caps, and the host functions plugins import.
+//!   instances with deadlines and memory caps, the host functions plugins import, and the
+//!   parsed view of the message they share.
 //! - [`store`]: the key-value store behind the plugins' `kv` capability (embedded or Redis).
 //! - [`dns`]: the DNS resolvers (MX routes, and plugins granted `dns`).
 //! - [`spool`]: durable acceptance with group commit.
