@@ -6,37 +6,12 @@
 use sluice_tests::*;
 
 /// multipart/mixed: a plain and a base64 HTML alternative (the HTML's link only in base64),
-/// a PDF with an RFC 2231 file name.
-const MIXED: &str = "From: =?utf-8?q?J=C3=BCrgen?= <jurgen@example.com>\r\n\
-To: bob@example.org\r\n\
-Subject: =?utf-8?b?UmVjaG51bmcgw7xiZXI=?= 5 EUR\r\n\
-Message-ID: <view@example.com>\r\n\
-Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n\
-MIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"outer\"\r\n\
-\r\n\
---outer\r\n\
-Content-Type: multipart/alternative; boundary=\"alt\"\r\n\
-\r\n\
---alt\r\n\
-Content-Type: text/plain; charset=utf-8\r\n\
-\r\n\
-Pay at www.example.org today.\r\n\
---alt\r\n\
-Content-Type: text/html; charset=utf-8\r\n\
-Content-Transfer-Encoding: base64\r\n\
-\r\n\
-PHA+UGF5IDxhIGhyZWY9Imh0dHBzOi8vc2hvcC5leGFtcGxlLmNvLnVrL3BheSI+aGVyZTwvYT48L3A+\r\n\
---alt--\r\n\
---outer\r\n\
-Content-Type: application/pdf\r\n\
-Content-Disposition: attachment; filename*=utf-8''Rechnung%20%C3%BCber.pdf\r\n\
-Content-Transfer-Encoding: base64\r\n\
-\r\n\
-JVBERi0xLjQKJcfsj6IK\r\n\
---outer--\r\n";
+/// a PDF with an RFC 2231 file name (`tests/fixtures/mixed.eml`, the host's unit tests' too).
+fn mixed() -> String {
+    include_str!("../fixtures/mixed.eml").replace('\n', "\r\n")
+}
 
-/// What `view-probe` reports for [`MIXED`]: (header, value).
+/// What `view-probe` reports for [`mixed`]: (header, value).
 const EXPECTED: &[(&str, &str)] = &[
     (
         "X-View-Parts",
@@ -88,10 +63,7 @@ print("sent")
 "#;
     let out = python(
         script,
-        &[
-            ("PORT", s.smtp.port().to_string()),
-            ("MESSAGE", MIXED.to_string()),
-        ],
+        &[("PORT", s.smtp.port().to_string()), ("MESSAGE", mixed())],
     )
     .await;
     assert_eq!(out.trim(), "sent");
@@ -110,7 +82,7 @@ print("sent")
 async fn plugin_check_gives_the_same_view() {
     let dir = tempfile::tempdir().unwrap();
     let eml = dir.path().join("mixed.eml");
-    std::fs::write(&eml, MIXED).unwrap();
+    std::fs::write(&eml, mixed()).unwrap();
     let out = run_client(
         tokio::process::Command::new(sluice_bin())
             .args(["plugin", "check", "--plugin"])
@@ -160,7 +132,7 @@ async fn python_and_javascript_read_the_view_keep_state_and_look_up_through_thei
     let env = envelope("jurgen@example.com", &["bob@example.org"]);
     for round in 1..=2 {
         let mut txn = p.start(&client(), "t");
-        let out = txn.check_message(&env, MIXED.as_bytes()).await;
+        let out = txn.check_message(&env, mixed().as_bytes()).await;
         let value = |name: &str| {
             out.add_headers
                 .iter()
@@ -228,7 +200,7 @@ async fn dnsbl_looks_up_the_registrable_domains_of_decoded_links() {
         .unwrap();
     let env = envelope("jurgen@example.com", &["bob@example.org"]);
     let mut txn = p.start(&client(), "t");
-    let out = txn.check_message(&env, MIXED.as_bytes()).await;
+    let out = txn.check_message(&env, mixed().as_bytes()).await;
     let uribl: Vec<(&str, f64, &str)> = out
         .symbols
         .iter()

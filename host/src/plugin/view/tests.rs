@@ -3,38 +3,14 @@
 use super::*;
 
 /// A multipart/mixed message: a plain and an HTML alternative (the HTML's link in base64), and
-/// a PDF with an RFC 2231 file name.
-const MIXED: &str = "From: =?utf-8?q?J=C3=BCrgen?= <jurgen@example.de>\r\n\
-To: Bob <bob@example.org>, carol@example.org\r\n\
-Subject: =?utf-8?b?UmVjaG51bmcgw7xiZXI=?= 5 EUR\r\n\
-Date: Mon, 30 Nov 2026 10:00:00 +0000\r\n\
-MIME-Version: 1.0\r\n\
-Content-Type: multipart/mixed; boundary=\"outer\"\r\n\
-\r\n\
---outer\r\n\
-Content-Type: multipart/alternative; boundary=\"alt\"\r\n\
-\r\n\
---alt\r\n\
-Content-Type: text/plain; charset=utf-8\r\n\
-\r\n\
-Pay at www.example.org today.\r\n\
---alt\r\n\
-Content-Type: text/html; charset=utf-8\r\n\
-Content-Transfer-Encoding: base64\r\n\
-\r\n\
-PHA+UGF5IDxhIGhyZWY9Imh0dHBzOi8vc2hvcC5leGFtcGxlLmNvLnVrL3BheSI+aGVyZTwvYT48L3A+\r\n\
---alt--\r\n\
---outer\r\n\
-Content-Type: application/pdf\r\n\
-Content-Disposition: attachment; filename*=utf-8''Rechnung%20%C3%BCber.pdf\r\n\
-Content-Transfer-Encoding: base64\r\n\
-\r\n\
-JVBERi0xLjQKJcfsj6IK\r\n\
---outer--\r\n";
+/// a PDF with an RFC 2231 file name (`tests/fixtures/mixed.eml`, the integration tests' too).
+fn mixed() -> String {
+    include_str!("../../../../tests/fixtures/mixed.eml").replace('\n', "\r\n")
+}
 
 #[test]
 fn the_parts_tree_text_attachments_links_and_summary() {
-    let p = ParsedMessage::parse(MIXED.as_bytes());
+    let p = ParsedMessage::parse(mixed().as_bytes());
     let types: Vec<(&str, u32, Option<u32>)> = p
         .parts
         .iter()
@@ -119,9 +95,10 @@ fn the_parts_tree_text_attachments_links_and_summary() {
 
 #[test]
 fn raw_offsets_point_at_each_part() {
-    let p = ParsedMessage::parse(MIXED.as_bytes());
+    let m = mixed();
+    let p = ParsedMessage::parse(m.as_bytes());
     let pdf = &p.parts[4];
-    let raw = slice(MIXED.as_bytes(), pdf.raw_offset, pdf.raw_length as u32);
+    let raw = slice(m.as_bytes(), pdf.raw_offset, pdf.raw_length as u32);
     let raw = std::str::from_utf8(raw).unwrap();
     assert!(raw.starts_with("Content-Type: application/pdf"), "{raw:?}");
     assert!(raw.contains("JVBERi0xLjQKJcfsj6IK"), "{raw:?}");
@@ -131,7 +108,7 @@ fn raw_offsets_point_at_each_part() {
 
 #[test]
 fn the_view_is_parsed_once_and_only_when_asked() {
-    let view = MessageView::new(MIXED.as_bytes().to_vec());
+    let view = MessageView::new(mixed().as_bytes().to_vec());
     assert!(!view.is_parsed());
     let first: *const ParsedMessage = view.parsed();
     assert!(view.is_parsed());
