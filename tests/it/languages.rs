@@ -51,6 +51,19 @@ async fn python_plugin_refuses_an_executable_inside_an_attached_message() {
         .check_message(&env, &message("hello", "plain text"))
         .await;
     assert_eq!(out.decision, Decision::Continue);
+
+    // An executable under an innocent name and type is known by its first bytes (the host's
+    // sniffed type in the parsed view).
+    let disguised = "From: a@example.org\r\nTo: b@example.net\r\nSubject: report\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nthe report\r\n--XX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"report.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AAA==\r\n--XX--\r\n";
+    let out = p
+        .start(&client(), "py3")
+        .check_message(&env, disguised.as_bytes())
+        .await;
+    assert!(matches!(out.decision, Decision::Reject { .. }), "{out:?}");
+    assert_eq!(
+        out.symbols[0].detail,
+        "attachment 'report.pdf' is application/vnd.microsoft.portable-executable"
+    );
 }
 
 #[tokio::test]
