@@ -213,3 +213,50 @@ async fn dnsbl_looks_up_the_registrable_domains_of_decoded_links() {
         txn.calls()
     );
 }
+
+/// A message over the parse-ahead size (256 KiB) is parsed whole before the stage, off the
+/// plugin thread: the plugin reads the same view, a 300 KB attachment included, in full.
+#[tokio::test]
+async fn a_large_message_is_parsed_ahead_and_read_whole() {
+    use base64::Engine as _;
+    let rt = runtime();
+    let p = pipeline(
+        &rt,
+        &config(""),
+        &[("view-probe", plugin("test", "view-probe"))],
+    )
+    .await
+    .unwrap();
+    let blob: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&blob);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let attachment = format!(
+        "--outer\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"big.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--outer--\r\n",
+        lines.join("\r\n")
+    );
+    let big = mixed().replace("--outer--\r\n", &attachment);
+    assert!(big.len() > 256 * 1024);
+    let env = envelope("jurgen@example.de", &["bob@example.org"]);
+    let mut txn = p.start(&client(), "big");
+    let out = txn.check_message(&env, big.as_bytes()).await;
+    let attachments = out
+        .add_headers
+        .iter()
+        .find(|(n, _)| n == "X-View-Attachments")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("{:?}", txn.calls()));
+    use sha2::Digest as _;
+    let sha = hex::encode(sha2::Sha256::digest(&blob));
+    assert_eq!(
+        attachments,
+        format!(
+            "{}|application/pdf|15|b5f218923574|15 big.bin||300000|{}|300000",
+            EXPECTED[1].1.split('|').next().unwrap(),
+            &sha[..12]
+        )
+    );
+}

@@ -203,10 +203,41 @@ impl PluginRun {
             .chain
             .as_ref()
             .is_some_and(|c| c.wants(Hook::CheckMessage));
-        let bytes = if wanted { message.to_vec() } else { Vec::new() };
+        let view = Arc::new(MessageView::new(if wanted {
+            message.to_vec()
+        } else {
+            Vec::new()
+        }));
+        // A plugin that reads the parsed view gets it parsed here, on a blocking thread, not
+        // inside its first call on the plugin thread that every transaction's sandboxes share
+        // (a large message would hold it for milliseconds). What costs more for a large
+        // message (digests, the readable text, the links) is made here too; for a small one it
+        // stays for the plugins that ask.
+        let reads_view = self.chain.as_ref().is_some_and(|c| {
+            c.plugins
+                .iter()
+                .any(|p| p.reads_view && p.wants(Hook::CheckMessage))
+        });
+        if wanted && reads_view {
+            let parsing = Arc::clone(&view);
+            let parsed = tokio::task::spawn_blocking(move || {
+                let p = parsing.parsed();
+                if parsing.raw().len() > PARSE_AHEAD_BYTES {
+                    p.attachments();
+                    p.body_text();
+                    p.links();
+                }
+            })
+            .await;
+            if let Err(e) = parsed {
+                // The parse panicked (a bug in it): the plugins get an empty view, not a
+                // lost transaction.
+                tracing::error!(error = %e, "parsing the message for the plugins' view failed");
+            }
+        }
         let envelope = envelope.clone();
         self.stage(Hook::CheckMessage, last, |mut c| async move {
-            let out = c.check_message(&envelope, bytes).await;
+            let out = c.check_message(&envelope, view).await;
             (c, out)
         })
         .await
@@ -231,6 +262,10 @@ impl Drop for PluginRun {
         }
     }
 }
+
+/// Above this size, everything of the parsed view is made before the stage, off the plugin
+/// thread; below it, the parts that not every plugin asks for are made on first use.
+const PARSE_AHEAD_BYTES: usize = 256 * 1024;
 
 /// The state of a [`PluginRun`], and its stages as carried out on the plugin thread.
 struct Chain {
@@ -329,7 +364,11 @@ impl Chain {
     }
 
     /// Runs `check-message`, gathers header edits and symbols, and applies the score thresholds.
-    async fn check_message(&mut self, envelope: &Envelope, message: Vec<u8>) -> MessageOutcome {
+    async fn check_message(
+        &mut self,
+        envelope: &Envelope,
+        view: Arc<MessageView>,
+    ) -> MessageOutcome {
         let reach = Reach::Message(&envelope.recipients);
         // The WIT envelope and message (the bytes, parsed header fields) are built only when
         // a plugin is called with them.
@@ -338,8 +377,6 @@ impl Chain {
             .iter()
             .any(|p| reach.covers(p, &self.session.listener))
         {
-            // The view parses the message only when a plugin asks (`message-view`).
-            let view = Arc::new(MessageView::new(message));
             let (wit_envelope, wit_message) = (
                 wit_envelope(envelope),
                 super::wit::message(view.raw().to_vec()),

@@ -43,6 +43,9 @@ pub struct LoadedPlugin {
     pub cache: CacheOutcome,
     /// Time to compile or load from cache, in milliseconds.
     pub compile_ms: f64,
+    /// It imports `message-view` (WIT 0.1.3): the host parses the message for it before
+    /// `check-message`, off the plugin thread.
+    pub reads_view: bool,
     pub(crate) engine: wasmtime::Engine,
     pub(crate) pre: v0_1::PluginPre<StoreState>,
 }

@@ -103,6 +103,7 @@ pub async fn load(
         stages_ended: Arc::default(),
         cache,
         compile_ms,
+        reads_view: imports_view(&runtime.engine, &component),
         engine: runtime.engine.clone(),
         pre,
     };
@@ -131,6 +132,14 @@ fn explain_compile_error(message: String) -> String {
     } else {
         message
     }
+}
+
+/// Whether the component imports `sluice:filter/message-view` (any 0.1 version).
+fn imports_view(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> bool {
+    component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("sluice:filter/message-view@"))
 }
 
 /// Checks that the component exports `sluice:filter/hooks` of the supported version, with a

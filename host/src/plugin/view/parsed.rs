@@ -111,9 +111,17 @@ impl MessageView {
         &self.raw
     }
 
-    /// The parse, made on the first call.
+    /// The parse, made on the first call. Should mail-parser panic on some input, the view is
+    /// that of an empty message rather than a lost transaction (or a lost plugin thread).
     pub fn parsed(&self) -> &ParsedMessage {
-        self.parsed.get_or_init(|| ParsedMessage::parse(&self.raw))
+        self.parsed.get_or_init(|| {
+            std::panic::catch_unwind(|| ParsedMessage::parse(&self.raw)).unwrap_or_else(|_| {
+                tracing::error!(
+                    "parsing a message for the plugins' view panicked; its view is empty"
+                );
+                ParsedMessage::parse(b"")
+            })
+        })
     }
 
     /// Whether it has been parsed (for tests of laziness).
