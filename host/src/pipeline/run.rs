@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::config::ScoringConfig;
 use crate::envelope::{Client, Decision, Envelope, Recipient, Sender};
-use crate::plugin::bindings::types::{self as wit, Message, MessageVerdict, Session, Verdict};
+use crate::plugin::bindings::types::{self as wit, MessageVerdict, Session, Verdict};
 use crate::plugin::health::{Scope, Transition};
 use crate::plugin::view::MessageView;
 use crate::plugin::{CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, executor};
@@ -198,16 +198,17 @@ impl PluginRun {
         message: &[u8],
         last: bool,
     ) -> MessageOutcome {
-        // The one copy of the message the plugins get (none when no plugin wants it).
         let wanted = self
             .chain
             .as_ref()
             .is_some_and(|c| c.wants(Hook::CheckMessage));
-        let view = Arc::new(MessageView::new(if wanted {
+        // The one copy of the message (none when no plugin wants it): the WIT message the
+        // plugins get, with its parsed header fields, inside the view they share.
+        let view = Arc::new(MessageView::new(super::wit::message(if wanted {
             message.to_vec()
         } else {
             Vec::new()
-        }));
+        })));
         // A plugin that reads the parsed view gets it parsed here, on a blocking thread, not
         // inside its first call on the plugin thread that every transaction's sandboxes share
         // (a large message would hold it for milliseconds). What costs more for a large
@@ -319,8 +320,8 @@ impl Reach<'_> {
 enum Input<'a> {
     Sender(&'a wit::Address),
     Recipient(&'a wit::Envelope, &'a wit::Address),
-    /// The envelope, the message, and the parsed view of it the plugins share.
-    Message(&'a wit::Envelope, &'a Message, &'a Arc<MessageView>),
+    /// The envelope, and the message with the parsed view of it the plugins share.
+    Message(&'a wit::Envelope, &'a Arc<MessageView>),
 }
 
 impl Chain {
@@ -370,18 +371,14 @@ impl Chain {
         view: Arc<MessageView>,
     ) -> MessageOutcome {
         let reach = Reach::Message(&envelope.recipients);
-        // The WIT envelope and message (the bytes, parsed header fields) are built only when
-        // a plugin is called with them.
+        // The WIT envelope is built only when a plugin is called with it.
         let (decision, verdicts) = if self
             .plugins
             .iter()
             .any(|p| reach.covers(p, &self.session.listener))
         {
-            let (wit_envelope, wit_message) = (
-                wit_envelope(envelope),
-                super::wit::message(view.raw().to_vec()),
-            );
-            self.stage(reach, Input::Message(&wit_envelope, &wit_message, &view))
+            let wit_envelope = wit_envelope(envelope);
+            self.stage(reach, Input::Message(&wit_envelope, &view))
                 .await
         } else {
             (Decision::Continue, Vec::new())
@@ -430,9 +427,9 @@ impl Chain {
                         inst.check_recipient(&self.session, envelope, recipient)
                             .await
                     }
-                    Input::Message(envelope, message, view) => {
+                    Input::Message(envelope, view) => {
                         inst.set_message_view(Arc::clone(view));
-                        inst.check_message(&self.session, envelope, message)
+                        inst.check_message(&self.session, envelope, view.message())
                             .await
                             .map(|mv| {
                                 let verdict = mv.verdict.clone();

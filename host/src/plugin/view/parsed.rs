@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
 
+use crate::plugin::bindings::types::Message as WitMessage;
+
 /// Parts the view lists at most.
 pub const MAX_PARTS: usize = 1000;
 /// How deep the view follows containers (the message itself is depth 0).
@@ -69,6 +71,17 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
+impl Body {
+    /// The decoded bytes; none for a container.
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Text(t) => Some(t.as_bytes()),
+            Body::Bytes(b) => Some(b),
+            Body::None => None,
+        }
+    }
+}
+
 /// The parsed message: everything `message-view` answers. The parts tree and the decoded
 /// header fields are made by the parse; what costs more and not every plugin asks for (the
 /// attachments' digests, the readable text, the links) is made on first use.
@@ -90,43 +103,45 @@ pub struct ParsedMessage {
     links: OnceLock<(Vec<LinkInfo>, bool)>,
 }
 
-/// A message and, once asked for, its parse: shared by every plugin of one transaction.
+/// A message and, once asked for, its parse: shared by every plugin of one transaction. It
+/// holds the WIT `message` the plugins' `check-message` gets, so that the raw bytes exist
+/// once.
 #[derive(Debug)]
 pub struct MessageView {
-    raw: Vec<u8>,
+    message: WitMessage,
     parsed: OnceLock<ParsedMessage>,
 }
 
 impl MessageView {
-    /// The view of `raw`, not parsed yet.
-    pub fn new(raw: Vec<u8>) -> MessageView {
+    /// The view of `message`, not parsed yet.
+    pub fn new(message: WitMessage) -> MessageView {
         MessageView {
-            raw,
+            message,
             parsed: OnceLock::new(),
         }
     }
 
+    /// The message as `check-message` gets it.
+    pub fn message(&self) -> &WitMessage {
+        &self.message
+    }
+
     /// The raw message.
     pub fn raw(&self) -> &[u8] {
-        &self.raw
+        &self.message.raw
     }
 
     /// The parse, made on the first call. Should mail-parser panic on some input, the view is
     /// that of an empty message rather than a lost transaction (or a lost plugin thread).
     pub fn parsed(&self) -> &ParsedMessage {
         self.parsed.get_or_init(|| {
-            std::panic::catch_unwind(|| ParsedMessage::parse(&self.raw)).unwrap_or_else(|_| {
+            std::panic::catch_unwind(|| ParsedMessage::parse(self.raw())).unwrap_or_else(|_| {
                 tracing::error!(
                     "parsing a message for the plugins' view panicked; its view is empty"
                 );
                 ParsedMessage::parse(b"")
             })
         })
-    }
-
-    /// Whether it has been parsed (for tests of laziness).
-    pub fn is_parsed(&self) -> bool {
-        self.parsed.get().is_some()
     }
 }
 
@@ -150,8 +165,6 @@ struct Visit<'a, 'x> {
     base: Option<u64>,
     /// The raw range of the nearest container whose bytes are the raw message's.
     fallback: (u64, u64),
-    /// Inside an attached message.
-    attached: bool,
 }
 
 impl ParsedMessage {
@@ -197,7 +210,6 @@ impl ParsedMessage {
             depth: 0,
             base: Some(0),
             fallback: (0, raw_len),
-            attached: false,
         }];
         let mut listed = 0usize;
         while let Some(v) = stack.pop() {
@@ -235,7 +247,6 @@ impl ParsedMessage {
                         depth: v.depth + 1,
                         base: v.base,
                         fallback: (raw_offset, raw_length),
-                        attached: v.attached,
                     })
                     .collect(),
                 PartType::Message(nested) => {
@@ -252,7 +263,6 @@ impl ParsedMessage {
                         depth: v.depth + 1,
                         base,
                         fallback: (raw_offset, raw_length),
-                        attached: true,
                     }]
                 }
                 _ => Vec::new(),
@@ -361,7 +371,7 @@ impl ParsedMessage {
             }
             out.push_str(&text);
             if out.len() > MAX_TEXT_BYTES {
-                out.truncate(floor_char_boundary(&out, MAX_TEXT_BYTES));
+                out.truncate(out.floor_char_boundary(MAX_TEXT_BYTES));
                 return (out, true);
             }
         }
@@ -388,11 +398,7 @@ impl ParsedMessage {
 
     /// The decoded bytes of a part that is not a container.
     pub fn bytes(&self, part: u32) -> Option<&[u8]> {
-        match self.bodies.get(part as usize)? {
-            Body::Text(t) => Some(t.as_bytes()),
-            Body::Bytes(b) => Some(b),
-            Body::None => None,
-        }
+        self.bodies.get(part as usize)?.bytes()
     }
 }
 
@@ -474,11 +480,7 @@ fn describe(
 
 /// The attachment facts of a part.
 fn attachment(info: &PartInfo, body: &Body) -> AttachmentInfo {
-    let bytes: &[u8] = match body {
-        Body::Text(t) => t.as_bytes(),
-        Body::Bytes(b) => b,
-        Body::None => &[],
-    };
+    let bytes = body.bytes().unwrap_or_default();
     AttachmentInfo {
         part: info.index,
         name: info.filename.clone(),
@@ -515,23 +517,12 @@ fn summary(message: &Message<'_>) -> Summary {
 
 /// A decoded header value or parameter, cut to [`MAX_FIELD_BYTES`].
 fn cut(value: &str) -> String {
-    value[..floor_char_boundary(value, MAX_FIELD_BYTES)].to_string()
+    value[..value.floor_char_boundary(MAX_FIELD_BYTES)].to_string()
 }
 
 /// Decoded text, cut to [`MAX_TEXT_BYTES`].
 fn cut_text(text: &str) -> String {
-    text[..floor_char_boundary(text, MAX_TEXT_BYTES)].to_string()
-}
-
-/// The largest index at most `max` that is a character boundary of `s`.
-fn floor_char_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    (0..=max)
-        .rev()
-        .find(|&i| s.is_char_boundary(i))
-        .unwrap_or(0)
+    text[..text.floor_char_boundary(MAX_TEXT_BYTES)].to_string()
 }
 
 #[cfg(test)]
