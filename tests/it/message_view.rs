@@ -260,3 +260,37 @@ async fn a_large_message_is_parsed_ahead_and_read_whole() {
         )
     );
 }
+
+/// Hostile MIME over a real socket: 10,000 parts, each with two links, sent with smtplib. The
+/// message is accepted, and the plugin reads a view cut at its bounds, saying so. (The probe
+/// lists every part and link in its header fields: it is allowed the room.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_parts_over_smtp_give_a_bounded_view() {
+    let s = TestServer::start(
+        "[plugin.view-probe]\nmax_header_bytes = 262144\n",
+        &[("view-probe", plugin("test", "view-probe"))],
+    )
+    .await;
+    let script = r#"
+import os, smtplib
+parts = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\nhttp://h{i}.example.com/ http://k{i}.example.net/\r\n" for i in range(10000))
+msg = ("From: a@example.com\r\nTo: bob@example.org\r\nSubject: many\r\nMIME-Version: 1.0\r\n"
+       "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n" + parts + "--b--\r\n")
+c = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), timeout=60)
+c.sendmail("a@example.com", ["bob@example.org"], msg.encode())
+c.quit()
+print("sent")
+"#;
+    let out = python(script, &[("PORT", s.smtp.port().to_string())]).await;
+    assert_eq!(out.trim(), "sent");
+    let m = &s.mailbox("bob", 1).await[0];
+    assert_eq!(
+        field(m, "X-View-Limits").as_deref(),
+        Some("parts,links"),
+        "{}",
+        &m[..2000.min(m.len())]
+    );
+    let parts = field(m, "X-View-Parts").unwrap();
+    assert_eq!(parts.split(' ').count(), 1000, "the parts bound");
+    s.stop().await;
+}

@@ -54,8 +54,24 @@ async fn a_plugin_that_would_miss_its_settings_is_refused_until_renamed() {
     let dir = s.dir.path().join("plugins");
     let tagger = std::fs::read(plugin("test", "tagger")).unwrap();
     install(&dir, "10-tagger.wasm", &tagger);
-    // Settled (0.5 s) and rescanned (every second, and on the event): it would be in by now.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Refused once looked at (after it settled), with the rename to make: waited for as the
+    // problem the console shows, not by the clock.
+    let file = dir.join("10-tagger.wasm");
+    let problem = || {
+        s.ctx()
+            .load_problems
+            .lock()
+            .unwrap()
+            .get(&file)
+            .cloned()
+            .unwrap_or_default()
+    };
+    until_plugins(&s, "refused", |_| !problem().is_empty()).await;
+    assert!(
+        problem().contains("rename the file to test-tagger.wasm"),
+        "{}",
+        problem()
+    );
     assert!(
         s.plugins_in_service().is_empty(),
         "{:?}",
