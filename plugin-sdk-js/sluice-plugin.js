@@ -171,7 +171,8 @@ const CHUNK = 1 << 20;
  *  the first call; a plugin that never calls these pays nothing). Outside checkMessage there is
  *  no message: lists are empty, options undefined. Sizes and offsets are Numbers. Bounds: 1,000
  *  parts, nesting 32 deep, 1 MiB of decoded text per part, 1,000 links, 1 MiB per slice;
- *  `limitsHit()` names those that cut the view short. */
+ *  `limitsHit()` names those that cut what the plugin read (the readable text and links only
+ *  once it read them: call it after the reads it is about). */
 export const view = {
   /** The parts tree, depth first; index 0 is the message itself. */
   parts: () => messageView.parts().map((p) => ({

@@ -22,6 +22,7 @@ use sluice::config::{Capability, Config, PluginSettings};
 use sluice::plugin::bindings::types::{Address, Envelope, Session};
 use sluice::plugin::capabilities::{PluginDns, Services};
 use sluice::plugin::engine::PoolSize;
+use sluice::plugin::view::MessageView;
 use sluice::plugin::{Hook, LoadedPlugin, PluginInstance, Runtime};
 use sluice::store::KvStore;
 
@@ -190,7 +191,11 @@ async fn timed_transaction(
     }
     env.recipients.push(rcpt);
     if p.wants(Hook::CheckMessage) {
-        inst.check_message(&session, &env, msg)
+        // As the pipeline does: the transaction's view of the message, parsed when a plugin
+        // first asks (so a plugin that reads the view pays for the host's parse here).
+        let view = Arc::new(MessageView::new(msg.clone()));
+        inst.set_message_view(view.clone());
+        inst.check_message(&session, &env, view.message())
             .await
             .map_err(|f| anyhow::anyhow!("{f}"))?;
     }

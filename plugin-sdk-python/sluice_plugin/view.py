@@ -99,5 +99,7 @@ def raw_slice(offset, length):
 
 
 def limits_hit():
-    """The bounds that cut the view short (`parts`, `depth`, `text`, `links`); [] when whole."""
+    """The bounds that cut what this plugin read (`parts`, `depth`, `text`, `links`); [] when
+    nothing was cut. `text` of `body_text()` and `links` are checked only once they were read:
+    call it after the reads it is about."""
     return list(_mv.limits_hit())

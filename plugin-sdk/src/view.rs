@@ -106,7 +106,9 @@ pub fn raw_slice(offset: u64, length: u32) -> Vec<u8> {
     imp::raw_slice(offset, length)
 }
 
-/// The bounds that cut the view short (`parts`, `depth`, `text`, `links`); empty when whole.
+/// The bounds that cut what this plugin read (`parts`, `depth`, `text`, `links`); empty when
+/// nothing was cut. `text` of [`body_text`] and `links` are checked only once they were read
+/// (making them costs a scan of all the text): call it after the reads it is about.
 pub fn limits_hit() -> Vec<String> {
     imp::limits_hit()
 }

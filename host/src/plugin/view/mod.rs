@@ -22,6 +22,17 @@ pub use parsed::{MessageView, ParsedMessage};
 pub struct ViewCtx {
     /// Set for the `check-message` call; none before it (there is no message yet).
     pub(crate) message: Option<Arc<MessageView>>,
+    /// What this plugin read, so that `limits-hit` checks only the bounds of what it read
+    /// (the readable text and the links are made on the first call for them, and a plugin
+    /// that reads only the parts tree must not pay for a scan of every byte of text).
+    read: Reads,
+}
+
+/// The lazily made parts of the view that this plugin has read.
+#[derive(Default, Clone, Copy)]
+pub struct Reads {
+    pub body_text: bool,
+    pub links: bool,
 }
 
 impl ViewCtx {
@@ -51,6 +62,7 @@ impl wit::Host for ViewCtx {
     }
 
     fn body_text(&mut self) -> String {
+        self.read.body_text = true;
         self.parsed()
             .map(|p| p.body_text().to_string())
             .unwrap_or_default()
@@ -68,6 +80,7 @@ impl wit::Host for ViewCtx {
     }
 
     fn links(&mut self) -> Vec<wit::Link> {
+        self.read.links = true;
         self.parsed()
             .map(|p| p.links().to_vec())
             .unwrap_or_default()
@@ -97,8 +110,9 @@ impl wit::Host for ViewCtx {
     }
 
     fn limits_hit(&mut self) -> Vec<String> {
+        let read = self.read;
         self.parsed()
-            .map(|p| p.limits_hit().iter().map(|s| s.to_string()).collect())
+            .map(|p| p.limits_hit(read).iter().map(|s| s.to_string()).collect())
             .unwrap_or_default()
     }
 }

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
 
+use super::Reads;
 use crate::plugin::bindings::types::Message as WitMessage;
 
 /// Parts the view lists at most.
@@ -346,14 +347,18 @@ impl ParsedMessage {
         &self.body_text.get_or_init(|| self.readable_text()).0
     }
 
-    /// Every bound that cut the view short: `parts`, `depth`, `text`, `links`.
-    pub fn limits_hit(&self) -> Vec<&'static str> {
+    /// The bounds that cut what a plugin read: `parts`, `depth` and a part's `text` (known
+    /// from the parse), then `text` for the readable text and `links` only when it read them,
+    /// so that asking never makes them (a scan of every byte of text).
+    pub fn limits_hit(&self, read: Reads) -> Vec<&'static str> {
         let mut hit = self.cut.clone();
-        let text_cut = self.body_text.get_or_init(|| self.readable_text()).1;
-        if text_cut && !hit.contains(&"text") {
+        if read.body_text
+            && self.body_text.get_or_init(|| self.readable_text()).1
+            && !hit.contains(&"text")
+        {
             hit.push("text");
         }
-        if self.links.get_or_init(|| self.find_links()).1 {
+        if read.links && self.links.get_or_init(|| self.find_links()).1 {
             hit.push("links");
         }
         hit

@@ -8,6 +8,12 @@ fn mixed() -> String {
     include_str!("../../../../tests/fixtures/mixed.eml").replace('\n', "\r\n")
 }
 
+/// A plugin that read the readable text and the links.
+const EVERYTHING: Reads = Reads {
+    body_text: true,
+    links: true,
+};
+
 #[test]
 fn the_parts_tree_text_attachments_links_and_summary() {
     let p = ParsedMessage::parse(mixed().as_bytes());
@@ -90,7 +96,7 @@ fn the_parts_tree_text_attachments_links_and_summary() {
         p.body_text()
     );
     assert!(!p.body_text().contains("<a href"), "{:?}", p.body_text());
-    assert!(p.limits_hit().is_empty());
+    assert!(p.limits_hit(EVERYTHING).is_empty());
 }
 
 #[test]
@@ -146,14 +152,18 @@ fn nested(depth: usize) -> Vec<u8> {
 #[test]
 fn deep_nesting_is_cut_at_the_depth_bound() {
     let p = ParsedMessage::parse(&nested(500));
-    assert!(p.limits_hit().contains(&"depth"), "{:?}", p.limits_hit());
+    assert!(
+        p.limits_hit(EVERYTHING).contains(&"depth"),
+        "{:?}",
+        p.limits_hit(EVERYTHING)
+    );
     assert!(p.parts.iter().all(|i| i.depth <= MAX_DEPTH));
     assert!(p.parts.len() <= MAX_DEPTH as usize + 1);
     let shallow = ParsedMessage::parse(&nested(5));
     assert!(
-        shallow.limits_hit().is_empty(),
+        shallow.limits_hit(EVERYTHING).is_empty(),
         "{:?}",
-        shallow.limits_hit()
+        shallow.limits_hit(EVERYTHING)
     );
     assert_eq!(shallow.parts.last().unwrap().content_type, "text/plain");
 }
@@ -167,9 +177,21 @@ fn ten_thousand_parts_are_cut_at_the_parts_bound() {
     m.push_str("--b--\r\n");
     let p = ParsedMessage::parse(m.as_bytes());
     assert_eq!(p.parts.len(), MAX_PARTS);
-    assert!(p.limits_hit().contains(&"parts"), "{:?}", p.limits_hit());
+    // A plugin that read only the parts tree learns of the parts bound, and asking neither
+    // scans the text for links nor joins it.
+    assert_eq!(p.limits_hit(Reads::default()), ["parts"]);
+    assert!(p.links.get().is_none() && p.body_text.get().is_none());
+    assert!(
+        p.limits_hit(EVERYTHING).contains(&"parts"),
+        "{:?}",
+        p.limits_hit(EVERYTHING)
+    );
     assert_eq!(p.links().len(), MAX_LINKS);
-    assert!(p.limits_hit().contains(&"links"), "{:?}", p.limits_hit());
+    assert!(
+        p.limits_hit(EVERYTHING).contains(&"links"),
+        "{:?}",
+        p.limits_hit(EVERYTHING)
+    );
 }
 
 #[test]
@@ -213,7 +235,11 @@ fn a_base64_part_that_never_ends_is_bounded() {
     let p = ParsedMessage::parse(m.as_bytes());
     let text = p.text(1).expect("the text part");
     assert!(text.len() <= MAX_TEXT_BYTES);
-    assert!(p.limits_hit().contains(&"text"), "{:?}", p.limits_hit());
+    assert!(
+        p.limits_hit(EVERYTHING).contains(&"text"),
+        "{:?}",
+        p.limits_hit(EVERYTHING)
+    );
     assert!(p.body_text().len() <= MAX_TEXT_BYTES);
 }
 
