@@ -277,7 +277,9 @@ impl Config {
 
     /// Settings of plugin `name` (empty settings when the file has none).
     pub fn plugin_settings(&self, name: &str) -> PluginSettings {
-        self.plugin.get(name).cloned().unwrap_or_default()
+        let mut settings = self.plugin.get(name).cloned().unwrap_or_default();
+        settings.signing = self.plugins.signing_policy();
+        settings
     }
 }
 
@@ -503,6 +505,25 @@ mod tests {
             ],
         );
         assert!(msg.starts_with("<built-in>: "), "{msg}");
+    }
+
+    #[test]
+    fn signing_problems_name_their_keys() {
+        let msg = problems_of(
+            r#"
+            [plugins]
+            require_signature = true
+            trusted_keys = ["ssh-ed25519 AAAA alice"]
+            "#,
+        );
+        says_all(&msg, &["plugins.trusted_keys[0]: expected ed25519:BASE64"]);
+        let msg = problems_of("[plugins]\nrequire_signature = true\n");
+        says_all(
+            &msg,
+            &[
+                "plugins.require_signature: no plugin could load: add the signers' public keys to plugins.trusted_keys",
+            ],
+        );
     }
 
     #[test]

@@ -52,6 +52,28 @@ pub struct PluginsConfig {
     /// DNS lookups all plugins together may make per second; past it a lookup answers
     /// `temporary`.
     pub dns_lookups_per_second: u32,
+    /// Public keys whose plugin signatures are trusted, each the line of a `.pub` file that
+    /// `sluice plugin keygen` wrote: `ed25519:BASE64 NAME`.
+    pub trusted_keys: Vec<String>,
+    /// Load only plugins signed by one of `trusted_keys` (`NAME.wasm.sig` beside the file,
+    /// from `sluice plugin sign`), unchanged since, and importing only the capabilities the
+    /// signature allows.
+    pub require_signature: bool,
+}
+
+impl PluginsConfig {
+    /// `trusted_keys` and `require_signature`, parsed (start-up validation reported any key
+    /// that does not parse; such a key is left out here).
+    pub fn signing_policy(&self) -> crate::plugin::signature::SigningPolicy {
+        crate::plugin::signature::SigningPolicy {
+            trusted: self
+                .trusted_keys
+                .iter()
+                .filter_map(|k| crate::plugin::signature::TrustedKey::parse(k).ok())
+                .collect(),
+            required: self.require_signature,
+        }
+    }
 }
 
 impl Default for PluginsConfig {
@@ -72,6 +94,8 @@ impl Default for PluginsConfig {
             dns_timeout_ms: 2000,
             dns_lookups_per_transaction: 100,
             dns_lookups_per_second: 1000,
+            trusted_keys: Vec::new(),
+            require_signature: false,
         }
     }
 }
@@ -234,6 +258,10 @@ pub struct PluginSettings {
     pub domains: Vec<String>,
     /// The plugin's own settings, handed to it through `host.get-config`.
     pub config: toml::Table,
+    /// `[plugins] trusted_keys` and `require_signature` (not a key of `[plugin.NAME]`: the
+    /// configuration gives it to every plugin's settings, see [`crate::config::Config::plugin_settings`]).
+    #[serde(skip)]
+    pub signing: crate::plugin::signature::SigningPolicy,
 }
 
 impl PluginSettings {
@@ -338,6 +366,17 @@ pub(super) fn validate(
         p.add(
             "plugins.cooldown_after_failures and plugins.cooldown_secs",
             "must be at least 1",
+        );
+    }
+    for (i, key) in plugins.trusted_keys.iter().enumerate() {
+        if let Err(e) = crate::plugin::signature::TrustedKey::parse(key) {
+            p.add(format_args!("plugins.trusted_keys[{i}]"), e);
+        }
+    }
+    if plugins.require_signature && plugins.trusted_keys.is_empty() {
+        p.add(
+            "plugins.require_signature",
+            "no plugin could load: add the signers' public keys to plugins.trusted_keys",
         );
     }
     let mut seen = std::collections::BTreeSet::new();

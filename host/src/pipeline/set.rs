@@ -30,6 +30,9 @@ pub struct PluginRow {
     pub file: String,
     /// SHA-256 of its file.
     pub sha256: String,
+    /// Who signed its file (a key of `[plugins] trusted_keys`), if signed.
+    #[serde(default)]
+    pub signed_by: Option<crate::plugin::signature::Signer>,
     /// Its limits and failure policy.
     #[serde(flatten)]
     pub limits: PluginLimits,
@@ -325,6 +328,7 @@ impl Pipeline {
                 hooks: p.hook_names().iter().map(|h| h.to_string()).collect(),
                 file: p.file.display().to_string(),
                 sha256: p.sha256.clone(),
+                signed_by: p.signer.clone(),
                 limits: p.limits,
                 capabilities: p.capabilities.clone(),
                 scope: p.scope.clone(),

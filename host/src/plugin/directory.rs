@@ -100,15 +100,22 @@ pub struct Fingerprint {
     pub modified: Option<SystemTime>,
     /// Inode (a rename over the file changes it).
     pub inode: u64,
+    /// The same of its signature file (`NAME.wasm.sig`), if any: signing a refused file, or
+    /// replacing its signature, is a change too.
+    pub signature: Option<(u64, Option<SystemTime>, u64)>,
 }
 
 pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
+    let signature = std::fs::metadata(super::signature::sig_path(path))
+        .ok()
+        .map(|s| (s.len(), s.modified().ok(), s.ino()));
     Some(Fingerprint {
         len: m.len(),
         modified: m.modified().ok(),
         inode: m.ino(),
+        signature,
     })
 }
 

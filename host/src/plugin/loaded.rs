@@ -46,6 +46,8 @@ pub struct LoadedPlugin {
     /// It imports `message-view` (WIT 0.1.3): the host parses the message for it before
     /// `check-message`, off the plugin thread.
     pub reads_view: bool,
+    /// Who signed the file, when it carries a signature by a trusted key.
+    pub signer: Option<super::signature::Signer>,
     pub(crate) engine: wasmtime::Engine,
     pub(crate) pre: v0_1::PluginPre<StoreState>,
 }

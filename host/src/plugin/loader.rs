@@ -56,6 +56,19 @@ pub async fn load(
         )));
     }
 
+    // The signature before anything reads the file as code: a file that is not what a
+    // trusted signer signed is never compiled when signatures are required. When they are
+    // not, a plugin whose signature does not hold loads as an unsigned one, and the log says
+    // why.
+    let signer = match super::signature::verify(&settings.signing, file, &sha256) {
+        Ok(signer) => signer,
+        Err(e) if settings.signing.required => return Err(err(ErrorKind::Signature(e))),
+        Err(e) => {
+            tracing::warn!(plugin = %name, file = %file.display(), "loaded as unsigned: {e}");
+            None
+        }
+    };
+
     let started = Instant::now();
     let (component, cache) = runtime
         .cache
@@ -64,6 +77,15 @@ pub async fn load(
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     check_world(&runtime.engine, &component).map_err(|m| err(ErrorKind::WrongWorld(m)))?;
+    let imports = super::capabilities::imported(&runtime.engine, &component);
+    let signer = match signer.map(|s| s.allow(&imports).map(|()| s)).transpose() {
+        Ok(signer) => signer,
+        Err(e) if settings.signing.required => return Err(err(ErrorKind::Signature(e))),
+        Err(e) => {
+            tracing::warn!(plugin = %name, file = %file.display(), "loaded as unsigned: {e}");
+            None
+        }
+    };
     super::capabilities::check_imports(&runtime.engine, &component, name, &settings.capabilities)
         .map_err(|m| err(ErrorKind::NotGranted(m)))?;
     let grants = super::capabilities::Grants::new(name, &settings.capabilities, &runtime.services)
@@ -104,6 +126,7 @@ pub async fn load(
         cache,
         compile_ms,
         reads_view: imports_view(&runtime.engine, &component),
+        signer,
         engine: runtime.engine.clone(),
         pre,
     };

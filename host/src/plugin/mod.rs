@@ -33,6 +33,7 @@ pub mod limits;
 pub mod loaded;
 pub mod loader;
 pub mod returns;
+pub mod signature;
 pub mod state;
 pub mod view;
 
@@ -136,6 +137,9 @@ pub enum ErrorKind {
         /// Of the file.
         actual: String,
     },
+    /// Its signature does not let it load (`[plugins] require_signature`).
+    #[error("{0}")]
+    Signature(signature::SignatureError),
     /// The file is not a valid WebAssembly component (or wasmtime cannot compile it).
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),

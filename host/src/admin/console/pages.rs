@@ -223,7 +223,7 @@ pub fn plugins(
                 }
             }
             table #plugins {
-                tr { th { "#" } th { "name" } th { "version" } th { "hooks" } th { "scope" } th { "limits" } th { "on failure" } th { "health" } th { "sha256" } }
+                tr { th { "#" } th { "name" } th { "version" } th { "hooks" } th { "scope" } th { "limits" } th { "on failure" } th { "health" } th { "sha256" } th { "signed by" } }
                 @for p in &rows {
                     tr {
                         td { (p.order) }
@@ -240,6 +240,7 @@ pub fn plugins(
                             }
                         }
                         td { code { (p.sha256.get(..16).unwrap_or_default()) "…" } }
+                        td { @match &p.signed_by { Some(s) => { (s.name) }, None => { "unsigned" } } }
                     }
                 }
             }

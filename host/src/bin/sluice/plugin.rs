@@ -1,5 +1,5 @@
-//! `sluice plugin check` (replay messages through the inbound core), `sluice plugin list` and
-//! `sluice plugin compile`.
+//! `sluice plugin check` (replay messages through the inbound core), `sluice plugin list`,
+//! `sluice plugin compile`, and signing: `sluice plugin keygen` and `sluice plugin sign`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -148,6 +148,9 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
         if r.health.clients_in_cooldown > 0 {
             let n = r.health.clients_in_cooldown;
             scope.push_str(&format!(" COOLING-DOWN-FOR-{n}-CLIENT(S)"));
+        }
+        if let Some(s) = &r.signed_by {
+            scope.push_str(&format!(" signed-by={:?}", s.name));
         }
         if r.stages_ended > 0 {
             let n = r.stages_ended;
@@ -364,6 +367,91 @@ pub enum PluginCommand {
         /// Plugin files (default: every plugin of the configured plugin directory).
         files: Vec<PathBuf>,
     },
+    /// Make a key pair for signing plugins: KEY (secret, owner-only) and KEY.pub (the line
+    /// to add to `[plugins] trusted_keys`).
+    Keygen {
+        /// Where to write the signing key; the public key goes to the same path plus `.pub`.
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+        /// Who signs with it, shown in `plugin list` and the console.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Sign a plugin file: writes FILE.sig, covering the file's SHA-256 and the capabilities
+    /// the plugin may import (none unless given with --allow).
+    Sign {
+        /// The plugin file (.wasm).
+        file: PathBuf,
+        /// The signing key, from `sluice plugin keygen`.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Capabilities the plugin may import (`kv`, `dns`); comma-separated or repeated.
+        #[arg(long, value_delimiter = ',', value_name = "CAPABILITY")]
+        allow: Vec<String>,
+    },
+}
+
+/// `sluice plugin keygen`: writes the key pair, refusing to overwrite either file.
+fn keygen(out: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
+    let public_path = PathBuf::from(format!("{}.pub", out.display()));
+    for p in [out, public_path.as_path()] {
+        if p.exists() {
+            bail!(
+                "{} exists already: choose another --out (a key is never overwritten)",
+                p.display()
+            );
+        }
+    }
+    let (secret, public) =
+        sluice::plugin::signature::keygen(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    sluice::private_files::write_private(out, secret.as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::write(&public_path, format!("{public}\n"))
+        .with_context(|| format!("cannot write {}", public_path.display()))?;
+    println!("signing key: {} (keep it secret)", out.display());
+    println!("public key:  {}", public_path.display());
+    println!(
+        "trust it with, in the server's configuration:\n[plugins]\ntrusted_keys = [{public:?}]"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluice plugin sign`: writes FILE.sig.
+fn sign(
+    file: &std::path::Path,
+    key: &std::path::Path,
+    allow: &[String],
+) -> anyhow::Result<ExitCode> {
+    use sluice::config::Capability;
+    let mut caps = Vec::new();
+    for a in allow {
+        let c = Capability::ALL
+            .into_iter()
+            .find(|c| c.as_str() == a.trim())
+            .with_context(|| format!("--allow {a:?}: the capabilities are kv and dns"))?;
+        caps.push(c);
+    }
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if !wasm.starts_with(b"\0asm") {
+        bail!("{}: not a WebAssembly file", file.display());
+    }
+    let key_text =
+        std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
+    let (sig, public) = sluice::plugin::signature::sign(&key_text, &wasm, &caps)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    let path = sluice::plugin::signature::sig_path(file);
+    std::fs::write(&path, sig).with_context(|| format!("cannot write {}", path.display()))?;
+    let allowed: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
+    println!(
+        "{}: signed by {public}, allowing {}",
+        path.display(),
+        if allowed.is_empty() {
+            "no capability".to_string()
+        } else {
+            allowed.join(", ")
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 impl Plugin {
@@ -401,6 +489,8 @@ impl Plugin {
                 let runtime = engine_for(&config, &config.paths().cache_dir)?;
                 compile(&runtime, &config, files, check)
             }
+            PluginCommand::Keygen { out, name } => keygen(&out, &name),
+            PluginCommand::Sign { file, key, allow } => sign(&file, &key, &allow),
         }
     }
 }

@@ -153,6 +153,27 @@ impl Grants {
 
 /// Checks that `component` imports no capability missing from `granted`; the message names
 /// the setting to add.
+/// The capabilities `component` imports.
+pub fn imported(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Vec<Capability> {
+    let ty = component.component_type();
+    let mut found = Vec::new();
+    for (import, item) in ty.imports(engine) {
+        if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            continue;
+        }
+        for c in Capability::ALL {
+            if import.starts_with(&format!("sluice:filter/{}@", c.as_str())) && !found.contains(&c)
+            {
+                found.push(c);
+            }
+        }
+    }
+    found
+}
+
 pub fn check_imports(
     engine: &wasmtime::Engine,
     component: &wasmtime::component::Component,
