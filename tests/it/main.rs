@@ -32,6 +32,7 @@ mod routes;
 mod scheduling;
 mod score_actions;
 mod serve_cli;
+mod shadow;
 mod signing;
 mod smtp;
 mod spam_score;

@@ -45,6 +45,7 @@ pub struct Metrics {
     plugin_failures: Family<Labels, Counter>,
     plugin_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     plugin_cooldowns: Family<Labels, Counter>,
+    shadow_calls: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     plugins_loaded: Gauge,
     // The spool and delivery.
@@ -69,6 +70,7 @@ impl Metrics {
             messages: Family::default(),
             refusals: Family::default(),
             plugin_calls: Family::default(),
+            shadow_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::new_with_constructor(latency_histogram),
             plugin_cooldowns: Family::default(),
@@ -116,6 +118,11 @@ impl Metrics {
             "plugin_call_seconds",
             "Wall-clock time of plugin hook calls, instantiation included",
             m.plugin_seconds.clone(),
+        );
+        r.register(
+            "shadow_calls",
+            "Calls of a shadow plugin beside its live version, by plugin, hook, the live verdict and the shadow's (equal when they agree)",
+            m.shadow_calls.clone(),
         );
         r.register(
             "plugin_cooldowns",
@@ -236,6 +243,19 @@ impl Metrics {
         self.plugin_seconds
             .get_or_create(&labels(&[("plugin", plugin), ("hook", hook)]))
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A shadow answered beside its live version: `live` and `shadow` are the verdicts'
+    /// names (`failed` for a failure).
+    pub fn shadow_call(&self, plugin: &str, hook: Hook, live: &str, shadow: &str) {
+        self.shadow_calls
+            .get_or_create(&labels(&[
+                ("plugin", plugin),
+                ("hook", hook.as_str()),
+                ("live", live),
+                ("shadow", shadow),
+            ]))
+            .inc();
     }
 
     /// A plugin went into cool-down.

@@ -239,6 +239,9 @@ pub struct PluginSettings {
     pub capabilities: Vec<Capability>,
     /// When set, the plugin file's SHA-256 (hex) must match or the plugin is refused.
     pub sha256: Option<String>,
+    /// The share of transactions (0 to 1; default 1) a shadow version of this plugin
+    /// (`NAME.shadow.wasm` beside its file) sees, to bound what it costs.
+    pub shadow_sample: Option<f64>,
     /// The plugin must be in service (needs `sha256`): while its file is missing, refused or
     /// disabled, every transaction is answered 451 4.3.0 at MAIL FROM instead of passing
     /// unfiltered.
@@ -415,6 +418,14 @@ impl PluginSettings {
             }
         }
         p.domains(&at("domains"), &self.domains);
+        if let Some(rate) = self.shadow_sample
+            && !(0.0..=1.0).contains(&rate)
+        {
+            p.add(
+                at("shadow_sample"),
+                format_args!("{rate} is not between 0 and 1"),
+            );
+        }
         if let Some(sha) = &self.sha256
             && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
         {

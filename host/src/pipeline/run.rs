@@ -9,6 +9,7 @@ use crate::config::ScoringConfig;
 use crate::envelope::{Client, Decision, Envelope, Recipient, Sender};
 use crate::plugin::bindings::types::{self as wit, MessageVerdict, Session, Verdict};
 use crate::plugin::health::{Scope, Transition};
+use crate::plugin::shadow::Answer;
 use crate::plugin::view::MessageView;
 use crate::plugin::{CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, executor};
 use crate::smtp::reply::Reply;
@@ -81,6 +82,7 @@ impl PluginRun {
         PluginRun {
             chain: Some(Box::new(Chain {
                 instances: (0..plugins.len()).map(|_| None).collect(),
+                shadows: (0..plugins.len()).map(|_| None).collect(),
                 plugins,
                 scoring,
                 missing_required,
@@ -273,6 +275,8 @@ struct Chain {
     plugins: Arc<[Arc<LoadedPlugin>]>,
     scoring: ScoringConfig,
     instances: Vec<Option<PluginInstance>>,
+    /// The instances of the plugins' shadows (`NAME.shadow.wasm`), created on first use.
+    shadows: Vec<Option<PluginInstance>>,
     session: Arc<Session>,
     /// The client's address, for the plugins' per-client failure counts.
     client: Option<std::net::IpAddr>,
@@ -332,8 +336,11 @@ impl Chain {
 
     /// Takes the instances out (each a fresh one again if a later hook wanted it).
     fn release(&mut self) -> Vec<Option<PluginInstance>> {
-        let fresh = (0..self.instances.len()).map(|_| None).collect();
-        std::mem::replace(&mut self.instances, fresh)
+        let n = self.instances.len();
+        let fresh = || (0..n).map(|_| None).collect();
+        let mut used = std::mem::replace(&mut self.instances, fresh());
+        used.extend(std::mem::replace(&mut self.shadows, fresh()));
+        used
     }
 
     /// Runs `verify-sender`.
@@ -421,32 +428,84 @@ impl Chain {
             )
             .await
             {
-                Ok(inst) => match &input {
-                    Input::Sender(sender) => inst.verify_sender(&self.session, sender).await,
-                    Input::Recipient(envelope, recipient) => {
-                        inst.check_recipient(&self.session, envelope, recipient)
-                            .await
-                    }
-                    Input::Message(envelope, view) => {
-                        inst.set_message_view(Arc::clone(view));
-                        inst.check_message(&self.session, envelope, view.message())
-                            .await
-                            .map(|mv| {
-                                let verdict = mv.verdict.clone();
-                                verdicts.push((p.name.clone(), mv));
-                                verdict
-                            })
-                    }
-                },
+                Ok(inst) => call(inst, &session, &input).await,
                 Err(f) => Err(f),
             };
+            // The live answer as the shadow's comparison sees it, when a shadow runs.
+            let shadowed = p.shadow.is_some()
+                && crate::plugin::shadow::sampled(
+                    &session.transaction_id,
+                    &p.name,
+                    p.shadow_sample,
+                );
+            let live = shadowed.then(|| answer_of(&answer, started));
+            let answer = answer.map(|(verdict, mv)| {
+                if let Some(mv) = mv {
+                    verdicts.push((p.name.clone(), mv));
+                }
+                verdict
+            });
             decision = self.settle(hook, i, answer, started);
+            if let Some(live) = live {
+                self.shadow_call(hook, i, &input, live).await;
+            }
             if decision.is_final() {
                 self.note_skipped(hook, i, |q| reach.covers(q, listener));
                 break;
             }
         }
         (decision, verdicts)
+    }
+
+    /// Calls the shadow of plugin `index` with the live call's `input`, and records how its
+    /// answer compares with the `live` one. Its verdict is never applied; its failure costs
+    /// only itself (its own health and cool-down, its own deadline).
+    async fn shadow_call(&mut self, hook: Hook, index: usize, input: &Input<'_>, live: Answer) {
+        let p = self.plugins[index].clone();
+        let Some(shadow) = p.shadow.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        let answer = if !shadow.wants(hook) {
+            // As a live plugin without the hook: not called, no opinion.
+            Ok((Verdict::Continue, None))
+        } else {
+            match instance(
+                &mut self.shadows[index],
+                &shadow,
+                self.client,
+                &self.authentication,
+            )
+            .await
+            {
+                Ok(inst) => call(inst, &self.session, input).await,
+                Err(f) => Err(f),
+            }
+        };
+        let mut theirs = answer_of(&answer, started);
+        if !shadow.wants(hook) {
+            theirs.micros = 0;
+        }
+        let (decision, failure) = match answer {
+            Ok((v, _)) => (decision_of_verdict(&v), None),
+            Err(f) => (decision_of_failure(shadow.limits.on_failure), Some(f)),
+        };
+        // Its logs, health and call metrics under its own name (`NAME.shadow`).
+        record(
+            hook,
+            &shadow,
+            &mut self.shadows[index],
+            decision,
+            failure,
+            started,
+            (&self.session.transaction_id, self.client),
+        );
+        crate::admin::metrics::get().shadow_call(&p.name, hook, &live.action, &theirs.action);
+        if live.action != theirs.action {
+            tracing::info!(id = %self.session.transaction_id, plugin = %p.name, %hook, live = %live.action, shadow = %theirs.action, "shadow disagrees");
+        }
+        p.shadow_stats
+            .record(&self.session.transaction_id, hook, live, theirs);
     }
 
     /// Turns one call's result into a decision (applying the failure policy) and records it.
@@ -492,6 +551,68 @@ impl Chain {
         if let Some(last) = self.calls.last_mut() {
             last.skipped = skipped;
         }
+    }
+}
+
+/// One hook call with `input`: the verdict, and for `check-message` the whole message
+/// verdict (header edits and symbols).
+async fn call(
+    inst: &mut PluginInstance,
+    session: &Session,
+    input: &Input<'_>,
+) -> Result<(Verdict, Option<MessageVerdict>), CallFailure> {
+    match input {
+        Input::Sender(sender) => inst.verify_sender(session, sender).await.map(|v| (v, None)),
+        Input::Recipient(envelope, recipient) => inst
+            .check_recipient(session, envelope, recipient)
+            .await
+            .map(|v| (v, None)),
+        Input::Message(envelope, view) => {
+            inst.set_message_view(Arc::clone(view));
+            inst.check_message(session, envelope, view.message())
+                .await
+                .map(|mv| (mv.verdict.clone(), Some(mv)))
+        }
+    }
+}
+
+/// A call's answer as a shadow comparison shows it: the action, the points of its symbols,
+/// and a line of detail (printable, bounded: it comes from a plugin).
+fn answer_of(
+    result: &Result<(Verdict, Option<MessageVerdict>), CallFailure>,
+    started: Instant,
+) -> Answer {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (action, score, detail) = match result {
+        Ok((verdict, mv)) => {
+            let decision = decision_of_verdict(verdict);
+            let symbols = mv.as_ref().map_or(&[][..], |m| &m.symbols[..]);
+            let mut detail: Vec<String> = symbols
+                .iter()
+                .map(|s| format!("{}({:+.2})", s.name, s.score))
+                .collect();
+            if let Verdict::Reject(r) | Verdict::Tempfail(r) = verdict {
+                detail.insert(0, format!("{} {}", r.code, r.text));
+            }
+            (
+                decision.name().to_string(),
+                // + 0.0: an empty sum is -0.0, shown as "-0.00".
+                symbols.iter().map(|s| s.score).sum::<f64>() + 0.0,
+                detail.join(" "),
+            )
+        }
+        Err(f) => ("failed".to_string(), 0.0, f.to_string()),
+    };
+    let mut detail = crate::inbound::message::printable(&detail).into_owned();
+    if detail.len() > 200 {
+        detail.truncate(detail.floor_char_boundary(200));
+        detail.push('…');
+    }
+    Answer {
+        action,
+        score,
+        detail,
+        micros,
     }
 }
 

@@ -33,6 +33,9 @@ pub struct PluginRow {
     /// Who signed its file (a key of `[plugins] trusted_keys`), if signed.
     #[serde(default)]
     pub signed_by: Option<crate::plugin::signature::Signer>,
+    /// Its shadow version and how it compares, if it has one.
+    #[serde(default)]
+    pub shadow: Option<crate::plugin::shadow::ShadowRow>,
     /// Its limits and failure policy.
     #[serde(flatten)]
     pub limits: PluginLimits,
@@ -329,6 +332,10 @@ impl Pipeline {
                 file: p.file.display().to_string(),
                 sha256: p.sha256.clone(),
                 signed_by: p.signer.clone(),
+                shadow: p.shadow.as_ref().map(|s| {
+                    p.shadow_stats
+                        .row(&s.file, &s.info.version, p.shadow_sample)
+                }),
                 limits: p.limits,
                 capabilities: p.capabilities.clone(),
                 scope: p.scope.clone(),

@@ -103,19 +103,31 @@ pub struct Fingerprint {
     /// The same of its signature file (`NAME.wasm.sig`), if any: signing a refused file, or
     /// replacing its signature, is a change too.
     pub signature: Option<(u64, Option<SystemTime>, u64)>,
+    /// The same of its shadow (`NAME.shadow.wasm`), if any: adding, replacing or removing
+    /// the shadow reloads the plugin.
+    pub shadow: Option<(u64, Option<SystemTime>, u64)>,
 }
 
 pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    let signature = std::fs::metadata(super::signature::sig_path(path))
-        .ok()
-        .map(|s| (s.len(), s.modified().ok(), s.ino()));
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|s| (s.len(), s.modified().ok(), s.ino()))
+    };
+    let signature = stamp(&super::signature::sig_path(path));
+    let shadow = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .and_then(parse_file_name)
+        .and_then(|(name, _)| stamp(&super::shadow::shadow_path(path, &name)));
     Some(Fingerprint {
         len: m.len(),
         modified: m.modified().ok(),
         inode: m.ino(),
         signature,
+        shadow,
     })
 }
 
@@ -134,7 +146,7 @@ impl DirState {
     pub fn from_plugins(plugins: &[std::sync::Arc<super::LoadedPlugin>]) -> DirState {
         let loaded = plugins
             .iter()
-            .filter_map(|pl| Some((pl.name.clone(), (pl.file.clone(), fingerprint(&pl.file)?))))
+            .filter_map(|pl| Some((pl.name.clone(), (pl.file.clone(), pl.fingerprint?))))
             .collect();
         DirState {
             loaded,

@@ -48,6 +48,15 @@ pub struct LoadedPlugin {
     pub reads_view: bool,
     /// Who signed the file, when it carries a signature by a trusted key.
     pub signer: Option<super::signature::Signer>,
+    /// The file's version when it was loaded (with its signature's and shadow's), which the
+    /// directory watcher compares with what is on disk.
+    pub fingerprint: Option<super::directory::Fingerprint>,
+    /// Its shadow (`NAME.shadow.wasm`), run beside it and compared, never applied.
+    pub shadow: Option<Arc<LoadedPlugin>>,
+    /// The share of transactions the shadow sees (`[plugin.NAME] shadow_sample`).
+    pub shadow_sample: f64,
+    /// The comparison of the shadow with this plugin.
+    pub shadow_stats: Arc<super::shadow::ShadowStats>,
     pub(crate) engine: wasmtime::Engine,
     pub(crate) pre: v0_1::PluginPre<StoreState>,
 }

@@ -40,6 +40,8 @@ pub async fn load(
         file: file.to_path_buf(),
         kind,
     };
+    // Taken before the read: a change made meanwhile is seen as one by the next rescan.
+    let fingerprint = super::directory::fingerprint(file);
     let wasm = std::fs::read(file).map_err(|e| err(ErrorKind::Read(e)))?;
     let sha256 = hex::encode(Sha256::digest(&wasm));
     if let Some(expected) = &settings.sha256
@@ -127,6 +129,10 @@ pub async fn load(
         compile_ms,
         reads_view: imports_view(&runtime.engine, &component),
         signer,
+        fingerprint,
+        shadow: None,
+        shadow_sample: settings.shadow_sample.unwrap_or(1.0),
+        shadow_stats: Arc::default(),
         engine: runtime.engine.clone(),
         pre,
     };
@@ -140,7 +146,38 @@ pub async fn load(
         tracing::info!(plugin = %name, level = line.level, "{}", line.message);
     }
     plugin.info = info;
+    plugin.shadow = load_shadow(runtime, file, name, settings, defaults).await;
     Ok(Arc::new(plugin))
+}
+
+/// The shadow of plugin `name` (`NAME.shadow.wasm` beside `file`), loaded as `NAME.shadow`
+/// with the same settings (so its own `kv` namespace). A shadow that cannot load leaves the
+/// live plugin alone: the log says why.
+async fn load_shadow(
+    runtime: &Runtime,
+    file: &Path,
+    name: &str,
+    settings: &PluginSettings,
+    defaults: &PluginLimits,
+) -> Option<Arc<LoadedPlugin>> {
+    if name.ends_with(".shadow") {
+        return None;
+    }
+    let path = super::shadow::shadow_path(file, name);
+    if !path.is_file() {
+        return None;
+    }
+    let shadow_name = format!("{name}.shadow");
+    match Box::pin(load(runtime, &path, &shadow_name, settings, defaults)).await {
+        Ok(p) => {
+            tracing::info!(plugin = %name, file = %path.display(), version = %p.info.version, sample = settings.shadow_sample.unwrap_or(1.0), "shadow loaded: its verdicts are compared with the live plugin's, never applied");
+            Some(p)
+        }
+        Err(e) => {
+            tracing::warn!(plugin = %name, "shadow refused, the live plugin runs alone: {e}");
+            None
+        }
+    }
 }
 
 /// wasmtime's parse error, with what to do when it says the file ends early (a copy still in

@@ -33,6 +33,7 @@ pub mod limits;
 pub mod loaded;
 pub mod loader;
 pub mod returns;
+pub mod shadow;
 pub mod signature;
 pub mod state;
 pub mod view;

@@ -83,6 +83,7 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/overview/panel", get(overview_panel))
         .route("/plugins", get(plugins))
         .route("/plugins/reload", post(reload))
+        .route("/plugins/promote", post(promote))
         .merge(queue::routes())
         .route("/transactions", get(transactions))
         .route("/state", get(state))
@@ -163,6 +164,37 @@ async fn reload(State(c): State<Arc<Console>>, Posted(s, _): Posted) -> Page {
     let outcome = crate::server::reload::reload_config(&c.ctx, path.as_deref()).await;
     crate::admin::metrics::get().reload("console", outcome.is_ok());
     tracing::info!(user = %crate::inbound::message::printable(&s.user), ok = outcome.is_ok(), "console reload");
+    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
+}
+
+/// Promotes a plugin's shadow (as `sluice plugin promote`), then reloads so it serves at once.
+async fn promote(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
+    let name = form.first("plugin").unwrap_or_default();
+    let has_shadow = c
+        .ctx
+        .live()
+        .pipeline
+        .plugins()
+        .iter()
+        .any(|p| p.name == name && p.shadow.is_some());
+    let outcome = if !has_shadow {
+        Err(format!(
+            "no plugin {} with a shadow in service",
+            crate::inbound::message::printable(&name)
+        ))
+    } else {
+        let dir = c.ctx.live().config.paths().plugin_dir;
+        match crate::plugin::shadow::promote(&dir, &name) {
+            Ok(_) => {
+                let path = c.ctx.live().config.source.clone();
+                crate::server::reload::reload_config(&c.ctx, path.as_deref())
+                    .await
+                    .map(|summary| format!("promoted the shadow of {name}; {summary}"))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tracing::info!(user = %crate::inbound::message::printable(&s.user), plugin = %crate::inbound::message::printable(&name), ok = outcome.is_ok(), "console promote");
     Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
 }
 

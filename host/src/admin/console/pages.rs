@@ -244,8 +244,57 @@ pub fn plugins(
                     }
                 }
             }
+            @for p in &rows {
+                @if let Some(s) = &p.shadow {
+                    (shadow_section(&p.name, s, csrf))
+                }
+            }
         },
     )
+}
+
+/// A plugin's shadow: how its verdicts compare with the live version's, the last differing
+/// transactions, and the button that promotes it.
+fn shadow_section(name: &str, s: &crate::plugin::shadow::ShadowRow, csrf: &str) -> Markup {
+    html! {
+        section.shadow id={ "shadow-" (name) } {
+            h3 { "Shadow of " (name) ": " code { (s.file) } " (version " (s.version) ")" }
+            p {
+                "Sample " (format!("{:.0} %", s.sample * 100.0)) " of transactions; "
+                (s.transactions) " transactions, " (s.calls) " calls; "
+                b { (s.differing) " differing" } "; mean score change "
+                (format!("{:+.2}", s.mean_score_delta)) "."
+                br;
+                "Call time p50 / p99: live " (s.live_p50_us) " / " (s.live_p99_us) " µs, shadow "
+                (s.shadow_p50_us) " / " (s.shadow_p99_us) " µs. Failures: live "
+                (s.live_failures) ", shadow " (s.shadow_failures) "."
+            }
+            table.by-action {
+                tr { th { "live" } th { "shadow" } th { "calls" } }
+                @for (l, sh, n) in &s.by_action {
+                    tr.(if l == sh { "same" } else { "differs" }) { td { (l) } td { (sh) } td { (n) } }
+                }
+            }
+            @if !s.recent.is_empty() {
+                table.recent {
+                    tr { th { "transaction" } th { "hook" } th { "live" } th { "shadow" } }
+                    @for d in &s.recent {
+                        tr {
+                            td { code { (d.transaction) } }
+                            td { (d.hook) }
+                            td { (d.live.action) " " (format!("{:+.2}", d.live.score)) " " small { (d.live.detail) } }
+                            td { (d.shadow.action) " " (format!("{:+.2}", d.shadow.score)) " " small { (d.shadow.detail) } }
+                        }
+                    }
+                }
+            }
+            form method="post" action="/plugins/promote" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="plugin" value=(name);
+                button type="submit" { "Promote the shadow of " (name) }
+            }
+        }
+    }
 }
 
 fn results_note(results: &Option<Vec<String>>) -> Markup {

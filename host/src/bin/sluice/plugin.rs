@@ -167,6 +167,29 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
             r.limits.on_failure,
             &r.sha256[..r.sha256.len().min(16)],
         );
+        if let Some(s) = &r.shadow {
+            let pairs: Vec<String> = s
+                .by_action
+                .iter()
+                .filter(|(l, sh, _)| l != sh)
+                .map(|(l, sh, n)| format!("{l}->{sh}:{n}"))
+                .collect();
+            println!(
+                "    shadow {} version={} sample={} transactions={} calls={} differing={} [{}] mean-score-delta={:+.2} p50 live={}us shadow={}us failures live={} shadow={}",
+                s.file,
+                s.version,
+                s.sample,
+                s.transactions,
+                s.calls,
+                s.differing,
+                pairs.join(" "),
+                s.mean_score_delta,
+                s.live_p50_us,
+                s.shadow_p50_us,
+                s.live_failures,
+                s.shadow_failures,
+            );
+        }
     }
     // Who runs after whom at each stage: any verdict but `continue` ends the stage, so a
     // plugin listed after one that answers `accept` is not called for that mail.
@@ -367,6 +390,24 @@ pub enum PluginCommand {
         /// Plugin files (default: every plugin of the configured plugin directory).
         files: Vec<PathBuf>,
     },
+    /// Make the shadow version of plugin NAME (`NAME.shadow.wasm`) its live version, in one
+    /// atomic rename; the version it replaces is kept for `sluice plugin rollback`. A running
+    /// server applies it as any change of its plugin directory.
+    Promote {
+        /// Configuration file (default: the built-in configuration), for the plugin directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The plugin.
+        name: String,
+    },
+    /// Put back the version of plugin NAME that the last `sluice plugin promote` replaced.
+    Rollback {
+        /// Configuration file (default: the built-in configuration), for the plugin directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The plugin.
+        name: String,
+    },
     /// Make a key pair for signing plugins: KEY (secret, owner-only) and KEY.pub (the line
     /// to add to `[plugins] trusted_keys`).
     Keygen {
@@ -490,6 +531,24 @@ impl Plugin {
                 compile(&runtime, &config, files, check)
             }
             PluginCommand::Keygen { out, name } => keygen(&out, &name),
+            PluginCommand::Promote { config, name } => {
+                let dir = load_config(config.as_ref())?.paths().plugin_dir;
+                let live = sluice::plugin::shadow::promote(&dir, &name)?;
+                println!(
+                    "{name}: the shadow is now the live version ({}); the replaced one is kept for `sluice plugin rollback {name}`",
+                    live.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            PluginCommand::Rollback { config, name } => {
+                let dir = load_config(config.as_ref())?.paths().plugin_dir;
+                let live = sluice::plugin::shadow::rollback(&dir, &name)?;
+                println!(
+                    "{name}: the previous version is live again ({})",
+                    live.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             PluginCommand::Sign { file, key, allow } => sign(&file, &key, &allow),
         }
     }
