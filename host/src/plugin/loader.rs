@@ -168,7 +168,14 @@ async fn load_shadow(
         return None;
     }
     let shadow_name = format!("{name}.shadow");
-    match Box::pin(load(runtime, &path, &shadow_name, settings, defaults)).await {
+    // The live file's pin is not the shadow's (it is another file by design); a signature,
+    // when required, is.
+    let settings = PluginSettings {
+        sha256: None,
+        required: false,
+        ..settings.clone()
+    };
+    match Box::pin(load(runtime, &path, &shadow_name, &settings, defaults)).await {
         Ok(p) => {
             tracing::info!(plugin = %name, file = %path.display(), version = %p.info.version, sample = settings.shadow_sample.unwrap_or(1.0), "shadow loaded: its verdicts are compared with the live plugin's, never applied");
             Some(p)
