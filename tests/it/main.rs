@@ -8,6 +8,7 @@ mod cache;
 mod capabilities;
 mod client;
 mod console;
+mod cost;
 mod crash;
 mod decision_log;
 mod delivery;

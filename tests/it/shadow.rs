@@ -90,7 +90,10 @@ async fn a_shadow_is_compared_never_applied_then_promoted_and_rolled_back() {
         (newest.live.action.as_str(), newest.shadow.action.as_str()),
         ("continue", "reject")
     );
-    assert!(newest.shadow.detail.contains("554 subject contains"), "{newest:?}");
+    assert!(
+        newest.shadow.detail.contains("554 subject contains"),
+        "{newest:?}"
+    );
 
     // `plugin list --server` and the metrics say the same.
     let metrics = s.metrics.unwrap().to_string();

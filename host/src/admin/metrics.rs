@@ -23,6 +23,13 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
+fn memory_histogram() -> Histogram {
+    // 64 KiB to 4 GiB.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        65536.0, 2.0, 17,
+    ))
+}
+
 fn latency_histogram() -> Histogram {
     // 50 µs to ~1.6 s.
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
@@ -46,6 +53,9 @@ pub struct Metrics {
     plugin_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     plugin_cooldowns: Family<Labels, Counter>,
     shadow_calls: Family<Labels, Counter>,
+    plugin_cpu: Family<Labels, Histogram, fn() -> Histogram>,
+    plugin_memory: Family<Labels, Histogram, fn() -> Histogram>,
+    plugin_host_calls: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     plugins_loaded: Gauge,
     // The spool and delivery.
@@ -73,6 +83,9 @@ impl Metrics {
             shadow_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::new_with_constructor(latency_histogram),
+            plugin_cpu: Family::new_with_constructor(latency_histogram),
+            plugin_memory: Family::new_with_constructor(memory_histogram),
+            plugin_host_calls: Family::default(),
             plugin_cooldowns: Family::default(),
             plugins_loaded: Gauge::default(),
             reloads: Family::default(),
@@ -118,6 +131,21 @@ impl Metrics {
             "plugin_call_seconds",
             "Wall-clock time of plugin hook calls, instantiation included",
             m.plugin_seconds.clone(),
+        );
+        r.register(
+            "plugin_cpu_seconds",
+            "CPU time of plugin hook calls and of the creation of plugin instances (hook=\"instantiate\"), on the plugin thread",
+            m.plugin_cpu.clone(),
+        );
+        r.register(
+            "plugin_memory_bytes",
+            "Linear memory of a plugin instance after each hook call and after its creation",
+            m.plugin_memory.clone(),
+        );
+        r.register(
+            "plugin_host_calls",
+            "Capability calls (kv, dns) plugins made, by plugin, hook and capability",
+            m.plugin_host_calls.clone(),
         );
         r.register(
             "shadow_calls",
@@ -256,6 +284,33 @@ impl Metrics {
                 ("shadow", shadow),
             ]))
             .inc();
+    }
+
+    /// What one call of `plugin` (its `hook`, or `instantiate`) cost.
+    pub fn plugin_cost(&self, plugin: &str, hook: &str, cost: &crate::plugin::cost::CallCost) {
+        let at = labels(&[("plugin", plugin), ("hook", hook)]);
+        self.plugin_cpu
+            .get_or_create(&at)
+            .observe(cost.cpu.as_secs_f64());
+        self.plugin_memory
+            .get_or_create(&labels(&[("plugin", plugin)]))
+            .observe(cost.memory as f64);
+        if hook == "instantiate" {
+            self.plugin_seconds
+                .get_or_create(&at)
+                .observe(cost.wall.as_secs_f64());
+        }
+        for (capability, n) in [("kv", cost.kv), ("dns", cost.dns)] {
+            if n > 0 {
+                self.plugin_host_calls
+                    .get_or_create(&labels(&[
+                        ("plugin", plugin),
+                        ("hook", hook),
+                        ("capability", capability),
+                    ]))
+                    .inc_by(u64::from(n));
+            }
+        }
     }
 
     /// A plugin went into cool-down.

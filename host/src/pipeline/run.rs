@@ -629,7 +629,11 @@ pub(super) async fn instance<'a>(
         });
     }
     if slot.is_none() {
-        *slot = Some(PluginInstance::new(plugin.clone()).await?);
+        let created = PluginInstance::new(plugin.clone()).await?;
+        let cost = created.creation_cost();
+        plugin.cost.add("instantiate", cost);
+        crate::admin::metrics::get().plugin_cost(&plugin.name, "instantiate", &cost);
+        *slot = Some(created);
     }
     let instance = slot.as_mut().ok_or(CallFailure::EarlierFailure)?;
     instance.set_authentication(authentication.clone());
@@ -659,6 +663,14 @@ pub(super) fn record(
         tracing::warn!(id = txn, plugin = %plugin.name, dropped = logs_dropped, "plugin log lines over quota dropped");
     }
     let elapsed = started.elapsed();
+    // What the call cost, when the plugin was called (not when it was skipped).
+    if let Some(inst) = slot.as_ref()
+        && failure.as_ref().is_none_or(CallFailure::is_fault)
+    {
+        let cost = inst.last_cost();
+        plugin.cost.add(hook.as_str(), cost);
+        crate::admin::metrics::get().plugin_cost(&plugin.name, hook.as_str(), &cost);
+    }
     match &failure {
         None => plugin.health.succeeded(hook, client),
         Some(f) if f.is_fault() => {

@@ -33,6 +33,9 @@ pub struct PluginRow {
     /// Who signed its file (a key of `[plugins] trusted_keys`), if signed.
     #[serde(default)]
     pub signed_by: Option<crate::plugin::signature::Signer>,
+    /// What its instances and hook calls have cost since it was loaded.
+    #[serde(default)]
+    pub cost: crate::plugin::cost::CostRow,
     /// Its shadow version and how it compares, if it has one.
     #[serde(default)]
     pub shadow: Option<crate::plugin::shadow::ShadowRow>,
@@ -332,6 +335,7 @@ impl Pipeline {
                 file: p.file.display().to_string(),
                 sha256: p.sha256.clone(),
                 signed_by: p.signer.clone(),
+                cost: p.cost.row(),
                 shadow: p.shadow.as_ref().map(|s| {
                     p.shadow_stats
                         .row(&s.file, &s.info.version, p.shadow_sample)

@@ -16,6 +16,7 @@ use super::bindings::types::{
     PluginInfo, Session, Verdict,
 };
 use super::bindings::v0_1;
+use super::cost::CallCost;
 use super::host_api::LogLine;
 use super::limits::MemoryLimitExceeded;
 use super::loaded::LoadedPlugin;
@@ -85,7 +86,8 @@ macro_rules! hook_calls {
                 .bindings
                 .sluice_filter_hooks()
                 .$export(&mut self.store $(, $arg)*);
-            let r = run(fut, self.plugin.limits.timeout_ms).await;
+            let (r, cpu, wall) = super::cost::timed(run(fut, self.plugin.limits.timeout_ms)).await;
+            self.note_cost(cpu, wall);
             let v = self.finish(r, Hook::$hook)?;
             self.checked(v)
         }
@@ -154,6 +156,10 @@ pub struct PluginInstance {
     bindings: v0_1::Plugin,
     /// Set once a call failed: the guest may be in any state, so it is not called again.
     broken: bool,
+    /// What creating this instance cost.
+    created: CallCost,
+    /// What its last hook call cost.
+    last: CallCost,
 }
 
 /// Extra time the async timeout allows past the epoch deadline; it only matters when a guest
@@ -202,7 +208,17 @@ impl PluginInstance {
         store.set_epoch_deadline(1);
         // Instantiation runs guest code (start functions, initialisers): it is a call like any
         // other, under the same deadline (epochs, and the async timeout) and memory limit.
-        let started = run(plugin.pre.instantiate_async(&mut store), limits.timeout_ms).await;
+        let (started, cpu, wall) = super::cost::timed(run(
+            plugin.pre.instantiate_async(&mut store),
+            limits.timeout_ms,
+        ))
+        .await;
+        let created = CallCost {
+            cpu,
+            wall,
+            memory: store.data().limiter.memory_used,
+            ..CallCost::default()
+        };
         let Some(started) = started else {
             return Err(CallFailure::Deadline {
                 limit_ms: limits.timeout_ms,
@@ -233,7 +249,30 @@ impl PluginInstance {
             store,
             bindings,
             broken: false,
+            created,
+            last: CallCost::default(),
         })
+    }
+
+    /// What creating this instance cost.
+    pub fn creation_cost(&self) -> CallCost {
+        self.created
+    }
+
+    /// What its last hook call cost.
+    pub fn last_cost(&self) -> CallCost {
+        self.last
+    }
+
+    fn note_cost(&mut self, cpu: Duration, wall: Duration) {
+        let state = self.store.data();
+        self.last = CallCost {
+            cpu,
+            wall,
+            kv: state.budget.kv_calls,
+            dns: state.budget.dns_calls,
+            memory: state.limiter.memory_used,
+        };
     }
 
     /// Sets the sender-authentication results the guest's next calls see.

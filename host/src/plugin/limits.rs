@@ -25,6 +25,10 @@ pub struct CallBudget {
     pub(crate) deadline: Instant,
     per_call: u32,
     left: u32,
+    /// `kv` calls of the hook call in progress.
+    pub(crate) kv_calls: u32,
+    /// `dns` calls of the hook call in progress.
+    pub(crate) dns_calls: u32,
 }
 
 impl CallBudget {
@@ -34,6 +38,8 @@ impl CallBudget {
             deadline: Instant::now(),
             per_call,
             left: per_call,
+            kv_calls: 0,
+            dns_calls: 0,
         }
     }
 
@@ -41,6 +47,8 @@ impl CallBudget {
     pub fn start(&mut self, timeout: Duration) {
         self.deadline = Instant::now() + timeout;
         self.left = self.per_call;
+        self.kv_calls = 0;
+        self.dns_calls = 0;
     }
 
     /// Counts one capability call against the hook call's budget.
@@ -53,6 +61,11 @@ impl CallBudget {
             .into());
         }
         self.left -= 1;
+        if what.starts_with("kv") {
+            self.kv_calls += 1;
+        } else {
+            self.dns_calls += 1;
+        }
         Ok(())
     }
 }

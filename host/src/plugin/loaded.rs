@@ -55,6 +55,8 @@ pub struct LoadedPlugin {
     pub shadow: Option<Arc<LoadedPlugin>>,
     /// The share of transactions the shadow sees (`[plugin.NAME] shadow_sample`).
     pub shadow_sample: f64,
+    /// What its instances and calls have cost since it was loaded.
+    pub cost: Arc<super::cost::CostStats>,
     /// The comparison of the shadow with this plugin.
     pub shadow_stats: Arc<super::shadow::ShadowStats>,
     pub(crate) engine: wasmtime::Engine,

@@ -133,6 +133,7 @@ pub async fn load(
         shadow: None,
         shadow_sample: settings.shadow_sample.unwrap_or(1.0),
         shadow_stats: Arc::default(),
+        cost: Arc::default(),
         engine: runtime.engine.clone(),
         pre,
     };

@@ -23,6 +23,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+pub mod cost;
 pub mod directory;
 pub mod engine;
 pub mod executor;

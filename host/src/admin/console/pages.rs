@@ -244,6 +244,25 @@ pub fn plugins(
                     }
                 }
             }
+            h3 { "What each plugin costs" }
+            p { "Means per call since each plugin was loaded; CPU time is the plugin thread's while the call runs. An instance is created for each transaction that calls the plugin." }
+            table #costs {
+                tr { th { "plugin" } th { "hook" } th { "calls" } th { "CPU µs" } th { "wall µs" } th { "kv / call" } th { "dns / call" } th { "memory" } }
+                @for p in &rows {
+                    @for h in &p.cost.hooks {
+                        tr {
+                            td { (p.name) }
+                            td { (h.hook) @if h.hook == "instantiate" { " (" (format!("{:.0} %", p.cost.instantiate_share * 100.0)) " of its CPU)" } }
+                            td { (h.calls) }
+                            td { (format!("{:.0}", h.cpu_us)) }
+                            td { (format!("{:.0}", h.wall_us)) }
+                            td { (format!("{:.1}", h.kv_per_call)) }
+                            td { (format!("{:.1}", h.dns_per_call)) }
+                            td { (format!("{:.1} MiB", h.memory_max as f64 / 1048576.0)) }
+                        }
+                    }
+                }
+            }
             @for p in &rows {
                 @if let Some(s) = &p.shadow {
                     (shadow_section(&p.name, s, csrf))

@@ -167,6 +167,33 @@ pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow:
             r.limits.on_failure,
             &r.sha256[..r.sha256.len().min(16)],
         );
+        if r.cost.hooks.iter().any(|h| h.calls > 0) {
+            let parts: Vec<String> = r
+                .cost
+                .hooks
+                .iter()
+                .map(|h| {
+                    let mut s = format!(
+                        "{} {:.0}us-cpu {:.0}us-wall x{}",
+                        h.hook, h.cpu_us, h.wall_us, h.calls
+                    );
+                    if h.kv_per_call > 0.0 || h.dns_per_call > 0.0 {
+                        s.push_str(&format!(
+                            " kv={:.1} dns={:.1}",
+                            h.kv_per_call, h.dns_per_call
+                        ));
+                    }
+                    s
+                })
+                .collect();
+            let memory = r.cost.hooks.iter().map(|h| h.memory_max).max().unwrap_or(0);
+            println!(
+                "    cost: {}; instance creation {:.0} % of its CPU; memory up to {:.1} MiB",
+                parts.join(", "),
+                r.cost.instantiate_share * 100.0,
+                memory as f64 / 1048576.0
+            );
+        }
         if let Some(s) = &r.shadow {
             let pairs: Vec<String> = s
                 .by_action
