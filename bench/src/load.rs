@@ -22,6 +22,8 @@
 //! 7. `sluice-floor`: two plugins that do nothing, one at `check-recipient` and one at
 //!    `check-message` like the bundled chain's two: what two sandboxes per transaction cost
 //!    before any plugin does any work — the floor under `sluice-bundled`;
+//! 7b. `sluice-shadowed`: the bundled plugins, each shadowed by a copy of itself
+//!    (`NAME.shadow.wasm`, every transaction sampled): what shadows cost;
 //! 8. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root;
@@ -559,6 +561,17 @@ async fn main() -> anyhow::Result<()> {
             )
         })
         .collect();
+    // The bundled chain with each plugin shadowed by a copy of itself (every transaction
+    // sampled): what shadows cost.
+    let mut shadowed = bundled.clone();
+    for (path, file) in &bundled {
+        let stem = file.trim_end_matches(".wasm");
+        let name = stem
+            .split_once('-')
+            .filter(|(digits, _)| digits.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(stem, |(_, n)| n);
+        shadowed.push((path.clone(), format!("{name}.shadow.wasm")));
+    }
     let custom = match &a.custom {
         Some(dir) => std::fs::read_dir(dir)
             .with_context(|| format!("--plugins {}", dir.display()))?
@@ -586,6 +599,7 @@ async fn main() -> anyhow::Result<()> {
             (String::new(), HOSTILE.to_string()),
         ),
         ("sluice-floor", &floor, none()),
+        ("sluice-shadowed", &shadowed, none()),
     ];
     if a.custom.is_some() {
         configs.push(("sluice-custom", &custom, none()));
@@ -909,6 +923,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "sluice-hostile / sluice-benign = {:.2} (the same plugins; 3 % of messages set off one to loop, exhaust its memory or trap)",
         r("sluice-hostile") / r("sluice-benign"),
+    );
+    println!(
+        "sluice-shadowed / sluice-bundled = {:.2} (each bundled plugin shadowed by a copy of itself, every transaction sampled)",
+        r("sluice-shadowed") / r("sluice-bundled"),
     );
     println!(
         "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter over TCP, against Postfix alone); postfix-milter-unix / postfix = {:.2} (the same over a Unix socket); postfix-milter-none / postfix = {:.2} (a milter over TCP with no plugins: the protocol's own cost)",
