@@ -22,8 +22,6 @@
 //! 7. `sluice-floor`: two plugins that do nothing, one at `check-recipient` and one at
 //!    `check-message` like the bundled chain's two: what two sandboxes per transaction cost
 //!    before any plugin does any work — the floor under `sluice-bundled`;
-//! 7b. `sluice-shadowed`: the bundled plugins, each shadowed by a copy of itself
-//!    (`NAME.shadow.wasm`, every transaction sampled): what shadows cost;
 //! 8. `sluice-custom`: the plugins in `--plugins DIR`, when given (what does my plugin cost?);
 //! 9. `postfix`: Debian's Postfix as a relay to the same sink (private config, its default
 //!    durable queue), when it is installed and we are root;
@@ -36,7 +34,9 @@
 //! 13. `sluice-stateful`: the bundled plugins plus the opt-in greylisting (its triplet
 //!     passed beforehand), rate-limit (three limits, never reached) and dnsbl (a rejecting
 //!     zone not listing the client, on a loopback DNS server), on a loopback `redis-server`
-//!     (when installed): what state and lookups cost per message.
+//!     (when installed): what state and lookups cost per message;
+//! 14. `sluice-shadowed`: the bundled plugins, each shadowed by a copy of itself
+//!     (`NAME.shadow.wasm`, every transaction sampled): what shadows cost.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
 //! delivered messages/s end to end (until the sink has them all) and p50/p99 delivery
