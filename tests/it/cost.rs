@@ -35,23 +35,9 @@ print("sent")
     let out = python(script, &[("PORT", s.smtp.port().to_string())]).await;
     assert_eq!(out.trim(), "sent");
     let metrics = s.metrics.unwrap().to_string();
-    let list = |json: bool| {
-        let mut args = vec!["plugin", "list", "--server", metrics.as_str()];
-        if json {
-            args.push("--json");
-        }
-        let out = std::process::Command::new(sluice_bin())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let rows: Vec<sluice::pipeline::PluginRow> = serde_json::from_str(&list(true)).unwrap();
+    let json = plugin_list_server(&metrics, true);
+    let rows: Vec<sluice::pipeline::PluginRow> =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     let cost = &rows[0].cost;
     let hook = |name: &str| {
         cost.hooks
@@ -77,18 +63,14 @@ print("sent")
     );
 
     // The same in `plugin list --server`'s table and the metrics.
-    let listed = list(false);
+    let listed = plugin_list_server(&metrics, false);
     assert!(
         listed.contains("cost: instantiate")
             && listed.contains("check-message")
             && listed.contains("kv=5.0"),
         "{listed}"
     );
-    let script = r#"
-import os, urllib.request
-print(urllib.request.urlopen("http://" + os.environ["ADDR"] + "/metrics", timeout=10).read().decode())
-"#;
-    let text = python(script, &[("ADDR", metrics.clone())]).await;
+    let text = scrape(&metrics).await;
     assert!(
         text.contains(r#"sluice_plugin_host_calls_total{plugin="probe",hook="check-message",capability="kv"} 15"#),
         "{text}"

@@ -1,10 +1,11 @@
 //! Shadow versions over real SMTP (Python's smtplib): a shadow dropped beside a live plugin
 //! sees the same transactions, its verdicts are compared and never applied, the comparison
-//! shows in `/plugins`, `plugin list` and the metrics, and `sluice plugin promote` and
-//! `rollback` swap the versions under the running server.
+//! shows in `/plugins`, `plugin list`, the console and the metrics, and the console's promote
+//! button and `sluice plugin rollback` swap the versions under the running server.
 
 use std::time::Duration;
 
+use sluice_tests::browser::Browser;
 use sluice_tests::*;
 
 /// Sends one message with smtplib; the server's reply to it (`ok` or the SMTP error).
@@ -49,7 +50,7 @@ async fn a_shadow_is_compared_never_applied_then_promoted_and_rolled_back() {
     // The live plugin lets everything through; its next version (tagger, given the same
     // settings) tags every message and refuses those whose subject says "forbidden".
     let s = TestServer::start(
-        "[plugin.gate.config]\nreject_word = \"forbidden\"\n[metrics]\naddress = \"127.0.0.1:0\"\nplugins = true\n",
+        "[plugin.gate.config]\nreject_word = \"forbidden\"\n[metrics]\naddress = \"127.0.0.1:0\"\nplugins = true\n[admin]\naddress = \"127.0.0.1:0\"\n",
         &[("gate", plugin("test", "hostile"))],
     )
     .await;
@@ -97,22 +98,14 @@ async fn a_shadow_is_compared_never_applied_then_promoted_and_rolled_back() {
 
     // `plugin list --server` and the metrics say the same.
     let metrics = s.metrics.unwrap().to_string();
-    let out = std::process::Command::new(sluice_bin())
-        .args(["plugin", "list", "--server", &metrics])
-        .output()
-        .unwrap();
-    let listed = String::from_utf8_lossy(&out.stdout);
+    let listed = plugin_list_server(&metrics, false);
     assert!(
         listed.contains("shadow ")
             && listed.contains("differing=2")
             && listed.contains("continue->reject:1"),
         "{listed}"
     );
-    let script = r#"
-import os, urllib.request
-print(urllib.request.urlopen("http://" + os.environ["ADDR"] + "/metrics", timeout=10).read().decode())
-"#;
-    let text = python(script, &[("ADDR", metrics.clone())]).await;
+    let text = scrape(&metrics).await;
     assert!(
         text.contains(
             r#"sluice_shadow_calls_total{plugin="gate",hook="check-message",live="continue",shadow="reject"} 1"#
@@ -120,20 +113,40 @@ print(urllib.request.urlopen("http://" + os.environ["ADDR"] + "/metrics", timeou
         "{text}"
     );
 
-    // Promote: the shadow becomes the live version under the running server.
-    let cfg = s.dir.path().join("sluice.toml");
-    let cli = |verb: &str| {
-        let out = std::process::Command::new(sluice_bin())
-            .args(["plugin", verb, "gate", "--config"])
-            .arg(&cfg)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    // The console shows the comparison and what each plugin costs; its button promotes.
+    sluice::smtp_auth::credentials::set_password(
+        &s.dir.path().join("admins"),
+        "root",
+        "correct horse",
+    )
+    .unwrap();
+    let mut b = Browser::new(s.admin.expect("console address"));
+    assert_eq!(b.log_in("root", "correct horse").await.status, 303);
+    let page = b.get("/plugins").await;
+    for want in [
+        "Shadow of gate",
+        "2 differing",
+        "What each plugin costs",
+        "instantiate",
+        "Promote the shadow of gate",
+    ] {
+        assert!(page.body.contains(want), "{want} not in:\n{}", page.body);
+    }
+    let csrf = page.csrf();
+    let r = b
+        .post("/plugins/promote", &[("csrf", &csrf), ("plugin", "nope")])
+        .await;
+    assert!(
+        r.body.contains("no plugin nope with a shadow"),
+        "{}",
+        r.body
+    );
+    let r = b
+        .post("/plugins/promote", &[("csrf", &csrf), ("plugin", "gate")])
+        .await;
+    assert!(r.body.contains("promoted the shadow of gate"), "{}", r.body);
+    assert!(!plugins.join("gate.shadow.wasm").exists());
+    assert!(plugins.join("10-gate.wasm.previous").exists());
     let sha = |f: std::path::PathBuf| {
         use sha2::Digest as _;
         hex::encode(sha2::Sha256::digest(std::fs::read(f).unwrap()))
@@ -142,8 +155,6 @@ print(urllib.request.urlopen("http://" + os.environ["ADDR"] + "/metrics", timeou
         sha(plugin("test", "tagger")),
         sha(plugin("test", "hostile")),
     );
-    cli("promote");
-    assert!(!plugins.join("gate.shadow.wasm").exists());
     until(&s, "the promoted version in service", |p| {
         p[0].sha256 == tagger && p[0].shadow.is_none()
     })
@@ -151,8 +162,18 @@ print(urllib.request.urlopen("http://" + os.environ["ADDR"] + "/metrics", timeou
     let refused = send(port, "forbidden again").await;
     assert!(refused.starts_with("554"), "{refused}");
 
-    // Rollback: the replaced version serves again.
-    cli("rollback");
+    // Rollback, from the command line: the replaced version serves again.
+    let cfg = s.dir.path().join("sluice.toml");
+    let out = std::process::Command::new(sluice_bin())
+        .args(["plugin", "rollback", "gate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     until(&s, "the previous version back", |p| p[0].sha256 == hostile).await;
     assert_eq!(send(port, "forbidden once more").await, "ok");
     s.stop().await;

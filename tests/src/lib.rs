@@ -570,3 +570,24 @@ pub async fn python(script: &str, env: &[(&str, String)]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `sluice plugin list --server ADDR` (`--json` when asked), as an operator runs it: its
+/// output, stderr after stdout (a refusal names its reason there).
+pub fn plugin_list_server(addr: &str, json: bool) -> String {
+    let mut cmd = std::process::Command::new(sluice_bin());
+    cmd.args(["plugin", "list", "--server", addr]);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output().expect("sluice runs");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The text of `/metrics` at `addr`, fetched with Python's urllib as a scraper would.
+pub async fn scrape(addr: &str) -> String {
+    let script = r#"
+import os, urllib.request
+print(urllib.request.urlopen("http://" + os.environ["ADDR"] + "/metrics", timeout=10).read().decode())
+"#;
+    python(script, &[("ADDR", addr.to_string())]).await
+}

@@ -549,6 +549,17 @@ pub fn received_hops(raw: &[u8]) -> Vec<Hop> {
         .unwrap_or_default()
 }
 
+/// The parser [`extract_with`] reads a message with. Only the headers it reads are parsed into
+/// values; the rest (Received above all, whose full parse was the largest cost of reading a
+/// message) are kept raw.
+pub fn parser() -> MessageParser {
+    MessageParser::new()
+        .with_mime_headers()
+        .header_text(HeaderName::Subject)
+        .header_date(HeaderName::Date)
+        .header_id(HeaderName::MessageId)
+}
+
 /// The features of a raw message (CRLF or LF line endings), its border found by `trust`.
 pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
     // Only the start of a message is read: what decides is near the top, and the cost of
@@ -559,14 +570,7 @@ pub fn extract_with(raw: &[u8], trust: &Trust) -> Features {
     let mut sink = Sink::new();
     let mut facts = Vec::new();
     sink.add(&[b"bias"]);
-    // Only the headers read below are parsed into values; the rest (Received above all,
-    // whose full parse was the largest cost of reading a message) are kept raw.
-    let parser = MessageParser::new()
-        .with_mime_headers()
-        .header_text(HeaderName::Subject)
-        .header_date(HeaderName::Date)
-        .header_id(HeaderName::MessageId);
-    let Some(msg) = parser.parse(raw) else {
+    let Some(msg) = parser().parse(raw) else {
         facts.push("UNPARSEABLE");
         return Features {
             indices: sink.indices,
