@@ -483,23 +483,24 @@ impl Chain {
             }
         };
         let mut theirs = answer_of(&answer, started);
-        if !shadow.wants(hook) {
+        if shadow.wants(hook) {
+            let (decision, failure) = match answer {
+                Ok((v, _)) => (decision_of_verdict(&v), None),
+                Err(f) => (decision_of_failure(shadow.limits.on_failure), Some(f)),
+            };
+            // Its logs, health and call metrics under its own name (`NAME.shadow`).
+            record(
+                hook,
+                &shadow,
+                &mut self.shadows[index],
+                decision,
+                failure,
+                started,
+                (&self.session.transaction_id, self.client),
+            );
+        } else {
             theirs.micros = 0;
         }
-        let (decision, failure) = match answer {
-            Ok((v, _)) => (decision_of_verdict(&v), None),
-            Err(f) => (decision_of_failure(shadow.limits.on_failure), Some(f)),
-        };
-        // Its logs, health and call metrics under its own name (`NAME.shadow`).
-        record(
-            hook,
-            &shadow,
-            &mut self.shadows[index],
-            decision,
-            failure,
-            started,
-            (&self.session.transaction_id, self.client),
-        );
         crate::admin::metrics::get().shadow_call(&p.name, hook, &live.action, &theirs.action);
         if live.action != theirs.action {
             tracing::info!(id = %self.session.transaction_id, plugin = %p.name, %hook, live = %live.action, shadow = %theirs.action, "shadow disagrees");
