@@ -12,12 +12,18 @@
 //!   (`message-view`).
 //! - [`returns`]: what a plugin returns, checked and bounded before the host acts on it.
 //! - [`directory`]: finding plugins in the plugin directory, in order.
+//! - [`signature`]: signed plugins (Ed25519 over the file's SHA-256 and the capabilities
+//!   allowed), checked at load against `[plugins] trusted_keys`.
+//! - [`shadow`]: a plugin's shadow version, compared with it and never applied; promote and
+//!   rollback.
+//! - [`cost`]: what each plugin's instances and calls cost (CPU, wall time, capability calls,
+//!   memory).
 //!
 //! This module does not decide what verdicts mean for a transaction: that is the pipeline's job.
 //!
 //! May use: wasmtime, the configuration's plugin settings, the key-value store and the DNS
-//! resolver (for the capabilities granted), mail-parser (the message view), and the shared
-//! vocabulary. Used by the pipeline,
+//! resolver (for the capabilities granted), mail-parser (the message view), ring (signatures),
+//! and the shared vocabulary. Used by the pipeline,
 //! which alone calls hooks.
 
 pub mod bindings;
