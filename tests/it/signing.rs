@@ -1,7 +1,8 @@
 //! Signed plugins, with the `sluice` binary as an operator runs it: `plugin keygen`, `plugin
 //! sign`, a configuration that requires signatures, `plugin list` naming each refusal, a
 //! server that serves mail over SMTP (Python's smtplib) through the signed plugin and says who
-//! signed it, and a live plugin directory where an unsigned file waits until it is signed.
+//! signed it (`plugin list` and the console), and a live plugin directory where an unsigned
+//! file waits until it is signed.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -92,6 +93,7 @@ async fn only_plugins_signed_by_a_trusted_key_unchanged_and_within_their_allowan
              [plugin.kv-probe]\ncapabilities = [\"kv\", \"dns\"]\n\
              [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
              [metrics]\naddress = \"127.0.0.1:0\"\nplugins = true\n\
+             [admin]\naddress = \"127.0.0.1:0\"\n\
              [relay]\nlocal_domains = [\"example.org\"]\n[authentication]\nverify = false\n",
             data = dir.path(),
         ),
@@ -124,6 +126,12 @@ async fn only_plugins_signed_by_a_trusted_key_unchanged_and_within_their_allowan
         std::fs::remove_file(f).unwrap();
         let _ = std::fs::remove_file(format!("{}.sig", f.display()));
     }
+    sluice::smtp_auth::credentials::set_password(
+        &dir.path().join("admins"),
+        "root",
+        "correct horse",
+    )
+    .unwrap();
     let server = Serve::start(&cfg).await;
     let script = r#"
 import os, smtplib
@@ -153,6 +161,16 @@ print("sent")
     assert!(
         shown.contains("tagger") && shown.contains("signed-by=\"Alice Example\""),
         "{shown}"
+    );
+
+    // The console's plugin page names the signer too.
+    let mut b = sluice_tests::browser::Browser::new(server.admin.expect("console address"));
+    assert_eq!(b.log_in("root", "correct horse").await.status, 303);
+    let page = b.get("/plugins").await;
+    assert!(
+        page.body.contains("signed by") && page.body.contains("Alice Example"),
+        "{}",
+        page.body
     );
 
     // Live: an unsigned file dropped in is refused and stays out of service; once signed
