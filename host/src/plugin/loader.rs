@@ -16,6 +16,7 @@ use super::executor;
 use super::host_api::{LogLine, flatten_config};
 use super::instance::PluginInstance;
 use super::loaded::{LoadedPlugin, Scope};
+use super::signature::{SignatureError, Signer};
 use super::{Error, ErrorKind, Hook, Runtime};
 use crate::config::{PluginLimits, PluginSettings};
 
@@ -59,17 +60,18 @@ pub async fn load(
     }
 
     // The signature before anything reads the file as code: a file that is not what a
-    // trusted signer signed is never compiled when signatures are required. When they are
-    // not, a plugin whose signature does not hold loads as an unsigned one, and the log says
-    // why.
-    let signer = match super::signature::verify(&settings.signing, file, &sha256) {
-        Ok(signer) => signer,
-        Err(e) if settings.signing.required => return Err(err(ErrorKind::Signature(e))),
+    // trusted signer signed is never compiled when signatures are required.
+    // Required, a signature problem refuses the plugin; otherwise it loads as unsigned and
+    // the log says why.
+    let settle = |checked: Result<Option<Signer>, SignatureError>| match checked {
+        Ok(signer) => Ok(signer),
+        Err(e) if settings.signing.required => Err(err(ErrorKind::Signature(e))),
         Err(e) => {
             tracing::warn!(plugin = %name, file = %file.display(), "loaded as unsigned: {e}");
-            None
+            Ok(None)
         }
     };
+    let signer = settle(super::signature::verify(&settings.signing, file, &sha256))?;
 
     let started = Instant::now();
     let (component, cache) = runtime
@@ -80,14 +82,7 @@ pub async fn load(
 
     check_world(&runtime.engine, &component).map_err(|m| err(ErrorKind::WrongWorld(m)))?;
     let imports = super::capabilities::imported(&runtime.engine, &component);
-    let signer = match signer.map(|s| s.allow(&imports).map(|()| s)).transpose() {
-        Ok(signer) => signer,
-        Err(e) if settings.signing.required => return Err(err(ErrorKind::Signature(e))),
-        Err(e) => {
-            tracing::warn!(plugin = %name, file = %file.display(), "loaded as unsigned: {e}");
-            None
-        }
-    };
+    let signer = settle(signer.map(|s| s.allow(&imports).map(|()| s)).transpose())?;
     super::capabilities::check_imports(&runtime.engine, &component, name, &settings.capabilities)
         .map_err(|m| err(ErrorKind::NotGranted(m)))?;
     let grants = super::capabilities::Grants::new(name, &settings.capabilities, &runtime.services)

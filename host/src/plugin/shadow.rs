@@ -242,7 +242,8 @@ fn live_file(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
         .ok_or_else(|| SwapError::NoPlugin(name.to_string(), dir.display().to_string()))
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its file name (`x.wasm` → `x.wasm.previous`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
     p.push(suffix);
     PathBuf::from(p)
@@ -262,9 +263,10 @@ pub fn promote(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
     let _ = std::fs::remove_file(&previous);
     std::fs::hard_link(&live, &previous).map_err(io(&previous))?;
     let live_sig = super::signature::sig_path(&live);
-    let _ = std::fs::remove_file(with_suffix(&previous, ".sig"));
+    let previous_sig = super::signature::sig_path(&previous);
+    let _ = std::fs::remove_file(&previous_sig);
     if live_sig.is_file() {
-        std::fs::hard_link(&live_sig, with_suffix(&previous, ".sig")).map_err(io(&live_sig))?;
+        std::fs::hard_link(&live_sig, &previous_sig).map_err(io(&live_sig))?;
     }
     let shadow_sig = super::signature::sig_path(&shadow);
     if shadow_sig.is_file() {
@@ -283,7 +285,7 @@ pub fn rollback(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
     if !previous.is_file() {
         return Err(SwapError::NoPrevious(previous.display().to_string()));
     }
-    let previous_sig = with_suffix(&previous, ".sig");
+    let previous_sig = super::signature::sig_path(&previous);
     let live_sig = super::signature::sig_path(&live);
     if previous_sig.is_file() {
         std::fs::rename(&previous_sig, &live_sig).map_err(io(&previous_sig))?;

@@ -107,9 +107,7 @@ pub struct Signer {
 
 /// The signature file beside `file`: `NAME.wasm.sig`.
 pub fn sig_path(file: &Path) -> PathBuf {
-    let mut p = file.as_os_str().to_owned();
-    p.push(".sig");
-    PathBuf::from(p)
+    super::shadow::with_suffix(file, ".sig")
 }
 
 /// A signature file's contents.
@@ -256,21 +254,6 @@ impl Signer {
     }
 }
 
-/// Checks the signature, then the capabilities `imports` against it: [`verify`] and
-/// [`Signer::allow`] at once.
-pub fn check(
-    policy: &SigningPolicy,
-    file: &Path,
-    sha256: &str,
-    imports: &[Capability],
-) -> Result<Option<Signer>, SignatureError> {
-    let signer = verify(policy, file, sha256)?;
-    if let Some(s) = &signer {
-        s.allow(imports)?;
-    }
-    Ok(signer)
-}
-
 fn allowed_list(caps: &[Capability]) -> String {
     if caps.is_empty() {
         "no capability".to_string()
@@ -370,6 +353,20 @@ pub fn sign(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`verify`], then [`Signer::allow`] with `imports`: the loader's two steps at once.
+    fn check(
+        policy: &SigningPolicy,
+        file: &Path,
+        sha256: &str,
+        imports: &[Capability],
+    ) -> Result<Option<Signer>, SignatureError> {
+        let signer = verify(policy, file, sha256)?;
+        if let Some(s) = &signer {
+            s.allow(imports)?;
+        }
+        Ok(signer)
+    }
 
     /// A plugin file, its signature and the policy trusting its signer, in a scratch folder.
     fn signed(caps: &[Capability]) -> (tempfile::TempDir, PathBuf, String, SigningPolicy) {
