@@ -268,14 +268,21 @@ pub fn promote(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
     if live_sig.is_file() {
         std::fs::hard_link(&live_sig, &previous_sig).map_err(io(&live_sig))?;
     }
-    let shadow_sig = super::signature::sig_path(&shadow);
-    if shadow_sig.is_file() {
-        std::fs::rename(&shadow_sig, &live_sig).map_err(io(&shadow_sig))?;
-    } else {
-        let _ = std::fs::remove_file(&live_sig);
-    }
-    std::fs::rename(&shadow, &live).map_err(io(&shadow))?;
+    replace(&shadow, &live)?;
     Ok(live)
+}
+
+/// Renames `from` over `to`, its signature first: `from`'s signature replaces
+/// `to`'s, and where `from` has none, `to`'s old one goes (it signed other bytes).
+fn replace(from: &Path, to: &Path) -> Result<(), SwapError> {
+    let from_sig = super::signature::sig_path(from);
+    let to_sig = super::signature::sig_path(to);
+    if from_sig.is_file() {
+        std::fs::rename(&from_sig, &to_sig).map_err(io(&from_sig))?;
+    } else {
+        let _ = std::fs::remove_file(&to_sig);
+    }
+    std::fs::rename(from, to).map_err(io(from))
 }
 
 /// Puts back the version [`promote`] replaced (`FILE.previous`). Returns the live file.
@@ -285,14 +292,7 @@ pub fn rollback(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
     if !previous.is_file() {
         return Err(SwapError::NoPrevious(previous.display().to_string()));
     }
-    let previous_sig = super::signature::sig_path(&previous);
-    let live_sig = super::signature::sig_path(&live);
-    if previous_sig.is_file() {
-        std::fs::rename(&previous_sig, &live_sig).map_err(io(&previous_sig))?;
-    } else {
-        let _ = std::fs::remove_file(&live_sig);
-    }
-    std::fs::rename(&previous, &live).map_err(io(&previous))?;
+    replace(&previous, &live)?;
     Ok(live)
 }
 

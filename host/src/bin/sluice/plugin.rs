@@ -460,6 +460,20 @@ pub enum PluginCommand {
 }
 
 /// `sluice plugin keygen`: writes the key pair, refusing to overwrite either file.
+/// Promotes or rolls back `name` in the configured plugin directory and says
+/// what is live now.
+fn swap(
+    config: Option<&PathBuf>,
+    name: &str,
+    op: fn(&std::path::Path, &str) -> Result<PathBuf, sluice::plugin::shadow::SwapError>,
+    done: &str,
+) -> anyhow::Result<ExitCode> {
+    let dir = load_config(config)?.paths().plugin_dir;
+    let live = op(&dir, name)?;
+    println!("{name}: {done} ({})", live.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn keygen(out: &std::path::Path, name: &str) -> anyhow::Result<ExitCode> {
     let public_path = PathBuf::from(format!("{}.pub", out.display()));
     for p in [out, public_path.as_path()] {
@@ -558,24 +572,20 @@ impl Plugin {
                 compile(&runtime, &config, files, check)
             }
             PluginCommand::Keygen { out, name } => keygen(&out, &name),
-            PluginCommand::Promote { config, name } => {
-                let dir = load_config(config.as_ref())?.paths().plugin_dir;
-                let live = sluice::plugin::shadow::promote(&dir, &name)?;
-                println!(
-                    "{name}: the shadow is now the live version ({}); the replaced one is kept for `sluice plugin rollback {name}`",
-                    live.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            PluginCommand::Rollback { config, name } => {
-                let dir = load_config(config.as_ref())?.paths().plugin_dir;
-                let live = sluice::plugin::shadow::rollback(&dir, &name)?;
-                println!(
-                    "{name}: the previous version is live again ({})",
-                    live.display()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
+            PluginCommand::Promote { config, name } => swap(
+                config.as_ref(),
+                &name,
+                sluice::plugin::shadow::promote,
+                &format!(
+                    "the shadow is now the live version; the replaced one is kept for `sluice plugin rollback {name}`"
+                ),
+            ),
+            PluginCommand::Rollback { config, name } => swap(
+                config.as_ref(),
+                &name,
+                sluice::plugin::shadow::rollback,
+                "the previous version is live again",
+            ),
             PluginCommand::Sign { file, key, allow } => sign(&file, &key, &allow),
         }
     }
