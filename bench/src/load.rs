@@ -36,7 +36,14 @@
 //!     zone not listing the client, on a loopback DNS server), on a loopback `redis-server`
 //!     (when installed): what state and lookups cost per message;
 //! 14. `sluice-shadowed`: the bundled plugins, each shadowed by a copy of itself
-//!     (`NAME.shadow.wasm`, every transaction sampled): what shadows cost.
+//!     (`NAME.shadow.wasm`, every transaction sampled): what shadows cost;
+//! 15. `sluice-captured`: the bundled plugins with `[capture]` on and no rule that keeps a
+//!     transaction: what recording every transaction costs (the clock, DNS and kv answers
+//!     taped, the record made and offered, then dropped);
+//! 16. `sluice-captured-all`: the same keeping every transaction (`sample = 1.0`, a file
+//!     written per message, the oldest removed past 1,000);
+//! 17. `sluice-stateful-captured`: `sluice-stateful` with capture on and nothing kept: the
+//!     taping of kv (a read of each key's first value) and DNS on Redis.
 //!
 //! For each: accepted messages/s, p50/p99 latency from MAIL to the 250 after the data,
 //! delivered messages/s end to end (until the sink has them all) and p50/p99 delivery
@@ -419,6 +426,12 @@ trigger = "hostile-trap"
 /// `sluice-benign`: the same three plugins as [`HOSTILE`] behaving ("ok" mode), so that
 /// `sluice-hostile / sluice-benign` is the cost of the failures alone.
 /// The opt-in plugins' settings for `sluice-stateful`: every check runs, none refuses.
+/// Capture on, no rule keeping anything: every transaction is recorded and then dropped.
+const CAPTURE_NONE: &str = "[capture]\nenabled = true\nfailures = false\n";
+
+/// Capture on, every transaction kept.
+const CAPTURE_ALL: &str = "[capture]\nenabled = true\nsample = 1.0\nmax_records = 1000\n";
+
 const STATEFUL: &str = r#"
 [plugin.greylisting]
 capabilities = ["kv"]
@@ -600,6 +613,16 @@ async fn main() -> anyhow::Result<()> {
         ),
         ("sluice-floor", &floor, none()),
         ("sluice-shadowed", &shadowed, none()),
+        (
+            "sluice-captured",
+            &bundled,
+            (String::new(), CAPTURE_NONE.to_string()),
+        ),
+        (
+            "sluice-captured-all",
+            &bundled,
+            (String::new(), CAPTURE_ALL.to_string()),
+        ),
     ];
     if a.custom.is_some() {
         configs.push(("sluice-custom", &custom, none()));
@@ -612,14 +635,24 @@ async fn main() -> anyhow::Result<()> {
         .exists()
         .then(sluice_tests::peers::Redis::start);
     match &redis {
-        Some(r) => configs.push((
-            "sluice-stateful",
-            &stateful,
-            (
-                format!("resolver = \"{}\"", zone.addr),
-                format!("{STATEFUL}[store]\nurl = {:?}\n", r.url(0)),
-            ),
-        )),
+        Some(r) => {
+            configs.push((
+                "sluice-stateful",
+                &stateful,
+                (
+                    format!("resolver = \"{}\"", zone.addr),
+                    format!("{STATEFUL}[store]\nurl = {:?}\n", r.url(0)),
+                ),
+            ));
+            configs.push((
+                "sluice-stateful-captured",
+                &stateful,
+                (
+                    format!("resolver = \"{}\"", zone.addr),
+                    format!("{STATEFUL}{CAPTURE_NONE}[store]\nurl = {:?}\n", r.url(1)),
+                ),
+            ));
+        }
         None => eprintln!("sluice-stateful: skipped (redis-server is not installed)"),
     }
     let mut targets = vec![Target {
@@ -643,11 +676,16 @@ async fn main() -> anyhow::Result<()> {
             sluice(dir.path(), sink_port, plugins, (&extra.0, &extra.1), "smtp").await?;
         let port = addr.rsplit(':').next().unwrap_or("").parse()?;
         eprintln!("{name}: pid {}", child.id().unwrap_or(0));
-        if let (true, Some(r)) = (name == "sluice-stateful", &redis) {
+        let db = match name {
+            "sluice-stateful" => Some(0),
+            "sluice-stateful-captured" => Some(1),
+            _ => None,
+        };
+        if let (Some(db), Some(r)) = (db, &redis) {
             // The load's one triplet has passed greylisting already (a steady state: a
             // first attempt costs the same and is answered 451).
             let store =
-                sluice::store::redis::Redis::new(&r.url(0), None).map_err(anyhow::Error::msg)?;
+                sluice::store::redis::Redis::new(&r.url(db), None).map_err(anyhow::Error::msg)?;
             sluice::store::KvStore::Redis(store)
                 .set(
                     b"greylisting:t:127.0.0.0/24:load@bench.test:user@sink.test".to_vec(),
@@ -927,6 +965,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "sluice-shadowed / sluice-bundled = {:.2} (each bundled plugin shadowed by a copy of itself, every transaction sampled)",
         r("sluice-shadowed") / r("sluice-bundled"),
+    );
+    println!(
+        "sluice-captured / sluice-bundled = {:.2} (capture on, every transaction recorded, none kept); sluice-captured-all / sluice-bundled = {:.2} (every transaction kept, a file each); sluice-stateful-captured / sluice-stateful = {:.2} (greylisting, rate-limit and dnsbl on Redis, recorded, none kept)",
+        r("sluice-captured") / r("sluice-bundled"),
+        r("sluice-captured-all") / r("sluice-bundled"),
+        r("sluice-stateful-captured") / r("sluice-stateful"),
     );
     println!(
         "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter over TCP, against Postfix alone); postfix-milter-unix / postfix = {:.2} (the same over a Unix socket); postfix-milter-none / postfix = {:.2} (a milter over TCP with no plugins: the protocol's own cost)",

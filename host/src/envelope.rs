@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use crate::smtp::reply::Reply;
 
 /// A transaction's envelope: the sender and the recipients accepted so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Envelope {
     /// MAIL FROM.
     pub sender: Sender,
@@ -18,7 +18,7 @@ pub struct Envelope {
 }
 
 /// The negotiated TLS parameters, as reported by the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TlsParams {
     /// e.g. `TLSv1.3`.
     pub version: String,
@@ -56,7 +56,7 @@ pub struct Recipient {
 }
 
 /// What the front end knows about the client: the facts every plugin sees.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Client {
     /// The listener kind (`smtp`, `submission`, `smtps`, `milter`, `replay`).
     pub listener: String,
@@ -77,7 +77,7 @@ pub struct Client {
 }
 
 /// What a stage decided.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Decision {
     /// Nobody objected: the host's default (accept) applies.

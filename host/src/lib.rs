@@ -22,6 +22,8 @@
 //! - [`plugin`]: the plugin runtime — wasmtime engine, compile cache, loading, sandboxed
 //!   instances with deadlines and memory caps, the host functions plugins import, and the
 //!   parsed view of the message they share.
+//! - [`capture`]: transactions recorded by rule for exact replay (`[capture]`), the record
+//!   files and their bounds, and `sluice plugin check --capture` that plays them back.
 //! - [`store`]: the key-value store behind the plugins' `kv` capability (embedded or Redis).
 //! - [`dns`]: the DNS resolvers (MX routes, and plugins granted `dns`).
 //! - [`spool`]: durable acceptance with group commit.
@@ -37,6 +39,7 @@
 //! arguments) is only the command line.
 
 pub mod admin;
+pub mod capture;
 pub mod config;
 pub mod delivery;
 pub mod dns;

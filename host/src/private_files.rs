@@ -14,9 +14,6 @@ pub fn restrict_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
-/// Writes `data` to `path` readable by the owner only: into a new, uniquely named 0600 file in
-/// the same directory, synced, then renamed over `path`. A reader never sees a half-written
-/// file, and two writers never share a temporary file.
 /// Creates `dir` (and its parents) if needed, owner-only.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
@@ -26,6 +23,9 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Writes `data` to `path` readable by the owner only: into a new, uniquely named 0600 file in
+/// the same directory, synced, then renamed over `path`. A reader never sees a half-written
+/// file, and two writers never share a temporary file.
 pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -6,6 +6,7 @@ mod authoring;
 mod bounce_template;
 mod cache;
 mod capabilities;
+mod capture;
 mod client;
 mod console;
 mod cost;

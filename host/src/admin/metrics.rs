@@ -52,6 +52,7 @@ pub struct Metrics {
     plugin_failures: Family<Labels, Counter>,
     plugin_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     plugin_cooldowns: Family<Labels, Counter>,
+    capture_records: Family<Labels, Counter>,
     shadow_calls: Family<Labels, Counter>,
     plugin_cpu: Family<Labels, Histogram, fn() -> Histogram>,
     plugin_memory: Family<Labels, Histogram, fn() -> Histogram>,
@@ -87,6 +88,7 @@ impl Metrics {
             plugin_memory: Family::new_with_constructor(memory_histogram),
             plugin_host_calls: Family::default(),
             plugin_cooldowns: Family::default(),
+            capture_records: Family::default(),
             plugins_loaded: Gauge::default(),
             reloads: Family::default(),
             spool: Family::default(),
@@ -151,6 +153,11 @@ impl Metrics {
             "shadow_calls",
             "Calls of a shadow plugin beside its live version, by plugin, hook, the live verdict and the shadow's (equal when they agree)",
             m.shadow_calls.clone(),
+        );
+        r.register(
+            "capture_records",
+            "Transactions the capture chose to keep: kept (handed to the writer) or dropped (the writer was behind)",
+            m.capture_records.clone(),
         );
         r.register(
             "plugin_cooldowns",
@@ -311,6 +318,13 @@ impl Metrics {
                     .inc_by(u64::from(n));
             }
         }
+    }
+
+    /// The capture chose a transaction: `kept` or `dropped`.
+    pub fn capture(&self, result: &str) {
+        self.capture_records
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
     }
 
     /// A plugin went into cool-down.

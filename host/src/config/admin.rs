@@ -197,14 +197,7 @@ impl WebhookConfig {
                 format_args!("{:?} must be an https:// URL", self.url),
             );
         }
-        for e in &self.events {
-            if !WEBHOOK_EVENTS.contains(&e.as_str()) {
-                p.add(
-                    "webhook.events",
-                    format_args!("{e:?} is not one of {}", WEBHOOK_EVENTS.join(", ")),
-                );
-            }
-        }
+        p.one_of("webhook.events", &self.events, &WEBHOOK_EVENTS);
         p.range("webhook.batch", self.batch as u64, 1, 10_000);
         p.range("webhook.flush_ms", self.flush_ms, 1, 60_000);
         p.range("webhook.max_backlog_mb", self.max_backlog_mb, 1, 1 << 20);

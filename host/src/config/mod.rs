@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod admin;
+mod capture;
 mod delivery;
 mod limits;
 mod plugins;
@@ -28,6 +29,7 @@ mod store;
 mod tls;
 
 pub use admin::{AdminConfig, MetricsConfig, WEBHOOK_EVENTS, WebhookConfig};
+pub use capture::{CAPTURE_VERDICTS, CaptureConfig};
 pub use delivery::{DeliveryConfig, RouteConfig, RouteKind, TlsPolicy};
 pub use limits::LimitsConfig;
 pub use plugins::{
@@ -84,6 +86,8 @@ pub struct Config {
     /// directory Sluice collects from).
     #[serde(rename = "spam_learning")]
     pub learning: LearningConfig,
+    /// Transactions recorded for exact replay (off unless `enabled`).
+    pub capture: CaptureConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -183,6 +187,7 @@ impl Config {
         self.scoring.validate(&mut p);
         self.learning.validate(&mut p);
         self.store.validate(&mut p);
+        self.capture.validate(&mut p);
         self.delivery.validate(&mut p);
         delivery::validate_routes(&self.routes, &mut p);
         self.authentication.validate(&mut p);
@@ -272,6 +277,7 @@ impl Config {
             cache_dir: in_data_dir(&self.plugins.cache_dir, "cache"),
             store_path: in_data_dir(&self.store.path, "kv.redb"),
             maildir: in_data_dir(&self.delivery.maildir, "maildir"),
+            capture_dir: in_data_dir(&self.capture.dir, "capture"),
         }
     }
 
@@ -300,6 +306,8 @@ pub struct DataPaths {
     pub store_path: PathBuf,
     /// The Maildir root for local delivery (`delivery.maildir`; `maildir`).
     pub maildir: PathBuf,
+    /// Where capture records go (`capture.dir`; `capture`).
+    pub capture_dir: PathBuf,
 }
 
 /// A day in seconds, the unit of the longer ceilings.
@@ -354,6 +362,18 @@ impl Problems {
             && resolver_addr(r).is_none()
         {
             self.add(key, format_args!("{r:?} is not an IP address or ip:port"));
+        }
+    }
+
+    /// `key: "VALUE" is not one of A, B, …`, for each value of `values` not in `allowed`.
+    pub fn one_of(&mut self, key: &str, values: &[String], allowed: &[&str]) {
+        for v in values {
+            if !allowed.contains(&v.as_str()) {
+                self.add(
+                    key,
+                    format_args!("{v:?} is not one of {}", allowed.join(", ")),
+                );
+            }
         }
     }
 

@@ -10,7 +10,8 @@ use crate::plugin::bindings::types::{BounceRequest, BounceText, DeliveryReport};
 use crate::plugin::{Hook, LoadedPlugin, executor};
 
 use super::Pipeline;
-use super::run::{CallRecord, instance, record};
+use super::calls::{CallRecord, record};
+use super::run::instance;
 
 impl Pipeline {
     /// Calls `on-delivery` of every plugin that wants it, each in a fresh instance, on the
@@ -46,7 +47,7 @@ async fn on_delivery(plugins: &[Arc<LoadedPlugin>], report: &DeliveryReport) -> 
     {
         let started = Instant::now();
         let mut slot = None;
-        let r = match instance(&mut slot, p, None, &None).await {
+        let r = match instance(&mut slot, p, None, &None, None).await {
             Ok(i) => i.on_delivery(report).await,
             Err(f) => Err(f),
         };
@@ -77,7 +78,7 @@ async fn render_bounce(
     }) {
         let started = Instant::now();
         let mut slot = None;
-        let r = match instance(&mut slot, p, None, &None).await {
+        let r = match instance(&mut slot, p, None, &None, None).await {
             Ok(i) => i.render_bounce(request).await,
             Err(f) => Err(f),
         };

@@ -8,46 +8,17 @@ use std::time::Instant;
 use crate::config::ScoringConfig;
 use crate::envelope::{Client, Decision, Envelope, Recipient, Sender};
 use crate::plugin::bindings::types::{self as wit, MessageVerdict, Session, Verdict};
-use crate::plugin::health::{Scope, Transition};
 use crate::plugin::shadow::Answer;
 use crate::plugin::view::MessageView;
-use crate::plugin::{CallFailure, Hook, LoadedPlugin, LogLine, PluginInstance, executor};
+use crate::plugin::{CallFailure, Hook, LoadedPlugin, PluginInstance, executor};
 use crate::smtp::reply::Reply;
 
+use super::calls::{CallRecord, record};
+use super::recording::{CallSummary, PluginFacts, RecordSink, Recording, Step, Taps};
 use super::scoring::MessageOutcome;
 use super::wit::{
     decision_of_failure, decision_of_verdict, wit_address, wit_envelope, wit_session,
 };
-
-/// One plugin call, as reported by `sluice plugin check` and logged by the server.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CallRecord {
-    /// The hook.
-    pub hook: Hook,
-    /// The plugin's name.
-    pub plugin: String,
-    /// What the plugin answered, as a decision (after its failure policy, if it failed).
-    pub decision: Decision,
-    /// How the plugin failed, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<CallFailure>,
-    /// Wall-clock time of the call (instantiation included for the first call), microseconds.
-    pub micros: u64,
-    /// What the plugin logged during the call.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub logs: Vec<LogLine>,
-    /// Log lines dropped over the plugin's quota.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub logs_dropped: u32,
-    /// The later plugins of this stage that were not called because this decision ended it
-    /// (any verdict but `continue` does): what makes an ordering mistake visible.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
 
 /// The plugins' run through one SMTP transaction: the plugin set it started with and its own
 /// plugin instances, created on first use and dropped with the transaction. It takes the
@@ -60,6 +31,20 @@ pub struct PluginRun {
     /// stage was abandoned (its caller dropped while the stage ran).
     chain: Option<Box<Chain>>,
     session: Arc<Session>,
+    /// The record being made of this run, when capture is on.
+    recording: Option<Recording>,
+    /// The taps of the plugins' instances (recording, or playing a record back).
+    taps: Option<Arc<Taps>>,
+}
+
+/// Whether a run records what its plugins get, or plays a record back to them.
+pub enum Tapping {
+    /// Neither (no capture).
+    Off,
+    /// Recorded, and offered to the sink at the end.
+    Record(Arc<dyn RecordSink>),
+    /// Played back from a record.
+    Replay(Arc<Taps>),
 }
 
 /// Why a stage cannot run: an earlier stage of this transaction was abandoned mid-way.
@@ -77,8 +62,17 @@ impl PluginRun {
         missing_required: Arc<[String]>,
         client: &Client,
         transaction_id: &str,
+        tapping: Tapping,
     ) -> PluginRun {
         let session = Arc::new(wit_session(client, transaction_id));
+        let (recording, taps) = match tapping {
+            Tapping::Off => (None, None),
+            Tapping::Record(sink) => (
+                Some(Recording::start(sink, client, transaction_id)),
+                Some(Arc::new(Taps::recording())),
+            ),
+            Tapping::Replay(taps) => (None, Some(taps)),
+        };
         PluginRun {
             chain: Some(Box::new(Chain {
                 instances: (0..plugins.len()).map(|_| None).collect(),
@@ -90,8 +84,18 @@ impl PluginRun {
                 session: session.clone(),
                 calls: Vec::new(),
                 authentication: None,
+                taps: taps.clone(),
             })),
             session,
+            recording,
+            taps,
+        }
+    }
+
+    /// Notes a step of the record, when recording.
+    fn note(&mut self, step: impl FnOnce() -> Step) {
+        if let Some(r) = &mut self.recording {
+            r.record.steps.push(step());
         }
     }
 
@@ -108,6 +112,9 @@ impl PluginRun {
     /// Sets the sender-authentication results the following hooks see (through
     /// `sluice:filter/authentication`); `None` when the host does not verify this transaction.
     pub fn set_authentication(&mut self, results: Option<crate::sender_auth::Results>) {
+        self.note(|| Step::Authentication {
+            results: results.clone(),
+        });
         if let Some(c) = self.chain.as_mut() {
             c.authentication = results.map(Arc::new);
         }
@@ -115,10 +122,15 @@ impl PluginRun {
 
     /// Takes the call records (for logging or reporting).
     pub fn take_calls(&mut self) -> Vec<CallRecord> {
-        self.chain
+        let calls = self
+            .chain
             .as_mut()
             .map(|c| std::mem::take(&mut c.calls))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(r) = &mut self.recording {
+            r.record.calls.extend(calls.iter().map(CallSummary::from));
+        }
+        calls
     }
 
     /// Carries out `stage` on the chain: on the plugin thread when a plugin wants `hook`,
@@ -155,6 +167,9 @@ impl PluginRun {
     /// Runs `verify-sender`.
     pub async fn verify_sender(&mut self, sender: &Sender) -> Decision {
         let sender = sender.clone();
+        self.note(|| Step::VerifySender {
+            sender: sender.clone(),
+        });
         self.stage(Hook::VerifySender, false, |mut c| async move {
             let d = c.verify_sender(&sender).await;
             (c, d)
@@ -170,6 +185,10 @@ impl PluginRun {
         recipient: &Recipient,
     ) -> Decision {
         let (envelope, recipient) = (envelope.clone(), recipient.clone());
+        self.note(|| Step::CheckRecipient {
+            envelope: envelope.clone(),
+            recipient: recipient.clone(),
+        });
         self.stage(Hook::CheckRecipient, false, |mut c| async move {
             let d = c.check_recipient(&envelope, &recipient).await;
             (c, d)
@@ -204,6 +223,9 @@ impl PluginRun {
             .chain
             .as_ref()
             .is_some_and(|c| c.wants(Hook::CheckMessage));
+        if let Some(r) = &mut self.recording {
+            r.message(envelope, message);
+        }
         // The one copy of the message (none when no plugin wants it): the WIT message the
         // plugins get, with its parsed header fields, inside the view they share.
         let view = Arc::new(MessageView::new(super::wit::message(if wanted {
@@ -239,25 +261,64 @@ impl PluginRun {
             }
         }
         let envelope = envelope.clone();
-        self.stage(Hook::CheckMessage, last, |mut c| async move {
-            let out = c.check_message(&envelope, view).await;
-            (c, out)
-        })
-        .await
-        .unwrap_or_else(|| MessageOutcome {
-            decision: chain_lost(),
-            score: 0.0,
-            spam: false,
-            symbols: Vec::new(),
-            add_headers: Vec::new(),
-            remove_headers: Vec::new(),
-        })
+        let outcome = self
+            .stage(Hook::CheckMessage, last, |mut c| async move {
+                let out = c.check_message(&envelope, view).await;
+                (c, out)
+            })
+            .await
+            .unwrap_or_else(|| MessageOutcome {
+                decision: chain_lost(),
+                score: 0.0,
+                spam: false,
+                symbols: Vec::new(),
+                add_headers: Vec::new(),
+                remove_headers: Vec::new(),
+            });
+        if let Some(r) = &mut self.recording {
+            r.record.outcome = Some(outcome.clone());
+        }
+        outcome
+    }
+
+    /// Ends the record of this run, when one is being made (calls not yet taken included,
+    /// and what each plugin got from its tap), and offers it to the capture.
+    fn finish_record(&mut self) {
+        let Some(mut recording) = self.recording.take() else {
+            return;
+        };
+        let calls = self.take_calls();
+        recording
+            .record
+            .calls
+            .extend(calls.iter().map(CallSummary::from));
+        let tapes = self.taps.as_ref().map(|t| t.tapes()).unwrap_or_default();
+        if let Some(chain) = &self.chain {
+            for p in chain.plugins.iter() {
+                for p in std::iter::once(p).chain(p.shadow.as_ref()) {
+                    if let Some(tape) = tapes.get(&p.name) {
+                        recording.record.plugins.insert(
+                            p.name.clone(),
+                            PluginFacts {
+                                sha256: p.sha256.clone(),
+                                version: p.info.version.clone(),
+                                tape: tape.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let Recording { sink, record } = recording;
+        sink.offer(record);
     }
 }
 
 impl Drop for PluginRun {
     /// The instances are dropped on the plugin thread, where their memory slots are reset.
     fn drop(&mut self) {
+        // The transaction is over: its record, if one is being made, goes to the capture.
+        self.finish_record();
         if let Some(chain) = self.chain.take()
             && chain.instances.iter().any(Option::is_some)
         {
@@ -284,6 +345,8 @@ struct Chain {
     missing_required: Arc<[String]>,
     calls: Vec<CallRecord>,
     authentication: Option<Arc<crate::sender_auth::Results>>,
+    /// The instances' taps, when recording or replaying.
+    taps: Option<Arc<Taps>>,
 }
 
 /// Which plugins a stage calls: those that want its hook and whose scope covers the
@@ -420,17 +483,7 @@ impl Chain {
                 continue;
             }
             let started = Instant::now();
-            let answer = match instance(
-                &mut self.instances[i],
-                &p,
-                self.client,
-                &self.authentication,
-            )
-            .await
-            {
-                Ok(inst) => call(inst, &session, &input).await,
-                Err(f) => Err(f),
-            };
+            let answer = self.ask(i, false, &input).await;
             // The live answer as the shadow's comparison sees it, when a shadow runs.
             let shadowed = p.shadow.is_some()
                 && crate::plugin::shadow::sampled(
@@ -470,17 +523,7 @@ impl Chain {
             // As a live plugin without the hook: not called, no opinion.
             Ok((Verdict::Continue, None))
         } else {
-            match instance(
-                &mut self.shadows[index],
-                &shadow,
-                self.client,
-                &self.authentication,
-            )
-            .await
-            {
-                Ok(inst) => call(inst, &self.session, input).await,
-                Err(f) => Err(f),
-            }
+            self.ask(index, true, input).await
         };
         let mut theirs = answer_of(&answer, started);
         if shadow.wants(hook) {
@@ -507,6 +550,29 @@ impl Chain {
         }
         p.shadow_stats
             .record(&self.session.transaction_id, hook, live, theirs);
+    }
+
+    /// Calls plugin `index` (its shadow, with `shadow`) with `input`, in this transaction's
+    /// instance of it.
+    async fn ask(
+        &mut self,
+        index: usize,
+        shadow: bool,
+        input: &Input<'_>,
+    ) -> Result<(Verdict, Option<MessageVerdict>), CallFailure> {
+        let (plugin, slot) = if shadow {
+            let Some(s) = self.plugins[index].shadow.clone() else {
+                return Ok((Verdict::Continue, None));
+            };
+            (s, &mut self.shadows[index])
+        } else {
+            (self.plugins[index].clone(), &mut self.instances[index])
+        };
+        let taps = self.taps.as_deref();
+        match instance(slot, &plugin, self.client, &self.authentication, taps).await {
+            Ok(inst) => call(inst, &self.session, input).await,
+            Err(f) => Err(f),
+        }
     }
 
     /// Turns one call's result into a decision (applying the failure policy) and records it.
@@ -623,6 +689,7 @@ pub(super) async fn instance<'a>(
     plugin: &Arc<LoadedPlugin>,
     client: Option<std::net::IpAddr>,
     authentication: &Option<Arc<crate::sender_auth::Results>>,
+    taps: Option<&Taps>,
 ) -> Result<&'a mut PluginInstance, CallFailure> {
     if let Some(left) = plugin.health.cooling_down(Instant::now(), client) {
         return Err(CallFailure::CoolingDown {
@@ -630,7 +697,8 @@ pub(super) async fn instance<'a>(
         });
     }
     if slot.is_none() {
-        let created = PluginInstance::new(plugin.clone()).await?;
+        let tap = taps.map(|t| t.tap(&plugin.name));
+        let created = PluginInstance::tapped(plugin.clone(), tap).await?;
         let cost = created.creation_cost();
         plugin.cost.add("instantiate", cost);
         crate::admin::metrics::get().plugin_cost(&plugin.name, "instantiate", &cost);
@@ -639,74 +707,4 @@ pub(super) async fn instance<'a>(
     let instance = slot.as_mut().ok_or(CallFailure::EarlierFailure)?;
     instance.set_authentication(authentication.clone());
     Ok(instance)
-}
-
-/// Builds the record of one call and logs what the plugin logged and how it failed.
-pub(super) fn record(
-    hook: Hook,
-    plugin: &LoadedPlugin,
-    slot: &mut Option<PluginInstance>,
-    decision: Decision,
-    failure: Option<CallFailure>,
-    started: Instant,
-    (txn, client): (&str, Option<std::net::IpAddr>),
-) -> CallRecord {
-    let (logs, logs_dropped) = slot.as_mut().map(|i| i.take_logs()).unwrap_or_default();
-    for line in &logs {
-        match line.level {
-            "error" => tracing::error!(id = txn, plugin = %plugin.name, "{}", line.message),
-            "warn" => tracing::warn!(id = txn, plugin = %plugin.name, "{}", line.message),
-            "info" => tracing::info!(id = txn, plugin = %plugin.name, "{}", line.message),
-            _ => tracing::debug!(id = txn, plugin = %plugin.name, "{}", line.message),
-        }
-    }
-    if logs_dropped > 0 {
-        tracing::warn!(id = txn, plugin = %plugin.name, dropped = logs_dropped, "plugin log lines over quota dropped");
-    }
-    let elapsed = started.elapsed();
-    // What the call cost, when the plugin was called (not when it was skipped).
-    if let Some(inst) = slot.as_ref()
-        && failure.as_ref().is_none_or(CallFailure::is_fault)
-    {
-        let cost = inst.last_cost();
-        plugin.cost.add(hook.as_str(), cost);
-        crate::admin::metrics::get().plugin_cost(&plugin.name, hook.as_str(), &cost);
-    }
-    match &failure {
-        None => plugin.health.succeeded(hook, client),
-        Some(f) if f.is_fault() => {
-            tracing::warn!(id = txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin failed: {f}");
-            if let Transition::CooledDown(d, scope) =
-                plugin.health.failed(hook, client, Instant::now())
-            {
-                let whom = match scope {
-                    Scope::All => "every client".to_string(),
-                    Scope::Client(c) => format!("client {c}"),
-                };
-                tracing::warn!(plugin = %plugin.name, file = %plugin.file.display(), secs = d.as_secs(), policy = %plugin.limits.on_failure, "plugin failed repeatedly: in cool-down for {whom}, its failure policy applies without calling it");
-                crate::admin::metrics::get().plugin_cooldown(&plugin.name);
-            }
-        }
-        Some(f @ CallFailure::StoreUnavailable { .. }) => {
-            tracing::warn!(id = txn, plugin = %plugin.name, %hook, policy = %plugin.limits.on_failure, "plugin's call to the key-value store failed: {f}");
-        }
-        Some(_) => {}
-    }
-    crate::admin::metrics::get().plugin_call(
-        &plugin.name,
-        hook,
-        decision.name(),
-        failure.as_ref().map(CallFailure::kind),
-        elapsed,
-    );
-    CallRecord {
-        hook,
-        plugin: plugin.name.clone(),
-        decision,
-        failure,
-        micros: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        logs,
-        logs_dropped,
-        skipped: Vec::new(),
-    }
 }

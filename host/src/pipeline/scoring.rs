@@ -8,7 +8,7 @@ use crate::plugin::bindings::types::{MessageVerdict, Session};
 use crate::smtp::reply::Reply;
 
 /// A named score contribution, with the plugin that gave it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScoredSymbol {
     /// The plugin.
     pub plugin: String,
@@ -21,7 +21,7 @@ pub struct ScoredSymbol {
 }
 
 /// The outcome of `check-message` for a whole message.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MessageOutcome {
     /// The final decision (including a score-threshold rejection).
     pub decision: Decision,

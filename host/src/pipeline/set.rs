@@ -10,7 +10,7 @@ use crate::envelope::Client;
 use crate::plugin::cache::CacheOutcome;
 use crate::plugin::{self, LoadedPlugin, Runtime, Scope, directory};
 
-use super::run::PluginRun;
+use super::run::{PluginRun, Tapping};
 
 /// One plugin of the set as the operator sees it (the JSON of `/plugins` and
 /// `sluice plugin list --json`).
@@ -79,6 +79,8 @@ pub struct Pipeline {
     warnings: Arc<[String]>,
     /// Files of the plugin directory skipped because they are not Sluice plugins, with why.
     skipped: Arc<[(std::path::PathBuf, String)]>,
+    /// Where transactions' records go when capture is on.
+    capture: Option<Arc<dyn super::recording::RecordSink>>,
 }
 
 /// Refuses `plugin` when it calls itself by another name than its file's and the
@@ -159,6 +161,7 @@ impl Pipeline {
             missing_required: Arc::new([]),
             warnings: Arc::new([]),
             skipped: Arc::new([]),
+            capture: None,
         }
     }
 
@@ -357,13 +360,40 @@ impl Pipeline {
     /// Starts the plugins' run through one transaction, for `client`, named
     /// `transaction_id`. It keeps the plugin set it started with.
     pub fn start(&self, client: &Client, transaction_id: &str) -> PluginRun {
+        let tapping = match &self.capture {
+            Some(sink) if sink.recording() => Tapping::Record(sink.clone()),
+            _ => Tapping::Off,
+        };
+        self.start_tapped(client, transaction_id, tapping)
+    }
+
+    /// [`start`](Self::start), with the plugins' answers from the host recorded or played
+    /// back as `tapping` says.
+    pub fn start_tapped(
+        &self,
+        client: &Client,
+        transaction_id: &str,
+        tapping: Tapping,
+    ) -> PluginRun {
         PluginRun::start(
             self.plugins.clone(),
             self.scoring.clone(),
             self.missing_required.clone(),
             client,
             transaction_id,
+            tapping,
         )
+    }
+
+    /// This set, offering its transactions' records to `sink` (capture).
+    pub fn with_capture(mut self, sink: Option<Arc<dyn super::recording::RecordSink>>) -> Pipeline {
+        self.capture = sink;
+        self
+    }
+
+    /// Where this set's records go.
+    pub fn capture(&self) -> Option<Arc<dyn super::recording::RecordSink>> {
+        self.capture.clone()
     }
 }
 

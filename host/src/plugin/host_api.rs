@@ -25,26 +25,29 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// The time `host.now` gives a plugin.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The time `host.now` gives a plugin: the system's clock, or a capture's readings.
+#[derive(Clone, Default)]
 pub enum Clock {
     /// The system's clock.
     #[default]
     System,
-    /// A fixed time, in milliseconds since the Unix epoch (a replay pins the time the
-    /// transaction had).
-    Fixed(u64),
+    /// The system's clock, each reading recorded; or the readings of a recorded transaction
+    /// played back ([`super::tape`]).
+    Tap(super::tape::PluginTap),
 }
 
 impl Clock {
     /// Milliseconds since the Unix epoch.
-    pub fn now_ms(self) -> u64 {
-        match self {
-            Clock::System => std::time::SystemTime::now()
+    pub fn now_ms(&self) -> u64 {
+        let system = || {
+            std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-            Clock::Fixed(ms) => ms,
+                .unwrap_or(0)
+        };
+        match self {
+            Clock::System => system(),
+            Clock::Tap(tap) => tap.now_ms(system),
         }
     }
 }
@@ -221,15 +224,20 @@ mod tests {
 #[cfg(test)]
 mod clock_tests {
     use super::*;
+    use crate::plugin::tape::{PluginTap, Tape};
 
     #[test]
-    fn a_fixed_clock_is_what_plugins_read() {
+    fn plugins_read_the_clock_a_replay_gives_them() {
+        let tape = Tape {
+            clock: vec![1_700_000_000_123],
+            ..Tape::default()
+        };
         let mut ctx = HostCtx {
             config: Default::default(),
             logs: Vec::new(),
             log_budget: 0,
             logs_dropped: 0,
-            clock: Clock::Fixed(1_700_000_000_123),
+            clock: Clock::Tap(PluginTap::replay(tape, None)),
         };
         assert_eq!(host::Host::now(&mut ctx), 1_700_000_000_123);
         ctx.clock = Clock::System;

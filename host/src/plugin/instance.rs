@@ -169,6 +169,15 @@ const TIMEOUT_GRACE: Duration = Duration::from_millis(50);
 impl PluginInstance {
     /// Instantiates `plugin` in a fresh store.
     pub async fn new(plugin: Arc<LoadedPlugin>) -> Result<PluginInstance, CallFailure> {
+        PluginInstance::tapped(plugin, None).await
+    }
+
+    /// Instantiates `plugin` in a fresh store whose clock, DNS and `kv` answers `tap` records
+    /// or plays back ([`super::tape`]).
+    pub async fn tapped(
+        plugin: Arc<LoadedPlugin>,
+        tap: Option<super::tape::PluginTap>,
+    ) -> Result<PluginInstance, CallFailure> {
         debug_assert!(
             super::executor::on_plugin_thread(),
             "a sandbox is created on the plugin thread only (plugin::executor)"
@@ -181,6 +190,7 @@ impl PluginInstance {
             .read_dirs(plugin.read_dirs.to_vec())
             .grants(plugin.grants.clone())
             .ops_per_call(limits.kv_ops_per_call)
+            .tap(tap)
             .build()
             .map_err(|e| CallFailure::Instantiate {
                 message: format!("{e:#}"),

@@ -18,6 +18,8 @@
 //!   rollback.
 //! - [`cost`]: what each plugin's instances and calls cost (CPU, wall time, capability calls,
 //!   memory).
+//! - [`tape`]: what a plugin got from the host in a transaction (clock, DNS, first `kv`
+//!   values), recorded for a capture and played back on replay.
 //!
 //! This module does not decide what verdicts mean for a transaction: that is the pipeline's job.
 //!
@@ -43,6 +45,7 @@ pub mod returns;
 pub mod shadow;
 pub mod signature;
 pub mod state;
+pub mod tape;
 pub mod view;
 
 use std::fmt;
@@ -67,7 +70,9 @@ pub fn truncate(text: &str, max: usize) -> &str {
 }
 
 /// The hooks of the WIT, as the host names them in logs and reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Hook {
     /// `describe` (at load).

@@ -20,6 +20,7 @@ use super::bindings::v0_1::sluice::filter::{authentication, dns, host, kv, messa
 use super::capabilities::{DnsApi, DnsCtx, DnsView, Grants, KvApi, KvCtx, KvView};
 use super::host_api::{AuthApi, AuthCtx, Clock, HostApi, HostCtx};
 use super::limits::{CallBudget, Limiter, OutputBuffer};
+use super::tape::PluginTap;
 use super::view::{ViewApi, ViewCtx};
 
 /// Resource handles one instance may hold at once.
@@ -81,8 +82,8 @@ builder! {
         grants: Grants,
         /// `kv` and `dns` calls allowed per hook call.
         ops_per_call: u32,
-        /// What `host.now` answers (the system's clock unless set).
-        clock: Clock,
+        /// Records the host's answers for a capture, or plays a capture's back (none: live).
+        tap: Option<PluginTap>,
     }
 }
 
@@ -107,6 +108,9 @@ impl StoreStateBuilder {
         // spam-score 400 µs per transaction to read a 20-byte file. The files are local and
         // small, read once per transaction; a guest reading a slow file system would hold one
         // worker thread for that read (the deadline applies between calls).
+        if let Some(tap) = &self.tap {
+            builder.wall_clock(super::tape::WallClock(tap.clone()));
+        }
         if !self.read_dirs.is_empty() {
             builder.allow_blocking_current_thread(true);
         }
@@ -125,11 +129,17 @@ impl StoreStateBuilder {
                 logs: Vec::new(),
                 log_budget: self.log_lines,
                 logs_dropped: 0,
-                clock: self.clock,
+                clock: self.tap.clone().map_or(Clock::System, Clock::Tap),
             },
             auth: AuthCtx::default(),
-            dns: self.grants.dns_ctx(),
-            kv: self.grants.kv,
+            dns: DnsCtx {
+                tap: self.tap.clone(),
+                ..self.grants.dns_ctx()
+            },
+            kv: match &self.tap {
+                Some(tap) => self.grants.kv.tapped(tap),
+                None => self.grants.kv,
+            },
             view: ViewCtx::default(),
         })
     }

@@ -28,14 +28,14 @@ use mail_auth::{
     AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
     SpfOutput, SpfResult,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DmarcMode};
 use crate::envelope::Decision;
 use crate::smtp::reply::Reply;
 
 /// The result of one check, by RFC 8601's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Authenticated.
@@ -103,7 +103,7 @@ impl Status {
 }
 
 /// SPF for one identity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpfCheck {
     /// The result.
     pub verdict: Status,
@@ -112,7 +112,7 @@ pub struct SpfCheck {
 }
 
 /// One DKIM signature.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DkimCheck {
     /// The result.
     pub verdict: Status,
@@ -125,7 +125,7 @@ pub struct DkimCheck {
 }
 
 /// DMARC for the domain of the From header.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DmarcCheck {
     /// The result: pass when SPF or DKIM passed aligned with the From domain.
     pub verdict: Status,
@@ -136,7 +136,7 @@ pub struct DmarcCheck {
 }
 
 /// Everything known about the sender of a transaction so far.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Results {
     /// SPF of the HELO name.
     pub spf_helo: Option<SpfCheck>,

@@ -47,6 +47,8 @@ pub struct ServerContext {
     pub queue_changed: Arc<Notify>,
     /// The plugin runtime, for loading plugins on reload.
     pub runtime: Runtime,
+    /// Transactions recorded for replay (`[capture]`), offered every record by the pipeline.
+    pub capture: Arc<crate::capture::Capture>,
     /// Becomes true when the server starts shutting down.
     pub shutdown: watch::Sender<bool>,
     /// Files of the plugin directory that could not be loaded, with why (the console shows
@@ -87,6 +89,8 @@ pub fn context(
     // What the directory watcher knows of the files in service, taken now: a plugin renamed
     // before the first rescan is still recognised by its old file's fingerprint.
     let dir_state = crate::server::reload::dir_state(&pipeline);
+    let capture = crate::capture::Capture::start(&config);
+    let pipeline = pipeline.with_capture(Some(capture.clone()));
     Ok(ServerContext {
         live: Arc::new(ArcSwap::from_pointee(Live {
             verifier: Arc::new(crate::sender_auth::Authenticator::new(&config)?),
@@ -101,6 +105,7 @@ pub fn context(
         queue_changed: Arc::new(Notify::new()),
         arrivals: Default::default(),
         runtime,
+        capture,
         shutdown: watch::channel(false).0,
         load_problems: std::sync::Mutex::new(load_problems),
         reload_lock: tokio::sync::Mutex::new(dir_state),

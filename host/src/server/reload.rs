@@ -188,7 +188,9 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
         crate::admin::metrics::get().reload("plugin", true);
         ctx.live.store(Arc::new(Live {
             config: live.config.clone(),
-            pipeline: Pipeline::new(next, live.config.scoring.clone()).with_required(&live.config),
+            pipeline: Pipeline::new(next, live.config.scoring.clone())
+                .with_required(&live.config)
+                .with_capture(live.pipeline.capture()),
             tls: live.tls.clone(),
             verifier: live.verifier.clone(),
         }));
@@ -341,6 +343,8 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
             .collect();
         crate::admin::metrics::get().plugins_loaded(pipeline.plugins().len());
         let auth = crate::sender_auth::Authenticator::new(&config).map_err(|e| e.to_string())?;
+        ctx.capture.configure(&config);
+        let pipeline = pipeline.with_capture(Some(ctx.capture.clone()));
         ctx.live.store(Arc::new(Live {
             config,
             pipeline,

@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// An SMTP reply.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
     /// Three-digit code.
     pub code: u16,

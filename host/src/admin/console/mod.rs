@@ -84,6 +84,7 @@ pub fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/plugins", get(plugins))
         .route("/plugins/reload", post(reload))
         .route("/plugins/promote", post(promote))
+        .route("/capture/next", post(capture_next))
         .merge(queue::routes())
         .route("/transactions", get(transactions))
         .route("/state", get(state))
@@ -195,6 +196,22 @@ async fn promote(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page
         }
     };
     tracing::info!(user = %crate::inbound::message::printable(&s.user), plugin = %crate::inbound::message::printable(&name), ok = outcome.is_ok(), "console promote");
+    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
+}
+
+/// Keeps the next `count` transactions (1 to 1,000) whatever the capture rules say.
+async fn capture_next(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page {
+    let count = form.first("count").unwrap_or_default();
+    let outcome = match count.trim().parse::<u64>() {
+        Ok(n @ 1..=1000) => c.ctx.capture.next(n).map(|pending| {
+            format!("the next {n} transactions will be captured ({pending} still to come)")
+        }),
+        _ => Err(format!(
+            "{:?} is not a count of transactions from 1 to 1000",
+            crate::inbound::message::printable(&count)
+        )),
+    };
+    tracing::info!(user = %crate::inbound::message::printable(&s.user), ok = outcome.is_ok(), "console capture");
     Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
 }
 

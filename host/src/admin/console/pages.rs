@@ -268,8 +268,33 @@ pub fn plugins(
                     (shadow_section(&p.name, s, csrf))
                 }
             }
+            (capture_section(&ctx.capture.status(), csrf))
         },
     )
+}
+
+/// The capture: on or off, its records, and the button that keeps the next transactions.
+fn capture_section(s: &crate::capture::Status, csrf: &str) -> Markup {
+    html! {
+        section.capture id="capture" {
+            h3 { "Capture" }
+            @if let Some(dir) = &s.dir {
+                p {
+                    (s.records) " records (" (format!("{:.1} MiB", s.bytes as f64 / 1048576.0))
+                    ") in " code { (dir) } "; " (s.kept) " kept and " (s.dropped)
+                    " dropped since start; " (s.pending_on_demand) " transactions still to keep on demand. "
+                    "Replay them with " code { "sluice plugin check --capture " (dir) } "."
+                }
+                form method="post" action="/capture/next" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="number" name="count" value="10" min="1" max="1000";
+                    button type="submit" { "Capture the next transactions" }
+                }
+            } @else {
+                p { "Capture is off (" code { "[capture] enabled = true" } " turns it on)." }
+            }
+        }
+    }
 }
 
 /// A plugin's shadow: how its verdicts compare with the live version's, the last differing

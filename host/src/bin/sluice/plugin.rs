@@ -112,6 +112,70 @@ pub async fn check(
     })
 }
 
+/// `plugin check --capture`: replays each record and prints what changed.
+pub async fn check_captures(
+    config: Config,
+    only: Vec<String>,
+    paths: Vec<PathBuf>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sluice::capture::replay;
+    let runtime = runtime_for(&config, false)?;
+    let pipeline = load_pipeline(&runtime, &config, &only).await?;
+    warn(&pipeline);
+    let mut files = Vec::new();
+    for p in &paths {
+        files.extend(replay::record_files(p).map_err(anyhow::Error::msg)?);
+    }
+    if files.is_empty() {
+        bail!("--capture: no records in {}", crate::setup::joined(&paths));
+    }
+    let mut stdout = std::io::stdout().lock();
+    let (mut same, mut changed, mut differ, mut unreadable) = (0, 0, 0, 0);
+    for file in &files {
+        let replayed = match replay::read(file) {
+            Ok(record) => replay::replay(&pipeline, file, &record).await,
+            Err(e) => Err(e),
+        };
+        let r = match replayed {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                unreadable += 1;
+                continue;
+            }
+        };
+        if r.verdict_changed {
+            changed += 1;
+        } else if r.differences.is_empty() {
+            same += 1;
+        } else {
+            differ += 1;
+        }
+        if json {
+            serde_json::to_writer(&mut stdout, &r)?;
+            writeln!(stdout)?;
+        } else {
+            write!(stdout, "{}", r.text())?;
+        }
+    }
+    stdout.flush()?;
+    eprintln!(
+        "sluice: {} record(s) replayed: {same} the same, {changed} with a changed verdict, {differ} with other differences{}",
+        files.len() - unreadable,
+        if unreadable > 0 {
+            format!(", {unreadable} unreadable")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if changed > 0 || unreadable > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub async fn list(config: Config, json: bool, server: Option<String>) -> anyhow::Result<ExitCode> {
     let rows: Vec<PluginRow> = match &server {
         Some(addr) => fetch_plugins(addr).await?,
@@ -372,8 +436,17 @@ pub enum PluginCommand {
         plugins: Vec<String>,
         #[command(flatten)]
         envelope: EnvelopeArgs,
+        /// Replay captured transactions instead (`[capture]`): a record file or a capture
+        /// directory. Each plugin gets what it got then (clock, DNS answers, kv values, in a
+        /// scratch store); the differences are printed, and the exit status is 1 when a
+        /// verdict changed. Repeatable.
+        #[arg(long, value_name = "DIR_OR_FILE", conflicts_with = "messages")]
+        capture: Vec<PathBuf>,
+        /// With --capture: one JSON object per record instead of text.
+        #[arg(long, requires = "capture")]
+        json: bool,
         /// Message files (.eml).
-        #[arg(required = true)]
+        #[arg(required_unless_present = "capture")]
         messages: Vec<PathBuf>,
     },
     /// Create a new plugin folder, ready to build and check: `sluice plugin new NAME --lang
@@ -543,10 +616,16 @@ impl Plugin {
                 config,
                 plugins,
                 envelope,
+                capture,
+                json,
                 messages,
             } => {
                 let config = load_config(config.as_ref())?;
-                tokio_runtime()?.block_on(check(config, plugins, envelope, messages))
+                if capture.is_empty() {
+                    tokio_runtime()?.block_on(check(config, plugins, envelope, messages))
+                } else {
+                    tokio_runtime()?.block_on(check_captures(config, plugins, capture, json))
+                }
             }
             PluginCommand::New {
                 name,

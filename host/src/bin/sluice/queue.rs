@@ -93,14 +93,8 @@ pub fn run(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
             }
             println!("{} message(s) scheduled for delivery now", ids.len());
         }
-        QueueCommand::Hold { id } => {
-            admin::hold(&spool, &id)?;
-            println!("{id}: held");
-        }
-        QueueCommand::Release { id } => {
-            admin::release(&spool, &id)?;
-            println!("{id}: released");
-        }
+        QueueCommand::Hold { id } => act(&spool, &id, admin::hold, "held")?,
+        QueueCommand::Release { id } => act(&spool, &id, admin::release, "released")?,
         QueueCommand::Delete { id, bounce, .. } => {
             admin::delete(&spool, &id, bounce)?;
             println!(
@@ -116,13 +110,14 @@ pub fn run(config: &Config, command: QueueCommand) -> anyhow::Result<ExitCode> {
             QuarantineCommand::List { json } => {
                 print_entries(&admin::list(&spool, SpoolState::Quarantine)?, json)?
             }
-            QuarantineCommand::Release { id } => {
-                admin::quarantine_release(&spool, &id)?;
-                println!("{id}: released to the queue");
-            }
+            QuarantineCommand::Release { id } => act(
+                &spool,
+                &id,
+                admin::quarantine_release,
+                "released to the queue",
+            )?,
             QuarantineCommand::Delete { id } => {
-                admin::quarantine_delete(&spool, &id)?;
-                println!("{id}: deleted");
+                act(&spool, &id, admin::quarantine_delete, "deleted")?
             }
         },
     }
@@ -213,4 +208,16 @@ pub enum QuarantineCommand {
         /// Queue id.
         id: String,
     },
+}
+
+/// Does `op` to message `id` and says it is `done`.
+fn act(
+    spool: &sluice::spool::Spool,
+    id: &str,
+    op: fn(&sluice::spool::Spool, &str) -> Result<(), sluice::delivery::admin::AdminError>,
+    done: &str,
+) -> anyhow::Result<()> {
+    op(spool, id)?;
+    println!("{id}: {done}");
+    Ok(())
 }

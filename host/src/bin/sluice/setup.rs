@@ -10,6 +10,15 @@ use sluice::plugin::Runtime;
 use sluice::plugin::capabilities::Services;
 use sluice::plugin::engine::PoolSize;
 
+/// Paths for a message: `a, b, c`.
+pub fn joined(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),

@@ -114,14 +114,7 @@ pub fn run(config: &Config, action: Action, paths: &[PathBuf]) -> anyhow::Result
         all.extend(messages(p)?);
     }
     if all.is_empty() {
-        bail!(
-            "no messages found in {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        bail!("no messages found in {}", crate::setup::joined(paths));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

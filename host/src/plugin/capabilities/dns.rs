@@ -1,8 +1,7 @@
-//! The `dns` capability: lookups for a plugin through the host's resolver (or answers pinned
-//! in advance, for a replay), within per-transaction and per-second budgets and the hook's
-//! deadline.
+//! The `dns` capability: lookups for a plugin through the host's resolver (or a capture's
+//! answers, for a replay: [`crate::plugin::tape`]), within per-transaction and per-second
+//! budgets and the hook's deadline.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,41 +14,19 @@ use wasmtime::component::HasData;
 use super::super::bindings::v0_1::sluice::filter::dns;
 use super::super::limits::CallBudget;
 use super::BadCall;
+use crate::plugin::tape::PluginTap;
 
 /// Longest DNS name a plugin may look up (RFC 1035's limit on a name's text).
 const MAX_NAME_BYTES: usize = 253;
-
-/// Where a plugin's lookups are answered: the live resolver, or answers pinned in advance by
-/// name (fully qualified, lower case, with its final dot) and record type; a name not pinned
-/// has no records.
-pub enum Answers {
-    /// A caching resolver (hickory) asking the configured server (boxed: it is large, and
-    /// there is one per server).
-    Live(Box<TokioResolver>),
-    /// Fixed answers.
-    Pinned(BTreeMap<(String, RecordType), Lookup>),
-}
-
-impl Answers {
-    /// Looks `fqdn` up, giving up at `until`.
-    async fn lookup(&self, fqdn: &str, kind: RecordType, until: Instant) -> Lookup {
-        match self {
-            Answers::Live(resolver) => run_lookup(resolver, fqdn, kind, until).await,
-            Answers::Pinned(answers) => answers
-                .get(&(fqdn.to_ascii_lowercase(), kind))
-                .cloned()
-                .unwrap_or(Err(dns::LookupError::NoRecords)),
-        }
-    }
-}
 
 /// The resolver plugins ask, with its timeout per lookup and its budgets: lookups per
 /// transaction (each plugin instance lives for one transaction) and lookups per second for
 /// all plugins together.
 pub struct PluginDns {
-    /// Where answers come from; an error when the resolver could not be built (every
-    /// lookup then answers `temporary` with it).
-    answers: Result<Answers, String>,
+    /// A caching resolver (hickory) asking the configured server (boxed: it is large, and
+    /// there is one per server); an error when it could not be built (every lookup then
+    /// answers `temporary` with it).
+    resolver: Result<Box<TokioResolver>, String>,
     timeout: Duration,
     per_transaction: u32,
     rate: RateLimit,
@@ -110,25 +87,10 @@ impl PluginDns {
         per_second: u32,
     ) -> PluginDns {
         PluginDns {
-            answers: crate::dns::resolver(server, "plugins.resolver", timeout, 1)
-                .map(|r| Answers::Live(Box::new(r))),
+            resolver: crate::dns::resolver(server, "plugins.resolver", timeout, 1).map(Box::new),
             timeout,
             per_transaction,
             rate: RateLimit::new(per_second),
-        }
-    }
-
-    /// Lookups answered from `answers` alone, never from the network (a replay pins the
-    /// answers a transaction got), with the budgets of `config`.
-    pub fn pinned(
-        answers: BTreeMap<(String, RecordType), Lookup>,
-        config: &crate::config::Config,
-    ) -> PluginDns {
-        PluginDns {
-            answers: Ok(Answers::Pinned(answers)),
-            timeout: Duration::from_millis(config.plugins.dns_timeout_ms),
-            per_transaction: config.plugins.dns_lookups_per_transaction,
-            rate: RateLimit::new(config.plugins.dns_lookups_per_second),
         }
     }
 
@@ -153,6 +115,8 @@ const ANSWER_MARGIN: Duration = Duration::from_millis(50);
 pub struct DnsCtx {
     pub(crate) grant: Option<Arc<PluginDns>>,
     pub(crate) used: u32,
+    /// Records the answers, or gives a capture's back instead of asking the resolver.
+    pub(crate) tap: Option<PluginTap>,
 }
 
 /// What a `dns` call sees of the store's data: the context and the hook call's budget.
@@ -198,10 +162,6 @@ impl DnsView<'_> {
                 super::super::truncate(name, 80)
             ))));
         }
-        let answers = match &plugin_dns.answers {
-            Ok(a) => a,
-            Err(e) => return Ok(Err(dns::LookupError::Temporary(e.clone()))),
-        };
         // Budgets: per transaction (this instance's lifetime) and for all plugins per second.
         // Spent, the lookup answers `temporary`, as an unreachable list would.
         if self.ctx.used >= plugin_dns.per_transaction {
@@ -211,12 +171,36 @@ impl DnsView<'_> {
             ))));
         }
         self.ctx.used += 1;
+        let fqdn = format!("{name}.");
+        // A replay answers what the recorded transaction got, rate limit and timeouts
+        // included: nothing of today's resolver or load shows through.
+        if let Some(replayed) = self
+            .ctx
+            .tap
+            .as_ref()
+            .and_then(|t| t.dns_replayed(&fqdn, kind))
+        {
+            return Ok(replayed);
+        }
+        let found = self.ask(&plugin_dns, &fqdn, kind).await;
+        if let Some(tap) = &self.ctx.tap {
+            tap.dns_answered(&fqdn, kind, &found);
+        }
+        Ok(found)
+    }
+
+    /// Asks the resolver, within the rate of all plugins' lookups and the time left.
+    async fn ask(&self, plugin_dns: &PluginDns, fqdn: &str, kind: RecordType) -> Lookup {
         if !plugin_dns.rate.take() {
-            return Ok(Err(dns::LookupError::Temporary(
+            return Err(dns::LookupError::Temporary(
                 "plugins' DNS lookups are over their rate (plugins.dns_lookups_per_second)"
                     .to_string(),
-            )));
+            ));
         }
+        let resolver = match &plugin_dns.resolver {
+            Ok(r) => r,
+            Err(e) => return Err(dns::LookupError::Temporary(e.clone())),
+        };
         // Ends before the hook's deadline, leaving the plugin a quarter of the time it has
         // left (at most ANSWER_MARGIN) to act on the answer; it used to end at the deadline,
         // so a plugin never saw its `temporary` answer and failed instead.
@@ -224,12 +208,11 @@ impl DnsView<'_> {
         let left = self.budget.deadline.saturating_duration_since(now);
         let until = (now + left - (left / 4).min(ANSWER_MARGIN)).min(now + plugin_dns.timeout);
         if until <= now {
-            return Ok(Err(dns::LookupError::Temporary(
+            return Err(dns::LookupError::Temporary(
                 "no time left before the hook's deadline".to_string(),
-            )));
+            ));
         }
-        let fqdn = format!("{name}.");
-        Ok(answers.lookup(&fqdn, kind, until).await)
+        run_lookup(resolver, fqdn, kind, until).await
     }
 }
 
@@ -267,7 +250,7 @@ async fn run_lookup(
     }
 }
 
-fn host_name(name: &hickory_resolver::proto::rr::Name) -> String {
+pub(crate) fn host_name(name: &hickory_resolver::proto::rr::Name) -> String {
     let text = name.to_ascii();
     let trimmed = text.trim_end_matches('.');
     if trimmed.is_empty() {
@@ -281,7 +264,7 @@ fn host_name(name: &hickory_resolver::proto::rr::Name) -> String {
 type Answer<T> = wasmtime::Result<Result<Vec<T>, dns::LookupError>>;
 
 /// The address of an A or AAAA record.
-fn address(r: &RData) -> Option<String> {
+pub(crate) fn address(r: &RData) -> Option<String> {
     match r {
         RData::A(a) => Some(a.0.to_string()),
         RData::AAAA(a) => Some(a.0.to_string()),
@@ -290,7 +273,7 @@ fn address(r: &RData) -> Option<String> {
 }
 
 /// The text of a TXT record, its strings joined.
-fn text(r: &RData) -> Option<String> {
+pub(crate) fn text(r: &RData) -> Option<String> {
     match r {
         RData::TXT(t) => Some(
             t.txt_data
@@ -375,32 +358,5 @@ impl dns::Host for DnsView<'_> {
             });
             mx
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hickory_resolver::proto::rr::rdata::A;
-
-    #[tokio::test]
-    async fn pinned_answers_are_given_without_the_network() {
-        let listed = Ok(vec![RData::A(A::new(127, 0, 0, 2))]);
-        let answers = Answers::Pinned(BTreeMap::from([(
-            ("2.0.0.127.zen.example.".to_string(), RecordType::A),
-            listed,
-        )]));
-        let until = Instant::now() + Duration::from_secs(1);
-        let found = answers
-            .lookup("2.0.0.127.ZEN.example.", RecordType::A, until)
-            .await;
-        assert_eq!(found, Ok(vec![RData::A(A::new(127, 0, 0, 2))]));
-        for (name, kind) in [
-            ("2.0.0.127.zen.example.", RecordType::TXT),
-            ("other.example.", RecordType::A),
-        ] {
-            let found = answers.lookup(name, kind, until).await;
-            assert_eq!(found, Err(dns::LookupError::NoRecords), "{name} {kind}");
-        }
     }
 }

@@ -9,6 +9,7 @@ use wasmtime::component::HasData;
 use super::super::bindings::v0_1::sluice::filter::kv;
 use super::super::limits::CallBudget;
 use super::{BadCall, MAX_KEY_BYTES, MAX_VALUE_BYTES, StoreUnavailable};
+use crate::plugin::tape::PluginTap;
 use crate::store::{KvStore, StoreError};
 
 /// The store a plugin granted `kv` writes to, and its bounds there.
@@ -44,6 +45,20 @@ impl KvGrant {
 #[derive(Clone, Default)]
 pub struct KvCtx {
     pub(crate) grant: Option<KvGrant>,
+    /// Notes the value each key had before the plugin's first call on it, for a capture.
+    pub(crate) tap: Option<PluginTap>,
+}
+
+impl KvCtx {
+    /// This context for a tapped instance: recording notes first values; a replay's calls go
+    /// to the replay's scratch store instead of the real one.
+    pub(crate) fn tapped(mut self, tap: &PluginTap) -> KvCtx {
+        if let (Some(grant), Some(scratch)) = (&mut self.grant, tap.replay_store()) {
+            grant.store = scratch.clone();
+        }
+        self.tap = Some(tap.clone());
+        self
+    }
 }
 
 /// What a `kv` call sees of the store's data: the context and the hook call's budget.
@@ -61,8 +76,24 @@ impl HasData for KvApi {
 
 impl KvView<'_> {
     /// The grant (store, quota, longest time-to-live), the namespaced key and the deadline
-    /// for a kv call.
-    fn kv_call(&mut self, what: &str, key: &str) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant)> {
+    /// for a kv call; recording a capture, the key's value before the first call on it is
+    /// read and noted first.
+    async fn kv_call(
+        &mut self,
+        what: &str,
+        key: &str,
+    ) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant)> {
+        let (grant, full, deadline) = self.checked(what, key)?;
+        if let Some(tap) = &self.ctx.tap
+            && tap.kv_first_touch(key)
+        {
+            let before = bounded(what, deadline, grant.store.get(full.clone())).await?;
+            tap.kv_first_value(key, before.as_deref());
+        }
+        Ok((grant, full, deadline))
+    }
+
+    fn checked(&mut self, what: &str, key: &str) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant)> {
         self.budget.spend(what)?;
         let Some(grant) = &self.ctx.grant else {
             return Err(BadCall(format!("{what}: the kv capability is not granted")).into());
@@ -111,19 +142,19 @@ async fn bounded<T>(
 
 impl kv::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let (grant, key, deadline) = self.kv_call("kv.get", &key)?;
+        let (grant, key, deadline) = self.kv_call("kv.get", &key).await?;
         bounded("kv.get", deadline, grant.store.get(key)).await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_secs: u32) -> wasmtime::Result<()> {
-        let (g, key, deadline) = self.kv_call("kv.set", &key)?;
+        let (g, key, deadline) = self.kv_call("kv.set", &key).await?;
         check_value("kv.set", &value)?;
         let set = g.store.set_within(key, value, g.ttl(ttl_secs), g.quota);
         bounded("kv.set", deadline, set).await
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_secs: u32) -> wasmtime::Result<i64> {
-        let (g, key, deadline) = self.kv_call("kv.increment", &key)?;
+        let (g, key, deadline) = self.kv_call("kv.increment", &key).await?;
         let add = g
             .store
             .increment_within(key, delta, g.ttl(ttl_secs), g.quota);
@@ -131,7 +162,7 @@ impl kv::Host for KvView<'_> {
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
-        let (grant, key, deadline) = self.kv_call("kv.delete", &key)?;
+        let (grant, key, deadline) = self.kv_call("kv.delete", &key).await?;
         bounded(
             "kv.delete",
             deadline,
@@ -147,7 +178,7 @@ impl kv::Host for KvView<'_> {
         value: Vec<u8>,
         ttl_secs: u32,
     ) -> wasmtime::Result<bool> {
-        let (g, key, deadline) = self.kv_call("kv.compare-and-set", &key)?;
+        let (g, key, deadline) = self.kv_call("kv.compare-and-set", &key).await?;
         check_value("kv.compare-and-set", &value)?;
         let (ttl, quota) = (g.ttl(ttl_secs), g.quota);
         let swap = g

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use wasmtime::component::types::ComponentItem;
 
-pub use self::dns::{Answers, DnsApi, DnsCtx, DnsView, PluginDns};
+pub use self::dns::{DnsApi, DnsCtx, DnsView, PluginDns};
 pub use self::kv::{KvApi, KvCtx, KvGrant, KvView};
 pub use super::limits::BadCall;
 use crate::config::Capability;
@@ -147,6 +147,7 @@ impl Grants {
         DnsCtx {
             grant: self.dns.clone(),
             used: 0,
+            tap: None,
         }
     }
 }
