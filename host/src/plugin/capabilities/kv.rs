@@ -75,22 +75,26 @@ impl HasData for KvApi {
 }
 
 impl KvView<'_> {
-    /// The grant (store, quota, longest time-to-live), the namespaced key and the deadline
-    /// for a kv call; recording a capture, the key's value before the first call on it is
-    /// read and noted first.
-    async fn kv_call(
+    /// The grant (store, quota, longest time-to-live), the namespaced key, the deadline for a
+    /// kv call, and whether a capture is to note the key's first value after this call (the
+    /// plugin's first call on it, recording).
+    fn kv_call(
         &mut self,
         what: &str,
         key: &str,
-    ) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant)> {
+    ) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant, bool)> {
         let (grant, full, deadline) = self.checked(what, key)?;
-        if let Some(tap) = &self.ctx.tap
-            && tap.kv_first_touch(key)
-        {
-            let before = bounded(what, deadline, grant.store.get(full.clone())).await?;
-            tap.kv_first_value(key, before.as_deref());
+        let first = self.ctx.tap.as_ref().is_some_and(|t| t.kv_first_touch(key));
+        Ok((grant, full, deadline, first))
+    }
+
+    /// Notes, for a capture, the value `key` had before the plugin's first call on it, as
+    /// that call's answer shows it: no extra round trip to the store, except after a
+    /// compare-and-set that did not match (then the value is read, unchanged by the call).
+    fn first_value(&self, key: &str, value: Option<&[u8]>) {
+        if let Some(tap) = &self.ctx.tap {
+            tap.kv_first_value(key, value);
         }
-        Ok((grant, full, deadline))
     }
 
     fn checked(&mut self, what: &str, key: &str) -> wasmtime::Result<(KvGrant, Vec<u8>, Instant)> {
@@ -142,33 +146,50 @@ async fn bounded<T>(
 
 impl kv::Host for KvView<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        let (grant, key, deadline) = self.kv_call("kv.get", &key).await?;
-        bounded("kv.get", deadline, grant.store.get(key)).await
+        let (grant, full, deadline, first) = self.kv_call("kv.get", &key)?;
+        let value = bounded("kv.get", deadline, grant.store.get(full)).await?;
+        if first {
+            self.first_value(&key, value.as_deref());
+        }
+        Ok(value)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_secs: u32) -> wasmtime::Result<()> {
-        let (g, key, deadline) = self.kv_call("kv.set", &key).await?;
+        let (g, full, deadline, first) = self.kv_call("kv.set", &key)?;
         check_value("kv.set", &value)?;
-        let set = g.store.set_within(key, value, g.ttl(ttl_secs), g.quota);
-        bounded("kv.set", deadline, set).await
+        let set = g.store.set_within(full, value, g.ttl(ttl_secs), g.quota);
+        bounded("kv.set", deadline, set).await?;
+        // What it held before cannot be seen any more: replayed, the key starts absent.
+        if first {
+            self.first_value(&key, None);
+        }
+        Ok(())
     }
 
     async fn increment(&mut self, key: String, delta: i64, ttl_secs: u32) -> wasmtime::Result<i64> {
-        let (g, key, deadline) = self.kv_call("kv.increment", &key).await?;
+        let (g, full, deadline, first) = self.kv_call("kv.increment", &key)?;
         let add = g
             .store
-            .increment_within(key, delta, g.ttl(ttl_secs), g.quota);
-        bounded("kv.increment", deadline, add).await
+            .increment_within(full, delta, g.ttl(ttl_secs), g.quota);
+        let n = bounded("kv.increment", deadline, add).await?;
+        // The counter before: the answer less the step (0 and absent answer alike).
+        if first {
+            let before = n.wrapping_sub(delta);
+            let text = before.to_string();
+            self.first_value(&key, (before != 0).then_some(text.as_bytes()));
+        }
+        Ok(n)
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
-        let (grant, key, deadline) = self.kv_call("kv.delete", &key).await?;
-        bounded(
-            "kv.delete",
-            deadline,
-            grant.store.delete_within(key, grant.quota),
-        )
-        .await
+        let (grant, full, deadline, first) = self.kv_call("kv.delete", &key)?;
+        let delete = grant.store.delete_within(full, grant.quota);
+        let existed = bounded("kv.delete", deadline, delete).await?;
+        // Only that it existed can be seen: any value replays the same.
+        if first {
+            self.first_value(&key, existed.then_some(&b""[..]));
+        }
+        Ok(existed)
     }
 
     async fn compare_and_set(
@@ -178,12 +199,21 @@ impl kv::Host for KvView<'_> {
         value: Vec<u8>,
         ttl_secs: u32,
     ) -> wasmtime::Result<bool> {
-        let (g, key, deadline) = self.kv_call("kv.compare-and-set", &key).await?;
+        let (g, full, deadline, first) = self.kv_call("kv.compare-and-set", &key)?;
         check_value("kv.compare-and-set", &value)?;
         let (ttl, quota) = (g.ttl(ttl_secs), g.quota);
-        let swap = g
-            .store
-            .compare_and_set_within(key, expected, value, ttl, quota);
-        bounded("kv.compare-and-set", deadline, swap).await
+        let swap =
+            g.store
+                .compare_and_set_within(full.clone(), expected.clone(), value, ttl, quota);
+        let swapped = bounded("kv.compare-and-set", deadline, swap).await?;
+        if first {
+            if swapped {
+                self.first_value(&key, expected.as_deref());
+            } else {
+                let before = bounded("kv.compare-and-set", deadline, g.store.get(full)).await?;
+                self.first_value(&key, before.as_deref());
+            }
+        }
+        Ok(swapped)
     }
 }
