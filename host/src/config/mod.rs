@@ -421,6 +421,25 @@ mod tests {
     }
 
     #[test]
+    fn capture_mistakes_are_named_by_key() {
+        let msg = problems_of(
+            "[capture]\nenabled = true\nsample = 2.0\nverdicts = [\"rejected\"]\ndomains = [\"a@b.example\"]\nmax_records = 0\nmax_mb = 0\n",
+        );
+        says_all(
+            &msg,
+            &[
+                "capture.sample: 2 is not a share between 0 and 1",
+                "capture.verdicts: \"rejected\" is not one of continue, accept, reject",
+                "capture.domains: \"a@b.example\" is not a domain name",
+                "capture.max_records: 0 is out of range (1 to 1000000)",
+                "capture.max_mb: 0 is out of range",
+            ],
+        );
+        let unknown = Config::parse("[capture]\nkeep = 3\n").unwrap_err();
+        assert!(unknown.contains("capture.keep"), "{unknown}");
+    }
+
+    #[test]
     fn the_sample_production_configuration_is_valid_but_for_host_paths() {
         let text = include_str!("../../deploy/production.toml");
         let c = Config::parse(text).expect("production.toml parses");
