@@ -5,8 +5,9 @@
 //! kept ones in the capture directory, owner-only, within a count and a size. `sluice plugin
 //! check --capture DIR` ([`replay`]) plays them back.
 //!
-//! May use: the pipeline's record format, the configuration, and the owner-only file helpers.
-//! Used by the server (which offers it the records) and the console (which asks for more).
+//! May use: the pipeline's record format, the configuration, the owner-only file helpers and
+//! the metrics. Used by the server (which offers it the records) and the console (which asks
+//! for more).
 
 pub mod replay;
 mod retention;

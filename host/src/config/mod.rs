@@ -7,8 +7,8 @@
 //! Without a file Sluice runs on [`Config::default`], the built-in development configuration.
 //! This module only parses and validates; it opens no sockets and loads no plugins.
 //!
-//! May use: serde and the few parsers its checks need (store URLs, DKIM keys); everything else
-//! uses it.
+//! May use: serde and the few parsers its checks need (store URLs, DKIM keys, the trusted
+//! public keys of signed plugins in [`signing`]); everything else uses it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +25,7 @@ mod relay;
 mod scoring;
 mod sender_auth;
 mod server;
+pub mod signing;
 mod store;
 mod tls;
 
@@ -41,6 +42,7 @@ pub use scoring::{
 };
 pub use sender_auth::{AuthenticationConfig, DkimKeyConfig, DmarcMode, UnownedFrom};
 pub use server::{ListenerConfig, ListenerKind, ServerConfig};
+pub use signing::{SigningPolicy, TrustedKey};
 pub use store::StoreConfig;
 pub use tls::TlsConfig;
 

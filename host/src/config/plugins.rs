@@ -64,12 +64,12 @@ pub struct PluginsConfig {
 impl PluginsConfig {
     /// `trusted_keys` and `require_signature`, parsed (start-up validation reported any key
     /// that does not parse; such a key is left out here).
-    pub fn signing_policy(&self) -> crate::plugin::signature::SigningPolicy {
-        crate::plugin::signature::SigningPolicy {
+    pub fn signing_policy(&self) -> super::SigningPolicy {
+        super::SigningPolicy {
             trusted: self
                 .trusted_keys
                 .iter()
-                .filter_map(|k| crate::plugin::signature::TrustedKey::parse(k).ok())
+                .filter_map(|k| super::TrustedKey::parse(k).ok())
                 .collect(),
             required: self.require_signature,
         }
@@ -264,7 +264,7 @@ pub struct PluginSettings {
     /// `[plugins] trusted_keys` and `require_signature` (not a key of `[plugin.NAME]`: the
     /// configuration gives it to every plugin's settings, see [`crate::config::Config::plugin_settings`]).
     #[serde(skip)]
-    pub signing: crate::plugin::signature::SigningPolicy,
+    pub signing: super::SigningPolicy,
 }
 
 impl PluginSettings {
@@ -372,7 +372,7 @@ pub(super) fn validate(
         );
     }
     for (i, key) in plugins.trusted_keys.iter().enumerate() {
-        if let Err(e) = crate::plugin::signature::TrustedKey::parse(key) {
+        if let Err(e) = super::TrustedKey::parse(key) {
             p.add(format_args!("plugins.trusted_keys[{i}]"), e);
         }
     }

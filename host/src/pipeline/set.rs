@@ -385,6 +385,18 @@ impl Pipeline {
         )
     }
 
+    /// What the plugin directory's watcher knows of this set: its plugins loaded, the files
+    /// it skipped (not Sluice plugins) refused until they change.
+    pub fn dir_state(&self) -> plugin::directory::DirState {
+        let mut state = plugin::directory::DirState::from_plugins(&self.plugins);
+        for (file, _) in self.skipped.iter() {
+            if let Some(fp) = plugin::directory::fingerprint(file) {
+                state.refused.insert(file.clone(), fp);
+            }
+        }
+        state
+    }
+
     /// This set, offering its transactions' records to `sink` (capture).
     pub fn with_capture(mut self, sink: Option<Arc<dyn super::recording::RecordSink>>) -> Pipeline {
         self.capture = sink;

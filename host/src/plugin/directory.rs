@@ -116,12 +116,12 @@ pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
             .ok()
             .map(|s| (s.len(), s.modified().ok(), s.ino()))
     };
-    let signature = stamp(&super::signature::sig_path(path));
+    let signature = stamp(&sig_path(path));
     let shadow = path
         .file_name()
         .and_then(|f| f.to_str())
         .and_then(parse_file_name)
-        .and_then(|(name, _)| stamp(&super::shadow::shadow_path(path, &name)));
+        .and_then(|(name, _)| stamp(&shadow_path(path, &name)));
     Some(Fingerprint {
         len: m.len(),
         modified: m.modified().ok(),
@@ -153,6 +153,24 @@ impl DirState {
             refused: HashMap::new(),
         }
     }
+}
+
+/// The shadow file of plugin `name` whose live file is `live`: `NAME.shadow.wasm` in the same
+/// directory.
+pub fn shadow_path(live: &Path, name: &str) -> PathBuf {
+    live.with_file_name(format!("{name}.shadow.wasm"))
+}
+
+/// `path` with `suffix` appended to its file name (`x.wasm` → `x.wasm.previous`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    PathBuf::from(p)
+}
+
+/// The signature file beside `file`: `NAME.wasm.sig`.
+pub fn sig_path(file: &Path) -> PathBuf {
+    with_suffix(file, ".sig")
 }
 
 #[cfg(test)]

@@ -159,7 +159,7 @@ async fn load_shadow(
     if name.ends_with(".shadow") {
         return None;
     }
-    let path = super::shadow::shadow_path(file, name);
+    let path = super::directory::shadow_path(file, name);
     if !path.is_file() {
         return None;
     }

@@ -11,18 +11,13 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::Hook;
+use super::directory::{shadow_path, sig_path, with_suffix};
 
 /// The differing transactions kept, newest first.
 pub const RECENT: usize = 20;
 
 /// Latencies kept for the percentiles (the most recent ones).
 const LATENCIES: usize = 1000;
-
-/// The shadow file of plugin `name` whose live file is `live`: `NAME.shadow.wasm` in the same
-/// directory.
-pub fn shadow_path(live: &Path, name: &str) -> PathBuf {
-    live.with_file_name(format!("{name}.shadow.wasm"))
-}
 
 /// One verdict, as the comparison shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,13 +237,6 @@ fn live_file(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
         .ok_or_else(|| SwapError::NoPlugin(name.to_string(), dir.display().to_string()))
 }
 
-/// `path` with `suffix` appended to its file name (`x.wasm` → `x.wasm.previous`).
-pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(suffix);
-    PathBuf::from(p)
-}
-
 /// Makes the shadow of plugin `name` its live version: the live file is kept as
 /// `FILE.previous` (for [`rollback`]), then the shadow is renamed over it, one atomic step, so
 /// a running server sees either version and never neither. Signature files follow their
@@ -262,8 +250,8 @@ pub fn promote(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
     let previous = with_suffix(&live, ".previous");
     let _ = std::fs::remove_file(&previous);
     std::fs::hard_link(&live, &previous).map_err(io(&previous))?;
-    let live_sig = super::signature::sig_path(&live);
-    let previous_sig = super::signature::sig_path(&previous);
+    let live_sig = sig_path(&live);
+    let previous_sig = sig_path(&previous);
     let _ = std::fs::remove_file(&previous_sig);
     if live_sig.is_file() {
         std::fs::hard_link(&live_sig, &previous_sig).map_err(io(&live_sig))?;
@@ -275,8 +263,8 @@ pub fn promote(dir: &Path, name: &str) -> Result<PathBuf, SwapError> {
 /// Renames `from` over `to`, its signature first: `from`'s signature replaces
 /// `to`'s, and where `from` has none, `to`'s old one goes (it signed other bytes).
 fn replace(from: &Path, to: &Path) -> Result<(), SwapError> {
-    let from_sig = super::signature::sig_path(from);
-    let to_sig = super::signature::sig_path(to);
+    let from_sig = sig_path(from);
+    let to_sig = sig_path(to);
     if from_sig.is_file() {
         std::fs::rename(&from_sig, &to_sig).map_err(io(&from_sig))?;
     } else {

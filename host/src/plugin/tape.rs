@@ -16,7 +16,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use serde::{Deserialize, Serialize};
 
 use super::bindings::v0_1::sluice::filter::dns::LookupError;
-use super::capabilities::dns::Lookup;
+use super::capabilities::records::Lookup;
 use crate::store::KvStore;
 
 /// What one plugin got from the host in one transaction.
@@ -279,7 +279,7 @@ fn answer_of(found: &Lookup) -> DnsAnswer {
 
 /// A record as text, in the form the plugin receives it (a TXT record's strings joined).
 fn record_text(r: &RData) -> Option<String> {
-    use super::capabilities::dns::{address, host_name, text};
+    use super::capabilities::records::{address, host_name, text};
     match r {
         RData::PTR(p) => Some(host_name(&p.0)),
         RData::MX(m) => Some(format!("{} {}", m.preference, host_name(&m.exchange))),

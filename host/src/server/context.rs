@@ -88,7 +88,7 @@ pub fn context(
         .collect();
     // What the directory watcher knows of the files in service, taken now: a plugin renamed
     // before the first rescan is still recognised by its old file's fingerprint.
-    let dir_state = crate::server::reload::dir_state(&pipeline);
+    let dir_state = pipeline.dir_state();
     let capture = crate::capture::Capture::start(&config);
     let pipeline = pipeline.with_capture(Some(capture.clone()));
     Ok(ServerContext {

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
 use crate::pipeline::{LoadError, Pipeline};
-use crate::plugin::directory::{DirState, fingerprint};
+use crate::plugin::directory::fingerprint;
 use crate::plugin::{LoadedPlugin, directory};
 use crate::server::context::{Live, ServerContext};
 
@@ -48,7 +48,7 @@ pub struct Rescan {
 pub async fn rescan(ctx: &ServerContext) -> Rescan {
     let mut state = ctx.reload_lock.lock().await;
     if state.loaded.is_empty() && state.refused.is_empty() {
-        *state = dir_state(&ctx.live().pipeline);
+        *state = ctx.live().pipeline.dir_state();
     }
     let live = ctx.live();
     let config = &live.config;
@@ -198,18 +198,6 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
     report
 }
 
-/// The watcher's state for `pipeline` in service: its plugins loaded, the files it skipped
-/// (not Sluice plugins) refused until they change.
-pub(crate) fn dir_state(pipeline: &Pipeline) -> DirState {
-    let mut state = DirState::from_plugins(pipeline.plugins());
-    for (file, _) in pipeline.skipped() {
-        if let Some(fp) = fingerprint(file) {
-            state.refused.insert(file.clone(), fp);
-        }
-    }
-    state
-}
-
 /// The load problems the console shows (file → why).
 fn problems(
     ctx: &ServerContext,
@@ -335,7 +323,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
                 "\nwarning: {r} changed; takes effect after a restart"
             ));
         }
-        *state = dir_state(&pipeline);
+        *state = pipeline.dir_state();
         *problems(ctx) = pipeline
             .skipped()
             .iter()

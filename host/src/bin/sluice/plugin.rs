@@ -594,7 +594,7 @@ fn sign(
         std::fs::read_to_string(key).with_context(|| format!("cannot read {}", key.display()))?;
     let (sig, public) = sluice::plugin::signature::sign(&key_text, &wasm, &caps)
         .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
-    let path = sluice::plugin::signature::sig_path(file);
+    let path = sluice::plugin::directory::sig_path(file);
     std::fs::write(&path, sig).with_context(|| format!("cannot write {}", path.display()))?;
     let allowed: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
     println!(

@@ -14,6 +14,7 @@ use wasmtime::component::HasData;
 use super::super::bindings::v0_1::sluice::filter::dns;
 use super::super::limits::CallBudget;
 use super::BadCall;
+use super::records::{Lookup, address, host_name, text};
 use crate::plugin::tape::PluginTap;
 
 /// Longest DNS name a plugin may look up (RFC 1035's limit on a name's text).
@@ -132,9 +133,6 @@ impl HasData for DnsApi {
     type Data<'a> = DnsView<'a>;
 }
 
-/// What a lookup found: the records of the type asked for, or why there are none.
-pub type Lookup = Result<Vec<RData>, dns::LookupError>;
-
 impl DnsView<'_> {
     /// Looks `name` up for a plugin, bounded by the lookup timeout and the hook's deadline.
     async fn lookup(
@@ -250,40 +248,8 @@ async fn run_lookup(
     }
 }
 
-pub(crate) fn host_name(name: &hickory_resolver::proto::rr::Name) -> String {
-    let text = name.to_ascii();
-    let trimmed = text.trim_end_matches('.');
-    if trimmed.is_empty() {
-        ".".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
-
 /// What a lookup of the `dns` interface answers: a list, or why there is none.
 type Answer<T> = wasmtime::Result<Result<Vec<T>, dns::LookupError>>;
-
-/// The address of an A or AAAA record.
-pub(crate) fn address(r: &RData) -> Option<String> {
-    match r {
-        RData::A(a) => Some(a.0.to_string()),
-        RData::AAAA(a) => Some(a.0.to_string()),
-        _ => None,
-    }
-}
-
-/// The text of a TXT record, its strings joined.
-pub(crate) fn text(r: &RData) -> Option<String> {
-    match r {
-        RData::TXT(t) => Some(
-            t.txt_data
-                .iter()
-                .map(|p| String::from_utf8_lossy(p))
-                .collect(),
-        ),
-        _ => None,
-    }
-}
 
 impl DnsView<'_> {
     /// The records of one kind at `name`, each made into what the plugin gets by `pick`.

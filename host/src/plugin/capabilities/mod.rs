@@ -13,6 +13,7 @@
 
 pub mod dns;
 pub mod kv;
+pub mod records;
 
 use std::sync::Arc;
 use std::time::Duration;
