@@ -27,6 +27,7 @@ mod milter;
 mod operations;
 mod package;
 mod peers;
+mod proxy;
 mod queue_cli;
 mod recipients;
 mod replay_cli;

@@ -30,7 +30,9 @@ pub struct Refusal<'a> {
     pub user: Option<&'a str>,
     /// Where: `CONNECT`, `HELO`, `AUTH`, `STARTTLS`, `MAIL`, `RCPT`, `DATA` or `COMMAND`.
     pub stage: &'a str,
-    /// Why, as a stable word: `connection-limit`, `protocol`, `too-many-errors`,
+    /// Why, as a stable word: `connection-limit`, `proxy-untrusted` (a PROXY protocol
+    /// listener's peer not in `proxy_trusted`), `proxy-header` (no valid PROXY header in
+    /// time), `protocol`, `too-many-errors`,
     /// `starttls-required`, `auth-required`, `auth-failed`, `auth-throttled`, `size`,
     /// `sender-not-owned`, `relay-denied`, `too-many-recipients`, `mail-loop`, `dmarc`,
     /// `plugin`, `required-plugin-missing`, `spool`.

@@ -230,6 +230,9 @@ impl Config {
             enabled: true,
             dmarc: DmarcMode::Record,
             allow_from: None,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
+            proxy_timeout_secs: 5,
         })
         .collect()
     }
@@ -420,6 +423,27 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn proxy_protocol_mistakes_are_named_by_key() {
+        let msg = problems_of(
+            "[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:25\"\nproxy_protocol = true\n\
+             [[listener]]\nkind = \"submission\"\naddress = \"127.0.0.1:587\"\nproxy_trusted = [\"10.0.0.0/8\"]\nproxy_timeout_secs = 0\n\
+             [[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:8891\"\nproxy_protocol = true\nproxy_trusted = [\"10.0.0.5/32\"]\n",
+        );
+        says_all(
+            &msg,
+            &[
+                "listener[0].proxy_trusted: list the load balancers",
+                "listener[1].proxy_trusted: has no effect without proxy_protocol = true",
+                "listener[1].proxy_timeout_secs: 0 is out of range (1 to 300)",
+                "listener[2].proxy_protocol: only SMTP listeners",
+            ],
+        );
+        assert!(
+            Config::parse("[[listener]]\nkind = \"smtp\"\nproxy_trusted = [\"nope\"]\n").is_err()
+        );
     }
 
     #[test]

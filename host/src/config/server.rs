@@ -89,6 +89,21 @@ pub struct ListenerConfig {
     /// (`127.0.0.0/8`, `::1/128`) when unset; others are closed at once, with a log line.
     #[serde(default)]
     pub allow_from: Option<Vec<ipnet::IpNet>>,
+    /// Connections come through a load balancer that sends the PROXY protocol (version 1 or
+    /// 2) first: the client it names is the session's client for everything.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers allowed to send the header (networks); a connection from anywhere else is
+    /// closed. Required with `proxy_protocol`.
+    #[serde(default)]
+    pub proxy_trusted: Vec<ipnet::IpNet>,
+    /// How long a balancer has to send the whole header (seconds; default 5).
+    #[serde(default = "proxy_timeout")]
+    pub proxy_timeout_secs: u64,
+}
+
+fn proxy_timeout() -> u64 {
+    5
 }
 
 impl ListenerConfig {
@@ -145,6 +160,31 @@ pub(super) fn validate_listeners(listeners: &[ListenerConfig], p: &mut Problems)
                 "only a milter listener on a TCP address takes an allow-list (a Unix socket's peers are set by its socket_mode)",
             );
         }
+        if l.proxy_protocol {
+            if milter {
+                p.add(
+                    format_args!("listener[{i}].proxy_protocol"),
+                    "only SMTP listeners (smtp, submission, smtps) take the PROXY protocol",
+                );
+            }
+            if l.proxy_trusted.is_empty() {
+                p.add(
+                    format_args!("listener[{i}].proxy_trusted"),
+                    "list the load balancers allowed to send the PROXY header (e.g. [\"10.0.0.5/32\"]): with none, every connection would be closed",
+                );
+            }
+        } else if !l.proxy_trusted.is_empty() {
+            p.add(
+                format_args!("listener[{i}].proxy_trusted"),
+                "has no effect without proxy_protocol = true",
+            );
+        }
+        p.range(
+            format_args!("listener[{i}].proxy_timeout_secs"),
+            l.proxy_timeout_secs,
+            1,
+            300,
+        );
         if let Some(m) = &l.socket_mode
             && u32::from_str_radix(m.trim_start_matches("0o"), 8).map_or(true, |v| v > 0o777)
         {

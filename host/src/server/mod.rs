@@ -166,10 +166,14 @@ impl Server {
                 ));
                 continue;
             }
+            let proxy = l.proxy_protocol.then(|| Proxy {
+                trusted: l.proxy_trusted.clone(),
+                timeout: Duration::from_secs(l.proxy_timeout_secs),
+            });
             accepting.spawn(accept_loop(
                 ctx.clone(),
                 listener,
-                (l.kind, l.dmarc),
+                (l.kind, l.dmarc, proxy),
                 total.clone(),
                 per_ip.clone(),
             ));
@@ -333,10 +337,17 @@ async fn save_journal_every_minute(file: std::path::PathBuf) {
     }
 }
 
+/// A listener's PROXY protocol settings: who may send the header, and how long it may take.
+#[derive(Clone)]
+struct Proxy {
+    trusted: Vec<ipnet::IpNet>,
+    timeout: Duration,
+}
+
 async fn accept_loop(
     ctx: Arc<ServerContext>,
     listener: TcpListener,
-    (kind, dmarc): (ListenerKind, crate::config::DmarcMode),
+    (kind, dmarc, proxy): (ListenerKind, crate::config::DmarcMode, Option<Proxy>),
     total: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
 ) {
@@ -347,7 +358,7 @@ async fn accept_loop(
             a = listener.accept() => a,
             _ = shutdown.wait_for(|s| *s) => break,
         };
-        let (mut tcp, peer) = match accepted {
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -356,37 +367,41 @@ async fn accept_loop(
             }
         };
         while connections.try_join_next().is_some() {}
-        let live = ctx.live();
-        let limits = &live.config.limits;
-        let permit = total.clone().try_acquire_owned().ok();
-        let client =
-            crate::smtp_auth::login_throttle::client_key(peer.ip(), limits.ipv6_prefix_len);
-        let slot = per_ip.try_take(client, limits.max_connections_per_ip);
-        let (Some(permit), Some(slot)) = (permit, slot) else {
-            let host = live.config.server.hostname.clone();
-            let reply = crate::smtp::reply::Reply::new(
-                421,
-                "4.7.0",
-                &format!("{host} Too many connections, try again later"),
-            );
-            crate::admin::decisions::refused(&crate::admin::decisions::Refusal {
-                client: Some(peer.ip()),
-                listener: kind.as_str(),
-                stage: "CONNECT",
-                reason: "connection-limit",
-                reply: Some(&reply),
-                ..Default::default()
-            });
-            connections.spawn(async move {
-                let msg = format!("{reply}\r\n");
-                let _ = tcp.write_all(msg.as_bytes()).await;
-                let _ = tcp.shutdown().await;
-            });
-            continue;
-        };
         let ctx = ctx.clone();
+        let (total, per_ip, proxy) = (total.clone(), per_ip.clone(), proxy.clone());
+        if proxy
+            .as_ref()
+            .is_some_and(|p| !p.trusted.iter().any(|n| n.contains(&peer.ip())))
+        {
+            // Only the balancers may say who a client is: anyone else is closed at once.
+            tracing::warn!(client = %peer, listener = kind.as_str(), "connection closed: not from a proxy in proxy_trusted");
+            refused_at_connect(peer.ip(), kind, "proxy-untrusted", None);
+            continue;
+        }
         connections.spawn(async move {
-            crate::smtp::connection::serve(ctx, tcp, peer, kind, dmarc).await;
+            let Some(permit) = total.try_acquire_owned().ok() else {
+                return too_many(&ctx, tcp, peer.ip(), kind).await;
+            };
+            let mut tcp = tcp;
+            let client = match &proxy {
+                None => peer,
+                Some(p) => match crate::smtp::proxy::read(&mut tcp, p.timeout).await {
+                    Ok(crate::smtp::proxy::Proxied::Client(client)) => client,
+                    Ok(crate::smtp::proxy::Proxied::Local) => peer,
+                    Err(e) => {
+                        tracing::warn!(proxy = %peer, listener = kind.as_str(), "connection closed: {e}");
+                        refused_at_connect(peer.ip(), kind, "proxy-header", None);
+                        return;
+                    }
+                },
+            };
+            let limits = &ctx.live().config.limits;
+            let key =
+                crate::smtp_auth::login_throttle::client_key(client.ip(), limits.ipv6_prefix_len);
+            let Some(slot) = per_ip.try_take(key, limits.max_connections_per_ip) else {
+                return too_many(&ctx, tcp, client.ip(), kind).await;
+            };
+            crate::smtp::connection::serve(ctx, tcp, client, kind, dmarc).await;
             drop(slot);
             drop(permit);
         });
@@ -394,4 +409,39 @@ async fn accept_loop(
     // Stop listening now; the sessions in progress end on their own (see `connection`).
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// Journals and logs a connection refused before the session began.
+fn refused_at_connect(
+    client: IpAddr,
+    kind: ListenerKind,
+    reason: &'static str,
+    reply: Option<&crate::smtp::reply::Reply>,
+) {
+    crate::admin::decisions::refused(&crate::admin::decisions::Refusal {
+        client: Some(client),
+        listener: kind.as_str(),
+        stage: "CONNECT",
+        reason,
+        reply,
+        ..Default::default()
+    });
+}
+
+/// Answers 421 to a connection over the total or per-client limit, and closes it.
+async fn too_many(
+    ctx: &ServerContext,
+    mut tcp: tokio::net::TcpStream,
+    client: IpAddr,
+    kind: ListenerKind,
+) {
+    let host = ctx.live().config.server.hostname.clone();
+    let reply = crate::smtp::reply::Reply::new(
+        421,
+        "4.7.0",
+        &format!("{host} Too many connections, try again later"),
+    );
+    refused_at_connect(client, kind, "connection-limit", Some(&reply));
+    let _ = tcp.write_all(format!("{reply}\r\n").as_bytes()).await;
+    let _ = tcp.shutdown().await;
 }
