@@ -7,6 +7,7 @@ mod bounce_template;
 mod cache;
 mod capabilities;
 mod capture;
+mod certificates;
 mod client;
 mod console;
 mod cost;

@@ -171,7 +171,7 @@ impl Metrics {
         );
         r.register(
             "reloads",
-            "Plugin-directory and configuration reloads, by kind and result",
+            "Reloads of the plugin directory, the configuration and changed certificate files, by kind and result",
             m.reloads.clone(),
         );
         r.register(

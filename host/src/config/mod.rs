@@ -44,7 +44,7 @@ pub use sender_auth::{AuthenticationConfig, DkimKeyConfig, DmarcMode, UnownedFro
 pub use server::{ListenerConfig, ListenerKind, ServerConfig};
 pub use signing::{SigningPolicy, TrustedKey};
 pub use store::StoreConfig;
-pub use tls::TlsConfig;
+pub use tls::{CertificateConfig, TlsConfig};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -443,6 +443,27 @@ mod tests {
         );
         assert!(
             Config::parse("[[listener]]\nkind = \"smtp\"\nproxy_trusted = [\"nope\"]\n").is_err()
+        );
+    }
+
+    #[test]
+    fn certificate_mistakes_are_named_by_key() {
+        let msg = problems_of(
+            "[tls]\nreload_check_secs = 100000\n\
+             [[tls.certificate]]\nnames = []\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\ndefault = true\n\
+             [[tls.certificate]]\nnames = [\"mx.example.org\", \"*.*.example\", \"a..b\"]\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\ndefault = true\n",
+        );
+        says_all(
+            &msg,
+            &[
+                "tls.certificate[0].cert: /nonexistent.crt is not a readable file",
+                "tls.certificate[0].key: /nonexistent.key is not a readable file",
+                "tls.certificate[0].names: list the names",
+                "tls.certificate[1].names: \"*.*.example\" is not a host name or *.domain",
+                "tls.certificate[1].names: \"a..b\" is not a host name",
+                "tls.certificate: more than one certificate says default = true",
+                "tls.reload_check_secs: 100000 seconds is too long",
+            ],
         );
     }
 

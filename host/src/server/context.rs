@@ -24,6 +24,8 @@ pub struct Live {
     pub pipeline: Pipeline,
     /// TLS, when a certificate is available.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The certificates TLS serves, read again when their files change.
+    pub certificates: Option<Arc<crate::tls::Certificates>>,
     /// The SPF/DKIM/DMARC verifier and the DKIM signing keys.
     pub verifier: Arc<crate::sender_auth::Authenticator>,
 }
@@ -79,7 +81,7 @@ pub fn context(
 ) -> anyhow::Result<ServerContext> {
     let spool = Spool::open(&config.server.data_dir.join("spool"))?;
     let credentials = CredentialsFile::open(&config.paths().users_file)?;
-    let tls = crate::tls::server_config(&config)?;
+    let (tls, certificates) = crate::tls::server_config(&config)?;
     crate::admin::metrics::get().plugins_loaded(pipeline.plugins().len());
     let load_problems = pipeline
         .skipped()
@@ -97,6 +99,7 @@ pub fn context(
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+            certificates: Some(certificates),
         })),
         spool,
         credentials: Arc::new(credentials),

@@ -203,6 +203,7 @@ impl Server {
         let journal = crate::admin::journal::file(&config.server.data_dir);
         crate::admin::journal::load(&journal);
         background.spawn(save_journal_every_minute(journal));
+        background.spawn(crate::server::reload::certificates(ctx.clone()));
         // What mail users hand over for the spam filter is collected here, by Sluice's own
         // account (crate::spam_learning).
         if crate::spam_learning::learned_path(config).is_some() {

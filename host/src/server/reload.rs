@@ -192,6 +192,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
                 .with_required(&live.config)
                 .with_capture(live.pipeline.capture()),
             tls: live.tls.clone(),
+            certificates: live.certificates.clone(),
             verifier: live.verifier.clone(),
         }));
     }
@@ -289,7 +290,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
                 restart_needed.push(what);
             }
         }
-        let tls = crate::tls::server_config(&config).map_err(|e| e.to_string())?;
+        let (tls, certificates) = crate::tls::server_config(&config).map_err(|e| e.to_string())?;
         let pipeline = Pipeline::load(&ctx.runtime, &config)
             .await
             .map_err(|errors| {
@@ -337,6 +338,7 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
+            certificates: Some(certificates),
             verifier: Arc::new(auth),
         }));
         Ok::<String, String>(summary)
@@ -366,4 +368,36 @@ pub struct ReloadStatus {
     pub applied: bool,
     /// What is in service (and warnings), or why it was refused.
     pub message: String,
+}
+
+/// Reads the certificates in service again when their files change, every
+/// `[tls] reload_check_secs` (as configured now), until the task is dropped; logs and counts
+/// each certificate reloaded or refused.
+pub async fn certificates(ctx: Arc<ServerContext>) {
+    loop {
+        let every = ctx.live().config.tls.reload_check_secs;
+        tokio::time::sleep(std::time::Duration::from_secs(if every == 0 {
+            60
+        } else {
+            every
+        }))
+        .await;
+        let Some(certs) = ctx.live().certificates.clone().filter(|_| every > 0) else {
+            continue;
+        };
+        let Ok(outcomes) = tokio::task::spawn_blocking(move || certs.refresh()).await else {
+            continue;
+        };
+        for (file, outcome) in outcomes {
+            crate::admin::metrics::get().reload("certificate", outcome.is_ok());
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(file = %file.display(), "TLS certificate reloaded: new connections get it");
+                }
+                Err(why) => {
+                    tracing::warn!(file = %file.display(), "TLS certificate changed on disk but refused; the one in service stays: {why}");
+                }
+            }
+        }
+    }
 }

@@ -1,10 +1,12 @@
-//! The server certificate: PEM files from the configuration, or a self-signed certificate for
+//! The server certificates: PEM files from the configuration, chosen by the name the client
+//! asks for ([`certificates`], read again when they change), or a self-signed certificate for
 //! the host name generated on first start (with `rcgen`) and kept in `<data_dir>/tls/`.
 //! TLS 1.2 and 1.3 only, through rustls with the `ring` provider.
 //!
 //! May use: rustls, rcgen and the configuration's `[tls]`. Used by the SMTP front end, delivery
 //! and the webhook client.
 
+pub mod certificates;
 pub mod stream;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Config;
+pub use certificates::{CertSource, Certificates};
 
 /// A certificate that could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
@@ -48,20 +51,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-/// Builds the rustls server configuration for `config`.
-pub fn server_config(config: &Config) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let (cert, key) = match (&config.tls.cert, &config.tls.key) {
-        (Some(c), Some(k)) => (c.clone(), k.clone()),
-        _ => self_signed(config)?,
+/// The certificates `config` serves, the default first: `[tls] cert`, else the
+/// `[[tls.certificate]]` marked default, else the first of them, else a self-signed one.
+pub fn sources(config: &Config) -> Result<Vec<CertSource>, TlsError> {
+    let mut sources: Vec<CertSource> = config
+        .tls
+        .certificates
+        .iter()
+        .map(|c| CertSource {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            names: c.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        })
+        .collect();
+    if let Some(i) = config.tls.certificates.iter().position(|c| c.default) {
+        let default = sources.remove(i);
+        sources.insert(0, default);
+    }
+    let default = match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+        _ if sources.is_empty() => Some(self_signed(config)?),
+        _ => None,
     };
-    let chain = read_chain(&cert)?;
-    let key = read_key(&key)?;
+    if let Some((cert, key)) = default {
+        sources.insert(
+            0,
+            CertSource {
+                cert,
+                key,
+                names: Vec::new(),
+            },
+        );
+    }
+    Ok(sources)
+}
+
+/// Builds the rustls server configuration for `config`, and the certificates it serves
+/// (which [`Certificates::refresh`] reads again when their files change).
+pub fn server_config(
+    config: &Config,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<Certificates>), TlsError> {
+    let certificates = Arc::new(Certificates::load(sources(config)?)?);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    Ok(Arc::new(tls))
+        .with_cert_resolver(certificates.clone());
+    Ok((Arc::new(tls), certificates))
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -88,6 +88,7 @@ pub async fn check(
         config,
         pipeline,
         tls: None,
+        certificates: None,
         verifier: auth,
     });
     let mut stdout = std::io::stdout().lock();

@@ -1,0 +1,166 @@
+//! Several certificates chosen by SNI, with a default for clients that send no name, on
+//! STARTTLS and implicit TLS, checked by a real TLS client (Python's `ssl`, verifying against
+//! the test's CA); files replaced under the running server serve the next connection, and a
+//! broken replacement is refused while the certificate in service stays.
+
+use std::path::Path;
+
+use sha2::Digest as _;
+use sluice_tests::*;
+
+/// A CA and leaves it signs.
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // A subject of its own: rcgen's default is the leaves' too, and a leaf whose issuer
+        // is its subject reads as self-signed.
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Sluice test CA");
+        Ca {
+            params,
+            key: rcgen::KeyPair::generate().unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.params.self_signed(&self.key).unwrap().pem()
+    }
+
+    /// A leaf for `names` written to `dir/file.crt` and `.key`; the SHA-256 of its DER.
+    fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, names[0].as_str());
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        // Written whole, then renamed in: a reader never sees half a file.
+        for (ext, text) in [("key", key.serialize_pem()), ("crt", cert.pem())] {
+            let tmp = dir.join(format!(".{file}.{ext}.tmp"));
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, dir.join(format!("{file}.{ext}"))).unwrap();
+        }
+        hex::encode(sha2::Sha256::digest(cert.der()))
+    }
+}
+
+/// The SHA-256 of the certificate the server shows for each (port, STARTTLS?, SNI name).
+async fn seen(ca: &Path, asks: &[(u16, bool, &str)]) -> Vec<String> {
+    let script = r#"
+import hashlib, os, socket, ssl, sys
+out = []
+for ask in os.environ["ASKS"].split(";"):
+    port, starttls, name = ask.split(",")
+    # The chain is verified against the test's CA; which certificate it is, the caller
+    # compares (a name no certificate covers gets the default, by design).
+    ctx = ssl.create_default_context(cafile=os.environ["CA"])
+    ctx.check_hostname = False
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    if starttls == "1":
+        f = s.makefile("rb")
+        assert f.readline().startswith(b"220")
+        s.sendall(b"EHLO client.test\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        s.sendall(b"STARTTLS\r\n")
+        assert f.readline().startswith(b"220")
+    t = ctx.wrap_socket(s, server_hostname=name or None)
+    out.append(hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest())
+    t.close()
+print(" ".join(out))
+"#;
+    let asks = asks
+        .iter()
+        .map(|(port, starttls, name)| format!("{port},{},{name}", u8::from(*starttls)))
+        .collect::<Vec<_>>()
+        .join(";");
+    python(script, &[("ASKS", asks), ("CA", ca.display().to_string())])
+        .await
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_asked_chooses_the_certificate_and_replaced_files_serve_the_next_connection() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let ca = Ca::new();
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let default = ca.leaf(dir, "default", &["mx.default.test"]);
+    let a = ca.leaf(dir, "a", &["mx.a.test"]);
+    let b = ca.leaf(dir, "b", &["mx.b.test", "*.b.test"]);
+    let file = |f: &str| dir.join(f).display().to_string();
+    let s = TestServer::start(
+        &format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\nreload_check_secs = 1\n\
+             [[tls.certificate]]\nnames = [\"mx.a.test\"]\ncert = {:?}\nkey = {:?}\n\
+             [[tls.certificate]]\nnames = [\"mx.b.test\", \"*.b.test\"]\ncert = {:?}\nkey = {:?}\n",
+            file("default.crt"),
+            file("default.key"),
+            file("a.crt"),
+            file("a.key"),
+            file("b.crt"),
+            file("b.key"),
+        ),
+        &[],
+    )
+    .await;
+    let (smtp, smtps) = (s.smtp.port(), s.smtps.port());
+    let got = seen(
+        &ca_file,
+        &[
+            (smtp, true, "mx.a.test"),
+            (smtp, true, "mx.b.test"),
+            (smtp, true, ""),
+            (smtps, false, "mx.a.test"),
+            (smtps, false, "relay.b.test"),
+            (smtps, false, ""),
+            (smtps, false, "unknown.test"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got,
+        [&a, &b, &default, &a, &b, &default, &default].map(String::clone)
+    );
+
+    // A new pair for b, written under the running server: the next connection gets it.
+    let b2 = ca.leaf(dir, "b", &["mx.b.test"]);
+    let mut now = Vec::new();
+    for _ in 0..50 {
+        now = seen(&ca_file, &[(smtps, false, "mx.b.test")]).await;
+        if now == [b2.clone()] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        now,
+        std::slice::from_ref(&b2),
+        "the replaced certificate within 10 s"
+    );
+    // A broken replacement is refused: b2 stays, and the others are untouched.
+    std::fs::write(
+        dir.join("b.crt"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    )
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let got = seen(
+        &ca_file,
+        &[(smtps, false, "mx.b.test"), (smtp, true, "mx.a.test")],
+    )
+    .await;
+    assert_eq!(got, [b2, a.clone()]);
+}
