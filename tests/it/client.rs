@@ -38,6 +38,7 @@ async fn per_recipient_replies_over_opportunistic_tls() {
             eight_bit: false,
             smtputf8: false,
             dsn: Default::default(),
+            requiretls: false,
         },
     )
     .await
@@ -83,6 +84,7 @@ async fn auth_over_starttls_lets_the_relay_accept_remote_recipients() {
             eight_bit: true,
             smtputf8: false,
             dsn: Default::default(),
+            requiretls: false,
         },
     )
     .await
@@ -100,6 +102,7 @@ async fn auth_over_starttls_lets_the_relay_accept_remote_recipients() {
             eight_bit: false,
             smtputf8: false,
             dsn: Default::default(),
+            requiretls: false,
         },
     )
     .await
@@ -119,6 +122,7 @@ async fn required_tls_refuses_an_untrusted_certificate_and_a_missing_server_is_a
         eight_bit: false,
         smtputf8: false,
         dsn: Default::default(),
+        requiretls: false,
     };
     let err = deliver(s.smtp, "localhost", &cfg(TlsPolicy::Required), &msg)
         .await
@@ -154,6 +158,7 @@ async fn a_server_refusing_the_sender_refuses_every_recipient() {
             eight_bit: false,
             smtputf8: false,
             dsn: Default::default(),
+            requiretls: false,
         },
     )
     .await

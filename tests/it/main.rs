@@ -32,6 +32,7 @@ mod proxy;
 mod queue_cli;
 mod recipients;
 mod replay_cli;
+mod requiretls;
 mod routes;
 mod scheduling;
 mod score_actions;

@@ -250,9 +250,16 @@ pub fn build(
         ),
         None => MimePart::new("text/plain", text.text.clone()),
     };
-    // A delay warning returns the headers only: the message is still on its way.
+    // A delay warning returns the headers only: the message is still on its way. So does the
+    // bounce of a REQUIRETLS message (RFC 8689 §4.3): the notice may travel where the message
+    // itself was not allowed to, so its body stays behind whatever RET asked.
     let full = notice == Notice::Failed
-        && param(&envelope.sender.params, "RET").is_some_and(|r| r.eq_ignore_ascii_case("FULL"));
+        && param(&envelope.sender.params, "RET").is_some_and(|r| r.eq_ignore_ascii_case("FULL"))
+        && !envelope
+            .sender
+            .params
+            .iter()
+            .any(|p| p.keyword.eq_ignore_ascii_case("REQUIRETLS"));
     let returned = if full {
         original.to_vec()
     } else {

@@ -93,6 +93,9 @@ pub struct Outgoing<'a> {
     pub smtputf8: bool,
     /// DSN parameters to pass on when the next hop offers DSN.
     pub dsn: DsnParams<'a>,
+    /// The sender asked for REQUIRETLS (RFC 8689): sent only over verified TLS to a next
+    /// hop that offers REQUIRETLS, with the parameter; refused with 5.7.30 otherwise.
+    pub requiretls: bool,
 }
 
 /// The DSN parameters of a message (RFC 3461 §4.1: a relay passes them on to a next hop that
@@ -494,6 +497,29 @@ impl Connection {
         }
         self.messages += 1;
         let dsn = caps & smtp_proto::EXT_DSN != 0;
+        if msg.requiretls && !(self.tls && caps & smtp_proto::EXT_REQUIRE_TLS != 0) {
+            // Nothing of the message is sent: the next hop could not keep the promise.
+            let why = if self.tls {
+                "the next hop does not offer REQUIRETLS"
+            } else {
+                "the next hop was not reached over TLS"
+            };
+            let reply = Reply::new(
+                550,
+                "5.7.30",
+                &format!("REQUIRETLS support required: {why}"),
+            );
+            return Ok(Outcome {
+                remote: self.remote.clone(),
+                recipients: msg
+                    .recipients
+                    .iter()
+                    .map(|r| (r.clone(), reply.clone()))
+                    .collect(),
+                tls: self.tls,
+                dsn: false,
+            });
+        }
         let rcpt_line = |i: usize, r: &str| {
             let params = if dsn {
                 msg.dsn.rcpt.get(i).map_or("", String::as_str)
@@ -514,6 +540,9 @@ impl Connection {
         }
         if dsn {
             mail.push_str(msg.dsn.mail);
+        }
+        if msg.requiretls {
+            mail.push_str(" REQUIRETLS");
         }
         mail.push_str("\r\n");
         self.dirty = true;

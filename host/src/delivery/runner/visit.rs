@@ -503,10 +503,33 @@ impl Runner {
                 .collect();
             return (outcomes, None);
         }
+        // REQUIRETLS (RFC 8689): only to a next hop authenticated by its certificate. An MX
+        // host can be authenticated only through a DNSSEC-validated MX or an MTA-STS policy,
+        // neither of which this Sluice has yet: such mail is returned rather than sent.
+        let requiretls = envelope
+            .sender
+            .params
+            .iter()
+            .any(|p| p.keyword.eq_ignore_ascii_case("REQUIRETLS"));
+        if requiretls && route.kind == RouteKind::Mx {
+            let r = Reply::new(
+                550,
+                "5.7.30",
+                &format!(
+                    "REQUIRETLS support required: the mail exchangers of {domain} cannot be authenticated (no DNSSEC-validated MX or MTA-STS policy)"
+                ),
+            );
+            return (each(rcpts.len(), r, None), None);
+        }
         let d = &config.delivery;
         let cfg = ClientConfig {
             helo: config.server.hostname.clone(),
-            tls: route.tls,
+            // A REQUIRETLS message goes only over TLS with a verified certificate.
+            tls: if requiretls && route.socket.is_none() {
+                crate::config::TlsPolicy::Required
+            } else {
+                route.tls
+            },
             auth: route.auth_user.clone().zip(route.auth_password.clone()),
             lmtp: route.kind == RouteKind::Lmtp,
             timeouts: Timeouts {
@@ -528,6 +551,8 @@ impl Runner {
                 mail: &dsn_mail,
                 rcpt: &dsn_rcpt,
             },
+            // LMTP over a Unix socket is final delivery on this host: nothing to protect.
+            requiretls: requiretls && route.socket.is_none(),
         };
         // LMTP is final delivery; an SMTP next hop that took the DSN parameters reports
         // success itself, one that did not gets a "relayed" notice from us.
@@ -619,6 +644,15 @@ impl Runner {
                     last_remote = None;
                     answered = true;
                     break;
+                }
+                Sent::Failed(e @ crate::delivery::client::ClientError::Tls { .. })
+                    if requiretls =>
+                {
+                    // Not sent, and not to be sent in the clear: returned to the sender.
+                    tracing::info!(id = %envelope.id, hop = %target, error = %e, "REQUIRETLS message not sent: no verified TLS");
+                    last = Reply::new(550, "5.7.30", &format!("REQUIRETLS support required: {e}"));
+                    last_remote = Some(name.clone());
+                    answered = true;
                 }
                 Sent::Failed(e) => {
                     tracing::debug!(id = %envelope.id, hop = %target, error = %e, "next hop failed");

@@ -30,6 +30,9 @@ impl Session {
         if self.cfg.tls_available && self.tls.is_none() {
             lines.push("STARTTLS".to_string());
         }
+        if self.tls.is_some() {
+            lines.push("REQUIRETLS".to_string());
+        }
         if self.auth_offered() && self.auth_user.is_none() {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }

@@ -24,6 +24,18 @@ impl Session {
             );
             return None;
         }
+        // REQUIRETLS (RFC 8689) is offered on TLS sessions only, and accepted only there.
+        if from.flags & smtp_proto::MAIL_REQUIRETLS != 0 && self.tls.is_none() {
+            self.refuse(
+                "starttls-required",
+                Reply::new(
+                    530,
+                    "5.7.10",
+                    "REQUIRETLS needs a TLS session: STARTTLS first",
+                ),
+            );
+            return None;
+        }
         if self.is_submission() && self.auth_user.is_none() {
             self.refuse(
                 "auth-required",
@@ -199,6 +211,9 @@ pub(super) fn mail_params(m: &MailFrom<String>) -> Vec<Param> {
     }
     if m.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
         p.push(param("SMTPUTF8", None));
+    }
+    if m.flags & smtp_proto::MAIL_REQUIRETLS != 0 {
+        p.push(param("REQUIRETLS", None));
     }
     if m.flags & smtp_proto::MAIL_RET_FULL != 0 {
         p.push(param("RET", Some("FULL".into())));

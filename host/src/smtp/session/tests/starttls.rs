@@ -33,3 +33,33 @@ fn starttls_takes_no_parameters() {
     assert_eq!(codes(&seen.out), ["250", "501", "250"]);
     assert!(!seen.tls_started);
 }
+
+#[test]
+fn requiretls_is_offered_and_accepted_only_over_tls() {
+    // In the clear: not offered, and MAIL FROM with it is refused with 5.7.10.
+    let seen = run(
+        ListenerKind::Smtp,
+        "EHLO c\r\nMAIL FROM:<a@x.test> REQUIRETLS\r\nMAIL FROM:<a@x.test>\r\n",
+    );
+    assert!(!ehlo_has(&seen.out, "REQUIRETLS"), "{}", seen.out);
+    assert!(
+        seen.out
+            .contains("530 5.7.10 REQUIRETLS needs a TLS session: STARTTLS first\r\n"),
+        "{}",
+        seen.out
+    );
+    assert_eq!(seen.senders, ["a@x.test"], "{seen:?}");
+    // Over TLS: offered, and the parameter stays with the sender.
+    let mut s = Session::new(cfg(ListenerKind::Smtp), None);
+    let seen = drive(
+        &mut s,
+        &[
+            b"EHLO c\r\nSTARTTLS\r\n",
+            b"EHLO c\r\nMAIL FROM:<a@x.test> REQUIRETLS\r\n",
+        ],
+    );
+    let after = seen.out.split("<TLS>\r\n").nth(1).unwrap();
+    assert!(ehlo_has(after, "REQUIRETLS"), "{after}");
+    assert!(after.ends_with("250 2.1.0 Sender OK\r\n"), "{after}");
+    assert_eq!(seen.senders, ["a@x.test"], "{seen:?}");
+}
