@@ -374,8 +374,8 @@ async fn accept_loop(
             .as_ref()
             .is_some_and(|p| !p.trusted.iter().any(|n| n.contains(&peer.ip())))
         {
-            // Only the balancers may say who a client is: anyone else is closed at once.
-            tracing::warn!(client = %peer, listener = kind.as_str(), "connection closed: not from a proxy in proxy_trusted");
+            // Only the balancers may say who a client is: anyone else is closed at once (the
+            // refusal's log line names the client and the reason).
             refused_at_connect(peer.ip(), kind, "proxy-untrusted", None);
             continue;
         }

@@ -505,12 +505,14 @@ impl Runner {
         }
         // REQUIRETLS (RFC 8689): only to a next hop authenticated by its certificate. An MX
         // host can be authenticated only through a DNSSEC-validated MX or an MTA-STS policy,
-        // neither of which this Sluice has yet: such mail is returned rather than sent.
-        let requiretls = envelope
-            .sender
-            .params
-            .iter()
-            .any(|p| p.keyword.eq_ignore_ascii_case("REQUIRETLS"));
+        // neither of which this Sluice has yet: such mail is returned rather than sent. LMTP
+        // is final delivery (the mailbox server), as the Maildir is.
+        let requiretls = route.kind != RouteKind::Lmtp
+            && envelope
+                .sender
+                .params
+                .iter()
+                .any(|p| p.keyword.eq_ignore_ascii_case("REQUIRETLS"));
         if requiretls && route.kind == RouteKind::Mx {
             let r = Reply::new(
                 550,
@@ -525,7 +527,7 @@ impl Runner {
         let cfg = ClientConfig {
             helo: config.server.hostname.clone(),
             // A REQUIRETLS message goes only over TLS with a verified certificate.
-            tls: if requiretls && route.socket.is_none() {
+            tls: if requiretls {
                 crate::config::TlsPolicy::Required
             } else {
                 route.tls
@@ -551,8 +553,7 @@ impl Runner {
                 mail: &dsn_mail,
                 rcpt: &dsn_rcpt,
             },
-            // LMTP over a Unix socket is final delivery on this host: nothing to protect.
-            requiretls: requiretls && route.socket.is_none(),
+            requiretls,
         };
         // LMTP is final delivery; an SMTP next hop that took the DSN parameters reports
         // success itself, one that did not gets a "relayed" notice from us.
