@@ -11,15 +11,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use sluice_tests::*;
 
-/// A free loopback port (bound, then released for HAProxy to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A connection to `to` from loopback address `from`.
 async fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -63,7 +54,10 @@ async fn behind_haproxy_the_client_is_the_one_haproxy_accepted() {
         .nth(1)
         .map(|(_, a)| *a)
         .expect("the proxied listener");
-    let (v1, v2) = (free_port(), free_port());
+    let (v1, v2) = (
+        sluice_tests::peers::free_port(),
+        sluice_tests::peers::free_port(),
+    );
     let cfg = s.dir.path().join("haproxy.cfg");
     std::fs::write(
         &cfg,

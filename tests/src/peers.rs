@@ -9,12 +9,52 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// A free loopback port (bound, read, released: peers cannot bind port 0 and tell us).
+/// A free loopback port for a server that must be told its port before it starts (peers
+/// cannot bind port 0 and tell us). It is chosen below the kernel's ephemeral range
+/// (`ip_local_port_range`), so no socket bound to port 0 and no outgoing connection of another
+/// test can take it between this check and the server's bind; a random start spreads the
+/// tests that ask at once.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            let mut it = r.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    // The span under the ephemeral range, from 10000 (clear of well-known services).
+    let (from, to) = if low > 12_000 {
+        (10_000, low)
+    } else {
+        (high.saturating_add(1).max(1024), 65_535)
+    };
+    let span = u32::from(to.saturating_sub(from));
+    if span == 0 {
+        // No room outside the ephemeral range: any free port the kernel gives.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+    }
+    // Calls in one process step apart by a prime, so two asking at once start apart.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let step = CALLS.fetch_add(7_919, std::sync::atomic::Ordering::Relaxed);
+    let start = rand_u32().wrapping_add(step) % span;
+    for i in 0..span {
+        let port = from + u16::try_from((start + i) % span).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {from}..{to}");
+}
+
+/// A random number from the system (the clock's nanoseconds and this process's id).
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
 }
 
 fn need(binary: &str) {
