@@ -334,5 +334,10 @@ mod tests {
         // A size bound of 1 byte keeps nothing but the newest write's removal.
         retention::trim(&dir, 10, 1);
         assert!(list(&dir).is_empty());
+        // A directory other users may enter is refused, and nothing is written there.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = retention::keep(&dir, &record, &settings).unwrap_err();
+        assert!(err.to_string().contains("mode 755"), "{err}");
+        assert!(list(&dir).is_empty());
     }
 }

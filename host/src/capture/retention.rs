@@ -62,6 +62,17 @@ fn file_name(record: &Record) -> String {
 /// until `settings`' bounds hold.
 pub(super) fn keep(dir: &Path, record: &Record, settings: &CaptureConfig) -> std::io::Result<()> {
     crate::private_files::create_private_dir(dir)?;
+    // Records hold whole messages: a directory others may enter (one the operator made
+    // before, or a shared one) is refused rather than written to.
+    let mode = {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(dir)?.permissions().mode() & 0o777
+    };
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "the directory is open to other users (mode {mode:03o}) and records hold mail: chmod 700 it"
+        )));
+    }
     let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
     let path = dir.join(file_name(record));
     crate::private_files::write_private(&path, &json)?;
