@@ -33,6 +33,7 @@
 //!   reloads, and a server's life from the pid file to the drain.
 //! - [`admin`]: what the operator sees — console, `/metrics` and `/plugins`, metrics, the
 //!   journal, one log line per refusal, the log format, the webhook.
+//! - [`file_stamp`]: a file's length, time and inode, as the watchers compare them.
 //! - [`private_files`]: owner-only files and directories (secrets, umask, shared-directory check).
 //!
 //! The `sluice` binary (`src/bin/sluice/`, one module per command, each owning its
@@ -44,6 +45,7 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod envelope;
+pub mod file_stamp;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod inbound;

@@ -117,7 +117,7 @@ impl Capture {
 }
 
 /// The capture's state, for the console.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Status {
     /// `[capture] enabled`.
     pub enabled: bool,

@@ -292,17 +292,17 @@ impl PluginRun {
             .record
             .calls
             .extend(calls.iter().map(CallSummary::from));
-        let tapes = self.taps.as_ref().map(|t| t.tapes()).unwrap_or_default();
+        let mut tapes = self.taps.as_ref().map(|t| t.tapes()).unwrap_or_default();
         if let Some(chain) = &self.chain {
             for p in chain.plugins.iter() {
                 for p in std::iter::once(p).chain(p.shadow.as_ref()) {
-                    if let Some(tape) = tapes.get(&p.name) {
+                    if let Some(tape) = tapes.remove(&p.name) {
                         recording.record.plugins.insert(
                             p.name.clone(),
                             PluginFacts {
                                 sha256: p.sha256.clone(),
                                 version: p.info.version.clone(),
-                                tape: tape.clone(),
+                                tape,
                             },
                         );
                     }

@@ -5,9 +5,9 @@
 //! configuration, then the rest by numeric prefix, then by name. Files that are not `*.wasm`,
 //! and names starting with `.` (temporary files of a "write then rename" install), are ignored.
 
+use crate::file_stamp::FileStamp;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// A plugin file found in the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,39 +94,25 @@ pub fn sort(files: &mut [PluginFile], order: &[String]) {
 /// A file's identity and version, as far as the directory watcher cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
-    /// Length in bytes.
-    pub len: u64,
-    /// Last modification.
-    pub modified: Option<SystemTime>,
-    /// Inode (a rename over the file changes it).
-    pub inode: u64,
+    /// The plugin file's (a rename over the file changes its inode).
+    pub file: FileStamp,
     /// The same of its signature file (`NAME.wasm.sig`), if any: signing a refused file, or
     /// replacing its signature, is a change too.
-    pub signature: Option<(u64, Option<SystemTime>, u64)>,
+    pub signature: Option<FileStamp>,
     /// The same of its shadow (`NAME.shadow.wasm`), if any: adding, replacing or removing
     /// the shadow reloads the plugin.
-    pub shadow: Option<(u64, Option<SystemTime>, u64)>,
+    pub shadow: Option<FileStamp>,
 }
 
 pub fn fingerprint(path: &Path) -> Option<Fingerprint> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    let stamp = |p: &Path| {
-        std::fs::metadata(p)
-            .ok()
-            .map(|s| (s.len(), s.modified().ok(), s.ino()))
-    };
-    let signature = stamp(&sig_path(path));
     let shadow = path
         .file_name()
         .and_then(|f| f.to_str())
         .and_then(parse_file_name)
-        .and_then(|(name, _)| stamp(&shadow_path(path, &name)));
+        .and_then(|(name, _)| FileStamp::of(&shadow_path(path, &name)));
     Some(Fingerprint {
-        len: m.len(),
-        modified: m.modified().ok(),
-        inode: m.ino(),
-        signature,
+        file: FileStamp::of(path)?,
+        signature: FileStamp::of(&sig_path(path)),
         shadow,
     })
 }

@@ -87,6 +87,7 @@ pub async fn rescan(ctx: &ServerContext) -> Rescan {
             continue;
         }
         let still_for = fp
+            .file
             .modified
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .unwrap_or(SETTLE);

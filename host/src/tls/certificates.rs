@@ -9,15 +9,15 @@
 //! which has no default for a client without SNI (it would fail the handshake) and cannot
 //! swap a certificate in place.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::TlsError;
+use crate::file_stamp::FileStamp;
 
 /// One certificate to serve: its files and the names it is chosen for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,15 +31,9 @@ pub struct CertSource {
     pub names: Vec<String>,
 }
 
-/// What a file looked like when it was read: a change to either makes it read again.
-type Stamp = Option<(SystemTime, u64, u64)>;
-
-fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt as _;
-    // The file's own metadata (through a symbolic link, as certbot's `live/` links are).
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len(), m.ino()))
-}
+/// What a file looked like when it was read: a change to either file of a pair makes it
+/// read again.
+type Stamp = Option<FileStamp>;
 
 /// A certificate in service.
 #[derive(Debug)]
@@ -69,7 +63,7 @@ impl Certificates {
     pub fn load(sources: Vec<CertSource>) -> Result<Certificates, TlsError> {
         let mut served = Vec::with_capacity(sources.len());
         for source in sources {
-            let stamps = (stamp(&source.cert), stamp(&source.key));
+            let stamps = (FileStamp::of(&source.cert), FileStamp::of(&source.key));
             let key = load(&source)?;
             served.push(Served {
                 source,
@@ -119,7 +113,7 @@ impl Certificates {
         let mut outcomes = Vec::new();
         let mut next = Vec::with_capacity(current.len());
         for s in current.iter() {
-            let stamps = (stamp(&s.source.cert), stamp(&s.source.key));
+            let stamps = (FileStamp::of(&s.source.cert), FileStamp::of(&s.source.key));
             let key = if stamps == s.stamps {
                 s.key.clone()
             } else {
@@ -156,6 +150,7 @@ impl ResolvesServerCert for Certificates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn pair(dir: &Path, file: &str, names: &[&str]) -> CertSource {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();

@@ -156,8 +156,23 @@ async fn overview_panel(SignedIn { c, s: _ }: SignedIn) -> Page {
     Ok(pages::overview_panel(&c.ctx, sizes).into_response())
 }
 
+/// The plugins page; the capture's state is read off the async workers (it lists the
+/// capture directory).
+async fn plugins_page(
+    ctx: &Arc<ServerContext>,
+    user: &str,
+    csrf: &str,
+    outcome: Option<Result<String, String>>,
+) -> Page {
+    let capture = ctx.capture.clone();
+    let status = tokio::task::spawn_blocking(move || capture.status())
+        .await
+        .unwrap_or_else(|_| crate::capture::Status::default());
+    Ok(pages::plugins(user, csrf, ctx, &status, outcome).into_response())
+}
+
 async fn plugins(SignedIn { c, s }: SignedIn) -> Page {
-    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, None).into_response())
+    plugins_page(&c.ctx, &s.user, &s.csrf, None).await
 }
 
 async fn reload(State(c): State<Arc<Console>>, Posted(s, _): Posted) -> Page {
@@ -165,7 +180,7 @@ async fn reload(State(c): State<Arc<Console>>, Posted(s, _): Posted) -> Page {
     let outcome = crate::server::reload::reload_config(&c.ctx, path.as_deref()).await;
     crate::admin::metrics::get().reload("console", outcome.is_ok());
     tracing::info!(user = %crate::inbound::message::printable(&s.user), ok = outcome.is_ok(), "console reload");
-    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
+    plugins_page(&c.ctx, &s.user, &s.csrf, Some(outcome)).await
 }
 
 /// Promotes a plugin's shadow (as `sluice plugin promote`), then reloads so it serves at once.
@@ -196,7 +211,7 @@ async fn promote(State(c): State<Arc<Console>>, Posted(s, form): Posted) -> Page
         }
     };
     tracing::info!(user = %crate::inbound::message::printable(&s.user), plugin = %crate::inbound::message::printable(&name), ok = outcome.is_ok(), "console promote");
-    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
+    plugins_page(&c.ctx, &s.user, &s.csrf, Some(outcome)).await
 }
 
 /// Keeps the next `count` transactions (1 to 1,000) whatever the capture rules say.
@@ -212,7 +227,7 @@ async fn capture_next(State(c): State<Arc<Console>>, Posted(s, form): Posted) ->
         )),
     };
     tracing::info!(user = %crate::inbound::message::printable(&s.user), ok = outcome.is_ok(), "console capture");
-    Ok(pages::plugins(&s.user, &s.csrf, &c.ctx, Some(outcome)).into_response())
+    plugins_page(&c.ctx, &s.user, &s.csrf, Some(outcome)).await
 }
 
 /// `?q=` searches the recent transactions.

@@ -186,11 +186,13 @@ pub fn overview(user: &str, csrf: &str, ctx: &ServerContext, sizes: (usize, usiz
     layout("Overview", Some((user, csrf)), overview_panel(ctx, sizes))
 }
 
-/// The plugins in service, with the reload button and the last reload's outcome.
+/// The plugins in service, with the reload button and the last reload's outcome, and the
+/// capture's state.
 pub fn plugins(
     user: &str,
     csrf: &str,
     ctx: &ServerContext,
+    capture: &crate::capture::Status,
     reloaded: Option<Result<String, String>>,
 ) -> Markup {
     let rows = ctx.live().pipeline.describe();
@@ -268,7 +270,7 @@ pub fn plugins(
                     (shadow_section(&p.name, s, csrf))
                 }
             }
-            (capture_section(&ctx.capture.status(), csrf))
+            (capture_section(capture, csrf))
         },
     )
 }
