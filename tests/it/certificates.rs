@@ -105,7 +105,8 @@ async fn the_name_asked_chooses_the_certificate_and_replaced_files_serve_the_nex
         &format!(
             "[tls]\ncert = {:?}\nkey = {:?}\nreload_check_secs = 1\n\
              [[tls.certificate]]\nnames = [\"mx.a.test\"]\ncert = {:?}\nkey = {:?}\n\
-             [[tls.certificate]]\nnames = [\"mx.b.test\", \"*.b.test\"]\ncert = {:?}\nkey = {:?}\n",
+             [[tls.certificate]]\nnames = [\"mx.b.test\", \"*.b.test\"]\ncert = {:?}\nkey = {:?}\n\
+             [metrics]\naddress = \"127.0.0.1:0\"\n",
             file("default.crt"),
             file("default.key"),
             file("a.crt"),
@@ -156,7 +157,17 @@ async fn the_name_asked_chooses_the_certificate_and_replaced_files_serve_the_nex
         "-----BEGIN CERTIFICATE-----\nnot base64\n",
     )
     .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Once the watcher has counted the refusal (bounded: 10 s), b2 is still served.
+    let metrics = s.metrics.unwrap().to_string();
+    let refused = r#"sluice_reloads_total{kind="certificate",result="failed"} 1"#;
+    for _ in 0..50 {
+        if scrape(&metrics).await.contains(refused) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let text = scrape(&metrics).await;
+    assert!(text.contains(refused), "{text}");
     let got = seen(
         &ca_file,
         &[(smtps, false, "mx.b.test"), (smtp, true, "mx.a.test")],
