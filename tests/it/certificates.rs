@@ -5,53 +5,8 @@
 
 use std::path::Path;
 
-use sha2::Digest as _;
+use sluice_tests::ca::Ca;
 use sluice_tests::*;
-
-/// A CA and leaves it signs.
-struct Ca {
-    params: rcgen::CertificateParams,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        // A subject of its own: rcgen's default is the leaves' too, and a leaf whose issuer
-        // is its subject reads as self-signed.
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "Sluice test CA");
-        Ca {
-            params,
-            key: rcgen::KeyPair::generate().unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.params.self_signed(&self.key).unwrap().pem()
-    }
-
-    /// A leaf for `names` written to `dir/file.crt` and `.key`; the SHA-256 of its DER.
-    fn leaf(&self, dir: &Path, file: &str, names: &[&str]) -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let mut params = rcgen::CertificateParams::new(names.clone()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0].as_str());
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        // Written whole, then renamed in: a reader never sees half a file.
-        for (ext, text) in [("key", key.serialize_pem()), ("crt", cert.pem())] {
-            let tmp = dir.join(format!(".{file}.{ext}.tmp"));
-            std::fs::write(&tmp, text).unwrap();
-            std::fs::rename(&tmp, dir.join(format!("{file}.{ext}"))).unwrap();
-        }
-        hex::encode(sha2::Sha256::digest(cert.der()))
-    }
-}
 
 /// The SHA-256 of the certificate the server shows for each (port, STARTTLS?, SNI name).
 async fn seen(ca: &Path, asks: &[(u16, bool, &str)]) -> Vec<String> {

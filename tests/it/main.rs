@@ -1,6 +1,7 @@
 //! Sluice's integration tests: one binary, one module per capability.
 #![allow(clippy::unwrap_used)]
 
+mod acme;
 mod authentication;
 mod authoring;
 mod bounce_template;

@@ -13,21 +13,9 @@ use sluice_tests::*;
 
 /// A CA-signed certificate for 127.0.0.1 in `dir` (`ca.pem`, `ip.crt`, `ip.key`).
 fn certificates(dir: &Path) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "REQUIRETLS test CA");
-    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, "127.0.0.1");
-    let cert = leaf
-        .signed_by(&key, &rcgen::Issuer::from_params(&ca, &ca_key))
-        .unwrap();
-    std::fs::write(dir.join("ip.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.join("ip.key"), key.serialize_pem()).unwrap();
+    let ca = sluice_tests::ca::Ca::new();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    ca.leaf(dir, "ip", &["127.0.0.1"]);
 }
 
 /// The files of a Maildir's `new/`, waiting (bounded: 30 s) until there are `n`.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub mod browser;
+pub mod ca;
 pub mod dns;
 pub mod milter_client;
 pub mod peers;

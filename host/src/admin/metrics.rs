@@ -58,6 +58,8 @@ pub struct Metrics {
     plugin_memory: Family<Labels, Histogram, fn() -> Histogram>,
     plugin_host_calls: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
+    acme_orders: Family<Labels, Counter>,
+    acme_not_after: Gauge,
     plugins_loaded: Gauge,
     // The spool and delivery.
     spool: Family<Labels, Gauge>,
@@ -91,6 +93,8 @@ impl Metrics {
             capture_records: Family::default(),
             plugins_loaded: Gauge::default(),
             reloads: Family::default(),
+            acme_orders: Family::default(),
+            acme_not_after: Gauge::default(),
             spool: Family::default(),
             deliveries: Family::default(),
             webhook: Family::default(),
@@ -173,6 +177,16 @@ impl Metrics {
             "reloads",
             "Reloads of the plugin directory, the configuration and changed certificate files, by kind and result",
             m.reloads.clone(),
+        );
+        r.register(
+            "acme_orders",
+            "Certificate orders to the ACME CA, by result (issued, failed: the certificate in service stays)",
+            m.acme_orders.clone(),
+        );
+        r.register(
+            "acme_certificate_expiry_timestamp_seconds",
+            "When the ACME certificate in service expires (Unix time; 0: none from the CA yet)",
+            m.acme_not_after.clone(),
         );
         r.register(
             "spool_messages",
@@ -346,6 +360,19 @@ impl Metrics {
         self.reloads
             .get_or_create(&labels(&[("kind", kind), ("result", result)]))
             .inc();
+    }
+
+    /// An ACME order ended: issued, or failed.
+    pub fn acme_order(&self, issued: bool) {
+        let result = if issued { "issued" } else { "failed" };
+        self.acme_orders
+            .get_or_create(&labels(&[("result", result)]))
+            .inc();
+    }
+
+    /// The ACME certificate in service expires at `unix` seconds (0: none from the CA yet).
+    pub fn acme_expiry(&self, unix: i64) {
+        self.acme_not_after.set(unix);
     }
 
     /// The spool holds `n` messages in `state`.

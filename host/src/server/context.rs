@@ -56,6 +56,8 @@ pub struct ServerContext {
     /// Files of the plugin directory that could not be loaded, with why (the console shows
     /// them): kept up to date by the directory watcher and reloads.
     pub load_problems: std::sync::Mutex<std::collections::BTreeMap<std::path::PathBuf, String>>,
+    /// The answers to the ACME CA's checks while an order is open (`[tls.acme]`).
+    pub acme: Arc<crate::tls::acme::Challenges>,
     /// Serialises reloads (directory watcher, SIGHUP).
     pub reload_lock: tokio::sync::Mutex<crate::plugin::directory::DirState>,
 }
@@ -111,6 +113,7 @@ pub fn context(
         capture,
         shutdown: watch::channel(false).0,
         load_problems: std::sync::Mutex::new(load_problems),
+        acme: Default::default(),
         reload_lock: tokio::sync::Mutex::new(dir_state),
     })
 }

@@ -8,6 +8,7 @@
 //! May use: every front end and service it starts (SMTP, milter, delivery, admin endpoints, the
 //! plugin watcher) and the configuration. Nothing but the binary and the tests start it.
 
+mod acme;
 pub mod context;
 mod lifetime;
 pub mod reload;
@@ -204,6 +205,20 @@ impl Server {
         crate::admin::journal::load(&journal);
         background.spawn(save_journal_every_minute(journal));
         background.spawn(crate::server::reload::certificates(ctx.clone()));
+        // The ACME certificate, and the CA's checks on addresses of their own.
+        background.spawn(acme::keep_current(ctx.clone()));
+        if let Some(a) = &config.tls.acme {
+            if let Some(address) = a.http_listen {
+                let (listener, addr) = bind(address, "acme-http").await?;
+                tracing::info!(address = %addr, "answering ACME HTTP-01 checks");
+                background.spawn(acme::answer_http(ctx.clone(), listener));
+            }
+            if let Some(address) = a.tls_alpn_listen {
+                let (listener, addr) = bind(address, "acme-tls-alpn").await?;
+                tracing::info!(address = %addr, "answering ACME TLS-ALPN-01 checks");
+                background.spawn(acme::answer_tls_alpn(ctx.clone(), listener));
+            }
+        }
         // What mail users hand over for the spam filter is collected here, by Sluice's own
         // account (crate::spam_learning).
         if crate::spam_learning::learned_path(config).is_some() {

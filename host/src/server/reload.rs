@@ -342,6 +342,8 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
             certificates: Some(certificates),
             verifier: Arc::new(auth),
         }));
+        // The ACME names or settings may have changed: the ACME task looks again.
+        ctx.acme.reconsider.notify_one();
         Ok::<String, String>(summary)
     }
     .await;

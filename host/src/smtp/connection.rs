@@ -41,7 +41,7 @@ pub async fn serve(
     let live = ctx.live();
     crate::admin::metrics::get().connection(kind.as_str(), kind == ListenerKind::Smtps);
     if kind == ListenerKind::Smtps {
-        match handshake(&live, kind, stream).await {
+        match handshake(&live, &ctx.acme, kind, stream).await {
             Some((s, params)) => {
                 stream = s;
                 tls = Some(params);
@@ -59,13 +59,19 @@ pub async fn serve(
 
 async fn handshake(
     live: &Live,
+    acme: &crate::tls::acme::Challenges,
     kind: ListenerKind,
     mut stream: Stream,
 ) -> Option<(Stream, TlsParams)> {
     let tcp = stream.take_plain()?;
-    let acceptor = live.tls.as_ref()?;
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => {
+    let config = live.tls.as_ref()?.config().clone();
+    let accept = crate::tls::acme::challenges::accept(tcp, config, acme);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(None)) => {
+            tracing::info!("answered the ACME CA's TLS-ALPN-01 check");
+            None
+        }
+        Ok(Ok(Some(s))) => {
             let params = crate::tls::describe(s.get_ref().1);
             Some((Stream::Tls(Box::new(s)), params))
         }
@@ -301,7 +307,7 @@ impl Connection {
                 Step::StartTls => {
                     self.flush(stream).await?;
                     let plain = std::mem::replace(stream, Stream::Switching);
-                    match handshake(&self.live, self.kind, plain).await {
+                    match handshake(&self.live, &self.ctx.acme, self.kind, plain).await {
                         Some((tls, params)) => {
                             *stream = tls;
                             self.txn = None;

@@ -1,11 +1,14 @@
 //! The server certificates: PEM files from the configuration, chosen by the name the client
 //! asks for ([`certificates`], read again when they change), or a self-signed certificate for
 //! the host name generated on first start (with `rcgen`) and kept in `<data_dir>/tls/`.
-//! TLS 1.2 and 1.3 only, through rustls with the `ring` provider.
+//! TLS 1.2 and 1.3 only, through rustls with the `ring` provider. A certificate can also come
+//! from an ACME CA ([`acme`]), whose checks every TLS handshake may answer
+//! ([`acme::challenges::accept`]).
 //!
-//! May use: rustls, rcgen and the configuration's `[tls]`. Used by the SMTP front end, delivery
+//! May use: rustls, rcgen, instant-acme and the configuration's `[tls]`. Used by the SMTP front end, delivery
 //! and the webhook client.
 
+pub mod acme;
 pub mod certificates;
 pub mod stream;
 
@@ -52,7 +55,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 }
 
 /// The certificates `config` serves, the default first: `[tls] cert`, else the
-/// `[[tls.certificate]]` marked default, else the first of them, else a self-signed one.
+/// `[[tls.certificate]]` marked default, else the ACME one (unless it says `default = false`),
+/// else the first of them, else a self-signed one.
 pub fn sources(config: &Config) -> Result<Vec<CertSource>, TlsError> {
     let mut sources: Vec<CertSource> = config
         .tls
@@ -67,6 +71,14 @@ pub fn sources(config: &Config) -> Result<Vec<CertSource>, TlsError> {
     if let Some(i) = config.tls.certificates.iter().position(|c| c.default) {
         let default = sources.remove(i);
         sources.insert(0, default);
+    }
+    if let Some(acme) = acme::Acme::new(config) {
+        let at = if config.tls.acme_is_default() {
+            0
+        } else {
+            sources.len()
+        };
+        sources.insert(at, acme.source()?);
     }
     let default = match (&config.tls.cert, &config.tls.key) {
         (Some(c), Some(k)) => Some((c.clone(), k.clone())),
