@@ -18,8 +18,9 @@ use sluice_tests::*;
 /// A pebble process, killed when dropped.
 struct Pebble {
     child: tokio::process::Child,
-    /// The ACME directory URL.
+    /// The ACME directory URL, and its port.
     directory: String,
+    listen: u16,
     /// The management interface (pebble's roots).
     management: SocketAddr,
     /// The CA of pebble's own HTTPS (made by the test).
@@ -32,15 +33,28 @@ impl Pebble {
     async fn start(
         dir: &Path,
         dns: SocketAddr,
-        (tls_port, http_port): (u16, u16),
+        checks: (u16, u16),
         blocked: &str,
         validity: Duration,
     ) -> Pebble {
         let ca = ca::Ca::new();
-        let https_ca = dir.join("pebble-https-ca.pem");
-        std::fs::write(&https_ca, ca.pem()).unwrap();
+        std::fs::write(dir.join("pebble-https-ca.pem"), ca.pem()).unwrap();
         ca.leaf(dir, "pebble-https", &["127.0.0.1", "localhost"]);
-        let (listen, management) = (free_port(), free_port());
+        let ports = (free_port(), free_port());
+        Pebble::start_on(dir, dns, checks, blocked, validity, ports).await
+    }
+
+    /// [`Pebble::start`] on the given (directory, management) ports, with the HTTPS
+    /// certificate already in `dir`: a restart, which forgets every account.
+    async fn start_on(
+        dir: &Path,
+        dns: SocketAddr,
+        (tls_port, http_port): (u16, u16),
+        blocked: &str,
+        validity: Duration,
+        (listen, management): (u16, u16),
+    ) -> Pebble {
+        let https_ca = dir.join("pebble-https-ca.pem");
         let config = dir.join("pebble.json");
         let json = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{listen}"),
@@ -65,7 +79,13 @@ impl Pebble {
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
-            .stdout(std::fs::File::create(dir.join("pebble.log")).unwrap())
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("pebble.log"))
+                    .unwrap(),
+            )
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
@@ -73,6 +93,7 @@ impl Pebble {
         let pebble = Pebble {
             child,
             directory: format!("https://127.0.0.1:{listen}/dir"),
+            listen,
             management: ([127, 0, 0, 1], management).into(),
             https_ca,
         };
@@ -320,7 +341,12 @@ async fn a_certificate_from_the_ca_is_served_renewed_without_a_restart_and_kept_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_is_obtained_by_http_01_and_by_tls_alpn_01_on_an_address_of_its_own() {
-    let dns = Dns::start(Zone::new().addr("mx.acme.test", [127, 0, 0, 1].into())).await;
+    let dns = Dns::start(
+        Zone::new()
+            .addr("mx.acme.test", [127, 0, 0, 1].into())
+            .addr("mail.acme.test", [127, 0, 0, 1].into()),
+    )
+    .await;
     let smtp_only = "[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n";
     for challenge in ["http-01", "tls-alpn-01"] {
         let dir = tempfile::tempdir().unwrap();
@@ -342,6 +368,34 @@ async fn a_certificate_is_obtained_by_http_01_and_by_tls_alpn_01_on_an_address_o
         metric_reaches(&s, &cfg, ISSUED, 1.0, Duration::from_secs(60)).await;
         let got = served(&pebble, &[(s.smtp.port(), true, "mx.acme.test")]).await;
         assert_eq!(got, [on_disk(dir.path())], "{challenge}");
+        if challenge == "tls-alpn-01" {
+            // The CA forgets the account (pebble restarted: its data is in memory); a name
+            // added by a reload is ordered with a new account, without a failure.
+            let ports = (pebble.listen, pebble.management.port());
+            drop(pebble);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let pebble = Pebble::start_on(
+                dir.path(),
+                dns.addr,
+                (alpn, http),
+                "blocked.acme.test",
+                Duration::from_secs(86_400),
+                ports,
+            )
+            .await;
+            let text = std::fs::read_to_string(&cfg).unwrap().replace(
+                "names = [\"mx.acme.test\"]",
+                "names = [\"mx.acme.test\", \"mail.acme.test\"]",
+            );
+            std::fs::write(&cfg, text).unwrap();
+            s.signal("HUP");
+            metric_reaches(&s, &cfg, ISSUED, 2.0, Duration::from_secs(60)).await;
+            assert_eq!(metric(&s, FAILED).await, 0.0);
+            let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();
+            assert!(log.contains("does not know the kept account"), "{log}");
+            let got = served(&pebble, &[(s.smtp.port(), true, "mail.acme.test")]).await;
+            assert_eq!(got, [on_disk(dir.path())]);
+        }
         if challenge == "http-01" {
             // Nothing but open checks is answered there.
             let out = tokio::process::Command::new("curl")

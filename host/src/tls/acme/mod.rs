@@ -133,8 +133,21 @@ impl Acme {
     /// one on disk. Answers the CA's checks through `challenges` meanwhile. Returns when the
     /// new certificate expires. The caller bounds the time it may take.
     pub async fn obtain(&self, challenges: &Challenges) -> Result<SystemTime, AcmeError> {
-        let outcome = self.order(challenges).await;
+        let mut outcome = self.order(challenges).await;
         challenges.clear();
+        // An account the CA no longer knows (deactivated, or the CA's data reset): a new one,
+        // and the order once more.
+        if let Err(AcmeError::Ca(instant_acme::Error::Api(problem))) = &outcome
+            && problem
+                .r#type
+                .as_deref()
+                .is_some_and(|t| t.ends_with(":accountDoesNotExist"))
+        {
+            tracing::info!("ACME: the CA does not know the kept account; opening a new one");
+            let _ = std::fs::remove_file(self.account_path());
+            outcome = self.order(challenges).await;
+            challenges.clear();
+        }
         outcome
     }
 
