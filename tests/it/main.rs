@@ -26,6 +26,7 @@ mod lifecycle;
 mod loading;
 mod message_view;
 mod milter;
+mod mta_sts;
 mod operations;
 mod package;
 mod peers;

@@ -45,6 +45,9 @@ pub struct DeliveryConfig {
     pub connection_idle_secs: u64,
     /// The DNS server for MX routes (`ip` or `ip:port`); default: the system's resolvers.
     pub resolver: Option<String>,
+    /// The HTTPS port MTA-STS policies are fetched from: 443 (another only for tests and
+    /// private set-ups).
+    pub mta_sts_port: u16,
 }
 
 impl Default for DeliveryConfig {
@@ -63,6 +66,7 @@ impl Default for DeliveryConfig {
             max_connections_per_destination: 10,
             connection_idle_secs: 10,
             resolver: None,
+            mta_sts_port: 443,
         }
     }
 }
@@ -100,6 +104,10 @@ pub struct RouteConfig {
     /// TLS policy for smtp: `none`, `opportunistic` (default) or `required` (verified).
     #[serde(default = "opportunistic")]
     pub tls: TlsPolicy,
+    /// MTA-STS (RFC 8461) for an mx route: `on` (default: a domain's enforce policy is
+    /// followed), `off`, or `required` (a domain without an enforce policy is deferred).
+    #[serde(default)]
+    pub mta_sts: MtaStsUse,
     /// AUTH user for the next hop (needs TLS).
     #[serde(default)]
     pub auth_user: Option<String>,
@@ -118,6 +126,19 @@ pub struct RouteConfig {
     /// window); shared by every Sluice of a fleet when `[store]` is Redis. Default: no limit.
     #[serde(default)]
     pub max_messages_per_minute: Option<u32>,
+}
+
+/// How an mx route uses MTA-STS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MtaStsUse {
+    /// Follow a domain's policy when it has one.
+    #[default]
+    On,
+    /// Never look.
+    Off,
+    /// Deliver only to domains with an enforce policy, as it says; defer the others.
+    Required,
 }
 
 fn smtp_port() -> u16 {
@@ -209,6 +230,7 @@ impl DeliveryConfig {
             self.max_connections_per_destination as u64,
         );
         p.resolver("delivery.resolver", self.resolver.as_deref());
+        p.nonzero("delivery.mta_sts_port", u64::from(self.mta_sts_port));
     }
 }
 
@@ -253,6 +275,12 @@ impl RouteConfig {
         }
         if self.kind == RouteKind::Mx && self.port == 0 {
             p.add(key("port"), "must be a port number");
+        }
+        if self.kind != RouteKind::Mx && self.mta_sts != MtaStsUse::On {
+            p.add(
+                key("mta_sts"),
+                "only an mx route looks up MTA-STS policies (a fixed next hop: set tls = \"required\")",
+            );
         }
         if self.auth_user.is_some() != self.auth_password.is_some() {
             p.add(at, "set both auth_user and auth_password, or neither");

@@ -31,7 +31,7 @@ mod tls;
 
 pub use admin::{AdminConfig, MetricsConfig, WEBHOOK_EVENTS, WebhookConfig};
 pub use capture::{CAPTURE_VERDICTS, CaptureConfig};
-pub use delivery::{DeliveryConfig, RouteConfig, RouteKind, TlsPolicy};
+pub use delivery::{DeliveryConfig, MtaStsUse, RouteConfig, RouteKind, TlsPolicy};
 pub use limits::LimitsConfig;
 pub use plugins::{
     Capability, FailurePolicy, PluginLimits, PluginSettings, PluginsConfig, valid_plugin_name,
@@ -262,6 +262,7 @@ impl Config {
                 socket: None,
                 port: 25,
                 tls: TlsPolicy::None,
+                mta_sts: Default::default(),
                 auth_user: None,
                 auth_password: None,
                 max_connections: None,
@@ -695,6 +696,7 @@ mod tests {
             [delivery]
             resolver = "dns.example"
             concurrency = 0
+            mta_sts_port = 0
             [[route]]
             domains = ["a.test"]
             kind = "mx"
@@ -707,12 +709,15 @@ mod tests {
             kind = "smtp"
             host = "hop.test:25"
             socket = "/run/x.sock"
+            mta_sts = "required"
             "#,
         );
         says_all(
             &msg,
             &[
                 "delivery.resolver: \"dns.example\" is not an IP address or ip:port",
+                "delivery.mta_sts_port: must be at least 1",
+                "route[2].mta_sts: only an mx route looks up MTA-STS policies",
                 "delivery.concurrency: must be at least 1",
                 "route[0].host: an mx route takes no host",
                 "route[1]: an lmtp route needs host (host:port) or socket (a path)",

@@ -702,6 +702,12 @@ pub async fn deliver(
     Ok(out)
 }
 
+/// A client configuration that verifies the server's certificate against the system's roots
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
+pub fn verified_tls() -> Arc<rustls::ClientConfig> {
+    tls_config(true)
+}
+
 /// The rustls client configuration: verified against the system's roots, or (opportunistic
 /// TLS, as MTAs practise it) encrypted without verification.
 fn tls_config(verify: bool) -> Arc<rustls::ClientConfig> {

@@ -14,6 +14,7 @@ pub mod bounce;
 pub mod client;
 pub mod destinations;
 pub mod local;
+pub mod mta_sts;
 pub mod mx;
 pub mod pool;
 pub mod runner;

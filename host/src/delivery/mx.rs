@@ -132,6 +132,31 @@ impl MxResolver {
         Ok(mx)
     }
 
+    /// The TXT records of `name`, each one string (its pieces joined); empty when it has none.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, MxError> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match self.resolver(name)?.txt_lookup(fqdn.as_str()).await {
+            Ok(l) => Ok(l
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|piece| String::from_utf8_lossy(piece))
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if negative(&e).is_some() => Ok(Vec::new()),
+            Err(e) => Err(MxError::Temporary {
+                name: name.to_string(),
+                problem: e.to_string(),
+            }),
+        }
+    }
+
     /// The addresses of `host` (AAAA and A); empty when it has none.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, MxError> {
         if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {

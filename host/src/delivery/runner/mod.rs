@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use tokio::sync::Notify;
 
-use crate::config::{Config, RouteConfig, RouteKind};
+use crate::config::{Config, MtaStsUse, RouteConfig, RouteKind};
 use crate::envelope::{Recipient, Sender};
 use crate::pipeline::{CallRecord, Pipeline};
 use crate::plugin::bindings::types::{DeliveryReport, DeliveryStatus, FailedRecipient};
@@ -40,6 +40,7 @@ use super::arrivals::Arrivals;
 use super::bounce::Notice;
 use super::client::{ClientConfig, DsnParams, Outgoing, Target, Timeouts};
 use super::destinations::{Admission, Destinations, Limits, Outcome as DestinationOutcome};
+use super::mta_sts::{self, MtaSts};
 use super::mx::{MxError, MxResolver};
 use super::pool::{Pool, Sent};
 use super::state::{self, QueueState, RcptStatus, fmt_time};
@@ -78,6 +79,8 @@ pub struct Runner {
     settings: arc_swap::ArcSwap<Settings>,
     pool: Pool,
     mx: MxResolver,
+    /// MTA-STS policies of MX destinations, cached.
+    sts: MtaSts,
     destinations: Destinations,
     /// When set, the configuration and plugins in force are taken from here.
     live: Option<Arc<arc_swap::ArcSwap<crate::server::context::Live>>>,
@@ -198,6 +201,9 @@ struct Handed {
     /// The success notice due when it was accepted and its NOTIFY asks for SUCCESS: none
     /// when the next hop took the DSN parameters (it reports from there).
     success: Option<Notice>,
+    /// The recipient domain's policy that applied to the attempt (MTA-STS), for the log and
+    /// the queue's history.
+    policy: Option<String>,
 }
 
 /// One reply for every recipient of a group.
@@ -207,6 +213,7 @@ fn each(n: usize, reply: Reply, remote: Option<String>) -> Vec<Handed> {
             reply,
             remote,
             success: None,
+            policy: None,
         };
         n
     ]
@@ -352,12 +359,14 @@ impl Runner {
             Duration::from_secs(d.connection_idle_secs),
         );
         let mx = MxResolver::new(d.resolver.as_deref());
+        let sts = MtaSts::new(config.server.data_dir.join("mta-sts"), d.mta_sts_port);
         let destinations = Destinations::new(d.concurrency, None);
         Runner {
             spool,
             settings: arc_swap::ArcSwap::from_pointee(Settings { config, pipeline }),
             pool,
             mx,
+            sts,
             destinations,
             live: None,
             seen: Default::default(),

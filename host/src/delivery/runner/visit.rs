@@ -151,6 +151,7 @@ impl Runner {
                     reply,
                     remote,
                     success,
+                    policy,
                 } = handed;
                 let r = &mut st.recipients[i];
                 r.attempts += 1;
@@ -170,10 +171,14 @@ impl Runner {
                 });
                 r.remote = remote.clone();
                 st.history.push(format!(
-                    "{} {} {:?}: {reply}",
+                    "{} {} {:?}: {reply}{}",
                     fmt_time(now),
                     r.address,
-                    r.status
+                    r.status,
+                    policy
+                        .as_deref()
+                        .map(|p| format!(" (policy {p})"))
+                        .unwrap_or_default()
                 ));
                 let outcome = match r.status {
                     RcptStatus::Delivered => "delivered",
@@ -202,6 +207,7 @@ impl Runner {
                     outcome,
                     remote = %remote.as_deref().map(crate::inbound::message::printable).unwrap_or_default(),
                     attempt = r.attempts,
+                    policy = policy.as_deref().unwrap_or("none"),
                     reply = %crate::inbound::message::printable(&reply.to_string()),
                     "delivery"
                 );
@@ -462,7 +468,8 @@ impl Runner {
 
     /// Delivers to one route: an outcome per recipient of `rcpts`, and what it says of the
     /// destination's health: `Some(Ok)` when a server answered, `Some(Err(why))` when none
-    /// could be talked to, `None` when no server was tried.
+    /// could be talked to, `None` when no server was tried. For an MX route, the domain's
+    /// MTA-STS policy is looked up first, and named in every outcome.
     pub(super) async fn deliver_group(
         &self,
         envelope: &SpooledEnvelope,
@@ -471,6 +478,42 @@ impl Runner {
         domain: &str,
         rcpts: &[String],
         config: &Config,
+    ) -> (Vec<Handed>, Option<Result<(), String>>) {
+        let sts = if route.kind == RouteKind::Mx && route.mta_sts != MtaStsUse::Off {
+            self.sts.policy(domain, &self.mx).await
+        } else {
+            None
+        };
+        let (mut outcomes, health) = self
+            .deliver_under(
+                envelope,
+                message,
+                route,
+                domain,
+                rcpts,
+                config,
+                sts.as_deref(),
+            )
+            .await;
+        if let Some(p) = &sts {
+            for o in &mut outcomes {
+                o.policy = Some(p.describe());
+            }
+        }
+        (outcomes, health)
+    }
+
+    /// [`Self::deliver_group`] under the domain's MTA-STS policy `sts`.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver_under(
+        &self,
+        envelope: &SpooledEnvelope,
+        message: &[u8],
+        route: &RouteConfig,
+        domain: &str,
+        rcpts: &[String],
+        config: &Config,
+        sts: Option<&mta_sts::Policy>,
     ) -> (Vec<Handed>, Option<Result<(), String>>) {
         if route.kind == RouteKind::Maildir {
             let root = config.paths().maildir;
@@ -498,36 +541,52 @@ impl Runner {
                         reply,
                         remote: None,
                         success: Some(Notice::Delivered),
+                        policy: None,
                     }
                 })
                 .collect();
             return (outcomes, None);
         }
         // REQUIRETLS (RFC 8689): only to a next hop authenticated by its certificate. An MX
-        // host can be authenticated only through a DNSSEC-validated MX or an MTA-STS policy,
-        // neither of which this Sluice has yet: such mail is returned rather than sent. LMTP
-        // is final delivery (the mailbox server), as the Maildir is.
+        // host is authenticated through the domain's MTA-STS enforce policy (DNSSEC-validated
+        // MX records are not checked yet): without one such mail is returned rather than
+        // sent. LMTP is final delivery (the mailbox server), as the Maildir is.
         let requiretls = route.kind != RouteKind::Lmtp
             && envelope
                 .sender
                 .params
                 .iter()
                 .any(|p| p.keyword.eq_ignore_ascii_case("REQUIRETLS"));
-        if requiretls && route.kind == RouteKind::Mx {
+        // MTA-STS (RFC 8461): an enforce policy allows only its MX hosts, over TLS with a
+        // certificate verified for the host. `TLS-Required: No` asks that it be ignored
+        // (RFC 8689 §5), unless the sender also asked for REQUIRETLS.
+        let relaxed = !requiretls && mta_sts::tls_required_no(message);
+        let enforce = sts.filter(|p| p.mode == mta_sts::Mode::Enforce && !relaxed);
+        if requiretls && route.kind == RouteKind::Mx && enforce.is_none() {
             let r = Reply::new(
                 550,
                 "5.7.30",
                 &format!(
-                    "REQUIRETLS support required: the mail exchangers of {domain} cannot be authenticated (no DNSSEC-validated MX or MTA-STS policy)"
+                    "REQUIRETLS support required: the mail exchangers of {domain} cannot be authenticated (no MTA-STS enforce policy; DNSSEC-validated MX records are not checked)"
                 ),
+            );
+            return (each(rcpts.len(), r, None), None);
+        }
+        if route.kind == RouteKind::Mx && route.mta_sts == MtaStsUse::Required && enforce.is_none()
+        {
+            let r = Reply::new(
+                451,
+                "4.7.5",
+                &format!("{domain} has no MTA-STS enforce policy, which this route requires"),
             );
             return (each(rcpts.len(), r, None), None);
         }
         let d = &config.delivery;
         let cfg = ClientConfig {
             helo: config.server.hostname.clone(),
-            // A REQUIRETLS message goes only over TLS with a verified certificate.
-            tls: if requiretls {
+            // A REQUIRETLS message, and mail under an MTA-STS enforce policy, go only over TLS
+            // with a verified certificate.
+            tls: if requiretls || enforce.is_some() {
                 crate::config::TlsPolicy::Required
             } else {
                 route.tls
@@ -598,6 +657,31 @@ impl Runner {
             let r = Reply::new(451, "4.4.3", "Cannot resolve the next hop");
             return (each(rcpts.len(), r, None), None);
         }
+        let hops = match sts {
+            Some(policy) if policy.mode != mta_sts::Mode::None => {
+                let (allowed, not): (Vec<_>, Vec<_>) =
+                    hops.into_iter().partition(|(_, name)| policy.allows(name));
+                if !not.is_empty() {
+                    tracing::info!(id = %envelope.id, domain, policy = %policy.describe(), enforced = enforce.is_some(), hosts = %not.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(","), "MTA-STS: MX hosts the policy does not list");
+                }
+                match (enforce.is_some(), allowed.is_empty()) {
+                    (true, true) => {
+                        let r = Reply::new(
+                            451,
+                            "4.7.5",
+                            &format!(
+                                "MTA-STS policy of {domain} ({}): none of its MX hosts is listed",
+                                policy.describe()
+                            ),
+                        );
+                        return (each(rcpts.len(), r, None), None);
+                    }
+                    (true, false) => allowed,
+                    (false, _) => allowed.into_iter().chain(not).collect(),
+                }
+            }
+            _ => hops,
+        };
         let hops: Vec<(Target, String)> = hops
             .into_iter()
             .filter(|(t, _)| !matches!(t, Target::Tcp(a) if loops_back(*a, &self.own)))
@@ -629,6 +713,7 @@ impl Runner {
                             reply,
                             remote: Some(o.remote.clone()),
                             success: success(o.dsn),
+                            policy: None,
                         })
                         .collect();
                     return (outcomes, Some(Ok(())));
@@ -645,6 +730,16 @@ impl Runner {
                     last_remote = None;
                     answered = true;
                     break;
+                }
+                Sent::Failed(e @ crate::delivery::client::ClientError::Tls { .. })
+                    if enforce.is_some() && !requiretls =>
+                {
+                    // Not sent, and not to be sent in the clear: deferred (the policy or the
+                    // host's certificate may be mended).
+                    tracing::info!(id = %envelope.id, hop = %target, error = %e, "MTA-STS: not sent: no verified TLS");
+                    last = Reply::new(451, "4.7.5", &format!("MTA-STS policy of {domain}: {e}"));
+                    last_remote = Some(name.clone());
+                    answered = true;
                 }
                 Sent::Failed(e @ crate::delivery::client::ClientError::Tls { .. })
                     if requiretls =>

@@ -1,0 +1,453 @@
+//! MTA-STS (RFC 8461): whether a recipient domain asks that its mail reach only its listed MX
+//! hosts over TLS with a verified certificate. The `_mta-sts.DOMAIN` TXT record names the
+//! policy's id; the policy is fetched from `https://mta-sts.DOMAIN/.well-known/mta-sts.txt`
+//! with a verified certificate (bounded: 64 KiB, 20 s), and cached — in memory and in
+//! `<data_dir>/mta-sts/`, so across restarts — until its `max_age` runs out or the id changes.
+//! As the RFC says, a policy that cannot be fetched, or a TXT record that went away, leaves
+//! the cached policy in force while it lasts; without one, delivery goes on as for a domain
+//! without MTA-STS.
+//!
+//! Written here rather than taken from a crate: `mail-auth` has no MTA-STS, and the crates
+//! that do fetch with their own HTTP stacks, which could not use the delivery resolver (the
+//! tests' DNS) or the delivery's roots.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use serde::{Deserialize, Serialize};
+
+use super::mx::MxResolver;
+
+/// The largest policy fetched (the RFC suggests 64 KiB).
+const MAX_POLICY: usize = 64 * 1024;
+/// How long a fetch may take, connection and TLS included.
+const FETCH_DEADLINE: Duration = Duration::from_secs(20);
+/// The longest `max_age` (RFC 8461 §3.2: one year).
+const MAX_AGE: u64 = 31_557_600;
+/// How long a policy that could not be fetched is not asked for again (seconds): a policy
+/// server that is down must not add a fetch's deadline to every delivery to its domain.
+const RETRY_FETCH_SECS: i64 = 300;
+
+/// What a policy asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deliver only to matching MX hosts over verified TLS.
+    Enforce,
+    /// Deliver as usual; report what enforce would have refused.
+    Testing,
+    /// No MTA-STS (a domain withdrawing its policy).
+    None,
+}
+
+/// A domain's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// The record id it was fetched for.
+    pub id: String,
+    /// What it asks.
+    pub mode: Mode,
+    /// The MX host patterns (`mx.example.org`, `*.example.org`).
+    pub mx: Vec<String>,
+    /// Seconds it may be cached.
+    pub max_age: u64,
+    /// When it was fetched (Unix seconds).
+    pub fetched: i64,
+}
+
+impl Policy {
+    /// True when `host` matches one of the policy's MX patterns (a `*.` pattern covers one
+    /// label, RFC 8461 §4.1).
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.mx.iter().any(|p| match p.strip_prefix("*.") {
+            Some(parent) => host
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+            None => *p == host,
+        })
+    }
+
+    /// Still good at `now` (Unix seconds).
+    fn fresh(&self, now: i64) -> bool {
+        now < self
+            .fetched
+            .saturating_add(i64::try_from(self.max_age).unwrap_or(i64::MAX))
+    }
+
+    /// How the delivery log and the queue name it: `mta-sts:enforce id=…`.
+    pub fn describe(&self) -> String {
+        let mode = match self.mode {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        };
+        format!("mta-sts:{mode} id={}", self.id)
+    }
+}
+
+/// The policy id of the `_mta-sts` TXT records: exactly one must start with `v=STSv1`
+/// (RFC 8461 §3.1; more than one is as none).
+pub fn record_id(txts: &[String]) -> Option<String> {
+    let mut found = txts.iter().filter(|t| t.starts_with("v=STSv1"));
+    let record = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    let id = record.split(';').find_map(|field| {
+        let (k, v) = field.split_once('=')?;
+        (k.trim() == "id").then(|| v.trim().to_string())
+    })?;
+    let ok = !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric());
+    ok.then_some(id)
+}
+
+/// Parses a policy file (RFC 8461 §3.2) fetched for record `id` at `fetched`.
+pub fn parse(text: &str, id: &str, fetched: i64) -> Result<Policy, String> {
+    let (mut version, mut mode, mut max_age, mut mx) = (None, None, None, Vec::new());
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((key, value)) = line.split_once(':') else {
+            return Err(format!("{:?} is not `key: value`", truncate(line)));
+        };
+        let value = value.trim();
+        match key.trim() {
+            "version" => version = Some(value.to_string()),
+            "mode" => {
+                mode = Some(match value {
+                    "enforce" => Mode::Enforce,
+                    "testing" => Mode::Testing,
+                    "none" => Mode::None,
+                    other => return Err(format!("mode {:?} is unknown", truncate(other))),
+                })
+            }
+            "max_age" => {
+                let age: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|a| *a <= MAX_AGE && value.len() <= 10)
+                    .ok_or_else(|| {
+                        format!("max_age {:?} is not 0 to {MAX_AGE}", truncate(value))
+                    })?;
+                max_age = Some(age);
+            }
+            "mx" => {
+                let bare = value.strip_prefix("*.").unwrap_or(value);
+                let good = !bare.is_empty()
+                    && bare
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !good {
+                    return Err(format!("mx {:?} is not a host pattern", truncate(value)));
+                }
+                mx.push(value.trim_end_matches('.').to_ascii_lowercase());
+            }
+            _ => {}
+        }
+    }
+    if version.as_deref() != Some("STSv1") {
+        return Err("no `version: STSv1`".to_string());
+    }
+    let mode = mode.ok_or("no mode")?;
+    let max_age = max_age.ok_or("no max_age")?;
+    if mode != Mode::None && mx.is_empty() {
+        return Err("no mx".to_string());
+    }
+    Ok(Policy {
+        id: id.to_string(),
+        mode,
+        mx,
+        max_age,
+        fetched,
+    })
+}
+
+/// True when the message's header has `TLS-Required: No` (RFC 8689 §5): the sender asks that
+/// the recipient domain's TLS policy (MTA-STS, DANE) be ignored for it.
+pub fn tls_required_no(message: &[u8]) -> bool {
+    let Some(parsed) = mail_parser::MessageParser::new().parse_headers(message) else {
+        return false;
+    };
+    parsed
+        .header_raw("TLS-Required")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("no"))
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The policies known, by domain.
+pub struct MtaSts {
+    dir: PathBuf,
+    port: u16,
+    known: Mutex<HashMap<String, Arc<Policy>>>,
+    /// Domain → (record id, until when) of fetches that failed.
+    failed: Mutex<HashMap<String, (String, i64)>>,
+}
+
+impl MtaSts {
+    /// Policies cached in `dir`, fetched from `port` (443 but in tests).
+    pub fn new(dir: PathBuf, port: u16) -> MtaSts {
+        MtaSts {
+            dir,
+            port,
+            known: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The policy in force for `domain` now, if any (see the module documentation).
+    pub async fn policy(&self, domain: &str, dns: &MxResolver) -> Option<Arc<Policy>> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let plain = !domain.is_empty()
+            && !domain.starts_with('.')
+            && domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !plain {
+            return None;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let cached = self.cached(&domain).filter(|p| p.fresh(now));
+        let id = match dns.txt(&format!("_mta-sts.{domain}")).await {
+            Ok(txts) => record_id(&txts),
+            // DNS trouble: what we know stands.
+            Err(_) => return cached,
+        };
+        let Some(id) = id else {
+            return cached;
+        };
+        if cached.as_ref().is_some_and(|p| p.id == id) {
+            return cached;
+        }
+        let recently_failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&domain)
+            .is_some_and(|(failed_id, until)| *failed_id == id && now < *until);
+        if recently_failed {
+            return cached;
+        }
+        let fetched = self.fetch_for(&domain, &id, dns, now).await;
+        if fetched.is_none() {
+            self.failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(domain.clone(), (id, now + RETRY_FETCH_SECS));
+        }
+        fetched.or(cached)
+    }
+
+    /// Fetches and parses the policy of record `id`, and keeps it; logs why not.
+    async fn fetch_for(
+        &self,
+        domain: &str,
+        id: &str,
+        dns: &MxResolver,
+        now: i64,
+    ) -> Option<Arc<Policy>> {
+        match tokio::time::timeout(FETCH_DEADLINE, self.fetch(domain, dns)).await {
+            Ok(Ok(text)) => match parse(&text, id, now) {
+                Ok(policy) => {
+                    let policy = Arc::new(policy);
+                    self.keep(domain, &policy);
+                    Some(policy)
+                }
+                Err(why) => {
+                    tracing::info!(domain, "MTA-STS policy refused: {why}");
+                    None
+                }
+            },
+            Ok(Err(why)) => {
+                tracing::info!(domain, "MTA-STS policy not fetched: {why}");
+                None
+            }
+            Err(_) => {
+                tracing::info!(domain, "MTA-STS policy not fetched within 20 s");
+                None
+            }
+        }
+    }
+
+    fn path(&self, domain: &str) -> PathBuf {
+        self.dir.join(format!("{domain}.json"))
+    }
+
+    fn cached(&self, domain: &str) -> Option<Arc<Policy>> {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = known.get(domain) {
+            return Some(p.clone());
+        }
+        let bytes = std::fs::read(self.path(domain)).ok()?;
+        let policy = Arc::new(serde_json::from_slice::<Policy>(&bytes).ok()?);
+        known.insert(domain.to_string(), policy.clone());
+        Some(policy)
+    }
+
+    fn keep(&self, domain: &str, policy: &Arc<Policy>) {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain.to_string(), policy.clone());
+        let written = crate::private_files::create_private_dir(&self.dir).and_then(|_| {
+            let json = serde_json::to_vec(policy.as_ref()).map_err(std::io::Error::other)?;
+            crate::private_files::write_private(&self.path(domain), &json)
+        });
+        if let Err(e) = written {
+            tracing::warn!(domain, error = %e, "MTA-STS policy not saved: it is kept in memory only");
+        }
+    }
+
+    /// GET the policy over HTTPS with a verified certificate for `mta-sts.DOMAIN`.
+    async fn fetch(&self, domain: &str, dns: &MxResolver) -> Result<String, String> {
+        let host = format!("mta-sts.{domain}");
+        let ip = *dns
+            .addresses(&host)
+            .await
+            .map_err(|e| e.to_string())?
+            .first()
+            .ok_or_else(|| format!("{host} has no address"))?;
+        let tcp = tokio::net::TcpStream::connect((ip, self.port))
+            .await
+            .map_err(|e| format!("{host}: {e}"))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(super::client::verified_tls())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("{host}: TLS: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(conn);
+        let request = hyper::Request::get("/.well-known/mta-sts.txt")
+            .header("host", &host)
+            .header("user-agent", "sluice")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string());
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                driver.abort();
+                return Err(e);
+            }
+        };
+        let status = response.status();
+        let text_plain = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/plain")
+            });
+        let body = http_body_util::Limited::new(response.into_body(), MAX_POLICY)
+            .collect()
+            .await
+            .map(|b| b.to_bytes());
+        driver.abort();
+        if status != hyper::StatusCode::OK {
+            return Err(format!("HTTP status {status}"));
+        }
+        if !text_plain {
+            return Err("not text/plain".to_string());
+        }
+        let body = body.map_err(|e| format!("body: {e}"))?;
+        String::from_utf8(body.to_vec()).map_err(|_| "not UTF-8".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_the_id_once() {
+        let one = |t: &str| record_id(&[t.to_string()]);
+        assert_eq!(one("v=STSv1; id=20260101T01;"), Some("20260101T01".into()));
+        assert_eq!(one("v=STSv1;id=abc"), Some("abc".into()));
+        assert_eq!(one("v=STSv2; id=abc"), None);
+        assert_eq!(one("v=STSv1; id=a-b"), None, "alphanumeric only");
+        assert_eq!(one("v=STSv1;"), None);
+        assert_eq!(
+            record_id(&["v=STSv1; id=a".into(), "v=STSv1; id=b".into()]),
+            None,
+            "two records are none"
+        );
+        assert_eq!(
+            record_id(&["spf1".into(), "v=STSv1; id=b".into()]),
+            Some("b".into())
+        );
+    }
+
+    #[test]
+    fn a_policy_is_parsed_and_matched_as_the_rfc_says() {
+        let p = parse(
+            "version: STSv1\r\nmode: enforce\r\nmx: mx1.example.org\r\nmx: *.example.net\r\nmax_age: 86400\r\nextra: ignored\r\n",
+            "1",
+            100,
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Enforce);
+        assert_eq!(p.max_age, 86_400);
+        assert!(p.allows("MX1.example.org."));
+        assert!(p.allows("a.example.net"));
+        assert!(!p.allows("a.b.example.net"), "one label");
+        assert!(!p.allows("example.net"));
+        assert!(!p.allows("mx2.example.org"));
+        assert!(p.fresh(100 + 86_399) && !p.fresh(100 + 86_400));
+        assert_eq!(p.describe(), "mta-sts:enforce id=1");
+        for (bad, why) in [
+            ("mode: enforce\nmx: a\nmax_age: 1\n", "no `version: STSv1`"),
+            (
+                "version: STSv1\nmode: strict\nmx: a\nmax_age: 1\n",
+                "mode \"strict\" is unknown",
+            ),
+            ("version: STSv1\nmode: enforce\nmax_age: 1\n", "no mx"),
+            ("version: STSv1\nmode: enforce\nmx: a\n", "no max_age"),
+            (
+                "version: STSv1\nmode: enforce\nmx: a\nmax_age: 99999999999\n",
+                "max_age",
+            ),
+            (
+                "version: STSv1\nmode: enforce\nmx: a b\nmax_age: 1\n",
+                "not a host pattern",
+            ),
+            ("<html>\n", "is not `key: value`"),
+        ] {
+            let e = parse(bad, "1", 0).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        let none = parse("version: STSv1\nmode: none\nmax_age: 5\n", "2", 0).unwrap();
+        assert_eq!(none.mode, Mode::None);
+    }
+
+    #[test]
+    fn tls_required_no_is_read_from_the_header_only() {
+        assert!(tls_required_no(
+            b"Subject: a\r\nTLS-Required:  no \r\n\r\nbody"
+        ));
+        assert!(!tls_required_no(
+            b"Subject: a\r\nTLS-Required: yes\r\n\r\nbody"
+        ));
+        assert!(!tls_required_no(b"Subject: a\r\n\r\nTLS-Required: No\r\n"));
+    }
+}

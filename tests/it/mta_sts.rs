@@ -1,0 +1,300 @@
+//! MTA-STS (RFC 8461) on MX delivery, all on loopback: the tests' DNS server publishes MX
+//! records and `_mta-sts` TXT records, a Python HTTPS server (certificate from the test's CA)
+//! serves the policies, and Sluice B is every domain's MX host, with a certificate for
+//! `mx.good.test` only. Sluice A (`sluice serve`, trusting the test's CA) relays to them:
+//! - enforce, matching MX, valid certificate: delivered, over verified TLS;
+//! - enforce, certificate not for the MX host: deferred, never sent;
+//! - enforce, MX host not in the policy: deferred, never sent;
+//! - testing, mismatching MX and certificate: delivered;
+//! - no policy: delivered (opportunistic, as without MTA-STS);
+//! - REQUIRETLS to the enforce domain: delivered (the MX host is authenticated by the policy);
+//! - `TLS-Required: No` to the domain with the wrong certificate: delivered (RFC 8689 §5);
+//!
+//! and after a restart with the policy server gone, the cached policy still applies.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice_tests::dns::{Dns, Zone};
+use sluice_tests::peers::free_port;
+use sluice_tests::serve::Serve;
+use sluice_tests::*;
+use tokio::io::AsyncBufReadExt as _;
+
+const DOMAINS: [&str; 5] = [
+    "good.test",
+    "badcert.test",
+    "elsewhere.test",
+    "testing.test",
+    "plain.test",
+];
+
+/// Serves `policies` (host → text) at `/.well-known/mta-sts.txt` over HTTPS on `port`.
+async fn policy_server(
+    dir: &Path,
+    port: u16,
+    policies: &serde_json::Value,
+) -> tokio::process::Child {
+    let script = r#"
+import http.server, json, os, ssl
+policies = json.loads(os.environ["POLICIES"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = policies.get(self.headers.get("Host", "").split(":")[0])
+        if self.path != "/.well-known/mta-sts.txt" or body is None:
+            self.send_error(404)
+            return
+        b = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *args):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(os.environ["CERT"], os.environ["KEY"])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print("ready", flush=True)
+srv.serve_forever()
+"#;
+    let mut child = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .env("POLICIES", policies.to_string())
+        .env("PORT", port.to_string())
+        .env("CERT", dir.join("policies.crt"))
+        .env("KEY", dir.join("policies.key"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+    assert!(
+        matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
+        "{ready:?}"
+    );
+    child
+}
+
+/// The `event=delivery` log lines of A for `to`, waiting (bounded: 30 s) for the first.
+async fn delivery_lines(log: &Path, to: &str) -> Vec<String> {
+    let want = format!("to={to} ");
+    for _ in 0..300 {
+        let lines: Vec<String> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("event=delivery") && l.contains(&want))
+            .map(str::to_string)
+            .collect();
+        if !lines.is_empty() {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no delivery line for {to} in:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+async fn send(port: u16, mails: &[(&str, bool)]) -> String {
+    let script = r#"
+import os, smtplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+c = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), local_hostname="client.test", timeout=30)
+c.starttls(context=ctx)
+c.ehlo("client.test")
+for mail in os.environ["MAILS"].split(";"):
+    to, requiretls = mail.split(",")
+    opts = ["REQUIRETLS"] if requiretls == "1" else []
+    # The sender of "relaxed@…" asks that the domain's TLS policy be ignored (RFC 8689 §5).
+    extra = "TLS-Required: No\r\n" if to.startswith("relaxed@") else ""
+    c.sendmail("carol@a.test", [to], ("Subject: to " + to + "\r\n" + extra + "\r\nhello\r\n").encode(), mail_options=opts)
+c.quit()
+print("sent")
+"#;
+    let mails = mails
+        .iter()
+        .map(|(to, r)| format!("{to},{}", u8::from(*r)))
+        .collect::<Vec<_>>()
+        .join(";");
+    python(script, &[("PORT", port.to_string()), ("MAILS", mails)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = ca::Ca::new();
+    std::fs::write(certs.path().join("ca.pem"), ca.pem()).unwrap();
+    ca.leaf(certs.path(), "other", &["other.test"]);
+    ca.leaf(certs.path(), "good", &["mx.good.test"]);
+    let policy_hosts: Vec<String> = DOMAINS.iter().map(|d| format!("mta-sts.{d}")).collect();
+    let hosts: Vec<&str> = policy_hosts.iter().map(String::as_str).collect();
+    ca.leaf(certs.path(), "policies", &hosts);
+    let file = |f: &str| certs.path().join(f).display().to_string();
+
+    // B: every domain's MX host; its default certificate is for other.test.
+    let b = TestServer::start(
+        &format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n\
+             [[tls.certificate]]\nnames = [\"mx.good.test\"]\ncert = {:?}\nkey = {:?}\n\
+             [relay]\nlocal_domains = {DOMAINS:?}\n",
+            file("other.crt"),
+            file("other.key"),
+            file("good.crt"),
+            file("good.key"),
+        ),
+        &[],
+    )
+    .await;
+    let policy = |mode: &str, mx: &str| {
+        format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
+    };
+    let policies = serde_json::json!({
+        "mta-sts.good.test": policy("enforce", "mx.good.test"),
+        "mta-sts.badcert.test": policy("enforce", "*.badcert.test"),
+        "mta-sts.elsewhere.test": policy("enforce", "mx.other.test"),
+        "mta-sts.testing.test": policy("testing", "mx.other.test"),
+    });
+    let https = free_port();
+    let server = policy_server(certs.path(), https, &policies).await;
+    let mut zone = Zone::new();
+    for d in DOMAINS {
+        zone = zone
+            .mx(d, 10, &format!("mx.{d}"))
+            .addr(&format!("mx.{d}"), [127, 0, 0, 1].into())
+            .addr(&format!("mta-sts.{d}"), [127, 0, 0, 1].into());
+        if d != "plain.test" {
+            zone = zone.txt(&format!("_mta-sts.{d}"), "v=STSv1; id=20261207;");
+        }
+    }
+    let dns = Dns::start(zone).await;
+
+    // A: the relay under test, trusting the test's CA.
+    let a_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(a_dir.path().join("plugins")).unwrap();
+    let cfg = a_dir.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"a.test\"\ndata_dir = {:?}\n\
+             [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
+             [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
+             [authentication]\nverify = false\n\
+             [delivery]\nresolver = \"{}\"\nmta_sts_port = {https}\nretry_secs = [3600]\n\
+             [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\nport = {}\n",
+            a_dir.path(),
+            dns.addr,
+            b.smtp.port()
+        ),
+    )
+    .unwrap();
+    let start_a = || {
+        let mut cmd = tokio::process::Command::new(sluice_bin());
+        cmd.args(["serve", "--config"])
+            .arg(&cfg)
+            .env("SSL_CERT_FILE", certs.path().join("ca.pem"));
+        Serve::start_command(cmd, &cfg)
+    };
+    let mut a = start_a().await;
+    let out = send(
+        a.smtp.port(),
+        &[
+            ("good@good.test", false),
+            ("bad@badcert.test", false),
+            ("else@elsewhere.test", false),
+            ("testing@testing.test", false),
+            ("plain@plain.test", false),
+            ("strict@good.test", true),
+            ("relaxed@badcert.test", false),
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "sent");
+    let log = cfg.with_extension("log");
+
+    // Delivered: the enforce domain over verified TLS, the testing and the plain domains, and
+    // with `TLS-Required: No` the domain whose MX host's certificate is not for it.
+    for (user, domain, policy) in [
+        ("good", "good", "mta-sts:enforce id=20261207"),
+        ("strict", "good", "mta-sts:enforce id=20261207"),
+        ("testing", "testing", "mta-sts:testing id=20261207"),
+        ("plain", "plain", "none"),
+        ("relaxed", "badcert", "mta-sts:enforce id=20261207"),
+    ] {
+        let got = b.mailbox(user, 1).await;
+        assert_eq!(got.len(), 1, "{user}");
+        assert!(got[0].contains("with ESMTPS"), "{user}: {}", got[0]);
+        let lines = delivery_lines(&log, &format!("{user}@{domain}.test")).await;
+        assert!(lines[0].contains("outcome=delivered"), "{lines:?}");
+        let field = if policy == "none" {
+            "policy=none".to_string()
+        } else {
+            format!("policy=\"{policy}\"")
+        };
+        assert!(lines[0].contains(&field), "{lines:?}");
+    }
+    // Deferred and never sent: a certificate not for the MX host, an MX host not listed.
+    let bad = delivery_lines(&log, "bad@badcert.test").await;
+    assert!(
+        bad[0].contains("outcome=deferred")
+            && bad[0].contains("451 4.7.5 MTA-STS policy of badcert.test")
+            && bad[0].contains("policy=\"mta-sts:enforce id=20261207\""),
+        "{bad:?}"
+    );
+    let elsewhere = delivery_lines(&log, "else@elsewhere.test").await;
+    assert!(
+        elsewhere[0].contains("outcome=deferred")
+            && elsewhere[0].contains("none of its MX hosts is listed"),
+        "{elsewhere:?}"
+    );
+    for user in ["bad", "else"] {
+        assert!(
+            !b.dir.path().join("maildir").join(user).exists(),
+            "{user} must not reach the MX host"
+        );
+    }
+    // `sluice queue show` names the policy of each attempt.
+    let id = bad[0]
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("id="))
+        .unwrap()
+        .to_string();
+    let show = std::process::Command::new(sluice_bin())
+        .args(["queue", "show", &id, "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains("(policy mta-sts:enforce id=20261207)"),
+        "{show}"
+    );
+    // The policies are kept on disk, owner-only.
+    let kept = a_dir.path().join("mta-sts/badcert.test.json");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Restarted, with the policy server gone: the cached policy still applies.
+    drop(server);
+    a.signal("TERM");
+    assert!(a.exited(Duration::from_secs(30)).await.success());
+    let a = start_a().await;
+    let out = send(a.smtp.port(), &[("bad2@badcert.test", false)]).await;
+    assert_eq!(out.trim(), "sent");
+    let bad2 = delivery_lines(&log, "bad2@badcert.test").await;
+    assert!(
+        bad2[0].contains("outcome=deferred")
+            && bad2[0].contains("policy=\"mta-sts:enforce id=20261207\""),
+        "{bad2:?}"
+    );
+    assert!(!b.dir.path().join("maildir/bad2").exists());
+}
