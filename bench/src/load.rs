@@ -468,6 +468,7 @@ async fn sluice(
     plugins: &[(PathBuf, String)],
     (plugins_toml, extra): (&str, &str),
     want: &str,
+    resolver: std::net::SocketAddr,
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     let plugin_dir = dir.join("plugins");
     std::fs::create_dir_all(&plugin_dir)?;
@@ -500,11 +501,8 @@ max_connections_per_ip = 2000
 [delivery]
 concurrency = 50
 max_connections_per_destination = 20
-[[route]]
-domains = ["sink.test"]
-kind = "smtp"
-host = "127.0.0.1:{sink}"
-tls = "none"
+resolver = "{resolver}"
+{route}
 [plugin.recipient-validation.config]
 catch_all = ["sink.test"]
 [plugin.python-attachments]
@@ -520,6 +518,14 @@ flagged_words = ["viagra", "casino"]
 score = 2.0
 {extra}"#,
             cache = root().join("target/bench-compile-cache"),
+            // A configuration with a route of its own replaces the sink's.
+            route = if extra.contains("[[route]]") {
+                String::new()
+            } else {
+                format!(
+                    "[[route]]\ndomains = [\"sink.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{sink}\"\ntls = \"none\""
+                )
+            },
         ),
     )?;
     let mut child = tokio::process::Command::new(root().join("target/release/sluice"))
@@ -594,6 +600,14 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         None => Vec::new(),
     };
+    // The DNS server of every configuration: the dnsbl zones (empty) and sink.test's MX.
+    let zone = sluice_tests::dns::Dns::start(
+        sluice_tests::dns::Zone::new()
+            .mx("sink.test", 10, "mx.sink.test")
+            .addr("mx.sink.test", [127, 0, 0, 1].into())
+            .txt("_mta-sts.sink.test", "v=STSv1; id=bench1;"),
+    )
+    .await;
     // (name, plugin files with the names they get, extra configuration)
     type Configuration<'a> = (&'static str, &'a [(PathBuf, String)], (String, String));
     let none = || (String::new(), String::new());
@@ -627,10 +641,23 @@ async fn main() -> anyhow::Result<()> {
     if a.custom.is_some() {
         configs.push(("sluice-custom", &custom, none()));
     }
+    // The sink as sink.test's MX host, found through DNS, without and with MTA-STS (a
+    // testing policy, cached before the run: the warm cache of a busy relay).
+    for (name, sts) in [("sluice-mx", "off"), ("sluice-mx-sts", "on")] {
+        configs.push((
+            name,
+            &bundled,
+            (
+                String::new(),
+                format!(
+                    "[[route]]\ndomains = [\"sink.test\"]\nkind = \"mx\"\nport = {sink_port}\ntls = \"none\"\nmta_sts = \"{sts}\"\n"
+                ),
+            ),
+        ));
+    }
     // The opt-in plugins on a loopback Redis and DNS server.
     let mut stateful = bundled.clone();
     stateful.extend(named("optional")?);
-    let zone = sluice_tests::dns::Dns::start(sluice_tests::dns::Zone::new()).await;
     let redis = Path::new("/usr/bin/redis-server")
         .exists()
         .then(sluice_tests::peers::Redis::start);
@@ -672,8 +699,27 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        let (child, addr) =
-            sluice(dir.path(), sink_port, plugins, (&extra.0, &extra.1), "smtp").await?;
+        if name == "sluice-mx-sts" {
+            std::fs::create_dir_all(dir.path().join("mta-sts"))?;
+            let fetched = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            std::fs::write(
+                dir.path().join("mta-sts/sink.test.json"),
+                format!(
+                    r#"{{"id":"bench1","mode":"testing","mx":["mx.sink.test"],"max_age":86400,"fetched":{fetched}}}"#
+                ),
+            )?;
+        }
+        let (child, addr) = sluice(
+            dir.path(),
+            sink_port,
+            plugins,
+            (&extra.0, &extra.1),
+            "smtp",
+            zone.addr,
+        )
+        .await?;
         let port = addr.rsplit(':').next().unwrap_or("").parse()?;
         eprintln!("{name}: pid {}", child.id().unwrap_or(0));
         let db = match name {
@@ -772,8 +818,15 @@ async fn main() -> anyhow::Result<()> {
         } else {
             "[[listener]]\nkind = \"milter\"\naddress = \"127.0.0.1:0\"\n".to_string()
         };
-        let (child, milter) =
-            sluice(dir.path(), sink_port, plugins, ("", &listener), "milter").await?;
+        let (child, milter) = sluice(
+            dir.path(),
+            sink_port,
+            plugins,
+            ("", &listener),
+            "milter",
+            zone.addr,
+        )
+        .await?;
         // Sluice prints a socket as `unix:PATH`, Postfix's own notation.
         let milter = if unix {
             milter
@@ -971,6 +1024,11 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-captured") / r("sluice-bundled"),
         r("sluice-captured-all") / r("sluice-bundled"),
         r("sluice-stateful-captured") / r("sluice-stateful"),
+    );
+    println!(
+        "sluice-mx-sts / sluice-mx = {:.2} (the sink as an MX host found through DNS, with MTA-STS on and the domain's testing policy cached, against MTA-STS off); sluice-mx / sluice-bundled = {:.2}",
+        r("sluice-mx-sts") / r("sluice-mx"),
+        r("sluice-mx") / r("sluice-bundled"),
     );
     println!(
         "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter over TCP, against Postfix alone); postfix-milter-unix / postfix = {:.2} (the same over a Unix socket); postfix-milter-none / postfix = {:.2} (a milter over TCP with no plugins: the protocol's own cost)",
