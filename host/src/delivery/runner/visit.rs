@@ -560,8 +560,10 @@ impl Runner {
         // MTA-STS (RFC 8461): an enforce policy allows only its MX hosts, over TLS with a
         // certificate verified for the host. `TLS-Required: No` asks that it be ignored
         // (RFC 8689 §5), unless the sender also asked for REQUIRETLS.
-        let relaxed = !requiretls && mta_sts::tls_required_no(message);
-        let enforce = sts.filter(|p| p.mode == mta_sts::Mode::Enforce && !relaxed);
+        // (The header is read only for an enforce policy.)
+        let enforce = sts.filter(|p| {
+            p.mode == mta_sts::Mode::Enforce && (requiretls || !mta_sts::tls_required_no(message))
+        });
         if requiretls && route.kind == RouteKind::Mx && enforce.is_none() {
             let r = Reply::new(
                 550,
