@@ -21,12 +21,16 @@ use sluice_tests::serve::Serve;
 use sluice_tests::*;
 use tokio::io::AsyncBufReadExt as _;
 
-const DOMAINS: [&str; 5] = [
+const DOMAINS: [&str; 8] = [
     "good.test",
     "badcert.test",
     "elsewhere.test",
     "testing.test",
     "plain.test",
+    // Policy servers that misbehave: a policy past 64 KiB, one served as HTML, a redirect.
+    "huge.test",
+    "html.test",
+    "redirect.test",
 ];
 
 /// Serves `policies` (host → text) at `/.well-known/mta-sts.txt` over HTTPS on `port`.
@@ -44,9 +48,18 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path != "/.well-known/mta-sts.txt" or body is None:
             self.send_error(404)
             return
+        host = self.headers.get("Host", "")
+        if host.startswith("mta-sts.redirect."):
+            self.send_response(302)
+            self.send_header("Location", "https://mta-sts.good.test/.well-known/mta-sts.txt")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if host.startswith("mta-sts.huge."):
+            body += "x-padding: yes\r\n" * 7000
         b = body.encode()
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", "text/html" if host.startswith("mta-sts.html.") else "text/plain")
         self.send_header("Content-Length", str(len(b)))
         self.end_headers()
         self.wfile.write(b)
@@ -160,6 +173,9 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
         "mta-sts.badcert.test": policy("enforce", "*.badcert.test"),
         "mta-sts.elsewhere.test": policy("enforce", "mx.other.test"),
         "mta-sts.testing.test": policy("testing", "mx.other.test"),
+        "mta-sts.huge.test": policy("enforce", "mx.other.test"),
+        "mta-sts.html.test": policy("enforce", "mx.other.test"),
+        "mta-sts.redirect.test": policy("enforce", "mx.other.test"),
     });
     let https = free_port();
     let server = policy_server(certs.path(), https, &policies).await;
@@ -212,6 +228,9 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
             ("plain@plain.test", false),
             ("strict@good.test", true),
             ("relaxed@badcert.test", false),
+            ("huge@huge.test", false),
+            ("html@html.test", false),
+            ("redirect@redirect.test", false),
         ],
     )
     .await;
@@ -226,6 +245,10 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
         ("testing", "testing", "mta-sts:testing id=20261207"),
         ("plain", "plain", "none"),
         ("relaxed", "badcert", "mta-sts:enforce id=20261207"),
+        // A policy that could not be fetched is no policy (RFC 8461 §5), and says why.
+        ("huge", "huge", "none"),
+        ("html", "html", "none"),
+        ("redirect", "redirect", "none"),
     ] {
         let got = b.mailbox(user, 1).await;
         assert_eq!(got.len(), 1, "{user}");
@@ -238,6 +261,21 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
             format!("policy=\"{policy}\"")
         };
         assert!(lines[0].contains(&field), "{lines:?}");
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    for (domain, why) in [
+        ("huge.test", "body: length limit exceeded"),
+        ("html.test", "not text/plain"),
+        ("redirect.test", "HTTP status 302 Found"),
+    ] {
+        assert!(
+            log_text
+                .lines()
+                .any(|l| l.contains("MTA-STS policy not fetched")
+                    && l.contains(&format!("domain={domain}"))
+                    && l.contains(why)),
+            "{domain}: {why}:\n{log_text}"
+        );
     }
     // Deferred and never sent: a certificate not for the MX host, an MX host not listed.
     let bad = delivery_lines(&log, "bad@badcert.test").await;

@@ -310,6 +310,35 @@ async fn connections_are_reused_and_capped_per_destination() {
 }
 
 #[tokio::test]
+async fn a_connection_is_reused_only_for_the_server_name_it_was_opened_for() {
+    // Two next-hop names for one address (as MX hosts sharing a server): a connection opened
+    // (and, with verified TLS, verified) for one name is never handed to the other. At the
+    // cap of one connection, the idle one is closed for the other name's (not waited for).
+    let sink = Sink::tcp("127.0.0.1:0", SinkOptions::default())
+        .await
+        .unwrap();
+    let port = sink.addr.unwrap().port();
+    let (_d, spool, runner) = relay(&format!(
+        "[delivery]\nconcurrency = 1\nmax_connections_per_destination = 1\n\
+         [[route]]\ndomains = [\"a.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{port}\"\ntls = \"none\"\n\
+         [[route]]\ndomains = [\"b.test\"]\nkind = \"smtp\"\nhost = \"localhost:{port}\"\ntls = \"none\"\n"
+    ))
+    .await;
+    for (i, to) in ["u@a.test", "u@a.test", "u@b.test", "u@a.test"]
+        .iter()
+        .enumerate()
+    {
+        let env = envelope(&format!("N{i}"), &[to], vec![]);
+        spool.store(SpoolState::Queue, &env, &msg(i)).await.unwrap();
+        let pass = runner.run_once(T0 + i as i64).await;
+        assert_eq!(pass.finished.len(), 1, "{:?}", pass.attempts);
+    }
+    assert_eq!(sink.wait_for(4, Duration::from_secs(5)).await.len(), 4);
+    // a, a (reused), b (new), a (new: the idle one was b's).
+    assert_eq!(sink.connections(), 3);
+}
+
+#[tokio::test]
 async fn one_delay_warning_after_the_configured_time() {
     let sink = Sink::tcp("127.0.0.1:0", SinkOptions::default())
         .await

@@ -23,6 +23,9 @@ pub const MAX_AGE: Duration = Duration::from_secs(300);
 /// An open connection with its destination permit.
 struct Pooled {
     conn: Connection,
+    /// The server name the connection was opened for (its certificate was verified for it,
+    /// when TLS is verified): reused only for the same name, whatever the address.
+    name: String,
     idle_since: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -77,16 +80,23 @@ impl Pool {
         self.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn take_idle(&self, key: &str) -> Option<Pooled> {
+    /// An idle connection to `key` opened for `name`. Stale ones met on the way are dropped
+    /// (closing the socket and freeing the permit).
+    fn take_idle(&self, key: &str, name: &str) -> Option<Pooled> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some(p) = list.pop() {
-            if p.idle_since.elapsed() < self.idle_for && p.conn.opened.elapsed() < MAX_AGE {
-                return Some(p);
-            }
-            // Stale: dropping it closes the socket and frees its permit.
-        }
-        None
+        list.retain(|p| {
+            p.idle_since.elapsed() < self.idle_for && p.conn.opened.elapsed() < MAX_AGE
+        });
+        let at = list.iter().rposition(|p| p.name == name)?;
+        Some(list.remove(at))
+    }
+
+    /// Closes one idle connection to `key` (opened for another name) to free its permit:
+    /// true when there was one.
+    fn drop_idle(&self, key: &str) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(key).and_then(|list| list.pop()).is_some()
     }
 
     /// The permits of `key`, at most `cap` (a route's own limit, else the pool's); a slot
@@ -111,17 +121,22 @@ impl Pool {
     /// waiting for whichever comes first when the destination is at its cap.
     async fn checkout(
         &self,
-        key: &str,
+        (key, name): (&str, &str),
         cap: Option<usize>,
         reuse: bool,
     ) -> Result<Pooled, OwnedSemaphorePermit> {
         let slot = self.slot(key, cap);
         loop {
-            if reuse && let Some(p) = self.take_idle(key) {
+            if reuse && let Some(p) = self.take_idle(key, name) {
                 return Ok(p);
             }
             if let Ok(permit) = slot.permits.clone().try_acquire_owned() {
                 return Err(permit);
+            }
+            // At the cap with connections idle for other names (one address, several MX
+            // names): one is closed for this name's.
+            if self.drop_idle(key) {
+                continue;
             }
             // A connection comes back idle (notified) or closes (its permit frees: polled).
             let _ = tokio::time::timeout(Duration::from_millis(50), slot.idle.notified()).await;
@@ -143,7 +158,7 @@ impl Pool {
         let key = key(target, cfg);
         let mut reuse = true;
         loop {
-            let (mut pooled, reused) = match self.checkout(&key, cap, reuse).await {
+            let (mut pooled, reused) = match self.checkout((&key, server_name), cap, reuse).await {
                 Ok(p) => (p, true),
                 Err(permit) => {
                     self.opened
@@ -152,6 +167,7 @@ impl Pool {
                         Ok(Ok(conn)) => (
                             Pooled {
                                 conn,
+                                name: server_name.to_string(),
                                 idle_since: Instant::now(),
                                 _permit: permit,
                             },

@@ -443,9 +443,28 @@ impl Runner {
                 return GroupResult::Tried(each(rcpts.len(), r, None));
             }
         };
-        let (outcomes, health) = self
-            .deliver_group(envelope, message, route, domain, &rcpts, config)
+        // For an MX route, the domain's MTA-STS policy first, named in every outcome.
+        let sts = if route.kind == RouteKind::Mx && route.mta_sts != MtaStsUse::Off {
+            self.sts.policy(domain, &self.mx).await
+        } else {
+            None
+        };
+        let (mut outcomes, health) = self
+            .deliver_group(
+                envelope,
+                message,
+                route,
+                domain,
+                &rcpts,
+                config,
+                sts.as_deref(),
+            )
             .await;
+        if let Some(p) = &sts {
+            for o in &mut outcomes {
+                o.policy = Some(p.describe());
+            }
+        }
         self.destinations.record(
             key,
             match &health {
@@ -466,46 +485,12 @@ impl Runner {
             .insert(id.to_string(), st.clone());
     }
 
-    /// Delivers to one route: an outcome per recipient of `rcpts`, and what it says of the
-    /// destination's health: `Some(Ok)` when a server answered, `Some(Err(why))` when none
-    /// could be talked to, `None` when no server was tried. For an MX route, the domain's
-    /// MTA-STS policy is looked up first, and named in every outcome.
-    pub(super) async fn deliver_group(
-        &self,
-        envelope: &SpooledEnvelope,
-        message: &[u8],
-        route: &RouteConfig,
-        domain: &str,
-        rcpts: &[String],
-        config: &Config,
-    ) -> (Vec<Handed>, Option<Result<(), String>>) {
-        let sts = if route.kind == RouteKind::Mx && route.mta_sts != MtaStsUse::Off {
-            self.sts.policy(domain, &self.mx).await
-        } else {
-            None
-        };
-        let (mut outcomes, health) = self
-            .deliver_under(
-                envelope,
-                message,
-                route,
-                domain,
-                rcpts,
-                config,
-                sts.as_deref(),
-            )
-            .await;
-        if let Some(p) = &sts {
-            for o in &mut outcomes {
-                o.policy = Some(p.describe());
-            }
-        }
-        (outcomes, health)
-    }
-
-    /// [`Self::deliver_group`] under the domain's MTA-STS policy `sts`.
+    /// Delivers to one route under the domain's MTA-STS policy `sts` (MX routes): an outcome
+    /// per recipient of `rcpts`, and what it says of the destination's health: `Some(Ok)` when
+    /// a server answered, `Some(Err(why))` when none could be talked to, `None` when no server
+    /// was tried.
     #[allow(clippy::too_many_arguments)]
-    async fn deliver_under(
+    pub(super) async fn deliver_group(
         &self,
         envelope: &SpooledEnvelope,
         message: &[u8],
