@@ -364,6 +364,18 @@ async fn a_certificate_is_obtained_by_http_01_and_by_tls_alpn_01_on_an_address_o
             _ => format!("tls_alpn_listen = \"127.0.0.1:{alpn}\"\n"),
         };
         let cfg = write_config(dir.path(), &pebble, "[\"mx.acme.test\"]", &acme, smtp_only);
+        // check-config says ok and leaves nothing behind (it may run as another user).
+        let check = std::process::Command::new(sluice_bin())
+            .arg("check-config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(!dir.path().join("acme").exists());
         let s = Serve::start(&cfg).await;
         metric_reaches(&s, &cfg, ISSUED, 1.0, Duration::from_secs(60)).await;
         let got = served(&pebble, &[(s.smtp.port(), true, "mx.acme.test")]).await;

@@ -58,16 +58,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
 /// `[[tls.certificate]]` marked default, else the ACME one (unless it says `default = false`),
 /// else the first of them, else a self-signed one.
 pub fn sources(config: &Config) -> Result<Vec<CertSource>, TlsError> {
-    let mut sources: Vec<CertSource> = config
-        .tls
-        .certificates
-        .iter()
-        .map(|c| CertSource {
-            cert: c.cert.clone(),
-            key: c.key.clone(),
-            names: c.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
-        })
-        .collect();
+    let mut sources = configured(config);
     if let Some(i) = config.tls.certificates.iter().position(|c| c.default) {
         let default = sources.remove(i);
         sources.insert(0, default);
@@ -96,6 +87,48 @@ pub fn sources(config: &Config) -> Result<Vec<CertSource>, TlsError> {
         );
     }
     Ok(sources)
+}
+
+/// The `[[tls.certificate]]` entries, in order.
+fn configured(config: &Config) -> Vec<CertSource> {
+    config
+        .tls
+        .certificates
+        .iter()
+        .map(|c| CertSource {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            names: c.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        })
+        .collect()
+}
+
+/// Loads every certificate `config` names, as [`server_config`] would, without writing
+/// anything: a self-signed or ACME stand-in not made yet is not made. `sluice check-config`
+/// may run as another user than the server (root, say), and must not leave it files it
+/// cannot read.
+pub fn check(config: &Config) -> Result<(), TlsError> {
+    let mut sources = configured(config);
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        sources.push(CertSource {
+            cert: cert.clone(),
+            key: key.clone(),
+            names: Vec::new(),
+        });
+    }
+    if let Some(acme) = acme::Acme::new(config)
+        && acme.pem_path().is_file()
+    {
+        sources.push(CertSource {
+            cert: acme.pem_path(),
+            key: acme.pem_path(),
+            names: Vec::new(),
+        });
+    }
+    for source in &sources {
+        certificates::load(source)?;
+    }
+    Ok(())
 }
 
 /// Builds the rustls server configuration for `config`, and the certificates it serves

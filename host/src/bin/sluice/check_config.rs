@@ -1,6 +1,7 @@
 //! `sluice check-config FILE`: "ok" only when `sluice serve` would start with that file and
 //! its plugin directory. Beyond the file's own validation (every problem at once, each by
-//! key), it loads what serve loads — the certificate, the DKIM keys, the users file, and
+//! key), it loads what serve loads — the certificates (without making a self-signed or ACME
+//! stand-in that does not exist yet: it may run as another user), the DKIM keys, the users file, and
 //! every plugin of the directory under its settings, so a plugin's own validation
 //! (`validate-config`) runs — and reports each failure. Files of the plugin directory that
 //! are not Sluice plugins are warned about and skipped, as serve and reloads skip them.
@@ -16,7 +17,7 @@ use crate::setup::{runtime_for, tokio_runtime};
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(file)?;
     let mut problems: Vec<String> = Vec::new();
-    if let Err(e) = sluice::tls::server_config(&config) {
+    if let Err(e) = sluice::tls::check(&config) {
         problems.push(format!("TLS: {e}"));
     }
     if let Err(e) = sluice::sender_auth::Authenticator::new(&config) {
