@@ -10,11 +10,14 @@
 //! - REQUIRETLS to the enforce domain: delivered (the MX host is authenticated by the policy);
 //! - `TLS-Required: No` to the domain with the wrong certificate: delivered (RFC 8689 §5);
 //!
-//! and after a restart with the policy server gone, the cached policy still applies.
+//! and after a restart with the policy server gone, the cached policy still applies. With
+//! `[reports] tls` on, A sends TLS reports (RFC 8460) to the `rua` of `_smtp._tls` records:
+//! a capture sink gets them, gzipped JSON counting the sessions.
 
 use std::path::Path;
 use std::time::Duration;
 
+use mail_parser::MimeHeaders as _;
 use sluice_tests::dns::{Dns, Zone};
 use sluice_tests::peers::free_port;
 use sluice_tests::serve::Serve;
@@ -43,6 +46,19 @@ async fn policy_server(
 import http.server, json, os, ssl
 policies = json.loads(os.environ["POLICIES"])
 class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        # TLS reports POSTed to https://tlsrpt.reports.test/tlsrpt: kept as files.
+        if self.path != "/tlsrpt" or not self.headers.get("Host", "").startswith("tlsrpt."):
+            self.send_error(404)
+            return
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        kind = self.headers.get("Content-Type", "")
+        name = os.path.join(os.environ["POSTS"], "%d.%s" % (len(os.listdir(os.environ["POSTS"])), kind.replace("/", "_")))
+        with open(name, "wb") as f:
+            f.write(body)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
     def do_GET(self):
         body = policies.get(self.headers.get("Host", "").split(":")[0])
         if self.path != "/.well-known/mta-sts.txt" or body is None:
@@ -72,6 +88,7 @@ srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 print("ready", flush=True)
 srv.serve_forever()
 "#;
+    std::fs::create_dir_all(dir.join("posts")).unwrap();
     let mut child = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -79,6 +96,7 @@ srv.serve_forever()
         .env("PORT", port.to_string())
         .env("CERT", dir.join("policies.crt"))
         .env("KEY", dir.join("policies.key"))
+        .env("POSTS", dir.join("posts"))
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -146,7 +164,8 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
     std::fs::write(certs.path().join("ca.pem"), ca.pem()).unwrap();
     ca.leaf(certs.path(), "other", &["other.test"]);
     ca.leaf(certs.path(), "good", &["mx.good.test"]);
-    let policy_hosts: Vec<String> = DOMAINS.iter().map(|d| format!("mta-sts.{d}")).collect();
+    let mut policy_hosts: Vec<String> = DOMAINS.iter().map(|d| format!("mta-sts.{d}")).collect();
+    policy_hosts.push("tlsrpt.reports.test".to_string());
     let hosts: Vec<&str> = policy_hosts.iter().map(String::as_str).collect();
     ca.leaf(certs.path(), "policies", &hosts);
     let file = |f: &str| certs.path().join(f).display().to_string();
@@ -189,6 +208,22 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
             zone = zone.txt(&format!("_mta-sts.{d}"), "v=STSv1; id=20261207;");
         }
     }
+    // good.test also wants its reports POSTed.
+    zone = zone
+        .txt(
+            "_smtp._tls.good.test",
+            &format!(
+                "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,https://tlsrpt.reports.test:{https}/tlsrpt"
+            ),
+        )
+        .txt(
+            "_smtp._tls.badcert.test",
+            "v=TLSRPTv1; rua=mailto:tlsrpt@reports.test",
+        )
+        .addr("tlsrpt.reports.test", [127, 0, 0, 1].into());
+    let reports = sluice_tests::sink::Sink::tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
     let dns = Dns::start(zone).await;
 
     // A: the relay under test, trusting the test's CA.
@@ -203,9 +238,12 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
              [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
              [authentication]\nverify = false\n\
              [delivery]\nresolver = \"{}\"\nmta_sts_port = {https}\nretry_secs = [3600]\n\
+             [reports]\ntls = true\ninterval_secs = 2\norganization = \"A Relay\"\n\
+             [[route]]\ndomains = [\"reports.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n\
              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\nport = {}\n",
             a_dir.path(),
             dns.addr,
+            reports.addr.unwrap().port(),
             b.smtp.port()
         ),
     )
@@ -320,6 +358,93 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
         std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
         0o600
     );
+
+    // TLS reports: good.test's counts two verified sessions under its enforce policy;
+    // badcert.test's one session without the policy (TLS-Required: No) and the failure of
+    // the certificate for another name. Periods are 2 s: a domain's counts may come in
+    // several reports, summed here (bounded: 30 s).
+    let mut sums = std::collections::BTreeMap::new();
+    let want = [("good.test", (2, 0, false)), ("badcert.test", (1, 1, true))];
+    for _ in 0..60 {
+        sums.clear();
+        for r in reports.messages() {
+            assert_eq!(r.rcpts, ["tlsrpt@reports.test"]);
+            let parsed = mail_parser::MessageParser::new().parse(&r.data).unwrap();
+            let domain = parsed
+                .header_raw("TLS-Report-Domain")
+                .unwrap()
+                .trim()
+                .to_string();
+            assert!(
+                parsed
+                    .content_type()
+                    .and_then(|c| c.attribute("report-type"))
+                    == Some("tlsrpt")
+            );
+            let gz = parsed
+                .attachments()
+                .find(|a| {
+                    a.content_type()
+                        .is_some_and(|c| c.subtype() == Some("tlsrpt+gzip"))
+                })
+                .expect("the gzipped report")
+                .contents()
+                .to_vec();
+            let mut json = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json)
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(json["organization-name"], "A Relay");
+            let p = &json["policies"][0];
+            assert_eq!(p["policy"]["policy-type"], "sts", "{json}");
+            assert_eq!(p["policy"]["policy-domain"], domain.as_str());
+            let e = sums.entry(domain).or_insert((0, 0, false));
+            e.0 += p["summary"]["total-successful-session-count"]
+                .as_u64()
+                .unwrap();
+            e.1 += p["summary"]["total-failure-session-count"]
+                .as_u64()
+                .unwrap();
+            e.2 |= p["failure-details"].as_array().unwrap().iter().any(|d| {
+                d["result-type"] == "certificate-host-mismatch"
+                    && d["receiving-mx-hostname"] == "mx.badcert.test"
+            });
+        }
+        if want.iter().all(|(d, w)| sums.get(*d) == Some(w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (d, w) in want {
+        assert_eq!(sums.get(d), Some(&w), "{d}: {sums:?}");
+    }
+    // The same reports of good.test, POSTed (gzip, application/tlsrpt+gzip).
+    let mut posted = 0;
+    for _ in 0..60 {
+        posted = 0;
+        for f in std::fs::read_dir(certs.path().join("posts")).unwrap() {
+            let f = f.unwrap().path();
+            assert!(
+                f.to_string_lossy().ends_with("application_tlsrpt+gzip"),
+                "{f:?}"
+            );
+            let gz = std::fs::read(&f).unwrap();
+            let mut json = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json)
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let p = &json["policies"][0];
+            assert_eq!(p["policy"]["policy-domain"], "good.test");
+            posted += p["summary"]["total-successful-session-count"]
+                .as_u64()
+                .unwrap();
+        }
+        if posted == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(posted, 2, "good.test's sessions, POSTed");
 
     // Restarted, with the policy server gone: the cached policy still applies.
     drop(server);

@@ -22,6 +22,7 @@ mod delivery;
 mod limits;
 mod plugins;
 mod relay;
+mod reports;
 mod scoring;
 mod sender_auth;
 mod server;
@@ -37,6 +38,7 @@ pub use plugins::{
     Capability, FailurePolicy, PluginLimits, PluginSettings, PluginsConfig, valid_plugin_name,
 };
 pub use relay::{AuthConfig, RelayConfig};
+pub use reports::ReportsConfig;
 pub use scoring::{
     AuthenticatedScoring, LearningConfig, ScoringConfig, ScoringOverride, Thresholds,
 };
@@ -90,6 +92,8 @@ pub struct Config {
     pub learning: LearningConfig,
     /// Transactions recorded for exact replay (off unless `enabled`).
     pub capture: CaptureConfig,
+    /// Aggregate reports to the domains that ask for them (TLS reports).
+    pub reports: ReportsConfig,
     /// The file this was read from, for error messages; `None` for the built-in default.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -194,6 +198,7 @@ impl Config {
         self.learning.validate(&mut p);
         self.store.validate(&mut p);
         self.capture.validate(&mut p);
+        self.reports.validate(&mut p);
         self.delivery.validate(&mut p);
         delivery::validate_routes(&self.routes, &mut p);
         self.authentication.validate(&mut p);
@@ -402,14 +407,14 @@ mod tests {
     use super::*;
 
     /// The problems `validate` reports for `toml`, as the error prints them.
-    fn problems_of(toml: &str) -> String {
+    pub(super) fn problems_of(toml: &str) -> String {
         let c = Config::parse(toml).unwrap();
         c.validate().unwrap_err().to_string()
     }
 
     /// Asserts that `msg` names every one of `wants`.
     #[track_caller]
-    fn says_all(msg: &str, wants: &[&str]) {
+    pub(super) fn says_all(msg: &str, wants: &[&str]) {
         for want in wants {
             assert!(msg.contains(want), "missing {want:?} in:\n{msg}");
         }
@@ -469,39 +474,6 @@ mod tests {
                 "tls.certificate: more than one certificate says default = true",
                 "tls.reload_check_secs: 100000 seconds is too long",
             ],
-        );
-    }
-
-    #[test]
-    fn acme_mistakes_are_named_by_key() {
-        let msg = problems_of(
-            "[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:25\"\n\
-             [tls]\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n\
-             [tls.acme]\ndirectory = \"http://ca.example/dir\"\ncontact = [\"admin@example.org\", \"mailto:nobody\"]\n\
-             names = [\"*.example.org\", \"mx..example.org\"]\nca_file = \"/nonexistent.pem\"\nrenew_before_days = 0\ndefault = true\n",
-        );
-        says_all(
-            &msg,
-            &[
-                "tls.acme.directory: \"http://ca.example/dir\" is not an https:// URL",
-                "tls.acme.contact: \"admin@example.org\" must be a mailto: address",
-                "tls.acme.contact: \"mailto:nobody\" is not a single mail address",
-                "tls.acme.names: \"*.example.org\" is not a host name (wildcards need DNS-01",
-                "tls.acme.names: \"mx..example.org\" is not a host name",
-                "tls.acme.terms_agreed: the CA requires its terms of service to be accepted",
-                "tls.acme.tls_alpn_listen: tls-alpn-01 needs an address to answer on",
-                "tls.acme.ca_file: /nonexistent.pem is not a readable file",
-                "tls.acme.renew_before_days: 0 is out of range (1 to 60)",
-                "tls.acme.default: another certificate is the default already",
-            ],
-        );
-        let msg = problems_of(
-            "[tls.acme]\ndirectory = \"https://ca.example/dir\"\nterms_agreed = true\nchallenge = \"http-01\"\n",
-        );
-        says_all(&msg, &["tls.acme.http_listen: http-01 needs an address"]);
-        assert!(
-            Config::parse("[tls.acme]\ndirectory = \"https://x\"\nchallenge = \"dns-01\"\n")
-                .is_err()
         );
     }
 

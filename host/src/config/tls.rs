@@ -263,3 +263,42 @@ impl TlsConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::super::tests::{problems_of, says_all};
+
+    #[test]
+    fn acme_mistakes_are_named_by_key() {
+        let msg = problems_of(
+            "[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:25\"\n\
+             [tls]\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n\
+             [tls.acme]\ndirectory = \"http://ca.example/dir\"\ncontact = [\"admin@example.org\", \"mailto:nobody\"]\n\
+             names = [\"*.example.org\", \"mx..example.org\"]\nca_file = \"/nonexistent.pem\"\nrenew_before_days = 0\ndefault = true\n",
+        );
+        says_all(
+            &msg,
+            &[
+                "tls.acme.directory: \"http://ca.example/dir\" is not an https:// URL",
+                "tls.acme.contact: \"admin@example.org\" must be a mailto: address",
+                "tls.acme.contact: \"mailto:nobody\" is not a single mail address",
+                "tls.acme.names: \"*.example.org\" is not a host name (wildcards need DNS-01",
+                "tls.acme.names: \"mx..example.org\" is not a host name",
+                "tls.acme.terms_agreed: the CA requires its terms of service to be accepted",
+                "tls.acme.tls_alpn_listen: tls-alpn-01 needs an address to answer on",
+                "tls.acme.ca_file: /nonexistent.pem is not a readable file",
+                "tls.acme.renew_before_days: 0 is out of range (1 to 60)",
+                "tls.acme.default: another certificate is the default already",
+            ],
+        );
+        let msg = problems_of(
+            "[tls.acme]\ndirectory = \"https://ca.example/dir\"\nterms_agreed = true\nchallenge = \"http-01\"\n",
+        );
+        says_all(&msg, &["tls.acme.http_listen: http-01 needs an address"]);
+        assert!(
+            Config::parse("[tls.acme]\ndirectory = \"https://x\"\nchallenge = \"dns-01\"\n")
+                .is_err()
+        );
+    }
+}

@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 
 use super::mx::MxResolver;
+use crate::smtp::reply::Reply;
 
 /// The largest policy fetched (the RFC suggests 64 KiB).
 const MAX_POLICY: usize = 64 * 1024;
@@ -313,65 +313,59 @@ impl MtaSts {
     /// GET the policy over HTTPS with a verified certificate for `mta-sts.DOMAIN`.
     async fn fetch(&self, domain: &str, dns: &MxResolver) -> Result<String, String> {
         let host = format!("mta-sts.{domain}");
-        let ip = *dns
-            .addresses(&host)
-            .await
-            .map_err(|e| e.to_string())?
-            .first()
-            .ok_or_else(|| format!("{host} has no address"))?;
-        let tcp = tokio::net::TcpStream::connect((ip, self.port))
-            .await
-            .map_err(|e| format!("{host}: {e}"))?;
-        let name =
-            rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsConnector::from(super::client::verified_tls())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("{host}: TLS: {e}"))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .map_err(|e| e.to_string())?;
-        let driver = tokio::spawn(conn);
         let request = hyper::Request::get("/.well-known/mta-sts.txt")
             .header("host", &host)
             .header("user-agent", "sluice")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string());
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                driver.abort();
-                return Err(e);
-            }
-        };
-        let status = response.status();
-        let text_plain = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("text/plain")
-            });
-        let body = http_body_util::Limited::new(response.into_body(), MAX_POLICY)
-            .collect()
-            .await
-            .map(|b| b.to_bytes());
-        driver.abort();
-        if status != hyper::StatusCode::OK {
-            return Err(format!("HTTP status {status}"));
+        let answer = super::https::send(dns, (&host, self.port), request, MAX_POLICY).await?;
+        if answer.status != hyper::StatusCode::OK {
+            return Err(format!("HTTP status {}", answer.status));
         }
+        let text_plain = answer.content_type.is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/plain")
+        });
         if !text_plain {
             return Err("not text/plain".to_string());
         }
-        let body = body.map_err(|e| format!("body: {e}"))?;
-        String::from_utf8(body.to_vec()).map_err(|_| "not UTF-8".to_string())
+        String::from_utf8(answer.body.to_vec()).map_err(|_| "not UTF-8".to_string())
+    }
+}
+
+/// The next hops an MTA-STS policy leaves (`enforced`: only the MX hosts it lists; testing:
+/// all, listed ones first), logging the hosts it does not list; under enforce with none
+/// listed, the reply that defers the mail and the first host refused.
+pub fn allowed_hops<T>(
+    sts: Option<&Policy>,
+    enforced: bool,
+    hops: Vec<(T, String)>,
+    (id, domain): (&str, &str),
+) -> Result<Vec<(T, String)>, (Reply, String)> {
+    let Some(policy) = sts.filter(|p| p.mode != Mode::None) else {
+        return Ok(hops);
+    };
+    let (allowed, not): (Vec<_>, Vec<_>) =
+        hops.into_iter().partition(|(_, name)| policy.allows(name));
+    if !not.is_empty() {
+        let hosts: Vec<&str> = not.iter().map(|(_, n)| n.as_str()).collect();
+        tracing::info!(id, domain, policy = %policy.describe(), enforced, hosts = %hosts.join(","), "MTA-STS: MX hosts the policy does not list");
+    }
+    match (enforced, allowed.is_empty()) {
+        (true, true) => Err((
+            Reply::new(
+                451,
+                "4.7.5",
+                &format!(
+                    "MTA-STS policy of {domain} ({}): none of its MX hosts is listed",
+                    policy.describe()
+                ),
+            ),
+            not.first().map(|(_, n)| n.clone()).unwrap_or_default(),
+        )),
+        (true, false) => Ok(allowed),
+        (false, _) => Ok(allowed.into_iter().chain(not).collect()),
     }
 }
 

@@ -12,6 +12,7 @@ mod acme;
 pub mod context;
 mod lifetime;
 pub mod reload;
+mod reports;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -250,6 +251,16 @@ impl Server {
         let runner = match ctx.runtime.services.kv.clone() {
             Some(kv @ crate::store::KvStore::Redis(_)) => runner.sharing_rates(kv),
             _ => runner,
+        };
+        // TLS reports (RFC 8460): the runner counts, a task of its own sends.
+        let runner = if config.reports.tls {
+            let reports = Arc::new(crate::delivery::tls_report::TlsReports::open(
+                config.server.data_dir.join("tls-reports"),
+            ));
+            background.spawn(reports::send_tls_reports(ctx.clone(), reports.clone()));
+            runner.reporting_tls(reports)
+        } else {
+            runner
         };
         let runner = tokio::spawn(runner.run(
             ctx.delivery_wakeup.clone(),

@@ -44,6 +44,7 @@ use super::mta_sts::{self, MtaSts};
 use super::mx::{MxError, MxResolver};
 use super::pool::{Pool, Sent};
 use super::state::{self, QueueState, RcptStatus, fmt_time};
+use super::tls_report;
 use super::{bounce, local};
 
 /// Runs the queue files' blocking work (open, read, sync, unlink) on tokio's blocking
@@ -81,6 +82,8 @@ pub struct Runner {
     mx: MxResolver,
     /// MTA-STS policies of MX destinations, cached.
     sts: MtaSts,
+    /// The TLS of MX deliveries, counted for TLS reports (`[reports] tls`).
+    tls_reports: Option<Arc<super::tls_report::TlsReports>>,
     destinations: Destinations,
     /// When set, the configuration and plugins in force are taken from here.
     live: Option<Arc<arc_swap::ArcSwap<crate::server::context::Live>>>,
@@ -367,6 +370,7 @@ impl Runner {
             pool,
             mx,
             sts,
+            tls_reports: None,
             destinations,
             live: None,
             seen: Default::default(),
@@ -375,6 +379,12 @@ impl Runner {
             unsaved: Default::default(),
             arrivals: Arrivals::default(),
         }
+    }
+
+    /// Counts the TLS of MX deliveries into `reports` (for TLS reports, RFC 8460).
+    pub fn reporting_tls(mut self, reports: Arc<super::tls_report::TlsReports>) -> Runner {
+        self.tls_reports = Some(reports);
+        self
     }
 
     /// Hears of new messages through `arrivals` (the server's SMTP sessions add to it).

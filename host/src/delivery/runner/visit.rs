@@ -644,30 +644,25 @@ impl Runner {
             let r = Reply::new(451, "4.4.3", "Cannot resolve the next hop");
             return (each(rcpts.len(), r, None), None);
         }
-        let hops = match sts {
-            Some(policy) if policy.mode != mta_sts::Mode::None => {
-                let (allowed, not): (Vec<_>, Vec<_>) =
-                    hops.into_iter().partition(|(_, name)| policy.allows(name));
-                if !not.is_empty() {
-                    tracing::info!(id = %envelope.id, domain, policy = %policy.describe(), enforced = enforce.is_some(), hosts = %not.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(","), "MTA-STS: MX hosts the policy does not list");
-                }
-                match (enforce.is_some(), allowed.is_empty()) {
-                    (true, true) => {
-                        let r = Reply::new(
-                            451,
-                            "4.7.5",
-                            &format!(
-                                "MTA-STS policy of {domain} ({}): none of its MX hosts is listed",
-                                policy.describe()
-                            ),
-                        );
-                        return (each(rcpts.len(), r, None), None);
-                    }
-                    (true, false) => allowed,
-                    (false, _) => allowed.into_iter().chain(not).collect(),
-                }
+        // What came of the TLS of this attempt, for TLS reports (MX routes).
+        let report = |outcome: tls_report::Outcome| {
+            if let Some(r) = &self.tls_reports
+                && route.kind == RouteKind::Mx
+            {
+                r.record(domain, sts, outcome);
             }
-            _ => hops,
+        };
+        let hops = match mta_sts::allowed_hops(sts, enforce.is_some(), hops, (&envelope.id, domain))
+        {
+            Ok(hops) => hops,
+            Err((reply, unlisted)) => {
+                report(tls_report::Outcome::Failure {
+                    result: "validation-failure",
+                    mx: unlisted,
+                    reason: "MX host not in the MTA-STS policy".to_string(),
+                });
+                return (each(rcpts.len(), reply, None), None);
+            }
         };
         let hops: Vec<(Target, String)> = hops
             .into_iter()
@@ -693,6 +688,15 @@ impl Runner {
         for (target, name) in &hops {
             match self.pool.send(target, name, &cfg, cap, &out).await {
                 Sent::Answered(o) => {
+                    report(if o.tls {
+                        tls_report::Outcome::Success
+                    } else {
+                        tls_report::Outcome::Failure {
+                            result: "starttls-not-supported",
+                            mx: name.clone(),
+                            reason: "delivered without TLS".to_string(),
+                        }
+                    });
                     let outcomes = o
                         .recipients
                         .into_iter()
@@ -721,6 +725,11 @@ impl Runner {
                 Sent::Failed(e @ crate::delivery::client::ClientError::Tls { .. })
                     if enforce.is_some() && !requiretls =>
                 {
+                    report(tls_report::Outcome::Failure {
+                        result: tls_report::classify(&e.to_string()),
+                        mx: name.clone(),
+                        reason: e.to_string(),
+                    });
                     // Not sent, and not to be sent in the clear: deferred (the policy or the
                     // host's certificate may be mended).
                     tracing::info!(id = %envelope.id, hop = %target, error = %e, "MTA-STS: not sent: no verified TLS");
