@@ -27,7 +27,8 @@
 //! - [`store`]: the key-value store behind the plugins' `kv` capability (embedded or Redis).
 //! - [`dns`]: the DNS resolvers (MX routes, and plugins granted `dns`).
 //! - [`spool`]: durable acceptance with group commit.
-//! - [`delivery`]: getting spooled mail out — routes, MX, pooling, retries, bounces.
+//! - [`delivery`]: getting spooled mail out — routes, MX, MTA-STS, pooling, retries, bounces,
+//!   TLS reports.
 //! - [`spam_learning`]: teaching the bundled spam filter the site's judgement.
 //! - [`server`]: the listeners, what a running server shares (the context a reload swaps),
 //!   reloads, and a server's life from the pid file to the drain.
@@ -35,6 +36,8 @@
 //!   journal, one log line per refusal, the log format, the webhook.
 //! - [`file_stamp`]: a file's length, time and inode, as the watchers compare them.
 //! - [`private_files`]: owner-only files and directories (secrets, umask, shared-directory check).
+//! - [`report_period`]: counts per domain over a reporting period, kept on disk (TLS and
+//!   DMARC aggregate reports).
 //!
 //! The `sluice` binary (`src/bin/sluice/`, one module per command, each owning its
 //! arguments) is only the command line.
@@ -53,6 +56,7 @@ pub mod milter;
 pub mod pipeline;
 pub mod plugin;
 pub mod private_files;
+pub mod report_period;
 pub mod sender_auth;
 pub mod server;
 pub mod smtp;

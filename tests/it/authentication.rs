@@ -558,3 +558,86 @@ async fn plugin_check_shows_what_plugins_see() {
         "{report}"
     );
 }
+
+/// DMARC aggregate reports (RFC 7489 §7.2): with `[reports] dmarc`, mail from a domain whose
+/// DMARC record has a `rua` is counted, and a report (XML, gzip) goes to each address that may
+/// have it — the domain's own, and an outside one that authorizes it by its
+/// `DOMAIN._report._dmarc` record — but not to an outside one that does not (§7.1).
+#[tokio::test]
+async fn dmarc_reports_go_to_the_rua_that_may_have_them() {
+    let dns = Dns::start(
+        Zone::new()
+            .txt("spf-pass.test", "v=spf1 ip4:127.0.0.1 -all")
+            .txt(
+                "_dmarc.spf-pass.test",
+                "v=DMARC1; p=reject; rua=mailto:dmarc@spf-pass.test,mailto:agg@outside.test,mailto:nope@stranger.test",
+            )
+            .txt("spf-pass.test._report._dmarc.outside.test", "v=DMARC1"),
+    )
+    .await;
+    let sink = sluice_tests::sink::Sink::tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    let s = TestServer::start(
+        &format!(
+            "{}[reports]\ndmarc = true\ninterval_secs = 2\norganization = \"Sluice test\"\n\
+             [[route]]\ndomains = [\"spf-pass.test\", \"outside.test\", \"stranger.test\"]\n\
+             kind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            auth_config(&dns),
+            sink.addr.unwrap().port()
+        ),
+        &[],
+    )
+    .await;
+    for i in 0..2 {
+        let m = message(None, "user@spf-pass.test", &format!("m{i}"), "hi");
+        let reply = send(s.smtp, "user@spf-pass.test", &m).await;
+        assert!(reply.starts_with("250"), "{reply}");
+    }
+    // The reports (a period is 2 s: the two messages may be counted in two), summed.
+    let mut counted = 0;
+    let mut seen = Vec::new();
+    for _ in 0..60 {
+        counted = 0;
+        seen.clear();
+        for r in sink.messages() {
+            seen.push(r.rcpts.clone());
+            let parsed = mail_parser::MessageParser::new().parse(&r.data).unwrap();
+            assert!(
+                parsed
+                    .subject()
+                    .unwrap()
+                    .starts_with("Report Domain: spf-pass.test Submitter: mx.test")
+            );
+            let gz = parsed
+                .attachments()
+                .next()
+                .expect("the gzipped report")
+                .contents()
+                .to_vec();
+            let mut xml = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut xml)
+                .unwrap();
+            assert!(xml.contains("<domain>spf-pass.test</domain>"), "{xml}");
+            assert!(xml.contains("<p>reject</p>"), "{xml}");
+            assert!(xml.contains("<org_name>Sluice test</org_name>"), "{xml}");
+            assert!(xml.contains("<source_ip>127.0.0.1</source_ip>"), "{xml}");
+            for piece in xml.split("<count>").skip(1) {
+                counted += piece
+                    .split("</count>")
+                    .next()
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap();
+            }
+        }
+        if counted == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(counted, 2, "{seen:?}");
+    for rcpts in &seen {
+        assert_eq!(rcpts, &["dmarc@spf-pass.test", "agg@outside.test"]);
+    }
+}

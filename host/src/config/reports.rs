@@ -1,5 +1,6 @@
 //! `[reports]`: the aggregate reports Sluice sends to domains that ask for them — TLS reports
-//! (RFC 8460) of its outbound sessions. Off unless `tls = true`.
+//! (RFC 8460) of its outbound sessions, DMARC aggregate reports (RFC 7489 §7.2) of the mail it
+//! received. Each off unless turned on.
 
 use serde::Deserialize;
 
@@ -12,6 +13,10 @@ pub struct ReportsConfig {
     /// Send TLS reports (RFC 8460) to the `rua` of `_smtp._tls.DOMAIN` for each domain
     /// mail was delivered to over an `mx` route. Default false.
     pub tls: bool,
+    /// Send DMARC aggregate reports (RFC 7489 §7.2) to the `rua` of the From domains of the
+    /// mail received, when it publishes one (and, for an address outside the domain, the
+    /// receiving domain agrees, §7.1). Default false.
+    pub dmarc: bool,
     /// The organization named in the reports; default `server.hostname`.
     pub organization: Option<String>,
     /// Where the domains may write about the reports (`mailto:…` or an address); default
@@ -27,6 +32,7 @@ impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
             tls: false,
+            dmarc: false,
             organization: None,
             contact: None,
             from: None,
@@ -82,6 +88,6 @@ mod tests {
                 "reports.organization: must be 1 to 200 printable characters",
             ],
         );
-        assert!(Config::parse("[reports]\ndmarc = true\n").is_err());
+        assert!(Config::parse("[reports]\narf = true\n").is_err());
     }
 }

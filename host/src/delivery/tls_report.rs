@@ -8,14 +8,11 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::mta_sts::{Mode, Policy};
-
-/// The most domains counted in one period; mail to more is delivered but not counted.
-const MAX_DOMAINS: usize = 10_000;
+use crate::report_period::Period;
 
 /// What came of one attempt's TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,96 +60,43 @@ pub struct DomainTally {
     pub failures: BTreeMap<String, u64>,
 }
 
-/// The counts of a period.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Tally {
-    /// When the period began (Unix seconds).
-    pub since: i64,
-    /// By recipient domain.
-    pub domains: BTreeMap<String, DomainTally>,
-}
-
 /// The counts being made, shared by the delivery runner and the sender of the reports.
 pub struct TlsReports {
-    path: PathBuf,
-    tally: Mutex<Tally>,
+    period: Period<DomainTally>,
 }
 
 impl TlsReports {
     /// Counts kept in `dir`, continuing those a previous run left.
     pub fn open(dir: PathBuf) -> TlsReports {
-        let path = dir.join("tally.json");
-        let tally = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| Tally {
-                since: chrono::Utc::now().timestamp(),
-                domains: BTreeMap::new(),
-            });
         TlsReports {
-            path,
-            tally: Mutex::new(tally),
+            period: Period::open(dir),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tally> {
-        self.tally.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Counts one attempt's TLS for `domain`, under `policy` (if any).
     pub fn record(&self, domain: &str, policy: Option<&Policy>, outcome: Outcome) {
-        let mut tally = self.lock();
-        if !tally.domains.contains_key(domain) && tally.domains.len() >= MAX_DOMAINS {
-            return;
-        }
-        let entry = tally
-            .domains
-            .entry(domain.to_ascii_lowercase())
-            .or_default();
-        entry.policy = policy.cloned();
-        match outcome {
-            Outcome::Success => entry.success += 1,
-            Outcome::Failure { result, mx, reason } => {
-                let reason: String = reason
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(200)
-                    .collect();
-                *entry
-                    .failures
-                    .entry(format!("{result}\u{1f}{mx}\u{1f}{reason}"))
-                    .or_default() += 1;
+        self.period.count(domain, DomainTally::default, |entry| {
+            entry.policy = policy.cloned();
+            match outcome {
+                Outcome::Success => entry.success += 1,
+                Outcome::Failure { result, mx, reason } => {
+                    let reason: String = reason
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(200)
+                        .collect();
+                    *entry
+                        .failures
+                        .entry(format!("{result}\u{1f}{mx}\u{1f}{reason}"))
+                        .or_default() += 1;
+                }
             }
-        }
+        });
     }
 
-    /// Writes the counts to disk (owner-only).
-    pub fn save(&self) -> std::io::Result<()> {
-        let json = serde_json::to_vec(&*self.lock()).map_err(std::io::Error::other)?;
-        if let Some(dir) = self.path.parent() {
-            crate::private_files::create_private_dir(dir)?;
-        }
-        crate::private_files::write_private(&self.path, &json)
-    }
-
-    /// The counts of the period, when it is over at `now` (`every` seconds long); a new
-    /// period begins.
-    pub fn take_due(&self, now: i64, every: u64) -> Option<Tally> {
-        let mut tally = self.lock();
-        if now
-            < tally
-                .since
-                .saturating_add(i64::try_from(every).unwrap_or(i64::MAX))
-        {
-            return None;
-        }
-        Some(std::mem::replace(
-            &mut *tally,
-            Tally {
-                since: now,
-                domains: BTreeMap::new(),
-            },
-        ))
+    /// The counts being made.
+    pub fn period(&self) -> &Period<DomainTally> {
+        &self.period
     }
 }
 
@@ -334,13 +278,13 @@ mod tests {
             },
         );
         reports.record("plain.example", None, Outcome::Success);
-        reports.save().unwrap();
+        reports.period().save().unwrap();
         // A restart continues the counts.
         let again = TlsReports::open(dir.path().join("tls-reports"));
-        let since = again.lock().since;
-        assert!(again.take_due(since + 10, 86_400).is_none());
-        let tally = again.take_due(since + 86_400, 86_400).unwrap();
-        assert!(again.lock().domains.is_empty(), "a new period");
+        let since = again.period().since();
+        assert!(again.period().take_due(since + 10, 86_400).is_none());
+        let tally = again.period().take_due(since + 86_400, 86_400).unwrap();
+        assert_eq!(again.period().since(), since + 86_400, "a new period");
         let who = Submitter {
             organization: "Example Relay".into(),
             contact: "mailto:postmaster@relay.test".into(),

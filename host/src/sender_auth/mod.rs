@@ -11,10 +11,12 @@
 //! by the inbound core and the replay harness.
 
 pub mod dkim_key;
+pub mod dmarc_report;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
@@ -226,6 +228,8 @@ pub struct Authenticator {
     verify: bool,
     checker: Result<MessageAuthenticator, String>,
     signers: BTreeMap<String, Signer>,
+    /// Where DMARC results are counted for aggregate reports (`[reports] dmarc`).
+    reports: Option<Arc<dmarc_report::DmarcReports>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -277,7 +281,14 @@ impl Authenticator {
             verify: a.verify,
             checker,
             signers,
+            reports: None,
         })
+    }
+
+    /// Counts the DMARC results of inbound mail into `reports` (aggregate reports).
+    pub fn with_reports(mut self, reports: Option<Arc<dmarc_report::DmarcReports>>) -> Self {
+        self.reports = reports;
+        self
     }
 
     /// True when inbound mail is verified at all.
@@ -366,6 +377,26 @@ impl Authenticator {
                 },
             })
             .collect();
+        if let (Some(reports), Some(record)) = (&self.reports, dmarc.dmarc_record())
+            && !record.rua.is_empty()
+        {
+            let row = mail_auth::report::Record::new()
+                .with_dkim_output(&dkim)
+                .with_spf_output(
+                    &sender.spf_mail_from,
+                    mail_auth::report::SPFDomainScope::MailFrom,
+                )
+                .with_dmarc_output(&dmarc)
+                .with_source_ip(sender.ip)
+                .with_header_from(dmarc.domain())
+                .with_envelope_from(mail_from_domain);
+            reports.record(
+                dmarc.domain(),
+                mail_auth::report::PolicyPublished::from_record(dmarc.domain(), record),
+                record.rua.iter().map(|u| u.uri.clone()).collect(),
+                row,
+            );
+        }
         let verdict = dmarc_verdict(
             dmarc.spf_result(),
             dmarc.dkim_result(),

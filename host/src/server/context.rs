@@ -56,6 +56,8 @@ pub struct ServerContext {
     /// Files of the plugin directory that could not be loaded, with why (the console shows
     /// them): kept up to date by the directory watcher and reloads.
     pub load_problems: std::sync::Mutex<std::collections::BTreeMap<std::path::PathBuf, String>>,
+    /// DMARC results counted for aggregate reports (`[reports] dmarc` at start).
+    pub dmarc_reports: Option<Arc<crate::sender_auth::dmarc_report::DmarcReports>>,
     /// The answers to the ACME CA's checks while an order is open (`[tls.acme]`).
     pub acme: Arc<crate::tls::acme::Challenges>,
     /// Serialises reloads (directory watcher, SIGHUP).
@@ -94,10 +96,18 @@ pub fn context(
     // before the first rescan is still recognised by its old file's fingerprint.
     let dir_state = pipeline.dir_state();
     let capture = crate::capture::Capture::start(&config);
+    let dmarc_reports = config.reports.dmarc.then(|| {
+        Arc::new(crate::sender_auth::dmarc_report::DmarcReports::open(
+            config.server.data_dir.join("dmarc-reports"),
+        ))
+    });
     let pipeline = pipeline.with_capture(Some(capture.clone()));
     Ok(ServerContext {
         live: Arc::new(ArcSwap::from_pointee(Live {
-            verifier: Arc::new(crate::sender_auth::Authenticator::new(&config)?),
+            verifier: Arc::new(
+                crate::sender_auth::Authenticator::new(&config)?
+                    .with_reports(dmarc_reports.clone()),
+            ),
             config,
             pipeline,
             tls: Some(tokio_rustls::TlsAcceptor::from(tls)),
@@ -114,6 +124,7 @@ pub fn context(
         shutdown: watch::channel(false).0,
         load_problems: std::sync::Mutex::new(load_problems),
         acme: Default::default(),
+        dmarc_reports,
         reload_lock: tokio::sync::Mutex::new(dir_state),
     })
 }

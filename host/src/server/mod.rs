@@ -252,16 +252,26 @@ impl Server {
             Some(kv @ crate::store::KvStore::Redis(_)) => runner.sharing_rates(kv),
             _ => runner,
         };
-        // TLS reports (RFC 8460): the runner counts, a task of its own sends.
-        let runner = if config.reports.tls {
-            let reports = Arc::new(crate::delivery::tls_report::TlsReports::open(
+        // TLS reports (RFC 8460): the runner counts; DMARC reports: the sender checks count
+        // (ctx.dmarc_reports); a task of its own sends both.
+        let tls_reports = config.reports.tls.then(|| {
+            Arc::new(crate::delivery::tls_report::TlsReports::open(
                 config.server.data_dir.join("tls-reports"),
-            ));
-            background.spawn(reports::send_tls_reports(ctx.clone(), reports.clone()));
-            runner.reporting_tls(reports)
-        } else {
-            runner
+            ))
+        });
+        let runner = match &tls_reports {
+            Some(r) => runner.reporting_tls(r.clone()),
+            None => runner,
         };
+        if tls_reports.is_some() || ctx.dmarc_reports.is_some() {
+            background.spawn(reports::send_reports(
+                ctx.clone(),
+                reports::Counts {
+                    tls: tls_reports,
+                    dmarc: ctx.dmarc_reports.clone(),
+                },
+            ));
+        }
         let runner = tokio::spawn(runner.run(
             ctx.delivery_wakeup.clone(),
             ctx.queue_changed.clone(),

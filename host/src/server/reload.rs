@@ -332,7 +332,9 @@ pub async fn reload_config(ctx: &ServerContext, path: Option<&Path>) -> Result<S
             .map(|(file, why)| (file.clone(), crate::pipeline::stray_warning(file, why)))
             .collect();
         crate::admin::metrics::get().plugins_loaded(pipeline.plugins().len());
-        let auth = crate::sender_auth::Authenticator::new(&config).map_err(|e| e.to_string())?;
+        let auth = crate::sender_auth::Authenticator::new(&config)
+            .map_err(|e| e.to_string())?
+            .with_reports(ctx.dmarc_reports.clone());
         ctx.capture.configure(&config);
         let pipeline = pipeline.with_capture(Some(ctx.capture.clone()));
         ctx.live.store(Arc::new(Live {
