@@ -27,6 +27,8 @@ const MAX_POLICY: usize = 64 * 1024;
 const FETCH_DEADLINE: Duration = Duration::from_secs(20);
 /// The longest `max_age` (RFC 8461 §3.2: one year).
 const MAX_AGE: u64 = 31_557_600;
+/// The most domains remembered (see [`MtaSts::remember`]).
+const MAX_KNOWN: usize = 100_000;
 /// How long a policy that could not be fetched is not asked for again (seconds): a policy
 /// server that is down must not add a fetch's deadline to every delivery to its domain.
 const RETRY_FETCH_SECS: i64 = 300;
@@ -92,17 +94,22 @@ impl Policy {
 /// The policy id of the `_mta-sts` TXT records: exactly one must start with `v=STSv1`
 /// (RFC 8461 §3.1; more than one is as none).
 pub fn record_id(txts: &[String]) -> Option<String> {
-    let mut found = txts.iter().filter(|t| t.starts_with("v=STSv1"));
-    let record = found.next()?;
-    if found.next().is_some() {
-        return None;
-    }
-    let id = record.split(';').find_map(|field| {
-        let (k, v) = field.split_once('=')?;
-        (k.trim() == "id").then(|| v.trim().to_string())
-    })?;
+    let id = tag_of_one(txts, "v=STSv1", "id")?.to_string();
     let ok = !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric());
     ok.then_some(id)
+}
+
+/// The value of tag `key` in the one TXT record of `txts` that starts with `version`
+/// (`v=STSv1`, `v=TLSRPTv1`): none when no record or more than one does.
+pub fn tag_of_one<'a>(txts: &'a [String], version: &str, key: &str) -> Option<&'a str> {
+    let mut found = txts.iter().filter(|t| t.starts_with(version));
+    let (Some(record), None) = (found.next(), found.next()) else {
+        return None;
+    };
+    record.split(';').find_map(|field| {
+        let (k, v) = field.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
 }
 
 /// Parses a policy file (RFC 8461 §3.2) fetched for record `id` at `fetched`.
@@ -191,7 +198,8 @@ fn truncate(s: &str) -> &str {
 pub struct MtaSts {
     dir: PathBuf,
     port: u16,
-    known: Mutex<HashMap<String, Arc<Policy>>>,
+    /// What is known of each domain: its policy, or that it has none on disk.
+    known: Mutex<HashMap<String, Option<Arc<Policy>>>>,
     /// Domain → (record id, until when) of fetches that failed.
     failed: Mutex<HashMap<String, (String, i64)>>,
 }
@@ -219,7 +227,7 @@ impl MtaSts {
             return None;
         }
         let now = chrono::Utc::now().timestamp();
-        let cached = self.cached(&domain).filter(|p| p.fresh(now));
+        let cached = self.cached(&domain).await.filter(|p| p.fresh(now));
         let id = match dns.txt(&format!("_mta-sts.{domain}")).await {
             Ok(txts) => record_id(&txts),
             // DNS trouble: what we know stands.
@@ -262,7 +270,7 @@ impl MtaSts {
             Ok(Ok(text)) => match parse(&text, id, now) {
                 Ok(policy) => {
                     let policy = Arc::new(policy);
-                    self.keep(domain, &policy);
+                    self.keep(domain, &policy).await;
                     Some(policy)
                 }
                 Err(why) => {
@@ -285,26 +293,51 @@ impl MtaSts {
         self.dir.join(format!("{domain}.json"))
     }
 
-    fn cached(&self, domain: &str) -> Option<Arc<Policy>> {
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = known.get(domain) {
-            return Some(p.clone());
+    /// The policy known for `domain`: from memory, else (once) from its file, read off the
+    /// async workers. A domain without a file is remembered as such, so the disk is not asked
+    /// again at each delivery.
+    async fn cached(&self, domain: &str) -> Option<Arc<Policy>> {
+        if let Some(known) = self.lock_known().get(domain) {
+            return known.clone();
         }
-        let bytes = std::fs::read(self.path(domain)).ok()?;
-        let policy = Arc::new(serde_json::from_slice::<Policy>(&bytes).ok()?);
-        known.insert(domain.to_string(), policy.clone());
-        Some(policy)
+        let path = self.path(domain);
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(path).ok()?;
+            serde_json::from_slice::<Policy>(&bytes).ok()
+        })
+        .await
+        .ok()
+        .flatten()
+        .map(Arc::new);
+        self.remember(domain, read.clone());
+        read
     }
 
-    fn keep(&self, domain: &str, policy: &Arc<Policy>) {
-        self.known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(domain.to_string(), policy.clone());
-        let written = crate::private_files::create_private_dir(&self.dir).and_then(|_| {
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<Arc<Policy>>>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers what is known of `domain`; past [`MAX_KNOWN`] domains, those known to have
+    /// no policy are forgotten (they are read again when mail goes to them).
+    fn remember(&self, domain: &str, policy: Option<Arc<Policy>>) {
+        let mut known = self.lock_known();
+        if known.len() >= MAX_KNOWN {
+            known.retain(|_, p| p.is_some());
+        }
+        known.insert(domain.to_string(), policy);
+    }
+
+    /// Keeps a fetched policy in memory and on disk (written off the async workers).
+    async fn keep(&self, domain: &str, policy: &Arc<Policy>) {
+        self.remember(domain, Some(policy.clone()));
+        let (dir, path, policy) = (self.dir.clone(), self.path(domain), policy.clone());
+        let written = tokio::task::spawn_blocking(move || {
+            crate::private_files::create_private_dir(&dir)?;
             let json = serde_json::to_vec(policy.as_ref()).map_err(std::io::Error::other)?;
-            crate::private_files::write_private(&self.path(domain), &json)
-        });
+            crate::private_files::write_private(&path, &json)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         if let Err(e) = written {
             tracing::warn!(domain, error = %e, "MTA-STS policy not saved: it is kept in memory only");
         }

@@ -180,20 +180,12 @@ pub fn report_json(
 /// Where a domain wants its reports: the `rua` of its one `v=TLSRPTv1` record
 /// (RFC 8460 §3): `mailto:` addresses and `https:` URLs.
 pub fn rua(txts: &[String]) -> Vec<String> {
-    let mut records = txts.iter().filter(|t| t.starts_with("v=TLSRPTv1"));
-    let (Some(record), None) = (records.next(), records.next()) else {
-        return Vec::new();
-    };
-    record
-        .split(';')
-        .find_map(|f| {
-            let (k, v) = f.split_once('=')?;
-            (k.trim() == "rua").then(|| {
-                v.split(',')
-                    .map(|u| u.trim().to_string())
-                    .filter(|u| u.starts_with("mailto:") || u.starts_with("https:"))
-                    .collect()
-            })
+    super::mta_sts::tag_of_one(txts, "v=TLSRPTv1", "rua")
+        .map(|v| {
+            v.split(',')
+                .map(|u| u.trim().to_string())
+                .filter(|u| u.starts_with("mailto:") || u.starts_with("https:"))
+                .collect()
         })
         .unwrap_or_default()
 }

@@ -70,7 +70,8 @@ pub async fn keep_current(ctx: Arc<ServerContext>) {
             Ok(expires) => {
                 failures = 0;
                 crate::admin::metrics::get().acme_expiry(unix(expires));
-                put_in_service(&ctx).await;
+                // The watcher would read it too, but perhaps not soon.
+                crate::server::reload::refresh_certificates(&ctx).await;
                 tracing::info!(
                     names = %names,
                     expires = %chrono::DateTime::<chrono::Utc>::from(expires).to_rfc3339(),
@@ -91,21 +92,6 @@ pub async fn keep_current(ctx: Arc<ServerContext>) {
                     _ = tokio::time::sleep(wait) => {}
                     _ = ctx.acme.reconsider.notified() => {}
                 }
-            }
-        }
-    }
-}
-
-/// Reads the certificate files again (the watcher would, but perhaps not soon).
-async fn put_in_service(ctx: &ServerContext) {
-    let Some(certs) = ctx.live().certificates.clone() else {
-        return;
-    };
-    if let Ok(outcomes) = tokio::task::spawn_blocking(move || certs.refresh()).await {
-        for (file, outcome) in outcomes {
-            crate::admin::metrics::get().reload("certificate", outcome.is_ok());
-            if let Err(why) = outcome {
-                tracing::warn!(file = %file.display(), "the new certificate was refused; the one in service stays: {why}");
             }
         }
     }

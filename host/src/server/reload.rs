@@ -387,21 +387,30 @@ pub async fn certificates(ctx: Arc<ServerContext>) {
             every
         }))
         .await;
-        let Some(certs) = ctx.live().certificates.clone().filter(|_| every > 0) else {
-            continue;
-        };
-        let Ok(outcomes) = tokio::task::spawn_blocking(move || certs.refresh()).await else {
-            continue;
-        };
-        for (file, outcome) in outcomes {
-            crate::admin::metrics::get().reload("certificate", outcome.is_ok());
-            match outcome {
-                Ok(()) => {
-                    tracing::info!(file = %file.display(), "TLS certificate reloaded: new connections get it");
-                }
-                Err(why) => {
-                    tracing::warn!(file = %file.display(), "TLS certificate changed on disk but refused; the one in service stays: {why}");
-                }
+        if every > 0 {
+            refresh_certificates(&ctx).await;
+        }
+    }
+}
+
+/// Reads the certificate files in service again (those that changed); logs and counts each
+/// certificate reloaded or refused. The watcher calls it, and the ACME task once it has put
+/// a new certificate on disk.
+pub async fn refresh_certificates(ctx: &ServerContext) {
+    let Some(certs) = ctx.live().certificates.clone() else {
+        return;
+    };
+    let Ok(outcomes) = tokio::task::spawn_blocking(move || certs.refresh()).await else {
+        return;
+    };
+    for (file, outcome) in outcomes {
+        crate::admin::metrics::get().reload("certificate", outcome.is_ok());
+        match outcome {
+            Ok(()) => {
+                tracing::info!(file = %file.display(), "TLS certificate reloaded: new connections get it");
+            }
+            Err(why) => {
+                tracing::warn!(file = %file.display(), "TLS certificate changed on disk but refused; the one in service stays: {why}");
             }
         }
     }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::delivery::mx::MxResolver;
 use crate::delivery::tls_report::{self, DomainTally, Submitter, TlsReports};
 use crate::envelope::{Recipient, Sender};
+use crate::report_period::Tally;
 use crate::sender_auth::dmarc_report::{self, DmarcReports, DomainRows};
 use crate::server::context::ServerContext;
 use crate::spool::{SpoolState, SpooledEnvelope};
@@ -75,35 +76,44 @@ pub async fn send_reports(ctx: Arc<ServerContext>, counts: Counts) {
         }
         let out = Outgoing::of(config);
         if let Some(tally) = tls.filter(|_| config.reports.tls) {
-            for (n, (domain, counts)) in tally.domains.iter().enumerate() {
-                let id = format!("{now}.t{n}@{}", out.who.host);
-                let due = Due {
-                    domain,
-                    period: (tally.since, now),
-                    id: &id,
-                };
+            for (due, counts) in dues(&tally, now, 't', &out.who.host) {
                 send_tls(&ctx, &out, due, counts).await;
             }
         }
         if let Some(tally) = dmarc.filter(|_| config.reports.dmarc) {
-            for (n, (domain, rows)) in tally.domains.iter().enumerate() {
-                let id = format!("{now}.d{n}@{}", out.who.host);
-                let due = Due {
-                    domain,
-                    period: (tally.since, now),
-                    id: &id,
-                };
+            for (due, rows) in dues(&tally, now, 'd', &out.who.host) {
                 send_dmarc(&ctx, &out, due, rows).await;
             }
         }
     }
 }
 
+/// The reports of a finished period, one per domain, with their ids (`NOW.KIND-N@HOST`).
+fn dues<'a, T>(
+    tally: &'a Tally<T>,
+    now: i64,
+    kind: char,
+    host: &'a str,
+) -> impl Iterator<Item = (Due<'a>, &'a T)> + 'a {
+    tally
+        .domains
+        .iter()
+        .enumerate()
+        .map(move |(n, (domain, counts))| {
+            let due = Due {
+                domain,
+                period: (tally.since, now),
+                id: format!("{now}.{kind}{n}@{host}"),
+            };
+            (due, counts)
+        })
+}
+
 /// One report due: its domain, its period (Unix seconds) and its id.
 struct Due<'a> {
     domain: &'a str,
     period: (i64, i64),
-    id: &'a str,
+    id: String,
 }
 
 /// Who sends, and how names are looked up.
@@ -149,7 +159,7 @@ fn plain_address(a: &str) -> bool {
 
 /// The TLS report of `domain`, to its `_smtp._tls` record's `rua`.
 async fn send_tls(ctx: &ServerContext, out: &Outgoing, due: Due<'_>, counts: &DomainTally) {
-    let (domain, period, report_id) = (due.domain, due.period, due.id);
+    let (domain, period, report_id) = (due.domain, due.period, due.id.as_str());
     let rua = match out.dns.txt(&format!("_smtp._tls.{domain}")).await {
         Ok(txts) => tls_report::rua(&txts),
         Err(e) => {
@@ -187,7 +197,7 @@ async fn send_tls(ctx: &ServerContext, out: &Outgoing, due: Due<'_>, counts: &Do
 /// have it: those of its own organizational domain, and others that authorize it by a
 /// `DOMAIN._report._dmarc.THEIRS` record (RFC 7489 §7.1).
 async fn send_dmarc(ctx: &ServerContext, out: &Outgoing, due: Due<'_>, rows: &DomainRows) {
-    let (domain, period, report_id) = (due.domain, due.period, due.id);
+    let (domain, period, report_id) = (due.domain, due.period, due.id.as_str());
     let mut to = Vec::new();
     for address in rows.rua.iter().filter(|a| plain_address(a)) {
         let theirs = address.rsplit_once('@').map_or("", |(_, d)| d);
