@@ -141,57 +141,32 @@ fn write_config(dir: &Path, pebble: &Pebble, names: &str, acme: &str, listeners:
 }
 
 /// For each (port, STARTTLS?, SNI name): the SHA-256 of the certificate served, verified
-/// against pebble's root (fetched from its management interface) for `mx.acme.test`, or
-/// `refused: WHY`.
+/// against pebble's root (fetched from its management interface) and for `mx.acme.test`, or
+/// `refused:WHY`.
 async fn served(pebble: &Pebble, asks: &[(u16, bool, &str)]) -> Vec<String> {
-    let script = r#"
-import hashlib, os, socket, ssl, urllib.request
-https = ssl.create_default_context(cafile=os.environ["HTTPS_CA"])
-root = urllib.request.urlopen("https://%s/roots/0" % os.environ["MANAGEMENT"], context=https, timeout=10).read().decode()
-out = []
-for ask in os.environ["ASKS"].split(";"):
-    port, starttls, name = ask.split(",")
-    ctx = ssl.create_default_context(cadata=root)
-    # Without SNI the default is served: it must still be for mx.acme.test.
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
-    try:
-        if starttls == "1":
-            f = s.makefile("rb")
-            assert f.readline().startswith(b"220")
-            s.sendall(b"EHLO client.test\r\n")
-            while not f.readline().startswith(b"250 "):
-                pass
-            s.sendall(b"STARTTLS\r\n")
-            assert f.readline().startswith(b"220")
-        t = ctx.wrap_socket(s, server_hostname=name or None)
-        cert = t.getpeercert()
-        names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
-        assert "mx.acme.test" in names, names
-        out.append(hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest())
-        t.close()
-    except (ssl.SSLError, AssertionError) as e:
-        out.append("refused:" + str(e).replace(" ", "_"))
-print(" ".join(out))
-"#;
-    let asks = asks
-        .iter()
-        .map(|(port, starttls, name)| format!("{port},{},{name}", u8::from(*starttls)))
-        .collect::<Vec<_>>()
-        .join(";");
-    python(
-        script,
-        &[
-            ("ASKS", asks),
-            ("HTTPS_CA", pebble.https_ca.display().to_string()),
-            ("MANAGEMENT", pebble.management.to_string()),
-        ],
+    let root = tokio::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", "--cacert"])
+        .arg(&pebble.https_ca)
+        .arg(format!("https://{}/roots/0", pebble.management))
+        .output()
+        .await
+        .unwrap();
+    assert!(root.status.success(), "pebble's root: {root:?}");
+    ca::served(
+        &String::from_utf8_lossy(&root.stdout),
+        asks,
+        Some("mx.acme.test"),
     )
     .await
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+}
+
+/// Sets `[tls.acme] names` of `cfg` (written for `mx.acme.test`) to `names`, and reloads.
+fn reload_with_names(s: &Serve, cfg: &Path, names: &str) {
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("names = [\"mx.acme.test\"]", &format!("names = {names}"));
+    std::fs::write(cfg, text).unwrap();
+    s.signal("HUP");
 }
 
 /// The SHA-256 of the first certificate in Sluice's ACME file.
@@ -313,12 +288,7 @@ async fn a_certificate_from_the_ca_is_served_renewed_without_a_restart_and_kept_
 
     // A name the CA refuses, added by a reload: the order fails, the log says why, and the
     // certificate in service stays.
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "names = [\"mx.acme.test\"]",
-        "names = [\"mx.acme.test\", \"blocked.acme.test\"]",
-    );
-    std::fs::write(&cfg, text).unwrap();
-    s.signal("HUP");
+    reload_with_names(&s, &cfg, "[\"mx.acme.test\", \"blocked.acme.test\"]");
     metric_reaches(&s, &cfg, FAILED, 1.0, Duration::from_secs(30)).await;
     let now = on_disk(dir.path());
     let got = served(&pebble, &[(smtps, false, "mx.acme.test"), (smtp, true, "")]).await;
@@ -395,12 +365,7 @@ async fn a_certificate_is_obtained_by_http_01_and_by_tls_alpn_01_on_an_address_o
                 ports,
             )
             .await;
-            let text = std::fs::read_to_string(&cfg).unwrap().replace(
-                "names = [\"mx.acme.test\"]",
-                "names = [\"mx.acme.test\", \"mail.acme.test\"]",
-            );
-            std::fs::write(&cfg, text).unwrap();
-            s.signal("HUP");
+            reload_with_names(&s, &cfg, "[\"mx.acme.test\", \"mail.acme.test\"]");
             metric_reaches(&s, &cfg, ISSUED, 2.0, Duration::from_secs(60)).await;
             assert_eq!(metric(&s, FAILED).await, 0.0);
             let log = std::fs::read_to_string(cfg.with_extension("log")).unwrap();

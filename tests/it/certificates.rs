@@ -8,41 +8,10 @@ use std::path::Path;
 use sluice_tests::ca::Ca;
 use sluice_tests::*;
 
-/// The SHA-256 of the certificate the server shows for each (port, STARTTLS?, SNI name).
+/// The SHA-256 of the certificate the server shows for each (port, STARTTLS?, SNI name),
+/// its chain verified against the test's CA in `ca`.
 async fn seen(ca: &Path, asks: &[(u16, bool, &str)]) -> Vec<String> {
-    let script = r#"
-import hashlib, os, socket, ssl, sys
-out = []
-for ask in os.environ["ASKS"].split(";"):
-    port, starttls, name = ask.split(",")
-    # The chain is verified against the test's CA; which certificate it is, the caller
-    # compares (a name no certificate covers gets the default, by design).
-    ctx = ssl.create_default_context(cafile=os.environ["CA"])
-    ctx.check_hostname = False
-    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
-    if starttls == "1":
-        f = s.makefile("rb")
-        assert f.readline().startswith(b"220")
-        s.sendall(b"EHLO client.test\r\n")
-        while not f.readline().startswith(b"250 "):
-            pass
-        s.sendall(b"STARTTLS\r\n")
-        assert f.readline().startswith(b"220")
-    t = ctx.wrap_socket(s, server_hostname=name or None)
-    out.append(hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest())
-    t.close()
-print(" ".join(out))
-"#;
-    let asks = asks
-        .iter()
-        .map(|(port, starttls, name)| format!("{port},{},{name}", u8::from(*starttls)))
-        .collect::<Vec<_>>()
-        .join(";");
-    python(script, &[("ASKS", asks), ("CA", ca.display().to_string())])
-        .await
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    sluice_tests::ca::served(&std::fs::read_to_string(ca).unwrap(), asks, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,13 +248,8 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
         ),
     )
     .unwrap();
-    let start_a = || {
-        let mut cmd = tokio::process::Command::new(sluice_bin());
-        cmd.args(["serve", "--config"])
-            .arg(&cfg)
-            .env("SSL_CERT_FILE", certs.path().join("ca.pem"));
-        Serve::start_command(cmd, &cfg)
-    };
+    let roots = certs.path().join("ca.pem");
+    let start_a = || Serve::start_trusting(&cfg, &roots);
     let mut a = start_a().await;
     let out = send(
         a.smtp.port(),

@@ -72,11 +72,7 @@ async fn requiretls_mail_goes_only_over_verified_tls_to_a_next_hop_that_offers_i
         ),
     )
     .unwrap();
-    let mut cmd = tokio::process::Command::new(sluice_bin());
-    cmd.args(["serve", "--config"])
-        .arg(&cfg)
-        .env("SSL_CERT_FILE", certs.path().join("ca.pem"));
-    let a = sluice_tests::serve::Serve::start_command(cmd, &cfg).await;
+    let a = sluice_tests::serve::Serve::start_trusting(&cfg, &certs.path().join("ca.pem")).await;
 
     let script = r#"
 import os, smtplib, ssl

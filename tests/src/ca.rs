@@ -64,3 +64,55 @@ impl Ca {
         digest
     }
 }
+
+/// For each (port, STARTTLS?, SNI name; empty: none): the SHA-256 of the certificate the
+/// server on 127.0.0.1 shows, its chain verified by Python's `ssl` against `ca_pem` (which
+/// certificate it is, the caller compares: a client without SNI gets the default), and
+/// holding `san` among its DNS names when given; else `refused:WHY`.
+pub async fn served(ca_pem: &str, asks: &[(u16, bool, &str)], san: Option<&str>) -> Vec<String> {
+    let script = r#"
+import hashlib, os, socket, ssl
+out = []
+for ask in os.environ["ASKS"].split(";"):
+    port, starttls, name = ask.split(",")
+    ctx = ssl.create_default_context(cadata=os.environ["CA"])
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    try:
+        if starttls == "1":
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"220")
+            s.sendall(b"EHLO client.test\r\n")
+            while not f.readline().startswith(b"250 "):
+                pass
+            s.sendall(b"STARTTLS\r\n")
+            assert f.readline().startswith(b"220")
+        t = ctx.wrap_socket(s, server_hostname=name or None)
+        if os.environ["SAN"]:
+            names = [v for k, v in t.getpeercert().get("subjectAltName", ()) if k == "DNS"]
+            assert os.environ["SAN"] in names, names
+        out.append(hashlib.sha256(t.getpeercert(binary_form=True)).hexdigest())
+        t.close()
+    except (ssl.SSLError, AssertionError) as e:
+        out.append("refused:" + str(e).replace(" ", "_"))
+print(" ".join(out))
+"#;
+    let asks = asks
+        .iter()
+        .map(|(port, starttls, name)| format!("{port},{},{name}", u8::from(*starttls)))
+        .collect::<Vec<_>>()
+        .join(";");
+    crate::python(
+        script,
+        &[
+            ("ASKS", asks),
+            ("CA", ca_pem.to_string()),
+            ("SAN", san.unwrap_or_default().to_string()),
+        ],
+    )
+    .await
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}

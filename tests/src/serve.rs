@@ -31,6 +31,16 @@ impl Serve {
         Serve::start_command(cmd, cfg).await
     }
 
+    /// Starts `sluice serve --config cfg` trusting the CA certificates in `roots` (PEM) as its
+    /// system roots (`SSL_CERT_FILE`): for verified TLS to peers a test's CA signed.
+    pub async fn start_trusting(cfg: &Path, roots: &Path) -> Serve {
+        let mut cmd = tokio::process::Command::new(sluice_bin());
+        cmd.args(["serve", "--config"])
+            .arg(cfg)
+            .env("SSL_CERT_FILE", roots);
+        Serve::start_command(cmd, cfg).await
+    }
+
     /// Starts `cmd`, a `sluice serve` command line for the configuration `cfg` (run another
     /// way: another binary, another user); its log goes to `cfg` with extension `log`.
     pub async fn start_command(mut cmd: tokio::process::Command, cfg: &Path) -> Serve {
