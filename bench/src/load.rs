@@ -643,14 +643,36 @@ async fn main() -> anyhow::Result<()> {
     }
     // The sink as sink.test's MX host, found through DNS, without and with MTA-STS (a
     // testing policy, cached before the run: the warm cache of a busy relay).
-    for (name, sts) in [("sluice-mx", "off"), ("sluice-mx-sts", "on")] {
+    // With DANE on too, sink.test is a DNSSEC-signed zone (Knot DNS) behind a validating
+    // resolver (unbound): its MX records and host's address are validated, and the host has no
+    // TLSA records, so every delivery makes DANE's lookups (cached) and goes on as before.
+    let signed = ["/usr/sbin/knotd", "/usr/sbin/unbound", "/usr/bin/kdig"]
+        .iter()
+        .all(|b| Path::new(b).exists())
+        .then(|| {
+            sluice_tests::dnssec::SignedDns::start(&[(
+                "sink.test",
+                "@ MX 10 mx\nmx A 127.0.0.1\n_mta-sts TXT \"v=STSv1; id=bench1;\"\n",
+            )])
+        });
+    if signed.is_none() {
+        eprintln!("sluice-mx-dane: skipped (knot, knot-dnsutils and unbound are not installed)");
+    }
+    for (name, sts, dane) in [
+        ("sluice-mx", "off", "off"),
+        ("sluice-mx-sts", "on", "off"),
+        ("sluice-mx-dane", "on", "on"),
+    ] {
+        if name == "sluice-mx-dane" && signed.is_none() {
+            continue;
+        }
         configs.push((
             name,
             &bundled,
             (
                 String::new(),
                 format!(
-                    "[[route]]\ndomains = [\"sink.test\"]\nkind = \"mx\"\nport = {sink_port}\ntls = \"none\"\nmta_sts = \"{sts}\"\n"
+                    "[[route]]\ndomains = [\"sink.test\"]\nkind = \"mx\"\nport = {sink_port}\ntls = \"none\"\nmta_sts = \"{sts}\"\ndane = \"{dane}\"\n"
                 ),
             ),
         ));
@@ -699,7 +721,7 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         let dir = tempfile::tempdir()?;
-        if name == "sluice-mx-sts" {
+        if name == "sluice-mx-sts" || name == "sluice-mx-dane" {
             std::fs::create_dir_all(dir.path().join("mta-sts"))?;
             let fetched = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -717,7 +739,10 @@ async fn main() -> anyhow::Result<()> {
             plugins,
             (&extra.0, &extra.1),
             "smtp",
-            zone.addr,
+            match (&signed, name) {
+                (Some(signed), "sluice-mx-dane") => signed.resolver,
+                _ => zone.addr,
+            },
         )
         .await?;
         let port = addr.rsplit(':').next().unwrap_or("").parse()?;
@@ -1031,6 +1056,11 @@ async fn main() -> anyhow::Result<()> {
         r("sluice-mx") / r("sluice-bundled"),
     );
     println!(
+        "sluice-mx-dane / sluice-mx-sts = {:.2} (DANE on too: sink.test DNSSEC-signed and validated, its MX host without TLSA records, the lookups cached); sluice-mx-dane / sluice-mx = {:.2}",
+        r("sluice-mx-dane") / r("sluice-mx-sts"),
+        r("sluice-mx-dane") / r("sluice-mx"),
+    );
+    println!(
         "postfix-milter / postfix = {:.2} (Postfix with Sluice's bundled plugins as its milter over TCP, against Postfix alone); postfix-milter-unix / postfix = {:.2} (the same over a Unix socket); postfix-milter-none / postfix = {:.2} (a milter over TCP with no plugins: the protocol's own cost)",
         r("postfix-milter") / r("postfix"),
         r("postfix-milter-unix") / r("postfix"),
@@ -1046,6 +1076,7 @@ async fn main() -> anyhow::Result<()> {
     drop(postfix_milters);
     drop(children);
     drop(dirs);
+    drop(signed);
     Ok(())
 }
 

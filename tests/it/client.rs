@@ -14,6 +14,7 @@ fn cfg(tls: TlsPolicy) -> ClientConfig {
         lmtp: false,
         timeouts: Timeouts::all(Duration::from_secs(10)),
         max_messages: None,
+        dane: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ mod client;
 mod console;
 mod cost;
 mod crash;
+mod dane;
 mod decision_log;
 mod delivery;
 mod fleet;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 pub mod browser;
 pub mod ca;
 pub mod dns;
+pub mod dnssec;
 pub mod milter_client;
 pub mod peers;
 pub mod serve;

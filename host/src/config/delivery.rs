@@ -107,7 +107,12 @@ pub struct RouteConfig {
     /// MTA-STS (RFC 8461) for an mx route: `on` (default: a domain's enforce policy is
     /// followed), `off`, or `required` (a domain without an enforce policy is deferred).
     #[serde(default)]
-    pub mta_sts: MtaStsUse,
+    pub mta_sts: PolicyUse,
+    /// DANE (RFC 7672) for an mx route: `on` (default: a host's DNSSEC-validated TLSA records
+    /// authenticate it; needs a validating resolver), `off`, or `required` (a domain whose mail
+    /// exchangers have no usable TLSA records is deferred).
+    #[serde(default)]
+    pub dane: PolicyUse,
     /// AUTH user for the next hop (needs TLS).
     #[serde(default)]
     pub auth_user: Option<String>,
@@ -128,16 +133,17 @@ pub struct RouteConfig {
     pub max_messages_per_minute: Option<u32>,
 }
 
-/// How an mx route uses MTA-STS.
+/// How an mx route uses a destination's own TLS policy (MTA-STS, DANE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MtaStsUse {
+pub enum PolicyUse {
     /// Follow a domain's policy when it has one.
     #[default]
     On,
     /// Never look.
     Off,
-    /// Deliver only to domains with an enforce policy, as it says; defer the others.
+    /// Deliver only to domains with such a policy (an MTA-STS enforce policy, usable TLSA
+    /// records), as it says; defer the others.
     Required,
 }
 
@@ -276,10 +282,16 @@ impl RouteConfig {
         if self.kind == RouteKind::Mx && self.port == 0 {
             p.add(key("port"), "must be a port number");
         }
-        if self.kind != RouteKind::Mx && self.mta_sts != MtaStsUse::On {
+        if self.kind != RouteKind::Mx && self.mta_sts != PolicyUse::On {
             p.add(
                 key("mta_sts"),
                 "only an mx route looks up MTA-STS policies (a fixed next hop: set tls = \"required\")",
+            );
+        }
+        if self.kind != RouteKind::Mx && self.dane != PolicyUse::On {
+            p.add(
+                key("dane"),
+                "only an mx route looks up TLSA records (a fixed next hop: set tls = \"required\")",
             );
         }
         if self.auth_user.is_some() != self.auth_password.is_some() {

@@ -32,7 +32,7 @@ mod tls;
 
 pub use admin::{AdminConfig, MetricsConfig, WEBHOOK_EVENTS, WebhookConfig};
 pub use capture::{CAPTURE_VERDICTS, CaptureConfig};
-pub use delivery::{DeliveryConfig, MtaStsUse, RouteConfig, RouteKind, TlsPolicy};
+pub use delivery::{DeliveryConfig, PolicyUse, RouteConfig, RouteKind, TlsPolicy};
 pub use limits::LimitsConfig;
 pub use plugins::{
     Capability, FailurePolicy, PluginLimits, PluginSettings, PluginsConfig, valid_plugin_name,
@@ -268,6 +268,7 @@ impl Config {
                 port: 25,
                 tls: TlsPolicy::None,
                 mta_sts: Default::default(),
+                dane: Default::default(),
                 auth_user: None,
                 auth_password: None,
                 max_connections: None,
@@ -682,6 +683,7 @@ mod tests {
             host = "hop.test:25"
             socket = "/run/x.sock"
             mta_sts = "required"
+            dane = "off"
             "#,
         );
         says_all(
@@ -690,6 +692,7 @@ mod tests {
                 "delivery.resolver: \"dns.example\" is not an IP address or ip:port",
                 "delivery.mta_sts_port: must be at least 1",
                 "route[2].mta_sts: only an mx route looks up MTA-STS policies",
+                "route[2].dane: only an mx route looks up TLSA records",
                 "delivery.concurrency: must be at least 1",
                 "route[0].host: an mx route takes no host",
                 "route[1]: an lmtp route needs host (host:port) or socket (a path)",

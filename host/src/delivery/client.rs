@@ -14,12 +14,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::dane::HopDane;
+use super::tls_config;
 use crate::smtp::reply::Reply;
 
 pub use crate::config::TlsPolicy;
@@ -39,6 +40,9 @@ pub struct ClientConfig {
     pub timeouts: Timeouts,
     /// Messages sent over one connection before it is closed (none: no limit).
     pub max_messages: Option<u32>,
+    /// What DANE asks of this next hop (RFC 7672): TLS required, and the certificate checked
+    /// by the host's TLSA records instead of the system's roots.
+    pub dane: HopDane,
 }
 
 /// Deadlines for each phase of a conversation with a next hop, like Postfix's
@@ -437,14 +441,19 @@ impl Connection {
             remote: self.remote.clone(),
             problem,
         };
-        let connector =
-            tokio_rustls::TlsConnector::from(tls_config(self.cfg.tls == TlsPolicy::Required));
+        let config = match &self.cfg.dane {
+            HopDane::Authenticate(tlsa) => tls_config::dane(tlsa.clone()),
+            HopDane::EncryptOnly(_) => tls_config::unverified(),
+            _ if self.cfg.tls == TlsPolicy::Required => tls_config::verified(),
+            _ => tls_config::unverified(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| tls_error(e.to_string()))?;
         let handshake = connector.connect(name, io);
         let stream = match tokio::time::timeout(self.cfg.timeouts.greeting, handshake).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(tls_error(e.to_string())),
+            Ok(Err(e)) => return Err(tls_error(tls_problem(&e))),
             Err(_) => return Err(tls_error("handshake timeout".into())),
         };
         self.stream = Stream::Tls(Box::new(stream));
@@ -702,74 +711,12 @@ pub async fn deliver(
     Ok(out)
 }
 
-/// A client configuration that verifies the server's certificate against the system's roots
-/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
-pub fn verified_tls() -> Arc<rustls::ClientConfig> {
-    tls_config(true)
-}
-
-/// The rustls client configuration: verified against the system's roots, or (opportunistic
-/// TLS, as MTAs practise it) encrypted without verification.
-fn tls_config(verify: bool) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = match rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    {
-        Ok(b) => b,
-        Err(_) => unreachable!("ring supports TLS 1.2 and 1.3"),
-    };
-    let config = if verify {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
-    };
-    Arc::new(config)
-}
-
-/// Accepts any certificate: opportunistic TLS protects against passive eavesdropping only,
-/// which is all an unauthenticated MX hop can promise (RFC 7435).
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-type Cert<'a> = rustls::pki_types::CertificateDer<'a>;
-type Dss = rustls::DigitallySignedStruct;
-type SignatureCheck = Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>;
-
-impl NoVerify {
-    fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
-        &self.0.signature_verification_algorithms
-    }
-}
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(&self, m: &[u8], c: &Cert<'_>, d: &Dss) -> SignatureCheck {
-        rustls::crypto::verify_tls12_signature(m, c, d, self.algorithms())
-    }
-
-    fn verify_tls13_signature(&self, m: &[u8], c: &Cert<'_>, d: &Dss) -> SignatureCheck {
-        rustls::crypto::verify_tls13_signature(m, c, d, self.algorithms())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+/// What went wrong in a TLS handshake: rustls's words, or a verifier's own text (the DANE
+/// check's, which rustls would prefix with "unexpected error").
+fn tls_problem(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::General(why)) => why.clone(),
+        _ => e.to_string(),
     }
 }
 

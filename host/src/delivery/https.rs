@@ -38,7 +38,7 @@ pub async fn send(
         .map_err(|e| format!("{host}: {e}"))?;
     let name =
         rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(super::client::verified_tls())
+    let tls = tokio_rustls::TlsConnector::from(super::tls_config::verified())
         .connect(name, tcp)
         .await
         .map_err(|e| format!("{host}: TLS: {e}"))?;

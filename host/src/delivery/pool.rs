@@ -16,6 +16,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use crate::smtp::reply::Reply;
 
 use super::client::{ClientConfig, ClientError, Connection, Outcome, Outgoing, Target};
+use super::dane::HopDane;
 
 /// No connection is used for longer than this (servers drop long sessions anyway).
 pub const MAX_AGE: Duration = Duration::from_secs(300);
@@ -60,7 +61,13 @@ struct Slot {
 
 fn key(target: &Target, cfg: &ClientConfig) -> String {
     let auth = cfg.auth.as_ref().map(|(u, _)| u.as_str()).unwrap_or("");
-    format!("{target}|{:?}|{}|{auth}", cfg.tls, cfg.lmtp)
+    // A connection authenticated by one set of TLSA records serves only that set.
+    let dane = match &cfg.dane {
+        HopDane::Authenticate(t) => t.fingerprint(),
+        HopDane::EncryptOnly(_) => "encrypt".to_string(),
+        _ => String::new(),
+    };
+    format!("{target}|{:?}|{}|{auth}|{dane}", cfg.tls, cfg.lmtp)
 }
 
 impl Pool {

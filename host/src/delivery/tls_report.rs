@@ -36,7 +36,9 @@ pub enum Outcome {
 pub fn classify(error: &str) -> &'static str {
     // rustls names its certificate errors both ways (`NotValidForName`, "not valid for name").
     let e = error.to_ascii_lowercase().replace(' ', "");
-    if e.contains("starttls") {
+    if e.contains("tlsarecord") || e.contains("tlsatrustanchor") {
+        "tlsa-invalid"
+    } else if e.contains("starttls") {
         "starttls-not-supported"
     } else if e.contains("notvalidforname") {
         "certificate-host-mismatch"
@@ -342,6 +344,12 @@ mod tests {
         assert_eq!(
             classify("invalid peer certificate: certificate not valid for name \"mx.a\""),
             "certificate-host-mismatch"
+        );
+        assert_eq!(
+            classify(
+                "invalid peer certificate: the certificate chain of mx.a matches none of its TLSA records (3 1 1)"
+            ),
+            "tlsa-invalid"
         );
     }
 }

@@ -19,6 +19,7 @@
 //! but never loses a message.
 
 mod notices;
+mod trust;
 mod visit;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use tokio::sync::Notify;
 
-use crate::config::{Config, MtaStsUse, RouteConfig, RouteKind};
+use crate::config::{Config, PolicyUse, RouteConfig, RouteKind};
 use crate::envelope::{Recipient, Sender};
 use crate::pipeline::{CallRecord, Pipeline};
 use crate::plugin::bindings::types::{DeliveryReport, DeliveryStatus, FailedRecipient};
@@ -39,6 +40,7 @@ use crate::spool::{self, Spool, SpoolState, SpooledEnvelope};
 use super::arrivals::Arrivals;
 use super::bounce::Notice;
 use super::client::{ClientConfig, DsnParams, Outgoing, Target, Timeouts};
+use super::dane::{Dane, HopDane};
 use super::destinations::{Admission, Destinations, Limits, Outcome as DestinationOutcome};
 use super::mta_sts::{self, MtaSts};
 use super::mx::{MxError, MxResolver};
@@ -82,6 +84,8 @@ pub struct Runner {
     mx: MxResolver,
     /// MTA-STS policies of MX destinations, cached.
     sts: MtaSts,
+    /// DNSSEC-validated lookups of MX hosts' TLSA records (DANE), cached.
+    dane: Dane,
     /// The TLS of MX deliveries, counted for TLS reports (`[reports] tls`).
     tls_reports: Option<Arc<super::tls_report::TlsReports>>,
     destinations: Destinations,
@@ -363,6 +367,7 @@ impl Runner {
         );
         let mx = MxResolver::new(d.resolver.as_deref());
         let sts = MtaSts::new(config.server.data_dir.join("mta-sts"), d.mta_sts_port);
+        let dane = Dane::new(d.resolver.as_deref().and_then(crate::config::resolver_addr));
         let destinations = Destinations::new(d.concurrency, None);
         Runner {
             spool,
@@ -370,6 +375,7 @@ impl Runner {
             pool,
             mx,
             sts,
+            dane,
             tls_reports: None,
             destinations,
             live: None,

@@ -444,7 +444,7 @@ impl Runner {
             }
         };
         // For an MX route, the domain's MTA-STS policy first, named in every outcome.
-        let sts = if route.kind == RouteKind::Mx && route.mta_sts != MtaStsUse::Off {
+        let sts = if route.kind == RouteKind::Mx && route.mta_sts != PolicyUse::Off {
             self.sts.policy(domain, &self.mx).await
         } else {
             None
@@ -461,7 +461,7 @@ impl Runner {
             )
             .await;
         if let Some(p) = &sts {
-            for o in &mut outcomes {
+            for o in outcomes.iter_mut().filter(|o| o.policy.is_none()) {
                 o.policy = Some(p.describe());
             }
         }
@@ -532,48 +532,21 @@ impl Runner {
                 .collect();
             return (outcomes, None);
         }
-        // REQUIRETLS (RFC 8689): only to a next hop authenticated by its certificate. An MX
-        // host is authenticated through the domain's MTA-STS enforce policy (DNSSEC-validated
-        // MX records are not checked yet): without one such mail is returned rather than
-        // sent. LMTP is final delivery (the mailbox server), as the Maildir is.
+        // REQUIRETLS (RFC 8689): only to a next hop authenticated by its certificate (an MTA-STS
+        // enforce policy, DNSSEC-validated TLSA records); without one such mail is returned
+        // rather than sent. LMTP is final delivery (the mailbox server), as the Maildir is.
         let requiretls = route.kind != RouteKind::Lmtp
             && envelope
                 .sender
                 .params
                 .iter()
                 .any(|p| p.keyword.eq_ignore_ascii_case("REQUIRETLS"));
-        // MTA-STS (RFC 8461): an enforce policy allows only its MX hosts, over TLS with a
-        // certificate verified for the host. `TLS-Required: No` asks that it be ignored
-        // (RFC 8689 §5), unless the sender also asked for REQUIRETLS.
-        // (The header is read only for an enforce policy.)
-        let enforce = sts.filter(|p| {
-            p.mode == mta_sts::Mode::Enforce && (requiretls || !mta_sts::tls_required_no(message))
-        });
-        if requiretls && route.kind == RouteKind::Mx && enforce.is_none() {
-            let r = Reply::new(
-                550,
-                "5.7.30",
-                &format!(
-                    "REQUIRETLS support required: the mail exchangers of {domain} cannot be authenticated (no MTA-STS enforce policy; DNSSEC-validated MX records are not checked)"
-                ),
-            );
-            return (each(rcpts.len(), r, None), None);
-        }
-        if route.kind == RouteKind::Mx && route.mta_sts == MtaStsUse::Required && enforce.is_none()
-        {
-            let r = Reply::new(
-                451,
-                "4.7.5",
-                &format!("{domain} has no MTA-STS enforce policy, which this route requires"),
-            );
-            return (each(rcpts.len(), r, None), None);
-        }
         let d = &config.delivery;
-        let cfg = ClientConfig {
+        let mut cfg = ClientConfig {
             helo: config.server.hostname.clone(),
-            // A REQUIRETLS message, and mail under an MTA-STS enforce policy, go only over TLS
-            // with a verified certificate.
-            tls: if requiretls || enforce.is_some() {
+            // A REQUIRETLS message goes only over TLS with a verified certificate (and so, below,
+            // does mail under an MTA-STS enforce policy, or DANE).
+            tls: if requiretls {
                 crate::config::TlsPolicy::Required
             } else {
                 route.tls
@@ -587,6 +560,7 @@ impl Runner {
                 data: Duration::from_secs(d.data_timeout_secs),
             },
             max_messages: route.max_messages_per_connection,
+            dane: HopDane::None,
         };
         let (dsn_mail, dsn_rcpt) = dsn_params(envelope, rcpts);
         let out = Outgoing {
@@ -644,29 +618,23 @@ impl Runner {
             let r = Reply::new(451, "4.4.3", "Cannot resolve the next hop");
             return (each(rcpts.len(), r, None), None);
         }
-        // What came of the TLS of this attempt, for TLS reports (MX routes).
-        let report = |outcome: tls_report::Outcome| {
-            if let Some(r) = &self.tls_reports
-                && route.kind == RouteKind::Mx
-            {
-                r.record(domain, sts, outcome);
-            }
-        };
-        let hops = match mta_sts::allowed_hops(sts, enforce.is_some(), hops, (&envelope.id, domain))
+        let trust = match self
+            .trust(route, domain, hops, sts, requiretls, message, &envelope.id)
+            .await
         {
-            Ok(hops) => hops,
-            Err((reply, unlisted)) => {
-                report(tls_report::Outcome::Failure {
-                    result: "validation-failure",
-                    mx: unlisted,
-                    reason: "MX host not in the MTA-STS policy".to_string(),
-                });
-                return (each(rcpts.len(), reply, None), None);
-            }
+            Ok(t) => t,
+            Err(reply) => return (each(rcpts.len(), reply, None), None),
         };
-        let hops: Vec<(Target, String)> = hops
-            .into_iter()
+        let enforce = trust.enforce;
+        if enforce.is_some() {
+            cfg.tls = crate::config::TlsPolicy::Required;
+        }
+        let report = |outcome| self.report_tls(route, domain, sts, outcome);
+        let hops: Vec<(Target, String)> = trust
+            .hops
+            .iter()
             .filter(|(t, _)| !matches!(t, Target::Tcp(a) if loops_back(*a, &self.own)))
+            .cloned()
             .collect();
         if hops.is_empty() {
             // Like Postfix: the next hop is ourselves, so the mail would circle until its
@@ -684,9 +652,37 @@ impl Runner {
         let mut last = Reply::new(451, "4.4.1", "No next hop answered");
         let mut last_remote = None;
         let mut answered = false;
+        let mut policy = None;
         let cap = route.max_connections;
         for (target, name) in &hops {
-            match self.pool.send(target, name, &cfg, cap, &out).await {
+            // DANE: TLS authenticated by the host's TLSA records, never in the clear.
+            let dane = trust.dane_of(target, name);
+            policy = dane.describe().or(policy);
+            let with_dane;
+            let cfg = match dane {
+                HopDane::None => &cfg,
+                HopDane::Failed(e) => {
+                    tracing::info!(id = %envelope.id, hop = %target, error = %e, "DANE: not sent: the TLSA lookup failed");
+                    report(tls_report::Outcome::Failure {
+                        result: "dnssec-invalid",
+                        mx: name.clone(),
+                        reason: e.clone(),
+                    });
+                    last = Reply::new(451, "4.7.5", &format!("DANE: {e}"));
+                    last_remote = Some(name.clone());
+                    answered = true;
+                    continue;
+                }
+                dane => {
+                    with_dane = ClientConfig {
+                        tls: crate::config::TlsPolicy::Required,
+                        dane,
+                        ..cfg.clone()
+                    };
+                    &with_dane
+                }
+            };
+            match self.pool.send(target, name, cfg, cap, &out).await {
                 Sent::Answered(o) => {
                     report(if o.tls {
                         tls_report::Outcome::Success
@@ -704,7 +700,7 @@ impl Runner {
                             reply,
                             remote: Some(o.remote.clone()),
                             success: success(o.dsn),
-                            policy: None,
+                            policy: cfg.dane.describe(),
                         })
                         .collect();
                     return (outcomes, Some(Ok(())));
@@ -723,7 +719,7 @@ impl Runner {
                     break;
                 }
                 Sent::Failed(e @ crate::delivery::client::ClientError::Tls { .. })
-                    if enforce.is_some() && !requiretls =>
+                    if (enforce.is_some() || cfg.dane != HopDane::None) && !requiretls =>
                 {
                     report(tls_report::Outcome::Failure {
                         result: tls_report::classify(&e.to_string()),
@@ -732,8 +728,13 @@ impl Runner {
                     });
                     // Not sent, and not to be sent in the clear: deferred (the policy or the
                     // host's certificate may be mended).
-                    tracing::info!(id = %envelope.id, hop = %target, error = %e, "MTA-STS: not sent: no verified TLS");
-                    last = Reply::new(451, "4.7.5", &format!("MTA-STS policy of {domain}: {e}"));
+                    let by = if cfg.dane != HopDane::None {
+                        "DANE".to_string()
+                    } else {
+                        format!("MTA-STS policy of {domain}")
+                    };
+                    tracing::info!(id = %envelope.id, hop = %target, error = %e, "{by}: not sent: no authenticated TLS");
+                    last = Reply::new(451, "4.7.5", &format!("{by}: {e}"));
                     last_remote = Some(name.clone());
                     answered = true;
                 }
@@ -758,37 +759,10 @@ impl Runner {
         } else {
             Err(last.text.clone())
         };
-        (each(rcpts.len(), last, last_remote), Some(health))
-    }
-
-    /// The addresses of the domain's mail exchangers, in the order to try them.
-    pub(super) async fn mx_hops(
-        &self,
-        domain: &str,
-        port: u16,
-    ) -> Result<Vec<(Target, String)>, MxError> {
-        let exchangers = self.mx.exchangers(domain).await?;
-        let implicit = exchangers.len() == 1 && exchangers[0].name == domain;
-        let mut hops = Vec::new();
-        let mut trouble = None;
-        for ex in exchangers {
-            match self.mx.addresses(&ex.name).await {
-                Ok(addrs) => hops.extend(
-                    addrs
-                        .into_iter()
-                        .map(|ip| (Target::Tcp((ip, port).into()), ex.name.clone())),
-                ),
-                Err(e) => trouble = Some(e),
-            }
+        let mut outcomes = each(rcpts.len(), last, last_remote);
+        for o in &mut outcomes {
+            o.policy.clone_from(&policy);
         }
-        match (hops.is_empty(), trouble) {
-            (false, _) => Ok(hops),
-            (true, Some(e)) => Err(e),
-            (true, None) if implicit => Err(MxError::NoMailHost(domain.to_string())),
-            (true, None) => Err(MxError::Temporary {
-                name: domain.to_string(),
-                problem: "no mail exchanger has an address".to_string(),
-            }),
-        }
+        (outcomes, Some(health))
     }
 }
