@@ -52,6 +52,13 @@ async fn requiretls_mail_goes_only_over_verified_tls_to_a_next_hop_that_offers_i
         file("ip.crt"),
         file("ip.key")
     ));
+    // other.test: an MX domain with neither an MTA-STS policy nor DNSSEC (the tests' DNS).
+    let dns = sluice_tests::dns::Dns::start(
+        sluice_tests::dns::Zone::new()
+            .mx("other.test", 10, "mx.other.test")
+            .addr("mx.other.test", [127, 0, 0, 1].into()),
+    )
+    .await;
     // A: the relay under test, trusting the test's CA.
     let a_dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(a_dir.path().join("plugins")).unwrap();
@@ -63,10 +70,12 @@ async fn requiretls_mail_goes_only_over_verified_tls_to_a_next_hop_that_offers_i
              [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
              [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
              [authentication]\nverify = false\n\
+             [delivery]\nresolver = \"{}\"\n\
              [[route]]\ndomains = [\"example.org\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\n\
              [[route]]\ndomains = [\"postfix.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\n\
              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\n",
             a_dir.path(),
+            dns.addr,
             b.smtp.port(),
             postfix.smtp
         ),
