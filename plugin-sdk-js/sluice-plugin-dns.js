@@ -6,7 +6,7 @@
 //
 // Build against a world that imports it (`// sluice-world: plugin-dns` or `-n plugin-dns`);
 // the operator grants it with capabilities = ["dns"] in [plugin.NAME].
-import * as raw from 'sluice:filter/dns@0.1.3';
+import * as raw from 'sluice:filter/dns@0.1.4';
 
 /** A lookup without records: `kind` is 'nxdomain' (for a blocklist: not listed),
  *  'no-records', 'temporary' (no answer in time) or 'invalid'; `detail` the host's words. */

@@ -7,7 +7,7 @@
 // operator grants it with capabilities = ["kv"] in [plugin.NAME] (then `sluice reload`).
 // Keys are the plugin's own; every key expires: ttlSecs 0 means the longest the operator
 // allows (90 days by default). Values are bytes (Uint8Array) or strings (stored as UTF-8).
-import * as raw from 'sluice:filter/kv@0.1.3';
+import * as raw from 'sluice:filter/kv@0.1.4';
 
 const bytes = (v) => (typeof v === 'string' ? new TextEncoder().encode(v) : v);
 

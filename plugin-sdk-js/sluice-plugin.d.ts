@@ -1,4 +1,4 @@
-// TypeScript declarations for sluice-plugin.js (sluice:filter@0.1.3, componentize-js).
+// TypeScript declarations for sluice-plugin.js (sluice:filter@0.1.4, componentize-js).
 // The shapes are the WIT's (wit/sluice-filter.wit) as componentize-js hands them over:
 // records as objects with camelCase fields, options as `T | undefined`, `list<u8>` as
 // Uint8Array, u64/s64 as bigint (the SDK's `view` turns sizes and offsets into numbers).

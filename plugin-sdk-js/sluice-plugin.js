@@ -1,4 +1,4 @@
-// Write Sluice mail-filter plugins in JavaScript, for componentize-js (sluice:filter@0.1.3).
+// Write Sluice mail-filter plugins in JavaScript, for componentize-js (sluice:filter@0.1.4).
 //
 //   import { definePlugin, reject } from './sluice-plugin.js';
 //   export const hooks = definePlugin({
@@ -16,8 +16,8 @@
 // `view` is the message of checkMessage as Sluice parsed it (parts, decoded text,
 // attachments, links); `./sluice-plugin-kv.js` and `./sluice-plugin-dns.js` wrap the `kv` and
 // `dns` capabilities. Types: `sluice-plugin.d.ts`.
-import { log as hostLog, getConfig, configKeys, now } from 'sluice:filter/host@0.1.3';
-import * as messageView from 'sluice:filter/message-view@0.1.3';
+import { log as hostLog, getConfig, configKeys, now } from 'sluice:filter/host@0.1.4';
+import * as messageView from 'sluice:filter/message-view@0.1.4';
 
 // --- verdicts ---------------------------------------------------------------------------------
 

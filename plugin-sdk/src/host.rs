@@ -1,7 +1,7 @@
 //! The only place the SDK calls the host. Inside WebAssembly these are the WIT imports; in a
 //! native build (the plugin's own `cargo test`) they are answered by [`crate::testing`].
 
-use crate::bindings::sluice::filter::authentication::AuthResults;
+use crate::bindings::sluice::filter::authentication::{ArcCheck, AuthResults};
 use crate::bindings::sluice::filter::host::Level;
 use crate::bindings::sluice::filter::types::ConfigValue;
 
@@ -25,11 +25,14 @@ mod imp {
     pub fn authentication() -> Option<AuthResults> {
         crate::bindings::sluice::filter::authentication::results()
     }
+    pub fn arc() -> Option<ArcCheck> {
+        crate::bindings::sluice::filter::authentication::arc()
+    }
 }
 
 #[cfg(not(target_family = "wasm"))]
 mod imp {
-    pub use crate::testing::native::{authentication, config_keys, get_config, log, now_ms};
+    pub use crate::testing::native::{arc, authentication, config_keys, get_config, log, now_ms};
 }
 
 pub(crate) fn log(level: Level, message: &str) {
@@ -55,4 +58,12 @@ pub fn now_ms() -> u64 {
 /// Needs a host of `sluice:filter@0.1.1` or later.
 pub fn authentication() -> Option<AuthResults> {
     imp::authentication()
+}
+
+/// The host's verdict on the message's ARC chain (RFC 8617), from `check-message` on: `pass`
+/// when every set verifies, with the sealing domains oldest first; `None` when the host did not
+/// verify the transaction. Needs a host of `sluice:filter@0.1.4` or later: a Rust plugin
+/// imports it only if it calls it.
+pub fn arc() -> Option<ArcCheck> {
+    imp::arc()
 }

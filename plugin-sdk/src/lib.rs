@@ -64,7 +64,7 @@ pub mod view;
 
 pub use address::domain_eq;
 pub use config::{Config, ConfigError, FromConfig};
-pub use host::{authentication, now_ms};
+pub use host::{arc, authentication, now_ms};
 
 /// The raw bindings generated from the WIT package. Not part of the SDK's API: use the
 /// re-exported types and the [`Plugin`] trait instead.
@@ -84,7 +84,7 @@ pub mod bindings {
 }
 
 pub use bindings::sluice::filter::authentication::{
-    AuthResults, DkimCheck, DmarcCheck, SpfCheck, Verdict as AuthVerdict,
+    ArcCheck, AuthResults, DkimCheck, DmarcCheck, SpfCheck, Verdict as AuthVerdict,
 };
 pub use bindings::sluice::filter::host::Level;
 pub use bindings::sluice::filter::types::{

@@ -7,7 +7,7 @@
 //! ```
 //! State is per thread, so parallel tests do not see each other's settings.
 
-use crate::bindings::sluice::filter::authentication::AuthResults;
+use crate::bindings::sluice::filter::authentication::{ArcCheck, AuthResults};
 use crate::bindings::sluice::filter::host::Level;
 use crate::bindings::sluice::filter::types::{Address, ConfigValue, Session};
 
@@ -24,6 +24,11 @@ pub fn set_config(entries: &[(&str, ConfigValue)]) {
 /// Sets what [`crate::authentication`] returns on this thread.
 pub fn set_authentication(results: Option<AuthResults>) {
     native::AUTH.with(|a| *a.borrow_mut() = results);
+}
+
+/// Sets what [`crate::arc`] returns on this thread.
+pub fn set_arc(check: Option<ArcCheck>) {
+    native::ARC.with(|a| *a.borrow_mut() = check);
 }
 
 /// Fixes the clock [`crate::now_ms`] reads on this thread (`None`: the system clock again). The
@@ -182,12 +187,18 @@ pub mod native {
         pub(crate) static CONFIG: RefCell<BTreeMap<String, ConfigValue>> = const { RefCell::new(BTreeMap::new()) };
         pub(crate) static LOGS: RefCell<Vec<(Level, String)>> = const { RefCell::new(Vec::new()) };
         pub(crate) static AUTH: RefCell<Option<AuthResults>> = const { RefCell::new(None) };
+        pub(crate) static ARC: RefCell<Option<ArcCheck>> = const { RefCell::new(None) };
         pub(crate) static VIEW: RefCell<super::View> = RefCell::new(super::View::default());
     }
 
     /// The results set by [`super::set_authentication`].
     pub fn authentication() -> Option<AuthResults> {
         AUTH.with(|a| a.borrow().clone())
+    }
+
+    /// The verdict set by [`super::set_arc`].
+    pub fn arc() -> Option<ArcCheck> {
+        ARC.with(|a| a.borrow().clone())
     }
 
     /// Records a log line.

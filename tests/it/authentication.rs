@@ -641,3 +641,125 @@ async fn dmarc_reports_go_to_the_rua_that_may_have_them() {
         assert_eq!(rcpts, &["dmarc@spf-pass.test", "agg@outside.test"]);
     }
 }
+
+/// ARC (RFC 8617): A seals what it relays with `[authentication.arc_seal]`; the next hop B
+/// verifies the chain (mail-auth) and gives the verdict to plugins (`authentication.arc`, WIT
+/// 0.1.4: the `auth-echo` plugin; a plugin built against 0.1.3 still loads beside it), and so
+/// does dkimpy, an independent implementation. A seal broken in transit fails; a message
+/// without ARC has none.
+#[tokio::test]
+async fn arc_sets_sealed_on_relay_verify_at_the_next_hop() {
+    let keys = tempfile::tempdir().unwrap();
+    let (signed_key, signed_record) = key(keys.path(), "signed.test", "sel", true);
+    let (arc_key, arc_record) = key(keys.path(), "relay.test", "arc", false);
+    let dns = Dns::start(
+        Zone::new()
+            .txt("signed.test", "v=spf1 -all")
+            .txt("sel._domainkey.signed.test", &signed_record)
+            .txt("_dmarc.signed.test", "v=DMARC1; p=reject")
+            .txt("arc._domainkey.relay.test", &arc_record),
+    )
+    .await;
+    let sink = sluice_tests::sink::Sink::tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
+    // A: an MX that passes example.org's mail on to its mailbox server (the sink), sealed.
+    let a = TestServer::start(
+        &format!(
+            "{}[authentication.arc_seal]\ndomain = \"relay.test\"\nselector = \"arc\"\nkey = {arc_key:?}\n\
+             [[route]]\ndomains = [\"example.org\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            auth_config(&dns),
+            sink.addr.unwrap().port()
+        ),
+        &[("tagger", plugin("test", "tagger"))],
+    )
+    .await;
+    let signer = signer("signed.test", "sel", &signed_key);
+    let original = message(Some(&signer), "news@signed.test", "sealed", "Hello.");
+    let reply = send(a.smtp, "user@signed.test", &original).await;
+    assert!(reply.starts_with("250"), "{reply}");
+    let mut relayed = None;
+    for _ in 0..100 {
+        if let Some(m) = sink.messages().first() {
+            relayed = Some(String::from_utf8(m.data.clone()).unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let relayed = relayed.expect("A relayed the message");
+    // Our set, on top: the first instance, what A saw, and its seal.
+    assert!(relayed.starts_with("ARC-Seal: i=1;"), "{relayed}");
+    let seal = field(&relayed, "ARC-Seal");
+    assert!(
+        seal.contains("cv=none") && seal.contains("d=relay.test") && seal.contains("s=arc"),
+        "{seal}"
+    );
+    let aar = field(&relayed, "ARC-Authentication-Results");
+    assert!(
+        aar.starts_with("i=1; mx.test;") && aar.contains("dkim=pass") && aar.contains("arc=none"),
+        "{aar}"
+    );
+    assert!(
+        field(&relayed, "ARC-Message-Signature").contains("d=relay.test"),
+        "{relayed}"
+    );
+    // The plugin's field is below the seal: covered by it, as A passes the message on.
+    assert!(relayed.contains("\r\nX-Tagged: "), "{relayed}");
+
+    // dkimpy verifies the chain with the published key.
+    let file = keys.path().join("relayed.eml");
+    std::fs::write(&file, &relayed).unwrap();
+    let out = run_client(
+        tokio::process::Command::new(workspace_root().join(".venv/bin/python3"))
+            .arg("-c")
+            .arg("import dkim, os\nmsg = open(os.environ['MSG'], 'rb').read()\nrecord = os.environ['RECORD'].encode()\ncv, results, comment = dkim.arc_verify(msg, dnsfunc=lambda name, timeout=5: record)\nprint(cv.decode(), comment)")
+            .env("MSG", &file)
+            .env("RECORD", &arc_record),
+    )
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("pass"),
+        "dkimpy: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // B: the next hop, verifying; its plugins see the chain.
+    let b = TestServer::start(
+        &auth_config(&dns),
+        &[
+            ("auth-echo", plugin("test", "auth-echo")),
+            ("wit-0-1-3", plugin("test", "wit-0-1-3")),
+        ],
+    )
+    .await;
+    // (A's own fields go: B, too, is called mx.test, and strips what claims to be its own.)
+    let tampered = relayed.replacen("Subject: sealed", "Subject: tampered", 1);
+    for (data, subject) in [
+        (relayed.clone(), "sealed"),
+        (tampered, "tampered"),
+        (
+            message(None, "news@signed.test", "plain", "Hello."),
+            "plain",
+        ),
+    ] {
+        let reply = send(b.smtp, "user@signed.test", &data).await;
+        assert!(reply.starts_with("250"), "{subject}: {reply}");
+    }
+    let mail = b.mailbox("bob", 3).await;
+    for (subject, arc, ar) in [
+        ("sealed", "pass sets=1 domains=relay.test", "arc=pass"),
+        ("tampered", "fail sets=1 domains=relay.test", "arc=fail"),
+        ("plain", "none sets=0 domains=", "arc=none"),
+    ] {
+        let m = by_subject(&mail, subject);
+        assert_eq!(field(m, "X-Auth-Echo-Arc"), arc, "{subject}");
+        assert!(
+            field(m, "Authentication-Results").contains(ar),
+            "{subject}: {m}"
+        );
+        assert!(field(m, "X-Wit-0-1-3").starts_with("raw="), "{subject}");
+    }
+    a.stop().await;
+    b.stop().await;
+}

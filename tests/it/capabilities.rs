@@ -20,7 +20,7 @@ async fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_naming_th
     let cfg = config("[plugin.probe.config]\nread = \"x\"\n");
     let err = load_one(&rt, &cfg, "probe", &probe()).await.unwrap_err();
     assert!(
-        err.contains("imports sluice:filter/kv@0.1.3")
+        err.contains("imports sluice:filter/kv@0.1.4")
             && err.contains("set capabilities = [\"kv\"] in [plugin.probe]"),
         "{err}"
     );
@@ -28,7 +28,7 @@ async fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_naming_th
     let cfg = config("[plugin.probe]\ncapabilities = [\"kv\"]\n");
     let err = load_one(&rt, &cfg, "probe", &probe()).await.unwrap_err();
     assert!(
-        err.contains("sluice:filter/dns@0.1.3") && err.contains("[\"dns\", \"kv\"]"),
+        err.contains("sluice:filter/dns@0.1.4") && err.contains("[\"dns\", \"kv\"]"),
         "{err}"
     );
     // A capability the runtime cannot serve is refused too, by name.

@@ -49,7 +49,7 @@ async fn a_truncated_component_fails_to_compile() {
 async fn a_plugin_for_another_wit_version() {
     let err = refused("future-version", &plugin("test", "future-version"), "").await;
     assert!(
-        err.ends_with("built for sluice:filter@9.0.0, but this Sluice supports sluice:filter@0.1.0 to @0.1.3; rebuild it against the WIT in wit/"),
+        err.ends_with("built for sluice:filter@9.0.0, but this Sluice supports sluice:filter@0.1.0 to @0.1.4; rebuild it against the WIT in wit/"),
         "{err}"
     );
 }

@@ -42,7 +42,7 @@ pub use reports::ReportsConfig;
 pub use scoring::{
     AuthenticatedScoring, LearningConfig, ScoringConfig, ScoringOverride, Thresholds,
 };
-pub use sender_auth::{AuthenticationConfig, DkimKeyConfig, DmarcMode, UnownedFrom};
+pub use sender_auth::{ArcSealConfig, AuthenticationConfig, DkimKeyConfig, DmarcMode, UnownedFrom};
 pub use server::{ListenerConfig, ListenerKind, ServerConfig};
 pub use signing::{SigningPolicy, TrustedKey};
 pub use store::StoreConfig;

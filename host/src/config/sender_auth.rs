@@ -39,6 +39,21 @@ pub struct AuthenticationConfig {
     /// for its domain: `unsigned` (default: relayed without our signature) or `refuse`
     /// (550 5.7.1). It is never signed.
     pub unowned_from: UnownedFrom,
+    /// ARC (RFC 8617): seal the mail we relay from other servers with this key, so the next
+    /// hop can trust the results we saw. Off unless set.
+    pub arc_seal: Option<ArcSealConfig>,
+}
+
+/// `[authentication.arc_seal]`: the key our ARC sets are signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArcSealConfig {
+    /// The sealing domain (`d=`).
+    pub domain: String,
+    /// The selector (`s=`): the key is published at `SELECTOR._domainkey.DOMAIN`, as for DKIM.
+    pub selector: String,
+    /// PEM private key, RSA or Ed25519 (`sluice dkim keygen` writes one).
+    pub key: PathBuf,
 }
 
 /// See [`AuthenticationConfig::unowned_from`].
@@ -60,6 +75,7 @@ impl Default for AuthenticationConfig {
             dns_timeout_secs: 5,
             dkim_keys: Vec::new(),
             unowned_from: UnownedFrom::Unsigned,
+            arc_seal: None,
         }
     }
 }
@@ -89,16 +105,50 @@ impl AuthenticationConfig {
                     format_args!("two keys for {}; one key per domain", k.domain),
                 );
             }
-            if k.selector.is_empty() || k.selector.contains(|c: char| c.is_whitespace() || c == ';')
-            {
-                p.add(
-                    &at,
-                    format_args!("selector {:?} is not a DNS label", k.selector),
-                );
-            }
-            if let Err(e) = crate::sender_auth::dkim_key::load(&k.key) {
-                p.add(&at, format_args!("{}: {e}", k.key.display()));
-            }
+            key_problems(p, &at, &k.selector, &k.key);
         }
+        if let Some(a) = &self.arc_seal {
+            let at = "authentication.arc_seal";
+            if a.domain.is_empty() || a.domain.contains(|c: char| c.is_whitespace() || c == ';') {
+                p.add(at, format_args!("domain {:?} is not a DNS name", a.domain));
+            }
+            key_problems(p, at, &a.selector, &a.key);
+        }
+    }
+}
+
+/// What is wrong with a signing key's selector and file, said at `at`.
+fn key_problems(p: &mut Problems, at: &str, selector: &str, key: &std::path::Path) {
+    if selector.is_empty() || selector.contains(|c: char| c.is_whitespace() || c == ';') {
+        p.add(at, format_args!("selector {selector:?} is not a DNS label"));
+    }
+    if let Err(e) = crate::sender_auth::dkim_key::load(key) {
+        p.add(at, format_args!("{}: {e}", key.display()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::super::tests::{problems_of, says_all};
+
+    #[test]
+    fn arc_seal_mistakes_are_named_by_key() {
+        let msg = problems_of(
+            "[authentication.arc_seal]\ndomain = \"\"\nselector = \"a b\"\nkey = \"/nonexistent/arc.key\"\n",
+        );
+        says_all(
+            &msg,
+            &[
+                "authentication.arc_seal: domain \"\" is not a DNS name",
+                "authentication.arc_seal: selector \"a b\" is not a DNS label",
+                "authentication.arc_seal: /nonexistent/arc.key:",
+            ],
+        );
+        let unknown = Config::parse(
+            "[authentication.arc_seal]\ndomain = \"a.test\"\nselector = \"s\"\nkey = \"k\"\nexpire = 3\n",
+        )
+        .unwrap_err();
+        assert!(unknown.contains("expire"), "{unknown}");
     }
 }

@@ -439,6 +439,22 @@ impl Inbound {
             };
             d.reply = reply;
         }
+        // Mail from other servers, as we pass it on, under our ARC seal (when configured).
+        if let (Some(checks), Action::Queue | Action::Quarantine) = (&self.checks, d.action)
+            && let Some(sealed) = self
+                .live
+                .verifier
+                .seal(&raw, &d.final_message(), checks)
+                .await
+        {
+            match sealed {
+                // On top: the seal covers the chain and the message below it.
+                Ok(set) => d.prepend.insert(0, set),
+                Err(e) => {
+                    tracing::warn!(id = %self.id, error = %message::printable(&e), "not ARC-sealed; passed on unsealed");
+                }
+            }
+        }
         d
     }
 

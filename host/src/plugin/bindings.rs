@@ -1,10 +1,10 @@
 //! Host-side bindings generated from the WIT package in `wit/`, one module per incompatible
-//! WIT version the host supports. Today that is 0.1: the bindings are generated from 0.1.3's
-//! widest world (`plugin-kv-dns`), and wasmtime links a component built against 0.1.0 to 0.1.2,
+//! WIT version the host supports. Today that is 0.1: the bindings are generated from 0.1.4's
+//! widest world (`plugin-kv-dns`), and wasmtime links a component built against 0.1.0 to 0.1.3,
 //! or against a narrower world, to them by the component model's semver rule (later versions
-//! only add interfaces, which such a component does not import).
+//! only add interfaces and functions, which such a component does not import).
 
-/// `sluice:filter@0.1.3`, serving 0.1.0 to 0.1.2 components too.
+/// `sluice:filter@0.1.4`, serving 0.1.0 to 0.1.3 components too.
 pub mod v0_1 {
     wasmtime::component::bindgen!({
         world: "plugin-kv-dns",
@@ -26,10 +26,10 @@ pub mod v0_1 {
 }
 
 /// The WIT version this host speaks, as it appears in export names.
-pub const WIT_VERSION: &str = "0.1.3";
+pub const WIT_VERSION: &str = "0.1.4";
 
 /// The export name of the hooks interface of the newest supported version.
-pub const HOOKS_EXPORT: &str = "sluice:filter/hooks@0.1.3";
+pub const HOOKS_EXPORT: &str = "sluice:filter/hooks@0.1.4";
 
 /// The export names of the hooks interface of every supported version.
 pub const HOOKS_EXPORTS: &[&str] = &[
@@ -37,6 +37,7 @@ pub const HOOKS_EXPORTS: &[&str] = &[
     "sluice:filter/hooks@0.1.1",
     "sluice:filter/hooks@0.1.2",
     "sluice:filter/hooks@0.1.3",
+    "sluice:filter/hooks@0.1.4",
 ];
 
 pub use v0_1::sluice::filter::types;

@@ -117,6 +117,16 @@ impl authentication::Host for AuthCtx {
             header: r.header.clone(),
         })
     }
+
+    fn arc(&mut self) -> Option<authentication::ArcCheck> {
+        let a = self.results.as_deref()?.arc.as_ref()?;
+        Some(authentication::ArcCheck {
+            verdict: verdict(a.verdict),
+            sets: a.sets,
+            domains: a.domains.clone(),
+            detail: a.detail.clone(),
+        })
+    }
 }
 
 fn verdict(v: sender_auth::Status) -> authentication::Verdict {

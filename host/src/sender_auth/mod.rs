@@ -10,6 +10,7 @@
 //! May use: `mail-auth`, the DNS settings of the configuration and the shared vocabulary. Used
 //! by the inbound core and the replay harness.
 
+pub mod arc;
 pub mod dkim_key;
 pub mod dmarc_report;
 
@@ -27,8 +28,8 @@ use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimResult, DmarcResult, MessageAuthenticator,
-    SpfOutput, SpfResult,
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
+    DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
 };
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +149,9 @@ pub struct Results {
     pub dkim: Vec<DkimCheck>,
     /// DMARC (after DATA).
     pub dmarc: Option<DmarcCheck>,
+    /// The ARC chain (after DATA).
+    #[serde(default)]
+    pub arc: Option<arc::ArcCheck>,
     /// The `Authentication-Results:` field Sluice adds (after DATA), CRLF-terminated.
     pub header: String,
 }
@@ -167,6 +171,13 @@ impl SenderChecks {
     fn spf_results<'a>(&self, ar: AuthenticationResults<'a>) -> AuthenticationResults<'a> {
         ar.with_spf_ehlo_result(&self.spf_helo, self.ip, &self.helo)
             .with_spf_mailfrom_result(&self.spf_mail_from, self.ip, &self.mail_from, &self.helo)
+    }
+
+    /// The domain DMARC aligns SPF with: MAIL FROM's, or the HELO name's for `<>`.
+    fn mail_from_domain(&self) -> &str {
+        self.mail_from
+            .rsplit_once('@')
+            .map_or(self.helo.as_str(), |(_, d)| d)
     }
 
     /// The plain results (SPF only).
@@ -228,6 +239,7 @@ pub struct Authenticator {
     verify: bool,
     checker: Result<MessageAuthenticator, String>,
     signers: BTreeMap<String, Signer>,
+    sealer: Option<arc::Sealer>,
     /// Where DMARC results are counted for aggregate reports (`[reports] dmarc`).
     reports: Option<Arc<dmarc_report::DmarcReports>>,
 }
@@ -276,11 +288,22 @@ impl Authenticator {
             })?;
             signers.insert(k.domain.to_ascii_lowercase(), signer);
         }
+        let sealer = match &a.arc_seal {
+            Some(c) => Some(
+                arc::Sealer::load(c).map_err(|problem| AuthConfigError::Key {
+                    domain: c.domain.clone(),
+                    path: c.key.clone(),
+                    problem,
+                })?,
+            ),
+            None => None,
+        };
         Ok(Authenticator {
             hostname: config.server.hostname.clone(),
             verify: a.verify,
             checker,
             signers,
+            sealer,
             reports: None,
         })
     }
@@ -349,19 +372,9 @@ impl Authenticator {
             });
             return results;
         };
-        let dkim = checker.verify_dkim(&message).await;
-        let mail_from_domain = sender
-            .mail_from
-            .rsplit_once('@')
-            .map_or(sender.helo.as_str(), |(_, d)| d);
-        let dmarc = checker
-            .verify_dmarc(DmarcParameters::new(
-                &message,
-                &dkim,
-                mail_from_domain,
-                &sender.spf_mail_from,
-            ))
-            .await;
+        let (dkim, arc, dmarc) = verify(checker, &message, sender).await;
+        results.arc = Some(arc::ArcCheck::of(&arc));
+        let mail_from_domain = sender.mail_from_domain();
         results.dkim = dkim
             .iter()
             .map(|o| DkimCheck {
@@ -413,13 +426,49 @@ impl Authenticator {
             }
             .to_string(),
         });
-        results.header = sender
-            .spf_results(
-                AuthenticationResults::new(&self.hostname).with_dkim_results(&dkim, message.from()),
-            )
-            .with_dmarc_result(&dmarc)
+        results.header = self
+            .results_of(sender, &message, &dkim, &arc, &dmarc)
             .to_header();
         results
+    }
+
+    /// The `Authentication-Results:` of a message's checks.
+    fn results_of<'a>(
+        &'a self,
+        sender: &SenderChecks,
+        message: &AuthenticatedMessage<'_>,
+        dkim: &[DkimOutput<'_>],
+        arc: &ArcOutput<'_>,
+        dmarc: &DmarcOutput,
+    ) -> AuthenticationResults<'a> {
+        sender
+            .spf_results(
+                AuthenticationResults::new(&self.hostname).with_dkim_results(dkim, message.from()),
+            )
+            .with_arc_result(arc, sender.ip)
+            .with_dmarc_result(dmarc)
+    }
+
+    /// Our ARC set (`[authentication.arc_seal]`) for `final_message`, the message as we pass
+    /// it on, from the checks of `raw`, the message as it came (their results, and its chain
+    /// as it arrived); `None` when sealing is off. The checks are made again (their DNS
+    /// answers are cached): `mail-auth`'s results borrow the message they checked.
+    pub async fn seal(
+        &self,
+        raw: &[u8],
+        final_message: &[u8],
+        sender: &SenderChecks,
+    ) -> Option<Result<String, String>> {
+        let sealer = self.sealer.as_ref()?;
+        let Ok(checker) = &self.checker else {
+            return Some(Err("no DNS resolver for the checks".to_string()));
+        };
+        let Some(message) = AuthenticatedMessage::parse(raw) else {
+            return Some(Err("the message cannot be parsed".to_string()));
+        };
+        let (dkim, arc, dmarc) = verify(checker, &message, sender).await;
+        let results = self.results_of(sender, &message, &dkim, &arc, &dmarc);
+        Some(sealer.seal(final_message, &results, &arc))
     }
 
     /// A `DKIM-Signature:` field for `message` (CRLF-terminated) with the key of the From
@@ -448,6 +497,25 @@ impl Authenticator {
         let signer = self.signers.get(&domain.to_ascii_lowercase())?;
         Some(sign_with(signer, message))
     }
+}
+
+/// DKIM, ARC and DMARC of `message`.
+async fn verify<'x>(
+    checker: &MessageAuthenticator,
+    message: &'x AuthenticatedMessage<'x>,
+    sender: &SenderChecks,
+) -> (Vec<DkimOutput<'x>>, ArcOutput<'x>, DmarcOutput) {
+    let dkim = checker.verify_dkim(message).await;
+    let arc = checker.verify_arc(message).await;
+    let dmarc = checker
+        .verify_dmarc(DmarcParameters::new(
+            message,
+            &dkim,
+            sender.mail_from_domain(),
+            &sender.spf_mail_from,
+        ))
+        .await;
+    (dkim, arc, dmarc)
 }
 
 fn sign_with(signer: &Signer, message: &[u8]) -> Result<String, String> {

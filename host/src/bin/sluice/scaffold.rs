@@ -295,7 +295,7 @@ pub fn run(name: &str, lang: Lang, hooks: &[String], dir: &Path) -> anyhow::Resu
                 )),
                 ("src/lib.rs".into(), fill(include_str!("scaffold/rust_lib.rs.txt"), &vars)),
                 ("sdk/wit/sluice-filter.wit".into(), WIT.into()),
-                ("sdk/sluice-plugin-sdk/Cargo.toml".into(), "[package]\nname = \"sluice-plugin-sdk\"\ndescription = \"Write Sluice mail-filter plugins in Rust\"\nversion = \"0.1.3\"\nedition = \"2024\"\nlicense = \"Apache-2.0\"\n\n[dependencies]\nwit-bindgen = \"0.46\"\n".into()),
+                ("sdk/sluice-plugin-sdk/Cargo.toml".into(), "[package]\nname = \"sluice-plugin-sdk\"\ndescription = \"Write Sluice mail-filter plugins in Rust\"\nversion = \"0.1.4\"\nedition = \"2024\"\nlicense = \"Apache-2.0\"\n\n[dependencies]\nwit-bindgen = \"0.46\"\n".into()),
                 (".gitignore".into(), "/target\n*.wasm\n".into()),
                 ("Cargo.lock".into(), cargo_lock(name)),
             ];

@@ -1,10 +1,11 @@
 //! Test plugin for `sluice:filter/authentication` (0.1.1): logs the SPF result it sees at
 //! `verify-sender`, and at `check-message` adds `X-Auth-Echo` with every result it sees:
 //! `spf-helo=V spf=V@DOMAIN dkim=V@DOMAIN/SELECTOR,… dmarc=V@DOMAIN/POLICY`, or `none` when
-//! the host did not verify the transaction.
+//! the host did not verify the transaction; and `X-Auth-Echo-Arc` with the ARC verdict (WIT
+//! 0.1.4): `V sets=N domains=D1,D2`, or `none`.
 use sluice_plugin_sdk::{
     AuthResults, AuthVerdict, Envelope, Hook, Message, MessageVerdict, Plugin, Session, Verdict,
-    authentication, export, log,
+    arc, authentication, export, log,
 };
 
 #[derive(Default)]
@@ -63,7 +64,17 @@ impl Plugin for AuthEcho {
         _m: &Message,
     ) -> MessageVerdict {
         let seen = authentication().map_or("none".to_string(), |r| describe(&r));
-        MessageVerdict::default().add_header("X-Auth-Echo", &seen)
+        let chain = arc().map_or("none".to_string(), |a| {
+            format!(
+                "{} sets={} domains={}",
+                name(a.verdict),
+                a.sets,
+                a.domains.join(",")
+            )
+        });
+        MessageVerdict::default()
+            .add_header("X-Auth-Echo", &seen)
+            .add_header("X-Auth-Echo-Arc", &chain)
     }
 }
 
