@@ -35,7 +35,7 @@ __all__ = [
     "Plugin", "hooks_for", "Config", "ConfigError",
     "CONTINUE", "accept", "reject", "tempfail", "discard", "quarantine", "MessageVerdict",
     "local_part", "domain", "domain_is", "header", "headers", "body",
-    "debug", "info", "warn", "error", "now_ms", "authentication",
+    "debug", "info", "warn", "error", "now_ms", "authentication", "arc",
 ]
 
 
@@ -267,6 +267,13 @@ def authentication():
     """SPF/DKIM/DMARC results of the transaction (a WIT auth-results), or None."""
     from wit_world.imports import authentication as auth
     return auth.results()
+
+
+def arc():
+    """The message's ARC chain as the host verified it (a WIT arc-check: verdict, sets,
+    domains, detail; WIT 0.1.4), or None before check_message or without verification."""
+    from wit_world.imports import authentication as auth
+    return auth.arc()
 
 
 # --- the plugin and its export -----------------------------------------------------------------

@@ -6,7 +6,9 @@
 //! - DANE-EE naming another key: deferred, never sent (nor in the clear);
 //! - TLSA records under a bogus delegation (a DS no key matches): deferred, never sent;
 //! - no TLSA records: delivered as before (opportunistic TLS), and deferred by a route that
-//!   requires DANE.
+//!   requires DANE;
+//! - DANE and an MTA-STS enforce policy that does not list the MX host: delivered, DANE
+//!   taking precedence (RFC 8461 §2); the same policy without DANE defers.
 //!
 //! The delivery log and `sluice queue show` name the policy of each attempt.
 
@@ -18,7 +20,9 @@ use sluice_tests::dnssec::SignedDns;
 use sluice_tests::serve::Serve;
 use sluice_tests::*;
 
-const DOMAINS: [&str; 6] = ["ok", "ta", "bad", "bogus", "plain", "strict"];
+const DOMAINS: [&str; 8] = [
+    "ok", "ta", "bad", "bogus", "plain", "strict", "sts", "stsonly",
+];
 
 /// The SHA-256 of the public key (SPKI) of the key in `key_pem`.
 fn spki_sha256(key_pem: &Path) -> String {
@@ -86,11 +90,17 @@ async fn dane_authenticates_mx_hosts_by_their_tlsa_records() {
 
     let mut zone = String::new();
     for d in DOMAINS {
-        let mx = if d == "strict" { "plain" } else { d };
+        let mx = match d {
+            "strict" | "stsonly" => "plain",
+            "sts" => "ok",
+            d => d,
+        };
         zone.push_str(&format!("{d} MX 10 mx-{mx}\nmx-{d} A 127.0.0.1\n"));
     }
     zone.push_str(&format!(
-        "_{port}._tcp.mx-ok TLSA 3 1 1 {}\n\
+        "_mta-sts.sts TXT \"v=STSv1; id=dane1;\"\n\
+         _mta-sts.stsonly TXT \"v=STSv1; id=dane1;\"\n\
+         _{port}._tcp.mx-ok TLSA 3 1 1 {}\n\
          _{port}._tcp.mx-ta TLSA 2 0 1 {}\n\
          _{port}._tcp.mx-bad TLSA 3 1 1 {}\n\
          _tcp.mx-bogus NS ns\n\
@@ -126,6 +136,22 @@ async fn dane_authenticates_mx_hosts_by_their_tlsa_records() {
         ),
     )
     .unwrap();
+    // The MTA-STS policies of sts and stsonly, cached (as if fetched before): enforce, listing
+    // another host.
+    std::fs::create_dir_all(a_dir.path().join("mta-sts")).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for d in ["sts", "stsonly"] {
+        std::fs::write(
+            a_dir.path().join(format!("mta-sts/{d}.dane.test.json")),
+            format!(
+                r#"{{"id":"dane1","mode":"enforce","mx":["mx.elsewhere.test"],"max_age":86400,"fetched":{now}}}"#
+            ),
+        )
+        .unwrap();
+    }
     let roots = certs.path().join("ca.pem");
     std::fs::write(&roots, &ca_pem).unwrap();
     // A trusts the test's CA as a web PKI root too: DANE-EE must not lean on it, and the
@@ -139,7 +165,7 @@ for to in os.environ["TO"].split(","):
 c.quit()
 print("sent")
 "#;
-    let tos = "ok@ok.dane.test,ta@ta.dane.test,bad@bad.dane.test,bogus@bogus.dane.test,plain@plain.dane.test,strict@strict.dane.test";
+    let tos = "ok@ok.dane.test,ta@ta.dane.test,bad@bad.dane.test,bogus@bogus.dane.test,plain@plain.dane.test,strict@strict.dane.test,sts@sts.dane.test,stsonly@stsonly.dane.test";
     let out = python(
         script,
         &[("PORT", a.smtp.port().to_string()), ("TO", tos.to_string())],
@@ -168,6 +194,7 @@ print("sent")
         ("ok", "ok", Some("dane mx-ok.dane.test tlsa 3 1 1")),
         ("sealed", "ok", Some("dane mx-ok.dane.test tlsa 3 1 1")),
         ("ta", "ta", Some("dane mx-ta.dane.test tlsa 2 0 1")),
+        ("sts", "sts", Some("dane mx-ok.dane.test tlsa 3 1 1")),
         ("plain", "plain", None),
     ] {
         let got = b.mailbox(user, 1).await;
@@ -197,6 +224,11 @@ print("sent")
             "strict",
             "451 4.7.5 strict.dane.test has no DNSSEC-validated TLSA records for its mail exchangers, which this route requires",
             "",
+        ),
+        (
+            "stsonly",
+            "none of its MX hosts is listed",
+            "mta-sts:enforce id=dane1",
         ),
     ] {
         let lines = delivery_lines(&log, &format!("{user}@{user}.dane.test")).await;

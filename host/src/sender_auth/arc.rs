@@ -47,22 +47,13 @@ impl ArcCheck {
     }
 }
 
-/// The header fields our message signature covers, when present.
-const SIGNED: [&str; 13] = [
-    "From",
-    "Reply-To",
-    "Subject",
-    "Date",
-    "To",
-    "Cc",
-    "Message-ID",
-    "In-Reply-To",
-    "References",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "DKIM-Signature",
-];
+/// The header fields our message signature covers, when present: those a DKIM signature of
+/// ours covers, and the signatures the message arrived with.
+fn signed() -> impl Iterator<Item = &'static str> {
+    super::SIGNED_HEADERS
+        .into_iter()
+        .chain(std::iter::once("DKIM-Signature"))
+}
 
 /// Our ARC sealer: the configured domain, selector and key.
 pub enum Sealer {
@@ -80,13 +71,13 @@ impl Sealer {
                 ArcSealer::from_key(k)
                     .domain(c.domain.as_str())
                     .selector(c.selector.as_str())
-                    .headers(SIGNED),
+                    .headers(signed()),
             ),
             super::dkim_key::DkimKey::Ed25519(k) => Sealer::Ed25519(
                 ArcSealer::from_key(k)
                     .domain(c.domain.as_str())
                     .selector(c.selector.as_str())
-                    .headers(SIGNED),
+                    .headers(signed()),
             ),
         })
     }
