@@ -15,17 +15,19 @@ use crate::peers::free_port;
 pub struct SignedDns {
     /// Where the validating resolver listens (UDP and TCP).
     pub resolver: SocketAddr,
-    knot: Child,
-    unbound: Child,
+    // Dropped in this order: the resolver, the server, then their directory.
+    _unbound: Killed,
+    _knot: Killed,
     dir: tempfile::TempDir,
 }
 
-impl Drop for SignedDns {
+/// A child process killed (and reaped) when dropped, also when a start-up check panics.
+struct Killed(Child);
+
+impl Drop for Killed {
     fn drop(&mut self) {
-        for child in [&mut self.unbound, &mut self.knot] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -80,13 +82,15 @@ impl SignedDns {
             conf.push_str(&format!("  - domain: {origin}\n    file: {file}\n"));
         }
         std::fs::write(d.join("knot.conf"), conf).unwrap();
-        let knot = Command::new("/usr/sbin/knotd")
-            .arg("-c")
-            .arg(d.join("knot.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("knotd");
+        let knot = Killed(
+            Command::new("/usr/sbin/knotd")
+                .arg("-c")
+                .arg(d.join("knot.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("knotd"),
+        );
         // Signed once the key-signing key is served (bounded: 20 s).
         let mut ksk = None;
         for _ in 0..100 {
@@ -116,18 +120,20 @@ impl SignedDns {
             ));
         }
         std::fs::write(d.join("unbound.conf"), conf).unwrap();
-        let unbound = Command::new("/usr/sbin/unbound")
-            .arg("-d")
-            .arg("-c")
-            .arg(d.join("unbound.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("unbound");
+        let unbound = Killed(
+            Command::new("/usr/sbin/unbound")
+                .arg("-d")
+                .arg("-c")
+                .arg(d.join("unbound.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("unbound"),
+        );
         let dns = SignedDns {
             resolver: ([127, 0, 0, 1], port).into(),
-            knot,
-            unbound,
+            _unbound: unbound,
+            _knot: knot,
             dir,
         };
         // Validating once the zone's apex comes back with the AD bit (bounded: 20 s).
