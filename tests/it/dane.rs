@@ -10,7 +10,8 @@
 //! - DANE and an MTA-STS enforce policy that does not list the MX host: delivered, DANE
 //!   taking precedence (RFC 8461 §2); the same policy without DANE defers.
 //!
-//! The delivery log and `sluice queue show` name the policy of each attempt.
+//! The delivery log and `sluice queue show` name the policy of each attempt, and A's TLS
+//! reports (RFC 8460) count the sessions under each host's TLSA records.
 
 use std::path::Path;
 use std::time::Duration;
@@ -98,7 +99,10 @@ async fn dane_authenticates_mx_hosts_by_their_tlsa_records() {
         zone.push_str(&format!("{d} MX 10 mx-{mx}\nmx-{d} A 127.0.0.1\n"));
     }
     zone.push_str(&format!(
-        "_mta-sts.sts TXT \"v=STSv1; id=dane1;\"\n\
+        "_smtp._tls.ok TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test\"\n\
+         _smtp._tls.bad TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test\"\n\
+         _smtp._tls.bogus TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test\"\n\
+         _mta-sts.sts TXT \"v=STSv1; id=dane1;\"\n\
          _mta-sts.stsonly TXT \"v=STSv1; id=dane1;\"\n\
          _{port}._tcp.mx-ok TLSA 3 1 1 {}\n\
          _{port}._tcp.mx-ta TLSA 2 0 1 {}\n\
@@ -117,7 +121,11 @@ async fn dane_authenticates_mx_hosts_by_their_tlsa_records() {
         ("_tcp.mx-bogus.dane.test", &bogus_child),
     ]);
 
-    // A: the relay under test. strict.dane.test goes by a route that requires DANE.
+    // A: the relay under test. strict.dane.test goes by a route that requires DANE; its TLS
+    // reports go to a capture sink.
+    let reports = sluice_tests::sink::Sink::tcp("127.0.0.1:0", Default::default())
+        .await
+        .unwrap();
     let a_dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(a_dir.path().join("plugins")).unwrap();
     let cfg = a_dir.path().join("sluice.toml");
@@ -129,10 +137,13 @@ async fn dane_authenticates_mx_hosts_by_their_tlsa_records() {
              [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
              [authentication]\nverify = false\n\
              [delivery]\nresolver = \"{}\"\nretry_secs = [3600]\n\
+             [reports]\ntls = true\ninterval_secs = 2\n\
+             [[route]]\ndomains = [\"reports.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n\
              [[route]]\ndomains = [\"strict.dane.test\"]\nkind = \"mx\"\nport = {port}\ndane = \"required\"\n\
              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\nport = {port}\n",
             a_dir.path(),
             dns.resolver,
+            reports.addr.unwrap().port(),
         ),
     )
     .unwrap();
@@ -272,4 +283,69 @@ print("sent")
         show.contains("(policy dane mx-bad.dane.test tlsa 3 1 1)"),
         "{show}"
     );
+
+    // TLS reports: one "tlsa" policy per MX host, its sessions summed over the 2 s periods
+    // (bounded: 30 s): ok's two deliveries, bad's mismatch, bogus's failed lookup.
+    let want = [
+        ("ok.dane.test", "mx-ok.dane.test", (2, 0, "")),
+        ("bad.dane.test", "mx-bad.dane.test", (0, 1, "tlsa-invalid")),
+        (
+            "bogus.dane.test",
+            "mx-bogus.dane.test",
+            (0, 1, "dnssec-invalid"),
+        ),
+    ];
+    let mut sums = std::collections::BTreeMap::new();
+    for _ in 0..60 {
+        sums.clear();
+        for r in reports.messages() {
+            let parsed = mail_parser::MessageParser::new().parse(&r.data).unwrap();
+            let gz = parsed
+                .attachments()
+                .next()
+                .expect("the gzipped report")
+                .contents()
+                .to_vec();
+            let mut json = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json)
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            for p in json["policies"].as_array().unwrap() {
+                if p["policy"]["policy-type"] != "tlsa" {
+                    continue;
+                }
+                let host = p["policy"]["policy-domain"].as_str().unwrap().to_string();
+                if host == "mx-ok.dane.test" {
+                    assert_eq!(
+                        p["policy"]["policy-string"],
+                        serde_json::json!([format!("3 1 1 {}", spki_sha256(&file("ok.key")))])
+                    );
+                }
+                let e = sums.entry(host).or_insert((0, 0, String::new()));
+                e.0 += p["summary"]["total-successful-session-count"]
+                    .as_u64()
+                    .unwrap();
+                e.1 += p["summary"]["total-failure-session-count"]
+                    .as_u64()
+                    .unwrap();
+                if let Some(d) = p["failure-details"].as_array().unwrap().first() {
+                    e.2 = d["result-type"].as_str().unwrap().to_string();
+                }
+            }
+        }
+        if want
+            .iter()
+            .all(|(_, h, (s, f, t))| sums.get(*h) == Some(&(*s, *f, t.to_string())))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (_, host, (s, f, t)) in want {
+        assert_eq!(
+            sums.get(host),
+            Some(&(s, f, t.to_string())),
+            "{host}: {sums:?}"
+        );
+    }
 }

@@ -56,10 +56,51 @@ pub fn classify(error: &str) -> &'static str {
 pub struct DomainTally {
     /// The MTA-STS policy in force at the last attempt (none: `no-policy-found`).
     pub policy: Option<Policy>,
+    /// Successful sessions (not under DANE).
+    pub success: u64,
+    /// Failed sessions (not under DANE), by (result type, MX host, reason).
+    pub failures: BTreeMap<String, u64>,
+    /// Sessions under DANE, by MX host (the TLSA base domain).
+    #[serde(default)]
+    pub tlsa: BTreeMap<String, TlsaTally>,
+}
+
+/// The sessions with one MX host under its TLSA records.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsaTally {
+    /// The records at the last attempt (`3 1 1 HEX`); none when they could not be looked up.
+    pub records: Vec<String>,
     /// Successful sessions.
     pub success: u64,
     /// Failed sessions, by (result type, MX host, reason).
     pub failures: BTreeMap<String, u64>,
+}
+
+/// The policy an attempt was under: the domain's (MTA-STS, or none), or an MX host's TLSA
+/// records (DANE: the host, and its records).
+#[derive(Debug, Clone, Copy)]
+pub enum Under<'a> {
+    /// The domain's MTA-STS policy, or none.
+    Domain,
+    /// DANE: the MX host and its TLSA records (none when the lookup failed).
+    Tlsa(&'a str, &'a [String]),
+}
+
+/// Counts `outcome` into `success` and `failures`.
+fn count(success: &mut u64, failures: &mut BTreeMap<String, u64>, outcome: Outcome) {
+    match outcome {
+        Outcome::Success => *success += 1,
+        Outcome::Failure { result, mx, reason } => {
+            let reason: String = reason
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            *failures
+                .entry(format!("{result}\u{1f}{mx}\u{1f}{reason}"))
+                .or_default() += 1;
+        }
+    }
 }
 
 /// The counts being made, shared by the delivery runner and the sender of the reports.
@@ -75,25 +116,28 @@ impl TlsReports {
         }
     }
 
-    /// Counts one attempt's TLS for `domain`, under `policy` (if any).
-    pub fn record(&self, domain: &str, policy: Option<&Policy>, outcome: Outcome) {
-        self.period.count(domain, DomainTally::default, |entry| {
-            entry.policy = policy.cloned();
-            match outcome {
-                Outcome::Success => entry.success += 1,
-                Outcome::Failure { result, mx, reason } => {
-                    let reason: String = reason
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(200)
-                        .collect();
-                    *entry
-                        .failures
-                        .entry(format!("{result}\u{1f}{mx}\u{1f}{reason}"))
-                        .or_default() += 1;
+    /// Counts one attempt's TLS for `domain` (whose MTA-STS policy is `sts`, if any), under
+    /// `under`.
+    pub fn record(&self, domain: &str, sts: Option<&Policy>, under: Under<'_>, outcome: Outcome) {
+        self.period
+            .count(domain, DomainTally::default, |entry| match under {
+                Under::Domain => {
+                    entry.policy = sts.cloned();
+                    count(&mut entry.success, &mut entry.failures, outcome);
                 }
-            }
-        });
+                Under::Tlsa(host, records) => {
+                    let host = host.to_ascii_lowercase();
+                    // At most 100 hosts a domain, as the domains are bounded.
+                    if entry.tlsa.len() >= 100 && !entry.tlsa.contains_key(&host) {
+                        return;
+                    }
+                    let t = entry.tlsa.entry(host).or_default();
+                    if !records.is_empty() {
+                        t.records = records.to_vec();
+                    }
+                    count(&mut t.success, &mut t.failures, outcome);
+                }
+            });
     }
 
     /// The counts being made.
@@ -144,9 +188,37 @@ pub fn report_json(
         }
         _ => serde_json::json!({ "policy-type": "no-policy-found", "policy-domain": domain }),
     };
-    let failed: u64 = tally.failures.values().sum();
-    let details: Vec<serde_json::Value> = tally
-        .failures
+    // The domain's policy, when some attempt was not under DANE (or nothing was counted
+    // under DANE), then one "tlsa" policy per MX host under DANE (RFC 8460 §4.4).
+    let mut policies = Vec::new();
+    if tally.success + tally.failures.values().sum::<u64>() > 0 || tally.tlsa.is_empty() {
+        policies.push(policy_entry(policy, tally.success, &tally.failures));
+    }
+    for (host, t) in &tally.tlsa {
+        let policy = serde_json::json!({
+            "policy-type": "tlsa",
+            "policy-string": t.records,
+            "policy-domain": host,
+        });
+        policies.push(policy_entry(policy, t.success, &t.failures));
+    }
+    serde_json::json!({
+        "organization-name": who.organization,
+        "date-range": { "start-datetime": time(start), "end-datetime": time(end) },
+        "contact-info": who.contact,
+        "report-id": report_id,
+        "policies": policies,
+    })
+}
+
+/// One entry of a report's `policies`: the policy, its summary and its failures.
+fn policy_entry(
+    policy: serde_json::Value,
+    success: u64,
+    failures: &BTreeMap<String, u64>,
+) -> serde_json::Value {
+    let failed: u64 = failures.values().sum();
+    let details: Vec<serde_json::Value> = failures
         .iter()
         .map(|(key, count)| {
             let mut parts = key.splitn(3, '\u{1f}');
@@ -164,18 +236,12 @@ pub fn report_json(
         })
         .collect();
     serde_json::json!({
-        "organization-name": who.organization,
-        "date-range": { "start-datetime": time(start), "end-datetime": time(end) },
-        "contact-info": who.contact,
-        "report-id": report_id,
-        "policies": [{
-            "policy": policy,
-            "summary": {
-                "total-successful-session-count": tally.success,
-                "total-failure-session-count": failed,
-            },
-            "failure-details": details,
-        }],
+        "policy": policy,
+        "summary": {
+            "total-successful-session-count": success,
+            "total-failure-session-count": failed,
+        },
+        "failure-details": details,
     })
 }
 
@@ -260,18 +326,44 @@ mod tests {
             0,
         )
         .unwrap();
-        reports.record("Example.org", Some(&policy), Outcome::Success);
-        reports.record("example.org", Some(&policy), Outcome::Success);
+        let sts = Under::Domain;
+        reports.record("Example.org", Some(&policy), sts, Outcome::Success);
+        reports.record("example.org", Some(&policy), sts, Outcome::Success);
         reports.record(
             "example.org",
             Some(&policy),
+            sts,
             Outcome::Failure {
                 result: classify("invalid peer certificate: NotValidForName"),
                 mx: "mx.example.org".into(),
                 reason: "bad\nname".into(),
             },
         );
-        reports.record("plain.example", None, Outcome::Success);
+        reports.record("plain.example", None, Under::Domain, Outcome::Success);
+        // DANE: a host's records, a success and a mismatch; another host's failed lookup.
+        let records = ["3 1 1 00ff".to_string()];
+        let tlsa = Under::Tlsa("mx1.dane.example", &records);
+        reports.record("dane.example", None, tlsa, Outcome::Success);
+        reports.record(
+            "dane.example",
+            None,
+            tlsa,
+            Outcome::Failure {
+                result: classify("the certificate chain of mx1.dane.example matches none of its TLSA records (3 1 1)"),
+                mx: "mx1.dane.example".into(),
+                reason: "mismatch".into(),
+            },
+        );
+        reports.record(
+            "dane.example",
+            None,
+            Under::Tlsa("MX2.dane.example", &[]),
+            Outcome::Failure {
+                result: "dnssec-invalid",
+                mx: "mx2.dane.example".into(),
+                reason: "SERVFAIL".into(),
+            },
+        );
         reports.period().save().unwrap();
         // A restart continues the counts.
         let again = TlsReports::open(dir.path().join("tls-reports"));
@@ -313,6 +405,24 @@ mod tests {
             plain["policies"][0]["policy"]["policy-type"],
             "no-policy-found"
         );
+        // Under DANE: one "tlsa" policy per MX host, and no domain entry with nothing in it.
+        let dane = report_json(
+            &who,
+            "dane.example",
+            &tally.domains["dane.example"],
+            (0, 1),
+            "r3@relay.test",
+        );
+        let policies = dane["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 2, "{dane}");
+        let (p1, p2) = (&policies[0], &policies[1]);
+        assert_eq!(p1["policy"]["policy-type"], "tlsa");
+        assert_eq!(p1["policy"]["policy-domain"], "mx1.dane.example");
+        assert_eq!(p1["policy"]["policy-string"][0], "3 1 1 00ff");
+        assert_eq!(p1["summary"]["total-successful-session-count"], 1);
+        assert_eq!(p1["failure-details"][0]["result-type"], "tlsa-invalid");
+        assert_eq!(p2["policy"]["policy-domain"], "mx2.dane.example");
+        assert_eq!(p2["failure-details"][0]["result-type"], "dnssec-invalid");
         // The gzip round-trips.
         let gz = gzip(json.to_string().as_bytes());
         let mut back = String::new();

@@ -47,6 +47,20 @@ impl HopDane {
     }
 }
 
+impl HopDane {
+    /// For TLS reports: the host (TLSA base domain) and records this attempt to `host` was
+    /// held to; `None` when DANE did not apply.
+    pub fn reported(&self, host: &str) -> Option<(String, Vec<String>)> {
+        match self {
+            HopDane::None => None,
+            HopDane::Authenticate(t) | HopDane::EncryptOnly(t) => {
+                Some((t.host.clone(), t.records()))
+            }
+            HopDane::Failed(_) => Some((host.to_string(), Vec::new())),
+        }
+    }
+}
+
 /// The DANE lookups of the delivery runner.
 pub struct Dane {
     /// None when no resolver could be found: then DANE never applies (as with a resolver

@@ -123,6 +123,17 @@ impl Tlsa {
         kinds.join(",")
     }
 
+    /// The usable records as DNS presents them (`3 1 1 HEX`), for TLS reports.
+    pub fn records(&self) -> Vec<String> {
+        self.associations
+            .iter()
+            .map(|a| {
+                let data: String = a.data.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{} {} {} {data}", a.usage, u8::from(a.spki), a.matching)
+            })
+            .collect()
+    }
+
     /// A short digest of the records, so pooled connections authenticated by one set are not
     /// reused under another.
     pub fn fingerprint(&self) -> String {

@@ -101,9 +101,8 @@ impl Runner {
             Ok(hops) => hops,
             Err((reply, unlisted)) => {
                 self.report_tls(
-                    route,
-                    domain,
-                    sts,
+                    (route, domain, sts),
+                    &HopDane::None,
                     tls_report::Outcome::Failure {
                         result: "validation-failure",
                         mx: unlisted,
@@ -120,18 +119,32 @@ impl Runner {
         })
     }
 
-    /// Counts what came of the TLS of an attempt, for TLS reports (MX routes).
+    /// Counts what came of the TLS of an attempt to a host of `domain` (whose MTA-STS policy
+    /// is `sts`) under `dane`, for TLS reports (MX routes).
     pub(super) fn report_tls(
         &self,
-        route: &RouteConfig,
-        domain: &str,
-        sts: Option<&mta_sts::Policy>,
+        (route, domain, sts): (&RouteConfig, &str, Option<&mta_sts::Policy>),
+        dane: &HopDane,
         outcome: tls_report::Outcome,
     ) {
-        if let Some(r) = &self.tls_reports
-            && route.kind == RouteKind::Mx
-        {
-            r.record(domain, sts, outcome);
+        let Some(r) = &self.tls_reports else {
+            return;
+        };
+        if route.kind != RouteKind::Mx {
+            return;
+        }
+        let host = match &outcome {
+            tls_report::Outcome::Failure { mx, .. } => mx.as_str(),
+            tls_report::Outcome::Success => "",
+        };
+        match dane.reported(host) {
+            Some((host, records)) => r.record(
+                domain,
+                sts,
+                tls_report::Under::Tlsa(&host, &records),
+                outcome,
+            ),
+            None => r.record(domain, sts, tls_report::Under::Domain, outcome),
         }
     }
 

@@ -629,7 +629,7 @@ impl Runner {
         if enforce.is_some() {
             cfg.tls = crate::config::TlsPolicy::Required;
         }
-        let report = |outcome| self.report_tls(route, domain, sts, outcome);
+        let report = |dane: &HopDane, outcome| self.report_tls((route, domain, sts), dane, outcome);
         let hops: Vec<(Target, String)> = trust
             .hops
             .iter()
@@ -659,24 +659,27 @@ impl Runner {
             let dane = trust.dane_of(target, name);
             policy = dane.describe().or(policy);
             let with_dane;
-            let cfg = match dane {
+            let cfg = match &dane {
                 HopDane::None => &cfg,
                 HopDane::Failed(e) => {
                     tracing::info!(id = %envelope.id, hop = %target, error = %e, "DANE: not sent: the TLSA lookup failed");
-                    report(tls_report::Outcome::Failure {
-                        result: "dnssec-invalid",
-                        mx: name.clone(),
-                        reason: e.clone(),
-                    });
+                    report(
+                        &dane,
+                        tls_report::Outcome::Failure {
+                            result: "dnssec-invalid",
+                            mx: name.clone(),
+                            reason: e.clone(),
+                        },
+                    );
                     last = Reply::new(451, "4.7.5", &format!("DANE: {e}"));
                     last_remote = Some(name.clone());
                     answered = true;
                     continue;
                 }
-                dane => {
+                _ => {
                     with_dane = ClientConfig {
                         tls: crate::config::TlsPolicy::Required,
-                        dane,
+                        dane: dane.clone(),
                         ..cfg.clone()
                     };
                     &with_dane
@@ -684,15 +687,18 @@ impl Runner {
             };
             match self.pool.send(target, name, cfg, cap, &out).await {
                 Sent::Answered(o) => {
-                    report(if o.tls {
-                        tls_report::Outcome::Success
-                    } else {
-                        tls_report::Outcome::Failure {
-                            result: "starttls-not-supported",
-                            mx: name.clone(),
-                            reason: "delivered without TLS".to_string(),
-                        }
-                    });
+                    report(
+                        &cfg.dane,
+                        if o.tls {
+                            tls_report::Outcome::Success
+                        } else {
+                            tls_report::Outcome::Failure {
+                                result: "starttls-not-supported",
+                                mx: name.clone(),
+                                reason: "delivered without TLS".to_string(),
+                            }
+                        },
+                    );
                     let outcomes = o
                         .recipients
                         .into_iter()
@@ -721,11 +727,14 @@ impl Runner {
                 Sent::Failed(e @ crate::delivery::client::ClientError::Tls { .. })
                     if (enforce.is_some() || cfg.dane != HopDane::None) && !requiretls =>
                 {
-                    report(tls_report::Outcome::Failure {
-                        result: tls_report::classify(&e.to_string()),
-                        mx: name.clone(),
-                        reason: e.to_string(),
-                    });
+                    report(
+                        &cfg.dane,
+                        tls_report::Outcome::Failure {
+                            result: tls_report::classify(&e.to_string()),
+                            mx: name.clone(),
+                            reason: e.to_string(),
+                        },
+                    );
                     // Not sent, and not to be sent in the clear: deferred (the policy or the
                     // host's certificate may be mended).
                     let by = if cfg.dane != HopDane::None {
