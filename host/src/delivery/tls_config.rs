@@ -3,7 +3,8 @@
 //! (opportunistic TLS, as MTAs practise it: RFC 7435), and checked by a host's TLSA records
 //! (DANE, [`super::dane`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use super::dane::Tlsa;
 
@@ -22,29 +23,45 @@ fn builder() -> (
     }
 }
 
+/// How long the system's roots, once read, serve before they are read again.
+const ROOTS_FOR: Duration = Duration::from_secs(300);
+
 /// Verifies the server's certificate against the system's roots (`SSL_CERT_FILE` and
-/// `SSL_CERT_DIR` are honoured).
+/// `SSL_CERT_DIR` are honoured). The roots are read from disk at most every five minutes, not
+/// for each handshake (a directory of some hundred files, read on the async worker).
 pub fn verified() -> Arc<rustls::ClientConfig> {
+    static CURRENT: Mutex<Option<(Instant, Arc<rustls::ClientConfig>)>> = Mutex::new(None);
+    let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((read, config)) = current.as_ref()
+        && read.elapsed() < ROOTS_FOR
+    {
+        return config.clone();
+    }
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
-    Arc::new(
+    let config = Arc::new(
         builder()
             .0
             .with_root_certificates(roots)
             .with_no_client_auth(),
-    )
+    );
+    *current = Some((Instant::now(), config.clone()));
+    config
 }
 
-/// Encrypts without checking the certificate.
+/// Encrypts without checking the certificate (one configuration serves every handshake).
 pub fn unverified() -> Arc<rustls::ClientConfig> {
-    let (b, provider) = builder();
-    Arc::new(
-        b.dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth(),
-    )
+    static CONFIG: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+        let (b, provider) = builder();
+        Arc::new(
+            b.dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_no_client_auth(),
+        )
+    });
+    CONFIG.clone()
 }
 
 /// Checks the certificate by `tlsa` (DANE).
