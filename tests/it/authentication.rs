@@ -609,15 +609,7 @@ async fn dmarc_reports_go_to_the_rua_that_may_have_them() {
                     .unwrap()
                     .starts_with("Report Domain: spf-pass.test Submitter: mx.test")
             );
-            let gz = parsed
-                .attachments()
-                .next()
-                .expect("the gzipped report")
-                .contents()
-                .to_vec();
-            let mut xml = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut xml)
-                .unwrap();
+            let xml = r.gzipped_report("gzip");
             assert!(xml.contains("<domain>spf-pass.test</domain>"), "{xml}");
             assert!(xml.contains("<p>reject</p>"), "{xml}");
             assert!(xml.contains("<org_name>Sluice test</org_name>"), "{xml}");

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sha2::Digest as _;
 use sluice_tests::dnssec::SignedDns;
-use sluice_tests::serve::Serve;
+use sluice_tests::serve::{Serve, delivery_lines, queue_show, relay_config};
 use sluice_tests::*;
 
 const DOMAINS: [&str; 8] = [
@@ -31,27 +31,6 @@ fn spki_sha256(key_pem: &Path) -> String {
     hex::encode(sha2::Sha256::digest(
         rcgen::PublicKeyData::subject_public_key_info(&key),
     ))
-}
-
-/// The `event=delivery` log lines for `to`, waiting (bounded: 30 s) for the first.
-async fn delivery_lines(log: &Path, to: &str) -> Vec<String> {
-    let want = format!("to={to} ");
-    for _ in 0..300 {
-        let lines: Vec<String> = std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("event=delivery") && l.contains(&want))
-            .map(str::to_string)
-            .collect();
-        if !lines.is_empty() {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "no delivery line for {to} in:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,26 +106,18 @@ async fn dane_authenticates_mx_hosts_by_their_tlsa_records() {
         .await
         .unwrap();
     let a_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(a_dir.path().join("plugins")).unwrap();
-    let cfg = a_dir.path().join("sluice.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nhostname = \"a.test\"\ndata_dir = {:?}\n\
-             [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
-             [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
-             [authentication]\nverify = false\n\
-             [delivery]\nresolver = \"{}\"\nretry_secs = [3600]\n\
+    let cfg = relay_config(
+        a_dir.path(),
+        &format!(
+            "[delivery]\nresolver = \"{}\"\nretry_secs = [3600]\n\
              [reports]\ntls = true\ninterval_secs = 2\n\
              [[route]]\ndomains = [\"reports.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n\
              [[route]]\ndomains = [\"strict.dane.test\"]\nkind = \"mx\"\nport = {port}\ndane = \"required\"\n\
              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\nport = {port}\n",
-            a_dir.path(),
             dns.resolver,
             reports.addr.unwrap().port(),
         ),
-    )
-    .unwrap();
+    );
     // The MTA-STS policies of sts and stsonly, cached (as if fetched before): enforce, listing
     // another host.
     std::fs::create_dir_all(a_dir.path().join("mta-sts")).unwrap();
@@ -268,17 +239,7 @@ print("sent")
         "{bogus:?}"
     );
     // `sluice queue show` names the policy of the attempt.
-    let id = delivery_lines(&log, "bad@bad.dane.test").await[0]
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("id="))
-        .unwrap()
-        .to_string();
-    let show = std::process::Command::new(sluice_bin())
-        .args(["queue", "show", &id, "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = queue_show(&cfg, &delivery_lines(&log, "bad@bad.dane.test").await[0]);
     assert!(
         show.contains("(policy dane mx-bad.dane.test tlsa 3 1 1)"),
         "{show}"
@@ -299,17 +260,8 @@ print("sent")
     for _ in 0..60 {
         sums.clear();
         for r in reports.messages() {
-            let parsed = mail_parser::MessageParser::new().parse(&r.data).unwrap();
-            let gz = parsed
-                .attachments()
-                .next()
-                .expect("the gzipped report")
-                .contents()
-                .to_vec();
-            let mut json = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json)
-                .unwrap();
-            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&r.gzipped_report("tlsrpt+gzip")).unwrap();
             for p in json["policies"].as_array().unwrap() {
                 if p["policy"]["policy-type"] != "tlsa" {
                     continue;

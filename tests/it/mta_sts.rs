@@ -20,7 +20,7 @@ use std::time::Duration;
 use mail_parser::MimeHeaders as _;
 use sluice_tests::dns::{Dns, Zone};
 use sluice_tests::peers::free_port;
-use sluice_tests::serve::Serve;
+use sluice_tests::serve::{Serve, delivery_lines, queue_show, relay_config};
 use sluice_tests::*;
 use tokio::io::AsyncBufReadExt as _;
 
@@ -108,27 +108,6 @@ srv.serve_forever()
         "{ready:?}"
     );
     child
-}
-
-/// The `event=delivery` log lines of A for `to`, waiting (bounded: 30 s) for the first.
-async fn delivery_lines(log: &Path, to: &str) -> Vec<String> {
-    let want = format!("to={to} ");
-    for _ in 0..300 {
-        let lines: Vec<String> = std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("event=delivery") && l.contains(&want))
-            .map(str::to_string)
-            .collect();
-        if !lines.is_empty() {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "no delivery line for {to} in:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 async fn send(port: u16, mails: &[(&str, bool)]) -> String {
@@ -228,26 +207,18 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
 
     // A: the relay under test, trusting the test's CA.
     let a_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(a_dir.path().join("plugins")).unwrap();
-    let cfg = a_dir.path().join("sluice.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nhostname = \"a.test\"\ndata_dir = {:?}\n\
-             [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
-             [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
-             [authentication]\nverify = false\n\
-             [delivery]\nresolver = \"{}\"\nmta_sts_port = {https}\nretry_secs = [3600]\n\
+    let cfg = relay_config(
+        a_dir.path(),
+        &format!(
+            "[delivery]\nresolver = \"{}\"\nmta_sts_port = {https}\nretry_secs = [3600]\n\
              [reports]\ntls = true\ninterval_secs = 2\norganization = \"A Relay\"\n\
              [[route]]\ndomains = [\"reports.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\ntls = \"none\"\n\
              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\nport = {}\n",
-            a_dir.path(),
             dns.addr,
             reports.addr.unwrap().port(),
             b.smtp.port()
         ),
-    )
-    .unwrap();
+    );
     let roots = certs.path().join("ca.pem");
     let start_a = || Serve::start_trusting(&cfg, &roots);
     let mut a = start_a().await;
@@ -331,17 +302,7 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
         );
     }
     // `sluice queue show` names the policy of each attempt.
-    let id = bad[0]
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("id="))
-        .unwrap()
-        .to_string();
-    let show = std::process::Command::new(sluice_bin())
-        .args(["queue", "show", &id, "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = queue_show(&cfg, &bad[0]);
     assert!(
         show.contains("(policy mta-sts:enforce id=20261207)"),
         "{show}"
@@ -376,19 +337,8 @@ async fn mta_sts_policies_decide_where_and_how_mail_for_a_domain_may_go() {
                     .and_then(|c| c.attribute("report-type"))
                     == Some("tlsrpt")
             );
-            let gz = parsed
-                .attachments()
-                .find(|a| {
-                    a.content_type()
-                        .is_some_and(|c| c.subtype() == Some("tlsrpt+gzip"))
-                })
-                .expect("the gzipped report")
-                .contents()
-                .to_vec();
-            let mut json = String::new();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json)
-                .unwrap();
-            let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+            let json: serde_json::Value =
+                serde_json::from_str(&r.gzipped_report("tlsrpt+gzip")).unwrap();
             assert_eq!(json["organization-name"], "A Relay");
             let p = &json["policies"][0];
             assert_eq!(p["policy"]["policy-type"], "sts", "{json}");

@@ -61,26 +61,18 @@ async fn requiretls_mail_goes_only_over_verified_tls_to_a_next_hop_that_offers_i
     .await;
     // A: the relay under test, trusting the test's CA.
     let a_dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(a_dir.path().join("plugins")).unwrap();
-    let cfg = a_dir.path().join("sluice.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nhostname = \"a.test\"\ndata_dir = {:?}\n\
-             [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
-             [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
-             [authentication]\nverify = false\n\
-             [delivery]\nresolver = \"{}\"\n\
+    let cfg = sluice_tests::serve::relay_config(
+        a_dir.path(),
+        &format!(
+            "[delivery]\nresolver = \"{}\"\n\
              [[route]]\ndomains = [\"example.org\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\n\
              [[route]]\ndomains = [\"postfix.test\"]\nkind = \"smtp\"\nhost = \"127.0.0.1:{}\"\n\
              [[route]]\ndomains = [\"*\"]\nkind = \"mx\"\n",
-            a_dir.path(),
             dns.addr,
             b.smtp.port(),
             postfix.smtp
         ),
-    )
-    .unwrap();
+    );
     let a = sluice_tests::serve::Serve::start_trusting(&cfg, &certs.path().join("ca.pem")).await;
 
     let script = r#"

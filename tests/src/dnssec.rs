@@ -24,6 +24,31 @@ pub struct SignedDns {
 /// A child process killed (and reaped) when dropped, also when a start-up check panics.
 struct Killed(Child);
 
+impl Killed {
+    /// Starts `program` with `args`, its output discarded (it logs to its directory).
+    fn start(program: &str, args: &[&std::ffi::OsStr]) -> Killed {
+        Killed(
+            Command::new(program)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program}: {e}")),
+        )
+    }
+}
+
+/// The first answer of `ask`, asked every 200 ms for at most 20 s.
+fn poll<T>(mut ask: impl FnMut() -> Option<T>) -> Option<T> {
+    for _ in 0..100 {
+        if let Some(t) = ask() {
+            return Some(t);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -82,27 +107,15 @@ impl SignedDns {
             conf.push_str(&format!("  - domain: {origin}\n    file: {file}\n"));
         }
         std::fs::write(d.join("knot.conf"), conf).unwrap();
-        let knot = Killed(
-            Command::new("/usr/sbin/knotd")
-                .arg("-c")
-                .arg(d.join("knot.conf"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("knotd"),
-        );
-        // Signed once the key-signing key is served (bounded: 20 s).
-        let mut ksk = None;
-        for _ in 0..100 {
-            ksk = dig(knot_port, &[first, "DNSKEY", "+short"])
+        let conf = d.join("knot.conf");
+        let knot = Killed::start("/usr/sbin/knotd", &["-c".as_ref(), conf.as_os_str()]);
+        // Signed once the key-signing key is served.
+        let ksk = poll(|| {
+            dig(knot_port, &[first, "DNSKEY", "+short"])
                 .lines()
                 .find(|l| l.starts_with("257 "))
-                .map(str::to_string);
-            if ksk.is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+                .map(str::to_string)
+        });
         let log = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
         let Some(ksk) = ksk else {
             panic!("knotd did not serve a signed {first}:\n{}", log("knot.log"));
@@ -120,15 +133,10 @@ impl SignedDns {
             ));
         }
         std::fs::write(d.join("unbound.conf"), conf).unwrap();
-        let unbound = Killed(
-            Command::new("/usr/sbin/unbound")
-                .arg("-d")
-                .arg("-c")
-                .arg(d.join("unbound.conf"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("unbound"),
+        let conf = d.join("unbound.conf");
+        let unbound = Killed::start(
+            "/usr/sbin/unbound",
+            &["-d".as_ref(), "-c".as_ref(), conf.as_os_str()],
         );
         let dns = SignedDns {
             resolver: ([127, 0, 0, 1], port).into(),
@@ -136,12 +144,15 @@ impl SignedDns {
             _knot: knot,
             dir,
         };
-        // Validating once the zone's apex comes back with the AD bit (bounded: 20 s).
-        for _ in 0..100 {
-            if dig(port, &["+adflag", first, "SOA"]).contains(" ad;") {
-                return dns;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        // Validating once the zone's apex comes back with the AD bit.
+        if poll(|| {
+            dig(port, &["+adflag", first, "SOA"])
+                .contains(" ad;")
+                .then_some(())
+        })
+        .is_some()
+        {
+            return dns;
         }
         panic!(
             "unbound did not validate {first}:\n{}",

@@ -158,3 +158,59 @@ pub fn has_metrics(cfg: &Path) -> bool {
         .lines()
         .any(|l| l.trim_start().starts_with("[metrics]"))
 }
+
+/// Writes the configuration of a relay under test in `dir` and returns its path: server
+/// `a.test` (data in `dir`, an empty `plugins/`), one smtp listener, relaying for 127.0.0.0/8,
+/// sender checks off; then `rest` (its `[delivery]`, `[reports]`, routes).
+pub fn relay_config(dir: &Path, rest: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("plugins")).unwrap();
+    let cfg = dir.join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nhostname = \"a.test\"\ndata_dir = {dir:?}\n\
+             [[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:0\"\n\
+             [relay]\nlocal_domains = [\"a.test\"]\ntrusted_networks = [\"127.0.0.0/8\"]\n\
+             [authentication]\nverify = false\n{rest}"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The `event=delivery` lines of the server log `log` for the recipient `to`, waiting
+/// (bounded: 30 s) for the first.
+pub async fn delivery_lines(log: &Path, to: &str) -> Vec<String> {
+    let want = format!("to={to} ");
+    for _ in 0..300 {
+        let lines: Vec<String> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("event=delivery") && l.contains(&want))
+            .map(str::to_string)
+            .collect();
+        if !lines.is_empty() {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no delivery line for {to} in:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+/// What `sluice queue show` says, under the configuration `cfg`, of the message a delivery log
+/// line (from [`delivery_lines`]) is about.
+pub fn queue_show(cfg: &Path, line: &str) -> String {
+    let id = line
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("id="))
+        .expect("a queue id in the line");
+    let out = std::process::Command::new(sluice_bin())
+        .args(["queue", "show", id, "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -29,6 +29,30 @@ pub struct Received {
     pub at: std::time::Instant,
 }
 
+impl Received {
+    /// The text of the gzipped report the message carries: its attachment of MIME type
+    /// `application/SUBTYPE` (`gzip` for DMARC, `tlsrpt+gzip` for TLS reports), gunzipped.
+    pub fn gzipped_report(&self, subtype: &str) -> String {
+        use mail_parser::MimeHeaders as _;
+        let parsed = mail_parser::MessageParser::new()
+            .parse(&self.data)
+            .expect("a message");
+        let gz = parsed
+            .attachments()
+            .find(|a| {
+                a.content_type()
+                    .is_some_and(|c| c.subtype() == Some(subtype))
+            })
+            .unwrap_or_else(|| panic!("no application/{subtype} report attached"))
+            .contents()
+            .to_vec();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .expect("a gzipped report");
+        text
+    }
+}
+
 /// How the sink behaves.
 #[derive(Debug, Clone, Default)]
 pub struct SinkOptions {
